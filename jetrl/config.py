@@ -1,0 +1,196 @@
+"""Typed configuration: process settings from the environment and the run spec from YAML.
+
+Both are validated at the edge: a service refuses to start on bad settings, the scheduler
+refuses a bad run spec (INVALID_ARGUMENT) before anything is published.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "RunSpec", "SpecError", "load_spec", "parse_spec", "dump_spec"]
+
+
+class Settings(BaseSettings):
+    """Process settings, read from `JETRL_*` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="JETRL_", extra="ignore")
+
+    nats_url: str = Field("nats://127.0.0.1:4222", min_length=1)
+    """NATS server URL(s), comma separated for a cluster."""
+    nats_user: str | None = None
+    """NATS user, with `nats_password`."""
+    nats_password: str | None = None
+    """NATS password."""
+    nats_token: str | None = None
+    """NATS token (instead of user/password)."""
+    nats_tls_ca: Path | None = None
+    """CA bundle that signs the NATS server certificate; enables TLS."""
+    nats_tls_cert: Path | None = None
+    """Client certificate for mutual TLS."""
+    nats_tls_key: Path | None = None
+    """Client key for mutual TLS."""
+    database_url: str = Field("postgresql+psycopg://postgres@127.0.0.1:5432/jetrl", min_length=1)
+    """SQLAlchemy URL of the lineage database (psycopg 3 driver)."""
+    data_dir: Path = Path(".jetrl")
+    """Where checkpoints, weights, logs and pid files live; shared by services on one host or volume."""
+    listen: str | None = None
+    """host:port this service's gRPC server binds; each service has its own default port."""
+    scheduler_addr: str = Field("127.0.0.1:50051", min_length=3)
+    """Where SchedulerService answers (services fetch run specs from it)."""
+    rollout_addr: str = Field("127.0.0.1:50052", min_length=3)
+    """Where RolloutService answers (the scheduler asks it for held-out evaluations)."""
+    reward_addr: str = Field("127.0.0.1:50053", min_length=3)
+    """Where the built-in reward server answers (the default reward endpoint)."""
+    trainer_addr: str = Field("127.0.0.1:50054", min_length=3)
+    """Where TrainerService answers; announced with each weight version as the streaming source."""
+    worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}", min_length=1)
+    """Name of this replica in lineage and logs."""
+    torch_threads: int = Field(0, ge=0, le=256)
+    """torch intra-op threads for this process; 0 leaves torch's default."""
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log level of the structured (JSON) logs on stderr."""
+
+    def listen_or(self, default_port: int) -> str:
+        return self.listen or f"0.0.0.0:{default_port}"
+
+
+# ---- run spec -------------------------------------------------------------------------------
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Spec):
+    path: str = Field(min_length=1)
+    """Local directory of a Hugging Face causal LM (config, weights, tokenizer). `$VARS` are expanded."""
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return os.path.expandvars(os.path.expanduser(v))
+
+
+class TaskSpec(_Spec):
+    name: Literal["arithmetic", "gsm8k"] = "arithmetic"
+    """Prompt source: the synthetic arithmetic task, or a GSM8K-format JSONL file."""
+    path: str | None = None
+    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line)."""
+    digits: int = Field(2, ge=1, le=6)
+    """Arithmetic: digits per operand."""
+    terms: int = Field(2, ge=2, le=6)
+    """Arithmetic: operands per problem (2 = `a+b=`, more = a chain)."""
+    heldout_size: int = Field(200, ge=1, le=100_000)
+    """Problems in the fixed held-out evaluation set (never trained on)."""
+    seed: int = Field(0, ge=0)
+    """Seed of the task's data (held-out set and training prompts)."""
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> "TaskSpec":
+        if self.name == "gsm8k" and not self.path:
+            raise ValueError("task 'gsm8k' needs `path` to a JSONL file")
+        return self
+
+
+class RolloutSpec(_Spec):
+    group_size: int = Field(8, ge=1, le=1024)
+    """G: completions sampled per prompt."""
+    temperature: float = Field(1.0, ge=0.0, le=4.0)
+    """Sampling temperature of the behaviour policy (0 = greedy)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_new_tokens: int = Field(8, ge=1, le=32_768)
+    """Completion length cap."""
+
+
+class TrainSpec(_Spec):
+    steps: int = Field(30, ge=1, le=1_000_000)
+    """Optimizer steps, i.e. policy versions to publish."""
+    batch_groups: int = Field(16, ge=1, le=100_000)
+    """B: prompt groups per training batch."""
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, gt=0.0, le=1e6)
+    """Max global gradient norm."""
+    clip_eps_low: float = Field(0.2, ge=0.0, le=1.0)
+    """PPO ratio clip below 1 (ε_low)."""
+    clip_eps_high: float = Field(0.2, ge=0.0, le=10.0)
+    """PPO ratio clip above 1 (ε_high)."""
+    behaviour_weight_cap: float = Field(5.0, gt=0.0)
+    """Tokens whose w = exp(p - b) exceeds this are masked (DESIGN §5)."""
+    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
+    """Advantage estimator per prompt group."""
+    loss_agg: Literal["token_mean", "constant"] = "token_mean"
+    """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+
+
+class RewardSpec(_Spec):
+    endpoint: str | None = None
+    """host:port of a RewardService; empty means the built-in server (JETRL_REWARD_ADDR)."""
+    deadline_s: float = Field(10.0, gt=0.0, le=3600.0)
+    """Deadline of one Score call."""
+    retries: int = Field(3, ge=0, le=100)
+    """Retries (with backoff) after a failed or timed-out Score call."""
+
+
+class ScheduleSpec(_Spec):
+    max_staleness: int = Field(0, ge=0, le=1000)
+    """η: versions a trained token may lag the trainer (0 = synchronous)."""
+    max_concurrent: int = Field(64, ge=1, le=1_000_000)
+    """Groups in flight at most."""
+    eval_every: int = Field(5, ge=0, le=1_000_000)
+    """Held-out evaluation every this many versions (and at the end); 0 = only at the end."""
+
+
+class RunSpec(_Spec):
+    name: str = Field("run", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """Human name; run ids start with it."""
+    seed: int = Field(0, ge=0)
+    """Seed of prompt order and sampling."""
+    model: ModelSpec
+    task: TaskSpec = TaskSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    train: TrainSpec = TrainSpec()
+    reward: RewardSpec = RewardSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
+
+
+
+
+class SpecError(ValueError):
+    """A run spec that cannot run; the message lists every problem."""
+
+
+def parse_spec(text: str) -> RunSpec:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"run spec is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SpecError("run spec must be a YAML mapping")
+    try:
+        return RunSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+        )
+        raise SpecError(f"invalid run spec: {problems}") from None
+
+
+def load_spec(path: str | Path) -> RunSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"run spec {p} does not exist")
+    return parse_spec(p.read_text())
+
+
+def dump_spec(spec: RunSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

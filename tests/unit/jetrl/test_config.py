@@ -1,0 +1,61 @@
+from pathlib import Path
+
+import pytest
+
+from jetrl.config import RunSpec, Settings, SpecError, dump_spec, load_spec, parse_spec
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[3] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_spec_loads(path, monkeypatch):
+    monkeypatch.setenv("JETRL_DATA_DIR", "/data")
+    spec = load_spec(path)
+    assert isinstance(spec, RunSpec)
+    assert "$" not in spec.model.path
+
+
+def test_there_is_an_example():
+    assert EXAMPLES, "examples/ must hold at least one run spec"
+
+
+def test_spec_round_trips_with_defaults():
+    spec = parse_spec("model: {path: /m}\n")
+    assert parse_spec(dump_spec(spec)) == spec
+    assert spec.rollout.group_size == 8 and spec.schedule.max_staleness == 0
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("model: {path: /m}\ntrain: {steps: 0}", "train.steps"),
+        ("model: {path: /m}\nrollout: {top_p: 0}", "rollout.top_p"),
+        ("model: {path: /m}\nbogus: 1", "bogus"),
+        ("train: {steps: 3}", "model"),
+        ("- a list", "mapping"),
+        ("model: {path: /m", "YAML"),
+        ("model: {path: /m}\ntask: {name: gsm8k}", "path"),
+    ],
+)
+def test_bad_specs_say_what_is_wrong(text, needle):
+    with pytest.raises(SpecError, match=needle):
+        parse_spec(text)
+
+
+def test_missing_spec_file(tmp_path):
+    with pytest.raises(SpecError, match="does not exist"):
+        load_spec(tmp_path / "nope.yaml")
+
+
+def test_settings_from_environment(monkeypatch):
+    monkeypatch.setenv("JETRL_NATS_URL", "nats://example:4222")
+    monkeypatch.setenv("JETRL_TORCH_THREADS", "2")
+    s = Settings()
+    assert s.nats_url == "nats://example:4222" and s.torch_threads == 2
+    assert s.listen_or(50051) == "0.0.0.0:50051"
+
+
+def test_settings_reject_empty_addresses(monkeypatch):
+    monkeypatch.setenv("JETRL_SCHEDULER_ADDR", "")
+    with pytest.raises(ValueError):
+        Settings()
