@@ -1,0 +1,214 @@
+"""Consuming events: at-least-once work from durable consumers, broadcasts from ordered ones.
+
+`consume` acks a message only after the handler returned, i.e. after its side effects are
+committed; handlers are idempotent, so a redelivery after a crash changes nothing. Nothing is
+dropped silently: a malformed event, or one whose handler keeps failing, goes to the run's
+dead-letter subject with the reason before it is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import DeliverPolicy
+from opentelemetry import trace
+
+from jetrl.bus.publish import MSG_ID, messaging_attributes
+from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind, stream_name, subject
+from jetrl.bus.validate import InvalidEvent, decode
+from jetrl.logs import log_fields
+from jetrl.telemetry import extract, tracer
+
+log = logging.getLogger(__name__)
+
+DLQ_REASON = "Jetrl-Dlq-Reason"
+DLQ_SUBJECT = "Jetrl-Dlq-Subject"
+DLQ_SEQ = "Jetrl-Dlq-Seq"
+MAX_RETRY_DELAY_S = 60.0
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Where a message came from; `headers` are its NATS headers (trace context, message id)."""
+
+    subject: str
+    run_id: str
+    kind: Kind
+    headers: dict[str, str]
+    num_delivered: int
+    stream_seq: int
+
+
+# the message is the decoded event, or the raw payload bytes for Kind.DLQ
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+async def consume(
+    js: JetStreamContext,
+    consumer: ConsumerSpec,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    batch: int = 16,
+    fetch_timeout: float = 1.0,
+    retry_delay: float = 1.0,
+) -> None:
+    """Handle messages of a declared durable consumer until `stop` is set.
+
+    A failed handler's message is retried after `retry_delay`·2^(n-1) s (capped at a minute);
+    on its `max_deliver`-th failure it is dead-lettered. Returns within about `fetch_timeout`
+    of `stop`, once the message at hand is finished; the rest of a fetched batch is handed back.
+    """
+    # fail loudly on a missing durable: binding would otherwise just time out forever
+    await js.consumer_info(consumer.stream, consumer.name)
+    sub = await js.pull_subscribe_bind(durable=consumer.name, stream=consumer.stream)
+    pending: list[Msg] = []  # fetched, not yet acked: all kept alive, since they wait their turn
+    keeper = asyncio.create_task(_keep_alive(pending, consumer.ack_wait_s / 3))
+    try:
+        while not stop.is_set():
+            try:
+                pending[:] = await sub.fetch(batch, timeout=fetch_timeout)
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                continue
+            except nats.errors.Error as exc:
+                # a reconnect or a consumer leader change: wait a moment and fetch again
+                log.warning("fetch failed", extra=log_fields(consumer=consumer.name, error=repr(exc)))
+                await asyncio.sleep(min(fetch_timeout, 1.0))
+                continue
+            while pending and not stop.is_set():
+                await _process(js, consumer, pending[0], handler, retry_delay)
+                pending.pop(0)
+            for msg in pending:
+                await msg.nak()  # another replica can take it now instead of after ack_wait
+            pending.clear()
+    finally:
+        keeper.cancel()
+        await sub.unsubscribe()
+
+
+async def follow(
+    js: JetStreamContext,
+    kind: Kind,
+    handler: Handler,
+    stop: asyncio.Event,
+    *,
+    run_id: str = "*",
+    last_per_subject: bool = True,
+    fetch_timeout: float = 1.0,
+) -> None:
+    """Hand every message of a broadcast kind (weights, control) to `handler` until `stop`.
+
+    An ordered ephemeral consumer: each replica sees every message, in order, starting from
+    the last message per run when `last_per_subject` (else only new ones). Nothing is acked or
+    redelivered: malformed messages and handler errors are logged and skipped (the scheduler's
+    durable consumer is the one that dead-letters them).
+    """
+    kind = Kind(kind)
+    filter_subject = f"{PREFIX}.*.{kind}" if run_id == "*" else subject(run_id, kind)
+    policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.NEW
+    sub = await js.subscribe(filter_subject, stream=stream_name(kind), ordered_consumer=True, deliver_policy=policy)
+    try:
+        while not stop.is_set():
+            try:
+                msg = await sub.next_msg(timeout=fetch_timeout)
+            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+                continue
+            delivery = _delivery(msg, kind)
+            with _span(delivery):
+                try:
+                    await handler(_decode(kind, msg.data, delivery.run_id), delivery)
+                except InvalidEvent as exc:
+                    log.warning("skipped malformed event", extra=log_fields(subject=msg.subject, reason=str(exc)))
+                except Exception:
+                    log.exception("follow handler failed", extra=log_fields(subject=msg.subject))
+    finally:
+        await sub.unsubscribe()
+
+
+def _delivery(msg: Msg, kind: Kind) -> Delivery:
+    meta = msg.metadata
+    # the stream only holds jetrl.<token>.<kind>, so the run token is always there
+    return Delivery(msg.subject, msg.subject.split(".")[1], kind, dict(msg.headers or {}),
+                    meta.num_delivered, meta.sequence.stream)
+
+
+def _decode(kind: Kind, data: bytes, run_id: str) -> Any:
+    return data if kind is Kind.DLQ else decode(kind, data, run_id)
+
+
+def _span(delivery: Delivery, consumer: str | None = None):
+    attributes = {
+        **messaging_attributes(delivery.subject, delivery.headers.get(MSG_ID, "")),
+        "messaging.operation.type": "process",
+        "messaging.nats.stream.sequence": delivery.stream_seq,
+        "messaging.nats.num_delivered": delivery.num_delivered,
+    }
+    if consumer:
+        attributes["messaging.consumer.group.name"] = consumer
+    return tracer.start_as_current_span(
+        f"{delivery.kind} process", context=extract(delivery.headers), kind=trace.SpanKind.CONSUMER,
+        attributes=attributes,
+    )
+
+
+async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handler: Handler, retry_delay: float) -> None:
+    delivery = _delivery(msg, consumer.kind)
+    with _span(delivery, consumer.name) as span:
+        try:
+            await handler(_decode(consumer.kind, msg.data, delivery.run_id), delivery)
+        except InvalidEvent as exc:
+            span.set_status(trace.StatusCode.ERROR, str(exc))
+            await _give_up(js, msg, delivery, str(exc), retry_delay)
+        except Exception as exc:
+            n = delivery.num_delivered
+            log.exception("handler failed", extra=log_fields(consumer=consumer.name, subject=msg.subject,
+                                                             seq=delivery.stream_seq, delivered=n))
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, repr(exc))
+            if 0 < consumer.max_deliver <= n:
+                await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay)
+            else:
+                await msg.nak(delay=min(retry_delay * 2 ** (n - 1), MAX_RETRY_DELAY_S))
+        else:
+            await msg.ack()
+
+
+async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float) -> None:
+    """Dead-letter then ack; a dead letter that cannot be handled stays in its stream, logged."""
+    if delivery.kind is Kind.DLQ:
+        log.error("dead letter not handled", extra=log_fields(seq=delivery.stream_seq, reason=reason))
+        await msg.term()
+        return
+    seq = delivery.stream_seq
+    headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
+    headers |= {
+        DLQ_REASON: " ".join(reason.split())[:2000],  # one header line: no CR/LF
+        DLQ_SUBJECT: msg.subject,
+        DLQ_SEQ: str(seq),
+        MSG_ID: f"dlq:{msg.metadata.stream}:{seq}",
+    }
+    try:
+        await js.publish(f"{PREFIX}.{delivery.run_id}.{Kind.DLQ}", msg.data, headers=headers)
+    except Exception:
+        log.exception("could not dead-letter, will retry", extra=log_fields(subject=msg.subject, seq=seq))
+        await msg.nak(delay=retry_delay)
+        return
+    log.warning("dead-lettered", extra=log_fields(subject=msg.subject, seq=seq, reason=reason))
+    await msg.ack()
+
+
+async def _keep_alive(pending: list[Msg], interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for msg in list(pending):
+            try:
+                await msg.in_progress()
+            except nats.errors.Error:
+                pass  # connection trouble: the ack wait may lapse and the message come back

@@ -1,0 +1,153 @@
+"""Subjects, streams and durable consumers: the one place the bus layout is declared.
+
+Every event kind has its own subject per run (`jetrl.<run>.<kind>`) and its own stream holding
+that kind for all runs. Work kinds (tasks, groups, batches) live in work-queue streams consumed
+by one shared durable consumer, so replicas split the work and an acked message is gone;
+the other kinds are kept (limits retention) so the scheduler's recorder and late followers
+can read them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError
+
+from jetrl.v1 import events_pb2
+
+PREFIX = "jetrl"
+DUPLICATE_WINDOW_S = 3600.0
+MAX_MSG_SIZE = 8 * 1024 * 1024
+# JetStream error code for "stream name already in use with a different configuration"
+_STREAM_NAME_IN_USE = 10058
+_BAD_RUN_ID = re.compile(r"[.*>\s]")
+
+
+class Kind(StrEnum):
+    TASKS = "tasks"
+    ROLLOUTS = "rollouts"
+    GROUPS = "groups"
+    SCORED = "scored"
+    BATCHES = "batches"
+    WEIGHTS = "weights"
+    CONTROL = "control"
+    DLQ = "dlq"
+
+
+MESSAGE_TYPES: dict[Kind, type] = {
+    Kind.TASKS: events_pb2.Task,
+    Kind.ROLLOUTS: events_pb2.Sample,
+    Kind.GROUPS: events_pb2.PromptGroup,
+    Kind.SCORED: events_pb2.ScoredGroup,
+    Kind.BATCHES: events_pb2.Batch,
+    Kind.WEIGHTS: events_pb2.WeightsAnnouncement,
+    Kind.CONTROL: events_pb2.Control,
+}
+
+WORK_QUEUES = frozenset({Kind.TASKS, Kind.GROUPS, Kind.BATCHES})
+
+
+def check_run_id(run_id: str) -> str:
+    """The run id if it can be one subject token; ValueError otherwise."""
+    if not run_id or _BAD_RUN_ID.search(run_id):
+        raise ValueError(f"run id {run_id!r} cannot be a NATS subject token (empty, or has '.', '*', '>' or whitespace)")
+    return run_id
+
+
+def subject(run_id: str, kind: Kind | str) -> str:
+    return f"{PREFIX}.{check_run_id(run_id)}.{Kind(kind)}"
+
+
+def parse_subject(value: str) -> tuple[str, Kind]:
+    """(run_id, kind) of a `jetrl.<run>.<kind>` subject; ValueError for anything else."""
+    parts = value.split(".")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise ValueError(f"{value!r} is not a jetrl subject (jetrl.<run>.<kind>)")
+    try:
+        kind = Kind(parts[2])
+    except ValueError:
+        raise ValueError(f"{value!r} has unknown event kind {parts[2]!r}") from None
+    return check_run_id(parts[1]), kind
+
+
+def stream_name(kind: Kind | str) -> str:
+    return f"JETRL_{Kind(kind).upper()}"
+
+
+def stream_config(kind: Kind) -> StreamConfig:
+    return StreamConfig(
+        name=stream_name(kind),
+        subjects=[f"{PREFIX}.*.{kind}"],
+        retention=RetentionPolicy.WORK_QUEUE if kind in WORK_QUEUES else RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_msg_size=MAX_MSG_SIZE,
+    )
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """A durable pull consumer over one kind's stream (all runs)."""
+
+    name: str
+    kind: Kind
+    ack_wait_s: float
+    max_deliver: int
+
+    @property
+    def stream(self) -> str:
+        return stream_name(self.kind)
+
+    def config(self) -> ConsumerConfig:
+        # no filter subject: the stream holds exactly this kind, and nats-py would put a
+        # wildcard filter into the API subject, which the server cannot route
+        return ConsumerConfig(
+            name=self.name,
+            durable_name=self.name,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait_s,
+            max_deliver=self.max_deliver,
+        )
+
+
+ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=60.0, max_deliver=5)
+REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=60.0, max_deliver=5)
+# a step can take minutes; consume() sends in-progress acks, the long wait only bounds a hung trainer
+TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=600.0, max_deliver=5)
+SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0, max_deliver=5)
+SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0, max_deliver=5)
+SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0, max_deliver=5)
+SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0, max_deliver=5)
+
+CONSUMERS: tuple[ConsumerSpec, ...] = (
+    ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,
+    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_DLQ,
+)
+
+
+async def declare_stream(js: JetStreamContext, kind: Kind) -> None:
+    config = stream_config(kind)
+    try:
+        # identical config: the server answers with the existing stream, so concurrent starts agree
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_NAME_IN_USE:
+            raise
+        await js.update_stream(config)
+
+
+async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    # the server creates the durable, returns it unchanged, or updates it to this config
+    await js.add_consumer(spec.stream, spec.config())
+
+
+async def declare(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS) -> None:
+    """Create or update every stream and durable consumer; idempotent, safe from every service."""
+    await asyncio.gather(*(declare_stream(js, kind) for kind in Kind))
+    await asyncio.gather(*(declare_consumer(js, spec) for spec in consumers))

@@ -1,0 +1,249 @@
+import asyncio
+import time
+from contextlib import asynccontextmanager
+
+import pytest
+
+from jetrl.bus import (
+    DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
+    connect, consume, declare, follow, publish, stream_name,
+)
+from jetrl.config import Settings
+from jetrl.v1 import events_pb2 as ev
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.fixture
+async def js(nats_url):
+    nc = await connect(Settings(nats_url=nats_url), "test-bus")
+    await declare(nc.jetstream())
+    yield nc.jetstream()
+    await nc.close()
+
+
+@asynccontextmanager
+async def consuming(js, spec, handler, **kwargs):
+    """Run consume() in the background; on exit stop it and wait for it to return."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(consume(js, spec, handler, stop, fetch_timeout=0.2, retry_delay=0.05, **kwargs))
+    try:
+        yield stop
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def until(predicate, timeout: float = 5.0) -> None:
+    """Wait until predicate() (a value or an awaitable) is true."""
+    deadline = time.monotonic() + timeout
+    while not await _value(predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def _value(x):
+    return await x if asyncio.iscoroutine(x) else x
+
+
+async def drained(js, kind: Kind) -> bool:
+    return (await js.stream_info(stream_name(kind))).state.messages == 0
+
+
+def task(make_event, group_id: str, run_id: str = "run1") -> ev.Task:
+    t = make_event(Kind.TASKS, run_id)
+    t.group_id = group_id
+    return t
+
+
+async def dead_letters(js, count: int) -> list:
+    got = []
+
+    async def handler(payload, delivery):
+        got.append((payload, delivery))
+
+    async with consuming(js, SCHEDULER_DLQ, handler):
+        await until(lambda: len(got) >= count)
+    return got
+
+
+async def test_publish_sets_headers_and_dedupes_by_msg_id(js, make_event):
+    first = await publish(js, "run1", Kind.TASKS, task(make_event, "g0"), msg_id="g0")
+    again = await publish(js, "run1", Kind.TASKS, task(make_event, "g0"), msg_id="g0")
+    assert not first.duplicate and again.duplicate and again.seq == first.seq
+    stored = await js.get_msg(stream_name(Kind.TASKS), first.seq)
+    assert stored.subject == "jetrl.run1.tasks"
+    assert stored.headers["Nats-Msg-Id"] == "g0" and stored.headers["Jetrl-Type"] == "jetrl.v1.Task"
+    assert (await js.stream_info(stream_name(Kind.TASKS))).state.messages == 1
+
+
+async def test_publish_refuses_invalid_events(js, make_event):
+    bad = task(make_event, "")
+    with pytest.raises(InvalidEvent, match="group_id is empty"):
+        await publish(js, "run1", Kind.TASKS, bad, msg_id="x")
+    with pytest.raises(InvalidEvent, match="does not match"):
+        await publish(js, "run2", Kind.TASKS, task(make_event, "g0"), msg_id="x")
+    assert await drained(js, Kind.TASKS)
+
+
+async def test_success_is_acked_once(js, make_event):
+    got = []
+
+    async def handler(message, delivery):
+        got.append((message.group_id, delivery.run_id, delivery.kind, delivery.num_delivered))
+
+    async with consuming(js, ROLLOUT_WORKERS, handler):
+        for i in range(3):
+            await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
+        await until(lambda: len(got) == 3)
+    assert got == [(f"g{i}", "run1", Kind.TASKS, 1) for i in range(3)]
+    info = await js.consumer_info(ROLLOUT_WORKERS.stream, ROLLOUT_WORKERS.name)
+    assert info.num_ack_pending == 0 and info.num_redelivered == 0
+    await until(lambda: drained(js, Kind.TASKS))  # work queue: an acked message is gone
+
+
+async def test_failed_handler_is_retried_then_succeeds(js, make_event):
+    attempts = []
+
+    async def handler(message, delivery):
+        attempts.append(delivery.num_delivered)
+        if delivery.num_delivered < 3:
+            raise RuntimeError("transient")
+
+    await publish(js, "run1", Kind.TASKS, task(make_event, "g0"), msg_id="g0")
+    async with consuming(js, ROLLOUT_WORKERS, handler):
+        await until(lambda: attempts == [1, 2, 3])
+        await until(lambda: drained(js, Kind.TASKS))
+
+
+async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
+    spec = ConsumerSpec("test-failing", Kind.ROLLOUTS, ack_wait_s=5.0, max_deliver=3)
+    await declare(js, consumers=(spec,))
+    attempts = []
+
+    async def handler(message, delivery):
+        attempts.append(delivery.num_delivered)
+        raise RuntimeError("boom")
+
+    ack = await publish(js, "run1", Kind.ROLLOUTS, make_event(Kind.ROLLOUTS, "run1"), msg_id="s0")
+    async with consuming(js, spec, handler):
+        [(payload, delivery)] = await dead_letters(js, 1)
+    assert attempts == [1, 2, 3]
+    assert delivery.subject == "jetrl.run1.dlq" and delivery.run_id == "run1"
+    assert delivery.headers[DLQ_REASON] == "handler failed 3 times: RuntimeError: boom"
+    assert delivery.headers[DLQ_SUBJECT] == "jetrl.run1.rollouts" and delivery.headers[DLQ_SEQ] == str(ack.seq)
+    assert ev.Sample.FromString(payload) == make_event(Kind.ROLLOUTS, "run1")
+    assert (await js.consumer_info(spec.stream, spec.name)).num_ack_pending == 0
+
+
+async def test_malformed_and_wrong_run_events_are_dead_lettered_and_the_consumer_goes_on(js, make_event):
+    handled = []
+
+    async def handler(message, delivery):
+        if message.group_id == "rejected":
+            raise InvalidEvent("handler says no")
+        handled.append(message.group_id)
+
+    await js.publish("jetrl.run1.tasks", b"\xff\xff garbage", headers={"traceparent": TRACEPARENT})
+    await js.publish("jetrl.run1.tasks", task(make_event, "g0", run_id="other").SerializeToString())
+    await publish(js, "run1", Kind.TASKS, task(make_event, "rejected"), msg_id="rejected")
+    await publish(js, "run1", Kind.TASKS, task(make_event, "good"), msg_id="good")
+    async with consuming(js, ROLLOUT_WORKERS, handler):
+        letters = await dead_letters(js, 3)
+        await until(lambda: handled == ["good"])
+    reasons = [d.headers[DLQ_REASON] for _, d in letters]
+    assert "not a valid jetrl.v1.Task" in reasons[0]
+    assert reasons[1] == "run_id 'other' does not match the subject's run 'run1'"
+    assert reasons[2] == "handler says no"
+    assert letters[0][0] == b"\xff\xff garbage" and letters[0][1].headers["traceparent"] == TRACEPARENT
+    await until(lambda: drained(js, Kind.TASKS))
+
+
+async def test_replicas_of_one_durable_split_the_work(js, nats_url, make_event):
+    other = await connect(Settings(nats_url=nats_url), "test-replica")
+    handled: dict[str, list[str]] = {"a": [], "b": []}
+
+    def handler_for(name):
+        async def handler(message, delivery):
+            await asyncio.sleep(0.01)
+            handled[name].append(message.group_id)
+        return handler
+
+    try:
+        async with consuming(js, ROLLOUT_WORKERS, handler_for("a"), batch=1), \
+                consuming(other.jetstream(), ROLLOUT_WORKERS, handler_for("b"), batch=1):
+            for i in range(40):
+                await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
+            await until(lambda: len(handled["a"]) + len(handled["b"]) >= 40)
+            await asyncio.sleep(0.2)  # a duplicate delivery would show up here
+    finally:
+        await other.close()
+    assert sorted(handled["a"] + handled["b"]) == sorted(f"g{i}" for i in range(40))
+    assert handled["a"] and handled["b"]
+
+
+async def test_stop_returns_promptly_and_hands_back_the_rest_of_the_batch(js, make_event):
+    stop = asyncio.Event()
+    seen = []
+
+    async def handler(message, delivery):
+        seen.append(message.group_id)
+        stop.set()  # stop while the first message of the batch is at hand
+
+    for i in range(3):
+        await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
+    await asyncio.wait_for(consume(js, ROLLOUT_WORKERS, handler, stop, fetch_timeout=0.2), 2)
+    assert seen == ["g0"]
+    # the two others were handed back (nak), not left to wait out the 60 s ack wait
+    async with consuming(js, ROLLOUT_WORKERS, handler):
+        await until(lambda: len(seen) == 3, timeout=3)
+
+    idle = asyncio.Event()
+    started = time.monotonic()
+    runner = asyncio.create_task(consume(js, ROLLOUT_WORKERS, handler, idle, fetch_timeout=0.5))
+    await asyncio.sleep(0.1)
+    idle.set()
+    await asyncio.wait_for(runner, 2)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_a_slow_handler_is_kept_alive(js, make_event):
+    spec = ConsumerSpec("test-slow", Kind.CONTROL, ack_wait_s=1.0, max_deliver=5)
+    await declare(js, consumers=(spec,))
+    calls = []
+
+    async def handler(message, delivery):
+        calls.append(delivery.num_delivered)
+        await asyncio.sleep(2.0)  # twice the ack wait
+
+    await publish(js, "run1", Kind.CONTROL, make_event(Kind.CONTROL, "run1"), msg_id="c0")
+    async with consuming(js, spec, handler):
+        await until(lambda: calls, 2)
+        await asyncio.sleep(2.5)
+    assert calls == [1]
+    assert (await js.consumer_info(spec.stream, spec.name)).num_redelivered == 0
+
+
+def weights(make_event, run_id: str, version: int) -> ev.WeightsAnnouncement:
+    w = make_event(Kind.WEIGHTS, run_id)
+    w.version, w.parent_version = version, version - 1
+    return w
+
+
+async def test_follow_starts_from_the_latest_weights_per_run(js, make_event):
+    for run_id, version in [("run1", 1), ("run1", 2), ("run2", 1)]:
+        await publish(js, run_id, Kind.WEIGHTS, weights(make_event, run_id, version), msg_id=f"{run_id}.v{version}")
+    await js.publish("jetrl.run3.weights", b"\xff not an announcement")
+    seen = []
+
+    async def handler(message, delivery):
+        seen.append((delivery.run_id, message.version))
+
+    stop = asyncio.Event()
+    follower = asyncio.create_task(follow(js, Kind.WEIGHTS, handler, stop, fetch_timeout=0.2))
+    await until(lambda: len(seen) == 2)
+    await publish(js, "run1", Kind.WEIGHTS, weights(make_event, "run1", 3), msg_id="run1.v3")
+    await until(lambda: len(seen) == 3)
+    stop.set()
+    await asyncio.wait_for(follower, 2)
+    assert seen == [("run1", 2), ("run2", 1), ("run1", 3)]  # the malformed run3 one was skipped
