@@ -1,0 +1,152 @@
+"""Lineage schema: one row per run, prompt, group, sample, reward, batch, version and evaluation.
+
+Every key is deterministic (ids come from the events), so the recorder writes with
+`INSERT ... ON CONFLICT` and a redelivered event changes nothing. The schema itself is created
+and changed only by the Alembic migrations in `jetrl/lineage/migrations/`; a test checks that
+the migrations and these models agree.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ARRAY, JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+__all__ = [
+    "Base", "Run", "Prompt", "PromptGroup", "Sample", "Reward", "Batch", "PolicyVersion", "Evaluation", "DeadLetter",
+    "GROUP_STATES",
+]
+
+# A group moves strictly forward through these states; counts per state drive admission.
+GROUP_STATES = ("admitted", "generated", "scored", "batched", "trained")
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    spec_yaml: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16))  # RUNNING, COMPLETED, STOPPED, FAILED
+    message: Mapped[str] = mapped_column(Text, default="")
+    policy_version: Mapped[int] = mapped_column(Integer, default=0)
+    total_steps: Mapped[int] = mapped_column(Integer)
+    batch_groups: Mapped[int] = mapped_column(Integer)
+    group_size: Mapped[int] = mapped_column(Integer)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Prompt(Base):
+    __tablename__ = "prompts"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    prompt_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+
+
+class PromptGroup(Base):
+    __tablename__ = "prompt_groups"
+    group_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    n: Mapped[int] = mapped_column(Integer)  # admission order within the run
+    prompt_id: Mapped[str] = mapped_column(String(128))
+    step: Mapped[int] = mapped_column(Integer)
+    admitted_version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    view: Mapped[str] = mapped_column(String(64), default="main")
+    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    reward_server: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    traceparent: Mapped[str] = mapped_column(String(64), default="")
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    prompt_token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    completion_token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    logprobs: Mapped[list[float]] = mapped_column(ARRAY(Float))  # behaviour log-probs
+    token_versions: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    min_version: Mapped[int] = mapped_column(Integer)  # oldest version that generated a token
+    max_version: Mapped[int] = mapped_column(Integer)
+    text: Mapped[str] = mapped_column(Text)
+    finish_reason: Mapped[str] = mapped_column(String(16))
+    worker_id: Mapped[str] = mapped_column(String(128))
+    reward: Mapped[float | None] = mapped_column(Float, nullable=True)
+    advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
+    trained_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the version it made
+    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class Reward(Base):
+    """How one reward server scored one sample (a run may combine several servers)."""
+
+    __tablename__ = "rewards"
+    sample_id: Mapped[str] = mapped_column(ForeignKey("samples.sample_id", ondelete="CASCADE"), primary_key=True)
+    server: Mapped[str] = mapped_column(String(128), primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(256), default="")
+    reward: Mapped[float] = mapped_column(Float)
+    extracted_answer: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class Batch(Base):
+    __tablename__ = "batches"
+    batch_id: Mapped[str] = mapped_column(String(160), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    policy_version: Mapped[int] = mapped_column(Integer)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class PolicyVersion(Base):
+    __tablename__ = "policy_versions"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    parent_version: Mapped[int] = mapped_column(Integer)
+    batch_id: Mapped[str] = mapped_column(String(160))
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict] = mapped_column(JSON)
+    samples_trained_total: Mapped[int] = mapped_column(BigInteger)
+    trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    correct: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = _now()
+
+
+class DeadLetter(Base):
+    __tablename__ = "dead_letters"
+    dlq_id: Mapped[str] = mapped_column(String(64), primary_key=True)  # DLQ stream sequence
+    run_id: Mapped[str] = mapped_column(String(128), index=True)  # no FK: the run may be unknown
+    subject: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _now()

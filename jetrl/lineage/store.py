@@ -1,0 +1,286 @@
+"""LineageStore: every write and query of the lineage database, in one place.
+
+Writes are idempotent (keyed inserts with ON CONFLICT DO NOTHING, and state updates that only
+move forward), so the recorder may see any event twice. Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import (
+    GROUP_STATES, Batch, DeadLetter, Evaluation, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
+)
+from jetrl.v1 import events_pb2, reward_pb2
+
+__all__ = ["LineageStore", "RunStats", "UnknownGroup"]
+
+
+class UnknownGroup(LookupError):
+    """An event names a prompt group the scheduler never admitted."""
+
+
+@dataclass(frozen=True)
+class RunStats:
+    samples_generated: int
+    samples_trained: int
+    dead_letters: int
+    mean_reward_last_batch: float | None
+    first_sample_at: datetime | None
+    last_sample_at: datetime | None
+
+
+def group_number(group_id: str) -> int:
+    """n of `<run>.g<n>` (ids are minted by the scheduler)."""
+    return int(group_id.rsplit(".g", 1)[1])
+
+
+def _earlier(state: str) -> tuple[str, ...]:
+    return GROUP_STATES[: GROUP_STATES.index(state)]
+
+
+class LineageStore:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    async def create_run(self, run_id: str, name: str, spec_yaml: str, total_steps: int, batch_groups: int,
+                         group_size: int, trace_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(Run).values(
+                run_id=run_id, name=name, spec_yaml=spec_yaml, state="RUNNING", message="", policy_version=0,
+                total_steps=total_steps, batch_groups=batch_groups, group_size=group_size, trace_id=trace_id,
+            ).on_conflict_do_nothing())
+
+    async def get_run(self, run_id: str) -> Run | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()
+
+    async def list_runs(self) -> list:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(Run).order_by(Run.created_at)))
+
+    async def set_run_state(self, run_id: str, state: str, message: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(Run).where(Run.run_id == run_id)
+                               .values(state=state, message=message, updated_at=func.now()))
+
+    # ---- groups and samples ---------------------------------------------------------------------
+
+    async def admit_group(self, task: events_pb2.Task, reference: str, traceparent: str, trace_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(Prompt).values(
+                run_id=task.run_id, prompt_id=task.prompt_id, prompt=task.prompt, reference=reference,
+            ).on_conflict_do_nothing())
+            await conn.execute(insert(PromptGroup).values(
+                group_id=task.group_id, run_id=task.run_id, n=group_number(task.group_id), prompt_id=task.prompt_id,
+                step=task.step, admitted_version=task.policy_version, state="admitted", view=task.view or "main",
+                traceparent=traceparent, trace_id=trace_id,
+            ).on_conflict_do_nothing())
+
+    async def group_counts(self, run_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(PromptGroup.state, func.count()).where(PromptGroup.run_id == run_id)
+                                      .group_by(PromptGroup.state))
+            return {state: 0 for state in GROUP_STATES} | dict(rows.all())
+
+    async def admitted_groups(self, run_id: str) -> list[tuple[int, int, str]]:
+        """(n, admitted version, traceparent) of groups admitted and not yet fully generated."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(PromptGroup.n, PromptGroup.admitted_version, PromptGroup.traceparent)
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == "admitted").order_by(PromptGroup.n))
+            return [tuple(r) for r in rows]
+
+    async def group_state(self, group_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group_id))).scalar()
+
+    async def group_traceparent(self, group_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(PromptGroup.traceparent)
+                                       .where(PromptGroup.group_id == group_id))).scalar()
+
+    async def mark_group(self, group_id: str, state: str) -> None:
+        """Move a group forward to `state`; a group already there or further stays put."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id,
+                                                         PromptGroup.state.in_(_earlier(state))).values(state=state))
+
+    async def record_sample(self, sample: events_pb2.Sample, trace_id: str) -> int:
+        """Store a sample; returns how many samples its group now has."""
+        versions = list(sample.token_versions) or [0]
+        async with self.engine.begin() as conn:
+            # the row lock serialises the samples of one group, so exactly one sees the group complete
+            found = await conn.execute(select(PromptGroup.group_id).where(
+                PromptGroup.group_id == sample.group_id, PromptGroup.run_id == sample.run_id).with_for_update())
+            if found.scalar() is None:
+                raise UnknownGroup(f"sample {sample.sample_id!r} names unknown group {sample.group_id!r}")
+            await conn.execute(insert(Sample).values(
+                sample_id=sample.sample_id, run_id=sample.run_id, group_id=sample.group_id, index=sample.index,
+                prompt_token_ids=list(sample.prompt_token_ids), completion_token_ids=list(sample.completion_token_ids),
+                logprobs=list(sample.logprobs), token_versions=list(sample.token_versions),
+                min_version=min(versions), max_version=max(versions), text=sample.text,
+                finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id,
+            ).on_conflict_do_nothing())
+            return (await conn.execute(select(func.count()).where(Sample.group_id == sample.group_id))).scalar_one()
+
+    async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
+        async with self.engine.connect() as conn:
+            return await self._load_group(conn, group_id)
+
+    async def _load_group(self, conn, group_id: str) -> events_pb2.PromptGroup:
+        head = (await conn.execute(
+            select(PromptGroup, Prompt.prompt, Prompt.reference).join(Prompt, and_(
+                Prompt.run_id == PromptGroup.run_id, Prompt.prompt_id == PromptGroup.prompt_id))
+            .where(PromptGroup.group_id == group_id))).one_or_none()
+        if head is None:
+            raise UnknownGroup(f"unknown group {group_id!r}")
+        rows = await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index))
+        return events_pb2.PromptGroup(
+            run_id=head.run_id, group_id=group_id, prompt_id=head.prompt_id, prompt=head.prompt,
+            reference=head.reference, step=head.step, policy_version=head.admitted_version,
+            samples=[events_pb2.Sample(
+                run_id=s.run_id, group_id=group_id, sample_id=s.sample_id, index=s.index,
+                prompt_token_ids=s.prompt_token_ids, completion_token_ids=s.completion_token_ids,
+                logprobs=s.logprobs, token_versions=s.token_versions, text=s.text,
+                finish_reason=s.finish_reason, worker_id=s.worker_id,
+            ) for s in rows],
+        )
+
+    # ---- rewards, batches, versions ----------------------------------------------------------
+
+    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str) -> None:
+        group = scored.group
+        async with self.engine.begin() as conn:
+            if (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id))
+                    ).scalar() is None:
+                raise UnknownGroup(f"scored group {group.group_id!r} was never admitted")
+            known = set((await conn.execute(select(Sample.sample_id).where(Sample.group_id == group.group_id))
+                         ).scalars())
+            for i, sample in enumerate(group.samples):
+                if sample.sample_id not in known:
+                    raise UnknownGroup(f"scored sample {sample.sample_id!r} was never recorded")
+                detail = scored.details[i] if i < len(scored.details) else reward_pb2.SampleScore()
+                await conn.execute(insert(Reward).values(
+                    sample_id=sample.sample_id, server=scored.reward_server or "unknown",
+                    endpoint=scored.reward_endpoint, reward=scored.rewards[i],
+                    extracted_answer=detail.extracted_answer, detail=detail.detail, trace_id=trace_id,
+                ).on_conflict_do_nothing())
+                await conn.execute(update(Sample).where(Sample.sample_id == sample.sample_id, Sample.reward.is_(None))
+                                   .values(reward=scored.rewards[i]))
+            await conn.execute(update(PromptGroup).where(
+                PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
+                .values(state="scored", reward_server=scored.reward_server))
+
+    async def load_scored_step(self, run_id: str, step: int) -> list[events_pb2.ScoredGroup]:
+        """The scored (not yet batched) groups admitted for `step`, in admission order."""
+        async with self.engine.connect() as conn:
+            ids = (await conn.execute(select(PromptGroup.group_id).where(
+                PromptGroup.run_id == run_id, PromptGroup.step == step, PromptGroup.state == "scored")
+                .order_by(PromptGroup.n))).scalars().all()
+            out = []
+            for group_id in ids:
+                group = await self._load_group(conn, group_id)
+                rewards = dict((await conn.execute(select(Sample.sample_id, Sample.reward)
+                                                   .where(Sample.group_id == group_id))).all())
+                scores = {r.sample_id: r for r in await conn.execute(
+                    select(Reward).join(Sample, Sample.sample_id == Reward.sample_id)
+                    .where(Sample.group_id == group_id))}
+                out.append(events_pb2.ScoredGroup(
+                    group=group, rewards=[rewards[s.sample_id] for s in group.samples],
+                    details=[reward_pb2.SampleScore(
+                        sample_id=s.sample_id, reward=rewards[s.sample_id],
+                        extracted_answer=scores[s.sample_id].extracted_answer if s.sample_id in scores else "",
+                        detail=scores[s.sample_id].detail if s.sample_id in scores else "",
+                    ) for s in group.samples],
+                    reward_server=next(iter(scores.values())).server if scores else "",
+                ))
+            return out
+
+    async def record_batch(self, batch: events_pb2.Batch, trace_id: str) -> None:
+        group_ids = [g.group.group_id for g in batch.groups]
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(Batch).values(
+                batch_id=batch.batch_id, run_id=batch.run_id, step=batch.step, policy_version=batch.policy_version,
+                trace_id=trace_id,
+            ).on_conflict_do_nothing())
+            await conn.execute(update(PromptGroup).where(
+                PromptGroup.group_id.in_(group_ids), PromptGroup.state.in_(_earlier("batched")))
+                .values(state="batched", batch_id=batch.batch_id))
+            await conn.execute(update(Sample).where(Sample.group_id.in_(group_ids)).values(batch_id=batch.batch_id))
+
+    async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
+        """A new version: its row, each trained sample's advantage and trained version, the run's head."""
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(PolicyVersion).values(
+                run_id=ann.run_id, version=ann.version, parent_version=ann.parent_version, batch_id=ann.batch_id,
+                uri=ann.uri, sha256=ann.sha256, size_bytes=ann.size_bytes, metrics=dict(ann.metrics),
+                samples_trained_total=ann.samples_trained_total, trace_id=trace_id,
+            ).on_conflict_do_nothing())
+            for adv in ann.advantages:
+                await conn.execute(update(Sample).where(Sample.sample_id == adv.sample_id, Sample.run_id == ann.run_id)
+                                   .values(advantage=adv.advantage, trained_version=ann.version))
+            # by sample, not by batch id: the announcement may be recorded before its batch row
+            trained_groups = select(Sample.group_id).where(
+                Sample.sample_id.in_([a.sample_id for a in ann.advantages])).scalar_subquery()
+            await conn.execute(update(PromptGroup).where(
+                PromptGroup.group_id.in_(trained_groups), PromptGroup.state.in_(_earlier("trained")))
+                .values(state="trained"))
+            await conn.execute(update(Run).where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
+                               .values(policy_version=ann.version, updated_at=func.now()))
+
+    # ---- evaluations, dead letters, statistics -------------------------------------------------
+
+    async def record_evaluation(self, run_id: str, version: int, correct: int, total: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(Evaluation).values(run_id=run_id, version=version, correct=correct, total=total)
+                               .on_conflict_do_nothing())
+
+    async def evaluations(self, run_id: str) -> list[tuple[int, int, int, float]]:
+        """(version, correct, total, accuracy) in version order."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(Evaluation.version, Evaluation.correct, Evaluation.total)
+                                      .where(Evaluation.run_id == run_id).order_by(Evaluation.version))
+            return [(v, c, t, c / t if t else 0.0) for v, c, t in rows]
+
+    async def latest_evaluation(self, run_id: str) -> tuple[int, float] | None:
+        """(version, accuracy) of the newest evaluated version."""
+        found = await self.evaluations(run_id)
+        return (found[-1][0], found[-1][3]) if found else None
+
+    async def record_dead_letter(self, dlq_id: str, run_id: str, subject: str, reason: str, payload: bytes) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(DeadLetter).values(
+                dlq_id=dlq_id, run_id=run_id, subject=subject, reason=reason, payload=payload,
+            ).on_conflict_do_nothing())
+
+    async def dead_letters(self, run_id: str) -> list:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(DeadLetter).where(DeadLetter.run_id == run_id)
+                                           .order_by(DeadLetter.created_at)))
+
+    async def run_stats(self, run_id: str) -> RunStats:
+        async with self.engine.connect() as conn:
+            generated, trained, first, last = (await conn.execute(select(
+                func.count(), func.count(Sample.trained_version), func.min(Sample.created_at),
+                func.max(Sample.created_at)).where(Sample.run_id == run_id))).one()
+            dead = (await conn.execute(select(func.count()).where(DeadLetter.run_id == run_id))).scalar_one()
+            last_batch = (select(Batch.batch_id).where(Batch.run_id == run_id)
+                          .order_by(Batch.step.desc()).limit(1).scalar_subquery())
+            mean = (await conn.execute(select(func.avg(Sample.reward)).where(Sample.batch_id == last_batch))).scalar()
+        return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last)
+
+    async def trained_sample_rows(self, run_id: str) -> list:
+        """Every trained sample: id, generating versions, reward, advantage, trained version."""
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(
+                select(Sample.sample_id, Sample.min_version, Sample.max_version, Sample.reward, Sample.advantage,
+                       Sample.trained_version, Sample.batch_id)
+                .where(Sample.run_id == run_id, Sample.trained_version.is_not(None)).order_by(Sample.sample_id)))
