@@ -1,7 +1,7 @@
 """OpenTelemetry for every jetrl process: one tracer provider, W3C context in NATS headers.
 
 gRPC metadata is handled by the OpenTelemetry gRPC interceptors (see jetrl.service and
-jetrl.grpc_client); NATS headers by `inject` / `extract` below, used by jetrl.bus.
+jetrl.rpc); NATS headers by `inject` / `extract` below, used by jetrl.bus.
 Spans are exported over OTLP/gRPC when OTEL_EXPORTER_OTLP_ENDPOINT (or the traces-only variant)
 is set, e.g. to Jaeger's collector at http://jaeger:4317.
 """

@@ -116,18 +116,22 @@ class ConsumerSpec:
         )
 
 
-ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=60.0, max_deliver=5)
-REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=60.0, max_deliver=5)
-# a step can take minutes; consume() sends in-progress acks, the long wait only bounds a hung trainer
-TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=600.0, max_deliver=5)
+# Ack waits are short so that the work of a killed replica comes back quickly; consume() sends
+# in-progress acks every third of the wait, so a long generation or training step is kept alive.
+ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=15.0, max_deliver=5)
+REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=15.0, max_deliver=5)
+TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=15.0, max_deliver=5)
 SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0, max_deliver=5)
 SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0, max_deliver=5)
 SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0, max_deliver=5)
+# control events are broadcast to every worker by follow(); this durable one audits them (a
+# malformed one is dead-lettered) and carries out a STOP published by an operator
+SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=30.0, max_deliver=5)
 SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0, max_deliver=5)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,
-    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_DLQ,
+    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_CONTROL, SCHEDULER_DLQ,
 )
 
 

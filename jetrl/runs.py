@@ -1,0 +1,49 @@
+"""Run specs as the scheduler validated them, fetched once per run over gRPC and cached.
+
+Workers learn everything about a run (model directory, sampling, reward endpoint, optimizer)
+from the scheduler's GetRun, so a run spec is validated in one place only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from jetrl.config import RunSpec, parse_spec
+from jetrl.rpc import channel
+from jetrl.v1 import services_pb2, services_pb2_grpc
+
+
+class RunNotFound(LookupError):
+    """The scheduler does not know the run (a forged or stale event)."""
+
+
+class RunSpecs:
+    def __init__(self, scheduler_addr: str):
+        self._channel = channel(scheduler_addr)
+        self._stub = services_pb2_grpc.SchedulerServiceStub(self._channel)
+        self._specs: dict[str, RunSpec] = {}
+        self._lock = asyncio.Lock()
+
+    async def get(self, run_id: str) -> RunSpec:
+        """The run's spec; raises RunNotFound for an unknown run (other errors propagate, so the event is retried)."""
+        if run_id in self._specs:
+            return self._specs[run_id]
+        async with self._lock:
+            if run_id not in self._specs:
+                run = await self.fetch(run_id)
+                self._specs[run_id] = parse_spec(run.spec_yaml)
+        return self._specs[run_id]
+
+    async def fetch(self, run_id: str) -> services_pb2.Run:
+        """The run with its live progress (state, version), uncached."""
+        try:
+            return await self._stub.GetRun(services_pb2.GetRunRequest(run_id=run_id), timeout=10)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise RunNotFound(f"run {run_id!r} is unknown to the scheduler") from None
+            raise
+
+    async def close(self) -> None:
+        await self._channel.close()

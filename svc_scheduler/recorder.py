@@ -1,0 +1,86 @@
+"""The lineage recorder: the scheduler's bus handlers.
+
+Each handler commits its rows first and reacts second (publish the complete group, seal a batch,
+admit more work); the consume helper acks only after the handler returns, and every write and
+publish is idempotent, so a redelivered event changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from jetrl.bus import DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, publish
+from jetrl.lineage.store import LineageStore, UnknownGroup
+from jetrl.logs import log_fields
+from jetrl.telemetry import current_trace_id
+from jetrl.v1 import events_pb2
+from svc_scheduler.coordinator import Coordinator
+
+log = logging.getLogger(__name__)
+
+
+class Recorder:
+    def __init__(self, coordinator: Coordinator, store: LineageStore):
+        self.coordinator = coordinator
+        self.store = store
+
+    async def _run_spec(self, run_id: str):
+        """The spec of a RUNNING run; None when the run has ended (late events are kept, not acted on)."""
+        run = self.coordinator.runs.get(run_id)
+        if run is not None:
+            return run.spec
+        if await self.store.get_run(run_id) is None:
+            raise InvalidEvent(f"unknown run {run_id!r}")
+        return None
+
+    async def on_sample(self, sample: events_pb2.Sample, delivery: Delivery) -> None:
+        spec = await self._run_spec(sample.run_id)
+        if spec is not None and sample.index >= spec.rollout.group_size:
+            raise InvalidEvent(f"sample index {sample.index} >= group size {spec.rollout.group_size}")
+        try:
+            stored = await self.store.record_sample(sample, current_trace_id())
+        except UnknownGroup as exc:
+            raise InvalidEvent(str(exc)) from None
+        if spec is None or stored < spec.rollout.group_size:
+            return
+        if await self.store.group_state(sample.group_id) != "admitted":
+            return  # a redelivered sample of a group already published
+        group = await self.store.load_group(sample.group_id)
+        await publish(self.coordinator.js, sample.run_id, Kind.GROUPS, group, msg_id=group.group_id)
+        await self.store.mark_group(group.group_id, "generated")
+        await self.coordinator.notify()
+
+    async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
+        run_id = scored.group.run_id
+        spec = await self._run_spec(run_id)
+        if spec is not None and len(scored.group.samples) != spec.rollout.group_size:
+            raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {spec.rollout.group_size}")
+        try:
+            await self.store.record_scored(scored, current_trace_id())
+        except UnknownGroup as exc:
+            raise InvalidEvent(str(exc)) from None
+        if spec is None:
+            return
+        await self.coordinator.seal_batches(run_id)
+        await self.coordinator.admit(run_id)
+
+    async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
+        await self._run_spec(ann.run_id)
+        await self.store.record_version(ann, current_trace_id())
+        log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
+        await self.coordinator.notify()
+        await self.coordinator.on_version(ann.run_id, ann.version)
+
+    async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
+        """Carry out a STOP an operator published; the scheduler's own STOP/COMPLETED find the run ended."""
+        if control.kind == events_pb2.Control.STOP and control.run_id in self.coordinator.runs:
+            await self.coordinator.stop(control.run_id, control.reason or "stopped by a control event")
+
+    async def on_dead_letter(self, payload: bytes, delivery: Delivery) -> None:
+        reason = delivery.headers.get(DLQ_REASON) or "published straight to the dead-letter subject, no reason given"
+        subject = delivery.headers.get(DLQ_SUBJECT, delivery.subject)
+        await self.store.record_dead_letter(
+            f"DLQ:{delivery.stream_seq}", delivery.run_id, subject, reason, payload
+        )
+        log.warning("dead letter", extra=log_fields(run=delivery.run_id, subject=subject, reason=reason))
+        await self.coordinator.notify()

@@ -1,0 +1,138 @@
+"""SchedulerService: create, inspect, stop and watch runs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import grpc
+
+from jetrl.bus import Kind, subject
+from jetrl.config import SpecError, dump_spec, parse_spec
+from jetrl.lineage.store import LineageStore
+from jetrl.telemetry import current_trace_id
+from jetrl.v1 import services_pb2, services_pb2_grpc
+from svc_scheduler.coordinator import Coordinator
+
+STATES = {
+    "RUNNING": services_pb2.RUNNING,
+    "COMPLETED": services_pb2.COMPLETED,
+    "STOPPED": services_pb2.STOPPED,
+    "FAILED": services_pb2.FAILED,
+}
+
+
+class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
+    def __init__(self, coordinator: Coordinator, store: LineageStore):
+        self.coordinator = coordinator
+        self.store = store
+
+    async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            return None
+        stats = await self.store.run_stats(run_id)
+        counts = await self.store.group_counts(run_id)
+        latest = await self.store.latest_evaluation(run_id)
+        end = time.time() if record.state == "RUNNING" else record.updated_at.timestamp()
+        elapsed = max(end - record.created_at.timestamp(), 1e-9)
+        generating = (stats.last_sample_at.timestamp() - record.created_at.timestamp()) if stats.last_sample_at else 0.0
+        return services_pb2.RunProgress(
+            run_id=run_id,
+            state=STATES[record.state],
+            policy_version=record.policy_version,
+            total_steps=record.total_steps,
+            mean_reward=stats.mean_reward_last_batch if stats.mean_reward_last_batch is not None else float("nan"),
+            heldout_accuracy=latest[1] if latest else -1.0,
+            heldout_version=latest[0] if latest else -1,
+            samples_per_second=stats.samples_generated / generating if generating > 0 else 0.0,
+            samples_generated=stats.samples_generated,
+            samples_trained=stats.samples_trained,
+            elapsed_seconds=elapsed,
+            groups_running=counts["admitted"] + counts["generated"],
+            dead_letters=stats.dead_letters,
+            message=record.message or "",
+        )
+
+    async def _run(self, run_id: str, context) -> services_pb2.Run:
+        record = await self.store.get_run(run_id)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}; ListRuns shows the known runs")
+        return services_pb2.Run(run_id=run_id, spec_yaml=record.spec_yaml, progress=await self.progress(run_id))
+
+    async def CreateRun(self, request, context):
+        try:
+            spec = parse_spec(request.spec_yaml)
+        except SpecError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        run_id = request.run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            subject(run_id, Kind.TASKS)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
+        if await self.store.get_run(run_id) is not None:
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
+        try:
+            run = await asyncio.to_thread(self.coordinator.activate, run_id, spec)
+        except (OSError, ValueError) as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model.path: {exc}")
+        await self.store.create_run(
+            run_id, spec.name, dump_spec(spec), spec.train.steps, spec.train.batch_groups,
+            spec.rollout.group_size, current_trace_id(),
+        )
+        await self.coordinator.start(run)
+        return await self._run(run_id, context)
+
+    async def GetRun(self, request, context):
+        return await self._run(request.run_id, context)
+
+    async def ListRuns(self, request, context):
+        records = await self.store.list_runs()
+        return services_pb2.ListRunsResponse(
+            runs=[services_pb2.Run(run_id=r.run_id, spec_yaml=r.spec_yaml, progress=await self.progress(r.run_id))
+                  for r in records]
+        )
+
+    async def StopRun(self, request, context):
+        record = await self.store.get_run(request.run_id)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
+        if record.state != "RUNNING":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"run {request.run_id!r} is {record.state}")
+        await self.coordinator.stop(request.run_id, request.reason or "stopped by request")
+        return await self._run(request.run_id, context)
+
+    async def WatchRun(self, request, context):
+        last = None
+        while True:
+            progress = await self.progress(request.run_id)
+            if progress is None:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
+            # elapsed time always moves: compare the rest to send only real changes (and a heartbeat)
+            key = _without_clock(progress)
+            if key != last:
+                last = key
+                yield progress
+            if progress.state != services_pb2.RUNNING:
+                return
+            async with self.coordinator.changed:
+                try:
+                    await asyncio.wait_for(self.coordinator.changed.wait(), timeout=2.0)
+                except TimeoutError:
+                    pass
+
+
+def _without_clock(progress: services_pb2.RunProgress) -> bytes:
+    copy = services_pb2.RunProgress()
+    copy.CopyFrom(progress)
+    copy.elapsed_seconds = 0
+    copy.samples_per_second = 0
+    return copy.SerializeToString(deterministic=True)
+
+
+def register(servicer: SchedulerServicer):
+    def add(server: grpc.aio.Server) -> list[str]:
+        services_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
+        return [services_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
+    return add
