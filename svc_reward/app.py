@@ -1,0 +1,33 @@
+"""Wiring of the reward process: the built-in `verify` server and the reward stage."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jetrl.bus import connect, consume, declare
+from jetrl.bus.topology import REWARD_STAGE
+from jetrl.config import Settings
+from jetrl.runs import RunSpecs
+from jetrl.service import serve
+from svc_reward.server import register
+from svc_reward.stage import RewardStage
+
+DEFAULT_PORT = 50053
+
+
+async def main(settings: Settings) -> None:
+    nc = await connect(settings, "svc_reward")
+    js = nc.jetstream()
+    await declare(js)
+    specs = RunSpecs(settings.scheduler_addr)
+    stage = RewardStage(js, specs, default_endpoint=settings.reward_addr)
+
+    async def groups(stop: asyncio.Event) -> None:
+        await consume(js, REWARD_STAGE, stage.on_group, stop)
+
+    async def close() -> None:
+        await stage.close()
+        await specs.close()
+        await nc.drain()
+
+    await serve("svc_reward", settings.listen_or(DEFAULT_PORT), register, [groups], on_stop=close)
