@@ -173,9 +173,10 @@ class Coordinator:
             while True:
                 counts = await self.store.group_counts(run_id)
                 step = (counts["batched"] + counts["trained"]) // b
-                groups = await self.store.load_scored_step(run_id, step)
-                if step >= run.spec.train.steps or len(groups) < b:
+                # count first: loading the groups (every sample) only pays off once the batch is full
+                if step >= run.spec.train.steps or await self.store.scored_in_step(run_id, step) < b:
                     return
+                groups = await self.store.load_scored_step(run_id, step)
                 links = []
                 for g in groups:
                     tp = await self.store.group_traceparent(g.group.group_id)

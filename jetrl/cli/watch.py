@@ -1,0 +1,38 @@
+"""Live progress of a run (`jetrl run`, `jetrl demo`): a progress bar and a status line per update."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from jetrl.rpc import channel
+from jetrl.v1 import services_pb2, services_pb2_grpc
+
+console = Console(stderr=True)
+
+
+def describe(p: services_pb2.RunProgress) -> str:
+    acc = f"{p.heldout_accuracy:.1%} (v{p.heldout_version})" if p.heldout_version >= 0 else "pending"
+    reward = "-" if math.isnan(p.mean_reward) else f"{p.mean_reward:.3f}"
+    dead = f"  [red]dead letters {p.dead_letters}[/red]" if p.dead_letters else ""
+    return (f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
+            f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}{dead}")
+
+
+async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
+    """Follow WatchRun until the run leaves RUNNING; returns the last progress."""
+    last = None
+    async with channel(scheduler_addr) as ch:
+        stub = services_pb2_grpc.SchedulerServiceStub(ch)
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+        ) as bar:
+            task = bar.add_task(f"{run_id} version", total=None, status="starting…")
+            async for progress in stub.WatchRun(services_pb2.WatchRunRequest(run_id=run_id)):
+                last = progress
+                bar.update(task, total=progress.total_steps, completed=progress.policy_version,
+                           status=describe(progress))
+    return last

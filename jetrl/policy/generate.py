@@ -1,0 +1,77 @@
+"""Reference greedy decoding without a KV cache, and held-out accuracy on top of it.
+
+Deliberately the simplest correct decoder: every step re-runs the whole sequence. The
+bootstrap uses it to score version 0 (jetrl must not import a service), and the rollout
+engine's tests use it as the ground truth its KV-cache loop must reproduce token by token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from jetrl.policy.load import encode_prompt
+from jetrl.tasks import Problem
+from jetrl.tasks.answers import is_correct
+
+__all__ = ["left_pad", "greedy_complete", "heldout_accuracy"]
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids) for left-padded rows; real tokens start at position 0."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row) :] = torch.tensor(list(row), dtype=torch.long)
+            mask[i, width - len(row) :] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+@torch.inference_mode()
+def greedy_complete(
+    model: PreTrainedModel, prompts: Sequence[Sequence[int]], *, eos_id: int, pad_id: int, max_new_tokens: int
+) -> list[list[int]]:
+    """Greedy completion ids per prompt (EOS included when produced), no cache."""
+    device = next(model.parameters()).device
+    seqs = [list(p) for p in prompts]
+    done = [False] * len(seqs)
+    out: list[list[int]] = [[] for _ in seqs]
+    for _ in range(max_new_tokens):
+        ids, mask, pos = (t.to(device) for t in left_pad(seqs, pad_id))
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :]
+        for i, tok in enumerate(logits.argmax(-1).tolist()):
+            if not done[i]:
+                out[i].append(tok)
+                done[i] = tok == eos_id
+            # A finished row keeps growing so the batch stays rectangular; rows never attend
+            # to each other and its extra tokens are never read.
+            seqs[i].append(tok)
+        if all(done):
+            break
+    return out
+
+
+def heldout_accuracy(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 256,
+) -> float:
+    """Fraction of `problems` whose greedy completion `is_correct`."""
+    correct = 0
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start : start + batch_size]
+        prompts = [encode_prompt(tokenizer, p.prompt) for p in chunk]
+        completions = greedy_complete(
+            model, prompts, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens
+        )
+        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
+        correct += sum(is_correct(p, t) for p, t in zip(chunk, texts))
+    return correct / max(len(problems), 1)

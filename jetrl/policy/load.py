@@ -1,0 +1,123 @@
+"""Loading and saving policies, and moving their weights between services.
+
+Any Hugging Face causal LM in a local directory is a policy; nothing is ever downloaded
+(`local_files_only=True`). Weights travel between services as one safetensors blob, which is
+safe to load (no pickle) and identical in bytes for identical weights, so a sha256 checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "PolicyLoadError",
+    "encode_prompt",
+    "load_policy",
+    "load_tokenizer",
+    "save_policy",
+    "state_to_bytes",
+    "load_state_bytes",
+    "sha256",
+]
+
+
+class PolicyLoadError(ValueError):
+    """The directory is missing or is not a Hugging Face causal LM with its tokenizer."""
+
+
+def _model_dir(path: str | Path) -> Path:
+    """`path` as a directory that looks like a Hugging Face model, or a PolicyLoadError saying why not."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise PolicyLoadError(
+            f"policy directory {p} does not exist; make one with "
+            f"`python -m jetrl.policy.bootstrap {p}` or point model.path at a Hugging Face model directory"
+        )
+    if not (p / "config.json").is_file():
+        raise PolicyLoadError(f"{p} is not a Hugging Face model directory (no config.json)")
+    return p
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """The tokenizer of a local Hugging Face model directory (for services that never run the model)."""
+    p = _model_dir(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PolicyLoadError(f"cannot load a tokenizer from {p}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        # Batched generation and training need a pad id; EOS is the usual stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (model, tokenizer) from a local Hugging Face model directory, in float32 on `device`."""
+    p = _model_dir(path)
+    tokenizer = load_tokenizer(p)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PolicyLoadError(f"cannot load a causal LM from {p}: {exc}") from exc
+    return model.to(device), tokenizer
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """The token ids of a prompt, the one encoding used everywhere: bootstrap, rollout, evaluation.
+
+    A model is trained on prompts in one encoding and must be sampled and scored in that same
+    encoding. Keep the tokenizer's own leading special token (BOS for Llama-style tokenizers and
+    the built-in char tokenizer), drop any trailing one (an EOS or SEP some tokenizers append):
+    the completion continues the prompt, so nothing may close it.
+    """
+    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    bos = tokenizer.bos_token_id
+    if bos is not None and body[:1] != [bos] and tokenizer(text)["input_ids"][:1] == [bos]:
+        return [bos, *body]
+    return body
+
+
+def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
+    """Write model (safetensors) and tokenizer to `path` so `load_policy(path)` restores both."""
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(p)
+    tokenizer.save_pretrained(p)
+    return p
+
+
+def state_to_bytes(model: torch.nn.Module) -> bytes:
+    """All weights as one safetensors blob (tied tensors stored once, on CPU, contiguous)."""
+    seen: dict[int, str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        # safetensors refuses shared storage; tied weights (embeddings/lm_head) are sent once
+        # and `load_state_bytes` restores the tie through load_state_dict(strict=False).
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen[key] = name
+        tensors[name] = tensor.detach().to("cpu").contiguous()
+    return st_save(tensors)
+
+
+def load_state_bytes(model: torch.nn.Module, data: bytes) -> None:
+    """Copy the weights in a `state_to_bytes` blob into `model` in place (same architecture)."""
+    tensors = st_load(data)
+    result = model.load_state_dict(tensors, strict=False)
+    # Missing keys are only acceptable for tied parameters that share storage with a loaded one.
+    loaded = {t.data_ptr() for n, t in model.state_dict().items() if n in tensors}
+    missing = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in loaded]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"weights do not fit the model: missing {missing}, unexpected {result.unexpected_keys}")
+
+
+def sha256(data: bytes) -> str:
+    """Hex sha256 of a weights blob, announced with each version so receivers can verify it."""
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,71 @@
+"""The synthetic arithmetic task: `37+45=` -> `82`, or short chains like `12+7-5=` -> `14`.
+
+Everything is a pure function of the task spec: the held-out set comes from its own seeded
+stream, and training problem `i` from a stream keyed by (seed, i), so any service can recompute
+any problem from its index alone. Held-out expressions are rejected from the training stream,
+so the evaluation set is never trained on.
+"""
+
+from __future__ import annotations
+
+import random
+
+from jetrl.config import TaskSpec
+from jetrl.tasks import Problem
+
+__all__ = ["ArithmeticTask"]
+
+
+class ArithmeticTask:
+    """Deterministic stream of `a+b-c=` problems; answers are plain integers."""
+
+    name = "arithmetic"
+
+    def __init__(self, spec: TaskSpec):
+        self.spec = spec
+        lo = 0 if spec.digits == 1 else 10 ** (spec.digits - 1)
+        self._operand_range = (lo, 10**spec.digits - 1)
+        distinct = (self._operand_range[1] - lo + 1) ** spec.terms * 2 ** (spec.terms - 1)
+        # Leave most of the space for training, otherwise rejection sampling would starve.
+        if spec.heldout_size > distinct // 2:
+            raise ValueError(
+                f"heldout_size {spec.heldout_size} is too large for {spec.terms} terms of "
+                f"{spec.digits} digits ({distinct} distinct problems; at most half may be held out)"
+            )
+        self._heldout = self._make_heldout()
+        self._heldout_prompts = frozenset(p.prompt for p in self._heldout)
+
+    def _expression(self, rng: random.Random) -> tuple[str, int]:
+        lo, hi = self._operand_range
+        value = rng.randint(lo, hi)
+        text = str(value)
+        for _ in range(self.spec.terms - 1):
+            operand, op = rng.randint(lo, hi), rng.choice("+-")
+            value = value + operand if op == "+" else value - operand
+            text += f"{op}{operand}"
+        return text + "=", value
+
+    def _make_heldout(self) -> list[Problem]:
+        rng = random.Random(f"arithmetic:{self.spec.seed}:heldout")
+        seen: set[str] = set()
+        problems: list[Problem] = []
+        while len(problems) < self.spec.heldout_size:
+            prompt, value = self._expression(rng)
+            if prompt not in seen:  # distinct, so accuracy counts each problem once
+                seen.add(prompt)
+                problems.append(Problem(f"heldout-{len(problems)}", prompt, str(value)))
+        return problems
+
+    def train_problem(self, index: int) -> Problem:
+        """Training problem number `index` (any index >= 0; the stream is infinite)."""
+        if index < 0:
+            raise ValueError("problem index must be >= 0")
+        rng = random.Random(f"arithmetic:{self.spec.seed}:train:{index}")
+        while True:
+            prompt, value = self._expression(rng)
+            if prompt not in self._heldout_prompts:
+                return Problem(f"train-{index}", prompt, str(value))
+
+    def heldout(self) -> list[Problem]:
+        """The fixed evaluation set: `heldout_size` distinct problems, never trained on."""
+        return list(self._heldout)

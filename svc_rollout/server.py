@@ -1,0 +1,77 @@
+"""RolloutService: held-out evaluation and ad-hoc generation outside the bus, and worker status."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from jetrl.runs import RunNotFound
+from jetrl.tasks import make_task
+from jetrl.v1 import services_pb2, services_pb2_grpc
+from svc_rollout.engine import GenRequest
+from svc_rollout.worker import RolloutWorker
+
+
+class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
+    def __init__(self, worker: RolloutWorker):
+        self.worker = worker
+        self.policies = worker.policies
+
+    async def _engine(self, run_id: str, min_version: int, context):
+        try:
+            return await self.policies.at_least(run_id, min_version)
+        except RunNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except TimeoutError:
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE, f"version {min_version} of {run_id} was not announced in time"
+            )
+
+    async def Evaluate(self, request, context):
+        if request.min_version < 0 or request.limit < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_version and limit must be >= 0")
+        engine = await self._engine(request.run_id, request.min_version, context)
+        spec = await self.policies.specs.get(request.run_id)
+        problems = make_task(spec.task).heldout()
+        if request.limit:
+            problems = problems[: request.limit]
+        version = engine.version  # evaluate exactly what the engine holds now
+        correct, total = await asyncio.to_thread(
+            engine.evaluate, problems, max_new_tokens=spec.rollout.max_new_tokens
+        )
+        return services_pb2.EvaluateResponse(
+            run_id=request.run_id, version=version, correct=correct, total=total, accuracy=correct / max(total, 1)
+        )
+
+    async def Generate(self, request, context):
+        if not request.prompts or request.max_new_tokens < 1 or not 0 < (request.top_p or 1.0) <= 1:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "need prompts, max_new_tokens >= 1 and top_p in (0, 1]"
+            )
+        engine = await self._engine(request.run_id, 0, context)
+        requests = [
+            GenRequest(
+                prompt_token_ids=engine.tokenizer(p, add_special_tokens=False)["input_ids"],
+                max_new_tokens=request.max_new_tokens, temperature=request.temperature,
+                top_p=request.top_p or 1.0, seed=request.seed + i,
+            )
+            for i, p in enumerate(request.prompts)
+        ]
+        results = await asyncio.to_thread(engine.generate, requests)
+        return services_pb2.GenerateResponse(version=engine.version, completions=[r.text for r in results])
+
+    async def GetStatus(self, request, context):
+        return services_pb2.RolloutStatus(
+            worker_id=self.worker.worker_id,
+            loaded_versions={run: e.version for run, e in self.policies.engines.items()},
+            samples_generated=self.worker.samples_generated,
+            tokens_generated=self.worker.tokens_generated,
+        )
+
+
+def register(servicer: RolloutServicer):
+    def add(server: grpc.aio.Server) -> list[str]:
+        services_pb2_grpc.add_RolloutServiceServicer_to_server(servicer, server)
+        return [services_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name]
+    return add

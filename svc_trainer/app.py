@@ -1,0 +1,32 @@
+"""Wiring of the trainer process: batches consumer, checkpoints, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+
+from jetrl.bus import connect, consume, declare
+from jetrl.bus.topology import TRAINER
+from jetrl.config import Settings
+from jetrl.runs import RunSpecs
+from jetrl.service import serve
+from svc_trainer.server import TrainerServicer, register
+from svc_trainer.worker import Trainer
+
+DEFAULT_PORT = 50054
+
+
+async def main(settings: Settings) -> None:
+    nc = await connect(settings, "svc_trainer")
+    js = nc.jetstream()
+    await declare(js)
+    specs = RunSpecs(settings.scheduler_addr)
+    trainer = Trainer(js, specs, settings.data_dir, settings.trainer_addr)
+
+    async def batches(stop: asyncio.Event) -> None:
+        await consume(js, TRAINER, trainer.on_batch, stop, batch=1)
+
+    async def close() -> None:
+        await specs.close()
+        await nc.drain()
+
+    await serve("svc_trainer", settings.listen_or(DEFAULT_PORT), register(TrainerServicer(trainer)), [batches], on_stop=close)

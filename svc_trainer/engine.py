@@ -1,0 +1,119 @@
+"""Plain-torch training engine: per-token log-probs and one decoupled-PPO optimizer step.
+
+Each `train_step` is one policy version: proximal log-probs are recomputed with the current
+weights (no grad) before anything changes, then the batch is split into minibatches, each
+followed by an AdamW step with global-norm gradient clipping. With one minibatch θ == p at the
+update, so u = 1 and the step is the plain (importance-weighted) policy gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import PreTrainedModel
+
+from jetrl.config import TrainSpec
+from svc_trainer.loss import decoupled_ppo_loss
+
+__all__ = ["TrainSample", "TorchTrainEngine"]
+
+
+@dataclass(frozen=True)
+class TrainSample:
+    """One completion to train on; `logprobs` are its behaviour log-probs, one per completion token."""
+
+    prompt_token_ids: Sequence[int]
+    completion_token_ids: Sequence[int]
+    logprobs: Sequence[float]
+    advantage: float
+
+
+class TorchTrainEngine:
+    """Owns the model being trained and its AdamW state."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        train_spec: TrainSpec,
+        temperature: float = 1.0,
+        *,
+        max_new_tokens: int | None = None,
+        minibatches: int = 1,
+    ):
+        if train_spec.loss_agg == "constant" and not max_new_tokens:
+            raise ValueError("loss_agg 'constant' needs max_new_tokens for its normaliser")
+        self.model = model.train()
+        self.spec = train_spec
+        # Log-probs are taken at the sampling temperature so they match the behaviour policy;
+        # a greedy (0) rollout's log-probs are reported at temperature 1.
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.max_new_tokens = max_new_tokens
+        self.minibatches = minibatches
+        self.device = next(model.parameters()).device
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
+
+    def token_logprobs(
+        self, prompt_ids_list: Sequence[Sequence[int]], completion_ids_list: Sequence[Sequence[int]], grad: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """([N, T] log-prob of each completion token, [N, T] mask of real tokens), T = longest completion."""
+        rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
+        width = max(len(r) for r in rows)
+        t_max = max(max(len(c) for c in completion_ids_list), 1)
+        # Right padding: the causal mask already hides the pads from every real token, and
+        # positions then start at 0 for every row, as in the rollout's left-padded batches. Pads
+        # are never read, so any valid id (0) will do.
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        gather = torch.zeros((len(rows), t_max), dtype=torch.long)
+        mask = torch.zeros((len(rows), t_max), dtype=torch.bool)
+        for i, (row, prompt, completion) in enumerate(zip(rows, prompt_ids_list, completion_ids_list)):
+            ids[i, : len(row)] = torch.tensor(row)
+            attn[i, : len(row)] = 1
+            # The logits at position j predict token j+1: completion token t sits at len(prompt)+t.
+            gather[i, : len(completion)] = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(completion))
+            mask[i, : len(completion)] = True
+        ids, attn, gather, mask = ids.to(self.device), attn.to(self.device), gather.to(self.device), mask.to(self.device)
+        with torch.set_grad_enabled(grad):
+            logits = self.model(input_ids=ids, attention_mask=attn).logits
+            picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
+            logprobs = torch.log_softmax(picked / self.temperature, dim=-1)
+            targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
+            token_lp = logprobs.gather(-1, targets[:, :, None])[:, :, 0]
+        return torch.where(mask, token_lp, torch.zeros_like(token_lp)), mask
+
+    def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+        """One policy update on a batch; returns loss metrics averaged over minibatches."""
+        if not samples:
+            raise ValueError("train_step needs at least one sample")
+        for s in samples:
+            if len(s.logprobs) != len(s.completion_token_ids):
+                raise ValueError("every completion token needs exactly one behaviour log-prob")
+        prompts = [s.prompt_token_ids for s in samples]
+        completions = [s.completion_token_ids for s in samples]
+        # Proximal log-probs: the weights as they are before this version's update.
+        proximal, mask = self.token_logprobs(prompts, completions, grad=False)
+        behaviour = torch.zeros_like(proximal)
+        for i, s in enumerate(samples):
+            behaviour[i, : len(s.logprobs)] = torch.tensor(s.logprobs, dtype=behaviour.dtype)
+        advantages = torch.tensor([s.advantage for s in samples], device=self.device)[:, None].expand_as(proximal)
+        totals: dict[str, float] = {}
+        parts = [idx for idx in torch.arange(len(samples)).chunk(self.minibatches) if len(idx)]
+        for idx in parts:
+            rows = idx.tolist()
+            current, _ = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
+            t = current.shape[1]  # a minibatch may have shorter completions than the batch
+            out = decoupled_ppo_loss(
+                current, proximal[idx, :t], behaviour[idx, :t], advantages[idx, :t], mask[idx, :t],
+                eps_low=self.spec.clip_eps_low, eps_high=self.spec.clip_eps_high,
+                weight_cap=self.spec.behaviour_weight_cap, aggregation=self.spec.loss_agg,
+                constant=(len(rows) * self.max_new_tokens) if self.spec.loss_agg == "constant" else None,
+            )
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+            self.optimizer.step()
+            for k, v in {**out.metrics, "grad_norm": float(grad_norm)}.items():
+                totals[k] = totals.get(k, 0.0) + v / len(parts)
+        return totals

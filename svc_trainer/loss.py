@@ -1,0 +1,74 @@
+"""AReaL's decoupled PPO loss (DESIGN §5).
+
+Per token: u = exp(θ - p) is the PPO ratio against the proximal policy p (the trainer's
+weights just before this update), w = exp(p - b) the importance weight that corrects for the
+behaviour policy b that actually sampled the token (stale or interrupted generation).
+loss_t = -w · min(u·A, clip(u, 1-ε_low, 1+ε_high)·A); tokens with w above a cap are masked,
+since a huge w means the sample says little about the current policy and would dominate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["LossOutput", "decoupled_ppo_loss"]
+
+
+@dataclass
+class LossOutput:
+    """The scalar loss (with grad) and float metrics over the valid tokens."""
+
+    loss: torch.Tensor
+    metrics: dict[str, float]
+
+
+def decoupled_ppo_loss(
+    logprobs: torch.Tensor,
+    proximal_logprobs: torch.Tensor,
+    behaviour_logprobs: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    eps_low: float = 0.2,
+    eps_high: float = 0.2,
+    weight_cap: float = 5.0,
+    aggregation: str = "token_mean",
+    constant: float | None = None,
+) -> LossOutput:
+    """Decoupled PPO loss over [N, T] per-token tensors; `mask` marks real completion tokens.
+
+    aggregation "token_mean" averages over unmasked tokens; "constant" divides the sum by
+    `constant` (Dr. GRPO: batch size × max_new_tokens), so every token weighs the same
+    whatever the lengths in the batch.
+    """
+    if aggregation not in ("token_mean", "constant"):
+        raise ValueError(f"unknown loss aggregation {aggregation!r}")
+    if aggregation == "constant" and not constant:
+        raise ValueError("aggregation 'constant' needs a positive `constant`")
+    p, b = proximal_logprobs.detach(), behaviour_logprobs.detach()
+    valid = mask.bool()
+    w = torch.exp(p - b)
+    capped = valid & (w > weight_cap)
+    keep = valid & ~capped
+    u = torch.exp(logprobs - p)
+    unclipped = u * advantages
+    clipped = torch.clamp(u, 1.0 - eps_low, 1.0 + eps_high) * advantages
+    per_token = -w * torch.minimum(unclipped, clipped)
+    # where(), not multiplication: a masked token with inf/nan w must not poison the sum.
+    total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
+    n_keep = int(keep.sum())
+    denom = float(max(n_keep, 1)) if aggregation == "token_mean" else float(constant)
+    loss = total / denom
+    with torch.no_grad():
+        n_valid = max(int(valid.sum()), 1)
+        clip_active = keep & (clipped < unclipped)  # the clipped branch won: no gradient there
+        metrics = {
+            "loss": float(loss),
+            "tokens": float(valid.sum()),
+            "clip_fraction": float(clip_active.sum()) / max(n_keep, 1),
+            "masked_fraction": float(capped.sum()) / n_valid,
+            "mean_w": float(w[valid].mean()) if valid.any() else 1.0,
+        }
+    return LossOutput(loss, metrics)

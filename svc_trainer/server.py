@@ -1,0 +1,53 @@
+"""TrainerService: per-run status, and the weights of any version as a gRPC stream."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+import grpc
+
+from jetrl.v1 import services_pb2, services_pb2_grpc
+from svc_trainer.checkpoint import load_state, run_dir, weights_path
+from svc_trainer.worker import Trainer
+
+DEFAULT_CHUNK = 1 << 20  # 1 MiB: large enough to amortise per-message cost, small for memory
+
+
+class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    async def GetStatus(self, request, context):
+        rt = self.trainer.runs.get(request.run_id)
+        state = rt.state if rt else await asyncio.to_thread(load_state, self.trainer.data_dir, request.run_id)
+        if state is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"the trainer has not trained run {request.run_id!r}")
+        return services_pb2.TrainerStatus(
+            run_id=request.run_id, version=state.version, samples_trained=state.samples_trained,
+            batches_trained=state.batches_trained,
+            checkpoint_dir=str(run_dir(self.trainer.data_dir, request.run_id)),
+        )
+
+    async def FetchWeights(self, request, context):
+        if request.version < 1 or request.chunk_bytes < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")
+        path = weights_path(self.trainer.data_dir, request.run_id, request.version)
+        if not path.is_file():
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no weights for {request.run_id} v{request.version}")
+        data = await asyncio.to_thread(path.read_bytes)
+        step = request.chunk_bytes or DEFAULT_CHUNK
+        digest = hashlib.sha256(data).hexdigest()
+        view = memoryview(data)
+        for offset in range(0, len(data), step):
+            yield services_pb2.WeightsChunk(
+                offset=offset, data=bytes(view[offset : offset + step]), total_bytes=len(data),
+                sha256=digest if offset == 0 else "",
+            )
+
+
+def register(servicer: TrainerServicer):
+    def add(server: grpc.aio.Server) -> list[str]:
+        services_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, server)
+        return [services_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
+    return add

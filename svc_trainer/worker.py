@@ -1,0 +1,132 @@
+"""The trainer: one optimizer step per batch, then a new policy version on the bus.
+
+A batch is acked only after the new version's weights and the trainer state are on disk and the
+announcement is published. A batch that arrives again (redelivered after a crash) for a version
+already trained is not trained twice: its announcement is published again (same message id, so
+JetStream drops it if the first one got through) and it is acked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jetrl.bus import Delivery, InvalidEvent, Kind, publish
+from jetrl.logs import log_fields
+from jetrl.runs import RunNotFound, RunSpecs
+from jetrl.telemetry import tracer
+from jetrl.v1 import events_pb2
+from svc_trainer import advantages
+from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
+
+log = logging.getLogger(__name__)
+
+
+class NotYourTurn(RuntimeError):
+    """A batch for a later version than the trainer holds: retried after the earlier batch."""
+
+
+@dataclass
+class RunTrainer:
+    engine: object
+    state: TrainerState
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Trainer:
+    def __init__(self, js, specs: RunSpecs, data_dir: Path, advertised_addr: str):
+        self.js = js
+        self.specs = specs
+        self.data_dir = Path(data_dir)
+        self.advertised_addr = advertised_addr
+        self.runs: dict[str, RunTrainer] = {}
+
+    async def run(self, run_id: str) -> RunTrainer:
+        if run_id not in self.runs:
+            spec = await self.specs.get(run_id)
+            self.runs[run_id] = await asyncio.to_thread(self._restore, run_id, spec)
+        return self.runs[run_id]
+
+    def _restore(self, run_id: str, spec) -> RunTrainer:
+        """The run's model and optimizer at the last saved version (version 0 from the model dir)."""
+        from jetrl.policy.load import load_policy, load_state_bytes
+        from svc_trainer.checkpoint import weights_path
+        from svc_trainer.engine import TorchTrainEngine
+
+        model, _ = load_policy(spec.model.path)
+        state = load_state(self.data_dir, run_id) or TrainerState()
+        if state.version:
+            load_state_bytes(model, weights_path(self.data_dir, run_id, state.version).read_bytes())
+        engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature or 1.0)
+        if state.optimizer:
+            engine.optimizer.load_state_dict(state.optimizer)
+        log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
+        return RunTrainer(engine=engine, state=state)
+
+    async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
+        try:
+            spec = await self.specs.get(batch.run_id)
+        except RunNotFound as exc:
+            raise InvalidEvent(str(exc)) from None
+        rt = await self.run(batch.run_id)
+        async with rt.lock:
+            if batch.batch_id in rt.state.trained_batches:
+                await self._announce_again(batch, rt)
+                return
+            if batch.policy_version > rt.state.version:
+                raise NotYourTurn(f"batch {batch.batch_id} trains v{batch.policy_version}, trainer holds v{rt.state.version}")
+            if batch.policy_version < rt.state.version:
+                raise InvalidEvent(f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})")
+            samples, advs = self._samples(batch, spec.train.advantage)
+            with tracer.start_as_current_span("train step") as span:
+                span.set_attributes({"jetrl.batch_id": batch.batch_id, "jetrl.samples": len(samples)})
+                metrics = await asyncio.to_thread(rt.engine.train_step, samples)
+            await self._commit(batch, rt, advs, metrics)
+
+    def _samples(self, batch: events_pb2.Batch, estimator: str):
+        from svc_trainer.engine import TrainSample
+
+        samples, advs = [], []
+        for scored in batch.groups:
+            group_adv = advantages.compute(estimator, list(scored.rewards))
+            for sample, reward, adv in zip(scored.group.samples, scored.rewards, group_adv):
+                samples.append(TrainSample(
+                    prompt_token_ids=list(sample.prompt_token_ids),
+                    completion_token_ids=list(sample.completion_token_ids),
+                    logprobs=list(sample.logprobs),
+                    advantage=float(adv),
+                ))
+                advs.append(events_pb2.SampleAdvantage(sample_id=sample.sample_id, reward=reward, advantage=adv))
+        return samples, advs
+
+    async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict) -> None:
+        from jetrl.policy.load import sha256, state_to_bytes
+
+        state = rt.state
+        version = state.version + 1
+        blob = await asyncio.to_thread(state_to_bytes, rt.engine.model)
+        path = await asyncio.to_thread(save_weights, self.data_dir, batch.run_id, version, blob)
+        ann = events_pb2.WeightsAnnouncement(
+            run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
+            uri=path.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(blob), sha256=sha256(blob),
+            format="safetensors", metrics={k: float(v) for k, v in metrics.items()}, advantages=advs,
+            samples_trained_total=state.samples_trained + len(advs),
+        )
+        state.version = version
+        state.samples_trained += len(advs)
+        state.batches_trained += 1
+        state.trained_batches.append(batch.batch_id)
+        state.optimizer = rt.engine.optimizer.state_dict()
+        state.announcement = ann.SerializeToString()
+        await asyncio.to_thread(save_state, self.data_dir, batch.run_id, state)
+        await publish(self.js, batch.run_id, Kind.WEIGHTS, ann, msg_id=f"{batch.run_id}.v{version}")
+        log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
+
+    async def _announce_again(self, batch, rt: RunTrainer) -> None:
+        ann = events_pb2.WeightsAnnouncement.FromString(rt.state.announcement) if rt.state.announcement else None
+        if ann is None or ann.batch_id != batch.batch_id:
+            return  # an older batch: its announcement went out long ago
+        await publish(self.js, batch.run_id, Kind.WEIGHTS, ann, msg_id=f"{batch.run_id}.v{ann.version}")
+        log.info("batch already trained; announcement re-sent", extra=log_fields(batch=batch.batch_id))

@@ -1,0 +1,187 @@
+"""End to end: the four services over real NATS and Postgres train the tiny policy.
+
+Each test submits its own run to the module's stack (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import defaultdict
+
+import grpc
+import pytest
+
+from jetrl.lineage.db import make_engine
+from jetrl.lineage.store import LineageStore
+from jetrl.rpc import channel
+from jetrl.v1 import services_pb2 as svc
+from jetrl.v1 import services_pb2_grpc
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture
+async def store(stack):
+    engine = make_engine(stack.settings.database_url)
+    yield LineageStore(engine)
+    await engine.dispose()
+
+
+def run_id(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:6]}"
+
+
+async def create_run(stack, spec_yaml: str, rid: str = "") -> svc.Run:
+    async with channel(stack.settings.scheduler_addr) as ch:
+        stub = services_pb2_grpc.SchedulerServiceStub(ch)
+        return await stub.CreateRun(svc.CreateRunRequest(spec_yaml=spec_yaml, run_id=rid), timeout=60)
+
+
+async def wait_until(stack, rid: str, predicate, timeout: float = 400.0) -> svc.RunProgress:
+    """Poll GetRun (it survives a scheduler restart, unlike a stream) until predicate(progress)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            async with channel(stack.settings.scheduler_addr) as ch:
+                run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(svc.GetRunRequest(run_id=rid), timeout=10)
+            if predicate(run.progress):
+                return run.progress
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        assert time.monotonic() < deadline, f"run {rid} did not get there in {timeout}s"
+        await asyncio.sleep(0.5)
+
+
+def finished(p: svc.RunProgress) -> bool:
+    return p.state != svc.RUNNING
+
+
+async def trainer_count(stack, rid: str) -> int:
+    async with channel(stack.settings.trainer_addr) as ch:
+        status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(svc.TrainerStatusRequest(run_id=rid), timeout=10)
+    return status.samples_trained
+
+
+async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b: int, g: int) -> None:
+    """Lineage holds exactly steps·B·G trained samples, each complete, in the right version."""
+    rows = await store.trained_sample_rows(rid)
+    assert len(rows) == steps * b * g == await trainer_count(stack, rid)
+    per_version = defaultdict(int)
+    for r in rows:
+        assert r.reward in (0.0, 1.0) and r.advantage is not None
+        assert r.trained_version == r.min_version + 1 == r.max_version + 1  # synchronous: η = 0
+        per_version[r.trained_version] += 1
+    assert per_version == {v: b * g for v in range(1, steps + 1)}
+    stats = await store.run_stats(rid)
+    assert stats.samples_generated == steps * b * g  # nothing generated twice
+
+
+async def test_a_short_run_trains_and_records_every_sample(stack, store):
+    rid = run_id("short")
+    created = await create_run(stack, stack.spec_yaml("short", steps=3), rid)
+    assert created.run_id == rid
+    # WatchRun streams progress until the run ends
+    seen = []
+    async with channel(stack.settings.scheduler_addr) as ch:
+        async for progress in services_pb2_grpc.SchedulerServiceStub(ch).WatchRun(svc.WatchRunRequest(run_id=rid)):
+            seen.append(progress)
+    last = seen[-1]
+    assert last.state == svc.COMPLETED, last.message
+    assert last.policy_version == 3 and last.samples_trained == 24 and last.heldout_version == 3
+    assert [p.policy_version for p in seen] == sorted(p.policy_version for p in seen)
+    await assert_every_sample_trained_once(stack, store, rid, steps=3, b=2, g=4)
+    evaluations = await store.evaluations(rid)
+    assert [e[0] for e in evaluations] == [0, 3] and all(e[2] == 40 for e in evaluations)
+    groups = await store.group_counts(rid)
+    assert groups["trained"] == 6 and sum(groups.values()) == 6  # synchronous: nothing admitted past the end
+
+
+@pytest.mark.parametrize(
+    "spec_yaml, needle",
+    [
+        ("model: {path: /m}\nrollout: {group_size: 0}\n", "rollout.group_size"),
+        ("model: {path: /m}\ntrain: {lr: -1}\n", "train.lr"),
+        ("name: x\n", "model: Field required"),
+        ("model: {path: /nonexistent/model}\n", "model.path"),
+        ("model: [\n", "not valid YAML"),
+    ],
+)
+async def test_an_invalid_run_is_refused_with_what_is_wrong(stack, spec_yaml, needle):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create_run(stack, spec_yaml)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert needle in err.value.details()
+
+
+async def test_killed_trainer_and_rollout_worker_lose_nothing(stack, store):
+    steps, b, g = 6, 2, 4
+    rid = run_id("crash")
+    await create_run(stack, stack.spec_yaml("crash", steps=steps, batch_groups=b, group_size=g), rid)
+    # the trainer dies while it holds a sealed batch: synchronous admission leaves no group
+    # running between the seal of batch v and the announcement of version v + 1
+    await wait_until(stack, rid, lambda p: p.policy_version >= 1 and p.groups_running == 0 or finished(p))
+    stack.kill("svc_trainer")
+    await stack.restart("svc_trainer")
+    # a rollout worker dies while tasks of the next step are in flight
+    await wait_until(stack, rid, lambda p: p.policy_version >= 3 and p.groups_running > 0 or finished(p))
+    stack.kill("svc_rollout")
+    await stack.restart("svc_rollout")
+    last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED, last.message
+    await assert_every_sample_trained_once(stack, store, rid, steps, b, g)
+
+
+async def test_malformed_events_are_dead_lettered_and_the_run_goes_on(stack, store):
+    from jetrl.bus import Kind, connect
+
+    rid = run_id("dlq")
+    await create_run(stack, stack.spec_yaml("dlq", steps=2), rid)
+    nc = await connect(stack.settings, "test-malformed")
+    try:
+        js = nc.jetstream()
+        for kind in Kind:
+            await js.publish(f"jetrl.{rid}.{kind}", b"\x08\xff\xff not protobuf")
+    finally:
+        await nc.close()
+    last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED, last.message
+    deadline = time.monotonic() + 30
+    while len(letters := await store.dead_letters(rid)) < len(Kind):
+        assert time.monotonic() < deadline, [d.subject for d in letters]
+        await asyncio.sleep(0.5)
+    assert sorted(d.subject for d in letters) == sorted(f"jetrl.{rid}.{k}" for k in Kind)
+    assert all(d.reason and d.payload == b"\x08\xff\xff not protobuf" for d in letters)
+    assert (await wait_until(stack, rid, lambda p: p.dead_letters == len(Kind))).dead_letters == len(Kind)
+
+
+async def test_one_group_is_one_trace_and_batches_link_to_them(stack, store):
+    rid = run_id("trace")
+    await create_run(stack, stack.spec_yaml("trace", steps=1), rid)
+    last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED
+    async with store.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from jetrl.lineage.models import PromptGroup, Sample
+
+        group_trace = (await conn.execute(select(PromptGroup.trace_id).where(PromptGroup.run_id == rid))).scalars().first()
+        sample_traces = set((await conn.execute(select(Sample.trace_id).where(Sample.run_id == rid))).scalars())
+    assert group_trace and group_trace in sample_traces
+
+    def group_spans():
+        return [s for s in stack.receiver.spans if s.trace_id == group_trace]
+
+    deadline = time.monotonic() + 20
+    while {s.service_name for s in group_spans()} < {"svc_scheduler", "svc_rollout", "svc_reward"}:
+        assert time.monotonic() < deadline, {s.service_name for s in group_spans()}
+        await asyncio.sleep(0.5)
+    spans = group_spans()
+    kinds = {(s.service_name, s.kind) for s in spans}
+    assert ("svc_scheduler", "PRODUCER") in kinds and ("svc_rollout", "CONSUMER") in kinds
+    assert ("svc_reward", "SERVER") in kinds  # the Score call carried the context in gRPC metadata
+    assert [s for s in spans if s.name == "group admit" and not s.parent_span_id]  # one root
+    seals = [s for s in stack.receiver.spans if s.name == "batch seal" and s.attributes.get("jetrl.run_id") == rid]
+    assert seals and group_trace in {t for t, _ in seals[0].links}

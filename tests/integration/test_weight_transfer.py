@@ -1,0 +1,76 @@
+"""Weights from svc_trainer to svc_rollout: the shared file first, else TrainerService's stream."""
+
+import hashlib
+
+import grpc
+import pytest
+
+from jetrl.localstack import free_port
+from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
+from svc_rollout.weights import WeightsUnavailable, fetch_weights, stream_weights
+from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
+from svc_trainer.server import TrainerServicer, register
+from svc_trainer.worker import Trainer
+
+BLOB = bytes(range(256)) * 5000  # 1.28 MB: several chunks
+
+
+@pytest.fixture
+async def trainer_addr(tmp_path):
+    trainer = Trainer(js=None, specs=None, data_dir=tmp_path, advertised_addr="")
+    save_weights(tmp_path, "run1", 1, BLOB)
+    server = grpc.aio.server()
+    register(TrainerServicer(trainer))(server)
+    addr = f"127.0.0.1:{free_port()}"
+    server.add_insecure_port(addr)
+    await server.start()
+    yield addr
+    await server.stop(None)
+
+
+def announcement(uri: str, endpoint: str, sha: str = hashlib.sha256(BLOB).hexdigest()):
+    return events_pb2.WeightsAnnouncement(run_id="run1", version=1, uri=uri, grpc_endpoint=endpoint, sha256=sha,
+                                          size_bytes=len(BLOB))
+
+
+async def test_the_shared_file_is_read_when_it_is_there(tmp_path):
+    path = save_weights(tmp_path, "run1", 1, BLOB)
+    assert await fetch_weights(announcement(path.as_uri(), "")) == BLOB
+
+
+async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr):
+    assert await fetch_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
+    assert await stream_weights(trainer_addr, "run1", 1, chunk_bytes=4096) == BLOB
+
+
+async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):
+    path = save_weights(tmp_path, "run1", 1, BLOB)
+    with pytest.raises(WeightsUnavailable, match="differ from the announcement"):
+        await fetch_weights(announcement(path.as_uri(), trainer_addr, sha="0" * 64))
+    with pytest.raises(WeightsUnavailable, match="no gRPC endpoint"):
+        await fetch_weights(announcement("file:///nowhere", ""))
+
+
+async def test_missing_versions_and_bad_requests_are_refused(trainer_addr):
+    async with grpc.aio.insecure_channel(trainer_addr) as ch:
+        stub = services_pb2_grpc.TrainerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.FetchWeights(services_pb2.FetchWeightsRequest(run_id="run1", version=7)):
+                pass
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.FetchWeights(services_pb2.FetchWeightsRequest(run_id="run1", version=0)):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetStatus(services_pb2.TrainerStatusRequest(run_id="never"))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_trainer_state_survives_a_restart(tmp_path):
+    state = TrainerState(version=3, samples_trained=96, batches_trained=3, trained_batches=["r.b0", "r.b1", "r.b2"],
+                         announcement=b"\x08\x03")
+    save_state(tmp_path, "r", state)
+    assert load_state(tmp_path, "r") == state
+    assert load_state(tmp_path, "other") is None
+    assert not list(tmp_path.rglob("*.tmp"))  # written under a temporary name, then renamed

@@ -1,0 +1,357 @@
+"""TorchEngine (svc_rollout/engine.py): the KV-cache decode loop against plain full forwards.
+
+(Named test_rollout_engine.py, not test_engine.py: tests/ has no __init__.py files, so two
+test modules called test_engine.py in different folders collide under pytest's default import mode.)
+"""
+
+import copy
+import threading
+
+import pytest
+import torch
+
+from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model, state_to_bytes
+from jetrl.tasks import Problem
+from svc_rollout.engine import GenRequest, GenResult, TorchEngine
+
+TOK = make_char_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # Tiny models: one intra-op thread is as fast, and far faster on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+EOS = TOK.eos_token_id
+PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
+
+
+def make_model(seed=0, std=0.3):
+    """A tiny Llama with larger-than-default random weights, so its distributions are far from uniform."""
+    model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed)
+    with torch.random.fork_rng(), torch.no_grad():
+        torch.manual_seed(seed)
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, std)
+    return model.eval()
+
+
+def ids(text):
+    return encode_prompt(TOK, text)
+
+
+@torch.no_grad()
+def full_logits(model, seq):
+    """Logits of every position of one unpadded sequence: a plain forward, no cache."""
+    return model(input_ids=torch.tensor([seq])).logits[0].float()
+
+
+def reference_greedy(model, prompt, max_new_tokens):
+    """Argmax decoding that re-runs the whole sequence each step."""
+    seq, out = list(prompt), []
+    for _ in range(max_new_tokens):
+        tok = int(full_logits(model, seq)[-1].argmax())
+        out.append(tok)
+        seq.append(tok)
+        if tok == EOS:
+            break
+    return out
+
+
+def reference_logprobs(model, prompt, completion, temperature=1.0):
+    logits = full_logits(model, list(prompt) + list(completion))
+    lp = torch.log_softmax(logits / temperature, dim=-1)
+    return [float(lp[len(prompt) - 1 + t, tok]) for t, tok in enumerate(completion)]
+
+
+class Rig:
+    """Rig a model's output: add +1e4 to the logit of `target(last_input_token)` (None: no change)."""
+
+    def __init__(self, model, target):
+        self.target, self.last_ids = target, None
+        self.handles = [
+            model.register_forward_pre_hook(self._grab, with_kwargs=True),
+            model.lm_head.register_forward_hook(self._boost),
+        ]
+
+    def _grab(self, module, args, kwargs):
+        self.last_ids = kwargs["input_ids"]
+
+    def _boost(self, module, args, out):
+        out = out.clone()
+        inputs = self.last_ids[:, -out.shape[1]:]
+        for i in range(out.shape[0]):
+            for j in range(out.shape[1]):
+                target = self.target(int(inputs[i, j]))
+                if target is not None:
+                    out[i, j, target] += 1e4
+        return out
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+
+
+def test_generate_nothing():
+    assert TorchEngine(make_model(), TOK).generate([]) == []
+
+
+def test_greedy_equals_no_cache_argmax_decode_and_is_deterministic():
+    model = make_model()
+    engine = TorchEngine(model, TOK)
+    requests = [GenRequest(ids(p), max_new_tokens=10, temperature=0.0) for p in PROMPTS]
+    first = engine.generate(requests)
+    second = engine.generate(requests)
+    for p, a, b in zip(PROMPTS, first, second):
+        assert isinstance(a, GenResult)
+        assert a.token_ids == b.token_ids and a.logprobs == b.logprobs
+        assert a.token_ids == reference_greedy(model, ids(p), 10)
+    # the rigged-free model must not be degenerate, or this test proves little
+    assert len({tuple(r.token_ids) for r in first}) > 1
+    assert any(len(set(r.token_ids)) > 1 for r in first)
+
+
+def test_greedy_logprobs_are_reported_at_temperature_one():
+    model = make_model()
+    prompt = ids("12+34=")
+    res = TorchEngine(model, TOK).generate([GenRequest(prompt, 8, temperature=0.0)])[0]
+    assert res.logprobs == pytest.approx(reference_logprobs(model, prompt, res.token_ids, 1.0), abs=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 1.6])
+def test_behaviour_logprobs_equal_full_forward_log_softmax(temperature):
+    model = make_model(seed=1)
+    engine = TorchEngine(model, TOK)
+    requests = [GenRequest(ids(p), 12, temperature=temperature, seed=s) for s, p in enumerate(PROMPTS)]
+    for p, res in zip(PROMPTS, engine.generate(requests)):
+        assert len(res.logprobs) == len(res.token_ids) == len(res.versions)
+        assert res.logprobs == pytest.approx(reference_logprobs(model, ids(p), res.token_ids, temperature), abs=1e-5)
+
+
+def test_same_seed_same_samples_different_seeds_differ():
+    engine = TorchEngine(make_model(), TOK)
+    prompt = ids("12+34=")
+
+    def sample(seed):
+        return engine.generate([GenRequest(prompt, 12, temperature=1.0, seed=seed)])[0]
+
+    a, b = sample(7), sample(7)
+    assert (a.token_ids, a.logprobs) == (b.token_ids, b.logprobs)
+    for seed in (8, 9, 10):
+        assert sample(seed).token_ids != a.token_ids
+
+
+def test_sampling_does_not_touch_the_global_rng():
+    engine = TorchEngine(make_model(), TOK)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    engine.generate([GenRequest(ids("1+1="), 6, seed=1)])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_stops_on_length():
+    model = make_model()
+    seven = TOK.convert_tokens_to_ids("7")
+    rig = Rig(model, lambda last: seven)  # never EOS
+    try:
+        res = TorchEngine(model, TOK).generate([GenRequest(ids("12+34="), 5, temperature=1.0, seed=2)])[0]
+    finally:
+        rig.remove()
+    assert res.token_ids == [seven] * 5 and res.text == "77777"
+    assert res.finish_reason == "length"
+
+
+def test_zero_max_new_tokens_gives_an_empty_completion():
+    res = TorchEngine(make_model(), TOK).generate([GenRequest(ids("1+1="), 0)])[0]
+    assert (res.token_ids, res.logprobs, res.versions, res.finish_reason) == ([], [], [], "length")
+
+
+def test_stops_on_eos_immediately():
+    model = make_model()
+    rig = Rig(model, lambda last: EOS)
+    try:
+        res = TorchEngine(model, TOK).generate([GenRequest(ids("12+34="), 8, temperature=1.0, seed=3)])[0]
+    finally:
+        rig.remove()
+    assert res.token_ids == [EOS]
+    assert res.finish_reason == "eos"
+    assert res.logprobs == pytest.approx([0.0], abs=1e-4)
+    assert res.text == ""  # EOS is a special token: not in the text
+
+
+def test_stops_on_eos_mid_sequence_in_a_mixed_batch():
+    model = make_model()
+    engine = TorchEngine(model, TOK)
+    prompt_a, prompt_b = ids("12+34="), ids("7-5+9+13=")
+    plain = reference_greedy(model, prompt_a, 10)
+    assert EOS not in plain
+    trigger = plain[2]  # after this token is fed, EOS is forced
+    cut = plain.index(trigger) + 1
+    rig = Rig(model, lambda last: EOS if last == trigger else None)
+    try:
+        expected_b = reference_greedy(model, prompt_b, 10)
+        a, b = engine.generate([GenRequest(prompt_a, 10, temperature=0.0), GenRequest(prompt_b, 10, temperature=0.0)])
+    finally:
+        rig.remove()
+    assert a.token_ids == plain[:cut] + [EOS] and a.finish_reason == "eos"
+    assert a.text == TOK.decode(plain[:cut])
+    # the other row keeps going after its neighbour stopped, unaffected
+    assert b.token_ids == expected_b
+    assert b.finish_reason == ("eos" if expected_b[-1:] == [EOS] else "length")
+
+
+def test_tiny_top_p_equals_greedy():
+    engine = TorchEngine(make_model(), TOK)
+    greedy = engine.generate([GenRequest(ids(p), 10, temperature=0.0) for p in PROMPTS])
+    nucleus = engine.generate([GenRequest(ids(p), 10, temperature=1.0, top_p=1e-6, seed=s) for s, p in enumerate(PROMPTS)])
+    for g, n in zip(greedy, nucleus):
+        assert n.token_ids == g.token_ids
+        # log-probs are still the full (unrestricted) temperature-1 distribution's
+        assert n.logprobs == pytest.approx(g.logprobs, abs=1e-6)
+
+
+def test_top_p_samples_stay_inside_the_nucleus():
+    model = make_model(std=0.5)
+    prompt = ids("12+34=")
+    top_p = 0.6
+    for seed in range(4):
+        res = TorchEngine(model, TOK).generate([GenRequest(prompt, 8, temperature=1.0, top_p=top_p, seed=seed)])[0]
+        logits = full_logits(model, prompt + res.token_ids)
+        for t, tok in enumerate(res.token_ids):
+            probs = torch.softmax(logits[len(prompt) - 1 + t], -1)
+            sorted_p, order = probs.sort(descending=True)
+            before = sorted_p.cumsum(0) - sorted_p
+            nucleus = set(order[before < top_p].tolist())
+            assert tok in nucleus
+
+
+def test_batched_equals_one_by_one_left_padding():
+    model = make_model(seed=2)
+    engine = TorchEngine(model, TOK)
+    lengths = sorted({len(ids(p)) for p in PROMPTS})
+    assert len(lengths) == len(PROMPTS)  # really different prompt lengths
+    for temperature in (0.0, 1.0):
+        requests = [GenRequest(ids(p), 9, temperature=temperature, seed=10 + s) for s, p in enumerate(PROMPTS)]
+        batched = engine.generate(requests)
+        for req, res in zip(requests, batched):
+            alone = engine.generate([req])[0]
+            assert res.token_ids == alone.token_ids
+            assert res.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+            assert res.finish_reason == alone.finish_reason and res.text == alone.text
+
+
+def test_mixed_greedy_and_sampled_rows_in_one_batch_equal_one_by_one():
+    engine = TorchEngine(make_model(seed=3), TOK)
+    temps = [0.0, 1.0, 0.7, 0.0]
+    requests = [GenRequest(ids(p), 7, temperature=t, seed=20 + s) for s, (p, t) in enumerate(zip(PROMPTS, temps))]
+    for req, res in zip(requests, engine.generate(requests)):
+        alone = engine.generate([req])[0]
+        assert res.token_ids == alone.token_ids
+        assert res.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+
+
+def test_result_text_is_the_decoded_completion():
+    engine = TorchEngine(make_model(), TOK)
+    for res in engine.generate([GenRequest(ids(p), 6, temperature=1.0, seed=4) for p in PROMPTS]):
+        assert res.text == TOK.decode(res.token_ids, skip_special_tokens=True)
+
+
+def test_load_weights_changes_version_outputs_and_recorded_versions():
+    model, other = make_model(seed=0), make_model(seed=5)
+    engine = TorchEngine(model, TOK, version=0)
+    request = GenRequest(ids("12+34="), 8, temperature=0.0)
+    before = engine.generate([request])[0]
+    assert engine.version == 0 and before.versions == [0] * len(before.token_ids)
+    engine.load_weights(state_to_bytes(other), version=3)
+    assert engine.version == 3
+    after = engine.generate([request])[0]
+    assert after.versions == [3] * len(after.token_ids)
+    assert after.token_ids == reference_greedy(other, ids("12+34="), 8)
+    assert after.token_ids != before.token_ids
+
+
+class _HandOffLock:
+    """Stands in for the engine's weights lock: runs `before_next` (from another thread) just before
+    the next acquisition, i.e. exactly between two decode steps, so the interruption is deterministic."""
+
+    def __init__(self):
+        self.real, self.before_next = threading.Lock(), None
+
+    def __enter__(self):
+        fn, self.before_next = self.before_next, None
+        if fn is not None:
+            worker = threading.Thread(target=fn)
+            worker.start()
+            worker.join(timeout=30)
+            assert not worker.is_alive()
+        self.real.acquire()
+
+    def __exit__(self, *exc):
+        self.real.release()
+
+
+def test_weights_swapped_mid_generation_are_recorded_per_token():
+    model, other = make_model(seed=0), make_model(seed=5)
+    engine = TorchEngine(model, TOK, version=0)
+    lock = _HandOffLock()
+    engine._weights_lock = lock
+    blob = state_to_bytes(other)
+    calls = []
+
+    def count(module, args, kwargs):
+        calls.append(1)
+        if len(calls) == 3:  # during the 3rd decode step, a new version arrives
+            lock.before_next = lambda: engine.load_weights(blob, version=1)
+
+    handle = model.register_forward_pre_hook(count, with_kwargs=True)
+    prompt = ids("12+34=")
+    expected_prefix = reference_greedy(make_model(seed=0), prompt, 3)
+    try:
+        res = engine.generate([GenRequest(prompt, 7, temperature=0.0)])[0]
+    finally:
+        handle.remove()
+    assert res.versions == [0, 0, 0, 1, 1, 1, 1]
+    assert res.token_ids[:3] == expected_prefix
+    assert engine.version == 1
+
+
+def test_initial_version_is_recorded():
+    engine = TorchEngine(make_model(), TOK, version=11)
+    res = engine.generate([GenRequest(ids("1+2="), 3, temperature=1.0)])[0]
+    assert res.versions == [11, 11, 11]
+
+
+def test_evaluate_returns_correct_and_total():
+    model = make_model()
+    # rig: always answer "4" then EOS
+    four = TOK.convert_tokens_to_ids("4")
+    rig = Rig(model, lambda last: EOS if last == four else four)
+    engine = TorchEngine(model, TOK)
+    problems = [
+        Problem("a", "2+2=", "4"),
+        Problem("b", "2+3=", "5"),
+        Problem("c", "1+3=", "4.0"),
+        Problem("d", "9-5=", "4"),
+        Problem("e", "9-3=", "-4"),
+    ]
+    try:
+        assert engine.evaluate(problems, max_new_tokens=4, batch_size=2) == (3, 5)
+        assert engine.evaluate(problems, max_new_tokens=4) == (3, 5)
+        assert engine.evaluate([], max_new_tokens=4) == (0, 0)
+    finally:
+        rig.remove()
+
+
+def test_evaluate_on_an_unrigged_model_counts_like_the_reference_decoder():
+    from jetrl.policy.generate import heldout_accuracy
+
+    model = make_model()
+    problems = [Problem(str(i), f"{i}+{i}=", str(2 * i)) for i in range(6)]
+    correct, total = TorchEngine(copy.deepcopy(model), TOK).evaluate(problems, max_new_tokens=5)
+    assert total == 6 and 0 <= correct <= total
+    assert correct / total == heldout_accuracy(model, TOK, problems, max_new_tokens=5)
