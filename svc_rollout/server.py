@@ -6,6 +6,7 @@ import asyncio
 
 import grpc
 
+from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
 from jetrl.tasks import make_task
 from jetrl.v1 import services_pb2, services_pb2_grpc
@@ -52,7 +53,7 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         engine = await self._engine(request.run_id, 0, context)
         requests = [
             GenRequest(
-                prompt_token_ids=engine.tokenizer(p, add_special_tokens=False)["input_ids"],
+                prompt_token_ids=encode_prompt(engine.tokenizer, p),
                 max_new_tokens=request.max_new_tokens, temperature=request.temperature,
                 top_p=request.top_p or 1.0, seed=request.seed + i,
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 
 from jetrl.bus import DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, publish
-from jetrl.lineage.store import LineageStore, UnknownGroup
+from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
 from jetrl.logs import log_fields
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import events_pb2
@@ -80,7 +80,7 @@ class Recorder:
         reason = delivery.headers.get(DLQ_REASON) or "published straight to the dead-letter subject, no reason given"
         subject = delivery.headers.get(DLQ_SUBJECT, delivery.subject)
         await self.store.record_dead_letter(
-            f"DLQ:{delivery.stream_seq}", delivery.run_id, subject, reason, payload
+            dead_letter_id(delivery.run_id, delivery.stream_seq), delivery.run_id, subject, reason, payload
         )
         log.warning("dead letter", extra=log_fields(run=delivery.run_id, subject=subject, reason=reason))
         await self.coordinator.notify()

@@ -32,6 +32,10 @@ async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
         ) as bar:
             task = bar.add_task(f"{run_id} version", total=None, status="starting…")
             async for progress in stub.WatchRun(services_pb2.WatchRunRequest(run_id=run_id)):
+                if progress.heldout_version >= 0 and (last is None or progress.heldout_version != last.heldout_version):
+                    # each evaluation gets its own line, so the accuracy curve stays on screen
+                    bar.console.log(f"version {progress.heldout_version}: held-out accuracy "
+                                    f"{progress.heldout_accuracy:.1%}, mean reward {progress.mean_reward:.3f}")
                 last = progress
                 bar.update(task, total=progress.total_steps, completed=progress.policy_version,
                            status=describe(progress))

@@ -18,7 +18,7 @@ from jetrl.lineage.models import (
 )
 from jetrl.v1 import events_pb2, reward_pb2
 
-__all__ = ["LineageStore", "RunStats", "UnknownGroup"]
+__all__ = ["LineageStore", "RunStats", "UnknownGroup", "dead_letter_id"]
 
 
 class UnknownGroup(LookupError):
@@ -38,6 +38,11 @@ class RunStats:
 def group_number(group_id: str) -> int:
     """n of `<run>.g<n>` (ids are minted by the scheduler)."""
     return int(group_id.rsplit(".g", 1)[1])
+
+
+def dead_letter_id(run_id: str, dlq_seq: int) -> str:
+    """Key of a dead letter: the DLQ stream sequence alone repeats across NATS servers and runs."""
+    return f"{run_id}:{dlq_seq}"
 
 
 def _earlier(state: str) -> tuple[str, ...]:

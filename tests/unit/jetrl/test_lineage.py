@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 
 from jetrl.lineage.db import DatabaseUnreachable, check_database, make_engine, migrate
 from jetrl.lineage.models import Base
-from jetrl.lineage.store import LineageStore, UnknownGroup
+from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
 
@@ -137,8 +137,11 @@ async def test_evaluations_dead_letters_and_run_state(store, run_id):
     await store.record_evaluation(run_id, 5, 1, 200)  # first write wins
     assert await store.evaluations(run_id) == [(0, 50, 200, 0.25), (5, 120, 200, 0.6)]
     assert await store.latest_evaluation(run_id) == (5, 0.6)
-    await store.record_dead_letter("DLQ:7", run_id, f"jetrl.{run_id}.rollouts", "not a valid Sample", b"\xff")
-    await store.record_dead_letter("DLQ:7", run_id, f"jetrl.{run_id}.rollouts", "not a valid Sample", b"\xff")
+    other = f"{run_id}x"
+    await store.create_run(other, "test", "model: {path: /m}\n", 1, 1, G, "")
+    for rid in (run_id, run_id, other):  # redelivered once; another run's letter with the same seq
+        await store.record_dead_letter(dead_letter_id(rid, 7), rid, f"jetrl.{rid}.rollouts", "not a valid Sample", b"\xff")
+    assert len(await store.dead_letters(other)) == 1
     assert [d.reason for d in await store.dead_letters(run_id)] == ["not a valid Sample"]
     assert (await store.run_stats(run_id)).dead_letters == 1
     await store.set_run_state(run_id, "COMPLETED", "done")

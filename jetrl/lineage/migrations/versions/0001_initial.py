@@ -16,7 +16,7 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_table('dead_letters',
-    sa.Column('dlq_id', sa.String(length=64), nullable=False),
+    sa.Column('dlq_id', sa.String(length=160), nullable=False),
     sa.Column('run_id', sa.String(length=128), nullable=False),
     sa.Column('subject', sa.String(length=256), nullable=False),
     sa.Column('reason', sa.Text(), nullable=False),
