@@ -59,6 +59,12 @@ def link_from(headers: Mapping[str, str] | None) -> trace.Link | None:
     return trace.Link(span_ctx) if span_ctx.is_valid else None
 
 
+def trace_id_of(headers: Mapping[str, str] | None) -> str:
+    """Hex trace id a message's headers carry ('' when none): its producer's trace."""
+    ctx = trace.get_current_span(extract(headers)).get_span_context()
+    return f"{ctx.trace_id:032x}" if ctx.is_valid else ""
+
+
 def current_trace_id() -> str:
     """Hex trace id of the active span ('' outside any span): stored on lineage rows."""
     ctx = trace.get_current_span().get_span_context()

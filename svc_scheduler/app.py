@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from jetrl.bus import consume, connect, declare
+from jetrl.bus import connect, consume, consume_together, declare
 from jetrl.bus.topology import (
     SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS,
 )
@@ -52,6 +52,13 @@ async def main(settings: Settings) -> None:
         run.__name__ = spec.name
         return run
 
+    def together(spec, handler):
+        # samples are the bulk of the traffic: one transaction per fetch instead of per sample
+        async def run(stop: asyncio.Event) -> None:
+            await consume_together(js, spec, handler, stop, batch=128)
+        run.__name__ = spec.name
+        return run
+
     async def resume(stop: asyncio.Event) -> None:
         await resume_runs(coordinator, store)
 
@@ -66,7 +73,7 @@ async def main(settings: Settings) -> None:
         register(SchedulerServicer(coordinator, store)),
         [
             resume,
-            worker(SCHEDULER_ROLLOUTS, recorder.on_sample),
+            together(SCHEDULER_ROLLOUTS, recorder.on_samples),
             worker(SCHEDULER_SCORED, recorder.on_scored),
             worker(SCHEDULER_WEIGHTS, recorder.on_weights),
             worker(SCHEDULER_CONTROL, recorder.on_control),

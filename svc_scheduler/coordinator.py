@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
-from opentelemetry import trace
 
 from jetrl.bus import Kind, publish
 from jetrl.config import RunSpec
@@ -21,7 +20,7 @@ from jetrl.logs import log_fields
 from jetrl.policy.load import encode_prompt, load_tokenizer
 from jetrl.rpc import channel
 from jetrl.tasks import make_task
-from jetrl.telemetry import current_trace_id, current_traceparent, extract, tracer
+from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 from svc_scheduler.admission import Admission
 
@@ -180,9 +179,8 @@ class Coordinator:
                 links = []
                 for g in groups:
                     tp = await self.store.group_traceparent(g.group.group_id)
-                    span_ctx = trace.get_current_span(extract({"traceparent": tp or ""})).get_span_context()
-                    if span_ctx.is_valid:
-                        links.append(trace.Link(span_ctx))
+                    if (link := link_from({"traceparent": tp or ""})) is not None:
+                        links.append(link)
                 batch = events_pb2.Batch(
                     run_id=run_id, batch_id=batch_id(run_id, step), step=step, policy_version=step, groups=groups
                 )

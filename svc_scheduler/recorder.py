@@ -12,7 +12,7 @@ import logging
 from jetrl.bus import DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, publish
 from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
 from jetrl.logs import log_fields
-from jetrl.telemetry import current_trace_id
+from jetrl.telemetry import current_trace_id, extract, trace_id_of, tracer
 from jetrl.v1 import events_pb2
 from svc_scheduler.coordinator import Coordinator
 
@@ -33,22 +33,44 @@ class Recorder:
             raise InvalidEvent(f"unknown run {run_id!r}")
         return None
 
-    async def on_sample(self, sample: events_pb2.Sample, delivery: Delivery) -> None:
-        spec = await self._run_spec(sample.run_id)
-        if spec is not None and sample.index >= spec.rollout.group_size:
-            raise InvalidEvent(f"sample index {sample.index} >= group size {spec.rollout.group_size}")
-        try:
-            stored = await self.store.record_sample(sample, current_trace_id())
-        except UnknownGroup as exc:
-            raise InvalidEvent(str(exc)) from None
-        if spec is None or stored < spec.rollout.group_size:
-            return
-        if await self.store.group_state(sample.group_id) != "admitted":
-            return  # a redelivered sample of a group already published
-        group = await self.store.load_group(sample.group_id)
-        await publish(self.coordinator.js, sample.run_id, Kind.GROUPS, group, msg_id=group.group_id)
-        await self.store.mark_group(group.group_id, "generated")
-        await self.coordinator.notify()
+    async def on_samples(self, items: list[tuple[events_pb2.Sample, Delivery]]) -> dict[int, str]:
+        """Record a fetch of samples in one transaction; publish each group that became complete."""
+        rejected: dict[int, str] = {}
+        specs = {}
+        accepted: list[tuple[int, events_pb2.Sample]] = []
+        for i, (sample, _) in enumerate(items):
+            try:
+                if sample.run_id not in specs:
+                    specs[sample.run_id] = await self._run_spec(sample.run_id)
+            except InvalidEvent as exc:
+                rejected[i] = str(exc)
+                continue
+            spec = specs[sample.run_id]
+            if spec is not None and sample.index >= spec.rollout.group_size:
+                rejected[i] = f"sample index {sample.index} >= group size {spec.rollout.group_size}"
+            else:
+                accepted.append((i, sample))
+        # each sample keeps the trace of its own group, whatever else came in the same fetch
+        counts = await self.store.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
+        for i, sample in accepted:
+            if counts[(sample.group_id, sample.run_id)] is None:
+                rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
+        for (group_id, run_id), count in counts.items():
+            spec = specs[run_id]
+            if spec is None or count is None or count < spec.rollout.group_size:
+                continue
+            if await self.store.group_state(group_id) != "admitted":
+                continue  # a redelivered sample of a group already published
+            group = await self.store.load_group(group_id)
+            # back into the group's own trace: the fetch's span is shared by many groups
+            parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
+            with tracer.start_as_current_span("group assemble", context=parent) as span:
+                span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
+                await publish(self.coordinator.js, run_id, Kind.GROUPS, group, msg_id=group_id)
+            await self.store.mark_group(group_id, "generated")
+        if accepted:
+            await self.coordinator.notify()
+        return rejected
 
     async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
         run_id = scored.group.run_id

@@ -1,7 +1,9 @@
 """The bus: every stream, subject and consumer is declared here, every publish and consume goes through here."""
 
 from jetrl.bus.connection import BusUnreachable, connect
-from jetrl.bus.consume import DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, Delivery, Handler, consume, follow
+from jetrl.bus.consume import (
+    DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, BatchHandler, Delivery, Handler, consume, consume_together, follow,
+)
 from jetrl.bus.publish import publish
 from jetrl.bus.topology import (
     CONSUMERS,
@@ -25,7 +27,8 @@ from jetrl.bus.validate import InvalidEvent, check, decode
 
 __all__ = [
     "BusUnreachable", "connect",
-    "DLQ_REASON", "DLQ_SEQ", "DLQ_SUBJECT", "Delivery", "Handler", "consume", "follow",
+    "DLQ_REASON", "DLQ_SEQ", "DLQ_SUBJECT", "BatchHandler", "Delivery", "Handler", "consume", "consume_together",
+    "follow",
     "publish",
     "CONSUMERS", "MESSAGE_TYPES", "REWARD_STAGE", "ROLLOUT_WORKERS", "SCHEDULER_CONTROL", "SCHEDULER_DLQ", "SCHEDULER_ROLLOUTS",
     "SCHEDULER_SCORED", "SCHEDULER_WEIGHTS", "TRAINER", "ConsumerSpec", "Kind", "declare", "parse_subject",

@@ -24,7 +24,7 @@ from jetrl.bus.publish import MSG_ID, messaging_attributes
 from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind, stream_name, subject
 from jetrl.bus.validate import InvalidEvent, decode
 from jetrl.logs import log_fields
-from jetrl.telemetry import extract, tracer
+from jetrl.telemetry import extract, link_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class Delivery:
 
 # the message is the decoded event, or the raw payload bytes for Kind.DLQ
 Handler = Callable[[Any, Delivery], Awaitable[None]]
+# consume_together's handler: every (event, delivery) of a fetch; returns {index: reason} of refused ones
+BatchHandler = Callable[[list[tuple[Any, Delivery]]], Awaitable[dict[int, str]]]
 
 
 async def consume(
@@ -60,12 +62,45 @@ async def consume(
     fetch_timeout: float = 1.0,
     retry_delay: float = 1.0,
 ) -> None:
-    """Handle messages of a declared durable consumer until `stop` is set.
+    """Handle messages of a declared durable consumer one by one until `stop` is set.
 
     A failed handler's message is retried after `retry_delay`·2^(n-1) s (capped at a minute);
     on its `max_deliver`-th failure it is dead-lettered. Returns within about `fetch_timeout`
     of `stop`, once the message at hand is finished; the rest of a fetched batch is handed back.
     """
+    async def process(pending: list[Msg]) -> None:
+        while pending and not stop.is_set():
+            await _process(js, consumer, pending[0], handler, retry_delay)
+            pending.pop(0)
+
+    await _fetch_loop(js, consumer, stop, batch, fetch_timeout, process)
+
+
+async def consume_together(
+    js: JetStreamContext,
+    consumer: ConsumerSpec,
+    handler: BatchHandler,
+    stop: asyncio.Event,
+    *,
+    batch: int = 64,
+    fetch_timeout: float = 1.0,
+    retry_delay: float = 1.0,
+) -> None:
+    """Like `consume`, but each fetch goes to the handler in one call, to commit in one transaction.
+
+    The handler gets the well-formed (event, delivery) pairs and returns {index: reason} for
+    those it refuses: they are dead-lettered, the others acked. If it raises, every message of
+    the call is retried (or dead-lettered at its max_deliver), exactly as with `consume`.
+    """
+    async def process(pending: list[Msg]) -> None:
+        await _process_together(js, consumer, list(pending), handler, retry_delay)
+        pending.clear()
+
+    await _fetch_loop(js, consumer, stop, batch, fetch_timeout, process)
+
+
+async def _fetch_loop(js, consumer: ConsumerSpec, stop: asyncio.Event, batch: int, fetch_timeout: float,
+                      process: Callable[[list[Msg]], Awaitable[None]]) -> None:
     # fail loudly on a missing durable: binding would otherwise just time out forever
     await js.consumer_info(consumer.stream, consumer.name)
     sub = await js.pull_subscribe_bind(durable=consumer.name, stream=consumer.stream)
@@ -82,9 +117,7 @@ async def consume(
                 log.warning("fetch failed", extra=log_fields(consumer=consumer.name, error=repr(exc)))
                 await asyncio.sleep(min(fetch_timeout, 1.0))
                 continue
-            while pending and not stop.is_set():
-                await _process(js, consumer, pending[0], handler, retry_delay)
-                pending.pop(0)
+            await process(pending)
             for msg in pending:
                 await msg.nak()  # another replica can take it now instead of after ack_wait
             pending.clear()
@@ -176,6 +209,44 @@ async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handl
                 await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay)
             else:
                 await msg.nak(delay=min(retry_delay * 2 ** (n - 1), MAX_RETRY_DELAY_S))
+        else:
+            await msg.ack()
+
+
+async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: list[Msg], handler: BatchHandler,
+                            retry_delay: float) -> None:
+    items: list[tuple[Any, Delivery, Msg]] = []
+    for msg in msgs:
+        delivery = _delivery(msg, consumer.kind)
+        try:
+            items.append((_decode(consumer.kind, msg.data, delivery.run_id), delivery, msg))
+        except InvalidEvent as exc:
+            with _span(delivery, consumer.name):
+                await _give_up(js, msg, delivery, str(exc), retry_delay)
+    if not items:
+        return
+    # one step consumes many messages: its span links to each producer's context
+    links = [link for _, d, _ in items if (link := link_from(d.headers)) is not None]
+    with tracer.start_as_current_span(f"{consumer.kind} process", kind=trace.SpanKind.CONSUMER, links=links,
+                                      attributes={"messaging.batch.message_count": len(items),
+                                                  "messaging.consumer.group.name": consumer.name}) as span:
+        try:
+            rejected = await handler([(event, delivery) for event, delivery, _ in items])
+        except Exception as exc:
+            log.exception("batch handler failed", extra=log_fields(consumer=consumer.name, messages=len(items)))
+            span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, repr(exc))
+            for _, delivery, msg in items:
+                n = delivery.num_delivered
+                if 0 < consumer.max_deliver <= n:
+                    await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}",
+                                   retry_delay)
+                else:
+                    await msg.nak(delay=min(retry_delay * 2 ** (n - 1), MAX_RETRY_DELAY_S))
+            return
+    for i, (_, delivery, msg) in enumerate(items):
+        if i in rejected:
+            await _give_up(js, msg, delivery, rejected[i], retry_delay)
         else:
             await msg.ack()
 

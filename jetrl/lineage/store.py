@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -43,6 +43,17 @@ def group_number(group_id: str) -> int:
 def dead_letter_id(run_id: str, dlq_seq: int) -> str:
     """Key of a dead letter: the DLQ stream sequence alone repeats across NATS servers and runs."""
     return f"{run_id}:{dlq_seq}"
+
+
+def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
+    versions = list(sample.token_versions) or [0]
+    return dict(
+        sample_id=sample.sample_id, run_id=sample.run_id, group_id=sample.group_id, index=sample.index,
+        prompt_token_ids=list(sample.prompt_token_ids), completion_token_ids=list(sample.completion_token_ids),
+        logprobs=list(sample.logprobs), token_versions=list(sample.token_versions),
+        min_version=min(versions), max_version=max(versions), text=sample.text,
+        finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id,
+    )
 
 
 def _earlier(state: str) -> tuple[str, ...]:
@@ -118,23 +129,23 @@ class LineageStore:
             await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id,
                                                          PromptGroup.state.in_(_earlier(state))).values(state=state))
 
-    async def record_sample(self, sample: events_pb2.Sample, trace_id: str) -> int:
-        """Store a sample; returns how many samples its group now has."""
-        versions = list(sample.token_versions) or [0]
+    async def record_samples(self, samples: list[tuple[events_pb2.Sample, str]]) -> dict[tuple[str, str], int | None]:
+        """Store (sample, trace id) pairs in one transaction. Returns, per (group id, run id) the
+        samples name, the group's sample count, or None when that run never admitted that group
+        (such samples are not stored)."""
+        pairs = sorted({(s.group_id, s.run_id) for s, _ in samples})
         async with self.engine.begin() as conn:
-            # the row lock serialises the samples of one group, so exactly one sees the group complete
-            found = await conn.execute(select(PromptGroup.group_id).where(
-                PromptGroup.group_id == sample.group_id, PromptGroup.run_id == sample.run_id).with_for_update())
-            if found.scalar() is None:
-                raise UnknownGroup(f"sample {sample.sample_id!r} names unknown group {sample.group_id!r}")
-            await conn.execute(insert(Sample).values(
-                sample_id=sample.sample_id, run_id=sample.run_id, group_id=sample.group_id, index=sample.index,
-                prompt_token_ids=list(sample.prompt_token_ids), completion_token_ids=list(sample.completion_token_ids),
-                logprobs=list(sample.logprobs), token_versions=list(sample.token_versions),
-                min_version=min(versions), max_version=max(versions), text=sample.text,
-                finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id,
-            ).on_conflict_do_nothing())
-            return (await conn.execute(select(func.count()).where(Sample.group_id == sample.group_id))).scalar_one()
+            # row locks, taken in one order: the samples of a group are serialised across
+            # transactions, so exactly one of them sees the group complete
+            known = set((await conn.execute(select(PromptGroup.group_id, PromptGroup.run_id).where(
+                tuple_(PromptGroup.group_id, PromptGroup.run_id).in_(pairs))
+                .order_by(PromptGroup.group_id).with_for_update())).all())
+            rows = [_sample_row(s, trace_id) for s, trace_id in samples if (s.group_id, s.run_id) in known]
+            if rows:
+                await conn.execute(insert(Sample).on_conflict_do_nothing(), rows)
+            counts = dict((await conn.execute(select(Sample.group_id, func.count()).where(
+                Sample.group_id.in_([g for g, _ in known])).group_by(Sample.group_id))).all())
+        return {(g, r): counts.get(g, 0) if (g, r) in known else None for g, r in pairs}
 
     async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
         async with self.engine.connect() as conn:

@@ -6,7 +6,7 @@ import pytest
 
 from jetrl.bus import (
     DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
-    connect, consume, declare, follow, publish, stream_name,
+    connect, consume, consume_together, declare, follow, publish, stream_name,
 )
 from jetrl.config import Settings
 from jetrl.v1 import events_pb2 as ev
@@ -247,3 +247,29 @@ async def test_follow_starts_from_the_latest_weights_per_run(js, make_event):
     stop.set()
     await asyncio.wait_for(follower, 2)
     assert seen == [("run1", 2), ("run2", 1), ("run1", 3)]  # the malformed run3 one was skipped
+
+
+async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refuses(js, make_event):
+    calls = []
+
+    async def handler(items):
+        calls.append([message.group_id for message, _ in items])
+        if len(calls) == 1:
+            raise RuntimeError("database briefly down")  # the whole fetch comes back
+        return {i: "refused by the handler" for i, (m, _) in enumerate(items) if m.group_id == "bad"}
+
+    await js.publish("jetrl.run1.tasks", b"\xff\xff garbage")
+    for name in ("a", "bad", "c"):
+        await publish(js, "run1", Kind.TASKS, task(make_event, name), msg_id=name)
+    stop = asyncio.Event()
+    worker = asyncio.create_task(consume_together(js, ROLLOUT_WORKERS, handler, stop, fetch_timeout=0.2,
+                                                  retry_delay=0.05))
+    try:
+        letters = await dead_letters(js, 2)
+        await until(lambda: drained(js, Kind.TASKS))
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 5)
+    assert calls[0] == ["a", "bad", "c"] and sorted(sum(calls[1:], [])) == ["a", "bad", "c"]
+    reasons = sorted(d.headers[DLQ_REASON] for _, d in letters)
+    assert reasons[1] == "refused by the handler" and "not a valid jetrl.v1.Task" in reasons[0]

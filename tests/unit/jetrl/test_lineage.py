@@ -43,8 +43,8 @@ def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
 
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:
     await store.admit_group(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)
-    for i in range(G):
-        await store.record_sample(sample(run_id, n, i), "ef" * 16)
+    counts = await store.record_samples([(sample(run_id, n, i), "ef" * 16) for i in range(G)])
+    assert counts == {(f"{run_id}.g{n:06d}", run_id): G}
     return await store.load_group(f"{run_id}.g{n:06d}")
 
 
@@ -71,16 +71,23 @@ async def test_unreachable_database_says_what_to_do():
 
 async def test_samples_are_counted_once_and_a_group_loads_back_in_order(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    assert await store.record_sample(sample(run_id, 0, 1), "") == G  # redelivery: still G
+    assert await store.record_samples([(sample(run_id, 0, 1), "")]) == {(group.group_id, run_id): G}  # redelivered
     assert [s.index for s in group.samples] == [0, 1]
     assert group.reference == "1" and group.prompt == "0+1=" and list(group.samples[0].logprobs) == [-0.5, -0.25]
     assert (await store.group_counts(run_id))["admitted"] == 1
     assert await store.admitted_groups(run_id) == [(0, 0, "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")]
 
 
-async def test_a_sample_of_an_unknown_group_is_refused(store, run_id):
-    with pytest.raises(UnknownGroup):
-        await store.record_sample(sample(run_id, 99, 0), "")
+async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(store, run_id):
+    await store.admit_group(task(run_id, 1), "2", "", "")
+    counts = await store.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
+    assert counts == {(f"{run_id}.g000099", run_id): None, (f"{run_id}.g000001", run_id): 1}
+    # a sample claiming another run's group is not that group's either
+    forged = sample(run_id, 1, 1)
+    forged.run_id = f"{run_id}x"
+    counts = await store.record_samples([(forged, ""), (sample(run_id, 1, 2), "")])
+    assert counts == {(f"{run_id}.g000001", f"{run_id}x"): None, (f"{run_id}.g000001", run_id): 2}
+    assert [s.index for s in (await store.load_group(f"{run_id}.g000001")).samples] == [0, 2]
 
 
 async def test_group_states_only_move_forward(store, run_id):
