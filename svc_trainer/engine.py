@@ -1,9 +1,9 @@
 """Plain-torch training engine: per-token log-probs and one decoupled-PPO optimizer step.
 
-Each `train_step` is one policy version: proximal log-probs are recomputed with the current
-weights (no grad) before anything changes, then the batch is split into minibatches, each
-followed by an AdamW step with global-norm gradient clipping. With one minibatch θ == p at the
-update, so u = 1 and the step is the plain (importance-weighted) policy gradient.
+Each `train_step` is one policy version: proximal log-probs are those of the current weights
+before anything changes, then the batch is split into minibatches, each followed by an AdamW step
+with global-norm gradient clipping. With one minibatch θ == p at the update, so u = 1 and the
+step is the plain (importance-weighted) policy gradient.
 """
 
 from __future__ import annotations
@@ -92,20 +92,22 @@ class TorchTrainEngine:
                 raise ValueError("every completion token needs exactly one behaviour log-prob")
         prompts = [s.prompt_token_ids for s in samples]
         completions = [s.completion_token_ids for s in samples]
-        # Proximal log-probs: the weights as they are before this version's update.
-        proximal, mask = self.token_logprobs(prompts, completions, grad=False)
-        behaviour = torch.zeros_like(proximal)
-        for i, s in enumerate(samples):
-            behaviour[i, : len(s.logprobs)] = torch.tensor(s.logprobs, dtype=behaviour.dtype)
-        advantages = torch.tensor([s.advantage for s in samples], device=self.device)[:, None].expand_as(proximal)
+        parts = [idx.tolist() for idx in torch.arange(len(samples)).chunk(self.minibatches) if len(idx)]
+        # Proximal log-probs: the weights as they are before this version's update. With one
+        # minibatch nothing changes before its update, so its own forward (detached) gives them
+        # and the extra no-grad pass over the batch is skipped.
+        proximal = self.token_logprobs(prompts, completions, grad=False)[0] if len(parts) > 1 else None
         totals: dict[str, float] = {}
-        parts = [idx for idx in torch.arange(len(samples)).chunk(self.minibatches) if len(idx)]
-        for idx in parts:
-            rows = idx.tolist()
-            current, _ = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
+        for rows in parts:
+            current, mask = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
             t = current.shape[1]  # a minibatch may have shorter completions than the batch
+            behaviour = torch.zeros_like(current)
+            for j, i in enumerate(rows):
+                behaviour[j, : len(samples[i].logprobs)] = torch.tensor(samples[i].logprobs, dtype=current.dtype)
+            advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
             out = decoupled_ppo_loss(
-                current, proximal[idx, :t], behaviour[idx, :t], advantages[idx, :t], mask[idx, :t],
+                current, current.detach() if proximal is None else proximal[rows, :t], behaviour,
+                advantages.expand_as(current), mask,
                 eps_low=self.spec.clip_eps_low, eps_high=self.spec.clip_eps_high,
                 weight_cap=self.spec.behaviour_weight_cap, aggregation=self.spec.loss_agg,
                 constant=(len(rows) * self.max_new_tokens) if self.spec.loss_agg == "constant" else None,

@@ -55,8 +55,10 @@ def decoupled_ppo_loss(
     u = torch.exp(logprobs - p)
     unclipped = u * advantages
     clipped = torch.clamp(u, 1.0 - eps_low, 1.0 + eps_high) * advantages
-    per_token = -w * torch.minimum(unclipped, clipped)
-    # where(), not multiplication: a masked token with inf/nan w must not poison the sum.
+    # A masked token's w may be inf or nan: zero it before the product, or its gradient
+    # (0 · w) would be nan and poison every parameter through backward.
+    w_kept = torch.where(keep, w, torch.zeros_like(w))
+    per_token = -w_kept * torch.minimum(unclipped, clipped)
     total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
     n_keep = int(keep.sum())
     denom = float(max(n_keep, 1)) if aggregation == "token_mean" else float(constant)
@@ -69,6 +71,6 @@ def decoupled_ppo_loss(
             "tokens": float(valid.sum()),
             "clip_fraction": float(clip_active.sum()) / max(n_keep, 1),
             "masked_fraction": float(capped.sum()) / n_valid,
-            "mean_w": float(w[valid].mean()) if valid.any() else 1.0,
+            "mean_w": float(w[keep].mean()) if keep.any() else 1.0,  # masked w may be inf
         }
     return LossOutput(loss, metrics)

@@ -28,14 +28,13 @@ def export_data_dir(settings: Settings) -> None:
 
 
 def bootstrap(settings: Settings, out: Path | None, force: bool, task: TaskSpec | None = None) -> Path:
-    from jetrl.policy.bootstrap import bootstrap as make_checkpoint
+    from jetrl.policy.bootstrap import bootstrap_with_progress
 
     out = out or default_model_dir(settings)
     if (out / "config.json").exists() and not force:
         console.print(f"starting checkpoint already at {out} (--force rebuilds it)")
         return out
-    metrics = make_checkpoint(out, task or TaskSpec())
-    console.print(f"starting checkpoint written to {out}: held-out accuracy {metrics['heldout_accuracy']:.1%}")
+    bootstrap_with_progress(out, task or TaskSpec(), console)
     return out
 
 

@@ -76,9 +76,10 @@ def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     the built-in char tokenizer), drop any trailing one (an EOS or SEP some tokenizers append):
     the completion continues the prompt, so nothing may close it.
     """
-    body = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # split_special_tokens: prompt text that spells "<eos>" stays text, never a control token
+    body = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
     bos = tokenizer.bos_token_id
-    if bos is not None and body[:1] != [bos] and tokenizer(text)["input_ids"][:1] == [bos]:
+    if bos is not None and body[:1] != [bos] and tokenizer(text, split_special_tokens=True)["input_ids"][:1] == [bos]:
         return [bos, *body]
     return body
 

@@ -51,3 +51,8 @@ def test_bootstrap_is_reproducible(tmp_path):
     b = bootstrap(tmp_path / "b", spec, steps=2, batch_size=4)
     assert a["final_loss"] == b["final_loss"]
     assert (tmp_path / "a" / "model.safetensors").read_bytes() == (tmp_path / "b" / "model.safetensors").read_bytes()
+
+
+def test_a_teacher_error_outside_zero_to_one_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="teacher_error"):
+        bootstrap(tmp_path / "m", TaskSpec(heldout_size=10), steps=1, teacher_error=1.5)

@@ -104,11 +104,6 @@ def test_encode_prompt_adds_no_bos_when_the_tokenizer_does_not():
     assert encode_prompt(tok, "12+3=") == tok("12+3=", add_special_tokens=False)["input_ids"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="minor BUG jetrl/policy/load.py encode_prompt: special-token strings inside prompt TEXT are parsed "
-    "as special tokens, so a prompt whose text ends with the literal '<eos>' ends with the EOS id",
-)
 def test_encode_prompt_never_ends_with_eos_even_for_text_that_spells_it():
     assert encode_prompt(TOK, "1+1=<eos>")[-1] != TOK.eos_token_id
 
