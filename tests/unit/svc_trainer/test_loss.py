@@ -57,7 +57,7 @@ def test_metrics_hand_worked():
     assert m["tokens"] == 5.0  # valid tokens, the capped one included
     assert m["clip_fraction"] == pytest.approx(2 / 4)  # tokens 1 and 2 of the 4 kept
     assert m["masked_fraction"] == pytest.approx(1 / 5)  # token 4 of the 5 valid
-    assert m["mean_w"] == pytest.approx((1 + 1 + 1 + 2 + 6) / 5)  # 2.2, over valid tokens
+    assert m["mean_w"] == pytest.approx((1 + 1 + 1 + 2) / 4)  # over kept tokens: a masked w may be inf
 
 
 def test_constant_aggregation_divides_the_sum_by_the_constant():
