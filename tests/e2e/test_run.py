@@ -174,14 +174,17 @@ async def test_one_group_is_one_trace_and_batches_link_to_them(stack, store):
     def group_spans():
         return [s for s in stack.receiver.spans if s.trace_id == group_trace]
 
-    deadline = time.monotonic() + 20
-    while {s.service_name for s in group_spans()} < {"svc_scheduler", "svc_rollout", "svc_reward"}:
-        assert time.monotonic() < deadline, {s.service_name for s in group_spans()}
+    def seals():
+        return [s for s in stack.receiver.spans if s.name == "batch seal" and s.attributes.get("jetrl.run_id") == rid]
+
+    # spans leave each service in its own export batches: wait until all of them are in
+    deadline = time.monotonic() + 60
+    while {s.service_name for s in group_spans()} < {"svc_scheduler", "svc_rollout", "svc_reward"} or not seals():
+        assert time.monotonic() < deadline, ({s.service_name for s in group_spans()}, len(seals()))
         await asyncio.sleep(0.5)
     spans = group_spans()
     kinds = {(s.service_name, s.kind) for s in spans}
     assert ("svc_scheduler", "PRODUCER") in kinds and ("svc_rollout", "CONSUMER") in kinds
     assert ("svc_reward", "SERVER") in kinds  # the Score call carried the context in gRPC metadata
     assert [s for s in spans if s.name == "group admit" and not s.parent_span_id]  # one root
-    seals = [s for s in stack.receiver.spans if s.name == "batch seal" and s.attributes.get("jetrl.run_id") == rid]
-    assert seals and group_trace in {t for t, _ in seals[0].links}
+    assert group_trace in {t for t, _ in seals()[0].links}
