@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     """Where TrainerService answers; announced with each weight version as the streaming source."""
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}", min_length=1)
     """Name of this replica in lineage and logs."""
+    rollout_concurrency: int = Field(1, ge=1, le=4096)
+    """Tasks (prompt groups) a rollout worker generates at once; an engine with continuous
+    batching wants many, the embedded torch engine on a small CPU one."""
     torch_threads: int = Field(0, ge=0, le=256)
     """torch intra-op threads for this process; 0 leaves torch's default."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -106,7 +109,10 @@ class RolloutSpec(_Spec):
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     """Nucleus sampling mass."""
     max_new_tokens: int = Field(8, ge=1, le=32_768)
-    """Completion length cap."""
+    """Completion length cap (of the whole completion, across resumed attempts)."""
+    on_new_weights: Literal["interrupt", "finish"] = "interrupt"
+    """When a new version arrives mid-generation: switch at the next token boundary (AReaL's
+    interruptible generation), or finish in-flight samples on the old weights first."""
 
 
 class TrainSpec(_Spec):
@@ -130,6 +136,9 @@ class TrainSpec(_Spec):
     """Advantage estimator per prompt group."""
     loss_agg: Literal["token_mean", "constant"] = "token_mean"
     """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+    minibatches: int = Field(1, ge=1, le=1024)
+    """Optimizer steps per version, each on a slice of the batch; proximal log-probs are taken
+    once before the first, so with more than one the PPO clip binds."""
 
 
 class RewardSpec(_Spec):
@@ -143,11 +152,39 @@ class RewardSpec(_Spec):
 
 class ScheduleSpec(_Spec):
     max_staleness: int = Field(0, ge=0, le=1000)
-    """η: versions a trained token may lag the trainer (0 = synchronous)."""
+    """η: versions a trained token may lag the trainer (0 = synchronous). Tokens older than this
+    are never trained: the trainer masks them, whatever else happened."""
     max_concurrent: int = Field(64, ge=1, le=1_000_000)
     """Groups in flight at most."""
+    over_provision: float = Field(1.0, ge=1.0, le=16.0)
+    """ρ (APRIL): keep up to ρ times the groups still needed in flight; once they are complete
+    the rest are aborted and their partial samples resumed first next time (1 = off)."""
+    stale_partials: Literal["mask", "regenerate"] = "mask"
+    """A resumed partial sample whose oldest token is already older than η versions: keep it and
+    mask the stale prefix in the loss, or drop the prefix and generate the sample again."""
     eval_every: int = Field(5, ge=0, le=1_000_000)
     """Held-out evaluation every this many versions (and at the end); 0 = only at the end."""
+
+
+class SimulationSpec(_Spec):
+    """Simulated hardware (benchmarks only): engines that spend modelled time instead of
+    computing. Decode is memory-bound, so one decode step costs the same for any batch up to
+    `capacity` sequences; completion lengths are lognormal, capped at `max_length`."""
+
+    decode_step_s: float = Field(0.005, gt=0.0, le=10.0)
+    """Seconds per decode step of the whole running batch."""
+    capacity: int = Field(256, ge=1, le=1_000_000)
+    """Sequences decoded together at most; the rest wait their turn."""
+    length_median: float = Field(40.0, gt=0.0, le=1e6)
+    """Median completion length in tokens (exp(μ) of the lognormal)."""
+    length_sigma: float = Field(1.0, ge=0.0, le=5.0)
+    """σ of the lognormal completion length: the long tail."""
+    max_length: int = Field(512, ge=1, le=1_000_000)
+    """Length cap; must not exceed rollout.max_new_tokens."""
+    train_s_per_token: float = Field(0.0005, ge=0.0, le=10.0)
+    """Trainer seconds per completion token of a batch."""
+    train_s_per_step: float = Field(0.0, ge=0.0, le=3600.0)
+    """Fixed trainer seconds per optimizer step."""
 
 
 class RunSpec(_Spec):
@@ -161,7 +198,14 @@ class RunSpec(_Spec):
     train: TrainSpec = TrainSpec()
     reward: RewardSpec = RewardSpec()
     schedule: ScheduleSpec = ScheduleSpec()
+    simulation: SimulationSpec | None = None
+    """When set, rollout workers and the trainer run the simulated-hardware engines (benchmarks)."""
 
+    @model_validator(mode="after")
+    def _simulation_fits(self) -> "RunSpec":
+        if self.simulation is not None and self.simulation.max_length > self.rollout.max_new_tokens:
+            raise ValueError("simulation.max_length must not exceed rollout.max_new_tokens")
+        return self
 
 
 

@@ -20,8 +20,20 @@ class SamplingParams(_message.Message):
     seed: int
     def __init__(self, temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
+class Prefix(_message.Message):
+    __slots__ = ("index", "token_ids", "logprobs", "token_versions")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    token_ids: _containers.RepeatedScalarFieldContainer[int]
+    logprobs: _containers.RepeatedScalarFieldContainer[float]
+    token_versions: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, index: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ...) -> None: ...
+
 class Task(_message.Message):
-    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "prompt_token_ids", "num_samples", "policy_version", "step", "sampling", "view")
+    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "prompt_token_ids", "num_samples", "policy_version", "step", "sampling", "view", "attempt", "resume")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +44,8 @@ class Task(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    RESUME_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     prompt_id: str
@@ -42,10 +56,12 @@ class Task(_message.Message):
     step: int
     sampling: SamplingParams
     view: str
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., num_samples: _Optional[int] = ..., policy_version: _Optional[int] = ..., step: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., view: _Optional[str] = ...) -> None: ...
+    attempt: int
+    resume: _containers.RepeatedCompositeFieldContainer[Prefix]
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., num_samples: _Optional[int] = ..., policy_version: _Optional[int] = ..., step: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., view: _Optional[str] = ..., attempt: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Prefix, _Mapping]]] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("run_id", "group_id", "sample_id", "index", "prompt_token_ids", "completion_token_ids", "logprobs", "token_versions", "text", "finish_reason", "worker_id", "temperature")
+    __slots__ = ("run_id", "group_id", "sample_id", "index", "prompt_token_ids", "completion_token_ids", "logprobs", "token_versions", "text", "finish_reason", "worker_id", "temperature", "attempt", "prefix_len")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +74,8 @@ class Sample(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     sample_id: str
@@ -70,7 +88,9 @@ class Sample(_message.Message):
     finish_reason: str
     worker_id: str
     temperature: float
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., index: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., temperature: _Optional[float] = ...) -> None: ...
+    attempt: int
+    prefix_len: int
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., index: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., temperature: _Optional[float] = ..., attempt: _Optional[int] = ..., prefix_len: _Optional[int] = ...) -> None: ...
 
 class PromptGroup(_message.Message):
     __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "reference", "step", "policy_version", "samples")
@@ -121,14 +141,22 @@ class Batch(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., batch_id: _Optional[str] = ..., step: _Optional[int] = ..., policy_version: _Optional[int] = ..., groups: _Optional[_Iterable[_Union[ScoredGroup, _Mapping]]] = ...) -> None: ...
 
 class SampleAdvantage(_message.Message):
-    __slots__ = ("sample_id", "reward", "advantage")
+    __slots__ = ("sample_id", "reward", "advantage", "staleness", "trained_tokens", "stale_masked_tokens", "offpolicy_tokens")
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
     REWARD_FIELD_NUMBER: _ClassVar[int]
     ADVANTAGE_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    STALE_MASKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OFFPOLICY_TOKENS_FIELD_NUMBER: _ClassVar[int]
     sample_id: str
     reward: float
     advantage: float
-    def __init__(self, sample_id: _Optional[str] = ..., reward: _Optional[float] = ..., advantage: _Optional[float] = ...) -> None: ...
+    staleness: int
+    trained_tokens: int
+    stale_masked_tokens: int
+    offpolicy_tokens: int
+    def __init__(self, sample_id: _Optional[str] = ..., reward: _Optional[float] = ..., advantage: _Optional[float] = ..., staleness: _Optional[int] = ..., trained_tokens: _Optional[int] = ..., stale_masked_tokens: _Optional[int] = ..., offpolicy_tokens: _Optional[int] = ...) -> None: ...
 
 class WeightsAnnouncement(_message.Message):
     __slots__ = ("run_id", "version", "parent_version", "batch_id", "uri", "grpc_endpoint", "size_bytes", "sha256", "format", "metrics", "advantages", "samples_trained_total")
@@ -166,19 +194,31 @@ class WeightsAnnouncement(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., parent_version: _Optional[int] = ..., batch_id: _Optional[str] = ..., uri: _Optional[str] = ..., grpc_endpoint: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., format: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., advantages: _Optional[_Iterable[_Union[SampleAdvantage, _Mapping]]] = ..., samples_trained_total: _Optional[int] = ...) -> None: ...
 
 class Control(_message.Message):
-    __slots__ = ("run_id", "kind", "reason")
+    __slots__ = ("run_id", "kind", "reason", "aborted")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Control.Kind]
         STOP: _ClassVar[Control.Kind]
         COMPLETED: _ClassVar[Control.Kind]
+        ABORT: _ClassVar[Control.Kind]
     KIND_UNSPECIFIED: Control.Kind
     STOP: Control.Kind
     COMPLETED: Control.Kind
+    ABORT: Control.Kind
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    ABORTED_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     kind: Control.Kind
     reason: str
-    def __init__(self, run_id: _Optional[str] = ..., kind: _Optional[_Union[Control.Kind, str]] = ..., reason: _Optional[str] = ...) -> None: ...
+    aborted: _containers.RepeatedCompositeFieldContainer[TaskRef]
+    def __init__(self, run_id: _Optional[str] = ..., kind: _Optional[_Union[Control.Kind, str]] = ..., reason: _Optional[str] = ..., aborted: _Optional[_Iterable[_Union[TaskRef, _Mapping]]] = ...) -> None: ...
+
+class TaskRef(_message.Message):
+    __slots__ = ("group_id", "attempt")
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    group_id: str
+    attempt: int
+    def __init__(self, group_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...

@@ -21,7 +21,7 @@ STOPPED: RunState
 FAILED: RunState
 
 class RunProgress(_message.Message):
-    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message")
+    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +36,11 @@ class RunProgress(_message.Message):
     GROUPS_RUNNING_FIELD_NUMBER: _ClassVar[int]
     DEAD_LETTERS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STALENESS_FIELD_NUMBER: _ClassVar[int]
+    PARTIAL_GROUPS_FIELD_NUMBER: _ClassVar[int]
+    OFFPOLICY_TOKEN_SHARE_FIELD_NUMBER: _ClassVar[int]
+    STALE_MASKED_TOKENS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     policy_version: int
@@ -50,7 +55,12 @@ class RunProgress(_message.Message):
     groups_running: int
     dead_letters: int
     message: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+    mean_staleness: float
+    max_staleness: int
+    partial_groups: int
+    offpolicy_token_share: float
+    stale_masked_tokens: int
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "spec_yaml", "progress")
@@ -153,7 +163,7 @@ class RolloutStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated")
+    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated", "busy_seconds", "samples_aborted")
     class LoadedVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -165,11 +175,15 @@ class RolloutStatus(_message.Message):
     LOADED_VERSIONS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_GENERATED_FIELD_NUMBER: _ClassVar[int]
     TOKENS_GENERATED_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_ABORTED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     loaded_versions: _containers.ScalarMap[str, int]
     samples_generated: int
     tokens_generated: int
-    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ...) -> None: ...
+    busy_seconds: float
+    samples_aborted: int
+    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., samples_aborted: _Optional[int] = ...) -> None: ...
 
 class TrainerStatusRequest(_message.Message):
     __slots__ = ("run_id",)
