@@ -1,15 +1,25 @@
-"""Staleness-bounded admission (AReaL, DESIGN §4).
+"""When groups may start, when they must stop: staleness-bounded admission (AReaL) and APRIL.
 
-With batch size B groups, trained version v, `accepted` groups finished and `running` in flight,
-a new group may start only while
-    min(max_concurrent - running, (η + v + 1)·B - (accepted + running)) > 0.
-Groups are numbered in admission order and group n belongs to step n // B, which is trained at
-version n // B; admitting at most (η + v + 1)·B groups therefore bounds every trained token's
-staleness by η. With η = 0 this is the synchronous loop: one batch in flight at a time.
+With batch size B groups, trained version v, `accepted` groups complete and `running` in flight,
+AReaL lets a new group start only while
+
+    min(max_concurrent - running, (η + v + 1)·B - (accepted + running)) > 0,
+
+i.e. the groups still *needed* by the batches that may be sealed before the trainer moves on,
+need = (η + v + 1)·B - accepted (capped by the run's length), bound what is in flight. APRIL
+over-provisions: up to ⌈ρ·need⌉ groups in flight, and once nothing more is needed (need = 0)
+every group still generating is aborted; its partial samples wait in the buffer and are served
+first when groups may start again. ρ = 1 is AReaL's rule exactly, and never aborts.
+
+Batches take the oldest complete groups, so a slow group can land in a later batch than its
+admission order suggests; the trainer masks any token older than η versions (the last guard of
+the bound), and with `stale_partials: regenerate` a resumed prefix that is already too old for
+the next batch is generated again instead.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -19,13 +29,26 @@ class Admission:
     batch_groups: int       # B
     max_concurrent: int
     total_steps: int
+    over_provision: float = 1.0  # ρ
+    regenerate_stale: bool = False
+
+    def needed(self, version: int, accepted: int) -> int:
+        """Groups still to complete for the batches version `version` may have sealed ahead of it."""
+        open_steps = min(self.max_staleness + version + 1, self.total_steps)
+        return max(0, open_steps * self.batch_groups - accepted)
 
     def slots(self, version: int, accepted: int, running: int) -> int:
-        """How many groups may be admitted now (never negative)."""
-        by_concurrency = self.max_concurrent - running
-        by_staleness = (self.max_staleness + version + 1) * self.batch_groups - (accepted + running)
-        by_run_length = self.total_steps * self.batch_groups - (accepted + running)
-        return max(0, min(by_concurrency, by_staleness, by_run_length))
+        """How many groups may start (or resume) now; never negative."""
+        by_need = math.ceil(self.over_provision * self.needed(version, accepted)) - running
+        return max(0, min(self.max_concurrent - running, by_need))
 
-    def step_of(self, group_index: int) -> int:
-        return group_index // self.batch_groups
+    def must_abort(self, version: int, accepted: int, generating: int) -> bool:
+        """Abort the groups still generating: every group the open batches need is complete."""
+        return generating > 0 and self.needed(version, accepted) == 0
+
+    def stale_before(self, batches_sealed: int) -> int | None:
+        """With `regenerate`: prefixes with a token older than this version are generated again.
+
+        A resumed group joins batch `batches_sealed` at the earliest, trained at that version.
+        """
+        return batches_sealed - self.max_staleness if self.regenerate_stale else None

@@ -15,6 +15,7 @@ from opentelemetry import context as otel_context
 
 from jetrl.bus import Kind, publish
 from jetrl.config import RunSpec
+from jetrl.lineage.buffer import PartialBuffer, Resumed
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.policy.load import encode_prompt, load_tokenizer
@@ -47,10 +48,15 @@ def batch_id(run_id: str, step: int) -> str:
     return f"{run_id}.b{step:06d}"
 
 
+def task_msg_id(group: str, attempt: int) -> str:
+    return group if attempt == 0 else f"{group}.r{attempt}"
+
+
 class Coordinator:
     def __init__(self, js, store: LineageStore, rollout_addr: str):
         self.js = js
         self.store = store
+        self.buffer = PartialBuffer(store.engine)
         self.runs: dict[str, ActiveRun] = {}
         self.changed = asyncio.Condition()
         self._rollout_channel = channel(rollout_addr)
@@ -72,18 +78,20 @@ class Coordinator:
                 batch_groups=spec.train.batch_groups,
                 max_concurrent=spec.schedule.max_concurrent,
                 total_steps=spec.train.steps,
+                over_provision=spec.schedule.over_provision,
+                regenerate_stale=spec.schedule.stale_partials == "regenerate",
             ),
         )
         self.runs[run_id] = run
         return run
 
     async def start(self, run: ActiveRun) -> None:
-        """Begin (or, after a restart, resume) a run: re-publish admitted tasks, admit, seal."""
+        """Begin (or, after a restart, resume) a run: re-publish what may not have gone out, admit, seal."""
         record = await self.store.get_run(run.run_id)
         if record.policy_version >= run.spec.train.steps:
             self.spawn(self.finish(run.run_id))
             return
-        await self.republish_admitted(run)
+        await self.republish(run)
         await self.admit(run.run_id)
         await self.seal_batches(run.run_id)
         if record.policy_version == 0 and await self.store.latest_evaluation(run.run_id) is None:
@@ -106,8 +114,9 @@ class Coordinator:
 
     # ---- admission --------------------------------------------------------------------------
 
-    def make_task(self, run: ActiveRun, n: int, version: int) -> tuple[events_pb2.Task, str]:
-        """Task for group n (deterministic), and its reference answer."""
+    def make_task(self, run: ActiveRun, n: int, version: int, attempt: int = 0,
+                  resume: list[events_pb2.Prefix] = ()) -> tuple[events_pb2.Task, str]:
+        """Task for attempt `attempt` of group n (deterministic), and its reference answer."""
         problem = run.task.train_problem(n)
         r = run.spec.rollout
         task = events_pb2.Task(
@@ -118,17 +127,20 @@ class Coordinator:
             prompt_token_ids=encode_prompt(run.tokenizer, problem.prompt),
             num_samples=r.group_size,
             policy_version=version,
-            step=run.admission.step_of(n),
+            step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
             sampling=events_pb2.SamplingParams(
                 temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
                 seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
             ),
             view="main",
+            attempt=attempt,
+            resume=resume,
         )
         return task, problem.answer
 
     async def admit(self, run_id: str) -> int:
-        """Admit as many groups as the staleness bound allows; returns how many."""
+        """Start what the staleness bound and over-provisioning allow (the partial buffer first),
+        and abort what is no longer needed; returns how many groups started."""
         run = self.runs.get(run_id)
         if run is None:
             return 0
@@ -139,57 +151,90 @@ class Coordinator:
             counts = await self.store.group_counts(run_id)
             running = counts["admitted"] + counts["generated"]
             accepted = counts["scored"] + counts["batched"] + counts["trained"]
-            slots = run.admission.slots(record.policy_version, accepted, running)
-            first = accepted + running
-            for n in range(first, first + slots):
-                task, reference = self.make_task(run, n, record.policy_version)
+            version = record.policy_version
+            if run.admission.must_abort(version, accepted, counts["admitted"]):
+                await self._abort_generating(run)
+                return 0
+            slots = run.admission.slots(version, accepted, running)
+            stale_before = run.admission.stale_before(await self.store.batches_sealed(run_id))
+            resumed = 0
+            for gid in await self.buffer.resumable(run_id, slots):
+                if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
+                    await self._publish_task(run, r)
+                    resumed += 1
+            first = sum(counts.values())
+            for n in range(first, first + slots - resumed):
+                task, reference = self.make_task(run, n, version)
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
                     span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": task.group_id})
                     await self.store.admit_group(task, reference, current_traceparent(), current_trace_id())
                     await publish(self.js, run_id, Kind.TASKS, task, msg_id=task.group_id)
         if slots:
-            log.info("admitted", extra=log_fields(run=run_id, groups=slots, version=record.policy_version))
+            log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
             await self.notify()
         return slots
 
-    async def republish_admitted(self, run: ActiveRun) -> None:
-        """After a restart: a group admitted but maybe never published gets its task again."""
-        for n, version, traceparent in await self.store.admitted_groups(run.run_id):
-            task, _ = self.make_task(run, n, version)
-            with tracer.start_as_current_span("group resume", context=extract({"traceparent": traceparent})):
-                await publish(self.js, run.run_id, Kind.TASKS, task, msg_id=task.group_id)
+    async def _abort_generating(self, run: ActiveRun) -> None:
+        """APRIL: the open batches are full; stop every group still generating, keep its partials."""
+        generating = [group_id(run.run_id, n) for n, *_ in await self.store.admitted_groups(run.run_id)]
+        aborted = await self.buffer.abort(run.run_id, generating)
+        if not aborted:
+            return
+        control = events_pb2.Control(
+            run_id=run.run_id, kind=events_pb2.Control.ABORT, reason="batch sealed: over-provisioned groups",
+            aborted=[events_pb2.TaskRef(group_id=g, attempt=a) for g, a in aborted],
+        )
+        first = min(aborted)
+        await publish(self.js, run.run_id, Kind.CONTROL, control, msg_id=f"{first[0]}.abort{first[1]}")
+        log.info("aborted", extra=log_fields(run=run.run_id, groups=len(aborted)))
+
+    async def _publish_task(self, run: ActiveRun, r: Resumed) -> None:
+        """(Re-)publish a group's current attempt inside the group's own trace."""
+        task, _ = self.make_task(run, r.n, r.version, r.attempt, r.prefixes)
+        name = "group resume" if r.attempt else "group republish"
+        with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
+            span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.attempt": r.attempt,
+                                 "jetrl.prefixes_dropped": r.dropped})
+            await publish(self.js, run.run_id, Kind.TASKS, task, msg_id=task_msg_id(task.group_id, r.attempt))
+
+    async def republish(self, run: ActiveRun) -> None:
+        """After a restart: tasks and batches decided before it may never have been published;
+        their ids are deterministic, so JetStream drops the ones that were."""
+        for n, *_ in await self.store.admitted_groups(run.run_id):
+            await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)))
+        for batch in await self.store.untrained_batches(run.run_id):
+            await self._publish_batch(await self.store.load_batch(batch))
 
     # ---- batches ----------------------------------------------------------------------------
 
     async def seal_batches(self, run_id: str) -> None:
-        """Publish, in step order, every batch whose B groups are scored."""
+        """Seal, in step order, every batch that B complete groups can fill: the oldest first."""
         run = self.runs.get(run_id)
         if run is None:
             return
-        b = run.spec.train.batch_groups
         async with run.lock:
             while True:
-                counts = await self.store.group_counts(run_id)
-                step = (counts["batched"] + counts["trained"]) // b
-                # count first: loading the groups (every sample) only pays off once the batch is full
-                if step >= run.spec.train.steps or await self.store.scored_in_step(run_id, step) < b:
+                step = await self.store.batches_sealed(run_id)
+                if step >= run.spec.train.steps:
                     return
-                groups = await self.store.load_scored_step(run_id, step)
-                links = []
-                for g in groups:
-                    tp = await self.store.group_traceparent(g.group.group_id)
-                    if (link := link_from({"traceparent": tp or ""})) is not None:
-                        links.append(link)
-                batch = events_pb2.Batch(
-                    run_id=run_id, batch_id=batch_id(run_id, step), step=step, policy_version=step, groups=groups
-                )
-                # a batch joins B group traces: its own trace, linked to each of them
-                with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
-                    span.set_attributes({"jetrl.run_id": run_id, "jetrl.batch_id": batch.batch_id})
-                    await publish(self.js, run_id, Kind.BATCHES, batch, msg_id=batch.batch_id)
-                    await self.store.record_batch(batch, current_trace_id())
-                log.info("batch sealed", extra=log_fields(run=run_id, step=step, groups=len(groups)))
+                # decided and recorded first, published second: a restart re-publishes the same batch
+                if not await self.store.seal_batch(run_id, step, run.spec.train.batch_groups, batch_id(run_id, step)):
+                    return
+                await self._publish_batch(await self.store.load_batch(batch_id(run_id, step)))
+                log.info("batch sealed", extra=log_fields(run=run_id, step=step))
+
+    async def _publish_batch(self, batch: events_pb2.Batch) -> None:
+        links = []
+        for g in batch.groups:
+            tp = await self.store.group_traceparent(g.group.group_id)
+            if (link := link_from({"traceparent": tp or ""})) is not None:
+                links.append(link)
+        # a batch joins B group traces: its own trace, linked to each of them
+        with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
+            span.set_attributes({"jetrl.run_id": batch.run_id, "jetrl.batch_id": batch.batch_id})
+            await publish(self.js, batch.run_id, Kind.BATCHES, batch, msg_id=batch.batch_id)
+            await self.store.set_batch_trace(batch.batch_id, current_trace_id())
 
     # ---- evaluation and the end of a run ----------------------------------------------------
 

@@ -51,26 +51,33 @@ class Recorder:
             else:
                 accepted.append((i, sample))
         # each sample keeps the trace of its own group, whatever else came in the same fetch
-        counts = await self.store.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
+        progress = await self.store.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
         for i, sample in accepted:
-            if counts[(sample.group_id, sample.run_id)] is None:
+            if progress[(sample.group_id, sample.run_id)] is None:
                 rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
-        for (group_id, run_id), count in counts.items():
+        resumable = set()
+        for (group_id, run_id), p in progress.items():
             spec = specs[run_id]
-            if spec is None or count is None or count < spec.rollout.group_size:
+            if spec is None or p is None:
                 continue
-            if await self.store.group_state(group_id) != "admitted":
-                continue  # a redelivered sample of a group already published
-            group = await self.store.load_group(group_id)
-            # back into the group's own trace: the fetch's span is shared by many groups
-            parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
-            with tracer.start_as_current_span("group assemble", context=parent) as span:
-                span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
-                await publish(self.coordinator.js, run_id, Kind.GROUPS, group, msg_id=group_id)
-            await self.store.mark_group(group_id, "generated")
+            if p.complete >= spec.rollout.group_size and p.state in ("admitted", "partial"):
+                await self._publish_group(run_id, group_id)
+            elif p.accounted:
+                resumable.add(run_id)  # an aborted group's partials are all in: it may resume
+        for run_id in resumable:
+            await self.coordinator.admit(run_id)
         if accepted:
             await self.coordinator.notify()
         return rejected
+
+    async def _publish_group(self, run_id: str, group_id: str) -> None:
+        group = await self.store.load_group(group_id)
+        # back into the group's own trace: the fetch's span is shared by many groups
+        parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
+        with tracer.start_as_current_span("group assemble", context=parent) as span:
+            span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
+            await publish(self.coordinator.js, run_id, Kind.GROUPS, group, msg_id=group_id)
+        await self.store.mark_group(group_id, "generated")
 
     async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
         run_id = scored.group.run_id

@@ -53,6 +53,11 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             groups_running=counts["admitted"] + counts["generated"],
             dead_letters=stats.dead_letters,
             message=record.message or "",
+            mean_staleness=stats.mean_staleness,
+            max_staleness=stats.max_staleness,
+            partial_groups=counts["partial"],
+            offpolicy_token_share=stats.offpolicy_token_share,
+            stale_masked_tokens=stats.stale_masked_tokens,
         )
 
     async def _run(self, run_id: str, context) -> services_pb2.Run:

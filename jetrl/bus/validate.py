@@ -94,13 +94,22 @@ def _task(t: events_pb2.Task) -> None:
         raise InvalidEvent(f"Task.sampling.temperature is {s.temperature}, must be finite and >= 0")
     if not 0 < s.top_p <= 1:
         raise InvalidEvent(f"Task.sampling.top_p is {s.top_p}, must be in (0, 1]")
+    if t.attempt < 0:
+        raise InvalidEvent(f"Task.attempt is {t.attempt}, must be >= 0")
+    for p in t.resume:
+        if not 0 <= p.index < t.num_samples:
+            raise InvalidEvent(f"Task.resume index {p.index} is outside 0..{t.num_samples - 1}")
+        if not len(p.token_ids) == len(p.logprobs) == len(p.token_versions):
+            raise InvalidEvent(f"Task.resume[{p.index}]: token ids, logprobs and versions differ in length")
 
 
 def _sample(s: events_pb2.Sample) -> None:
     _require(s, "run_id", "group_id", "sample_id")
     n = len(s.completion_token_ids)
-    if n == 0:
+    if n == 0 and s.finish_reason != "aborted":  # an attempt aborted before its first token hands back nothing
         raise InvalidEvent(f"Sample {s.sample_id} has no completion tokens")
+    if not 0 <= s.prefix_len <= n or s.attempt < 0:
+        raise InvalidEvent(f"Sample {s.sample_id}: prefix_len {s.prefix_len} / attempt {s.attempt} out of range")
     if not n == len(s.logprobs) == len(s.token_versions):
         raise InvalidEvent(
             f"Sample {s.sample_id}: {n} tokens but {len(s.logprobs)} logprobs and {len(s.token_versions)} token versions"
@@ -109,7 +118,7 @@ def _sample(s: events_pb2.Sample) -> None:
         raise InvalidEvent(f"Sample {s.sample_id}: index {s.index} < 0")
     if not all(math.isfinite(lp) and lp <= 0 for lp in s.logprobs):
         raise InvalidEvent(f"Sample {s.sample_id}: logprobs must be finite and <= 0")
-    if min(s.token_versions) < 0:
+    if n and min(s.token_versions) < 0:
         raise InvalidEvent(f"Sample {s.sample_id}: negative token version")
 
 
@@ -159,6 +168,8 @@ def _control(c: events_pb2.Control) -> None:
     _require(c, "run_id")
     if c.kind == events_pb2.Control.KIND_UNSPECIFIED or c.kind not in events_pb2.Control.Kind.values():
         raise InvalidEvent(f"Control.kind {c.kind} is not a known kind")
+    if c.kind == events_pb2.Control.ABORT and not c.aborted:
+        raise InvalidEvent("Control ABORT names no task attempt")
 
 
 _CHECKS = {

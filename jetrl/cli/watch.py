@@ -17,8 +17,13 @@ def describe(p: services_pb2.RunProgress) -> str:
     acc = f"{p.heldout_accuracy:.1%} (v{p.heldout_version})" if p.heldout_version >= 0 else "pending"
     reward = "-" if math.isnan(p.mean_reward) else f"{p.mean_reward:.3f}"
     dead = f"  [red]dead letters {p.dead_letters}[/red]" if p.dead_letters else ""
+    stale = (f"  staleness {p.mean_staleness:.2f}/{p.max_staleness}  off-policy {p.offpolicy_token_share:.0%}"
+             if p.max_staleness or p.offpolicy_token_share else "")
+    masked = f"  stale-masked {p.stale_masked_tokens}" if p.stale_masked_tokens else ""
+    partial = f"  partial {p.partial_groups}" if p.partial_groups else ""
     return (f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
-            f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}{dead}")
+            f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
+            f"{partial}{stale}{masked}{dead}")
 
 
 async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:

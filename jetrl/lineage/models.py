@@ -14,12 +14,14 @@ from sqlalchemy import ARRAY, JSON, BigInteger, DateTime, Float, ForeignKey, Int
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "Base", "Run", "Prompt", "PromptGroup", "Sample", "Reward", "Batch", "PolicyVersion", "Evaluation", "DeadLetter",
-    "GROUP_STATES",
+    "Base", "Run", "Prompt", "PromptGroup", "Sample", "SampleSegment", "PartialSample", "Reward", "Batch",
+    "PolicyVersion", "Evaluation", "DeadLetter", "GROUP_STATES",
 ]
 
-# A group moves strictly forward through these states; counts per state drive admission.
-GROUP_STATES = ("admitted", "generated", "scored", "batched", "trained")
+# A group moves forward through these states; counts per state drive admission. "partial" is
+# APRIL's buffer (aborted mid-generation, waiting to resume): the one step back is partial ->
+# admitted when it resumes, taken only by LineageStore.resume_group.
+GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained")
 
 
 def _now() -> Mapped[datetime]:
@@ -60,9 +62,12 @@ class PromptGroup(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
     n: Mapped[int] = mapped_column(Integer)  # admission order within the run
     prompt_id: Mapped[str] = mapped_column(String(128))
-    step: Mapped[int] = mapped_column(Integer)
+    step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the batch it joined, once sealed
     admitted_version: Mapped[int] = mapped_column(Integer)
     state: Mapped[str] = mapped_column(String(16), index=True)
+    attempt: Mapped[int] = mapped_column(Integer, default=0)  # current task attempt
+    attempt_version: Mapped[int] = mapped_column(Integer, default=0)  # version current when it (re)started
+    recycled: Mapped[int] = mapped_column(Integer, default=0)  # times aborted and resumed (APRIL)
     view: Mapped[str] = mapped_column(String(64), default="main")
     batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
     reward_server: Mapped[str | None] = mapped_column(String(128), nullable=True)
@@ -90,7 +95,45 @@ class Sample(Base):
     advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
     trained_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the version it made
     batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)  # task attempts that generated its tokens
+    regenerated: Mapped[int] = mapped_column(Integer, default=0)  # stale prefixes dropped and generated again
+    staleness: Mapped[int | None] = mapped_column(Integer, nullable=True)  # max over trained tokens
+    trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    stale_masked_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # too old: not trained
+    offpolicy_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # trained, older version
     trace_id: Mapped[str] = mapped_column(String(32), default="")
+    created_at: Mapped[datetime] = _now()
+
+
+class SampleSegment(Base):
+    """One attempt's stretch of a sample: which worker generated tokens [start, end), with which versions."""
+
+    __tablename__ = "sample_segments"
+    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
+    worker_id: Mapped[str] = mapped_column(String(128))
+    start: Mapped[int] = mapped_column(Integer)
+    end: Mapped[int] = mapped_column(Integer)
+    min_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: no token in this stretch
+    max_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    finish_reason: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = _now()
+
+
+class PartialSample(Base):
+    """APRIL's partial buffer: a sample's completion so far when its attempt was aborted."""
+
+    __tablename__ = "partial_samples"
+    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
+    logprobs: Mapped[list[float]] = mapped_column(ARRAY(Float))
+    token_versions: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     created_at: Mapped[datetime] = _now()
 
 

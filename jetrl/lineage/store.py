@@ -9,16 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy import and_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.lineage.models import (
-    GROUP_STATES, Batch, DeadLetter, Evaluation, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
+    GROUP_STATES, Batch, DeadLetter, Evaluation, PartialSample, PolicyVersion, Prompt, PromptGroup, Reward, Run,
+    Sample, SampleSegment,
 )
 from jetrl.v1 import events_pb2, reward_pb2
 
-__all__ = ["LineageStore", "RunStats", "UnknownGroup", "dead_letter_id"]
+__all__ = ["GroupProgress", "LineageStore", "RunStats", "UnknownGroup", "dead_letter_id"]
 
 
 class UnknownGroup(LookupError):
@@ -33,6 +34,19 @@ class RunStats:
     mean_reward_last_batch: float | None
     first_sample_at: datetime | None
     last_sample_at: datetime | None
+    mean_staleness: float
+    max_staleness: int
+    offpolicy_token_share: float
+    stale_masked_tokens: int
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """Where a group stands after a write of its samples."""
+
+    complete: int     # samples finished (eos or length)
+    state: str
+    accounted: bool   # every sample is finished or reported by the current attempt (resumable)
 
 
 def group_number(group_id: str) -> int:
@@ -45,6 +59,9 @@ def dead_letter_id(run_id: str, dlq_seq: int) -> str:
     return f"{run_id}:{dlq_seq}"
 
 
+ABORTED = "aborted"  # finish reason of a partial sample
+
+
 def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
     versions = list(sample.token_versions) or [0]
     return dict(
@@ -53,6 +70,25 @@ def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
         logprobs=list(sample.logprobs), token_versions=list(sample.token_versions),
         min_version=min(versions), max_version=max(versions), text=sample.text,
         finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id,
+    )
+
+
+def _partial_row(sample: events_pb2.Sample) -> dict:
+    return dict(
+        sample_id=sample.sample_id, attempt=sample.attempt, run_id=sample.run_id, group_id=sample.group_id,
+        index=sample.index, token_ids=list(sample.completion_token_ids), logprobs=list(sample.logprobs),
+        token_versions=list(sample.token_versions),
+    )
+
+
+def _segment_row(sample: events_pb2.Sample) -> dict:
+    """This attempt's own stretch of the sample: the tokens after the prefix it was given."""
+    own = list(sample.token_versions)[sample.prefix_len:]
+    return dict(
+        sample_id=sample.sample_id, attempt=sample.attempt, run_id=sample.run_id, group_id=sample.group_id,
+        worker_id=sample.worker_id, start=sample.prefix_len, end=len(sample.completion_token_ids),
+        min_version=min(own) if own else None, max_version=max(own) if own else None,
+        finish_reason=sample.finish_reason,
     )
 
 
@@ -96,8 +132,8 @@ class LineageStore:
             ).on_conflict_do_nothing())
             await conn.execute(insert(PromptGroup).values(
                 group_id=task.group_id, run_id=task.run_id, n=group_number(task.group_id), prompt_id=task.prompt_id,
-                step=task.step, admitted_version=task.policy_version, state="admitted", view=task.view or "main",
-                traceparent=traceparent, trace_id=trace_id,
+                admitted_version=task.policy_version, attempt_version=task.policy_version, state="admitted",
+                view=task.view or "main", traceparent=traceparent, trace_id=trace_id,
             ).on_conflict_do_nothing())
 
     async def group_counts(self, run_id: str) -> dict[str, int]:
@@ -106,11 +142,11 @@ class LineageStore:
                                       .group_by(PromptGroup.state))
             return {state: 0 for state in GROUP_STATES} | dict(rows.all())
 
-    async def admitted_groups(self, run_id: str) -> list[tuple[int, int, str]]:
-        """(n, admitted version, traceparent) of groups admitted and not yet fully generated."""
+    async def admitted_groups(self, run_id: str) -> list[tuple[int, int, int, str]]:
+        """(n, attempt, version it started on, traceparent) of groups generating now, in admission order."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                select(PromptGroup.n, PromptGroup.admitted_version, PromptGroup.traceparent)
+                select(PromptGroup.n, PromptGroup.attempt, PromptGroup.attempt_version, PromptGroup.traceparent)
                 .where(PromptGroup.run_id == run_id, PromptGroup.state == "admitted").order_by(PromptGroup.n))
             return [tuple(r) for r in rows]
 
@@ -129,23 +165,44 @@ class LineageStore:
             await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id,
                                                          PromptGroup.state.in_(_earlier(state))).values(state=state))
 
-    async def record_samples(self, samples: list[tuple[events_pb2.Sample, str]]) -> dict[tuple[str, str], int | None]:
-        """Store (sample, trace id) pairs in one transaction. Returns, per (group id, run id) the
-        samples name, the group's sample count, or None when that run never admitted that group
-        (such samples are not stored)."""
+    async def record_samples(self, samples: list[tuple[events_pb2.Sample, str]]
+                             ) -> dict[tuple[str, str], GroupProgress | None]:
+        """Store (sample, trace id) pairs in one transaction: finished samples as samples, aborted
+        ones in the partial buffer, every one as a segment. Returns, per (group id, run id) the
+        samples name, the group's progress, or None when that run never admitted that group (such
+        samples are not stored)."""
         pairs = sorted({(s.group_id, s.run_id) for s, _ in samples})
         async with self.engine.begin() as conn:
             # row locks, taken in one order: the samples of a group are serialised across
             # transactions, so exactly one of them sees the group complete
-            known = set((await conn.execute(select(PromptGroup.group_id, PromptGroup.run_id).where(
-                tuple_(PromptGroup.group_id, PromptGroup.run_id).in_(pairs))
-                .order_by(PromptGroup.group_id).with_for_update())).all())
-            rows = [_sample_row(s, trace_id) for s, trace_id in samples if (s.group_id, s.run_id) in known]
-            if rows:
-                await conn.execute(insert(Sample).on_conflict_do_nothing(), rows)
-            counts = dict((await conn.execute(select(Sample.group_id, func.count()).where(
-                Sample.group_id.in_([g for g, _ in known])).group_by(Sample.group_id))).all())
-        return {(g, r): counts.get(g, 0) if (g, r) in known else None for g, r in pairs}
+            known = {(g, r): (state, attempt) for g, r, state, attempt in await conn.execute(
+                select(PromptGroup.group_id, PromptGroup.run_id, PromptGroup.state, PromptGroup.attempt)
+                .where(tuple_(PromptGroup.group_id, PromptGroup.run_id).in_(pairs))
+                .order_by(PromptGroup.group_id).with_for_update())}
+            ours = [(s, t) for s, t in samples if (s.group_id, s.run_id) in known]
+            if ours:
+                await conn.execute(insert(SampleSegment).on_conflict_do_nothing(), [_segment_row(s) for s, _ in ours])
+            finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != ABORTED]
+            if finished:
+                await conn.execute(insert(Sample).on_conflict_do_nothing(), finished)
+                ids = [r["sample_id"] for r in finished]
+                await conn.execute(update(Sample).where(Sample.sample_id.in_(ids)).values(
+                    attempts=select(func.count()).where(SampleSegment.sample_id == Sample.sample_id)
+                    .scalar_subquery(),
+                    regenerated=select(func.count()).where(SampleSegment.sample_id == Sample.sample_id,
+                                                           SampleSegment.finish_reason == "dropped")
+                    .scalar_subquery()))
+            partial = [_partial_row(s) for s, _ in ours if s.finish_reason == ABORTED]
+            if partial:
+                await conn.execute(insert(PartialSample).on_conflict_do_nothing(), partial)
+            groups = [g for g, _ in known]
+            complete = dict((await conn.execute(select(Sample.group_id, func.count())
+                                                .where(Sample.group_id.in_(groups)).group_by(Sample.group_id))).all())
+            progress = {}
+            for (g, r), (state, attempt) in known.items():
+                progress[(g, r)] = GroupProgress(complete.get(g, 0), state,
+                                                 state == "partial" and await accounted(conn, g, attempt))
+        return {pair: progress.get(pair) for pair in pairs}
 
     async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
         async with self.engine.connect() as conn:
@@ -161,7 +218,8 @@ class LineageStore:
         rows = await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index))
         return events_pb2.PromptGroup(
             run_id=head.run_id, group_id=group_id, prompt_id=head.prompt_id, prompt=head.prompt,
-            reference=head.reference, step=head.step, policy_version=head.admitted_version,
+            reference=head.reference, step=head.step if head.step is not None else -1,
+            policy_version=head.admitted_version,
             samples=[events_pb2.Sample(
                 run_id=s.run_id, group_id=group_id, sample_id=s.sample_id, index=s.index,
                 prompt_token_ids=s.prompt_token_ids, completion_token_ids=s.completion_token_ids,
@@ -195,47 +253,65 @@ class LineageStore:
                 PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
                 .values(state="scored", reward_server=scored.reward_server))
 
-    async def scored_in_step(self, run_id: str, step: int) -> int:
-        async with self.engine.connect() as conn:
-            return (await conn.execute(select(func.count()).where(
-                PromptGroup.run_id == run_id, PromptGroup.step == step, PromptGroup.state == "scored"))).scalar_one()
-
-    async def load_scored_step(self, run_id: str, step: int) -> list[events_pb2.ScoredGroup]:
-        """The scored (not yet batched) groups admitted for `step`, in admission order."""
-        async with self.engine.connect() as conn:
-            ids = (await conn.execute(select(PromptGroup.group_id).where(
-                PromptGroup.run_id == run_id, PromptGroup.step == step, PromptGroup.state == "scored")
-                .order_by(PromptGroup.n))).scalars().all()
-            out = []
-            for group_id in ids:
-                group = await self._load_group(conn, group_id)
-                rewards = dict((await conn.execute(select(Sample.sample_id, Sample.reward)
-                                                   .where(Sample.group_id == group_id))).all())
-                scores = {r.sample_id: r for r in await conn.execute(
-                    select(Reward).join(Sample, Sample.sample_id == Reward.sample_id)
-                    .where(Sample.group_id == group_id))}
-                out.append(events_pb2.ScoredGroup(
-                    group=group, rewards=[rewards[s.sample_id] for s in group.samples],
-                    details=[reward_pb2.SampleScore(
-                        sample_id=s.sample_id, reward=rewards[s.sample_id],
-                        extracted_answer=scores[s.sample_id].extracted_answer if s.sample_id in scores else "",
-                        detail=scores[s.sample_id].detail if s.sample_id in scores else "",
-                    ) for s in group.samples],
-                    reward_server=next(iter(scores.values())).server if scores else "",
-                ))
-            return out
-
-    async def record_batch(self, batch: events_pb2.Batch, trace_id: str) -> None:
-        group_ids = [g.group.group_id for g in batch.groups]
+    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str) -> bool:
+        """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
+        not exist yet; True when sealed now. The groups are chosen and marked in one transaction,
+        so the batch is decided once, before it is published (a restart re-publishes the same)."""
         async with self.engine.begin() as conn:
-            await conn.execute(insert(Batch).values(
-                batch_id=batch.batch_id, run_id=batch.run_id, step=batch.step, policy_version=batch.policy_version,
-                trace_id=trace_id,
-            ).on_conflict_do_nothing())
-            await conn.execute(update(PromptGroup).where(
-                PromptGroup.group_id.in_(group_ids), PromptGroup.state.in_(_earlier("batched")))
-                .values(state="batched", batch_id=batch.batch_id))
-            await conn.execute(update(Sample).where(Sample.group_id.in_(group_ids)).values(batch_id=batch.batch_id))
+            if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
+                return False
+            ids = (await conn.execute(select(PromptGroup.group_id).where(
+                PromptGroup.run_id == run_id, PromptGroup.state == "scored")
+                .order_by(PromptGroup.n).limit(size).with_for_update())).scalars().all()
+            if len(ids) < size:
+                return False
+            await conn.execute(insert(Batch).values(batch_id=batch_id, run_id=run_id, step=step, policy_version=step,
+                                                    trace_id=""))
+            await conn.execute(update(PromptGroup).where(PromptGroup.group_id.in_(ids))
+                               .values(state="batched", batch_id=batch_id, step=step))
+            await conn.execute(update(Sample).where(Sample.group_id.in_(ids)).values(batch_id=batch_id))
+        return True
+
+    async def set_batch_trace(self, batch_id: str, trace_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(Batch).where(Batch.batch_id == batch_id).values(trace_id=trace_id))
+
+    async def batches_sealed(self, run_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).where(Batch.run_id == run_id))).scalar_one()
+
+    async def untrained_batches(self, run_id: str) -> list[str]:
+        """Ids of sealed batches some group of which is not trained yet, in step order."""
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(select(Batch.batch_id).where(
+                Batch.run_id == run_id, Batch.batch_id.in_(select(PromptGroup.batch_id).where(
+                    PromptGroup.run_id == run_id, PromptGroup.state == "batched"))).order_by(Batch.step))).scalars())
+
+    async def load_batch(self, batch_id: str) -> events_pb2.Batch:
+        """A sealed batch as the trainer gets it, groups in admission order."""
+        async with self.engine.connect() as conn:
+            head = (await conn.execute(select(Batch).where(Batch.batch_id == batch_id))).one()
+            ids = (await conn.execute(select(PromptGroup.group_id).where(PromptGroup.batch_id == batch_id)
+                                      .order_by(PromptGroup.n))).scalars().all()
+            return events_pb2.Batch(run_id=head.run_id, batch_id=batch_id, step=head.step,
+                                    policy_version=head.policy_version,
+                                    groups=[await self._load_scored(conn, g) for g in ids])
+
+    async def _load_scored(self, conn, group_id: str) -> events_pb2.ScoredGroup:
+        group = await self._load_group(conn, group_id)
+        rewards = dict((await conn.execute(select(Sample.sample_id, Sample.reward)
+                                           .where(Sample.group_id == group_id))).all())
+        scores = {r.sample_id: r for r in await conn.execute(
+            select(Reward).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.group_id == group_id))}
+        return events_pb2.ScoredGroup(
+            group=group, rewards=[rewards[s.sample_id] for s in group.samples],
+            details=[reward_pb2.SampleScore(
+                sample_id=s.sample_id, reward=rewards[s.sample_id],
+                extracted_answer=scores[s.sample_id].extracted_answer if s.sample_id in scores else "",
+                detail=scores[s.sample_id].detail if s.sample_id in scores else "",
+            ) for s in group.samples],
+            reward_server=next(iter(scores.values())).server if scores else "",
+        )
 
     async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
         """A new version: its row, each trained sample's advantage and trained version, the run's head."""
@@ -245,9 +321,15 @@ class LineageStore:
                 uri=ann.uri, sha256=ann.sha256, size_bytes=ann.size_bytes, metrics=dict(ann.metrics),
                 samples_trained_total=ann.samples_trained_total, trace_id=trace_id,
             ).on_conflict_do_nothing())
-            for adv in ann.advantages:
-                await conn.execute(update(Sample).where(Sample.sample_id == adv.sample_id, Sample.run_id == ann.run_id)
-                                   .values(advantage=adv.advantage, trained_version=ann.version))
+            if ann.advantages:
+                await conn.execute(
+                    update(Sample).where(Sample.sample_id == bindparam("sid"), Sample.run_id == ann.run_id)
+                    .values(advantage=bindparam("adv"), trained_version=ann.version, staleness=bindparam("stale"),
+                            trained_tokens=bindparam("trained"), stale_masked_tokens=bindparam("masked"),
+                            offpolicy_tokens=bindparam("offpolicy"))
+                    .execution_options(synchronize_session=False),
+                    [dict(sid=a.sample_id, adv=a.advantage, stale=a.staleness, trained=a.trained_tokens,
+                          masked=a.stale_masked_tokens, offpolicy=a.offpolicy_tokens) for a in ann.advantages])
             # by sample, not by batch id: the announcement may be recorded before its batch row
             trained_groups = select(Sample.group_id).where(
                 Sample.sample_id.in_([a.sample_id for a in ann.advantages])).scalar_subquery()
@@ -296,12 +378,36 @@ class LineageStore:
             last_batch = (select(Batch.batch_id).where(Batch.run_id == run_id)
                           .order_by(Batch.step.desc()).limit(1).scalar_subquery())
             mean = (await conn.execute(select(func.avg(Sample.reward)).where(Sample.batch_id == last_batch))).scalar()
-        return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last)
+            stale_mean, stale_max, tokens, offpolicy, masked = (await conn.execute(select(
+                func.avg(Sample.staleness), func.max(Sample.staleness), func.sum(Sample.trained_tokens),
+                func.sum(Sample.offpolicy_tokens), func.sum(Sample.stale_masked_tokens),
+            ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None)))).one()
+        return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last,
+                        float(stale_mean or 0.0), int(stale_max or 0),
+                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0))
+
+    async def segments(self, sample_id: str) -> list:
+        """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(SampleSegment).where(SampleSegment.sample_id == sample_id)
+                                           .order_by(SampleSegment.attempt)))
 
     async def trained_sample_rows(self, run_id: str) -> list:
         """Every trained sample: id, generating versions, reward, advantage, trained version."""
         async with self.engine.connect() as conn:
             return list(await conn.execute(
                 select(Sample.sample_id, Sample.min_version, Sample.max_version, Sample.reward, Sample.advantage,
-                       Sample.trained_version, Sample.batch_id)
+                       Sample.trained_version, Sample.batch_id, Sample.staleness, Sample.trained_tokens,
+                       Sample.stale_masked_tokens, Sample.attempts)
                 .where(Sample.run_id == run_id, Sample.trained_version.is_not(None)).order_by(Sample.sample_id)))
+
+
+
+async def accounted(conn, group_id: str, attempt: int) -> bool:
+    """Has every sample of the group finished, or been handed back by attempt `attempt`?"""
+    size = (await conn.execute(select(Run.group_size).join(PromptGroup, PromptGroup.run_id == Run.run_id)
+                               .where(PromptGroup.group_id == group_id))).scalar_one()
+    finished = set((await conn.execute(select(Sample.index).where(Sample.group_id == group_id))).scalars())
+    reported = set((await conn.execute(select(PartialSample.index).where(
+        PartialSample.group_id == group_id, PartialSample.attempt == attempt))).scalars())
+    return len(finished | reported) >= size

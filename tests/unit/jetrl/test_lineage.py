@@ -7,7 +7,7 @@ from sqlalchemy import create_engine
 
 from jetrl.lineage.db import DatabaseUnreachable, check_database, make_engine, migrate
 from jetrl.lineage.models import Base
-from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
+from jetrl.lineage.store import GroupProgress, LineageStore, UnknownGroup, dead_letter_id
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
 
@@ -44,7 +44,7 @@ def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:
     await store.admit_group(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)
     counts = await store.record_samples([(sample(run_id, n, i), "ef" * 16) for i in range(G)])
-    assert counts == {(f"{run_id}.g{n:06d}", run_id): G}
+    assert counts == {(f"{run_id}.g{n:06d}", run_id): GroupProgress(G, "admitted", False)}
     return await store.load_group(f"{run_id}.g{n:06d}")
 
 
@@ -71,22 +71,25 @@ async def test_unreachable_database_says_what_to_do():
 
 async def test_samples_are_counted_once_and_a_group_loads_back_in_order(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    assert await store.record_samples([(sample(run_id, 0, 1), "")]) == {(group.group_id, run_id): G}  # redelivered
+    redelivered = await store.record_samples([(sample(run_id, 0, 1), "")])
+    assert redelivered == {(group.group_id, run_id): GroupProgress(G, "admitted", False)}
     assert [s.index for s in group.samples] == [0, 1]
     assert group.reference == "1" and group.prompt == "0+1=" and list(group.samples[0].logprobs) == [-0.5, -0.25]
     assert (await store.group_counts(run_id))["admitted"] == 1
-    assert await store.admitted_groups(run_id) == [(0, 0, "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")]
+    assert await store.admitted_groups(run_id) == [(0, 0, 0, "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")]
 
 
 async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(store, run_id):
     await store.admit_group(task(run_id, 1), "2", "", "")
     counts = await store.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
-    assert counts == {(f"{run_id}.g000099", run_id): None, (f"{run_id}.g000001", run_id): 1}
+    assert counts == {(f"{run_id}.g000099", run_id): None,
+                      (f"{run_id}.g000001", run_id): GroupProgress(1, "admitted", False)}
     # a sample claiming another run's group is not that group's either
     forged = sample(run_id, 1, 1)
     forged.run_id = f"{run_id}x"
     counts = await store.record_samples([(forged, ""), (sample(run_id, 1, 2), "")])
-    assert counts == {(f"{run_id}.g000001", f"{run_id}x"): None, (f"{run_id}.g000001", run_id): 2}
+    assert counts == {(f"{run_id}.g000001", f"{run_id}x"): None,
+                      (f"{run_id}.g000001", run_id): GroupProgress(2, "admitted", False)}
     assert [s.index for s in (await store.load_group(f"{run_id}.g000001")).samples] == [0, 2]
 
 
@@ -105,30 +108,38 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
                                      SampleScore(extracted_answer="", detail="no answer")])
     await store.record_scored(scored, "")
     await store.record_scored(scored, "")  # redelivered
-    assert await store.scored_in_step(run_id, 0) == 1
-    [loaded] = await store.load_scored_step(run_id, 0)
+    batch_id = f"{run_id}.b000000"
+    assert not await store.seal_batch(run_id, 0, 2, batch_id)  # only one group is scored
+    assert await store.seal_batch(run_id, 0, 1, batch_id)
+    assert not await store.seal_batch(run_id, 0, 1, batch_id)  # decided once
+    assert await store.batches_sealed(run_id) == 1 and await store.untrained_batches(run_id) == [batch_id]
+    batch = await store.load_batch(batch_id)
+    [loaded] = batch.groups
+    assert (batch.step, batch.policy_version, loaded.group.step) == (0, 0, 0)
     assert list(loaded.rewards) == [1.0, 0.0] and loaded.details[1].detail == "no answer"
     assert loaded.reward_server == "verify@1"
 
-    batch = ev.Batch(run_id=run_id, batch_id=f"{run_id}.b000000", step=0, policy_version=0, groups=[loaded])
     ann = ev.WeightsAnnouncement(
         run_id=run_id, version=1, parent_version=0, batch_id=batch.batch_id, uri="file:///w/v1", sha256="0" * 64,
         size_bytes=10, metrics={"loss": 0.5}, samples_trained_total=2,
-        advantages=[ev.SampleAdvantage(sample_id=s.sample_id, reward=r, advantage=a)
-                    for s, r, a in zip(group.samples, [1.0, 0.0], [0.7071, -0.7071])])
-    # the announcement may overtake the batch row: the group still ends up trained
+        advantages=[ev.SampleAdvantage(sample_id=s.sample_id, reward=r, advantage=a, staleness=st, trained_tokens=2 - m,
+                                       stale_masked_tokens=m, offpolicy_tokens=st and 2 - m)
+                    for s, r, a, st, m in zip(group.samples, [1.0, 0.0], [0.7071, -0.7071], [0, 1], [0, 1])])
     await store.record_version(ann, "")
-    await store.record_batch(batch, "")
-    await store.record_version(ann, "")
-    assert await store.load_scored_step(run_id, 0) == []
+    await store.record_version(ann, "")  # redelivered
+    assert await store.untrained_batches(run_id) == []
     assert (await store.group_counts(run_id))["trained"] == 1
     assert (await store.get_run(run_id)).policy_version == 1
 
     rows = await store.trained_sample_rows(run_id)
-    assert [(r.min_version, r.reward, round(r.advantage, 4), r.trained_version, r.batch_id) for r in rows] == [
-        (0, 1.0, 0.7071, 1, batch.batch_id), (0, 0.0, -0.7071, 1, batch.batch_id)]
+    assert [(r.min_version, r.reward, round(r.advantage, 4), r.trained_version, r.batch_id, r.staleness,
+             r.trained_tokens, r.stale_masked_tokens, r.attempts) for r in rows] == [
+        (0, 1.0, 0.7071, 1, batch.batch_id, 0, 2, 0, 1), (0, 0.0, -0.7071, 1, batch.batch_id, 1, 1, 1, 1)]
     stats = await store.run_stats(run_id)
     assert (stats.samples_generated, stats.samples_trained, stats.mean_reward_last_batch) == (2, 2, 0.5)
+    # staleness 0 and 1; 1 of 3 trained tokens came from an older version; 1 token was too stale
+    assert (stats.mean_staleness, stats.max_staleness, stats.stale_masked_tokens) == (0.5, 1, 1)
+    assert stats.offpolicy_token_share == pytest.approx(1 / 3)
 
 
 async def test_scores_for_unrecorded_samples_are_refused(store, run_id):

@@ -23,14 +23,38 @@ def test_concurrency_cap_and_run_end():
     assert a.slots(version=1, accepted=8, running=0) == 0
 
 
+def test_april_over_provisions_and_aborts_only_when_nothing_more_is_needed():
+    a = Admission(max_staleness=0, batch_groups=4, max_concurrent=64, total_steps=10, over_provision=2.0)
+    assert a.slots(version=0, accepted=0, running=0) == 8
+    # 3 of the batch's 4 are complete: 5 still generating, nothing new starts, nothing is aborted
+    assert a.slots(version=0, accepted=3, running=5) == 0 and not a.must_abort(0, 3, 5)
+    assert a.must_abort(version=0, accepted=4, generating=4)  # the batch is full: abort the rest
+    assert a.slots(version=1, accepted=4, running=0) == 8  # next version: the buffer first, then new
+    assert not Admission(0, 4, 64, 10).must_abort(0, 4, 0)
+
+
+def test_counters_come_back_from_lineage_after_a_restart():
+    # a restarted scheduler counts accepted = v·B groups (from lineage), not 0: no burst of admissions
+    a = Admission(max_staleness=1, batch_groups=4, max_concurrent=64, total_steps=10)
+    assert a.slots(version=3, accepted=3 * 4, running=0) == 8
+    assert a.slots(version=3, accepted=0, running=0) == 20  # what forgetting would admit
+
+
+def test_regenerate_marks_prefixes_the_next_batch_could_not_train():
+    assert Admission(2, 4, 64, 10, regenerate_stale=True).stale_before(batches_sealed=5) == 3
+    assert Admission(2, 4, 64, 10).stale_before(batches_sealed=5) is None
+
+
 @given(
     eta=st.integers(0, 8), b=st.integers(1, 16), version=st.integers(0, 50),
     accepted=st.integers(0, 2000), running=st.integers(0, 200),
 )
 def test_admitted_groups_never_exceed_the_staleness_bound(eta, b, version, accepted, running):
+    """ρ = 1 is AReaL's bound: started groups never exceed (η + v + 1)·B, and it never aborts."""
     a = Admission(max_staleness=eta, batch_groups=b, max_concurrent=10_000, total_steps=1_000)
     n = a.slots(version, accepted, running)
     assert n >= 0
     if n:
-        newest_step = a.step_of(accepted + running + n - 1)
-        assert newest_step - version <= eta
+        assert accepted + running + n <= (eta + version + 1) * b
+    if running <= a.needed(version, accepted):
+        assert not a.must_abort(version, accepted, running)

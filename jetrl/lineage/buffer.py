@@ -1,0 +1,121 @@
+"""APRIL's partial-rollout buffer, kept in Postgres so that it survives any restart.
+
+A group aborted mid-generation moves admitted -> partial; the worker that was generating it hands
+back each unfinished sample's completion so far (tokens, behaviour log-probs, versions) as a
+partial sample of that attempt. Once every sample is finished or handed back the group is
+*accounted* and may resume: its next attempt carries those prefixes token-in. A stale prefix may
+be dropped instead (the run's `stale_partials: regenerate`); its segment then says "dropped".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import PartialSample, PromptGroup, Run, Sample, SampleSegment
+from jetrl.lineage.store import accounted
+from jetrl.v1 import events_pb2
+
+__all__ = ["PartialBuffer", "Resumed"]
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a resumed (or re-published) attempt of a group generates."""
+
+    n: int
+    attempt: int
+    version: int
+    traceparent: str
+    prefixes: list[events_pb2.Prefix]
+    dropped: int = 0  # stale prefixes dropped by this resume
+
+
+class PartialBuffer:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def abort(self, run_id: str, group_ids: list[str]) -> list[tuple[str, int]]:
+        """Move generating groups to the buffer; (group id, attempt) of those that moved."""
+        async with self.engine.begin() as conn:
+            rows = await conn.execute(update(PromptGroup).where(
+                PromptGroup.run_id == run_id, PromptGroup.group_id.in_(group_ids), PromptGroup.state == "admitted")
+                .values(state="partial").returning(PromptGroup.group_id, PromptGroup.attempt))
+            return [tuple(r) for r in rows]
+
+    async def resumable(self, run_id: str, limit: int) -> list[str]:
+        """Accounted groups of the buffer, oldest first: served before any new group."""
+        if limit <= 0:
+            return []
+        async with self.engine.connect() as conn:
+            found = []
+            for group_id, attempt in await conn.execute(
+                    select(PromptGroup.group_id, PromptGroup.attempt)
+                    .where(PromptGroup.run_id == run_id, PromptGroup.state == "partial").order_by(PromptGroup.n)):
+                if await accounted(conn, group_id, attempt):
+                    found.append(group_id)
+                    if len(found) == limit:
+                        break
+            return found
+
+    async def size(self, run_id: str) -> int:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).where(
+                PromptGroup.run_id == run_id, PromptGroup.state == "partial"))).scalar_one()
+
+    async def resume(self, group_id: str, version: int, stale_before: int | None) -> Resumed | None:
+        """Start the group's next attempt at `version`; None if it is not resumable (any more).
+
+        A prefix whose oldest token is older than `stale_before` is dropped (the sample is
+        generated again from its prompt); None keeps every prefix, and the trainer masks what is
+        too stale when it trains.
+        """
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id)
+                                      .with_for_update())).one_or_none()
+            if row is None or row.state != "partial" or not await accounted(conn, group_id, row.attempt):
+                return None
+            prefixes, dropped = await self._prefixes(conn, group_id, row.attempt, stale_before)
+            attempt = row.attempt + 1
+            await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id).values(
+                state="admitted", attempt=attempt, attempt_version=version, recycled=PromptGroup.recycled + 1))
+            return Resumed(row.n, attempt, version, row.traceparent, prefixes, dropped)
+
+    async def current(self, group_id: str) -> Resumed:
+        """The attempt a generating group is on now (to publish its task again after a restart)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id))).one()
+            prefixes = (await self._prefixes(conn, group_id, row.attempt - 1, None))[0] if row.attempt else []
+            return Resumed(row.n, row.attempt, row.attempt_version, row.traceparent, prefixes)
+
+    async def _prefixes(self, conn, group_id: str, attempt: int, stale_before: int | None):
+        """Prefixes of the samples not yet finished, from what attempt `attempt` handed back."""
+        size = (await conn.execute(select(Run.group_size).join(PromptGroup, PromptGroup.run_id == Run.run_id)
+                                   .where(PromptGroup.group_id == group_id))).scalar_one()
+        finished = set((await conn.execute(select(Sample.index).where(Sample.group_id == group_id))).scalars())
+        handed = {p.index: p for p in await conn.execute(select(PartialSample).where(
+            PartialSample.group_id == group_id, PartialSample.attempt == attempt))}
+        prefixes, dropped = [], 0
+        for index in range(size):
+            if index in finished:
+                continue
+            p = handed.get(index)
+            if p is None or not p.token_ids:
+                prefixes.append(events_pb2.Prefix(index=index))
+            elif stale_before is not None and min(p.token_versions) < stale_before:
+                dropped += 1
+                prefixes.append(events_pb2.Prefix(index=index))
+                # lineage says which: every stretch of this sample so far was dropped, not trained;
+                # the emptied buffer row makes a re-published attempt drop it too
+                await conn.execute(update(SampleSegment).where(
+                    SampleSegment.sample_id == p.sample_id, SampleSegment.attempt <= attempt)
+                    .values(finish_reason="dropped"))
+                await conn.execute(update(PartialSample).where(
+                    PartialSample.sample_id == p.sample_id, PartialSample.attempt == attempt)
+                    .values(token_ids=[], logprobs=[], token_versions=[]))
+            else:
+                prefixes.append(events_pb2.Prefix(index=index, token_ids=p.token_ids, logprobs=p.logprobs,
+                                                  token_versions=p.token_versions))
+        return prefixes, dropped
