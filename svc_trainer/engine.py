@@ -1,9 +1,11 @@
-"""Plain-torch training engine: per-token log-probs and one decoupled-PPO optimizer step.
+"""Plain-torch training engine: per-token log-probs and one decoupled-PPO update per version.
 
-Each `train_step` is one policy version: proximal log-probs are those of the current weights
-before anything changes, then the batch is split into minibatches, each followed by an AdamW step
-with global-norm gradient clipping. With one minibatch θ == p at the update, so u = 1 and the
-step is the plain (importance-weighted) policy gradient.
+Each `train_step` is one policy version (DESIGN §5): proximal log-probs p are those of the current
+weights before anything changes, taken once for the whole batch by a no-grad pass; then the batch
+is split into `train.minibatches` slices, each followed by an AdamW step with global-norm gradient
+clipping, so from the second slice on u = exp(θ - p) moves away from 1 and the PPO clip binds.
+With one minibatch θ == p at the update, so p is that forward detached (exact, and one pass
+cheaper), u = 1 and the step is the plain importance-weighted policy gradient.
 """
 
 from __future__ import annotations
@@ -15,19 +17,25 @@ import torch
 from transformers import PreTrainedModel
 
 from jetrl.config import TrainSpec
-from svc_trainer.loss import decoupled_ppo_loss
+from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 
 __all__ = ["TrainSample", "TorchTrainEngine"]
 
 
 @dataclass(frozen=True)
 class TrainSample:
-    """One completion to train on; `logprobs` are its behaviour log-probs, one per completion token."""
+    """One completion to train on; `logprobs` are its behaviour log-probs, one per completion token.
+
+    `trainable` masks tokens out of the loss, one flag per completion token (None: all trainable);
+    the trainer sets it from the staleness bound (svc_trainer.staleness). A sample with no
+    trainable token still belongs to the batch but contributes no gradient.
+    """
 
     prompt_token_ids: Sequence[int]
     completion_token_ids: Sequence[int]
     logprobs: Sequence[float]
     advantage: float
+    trainable: Sequence[bool] | None = None
 
 
 class TorchTrainEngine:
@@ -40,7 +48,6 @@ class TorchTrainEngine:
         temperature: float = 1.0,
         *,
         max_new_tokens: int | None = None,
-        minibatches: int = 1,
     ):
         if train_spec.loss_agg == "constant" and not max_new_tokens:
             raise ValueError("loss_agg 'constant' needs max_new_tokens for its normaliser")
@@ -50,7 +57,6 @@ class TorchTrainEngine:
         # a greedy (0) rollout's log-probs are reported at temperature 1.
         self.temperature = temperature if temperature > 0 else 1.0
         self.max_new_tokens = max_new_tokens
-        self.minibatches = minibatches
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
 
@@ -84,38 +90,54 @@ class TorchTrainEngine:
         return torch.where(mask, token_lp, torch.zeros_like(token_lp)), mask
 
     def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
-        """One policy update on a batch; returns loss metrics averaged over minibatches."""
+        """One policy version on a batch: `train.minibatches` optimizer steps (fewer if the batch has
+        fewer samples). Returns the loss metrics, "tokens" summed and the rest averaged over minibatches.
+
+        A minibatch in which no token survives the masks (all stale, all above the weight cap)
+        takes no optimizer step: its gradient is zero, but AdamW's momentum and weight decay would
+        still move the weights. If that is the whole batch, the weights come out unchanged.
+        """
         if not samples:
             raise ValueError("train_step needs at least one sample")
         for s in samples:
             if len(s.logprobs) != len(s.completion_token_ids):
                 raise ValueError("every completion token needs exactly one behaviour log-prob")
+            if s.trainable is not None and len(s.trainable) != len(s.completion_token_ids):
+                raise ValueError("`trainable` needs exactly one flag per completion token")
         prompts = [s.prompt_token_ids for s in samples]
         completions = [s.completion_token_ids for s in samples]
-        parts = [idx.tolist() for idx in torch.arange(len(samples)).chunk(self.minibatches) if len(idx)]
-        # Proximal log-probs: the weights as they are before this version's update. With one
-        # minibatch nothing changes before its update, so its own forward (detached) gives them
-        # and the extra no-grad pass over the batch is skipped.
+        parts = [idx.tolist() for idx in torch.arange(len(samples)).chunk(self.spec.minibatches) if len(idx)]
+        # Proximal log-probs: the weights as they are before this version's first update.
         proximal = self.token_logprobs(prompts, completions, grad=False)[0] if len(parts) > 1 else None
         totals: dict[str, float] = {}
         for rows in parts:
-            current, mask = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
+            current, real = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
             t = current.shape[1]  # a minibatch may have shorter completions than the batch
             behaviour = torch.zeros_like(current)
+            trainable = torch.zeros_like(real)
             for j, i in enumerate(rows):
-                behaviour[j, : len(samples[i].logprobs)] = torch.tensor(samples[i].logprobs, dtype=current.dtype)
+                s = samples[i]
+                n = len(s.completion_token_ids)
+                behaviour[j, :n] = torch.tensor(s.logprobs, dtype=current.dtype)
+                trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
             out = decoupled_ppo_loss(
                 current, current.detach() if proximal is None else proximal[rows, :t], behaviour,
-                advantages.expand_as(current), mask,
+                advantages.expand_as(current), real & trainable,
                 eps_low=self.spec.clip_eps_low, eps_high=self.spec.clip_eps_high,
                 weight_cap=self.spec.behaviour_weight_cap, aggregation=self.spec.loss_agg,
                 constant=(len(rows) * self.max_new_tokens) if self.spec.loss_agg == "constant" else None,
             )
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
-            self.optimizer.step()
-            for k, v in {**out.metrics, "grad_norm": float(grad_norm)}.items():
-                totals[k] = totals.get(k, 0.0) + v / len(parts)
+            for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():
+                totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(parts))
         return totals
+
+    def _update(self, out: LossOutput) -> float:
+        """One AdamW step on the loss unless it kept no token; returns the gradient norm before clipping."""
+        if not out.kept_tokens:
+            return 0.0
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        self.optimizer.step()
+        return float(grad_norm)

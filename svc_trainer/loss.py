@@ -5,6 +5,7 @@ weights just before this update), w = exp(p - b) the importance weight that corr
 behaviour policy b that actually sampled the token (stale or interrupted generation).
 loss_t = -w · min(u·A, clip(u, 1-ε_low, 1+ε_high)·A); tokens with w above a cap are masked,
 since a huge w means the sample says little about the current policy and would dominate.
+Tokens outside `mask` (padding, and tokens the staleness bound masks) take no part at all.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ __all__ = ["LossOutput", "decoupled_ppo_loss"]
 
 @dataclass
 class LossOutput:
-    """The scalar loss (with grad) and float metrics over the valid tokens."""
+    """The scalar loss (with grad), float metrics over the valid tokens, and how many tokens the
+    loss kept (valid and under the weight cap): with none, its gradient is zero everywhere."""
 
     loss: torch.Tensor
     metrics: dict[str, float]
+    kept_tokens: int
 
 
 def decoupled_ppo_loss(
@@ -37,7 +40,8 @@ def decoupled_ppo_loss(
     aggregation: str = "token_mean",
     constant: float | None = None,
 ) -> LossOutput:
-    """Decoupled PPO loss over [N, T] per-token tensors; `mask` marks real completion tokens.
+    """Decoupled PPO loss over [N, T] per-token tensors; `mask` marks the tokens to train (real
+    completion tokens within the staleness bound).
 
     aggregation "token_mean" averages over unmasked tokens; "constant" divides the sum by
     `constant` (Dr. GRPO: batch size × max_new_tokens), so every token weighs the same
@@ -73,4 +77,4 @@ def decoupled_ppo_loss(
             "masked_fraction": float(capped.sum()) / n_valid,
             "mean_w": float(w[keep].mean()) if keep.any() else 1.0,  # masked w may be inf
         }
-    return LossOutput(loss, metrics)
+    return LossOutput(loss, metrics, n_keep)

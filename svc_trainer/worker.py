@@ -1,4 +1,8 @@
-"""The trainer: one optimizer step per batch, then a new policy version on the bus.
+"""The trainer: one update per batch, then a new policy version on the bus.
+
+The batch of step S is trained by the trainer holding version S and makes S+1. Every token is
+checked against the staleness bound here, the last guard: tokens older than η versions are masked
+out of the loss (svc_trainer.staleness), and each sample's SampleAdvantage says how many.
 
 A batch is acked only after the new version's weights and the trainer state are on disk and the
 announcement is published. A batch that arrives again (redelivered after a crash) for a version
@@ -18,7 +22,7 @@ from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
-from svc_trainer import advantages
+from svc_trainer import advantages, staleness
 from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
 
 log = logging.getLogger(__name__)
@@ -50,16 +54,25 @@ class Trainer:
         return self.runs[run_id]
 
     def _restore(self, run_id: str, spec) -> RunTrainer:
-        """The run's model and optimizer at the last saved version (version 0 from the model dir)."""
+        """The run's model and optimizer at the last saved version (version 0 from the model dir).
+
+        With `spec.simulation` set the engine is the simulated-hardware one: the weights never
+        change, but versions are published as usual.
+        """
         from jetrl.policy.load import load_policy, load_state_bytes
         from svc_trainer.checkpoint import weights_path
         from svc_trainer.engine import TorchTrainEngine
+        from svc_trainer.simulated import SimulatedTrainEngine
 
         model, _ = load_policy(spec.model.path)
         state = load_state(self.data_dir, run_id) or TrainerState()
         if state.version:
             load_state_bytes(model, weights_path(self.data_dir, run_id, state.version).read_bytes())
-        engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature or 1.0)
+        if spec.simulation is not None:
+            engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
+        else:
+            engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature or 1.0,
+                                      max_new_tokens=spec.rollout.max_new_tokens)
         if state.optimizer:
             engine.optimizer.load_state_dict(state.optimizer)
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
@@ -70,6 +83,8 @@ class Trainer:
             spec = await self.specs.get(batch.run_id)
         except RunNotFound as exc:
             raise InvalidEvent(str(exc)) from None
+        if batch.step != batch.policy_version:
+            raise InvalidEvent(f"batch {batch.batch_id} is for step {batch.step} but names v{batch.policy_version}")
         rt = await self.run(batch.run_id)
         async with rt.lock:
             if batch.batch_id in rt.state.trained_batches:
@@ -79,27 +94,41 @@ class Trainer:
                 raise NotYourTurn(f"batch {batch.batch_id} trains v{batch.policy_version}, trainer holds v{rt.state.version}")
             if batch.policy_version < rt.state.version:
                 raise InvalidEvent(f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})")
-            samples, advs = self._samples(batch, spec.train.advantage)
+            samples, advs, stale_metrics = self._samples(batch, spec)
             with tracer.start_as_current_span("train step") as span:
                 span.set_attributes({"jetrl.batch_id": batch.batch_id, "jetrl.samples": len(samples)})
+                # Never empty-handed: a batch with no trainable token still makes a version
+                # (the engine skips the optimizer step, so its weights are the previous ones).
                 metrics = await asyncio.to_thread(rt.engine.train_step, samples)
-            await self._commit(batch, rt, advs, metrics)
+            await self._commit(batch, rt, advs, {**metrics, **stale_metrics})
 
-    def _samples(self, batch: events_pb2.Batch, estimator: str):
+    def _samples(self, batch: events_pb2.Batch, spec):
+        """TrainSamples masked by the staleness bound, their SampleAdvantage records, and the
+        batch's staleness metrics."""
         from svc_trainer.engine import TrainSample
 
-        samples, advs = [], []
+        samples, advs, checked = [], [], []
         for scored in batch.groups:
-            group_adv = advantages.compute(estimator, list(scored.rewards))
+            group_adv = advantages.compute(spec.train.advantage, list(scored.rewards))
             for sample, reward, adv in zip(scored.group.samples, scored.rewards, group_adv):
+                try:
+                    st = staleness.token_staleness(sample.token_versions, batch.step, spec.schedule.max_staleness)
+                except ValueError as exc:  # a token from a version not published yet
+                    raise InvalidEvent(f"sample {sample.sample_id}: {exc}") from None
+                checked.append(st)
                 samples.append(TrainSample(
                     prompt_token_ids=list(sample.prompt_token_ids),
                     completion_token_ids=list(sample.completion_token_ids),
                     logprobs=list(sample.logprobs),
                     advantage=float(adv),
+                    trainable=st.trainable,
                 ))
-                advs.append(events_pb2.SampleAdvantage(sample_id=sample.sample_id, reward=reward, advantage=adv))
-        return samples, advs
+                advs.append(events_pb2.SampleAdvantage(
+                    sample_id=sample.sample_id, reward=reward, advantage=adv, staleness=st.staleness,
+                    trained_tokens=st.trained_tokens, stale_masked_tokens=st.stale_masked_tokens,
+                    offpolicy_tokens=st.offpolicy_tokens,
+                ))
+        return samples, advs, staleness.batch_metrics(checked)
 
     async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict) -> None:
         from jetrl.policy.load import sha256, state_to_bytes

@@ -2,7 +2,8 @@
 
 Per token: u = exp(θ - p), w = exp(p - b), loss_t = -w · min(u·A, clip(u, 1-ε_low, 1+ε_high)·A);
 tokens with w > cap are masked. Inputs below are built from logs of round numbers so that u and w
-are the numbers written in the comments.
+are the numbers written in the comments. The mask given to the loss marks the tokens to train:
+real tokens within the staleness bound.
 """
 
 import math
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
+from svc_trainer.staleness import token_staleness
 
 LN = math.log
 
@@ -20,22 +22,28 @@ def _t(values, requires_grad=False):
 
 
 def _table():
-    """One row of six tokens covering the clip / cap / mask cases (ε_low = ε_high = 0.2, cap 5).
+    """One resumed sample of six tokens plus one pad, covering the stale / cap / clip cases.
 
-    tok | u   | w | A  | unclipped | clipped        | min   | loss_t | d loss_t / dθ (= -w·u·A when unclipped wins)
-    0   | 1.1 | 1 | +1 | 1.1       | 1.1            | 1.1   | -1.1   | -1.1
-    1   | 1.5 | 1 | +1 | 1.5       | 1.2 (above)    | 1.2   | -1.2   | 0    (clipped above)
-    2   | 0.5 | 1 | -1 | -0.5      | -0.8 (below)   | -0.8  | +0.8   | 0    (clipped below)
-    3   | 0.9 | 2 | -2 | -1.8      | -1.8           | -1.8  | +3.6   | +3.6
-    4   | 1   | 6 | +1 | masked: w = 6 > cap 5                         | 0
-    5   | -   | - | +1 | padding (mask 0)                              | 0
-    kept tokens N = 4 (0..3); valid tokens = 5 (0..4)
+    Trained at version S = 3 with η = 2, ε_low = ε_high = 0.2, cap 5. The mask is what the trainer
+    passes: real tokens within the staleness bound (svc_trainer.staleness).
+
+    tok | version   | u   | w | A  | unclipped | clipped      | min   | loss_t | d loss_t / dθ (= -w·u·A when unclipped wins)
+    0   | 0 (lag 3) | 2   | 1 | -1 | stale-masked (lag 3 > η): would add +2 and dθ +2 | 0
+    1   | 1 (lag 2) | 1   | 6 | +1 | masked: w = 6 > cap 5                            | 0
+    2   | 2 (lag 1) | 0.9 | 2 | -2 | -1.8      | -1.8         | -1.8  | +3.6   | +3.6
+    3   | 3         | 1.1 | 1 | +1 | 1.1       | 1.1          | 1.1   | -1.1   | -1.1
+    4   | 3         | 1.5 | 1 | +1 | 1.5       | 1.2 (above)  | 1.2   | -1.2   | 0    (clipped above)
+    5   | 3         | 0.5 | 1 | -1 | -0.5      | -0.8 (below) | -0.8  | +0.8   | 0    (clipped below)
+    6   | pad       | -   | - | +1 | padding (not a token)                            | 0
+    kept tokens N = 4 (2..5); tokens in the mask = 5 (1..5)
     """
-    p = [0.0, 0.0, 0.0, LN(2), LN(6), -0.3]
-    b = [0.0, 0.0, 0.0, 0.0, 0.0, -7.0]
-    theta = [LN(1.1), LN(1.5), LN(0.5), LN(2) + LN(0.9), LN(6), 0.4]
-    adv = [1.0, 1.0, -1.0, -2.0, 1.0, 1.0]
-    mask = [True, True, True, True, True, False]
+    p = [0.0, LN(6), LN(2), 0.0, 0.0, 0.0, -0.3]
+    b = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -7.0]
+    theta = [LN(2), LN(6), LN(2) + LN(0.9), LN(1.1), LN(1.5), LN(0.5), 0.4]
+    adv = [-1.0, 1.0, -2.0, 1.0, 1.0, -1.0, 1.0]
+    trainable = token_staleness([0, 1, 2, 3, 3, 3], version=3, max_staleness=2).trainable
+    assert trainable == (False, True, True, True, True, True)
+    mask = [*trainable, False]
     return _t(theta, True), _t(p), _t(b), _t(adv), torch.tensor([mask])
 
 
@@ -43,21 +51,32 @@ def test_token_mean_loss_value_and_gradient_hand_worked():
     theta, p, b, adv, mask = _table()
     out = decoupled_ppo_loss(theta, p, b, adv, mask, eps_low=0.2, eps_high=0.2, weight_cap=5.0)
     assert isinstance(out, LossOutput)
-    # (-1.1 - 1.2 + 0.8 + 3.6) / 4 = 2.1 / 4 = 0.525
+    # (3.6 - 1.1 - 1.2 + 0.8) / 4 = 2.1 / 4 = 0.525
     assert out.loss.item() == pytest.approx(0.525, rel=1e-9)
+    assert out.kept_tokens == 4
     out.loss.backward()
-    # per-token derivatives / N = [-1.1/4, 0, 0, 3.6/4, 0, 0]
-    assert theta.grad[0].tolist() == pytest.approx([-0.275, 0.0, 0.0, 0.9, 0.0, 0.0], abs=1e-9)
+    # per-token derivatives / N = [0, 0, 3.6/4, -1.1/4, 0, 0, 0]
+    assert theta.grad[0].tolist() == pytest.approx([0.0, 0.0, 0.9, -0.275, 0.0, 0.0, 0.0], abs=1e-9)
+
+
+def test_the_stale_token_would_count_if_it_were_not_masked():
+    # the same table with token 0 let through: loss (2.1 + 2) / 5 = 0.82, and token 0 gets dθ = +2 / 5
+    theta, p, b, adv, mask = _table()
+    mask[0, 0] = True
+    out = decoupled_ppo_loss(theta, p, b, adv, mask)
+    assert out.loss.item() == pytest.approx(0.82, rel=1e-9)
+    out.loss.backward()
+    assert theta.grad[0, 0].item() == pytest.approx(0.4, rel=1e-9)
 
 
 def test_metrics_hand_worked():
     theta, p, b, adv, mask = _table()
     m = decoupled_ppo_loss(theta, p, b, adv, mask).metrics
     assert m["loss"] == pytest.approx(0.525, rel=1e-9)
-    assert m["tokens"] == 5.0  # valid tokens, the capped one included
-    assert m["clip_fraction"] == pytest.approx(2 / 4)  # tokens 1 and 2 of the 4 kept
-    assert m["masked_fraction"] == pytest.approx(1 / 5)  # token 4 of the 5 valid
-    assert m["mean_w"] == pytest.approx((1 + 1 + 1 + 2) / 4)  # over kept tokens: a masked w may be inf
+    assert m["tokens"] == 5.0  # tokens in the mask, the capped one included, the stale one not
+    assert m["clip_fraction"] == pytest.approx(2 / 4)  # tokens 4 and 5 of the 4 kept
+    assert m["masked_fraction"] == pytest.approx(1 / 5)  # token 1 of the 5 in the mask
+    assert m["mean_w"] == pytest.approx((2 + 1 + 1 + 1) / 4)  # over kept tokens: a masked w may be inf
 
 
 def test_constant_aggregation_divides_the_sum_by_the_constant():
@@ -66,7 +85,7 @@ def test_constant_aggregation_divides_the_sum_by_the_constant():
     # same kept-token sum 2.1, divided by 10 instead of N = 4
     assert out.loss.item() == pytest.approx(0.21, rel=1e-9)
     out.loss.backward()
-    assert theta.grad[0].tolist() == pytest.approx([-0.11, 0.0, 0.0, 0.36, 0.0, 0.0], abs=1e-9)
+    assert theta.grad[0].tolist() == pytest.approx([0.0, 0.0, 0.36, -0.11, 0.0, 0.0, 0.0], abs=1e-9)
 
 
 def test_unclipped_side_of_the_ratio_keeps_its_gradient():
@@ -172,7 +191,7 @@ def test_proximal_and_behaviour_get_no_gradient():
 def test_nothing_kept_gives_zero_loss_and_zero_gradient():
     theta = _t([0.0, 0.0], True)
     out = decoupled_ppo_loss(theta, _t([0.0, 0.0]), _t([0.0, 0.0]), _t([1.0, 1.0]), torch.tensor([[False, False]]))
-    assert out.loss.item() == 0.0
+    assert out.loss.item() == 0.0 and out.kept_tokens == 0
     out.loss.backward()
     assert theta.grad.tolist() == [[0.0, 0.0]]
     assert out.metrics["tokens"] == 0.0 and out.metrics["mean_w"] == 1.0

@@ -13,11 +13,27 @@ import torch
 from jetrl.config import TrainSpec
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
 from svc_rollout.engine import GenRequest, TorchEngine
+import svc_trainer.engine
 from svc_trainer.engine import TorchTrainEngine, TrainSample
+from svc_trainer.loss import decoupled_ppo_loss
+from svc_trainer.staleness import batch_metrics, token_staleness
 
 TOK = make_char_tokenizer()
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
 METRIC_KEYS = {"loss", "tokens", "clip_fraction", "masked_fraction", "mean_w", "grad_norm"}
+
+
+@pytest.fixture
+def loss_calls(monkeypatch):
+    """What each minibatch hands the loss: (θ, proximal, behaviour, mask), detached."""
+    calls = []
+
+    def spy(logprobs, proximal, behaviour, advantages, mask, **kwargs):
+        calls.append((logprobs.detach().clone(), proximal.detach().clone(), behaviour.clone(), mask.clone()))
+        return decoupled_ppo_loss(logprobs, proximal, behaviour, advantages, mask, **kwargs)
+
+    monkeypatch.setattr(svc_trainer.engine, "decoupled_ppo_loss", spy)
+    return calls
 
 
 @pytest.fixture(autouse=True)
@@ -134,13 +150,110 @@ def test_minibatches_take_several_optimizer_steps():
     model = make_model()
     prompts, results = rollouts(model, 1.0, max_new=(4, 6, 2, 5))
     samples = [TrainSample(p, r.token_ids, r.logprobs, a) for p, r, a in zip(prompts, results, [1.0, -1.0, 1.0, -1.0])]
-    trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2), minibatches=2)
+    trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2, minibatches=2))
     metrics = trainer.train_step(samples)
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 2
     assert set(metrics) >= METRIC_KEYS
     assert all(math.isfinite(v) for v in metrics.values())
-    # tokens is averaged over the two minibatches: (4 + 6) / 2 + (2 + 5) / 2
-    assert metrics["tokens"] == pytest.approx(8.5)
+    # tokens is summed over the two minibatches: (4 + 6) + (2 + 5)
+    assert metrics["tokens"] == 17
+
+
+def test_second_minibatch_is_clipped_against_the_proximal_policy_of_before_the_first(loss_calls):
+    model = make_model()
+    prompts, results = rollouts(model, 1.0, max_new=(6, 6, 6, 6))
+    r = results[1]
+    # the same sample in both minibatches, A = +1: the first step raises its log-probs, so the
+    # second sees u = exp(θ - p) > 1 against the proximal log-probs taken before the first step
+    sample = TrainSample(prompts[1], r.token_ids, r.logprobs, 1.0)
+    trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2, minibatches=2))
+    metrics = trainer.train_step([sample, sample])
+    assert len(loss_calls) == 2
+    (theta1, p1, _, _), (theta2, p2, b2, _) = loss_calls
+    torch.testing.assert_close(torch.exp(theta1 - p1), torch.ones_like(p1), rtol=0, atol=1e-5)  # u = 1
+    # one proximal for both: the pre-update weights, which are also the behaviour policy here
+    torch.testing.assert_close(p2, p1, rtol=0, atol=1e-6)
+    torch.testing.assert_close(p2, b2, rtol=0, atol=1e-5)
+    u2 = torch.exp(theta2 - p2)
+    assert float((u2 - 1).abs().max()) > 0.2
+    assert metrics["clip_fraction"] > 0  # some u2 > 1 + ε_high with A > 0
+    assert metrics["mean_w"] == pytest.approx(1.0, abs=1e-4)  # w = exp(p - b) is untouched by the first step
+
+
+@pytest.mark.parametrize("minibatches", [1, 2])
+def test_synchronous_rollouts_have_behaviour_weight_one(loss_calls, minibatches):
+    # η = 0, no interruption: the rollout engine's log-probs are the trainer's proximal ones, w = 1
+    model = make_model()
+    prompts = [encode_prompt(TOK, p) for p in PROMPTS]
+    engine = TorchEngine(copy.deepcopy(model), TOK)
+    reqs = [
+        GenRequest(p, 8, temperature=1.0, top_p=1.0, seed=100 + 10 * i + k) for i, p in enumerate(prompts) for k in range(2)
+    ]
+    results = engine.generate(reqs)
+    checked = [token_staleness([0] * len(r.token_ids), version=0, max_staleness=0) for r in results]
+    samples = [
+        TrainSample(req.prompt_token_ids, r.token_ids, r.logprobs, 1.0 if k % 2 else -1.0, trainable=st.trainable)
+        for k, (req, r, st) in enumerate(zip(reqs, results, checked))
+    ]
+    metrics = TorchTrainEngine(model, TrainSpec(minibatches=minibatches)).train_step(samples)
+    assert metrics["mean_w"] == pytest.approx(1.0, abs=1e-4)
+    assert metrics["masked_fraction"] == 0.0
+    assert metrics["tokens"] == sum(len(r.token_ids) for r in results)
+    assert batch_metrics(checked) == {"offpolicy_token_share": 0.0, "stale_masked_tokens": 0.0}
+    for _, proximal, behaviour, mask in loss_calls:  # every single token, not just the mean
+        assert mask.any()
+        w = torch.exp(proximal - behaviour)[mask]
+        torch.testing.assert_close(w, torch.ones_like(w), rtol=0, atol=1e-4)
+
+
+def test_stale_tokens_never_reach_the_loss():
+    model = make_model()
+    prompts, results = rollouts(model, 1.0)
+    r = results[1]
+    # a resumed sample whose first two tokens are stale: their behaviour log-probs are garbage
+    # (w = e^1000, would be capped if they reached the loss) and they must simply be absent
+    logprobs = [lp - 1000.0 for lp in r.logprobs[:2]] + list(r.logprobs[2:])
+    trainable = [False, False] + [True] * (len(r.token_ids) - 2)
+    sample = TrainSample(prompts[1], r.token_ids, logprobs, 1.0, trainable)
+    metrics = TorchTrainEngine(model, TrainSpec()).train_step([sample])
+    assert metrics["tokens"] == len(r.token_ids) - 2
+    assert metrics["masked_fraction"] == 0.0
+    assert metrics["loss"] == pytest.approx(-1.0, abs=1e-4)  # on-policy, A = 1, over the trainable tokens
+
+
+def test_masking_the_tail_trains_exactly_like_the_truncated_sample():
+    # causal LM: the log-probs of the first 3 tokens do not depend on later ones, so masking
+    # tokens 3.. gives the same loss and the same gradient as a completion cut after token 3
+    model = make_model()
+    prompts, results = rollouts(model, 1.0)
+    r = results[1]
+    assert len(r.token_ids) > 3
+    masked = TorchTrainEngine(copy.deepcopy(model), TrainSpec(lr=1e-2))
+    cut = TorchTrainEngine(model, TrainSpec(lr=1e-2))
+    trainable = [True] * 3 + [False] * (len(r.token_ids) - 3)
+    m1 = masked.train_step([TrainSample(prompts[1], r.token_ids, r.logprobs, -1.0, trainable)])
+    m2 = cut.train_step([TrainSample(prompts[1], r.token_ids[:3], r.logprobs[:3], -1.0)])
+    assert m1 == pytest.approx(m2, abs=1e-5)
+    # (the gradients, left on the parameters by the step; AdamW's normalised update would
+    # magnify float rounding wherever a gradient is near zero)
+    for a, b in zip(masked.model.parameters(), cut.model.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, rtol=0, atol=1e-6)
+
+
+def test_batch_with_no_trainable_token_changes_nothing():
+    model = make_model()
+    prompts, results = rollouts(model, 1.0)
+    trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2, weight_decay=0.1, minibatches=2))
+    # a real step first, so AdamW has momentum that a zero-gradient step would still apply
+    trainer.train_step([TrainSample(prompts[0], results[0].token_ids, results[0].logprobs, 1.0)])
+    before = [p.detach().clone() for p in model.parameters()]
+    stale = [TrainSample(p, r.token_ids, r.logprobs, 1.0, [False] * len(r.token_ids)) for p, r in zip(prompts, results)]
+    metrics = trainer.train_step(stale)
+    assert metrics["tokens"] == 0 and metrics["loss"] == 0.0 and metrics["grad_norm"] == 0.0
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert trainer.optimizer.state_dict()["state"][0]["step"] == 1  # only the first step
+    for p0, p1 in zip(before, model.parameters()):
+        assert torch.equal(p0, p1)
 
 
 def test_stale_behaviour_log_probs_are_importance_weighted():
@@ -193,3 +306,5 @@ def test_train_step_rejects_bad_batches():
         trainer.train_step([])
     with pytest.raises(ValueError, match="log-prob"):
         trainer.train_step([TrainSample([1, 5], [6, 7, 8], [-1.0, -1.0], 1.0)])
+    with pytest.raises(ValueError, match="trainable"):
+        trainer.train_step([TrainSample([1, 5], [6, 7], [-1.0, -1.0], 1.0, trainable=[True])])

@@ -1,0 +1,92 @@
+"""The trainer worker (svc_trainer/worker.py) without a bus: how a Batch becomes TrainSamples and
+SampleAdvantage records under the staleness bound, and which engine a run gets.
+
+(Named test_trainer_worker.py: tests/ has no __init__.py files, so test module names must be
+unique across folders.)
+"""
+
+import pytest
+
+from jetrl.bus import InvalidEvent
+from jetrl.config import ModelSpec, RunSpec, ScheduleSpec, SimulationSpec, TrainSpec
+from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
+from jetrl.v1 import events_pb2 as ev
+from svc_trainer.engine import TorchTrainEngine
+from svc_trainer.simulated import SimulatedTrainEngine
+from svc_trainer.worker import Trainer
+
+
+def spec(path="unused", **fields):
+    return RunSpec(model=ModelSpec(path=str(path)), schedule=ScheduleSpec(max_staleness=1), **fields)
+
+
+def batch(step, versions, policy_version=None):
+    """One group of samples with completions of len(versions[i]) tokens, rewards 1, 0, 1, 0..."""
+    samples = [
+        ev.Sample(sample_id=f"r.g0.{i}", prompt_token_ids=[1, 5], completion_token_ids=[6] * len(v),
+                  logprobs=[-0.5] * len(v), token_versions=v)
+        for i, v in enumerate(versions)
+    ]
+    group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=samples),
+                           rewards=[float(i % 2 == 0) for i in range(len(versions))])
+    return ev.Batch(run_id="r", batch_id=f"r.b{step}", step=step,
+                    policy_version=step if policy_version is None else policy_version, groups=[group])
+
+
+def test_samples_carry_the_staleness_mask_and_counts(tmp_path):
+    trainer = Trainer(None, None, tmp_path, "127.0.0.1:1")
+    # step S = 4, η = 1:
+    # sample 0: versions [3, 4, 4] -> lags [1, 0, 0]: all trainable, staleness 1, one off-policy token
+    # sample 1: versions [2, 2, 3] -> lags [2, 2, 1]: first two masked, staleness 1, one off-policy token
+    samples, advs, metrics = trainer._samples(batch(4, [[3, 4, 4], [2, 2, 3]]), spec())
+    assert [s.trainable for s in samples] == [(True, True, True), (False, False, True)]
+    # grpo on rewards [1, 0]: mean 0.5, unbiased std √0.5 -> advantages ±0.5 / √0.5 = ±0.7071
+    assert [s.advantage for s in samples] == pytest.approx([0.70711, -0.70711], abs=1e-5)
+    assert [(a.sample_id, a.reward) for a in advs] == [("r.g0.0", 1.0), ("r.g0.1", 0.0)]
+    assert [a.advantage for a in advs] == pytest.approx([0.70711, -0.70711], abs=1e-5)
+    assert [(a.staleness, a.trained_tokens, a.stale_masked_tokens, a.offpolicy_tokens) for a in advs] == [
+        (1, 3, 0, 1), (1, 1, 2, 1),
+    ]
+    # off-policy share (1 + 1) / (3 + 1) trained tokens; 2 tokens masked
+    assert metrics == {"offpolicy_token_share": 0.5, "stale_masked_tokens": 2.0}
+
+
+def test_all_stale_samples_still_get_their_advantage_recorded(tmp_path):
+    samples, advs, metrics = Trainer(None, None, tmp_path, "")._samples(batch(9, [[1, 2], [3]]), spec())
+    assert [s.trainable for s in samples] == [(False, False), (False,)]
+    assert [(a.trained_tokens, a.stale_masked_tokens, a.staleness) for a in advs] == [(0, 2, 0), (0, 1, 0)]
+    assert [a.advantage for a in advs] == pytest.approx([0.70711, -0.70711], abs=1e-5)
+    assert metrics == {"offpolicy_token_share": 0.0, "stale_masked_tokens": 3.0}
+
+
+def test_token_from_an_unpublished_version_is_an_invalid_batch(tmp_path):
+    with pytest.raises(InvalidEvent, match="r.g0.1: token version 5 is newer than the trained version 4"):
+        Trainer(None, None, tmp_path, "")._samples(batch(4, [[4], [4, 5]]), spec())
+
+
+async def test_batch_whose_step_and_version_disagree_is_invalid(tmp_path):
+    class Specs:
+        async def get(self, run_id):
+            return spec()
+
+    with pytest.raises(InvalidEvent, match="step 3 but names v2"):
+        await Trainer(None, Specs(), tmp_path, "").on_batch(batch(3, [[2]], policy_version=2), None)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    tok = make_char_tokenizer()
+    model = make_tiny_model(tok, hidden_size=16, layers=1, heads=2, intermediate_size=32, max_positions=32)
+    return save_policy(model, tok, tmp_path_factory.mktemp("model"))
+
+
+def test_simulation_gets_the_simulated_engine(tmp_path, model_dir):
+    run = spec(model_dir, simulation=SimulationSpec(max_length=8))
+    assert isinstance(Trainer(None, None, tmp_path, "")._restore("r", run).engine, SimulatedTrainEngine)
+
+
+def test_real_runs_get_the_torch_engine_with_its_normaliser(tmp_path, model_dir):
+    # loss_agg "constant" needs max_new_tokens: the trainer passes rollout.max_new_tokens
+    run = spec(model_dir, train=TrainSpec(loss_agg="constant"))
+    engine = Trainer(None, None, tmp_path, "")._restore("r", run).engine
+    assert isinstance(engine, TorchTrainEngine) and engine.max_new_tokens == run.rollout.max_new_tokens
