@@ -22,11 +22,12 @@ async def main(settings: Settings) -> None:
     await declare(js)
     specs = RunSpecs(settings.scheduler_addr)
     policies = Policies(specs)
-    worker = RolloutWorker(js, policies, settings.worker_id)
+    worker = RolloutWorker(js, policies, settings.worker_id, settings.rollout_concurrency)
 
     async def tasks(stop: asyncio.Event) -> None:
-        # one task at a time: a task is already a batch of G samples, and 2 cores are busy with it
-        await consume(js, ROLLOUT_WORKERS, worker.on_task, stop, batch=1)
+        # each task in flight is a batch of G samples on the engine; several at once keep a
+        # continuous-batching (or simulated) engine full, while the torch engine on a small CPU wants one
+        await consume(js, ROLLOUT_WORKERS, worker.on_task, stop, batch=1, concurrency=settings.rollout_concurrency)
 
     async def weights(stop: asyncio.Event) -> None:
         await follow(js, Kind.WEIGHTS, lambda ann, d: policies.on_announcement(ann), stop)

@@ -1,23 +1,31 @@
 """Embedded torch generation engine: batched sampling on any Hugging Face causal LM.
 
-Token in, token out: requests carry prompt token ids and results carry completion ids, the
-behaviour log-prob of every token and the policy version that produced it. Decoding is an
-explicit loop, one forward per token for the whole batch over a KV cache, and the weights lock
-is taken per step, so `load_weights` from another thread lands between two tokens (AReaL's
-interruptible generation); each token records the version that actually produced it.
+Token in, token out: requests carry prompt token ids (and, for a resumed sample, the completion
+tokens earlier attempts generated) and results carry the whole completion, the behaviour
+log-prob of every token and the policy version that produced it. Decoding is an explicit loop,
+one forward per token for the whole batch over a KV cache, and `should_stop` is asked before
+every step, so an abort (APRIL) takes effect within one token.
+
+New weights arrive in one of two ways (`interrupt`): between two tokens (AReaL's interruptible
+generation; the weights lock is taken per step), or only when no generate call is in flight
+(in-flight samples finish on the old weights). Either way each token records the version that
+actually produced it, and a load holds the weights lock only for the in-place copy: decoding
+the blob happens before, while generation goes on.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.generate import left_pad
-from jetrl.policy.load import encode_prompt, load_state_bytes
+from jetrl.policy.load import copy_state, encode_prompt, parse_state_bytes
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
 
@@ -26,23 +34,31 @@ __all__ = ["GenRequest", "GenResult", "TorchEngine"]
 
 @dataclass(frozen=True)
 class GenRequest:
-    """One completion to sample. temperature 0 = greedy; `seed` makes sampling reproducible."""
+    """One completion to sample. temperature 0 = greedy; `seed` makes sampling reproducible.
+
+    A resumed sample carries the completion tokens earlier attempts generated (`prefix_*`, token
+    in: never re-tokenised); they are fed after the prompt and returned unchanged at the head
+    of the result. `max_new_tokens` counts only the tokens still to generate after the prefix.
+    """
 
     prompt_token_ids: Sequence[int]
     max_new_tokens: int
     temperature: float = 1.0
     top_p: float = 1.0
     seed: int = 0
+    prefix_token_ids: Sequence[int] = ()
+    prefix_logprobs: Sequence[float] = ()
+    prefix_versions: Sequence[int] = ()
 
 
 @dataclass
 class GenResult:
-    """A finished completion: ids, per-token behaviour log-probs and versions, why it stopped."""
+    """A completion (prefix included): ids, per-token behaviour log-probs and versions, why it stopped."""
 
     token_ids: list[int]
     logprobs: list[float]
     versions: list[int]
-    finish_reason: str  # "eos" or "length"
+    finish_reason: str  # "eos", "length", or "aborted" (a partial sample, to be resumed)
     text: str
 
 
@@ -55,23 +71,81 @@ def _top_p_mask(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return probs * keep
 
 
-class TorchEngine:
-    """Generation on an in-process model; `version` is the policy version of its weights."""
+def _never() -> bool:
+    return False
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: int = 0):
+
+class TorchEngine:
+    """Generation on an in-process model; `version` is the policy version of its weights.
+
+    `interrupt=True`: a new version lands between two decode steps. `interrupt=False`: a load
+    waits until no generate call is in flight, and new calls wait for a pending load (so a
+    stream of calls cannot starve it). `generate` may be called from several threads at once.
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: int = 0,
+                 interrupt: bool = True):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.version = version
+        self.interrupt = interrupt
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.device = next(model.parameters()).device
         self._weights_lock = threading.Lock()
+        # generate calls in flight and loads waiting for them (finish mode), and the busy clock
+        self._calls = threading.Condition()
+        self._active = 0
+        self._pending_loads = 0
+        self._busy_since = 0.0
+        self._busy_total = 0.0
+
+    @property
+    def busy_seconds(self) -> float:
+        """Wall time during which at least one generate call was decoding (not a sum over calls)."""
+        with self._calls:
+            running = time.perf_counter() - self._busy_since if self._active else 0.0
+            return self._busy_total + running
 
     def load_weights(self, state_bytes: bytes, version: int) -> None:
-        """Swap in new weights (a safetensors blob) as `version`; waits for the current token."""
-        with self._weights_lock:
-            load_state_bytes(self.model, state_bytes)
+        """Swap in new weights (a safetensors blob) as `version`: at the next token boundary, or
+        once no generate call is in flight (finish mode)."""
+        tensors = parse_state_bytes(self.model, state_bytes)  # the slow part, outside every lock
+        gate = nullcontext() if self.interrupt else self._between_calls()
+        with gate, self._weights_lock:
+            copy_state(self.model, tensors)
             self.version = version
+
+    @contextmanager
+    def _between_calls(self) -> Iterator[None]:
+        """Finish mode: hold off new generate calls, wait for those in flight to end."""
+        with self._calls:
+            self._pending_loads += 1
+            self._calls.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._calls:
+                self._pending_loads -= 1
+                self._calls.notify_all()
+
+    @contextmanager
+    def _generating(self) -> Iterator[None]:
+        """Admit one generate call (after any pending load in finish mode) and run the busy clock."""
+        with self._calls:
+            if not self.interrupt:
+                self._calls.wait_for(lambda: self._pending_loads == 0)
+            if self._active == 0:
+                self._busy_since = time.perf_counter()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._calls:
+                self._active -= 1
+                if self._active == 0:
+                    self._busy_total += time.perf_counter() - self._busy_since
+                    self._calls.notify_all()
 
     def _step(self, **inputs) -> tuple[torch.Tensor, int]:
         """One forward under the weights lock: last-position logits and the version used."""
@@ -79,24 +153,50 @@ class TorchEngine:
             out = self.model(**inputs, use_cache=True, logits_to_keep=1)
             return out.logits[:, -1, :].float(), self.version
 
-    def generate(self, requests: Sequence[GenRequest]) -> list[GenResult]:
-        """Complete every request as one batch; stops each row on EOS or its max_new_tokens."""
-        if not requests:
-            return []
+    def generate(self, requests: Sequence[GenRequest],
+                 should_stop: Callable[[], bool] | None = None) -> list[GenResult]:
+        """Complete every request as one batch; a row stops on EOS, on its max_new_tokens, or
+        ("aborted") when `should_stop()`, asked before every decode step, returns true."""
+        results = [
+            GenResult(list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), "length", "")
+            for r in requests
+        ]
+        todo = []
+        for i, (req, res) in enumerate(zip(requests, results)):
+            if res.token_ids[-1:] == [self.eos_id]:
+                res.finish_reason = "eos"  # the prefix already ended the sample
+            elif req.max_new_tokens > 0:
+                todo.append(i)
+        if todo:
+            with self._generating():
+                self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or _never)
+        for res in results:
+            res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)
+        return results
+
+    def _decode(self, requests: Sequence[GenRequest], results: list[GenResult],
+                should_stop: Callable[[], bool]) -> None:
+        """The decode loop: appends new tokens to `results` (which start as the prefixes)."""
         n = len(requests)
-        ids, mask, pos = (t.to(self.device) for t in left_pad([r.prompt_token_ids for r in requests], self.pad_id))
+        rows = [[*r.prompt_token_ids, *r.prefix_token_ids] for r in requests]  # prefill over prompt + prefix
+        ids, mask, pos = (t.to(self.device) for t in left_pad(rows, self.pad_id))
         temps = torch.tensor([r.temperature for r in requests], device=self.device)
         greedy = temps == 0
         # Greedy rows report log-probs at temperature 1, as the trainer will compute them.
         scale = torch.where(greedy, torch.ones_like(temps), temps)[:, None]
         top_p = torch.tensor([r.top_p for r in requests], device=self.device)
         gens = [torch.Generator(device=self.device).manual_seed(r.seed) for r in requests]
-        results = [GenResult([], [], [], "length", "") for _ in requests]
-        active = [r.max_new_tokens > 0 for r in requests]
+        new_tokens = [0] * n
+        active = [True] * n
         cache = DynamicCache()
         inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "past_key_values": cache}
         next_pos = pos[:, -1:] + 1
         while any(active):
+            if should_stop():
+                for i in range(n):
+                    if active[i]:
+                        results[i].finish_reason, active[i] = "aborted", False
+                break
             logits, version = self._step(**inputs)
             logprobs = torch.log_softmax(logits / scale, dim=-1)
             probs = _top_p_mask(logprobs.exp(), top_p)
@@ -113,18 +213,16 @@ class TorchEngine:
                 res.token_ids.append(tok)
                 res.logprobs.append(chosen_lp[i])
                 res.versions.append(version)
+                new_tokens[i] += 1
                 if tok == self.eos_id:
                     res.finish_reason, active[i] = "eos", False
-                elif len(res.token_ids) >= requests[i].max_new_tokens:
+                elif new_tokens[i] >= requests[i].max_new_tokens:
                     active[i] = False
             # Finished rows still ride along (feeding a pad, masked out) to keep shapes fixed.
             feed = torch.where(torch.tensor(active, device=self.device), chosen, self.pad_id)
             mask = torch.cat([mask, torch.tensor(active, device=self.device, dtype=mask.dtype)[:, None]], dim=1)
             inputs = {"input_ids": feed[:, None], "attention_mask": mask, "position_ids": next_pos, "past_key_values": cache}
             next_pos = next_pos + 1
-        for res in results:
-            res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)
-        return results
 
     def evaluate(self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from jetrl.config import RunSpec
 from jetrl.logs import log_fields
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
@@ -35,7 +36,7 @@ class Policies:
             async with self._lock(run_id):
                 if run_id not in self.engines:
                     spec = await self.specs.get(run_id)
-                    self.engines[run_id] = await asyncio.to_thread(_build_engine, spec.model.path)
+                    self.engines[run_id] = await asyncio.to_thread(_build_engine, spec)
                     log.info("policy loaded", extra=log_fields(run=run_id, path=spec.model.path))
         return self.engines[run_id]
 
@@ -67,15 +68,22 @@ class Policies:
             await asyncio.wait_for(self._changed.wait_for(lambda: engine.version >= version), timeout)
         return engine
 
-    def forget(self, run_id: str) -> None:
-        """Free a finished or stopped run's model."""
-        self.engines.pop(run_id, None)
+    def forget(self, run_id: str):
+        """Free a finished or stopped run's model; returns its engine (None if it had none)."""
         self.announced.pop(run_id, None)
+        return self.engines.pop(run_id, None)
 
 
-def _build_engine(path: str):
-    from jetrl.policy.load import load_policy  # late: transformers is slow to import
+def _build_engine(spec: RunSpec):
+    """The run's engine at version 0: simulated hardware when the spec asks for it, else torch."""
+    from jetrl.policy.load import load_policy, load_tokenizer  # late: transformers is slow to import
+
+    interrupt = spec.rollout.on_new_weights == "interrupt"
+    if spec.simulation is not None:
+        from svc_rollout.simulated import SimulatedEngine  # benchmarks only
+
+        return SimulatedEngine(spec.simulation, load_tokenizer(spec.model.path), version=0, interrupt=interrupt)
     from svc_rollout.engine import TorchEngine
 
-    model, tokenizer = load_policy(path)
-    return TorchEngine(model, tokenizer, version=0)
+    model, tokenizer = load_policy(spec.model.path)
+    return TorchEngine(model, tokenizer, version=0, interrupt=interrupt)

@@ -68,6 +68,8 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
             loaded_versions={run: e.version for run, e in self.policies.engines.items()},
             samples_generated=self.worker.samples_generated,
             tokens_generated=self.worker.tokens_generated,
+            busy_seconds=self.worker.busy_seconds,
+            samples_aborted=self.worker.samples_aborted,
         )
 
 

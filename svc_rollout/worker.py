@@ -3,32 +3,94 @@
 Samples are published (with their deterministic ids, so a re-generated one is dropped as a
 duplicate) before the task is acked: a worker killed mid-task leaves the task to be redelivered
 to another replica, and nothing is lost or counted twice.
+
+APRIL: a Control ABORT names task attempts to stop. Their samples still decoding end at the next
+token and are published as partial ("aborted") samples carrying every token so far, prefix
+included; a task whose attempt was aborted before it was picked up hands back its prefixes at
+once. A partial sample's message id names its attempt, so the finished sample of a later
+attempt (which has the plain sample id) is never taken for a duplicate of it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
-from svc_rollout.engine import GenRequest
+from svc_rollout.engine import GenRequest, GenResult
 from svc_rollout.policies import Policies
 
 log = logging.getLogger(__name__)
 
 
+class AbortedAttempts:
+    """The (group, attempt) pairs ABORT events named, per run; read from generation threads."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._runs: dict[str, set[tuple[str, int]]] = {}
+
+    def add(self, run_id: str, refs) -> None:
+        with self._lock:
+            self._runs.setdefault(run_id, set()).update((r.group_id, r.attempt) for r in refs)
+
+    def __contains__(self, key: tuple[str, str, int]) -> bool:
+        run_id, group_id, attempt = key
+        with self._lock:
+            return (group_id, attempt) in self._runs.get(run_id, ())
+
+    def forget(self, run_id: str) -> None:
+        with self._lock:
+            self._runs.pop(run_id, None)
+
+
+def requests_for(task: events_pb2.Task) -> list[tuple[int, GenRequest]]:
+    """(sample index, request) of every sample the task asks for: all G at attempt 0, else the
+    listed unfinished ones, each continuing its prefix within the whole completion's cap."""
+    s = task.sampling
+    if task.attempt == 0:
+        prefixes = [events_pb2.Prefix(index=i) for i in range(task.num_samples)]
+    else:
+        prefixes = list(task.resume)
+    return [
+        (p.index, GenRequest(
+            prompt_token_ids=list(task.prompt_token_ids), max_new_tokens=max(s.max_new_tokens - len(p.token_ids), 0),
+            temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1024 + p.index + 7919 * task.attempt,
+            prefix_token_ids=list(p.token_ids), prefix_logprobs=list(p.logprobs),
+            prefix_versions=list(p.token_versions),
+        ))
+        for p in prefixes
+    ]
+
+
 class RolloutWorker:
-    def __init__(self, js, policies: Policies, worker_id: str):
+    """Handles tasks (up to `concurrency` at once, each generating on a thread of its own) and
+    control events."""
+
+    def __init__(self, js, policies: Policies, worker_id: str, concurrency: int = 1):
         self.js = js
         self.policies = policies
         self.worker_id = worker_id
         self.ended_runs: set[str] = set()
-        self.samples_generated = 0
-        self.tokens_generated = 0
+        self.aborted = AbortedAttempts()
+        self.samples_generated = 0  # finished samples ("eos" or "length")
+        self.samples_aborted = 0  # partial samples handed back
+        self.tokens_generated = 0  # new tokens only: a prefix was counted by the attempt that made it
+        self._busy_retired = 0.0  # busy seconds of the engines of ended runs
+        # asyncio's default pool has a handful of threads: it would cap the tasks generating at once
+        self._threads = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="generate")
+
+    @property
+    def busy_seconds(self) -> float:
+        """Decoding wall time of this worker's engines, those of ended runs included."""
+        return self._busy_retired + sum(e.busy_seconds for e in list(self.policies.engines.values()))
 
     async def on_task(self, task: events_pb2.Task, delivery: Delivery) -> None:
         if task.run_id in self.ended_runs:
@@ -37,31 +99,56 @@ class RolloutWorker:
             await self.policies.specs.get(task.run_id)
         except RunNotFound as exc:
             raise InvalidEvent(str(exc)) from None
-        engine = await self.policies.at_least(task.run_id, task.policy_version)
-        s = task.sampling
-        requests = [
-            GenRequest(
-                prompt_token_ids=list(task.prompt_token_ids), max_new_tokens=s.max_new_tokens,
-                temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1024 + i,
-            )
-            for i in range(task.num_samples)
-        ]
-        with tracer.start_as_current_span("generate") as span:
-            span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.samples": task.num_samples})
-            results = await asyncio.to_thread(engine.generate, requests)
-        for i, r in enumerate(results):
-            sample = events_pb2.Sample(
-                run_id=task.run_id, group_id=task.group_id, sample_id=f"{task.group_id}.{i}", index=i,
-                prompt_token_ids=task.prompt_token_ids, completion_token_ids=r.token_ids, logprobs=r.logprobs,
-                token_versions=r.versions, text=r.text, finish_reason=r.finish_reason,
-                worker_id=self.worker_id, temperature=s.temperature,
-            )
-            await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample.sample_id)
-            self.tokens_generated += len(r.token_ids)
-        self.samples_generated += len(results)
-        log.debug("task done", extra=log_fields(group=task.group_id, samples=len(results)))
+        indexed = requests_for(task)
+        requests = [r for _, r in indexed]
+        key = (task.run_id, task.group_id, task.attempt)
+        if key in self.aborted:
+            # aborted before it started: hand the prefixes back untouched, no need for the new weights
+            engine = await self.policies.engine(task.run_id)
+            results = [_unstarted(r, engine.tokenizer) for r in requests]
+        else:
+            engine = await self.policies.at_least(task.run_id, task.policy_version)
+            with tracer.start_as_current_span("generate") as span:
+                span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.samples": len(requests),
+                                     "jetrl.attempt": task.attempt})
+                context = contextvars.copy_context()  # the trace context, as asyncio.to_thread would pass it
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
+                )
+        for (index, request), r in zip(indexed, results):
+            await self._publish(task, index, len(request.prefix_token_ids), r)
+        log.debug("task done", extra=log_fields(group=task.group_id, attempt=task.attempt, samples=len(results)))
+
+    async def _publish(self, task: events_pb2.Task, index: int, prefix_len: int, r: GenResult) -> None:
+        sample = events_pb2.Sample(
+            run_id=task.run_id, group_id=task.group_id, sample_id=f"{task.group_id}.{index}", index=index,
+            prompt_token_ids=task.prompt_token_ids, completion_token_ids=r.token_ids, logprobs=r.logprobs,
+            token_versions=r.versions, text=r.text, finish_reason=r.finish_reason,
+            worker_id=self.worker_id, temperature=task.sampling.temperature,
+            attempt=task.attempt, prefix_len=prefix_len,
+        )
+        partial = r.finish_reason == "aborted"
+        msg_id = f"{sample.sample_id}.a{task.attempt}" if partial else sample.sample_id
+        await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=msg_id)
+        self.tokens_generated += len(r.token_ids) - prefix_len
+        if partial:
+            self.samples_aborted += 1
+        else:
+            self.samples_generated += 1
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
-        if control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED):
+        if control.kind == events_pb2.Control.ABORT:
+            self.aborted.add(control.run_id, control.aborted)
+        elif control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED):
             self.ended_runs.add(control.run_id)
-            self.policies.forget(control.run_id)
+            self.aborted.forget(control.run_id)
+            engine = self.policies.forget(control.run_id)
+            if engine is not None:
+                self._busy_retired += engine.busy_seconds
+
+
+def _unstarted(request: GenRequest, tokenizer) -> GenResult:
+    """The partial result of a sample that was aborted before it was generated: its prefix."""
+    tokens = list(request.prefix_token_ids)
+    return GenResult(tokens, list(request.prefix_logprobs), list(request.prefix_versions), "aborted",
+                     tokenizer.decode(tokens, skip_special_tokens=True))

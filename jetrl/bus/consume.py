@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,15 +60,23 @@ async def consume(
     stop: asyncio.Event,
     *,
     batch: int = 16,
+    concurrency: int = 1,
     fetch_timeout: float = 1.0,
     retry_delay: float = 1.0,
 ) -> None:
-    """Handle messages of a declared durable consumer one by one until `stop` is set.
+    """Handle messages of a declared durable consumer until `stop` is set, one by one or, with
+    `concurrency` > 1, up to that many handlers at once.
 
     A failed handler's message is retried after `retry_delay`·2^(n-1) s (capped at a minute);
     on its `max_deliver`-th failure it is dead-lettered. Returns within about `fetch_timeout`
-    of `stop`, once the message at hand is finished; the rest of a fetched batch is handed back.
+    of `stop`, once the messages at hand are finished; the rest of a fetched batch is handed back.
+    With concurrency, only as many messages are fetched as there are free handler slots (so
+    `batch` does not apply) and a slot is refilled as soon as its handler returns.
     """
+    if concurrency > 1:
+        await _consume_concurrently(js, consumer, handler, stop, concurrency, fetch_timeout, retry_delay)
+        return
+
     async def process(pending: list[Msg]) -> None:
         while pending and not stop.is_set():
             await _process(js, consumer, pending[0], handler, retry_delay)
@@ -101,29 +110,80 @@ async def consume_together(
 
 async def _fetch_loop(js, consumer: ConsumerSpec, stop: asyncio.Event, batch: int, fetch_timeout: float,
                       process: Callable[[list[Msg]], Awaitable[None]]) -> None:
-    # fail loudly on a missing durable: binding would otherwise just time out forever
-    await js.consumer_info(consumer.stream, consumer.name)
-    sub = await js.pull_subscribe_bind(durable=consumer.name, stream=consumer.stream)
     pending: list[Msg] = []  # fetched, not yet acked: all kept alive, since they wait their turn
-    keeper = asyncio.create_task(_keep_alive(pending, consumer.ack_wait_s / 3))
-    try:
+    async with _bound(js, consumer, pending) as sub:
         while not stop.is_set():
-            try:
-                pending[:] = await sub.fetch(batch, timeout=fetch_timeout)
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                continue
-            except nats.errors.Error as exc:
-                # a reconnect or a consumer leader change: wait a moment and fetch again
-                log.warning("fetch failed", extra=log_fields(consumer=consumer.name, error=repr(exc)))
-                await asyncio.sleep(min(fetch_timeout, 1.0))
+            pending[:] = await _fetch(sub, consumer, batch, fetch_timeout)
+            if not pending:
                 continue
             await process(pending)
             for msg in pending:
                 await msg.nak()  # another replica can take it now instead of after ack_wait
             pending.clear()
+
+
+async def _consume_concurrently(js, consumer: ConsumerSpec, handler: Handler, stop: asyncio.Event, concurrency: int,
+                                fetch_timeout: float, retry_delay: float) -> None:
+    in_flight: list[Msg] = []  # started, not yet acked: kept alive
+    running: set[asyncio.Task] = set()
+
+    async def handle(msg: Msg) -> None:
+        try:
+            await _process(js, consumer, msg, handler, retry_delay)
+        finally:
+            in_flight.remove(msg)
+
+    def reap(done) -> None:
+        for task in done:
+            running.discard(task)
+            task.result()  # _process handles handler errors; what escapes it (a failed ack) stops us, as sequentially
+
+    async with _bound(js, consumer, in_flight) as sub:
+        try:
+            while not stop.is_set():
+                if len(running) >= concurrency:
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    reap(done)
+                    continue
+                for msg in await _fetch(sub, consumer, concurrency - len(running), fetch_timeout):
+                    # nats-py may hand over more than asked (late arrivals of an earlier fetch)
+                    if stop.is_set() or len(running) >= concurrency:
+                        await msg.nak()  # not started: another replica (or we, later) can take it now
+                        continue
+                    in_flight.append(msg)
+                    running.add(asyncio.create_task(handle(msg)))
+                reap([task for task in running if task.done()])
+            await asyncio.gather(*running)  # stopping: finish what was started
+        finally:
+            for task in running:
+                task.cancel()  # only left on an error or a cancellation: unacked, they come back later
+
+
+@asynccontextmanager
+async def _bound(js, consumer: ConsumerSpec, alive: list[Msg]) -> AsyncIterator:
+    """A pull subscription bound to the declared durable, keeping the messages in `alive` alive."""
+    # fail loudly on a missing durable: binding would otherwise just time out forever
+    await js.consumer_info(consumer.stream, consumer.name)
+    sub = await js.pull_subscribe_bind(durable=consumer.name, stream=consumer.stream)
+    keeper = asyncio.create_task(_keep_alive(alive, consumer.ack_wait_s / 3))
+    try:
+        yield sub
     finally:
         keeper.cancel()
         await sub.unsubscribe()
+
+
+async def _fetch(sub, consumer: ConsumerSpec, n: int, timeout: float) -> list[Msg]:
+    """Up to `n` messages; none when there were none within `timeout` or the fetch failed."""
+    try:
+        return await sub.fetch(n, timeout=timeout)
+    except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+        return []
+    except nats.errors.Error as exc:
+        # a reconnect or a consumer leader change: wait a moment and fetch again
+        log.warning("fetch failed", extra=log_fields(consumer=consumer.name, error=repr(exc)))
+        await asyncio.sleep(min(timeout, 1.0))
+        return []
 
 
 async def follow(

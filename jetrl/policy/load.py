@@ -23,6 +23,8 @@ __all__ = [
     "save_policy",
     "state_to_bytes",
     "load_state_bytes",
+    "parse_state_bytes",
+    "copy_state",
     "sha256",
 ]
 
@@ -99,7 +101,7 @@ def state_to_bytes(model: torch.nn.Module) -> bytes:
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         # safetensors refuses shared storage; tied weights (embeddings/lm_head) are sent once
-        # and `load_state_bytes` restores the tie through load_state_dict(strict=False).
+        # and `copy_state` restores the tie by copying into the storage both names share.
         key = tensor.data_ptr()
         if key in seen:
             continue
@@ -108,15 +110,37 @@ def state_to_bytes(model: torch.nn.Module) -> bytes:
     return st_save(tensors)
 
 
+def parse_state_bytes(model: torch.nn.Module, data: bytes) -> dict[str, torch.Tensor]:
+    """The tensors of a `state_to_bytes` blob, checked to fit `model`; the model is not touched.
+
+    The slow half of a weight load (decoding, checking). It only reads the model's parameter
+    names and shapes, which never change, so it may run while the model is generating.
+    """
+    tensors = st_load(data)
+    state = model.state_dict()
+    # Missing keys are only acceptable for tied parameters that share storage with a loaded one.
+    loaded = {state[n].data_ptr() for n in tensors if n in state}
+    missing = [n for n, t in state.items() if n not in tensors and t.data_ptr() not in loaded]
+    unexpected = [n for n in tensors if n not in state]
+    wrong_shape = [n for n, t in tensors.items() if n in state and t.shape != state[n].shape]
+    if missing or unexpected or wrong_shape:
+        raise ValueError(
+            f"weights do not fit the model: missing {missing}, unexpected {unexpected}, wrong shape {wrong_shape}"
+        )
+    return tensors
+
+
+@torch.no_grad()
+def copy_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy `parse_state_bytes` tensors into `model`'s parameters in place: the fast half of a load."""
+    state = model.state_dict()  # detached views of the parameters: copying into them updates the model
+    for name, tensor in tensors.items():
+        state[name].copy_(tensor)  # a tied parameter shares storage, so it follows its loaded twin
+
+
 def load_state_bytes(model: torch.nn.Module, data: bytes) -> None:
     """Copy the weights in a `state_to_bytes` blob into `model` in place (same architecture)."""
-    tensors = st_load(data)
-    result = model.load_state_dict(tensors, strict=False)
-    # Missing keys are only acceptable for tied parameters that share storage with a loaded one.
-    loaded = {t.data_ptr() for n, t in model.state_dict().items() if n in tensors}
-    missing = [k for k in result.missing_keys if model.state_dict()[k].data_ptr() not in loaded]
-    if missing or result.unexpected_keys:
-        raise ValueError(f"weights do not fit the model: missing {missing}, unexpected {result.unexpected_keys}")
+    copy_state(model, parse_state_bytes(model, data))
 
 
 def sha256(data: bytes) -> str:

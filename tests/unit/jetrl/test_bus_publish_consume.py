@@ -273,3 +273,92 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
     assert calls[0] == ["a", "bad", "c"] and sorted(sum(calls[1:], [])) == ["a", "bad", "c"]
     reasons = sorted(d.headers[DLQ_REASON] for _, d in letters)
     assert reasons[1] == "refused by the handler" and "not a valid jetrl.v1.Task" in reasons[0]
+
+
+# ---- consume(concurrency=N) ----------------------------------------------------------------
+
+async def test_concurrent_handlers_overlap_and_only_free_slots_are_fetched(js, make_event):
+    started, release = [], asyncio.Event()
+    running = most = 0
+
+    async def handler(message, delivery):
+        nonlocal running, most
+        started.append(message.group_id)
+        running += 1
+        most = max(most, running)
+        await release.wait()  # only returns once three handlers are running at the same time
+        running -= 1
+
+    for i in range(5):
+        await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
+    async with consuming(js, ROLLOUT_WORKERS, handler, concurrency=3):
+        await until(lambda: len(started) == 3)
+        await asyncio.sleep(0.3)  # a fourth handler would start here if the slots were not counted
+        assert len(started) == 3
+        # the other two were never fetched: free for another replica meanwhile
+        assert (await js.consumer_info(ROLLOUT_WORKERS.stream, ROLLOUT_WORKERS.name)).num_ack_pending == 3
+        release.set()
+        await until(lambda: len(started) == 5)
+        await until(lambda: drained(js, Kind.TASKS))
+    assert most == 3 and sorted(started) == [f"g{i}" for i in range(5)]
+
+
+async def test_a_free_slot_is_refilled_at_once_not_batch_by_batch(js, make_event):
+    release_slow, done = asyncio.Event(), []
+
+    async def handler(message, delivery):
+        if message.group_id == "slow":
+            await release_slow.wait()
+        done.append(message.group_id)
+
+    for name in ("slow", "f0", "f1", "f2"):
+        await publish(js, "run1", Kind.TASKS, task(make_event, name), msg_id=name)
+    async with consuming(js, ROLLOUT_WORKERS, handler, concurrency=2):
+        # all three fast ones go through the second slot while the slow one holds the first
+        await until(lambda: done == ["f0", "f1", "f2"])
+        release_slow.set()
+        await until(lambda: done[-1:] == ["slow"])
+        await until(lambda: drained(js, Kind.TASKS))
+
+
+async def test_a_concurrent_failure_retries_only_that_message(js, make_event):
+    deliveries: dict[str, list[int]] = {}
+
+    async def handler(message, delivery):
+        deliveries.setdefault(message.group_id, []).append(delivery.num_delivered)
+        if message.group_id == "bad" and delivery.num_delivered == 1:
+            raise RuntimeError("transient")
+
+    for name in ("g0", "bad", "g1"):
+        await publish(js, "run1", Kind.TASKS, task(make_event, name), msg_id=name)
+    async with consuming(js, ROLLOUT_WORKERS, handler, concurrency=3):
+        await until(lambda: deliveries.get("bad") == [1, 2])
+        await until(lambda: drained(js, Kind.TASKS))
+    assert deliveries == {"g0": [1], "bad": [1, 2], "g1": [1]}
+
+
+async def test_concurrent_stop_finishes_the_handlers_in_flight(js, make_event):
+    stop, release = asyncio.Event(), asyncio.Event()
+    started, finished = [], []
+
+    async def handler(message, delivery):
+        started.append(message.group_id)
+        await release.wait()
+        finished.append(message.group_id)
+
+    for i in range(3):
+        await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
+    runner = asyncio.create_task(consume(js, ROLLOUT_WORKERS, handler, stop, concurrency=2, fetch_timeout=0.2))
+    await until(lambda: len(started) == 2)
+    stop.set()
+    await asyncio.sleep(0.3)
+    assert not runner.done()  # still finishing what it started
+    release.set()
+    await asyncio.wait_for(runner, 2)
+    assert finished == started == ["g0", "g1"]
+
+    async def acked_all_but_g2() -> bool:
+        info = await js.consumer_info(ROLLOUT_WORKERS.stream, ROLLOUT_WORKERS.name)
+        return info.num_ack_pending == 0 and (await js.stream_info(stream_name(Kind.TASKS))).state.messages == 1
+
+    await until(acked_all_but_g2)  # g0 and g1 acked (acks travel asynchronously), g2 never taken

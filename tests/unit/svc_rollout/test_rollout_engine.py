@@ -355,3 +355,266 @@ def test_evaluate_on_an_unrigged_model_counts_like_the_reference_decoder():
     correct, total = TorchEngine(copy.deepcopy(model), TOK).evaluate(problems, max_new_tokens=5)
     assert total == 6 and 0 <= correct <= total
     assert correct / total == heldout_accuracy(model, TOK, problems, max_new_tokens=5)
+
+
+# ---- resumed samples (token-in prefixes) and aborts ---------------------------------------
+
+def stop_after(steps):
+    """A should_stop that lets exactly `steps` decode steps run (it is asked before each one)."""
+    calls = []
+
+    def should_stop():
+        calls.append(1)
+        return len(calls) > steps
+    return should_stop
+
+
+def resume(request, partial, max_new_tokens):
+    """`request` continued from `partial`'s tokens, as the worker builds it for a later attempt."""
+    return GenRequest(request.prompt_token_ids, max_new_tokens, request.temperature, request.top_p, request.seed,
+                      prefix_token_ids=partial.token_ids, prefix_logprobs=partial.logprobs,
+                      prefix_versions=partial.versions)
+
+
+class ForwardCounter:
+    """Counts the model's forwards (one per decode step); `on_step(n)` runs at the n-th."""
+
+    def __init__(self, model, on_step=lambda n: None):
+        self.n, self.on_step = 0, on_step
+        self.handle = model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        self.n += 1
+        self.on_step(self.n)
+
+    def remove(self):
+        self.handle.remove()
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_resumed_greedy_sample_equals_the_uninterrupted_one(k):
+    engine = TorchEngine(make_model(), TOK)
+    request = GenRequest(ids("12+34="), 10, temperature=0.0)
+    whole = engine.generate([request])[0]
+    assert len(whole.token_ids) > k + 1 and EOS not in whole.token_ids[:k]
+    partial = engine.generate([request], should_stop=stop_after(k))[0]
+    assert partial.finish_reason == "aborted" and partial.token_ids == whole.token_ids[:k]
+    # resumed next to a fresh row of another prompt: left padding over prompt + prefix
+    other = GenRequest(ids("7-5+9+13="), 6, temperature=0.0)
+    resumed, fresh = engine.generate([resume(request, partial, 10 - k), other])
+    assert resumed.token_ids == whole.token_ids
+    assert resumed.logprobs == pytest.approx(whole.logprobs, abs=1e-5)
+    assert resumed.versions == whole.versions and resumed.finish_reason == whole.finish_reason
+    assert resumed.text == whole.text
+    assert fresh.token_ids == engine.generate([other])[0].token_ids
+
+
+def test_should_stop_takes_effect_before_the_next_decode_step():
+    model = make_model(seed=1)
+    engine = TorchEngine(model, TOK)
+    seven = TOK.convert_tokens_to_ids("7")
+    aborted = threading.Event()
+    # an ABORT arrives while the 3rd step is computing: no 4th step may run
+    counter = ForwardCounter(model, on_step=lambda n: n == 3 and aborted.set())
+    rig = Rig(model, lambda last: seven)  # never EOS: only the abort or the length cap stop a row
+    try:
+        short, long_a, long_b = engine.generate(
+            [GenRequest(ids("1+1="), 2, seed=1), GenRequest(ids("12+34="), 20, seed=2),
+             GenRequest(ids("9="), 20, temperature=0.0)],
+            should_stop=aborted.is_set,
+        )
+    finally:
+        rig.remove()
+        counter.remove()
+    assert counter.n == 3
+    assert (short.token_ids, short.finish_reason) == ([seven] * 2, "length")  # done before the abort
+    for res in (long_a, long_b):
+        assert (res.token_ids, res.finish_reason) == ([seven] * 3, "aborted")
+        assert len(res.logprobs) == len(res.versions) == 3
+
+
+def test_an_abort_before_the_first_step_returns_the_prefixes_untouched():
+    model = make_model()
+    engine = TorchEngine(model, TOK)
+    counter = ForwardCounter(model)
+    prefix = GenResult(ids("42"), [-0.5, -1.5], [2, 3], "aborted", "")
+    try:
+        res = engine.generate([resume(GenRequest(ids("1+1="), 0), prefix, 6)], should_stop=lambda: True)[0]
+    finally:
+        counter.remove()
+    assert counter.n == 0
+    assert (res.token_ids, res.logprobs, res.versions, res.finish_reason, res.text) == (
+        ids("42"), [-0.5, -1.5], [2, 3], "aborted", "42")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_prefix_logprobs_and_versions_are_carried_over_not_recomputed(temperature):
+    model = make_model(seed=2)
+    engine = TorchEngine(model, TOK, version=9)
+    prompt, prefix_ids = ids("12+34="), ids("4")[-1:] + ids("6")[-1:]
+    prefix = GenResult(prefix_ids, [-0.125, -4.5], [7, 8], "aborted", "")  # not what this model would say
+    res = engine.generate([resume(GenRequest(prompt, 0, temperature=temperature, seed=5), prefix, 5)])[0]
+    assert res.token_ids[:2] == prefix_ids and res.logprobs[:2] == [-0.125, -4.5] and res.versions[:2] == [7, 8]
+    new = res.token_ids[2:]
+    assert 1 <= len(new) <= 5 and res.versions[2:] == [9] * len(new)
+    # the new tokens are conditioned on prompt + prefix: the model saw the prefix as input
+    assert res.logprobs[2:] == pytest.approx(reference_logprobs(model, prompt + prefix_ids, new, temperature or 1.0),
+                                             abs=1e-5)
+
+
+def test_finished_prefixes_are_not_generated_further():
+    model = make_model()
+    engine = TorchEngine(model, TOK)
+    counter = ForwardCounter(model)
+    ended = GenResult([*ids("7")[-1:], EOS], [-0.1, -0.2], [0, 0], "aborted", "")
+    capped = GenResult(ids("77")[-2:], [-0.3, -0.4], [1, 1], "aborted", "")
+    try:
+        eos, length = engine.generate([resume(GenRequest(ids("1+1="), 0), ended, 4),
+                                       resume(GenRequest(ids("1+1="), 0), capped, 0)])
+    finally:
+        counter.remove()
+    assert counter.n == 0
+    assert (eos.token_ids, eos.logprobs, eos.finish_reason, eos.text) == (ended.token_ids, [-0.1, -0.2], "eos", "7")
+    assert (length.token_ids, length.versions, length.finish_reason) == (capped.token_ids, [1, 1], "length")
+
+
+# ---- new weights mid-generation: interrupt or finish ---------------------------------------
+
+def test_interrupt_mode_switches_weights_between_two_tokens():
+    model, other = make_model(seed=0), make_model(seed=5)
+    engine = TorchEngine(model, TOK, version=0, interrupt=True)
+    blob, prompt = state_to_bytes(other), ids("12+34=")
+    calls = []
+
+    def load_before_the_4th_step():
+        calls.append(1)
+        if len(calls) == 4:
+            engine.load_weights(blob, version=1)  # must not wait for the generate call to end
+        return False
+
+    res = engine.generate([GenRequest(prompt, 7, temperature=0.0)], should_stop=load_before_the_4th_step)[0]
+    assert res.versions == [0, 0, 0, 1, 1, 1, 1]
+    old_weights = reference_greedy(make_model(seed=0), prompt, 7)
+    assert res.token_ids[:3] == old_weights[:3] and res.token_ids[3:] != old_weights[3:]
+    assert engine.version == 1
+
+
+def wait_for(predicate, timeout=30.0):
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            done.set()
+            break
+        done.wait(0.01)
+    assert done.is_set(), "condition not met in time"
+
+
+def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls():
+    model, other = make_model(seed=0), make_model(seed=5)
+    engine = TorchEngine(model, TOK, version=0, interrupt=False)
+    prompt = ids("12+34=")
+    loader = threading.Thread(target=engine.load_weights, args=(state_to_bytes(other), 1))
+    late_results, late_started = [], threading.Event()
+
+    def late_call():
+        def started():
+            late_started.set()
+            return False
+        late_results.extend(engine.generate([GenRequest(prompt, 3, temperature=0.0)], should_stop=started))
+
+    late = threading.Thread(target=late_call)
+    calls = []
+
+    def mid_generation():
+        calls.append(1)
+        if len(calls) == 4:
+            loader.start()
+            wait_for(lambda: engine._pending_loads == 1)  # the load is waiting for this call
+            late.start()
+            # a call made while a load is pending must not start before it (no starvation)
+            assert not late_started.wait(0.3)
+            assert engine.version == 0
+        return False
+
+    res = engine.generate([GenRequest(prompt, 7, temperature=0.0)], should_stop=mid_generation)[0]
+    loader.join(30)
+    late.join(30)
+    assert not loader.is_alive() and not late.is_alive()
+    assert res.versions == [0] * 7 and res.token_ids == reference_greedy(make_model(seed=0), prompt, 7)
+    assert engine.version == 1
+    [late_res] = late_results
+    assert late_res.versions == [1] * 3 and late_res.token_ids == reference_greedy(other, prompt, 3)
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_a_load_holds_the_weights_lock_only_for_the_copy(monkeypatch, interrupt):
+    import svc_rollout.engine as engine_module
+
+    model, other = make_model(seed=0), make_model(seed=5)
+    engine = TorchEngine(model, TOK, interrupt=interrupt)
+    parse, copy_state = engine_module.parse_state_bytes, engine_module.copy_state
+    during_parse = []
+
+    def parse_while_generating(m, data):
+        # generation must go on while the blob is parsed: a blocked generate never returns here
+        worker = threading.Thread(target=lambda: during_parse.extend(
+            engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)])))
+        worker.start()
+        worker.join(30)
+        assert not worker.is_alive(), "generation was blocked during the parse"
+        return parse(m, data)
+
+    def copy_under_the_lock(m, tensors):
+        assert engine._weights_lock.locked()
+        copy_state(m, tensors)
+
+    monkeypatch.setattr(engine_module, "parse_state_bytes", parse_while_generating)
+    monkeypatch.setattr(engine_module, "copy_state", copy_under_the_lock)
+    engine.load_weights(state_to_bytes(other), version=4)
+    assert engine.version == 4 and during_parse[0].versions == [0, 0, 0]
+    assert engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)])[0].versions == [4, 4, 4]
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self):
+        return self.now
+
+
+def test_busy_seconds_counts_wall_time_with_any_call_decoding_not_the_sum(monkeypatch):
+    import svc_rollout.engine as engine_module
+
+    clock = FakeClock()
+    monkeypatch.setattr(engine_module, "time", clock)
+    engine = TorchEngine(make_model(), TOK)
+    a_in, b_in, b_go = threading.Event(), threading.Event(), threading.Event()
+
+    def first_step_of(entered, then_wait_for=None):
+        def should_stop():
+            if not entered.is_set():
+                entered.set()
+                if then_wait_for is not None:
+                    assert then_wait_for.wait(30)
+            return False
+        return should_stop
+
+    request = GenRequest(ids("1+1="), 3, temperature=0.0)
+    a = threading.Thread(target=engine.generate, args=([request], first_step_of(a_in, b_in)))
+    b = threading.Thread(target=engine.generate, args=([request], first_step_of(b_in, b_go)))
+    a.start()  # busy from t=0
+    assert a_in.wait(30)
+    clock.now = 1.0
+    b.start()  # overlaps a
+    a.join(30)
+    clock.now = 2.0
+    assert engine.busy_seconds == 2.0  # b still decoding
+    clock.now = 3.0
+    b_go.set()
+    b.join(30)
+    assert engine.busy_seconds == 3.0  # 0..3 once, not a's 0..1 plus b's 1..3 plus their overlap
+    clock.now = 10.0
+    assert engine.busy_seconds == 3.0  # idle time is not busy
+    engine.generate([request], should_stop=stop_after(0))  # aborted before any step: not even decoding
+    assert engine.busy_seconds == 3.0

@@ -1,0 +1,210 @@
+"""RolloutWorker (svc_rollout/worker.py) on a real nats-server: attempts, resumed prefixes, ABORT."""
+
+import asyncio
+import threading
+import time
+
+import pytest
+import torch
+
+from jetrl.bus import ROLLOUT_WORKERS, Kind, connect, consume, declare, follow, publish, stream_name
+from jetrl.bus.publish import MSG_ID
+from jetrl.config import Settings
+from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
+from jetrl.v1 import events_pb2 as ev
+from svc_rollout.engine import TorchEngine
+from svc_rollout.policies import Policies
+from svc_rollout.server import RolloutServicer
+from svc_rollout.worker import RolloutWorker, requests_for
+
+TOK = make_char_tokenizer()
+RUN = "run1"
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+async def js(nats_url):
+    nc = await connect(Settings(nats_url=nats_url), "test-rollout-worker")
+    await declare(nc.jetstream())
+    yield nc.jetstream()
+    await nc.close()
+
+
+class KnownRuns:
+    """Stands in for the scheduler's run specs: every run exists (the engine is put in by hand)."""
+
+    async def get(self, run_id):
+        return None
+
+
+class HeldEngine(TorchEngine):
+    """Holds generation before its `hold_at`-th decode step until the caller's should_stop says stop,
+    so an ABORT sent over the bus lands at a known token."""
+
+    def __init__(self, *args, hold_at: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.hold_at, self.holding = hold_at, threading.Event()
+
+    def generate(self, requests, should_stop=None):
+        steps = []
+
+        def held():
+            steps.append(1)
+            if len(steps) == self.hold_at:
+                self.holding.set()
+                deadline = time.monotonic() + 30
+                while not should_stop() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            return should_stop()
+        return super().generate(requests, held)
+
+
+def tiny_engine(cls=TorchEngine, **kwargs):
+    model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=0)
+    return cls(model, TOK, **kwargs)
+
+
+async def running_worker(js, engine, stop):
+    """A worker serving RUN with `engine`, consuming tasks and following control, until `stop`."""
+    policies = Policies(KnownRuns())
+    policies.engines[RUN] = engine
+    worker = RolloutWorker(js, policies, "w1")
+    loops = [
+        asyncio.create_task(consume(js, ROLLOUT_WORKERS, worker.on_task, stop, fetch_timeout=0.2, retry_delay=0.05)),
+        asyncio.create_task(follow(js, Kind.CONTROL, worker.on_control, stop, fetch_timeout=0.2)),
+    ]
+    return worker, loops
+
+
+async def until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (await predicate() if asyncio.iscoroutinefunction(predicate) else predicate()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
+    """The first `count` published samples, with their message ids."""
+    async def enough():
+        return (await js.stream_info(stream_name(Kind.ROLLOUTS))).state.messages >= count
+
+    await until(enough)
+    got = []
+    for seq in range(1, count + 1):
+        msg = await js.get_msg(stream_name(Kind.ROLLOUTS), seq)
+        got.append((msg.headers[MSG_ID], ev.Sample.FromString(msg.data)))
+    return got
+
+
+def make_task(group_id, attempt=0, resume=(), num_samples=4, max_new_tokens=8, temperature=1.0):
+    return ev.Task(run_id=RUN, group_id=group_id, prompt_id="p0", prompt="12+34=",
+                   prompt_token_ids=encode_prompt(TOK, "12+34="), num_samples=num_samples,
+                   sampling=ev.SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
+                                              seed=3),
+                   attempt=attempt, resume=list(resume))
+
+
+def abort(*refs):
+    return ev.Control(run_id=RUN, kind=ev.Control.ABORT, reason="batch sealed",
+                      aborted=[ev.TaskRef(group_id=g, attempt=a) for g, a in refs])
+
+
+def test_requests_for_attempt_zero_and_for_a_resumed_attempt():
+    fresh = requests_for(make_task("run1.g0", num_samples=3, max_new_tokens=8))
+    assert [i for i, _ in fresh] == [0, 1, 2]
+    assert [r.seed for _, r in fresh] == [3 * 1024 + i for i in range(3)]
+    assert all(r.max_new_tokens == 8 and not r.prefix_token_ids for _, r in fresh)
+    prefixes = [ev.Prefix(index=2, token_ids=[5, 6, 7], logprobs=[-1.0, -2.0, -3.0], token_versions=[0, 0, 1]),
+                ev.Prefix(index=0, token_ids=list(range(9)), logprobs=[-1.0] * 9, token_versions=[1] * 9)]
+    resumed = requests_for(make_task("run1.g0", attempt=2, resume=prefixes, num_samples=3, max_new_tokens=8))
+    assert [i for i, _ in resumed] == [2, 0]  # exactly the listed samples
+    (_, two), (_, zero) = resumed
+    assert two.seed == 3 * 1024 + 2 + 7919 * 2 and two.max_new_tokens == 5
+    assert (list(two.prefix_token_ids), list(two.prefix_logprobs), list(two.prefix_versions)) == (
+        [5, 6, 7], [-1.0, -2.0, -3.0], [0, 0, 1])
+    assert zero.max_new_tokens == 0  # a prefix already at the cap is never extended
+
+
+async def test_a_task_aborted_before_it_is_taken_hands_back_its_prefixes(js):
+    stop = asyncio.Event()
+    worker, loops = await running_worker(js, tiny_engine(), stop)
+    prefixes = [ev.Prefix(index=1, token_ids=encode_prompt(TOK, "46")[-2:], logprobs=[-0.5, -1.25],
+                          token_versions=[0, 1]),
+                ev.Prefix(index=3, token_ids=encode_prompt(TOK, "5")[-1:], logprobs=[-2.0], token_versions=[1])]
+    try:
+        await publish(js, RUN, Kind.CONTROL, abort(("run1.g0", 1)), msg_id="abort-1")
+        await until(lambda: (RUN, "run1.g0", 1) in worker.aborted)
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g0", 1, prefixes), msg_id="run1.g0.a1")
+        partials = await rollouts(js, 2)
+        # a later attempt of the same group is not aborted: it is generated, continuing the prefixes
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g0", 2, prefixes), msg_id="run1.g0.a2")
+        finished = (await rollouts(js, 4))[2:]
+        await until(lambda: worker.samples_generated == 2)
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+    for (msg_id, s), p in zip(partials, prefixes):
+        assert msg_id == f"run1.g0.{p.index}.a1" and s.sample_id == f"run1.g0.{p.index}"
+        assert (s.index, s.attempt, s.prefix_len, s.finish_reason) == (p.index, 1, len(p.token_ids), "aborted")
+        assert (s.completion_token_ids, s.logprobs, s.token_versions) == (p.token_ids, p.logprobs, p.token_versions)
+        assert s.text == TOK.decode(list(p.token_ids), skip_special_tokens=True)
+    for (msg_id, s), p in zip(finished, prefixes):
+        assert msg_id == s.sample_id == f"run1.g0.{p.index}"  # the finished sample has the plain id
+        assert (s.attempt, s.prefix_len) == (2, len(p.token_ids)) and s.finish_reason in ("eos", "length")
+        assert s.completion_token_ids[: len(p.token_ids)] == p.token_ids
+        assert s.logprobs[: len(p.logprobs)] == p.logprobs and s.token_versions[: len(p.token_ids)] == p.token_versions
+        assert len(s.completion_token_ids) <= 8  # the cap is on the whole completion
+    assert worker.samples_aborted == 2
+    assert worker.tokens_generated == sum(len(s.completion_token_ids) - s.prefix_len for _, s in finished)
+    assert (await js.stream_info(stream_name(Kind.TASKS))).state.messages == 0  # both tasks acked
+
+
+async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_token(js):
+    stop = asyncio.Event()
+    engine = tiny_engine(HeldEngine, hold_at=4)  # the abort lands before the 4th decode step
+    worker, loops = await running_worker(js, engine, stop)
+    try:
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g5", num_samples=3, max_new_tokens=20, temperature=0.0),
+                      msg_id="run1.g5")
+        assert await asyncio.to_thread(engine.holding.wait, 30)
+        await publish(js, RUN, Kind.CONTROL, abort(("run1.g5", 0)), msg_id="abort-g5")
+        partials = await rollouts(js, 3)
+        status = await RolloutServicer(worker).GetStatus(ev.Control(), None)
+        busy = worker.busy_seconds
+        await publish(js, RUN, Kind.CONTROL, ev.Control(run_id=RUN, kind=ev.Control.STOP), msg_id="stop")
+        await until(lambda: RUN not in worker.policies.engines)
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+    for i, (msg_id, s) in enumerate(partials):
+        assert msg_id == f"run1.g5.{i}.a0"
+        assert (s.index, s.attempt, s.prefix_len, s.finish_reason) == (i, 0, 0, "aborted")
+        assert len(s.completion_token_ids) == len(s.logprobs) == 3 and list(s.token_versions) == [0, 0, 0]
+    assert (status.samples_aborted, status.samples_generated, status.tokens_generated) == (3, 0, 9)
+    assert status.busy_seconds == pytest.approx(busy) and busy > 0
+    assert worker.busy_seconds == busy  # the ended run's engine is gone, its busy time is kept
+    assert (RUN, "run1.g5", 0) not in worker.aborted  # forgotten with the run
+
+
+@pytest.mark.parametrize("on_new_weights", ["interrupt", "finish"])
+def test_the_engine_follows_the_run_spec(tmp_path, on_new_weights):
+    from jetrl.config import ModelSpec, RolloutSpec, RunSpec, SimulationSpec
+    from jetrl.policy import save_policy
+    from svc_rollout.policies import _build_engine
+    from svc_rollout.simulated import SimulatedEngine
+
+    path = save_policy(tiny_engine().model, TOK, tmp_path / "policy")
+    rollout = RolloutSpec(on_new_weights=on_new_weights, max_new_tokens=16)
+    torch_engine = _build_engine(RunSpec(model=ModelSpec(path=str(path)), rollout=rollout))
+    simulated = _build_engine(RunSpec(model=ModelSpec(path=str(path)), rollout=rollout,
+                                      simulation=SimulationSpec(max_length=16)))
+    assert isinstance(torch_engine, TorchEngine) and isinstance(simulated, SimulatedEngine)
+    for engine in (torch_engine, simulated):
+        assert engine.version == 0 and engine.interrupt == (on_new_weights == "interrupt")
