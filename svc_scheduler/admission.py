@@ -1,6 +1,7 @@
 """When groups may start, when they must stop: staleness-bounded admission (AReaL) and APRIL.
 
-With batch size B groups, trained version v, `accepted` groups complete and `running` in flight,
+With batch size B groups, trained version v, `accepted` groups done generating and `running`
+still generating,
 AReaL lets a new group start only while
 
     min(max_concurrent - running, (η + v + 1)·B - (accepted + running)) > 0,
@@ -13,8 +14,9 @@ first when groups may start again. ρ = 1 is AReaL's rule exactly, and never abo
 
 Batches take the oldest complete groups, so a slow group can land in a later batch than its
 admission order suggests; the trainer masks any token older than η versions (the last guard of
-the bound), and with `stale_partials: regenerate` a resumed prefix that is already too old for
-the next batch is generated again instead.
+the bound), with `stale_partials: regenerate` a resumed prefix that is already too old for the
+next batch is generated again instead, and a complete group with no token young enough expires
+(it would train nothing) and stops counting as accepted, so a fresh group takes its place.
 """
 
 from __future__ import annotations

@@ -149,10 +149,12 @@ class Coordinator:
             if record.state != "RUNNING":
                 return 0
             counts = await self.store.group_counts(run_id)
-            running = counts["admitted"] + counts["generated"]
-            accepted = counts["scored"] + counts["batched"] + counts["trained"]
+            # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
+            # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
+            running = counts["admitted"]
+            accepted = counts["generated"] + counts["scored"] + counts["batched"] + counts["trained"]
             version = record.policy_version
-            if run.admission.must_abort(version, accepted, counts["admitted"]):
+            if run.admission.must_abort(version, accepted, running):
                 await self._abort_generating(run)
                 return 0
             slots = run.admission.slots(version, accepted, running)
@@ -219,7 +221,8 @@ class Coordinator:
                 if step >= run.spec.train.steps:
                     return
                 # decided and recorded first, published second: a restart re-publishes the same batch
-                if not await self.store.seal_batch(run_id, step, run.spec.train.batch_groups, batch_id(run_id, step)):
+                if not await self.store.seal_batch(run_id, step, run.spec.train.batch_groups, batch_id(run_id, step),
+                                                   run.spec.schedule.max_staleness):
                     return
                 await self._publish_batch(await self.store.load_batch(batch_id(run_id, step)))
                 log.info("batch sealed", extra=log_fields(run=run_id, step=step))

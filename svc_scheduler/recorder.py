@@ -55,16 +55,17 @@ class Recorder:
         for i, sample in accepted:
             if progress[(sample.group_id, sample.run_id)] is None:
                 rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
-        resumable = set()
+        changed = set()
         for (group_id, run_id), p in progress.items():
             spec = specs[run_id]
             if spec is None or p is None:
                 continue
             if p.complete >= spec.rollout.group_size and p.state in ("admitted", "partial"):
                 await self._publish_group(run_id, group_id)
+                changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
-                resumable.add(run_id)  # an aborted group's partials are all in: it may resume
-        for run_id in resumable:
+                changed.add(run_id)  # an aborted group's partials are all in: it may resume
+        for run_id in changed:
             await self.coordinator.admit(run_id)
         if accepted:
             await self.coordinator.notify()

@@ -20,8 +20,9 @@ __all__ = [
 
 # A group moves forward through these states; counts per state drive admission. "partial" is
 # APRIL's buffer (aborted mid-generation, waiting to resume): the one step back is partial ->
-# admitted when it resumes, taken only by LineageStore.resume_group.
-GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained")
+# admitted when it resumes, taken only by PartialBuffer.resume. "expired" is a scored group none
+# of whose tokens the next batch may train (all older than max_staleness): kept, never trained.
+GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired")
 
 
 def _now() -> Mapped[datetime]:

@@ -253,13 +253,22 @@ class LineageStore:
                 PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
                 .values(state="scored", reward_server=scored.reward_server))
 
-    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str) -> bool:
+    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> bool:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
         not exist yet; True when sealed now. The groups are chosen and marked in one transaction,
-        so the batch is decided once, before it is published (a restart re-publishes the same)."""
+        so the batch is decided once, before it is published (a restart re-publishes the same).
+
+        A scored group whose newest token is already older than `max_staleness` versions at this
+        step could only be trained fully masked: it expires instead, and admission replaces it.
+        """
         async with self.engine.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
                 return False
+            too_old = (select(Sample.group_id).where(Sample.run_id == run_id).group_by(Sample.group_id)
+                       .having(func.max(Sample.max_version) < step - max_staleness))
+            await conn.execute(update(PromptGroup).where(
+                PromptGroup.run_id == run_id, PromptGroup.state == "scored", PromptGroup.group_id.in_(too_old))
+                .values(state="expired"))
             ids = (await conn.execute(select(PromptGroup.group_id).where(
                 PromptGroup.run_id == run_id, PromptGroup.state == "scored")
                 .order_by(PromptGroup.n).limit(size).with_for_update())).scalars().all()

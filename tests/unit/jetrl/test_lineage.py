@@ -109,9 +109,9 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     await store.record_scored(scored, "")
     await store.record_scored(scored, "")  # redelivered
     batch_id = f"{run_id}.b000000"
-    assert not await store.seal_batch(run_id, 0, 2, batch_id)  # only one group is scored
-    assert await store.seal_batch(run_id, 0, 1, batch_id)
-    assert not await store.seal_batch(run_id, 0, 1, batch_id)  # decided once
+    assert not await store.seal_batch(run_id, 0, 2, batch_id, 0)  # only one group is scored
+    assert await store.seal_batch(run_id, 0, 1, batch_id, 0)
+    assert not await store.seal_batch(run_id, 0, 1, batch_id, 0)  # decided once
     assert await store.batches_sealed(run_id) == 1 and await store.untrained_batches(run_id) == [batch_id]
     batch = await store.load_batch(batch_id)
     [loaded] = batch.groups
@@ -140,6 +140,20 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     # staleness 0 and 1; 1 of 3 trained tokens came from an older version; 1 token was too stale
     assert (stats.mean_staleness, stats.max_staleness, stats.stale_masked_tokens) == (0.5, 1, 1)
     assert stats.offpolicy_token_share == pytest.approx(1 / 3)
+
+
+async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_batch(store, run_id):
+    fresh, stale = ev.ScoredGroup(rewards=[1.0, 0.0]), ev.ScoredGroup(rewards=[1.0, 0.0])
+    stale.group.CopyFrom(await admitted_and_generated(store, run_id, 0))  # tokens of version 0
+    await store.admit_group(task(run_id, 1), "2", "", "")
+    await store.record_samples([(sample(run_id, 1, i, versions=(0, 1)), "") for i in range(G)])
+    fresh.group.CopyFrom(await store.load_group(f"{run_id}.g000001"))
+    for scored in (stale, fresh):
+        await store.record_scored(scored, "")
+    # batch 2 with η = 1 may train tokens of version 1 and newer: group 0 has none
+    assert await store.seal_batch(run_id, 2, 1, f"{run_id}.b000002", max_staleness=1)
+    assert [g.group.group_id for g in (await store.load_batch(f"{run_id}.b000002")).groups] == [fresh.group.group_id]
+    assert await store.group_state(stale.group.group_id) == "expired"
 
 
 async def test_scores_for_unrecorded_samples_are_refused(store, run_id):
