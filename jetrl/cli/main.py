@@ -7,6 +7,7 @@
   jetrl status             health of the services and the known runs
   jetrl down               stop what `jetrl up` started
   jetrl db upgrade         create and migrate the lineage database
+  jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
     db = sub.add_parser("db", help="lineage database")
     db.add_argument("action", choices=["upgrade"])
+    bench = sub.add_parser("bench", help="benchmarks on a private stack")
+    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
+    from jetrl.cli.bench import __doc__ as bench_doc, add_arguments
+
+    add_arguments(bench_sub.add_parser("async", help="sync vs async training and APRIL, side by side",
+                                       description=bench_doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
@@ -75,6 +82,10 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.stack import ensure_database
 
             print(ensure_database(settings))
+        elif args.command == "bench":
+            from jetrl.cli.bench import run as run_bench
+
+            return run_bench(args)
     except SpecError as exc:
         print(f"jetrl: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,199 @@
+"""The arithmetic of `jetrl bench async`: the ideal bound, the steady-state window, and the run
+metrics read back from lineage.
+
+Throughput is measured over a steady-state window, not the whole run: from the announcement of
+version `warmup` to the announcement of the last version. The first versions pay for start-up
+(model load, empty pipeline) that every configuration pays alike and that a long run amortises.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from statistics import NormalDist
+
+from sqlalchemy import Column, MetaData, Table, create_engine, func, select
+
+from jetrl.config import SimulationSpec
+
+__all__ = [
+    "Ideal", "Window", "RunMetrics", "expected_length", "ideal_bound", "steady_window", "read_run_metrics",
+    "time_to_target", "read_accuracy_curve",
+]
+
+
+def expected_length(median: float, sigma: float, max_length: int) -> float:
+    """E[min(max(1, round(L)), max_length)] for L ~ lognormal(ln median, sigma): the mean
+    completion length the simulated engine produces (svc_rollout/simulated.py draws exactly this).
+
+    With F the lognormal CDF and lower(k) = P(clamped length < k) (0 for k = 1, else F(k - 1/2)):
+        P(length = k) = lower(k + 1) - lower(k)   for 1 <= k < max_length
+        P(length = max_length) = 1 - lower(max_length)   (the cap takes the whole tail)
+    """
+    if sigma == 0.0:
+        return float(min(max(1, round(median)), max_length))
+    mu, normal = math.log(median), NormalDist()
+
+    def lower(k: int) -> float:
+        return 0.0 if k <= 1 else normal.cdf((math.log(k - 0.5) - mu) / sigma)
+
+    mean = sum(k * (lower(k + 1) - lower(k)) for k in range(1, max_length))
+    return mean + max_length * (1.0 - lower(max_length))
+
+
+@dataclass(frozen=True)
+class Ideal:
+    """Perfect overlap and a generator that is never idle: throughput is capped by the slower of
+    the generator at full capacity and the trainer on batches of the expected size."""
+
+    tokens_per_batch: float  # B·G·E[length]
+    generator_tps: float  # capacity / decode_step_s
+    trainer_tps: float  # tokens_per_batch / (train_s_per_step + train_s_per_token · tokens_per_batch)
+
+    @property
+    def bound(self) -> float:
+        return min(self.generator_tps, self.trainer_tps)
+
+    @property
+    def limited_by(self) -> str:
+        return "generator" if self.generator_tps < self.trainer_tps else "trainer"
+
+
+def ideal_bound(sim: SimulationSpec, batch_groups: int, group_size: int) -> Ideal:
+    """The ideal bound (tokens/s) of a simulated run: see `Ideal`."""
+    tokens = batch_groups * group_size * expected_length(sim.length_median, sim.length_sigma, sim.max_length)
+    step_s = sim.train_s_per_step + sim.train_s_per_token * tokens
+    return Ideal(tokens, sim.capacity / sim.decode_step_s, tokens / step_s if step_s > 0 else math.inf)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The steady-state window: versions (warmup, last] trained `tokens` in `seconds`."""
+
+    first_version: int
+    last_version: int
+    seconds: float
+    tokens: int
+
+    @property
+    def throughput(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else math.nan
+
+
+def steady_window(rows: list[tuple[int, float, int]], warmup: int) -> Window:
+    """The window from `rows` of (version, announced at [s], tokens that version trained on):
+    from the announcement of version `warmup` to that of the last one, counting the tokens of the
+    versions after `warmup` (the batches trained inside the window)."""
+    by_version = {v: (t, tokens) for v, t, tokens in rows}
+    if warmup not in by_version:
+        raise ValueError(f"version {warmup} (the warm-up) was never announced")
+    last = max(by_version)
+    if last <= warmup:
+        raise ValueError(f"the run ended at version {last}: it needs more steps than the warm-up ({warmup})")
+    tokens = sum(tok for v, (_, tok) in by_version.items() if warmup < v <= last)
+    return Window(warmup, last, by_version[last][0] - by_version[warmup][0], tokens)
+
+
+@dataclass
+class RunMetrics:
+    """What lineage says about one run; None where the column to compute it does not exist."""
+
+    window: Window
+    mean_staleness: float | None
+    max_staleness: int | None
+    stale_masked_tokens: int | None
+    offpolicy_tokens: int | None
+    recycled: int | None  # aborts (APRIL): sum over groups of times each was aborted and resumed
+    groups_recycled: int | None  # groups aborted at least once
+    missing: list[str] = field(default_factory=list)  # "table.column" that were not there
+
+
+def _stamp(t: datetime) -> float:
+    return t.timestamp()  # timezone-aware (timestamptz): seconds since the epoch
+
+
+def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
+    """Window and staleness figures of `run_id` from the lineage tables (reflected, so a column
+    a migration has not added yet is reported missing instead of failing the benchmark)."""
+    engine = create_engine(database_url)
+    try:
+        meta = MetaData()
+        runs, versions, samples, groups = (
+            Table(name, meta, autoload_with=engine) for name in ("runs", "policy_versions", "samples", "prompt_groups")
+        )
+        missing: list[str] = []
+
+        def col(table: Table, name: str) -> Column | None:
+            if name not in table.c:
+                missing.append(f"{table.name}.{name}")
+                return None
+            return table.c[name]
+
+        tokens, stale = col(samples, "trained_tokens"), col(samples, "staleness")
+        masked, offpolicy = col(samples, "stale_masked_tokens"), col(samples, "offpolicy_tokens")
+        recycled = col(groups, "recycled")
+        if tokens is None:  # without the trainer's count, every token of a trained sample counts
+            tokens = func.cardinality(samples.c.completion_token_ids)
+        if stale is None:  # trained at (the version it made - 1), oldest token at min_version
+            stale = samples.c.trained_version - 1 - samples.c.min_version
+        trained = (samples.c.run_id == run_id, samples.c.trained_version.is_not(None))
+        with engine.connect() as conn:
+            started = conn.execute(select(runs.c.created_at).where(runs.c.run_id == run_id)).scalar_one()
+            announced = conn.execute(select(versions.c.version, versions.c.created_at)
+                                     .where(versions.c.run_id == run_id)).all()
+            per_version = dict(conn.execute(select(samples.c.trained_version, func.sum(tokens))
+                                            .where(*trained).group_by(samples.c.trained_version)).all())
+            mean_s, max_s = conn.execute(select(func.avg(stale), func.max(stale)).where(*trained)).one()
+            sums = [conn.execute(select(func.coalesce(func.sum(c), 0)).where(*trained)).scalar() if c is not None
+                    else None for c in (masked, offpolicy)]
+            aborts = (conn.execute(select(func.coalesce(func.sum(recycled), 0), func.count().filter(recycled > 0))
+                                   .where(groups.c.run_id == run_id)).one() if recycled is not None else (None, None))
+    finally:
+        engine.dispose()
+    # version 0 is the starting checkpoint: never announced, it exists from the run's creation
+    rows = [(0, _stamp(started), 0)] + [(v, _stamp(t), int(per_version.get(v) or 0)) for v, t in announced if v > 0]
+    return RunMetrics(
+        window=steady_window(rows, warmup),
+        mean_staleness=None if mean_s is None else float(mean_s),
+        max_staleness=None if max_s is None else int(max_s),
+        stale_masked_tokens=_int(sums[0]),
+        offpolicy_tokens=_int(sums[1]),
+        recycled=_int(aborts[0]),
+        groups_recycled=_int(aborts[1]),
+        missing=missing,
+    )
+
+
+def _int(value) -> int | None:
+    return None if value is None else int(value)
+
+
+def time_to_target(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
+    """(version, seconds from the run's start) of the first version whose held-out accuracy
+    reaches `target`, from `curve` rows of (version, its announcement [s after start], accuracy);
+    None if none does. The version's announcement, not its evaluation, is when the run got there."""
+    return next(((v, seconds) for v, seconds, accuracy in sorted(curve) if accuracy >= target), None)
+
+
+def read_accuracy_curve(database_url: str, run_id: str) -> list[tuple[int, float, float]]:
+    """(version, seconds after the run's creation it was announced, held-out accuracy) of every
+    evaluated version; version 0 is at 0 s."""
+    engine = create_engine(database_url)
+    try:
+        meta = MetaData()
+        runs, versions, evals = (
+            Table(name, meta, autoload_with=engine) for name in ("runs", "policy_versions", "evaluations")
+        )
+        with engine.connect() as conn:
+            started = conn.execute(select(runs.c.created_at).where(runs.c.run_id == run_id)).scalar_one()
+            rows = conn.execute(
+                select(evals.c.version, versions.c.created_at, evals.c.correct, evals.c.total)
+                .select_from(evals.outerjoin(versions, (versions.c.run_id == evals.c.run_id)
+                                             & (versions.c.version == evals.c.version)))
+                .where(evals.c.run_id == run_id).order_by(evals.c.version)
+            ).all()
+    finally:
+        engine.dispose()
+    return [(v, 0.0 if v == 0 else _stamp(at) - _stamp(started), correct / max(total, 1))
+            for v, at, correct, total in rows if v == 0 or at is not None]
