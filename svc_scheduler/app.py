@@ -20,6 +20,7 @@ from svc_scheduler.server import SchedulerServicer, register
 
 log = logging.getLogger(__name__)
 DEFAULT_PORT = 50051
+RECONCILE_EVERY_S = 5.0
 
 
 async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
@@ -62,6 +63,17 @@ async def main(settings: Settings) -> None:
     async def resume(stop: asyncio.Event) -> None:
         await resume_runs(coordinator, store)
 
+    async def reconcile(stop: asyncio.Event) -> None:
+        # Decisions are driven by events; this re-takes them from lineage every few seconds, so an
+        # event that arrived while a run was being (re)activated cannot leave the run waiting.
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
+            except TimeoutError:
+                for run_id in list(coordinator.runs):
+                    await coordinator.seal_batches(run_id)
+                    await coordinator.admit(run_id)
+
     async def close() -> None:
         await coordinator.close()
         await nc.drain()
@@ -73,6 +85,7 @@ async def main(settings: Settings) -> None:
         register(SchedulerServicer(coordinator, store)),
         [
             resume,
+            reconcile,
             together(SCHEDULER_ROLLOUTS, recorder.on_samples),
             worker(SCHEDULER_SCORED, recorder.on_scored),
             worker(SCHEDULER_WEIGHTS, recorder.on_weights),

@@ -9,13 +9,13 @@ version `warmup` to the announcement of the last version. The first versions pay
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from statistics import NormalDist
 
-from sqlalchemy import Column, MetaData, Table, create_engine, func, select
+from sqlalchemy import create_engine, func, select
 
 from jetrl.config import SimulationSpec
+from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample
 
 __all__ = [
     "Ideal", "Window", "RunMetrics", "expected_length", "ideal_bound", "steady_window", "read_run_metrics",
@@ -97,76 +97,41 @@ def steady_window(rows: list[tuple[int, float, int]], warmup: int) -> Window:
 
 @dataclass
 class RunMetrics:
-    """What lineage says about one run; None where the column to compute it does not exist."""
+    """What lineage says about one run."""
 
     window: Window
-    mean_staleness: float | None
-    max_staleness: int | None
-    stale_masked_tokens: int | None
-    offpolicy_tokens: int | None
-    recycled: int | None  # aborts (APRIL): sum over groups of times each was aborted and resumed
-    groups_recycled: int | None  # groups aborted at least once
-    missing: list[str] = field(default_factory=list)  # "table.column" that were not there
-
-
-def _stamp(t: datetime) -> float:
-    return t.timestamp()  # timezone-aware (timestamptz): seconds since the epoch
+    mean_staleness: float
+    max_staleness: int
+    stale_masked_tokens: int
+    offpolicy_tokens: int
+    recycled: int  # aborts (APRIL): sum over groups of times each was aborted and resumed
+    groups_recycled: int  # groups aborted at least once
 
 
 def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
-    """Window and staleness figures of `run_id` from the lineage tables (reflected, so a column
-    a migration has not added yet is reported missing instead of failing the benchmark)."""
+    """Window and staleness figures of `run_id` from the lineage tables."""
     engine = create_engine(database_url)
+    trained = (Sample.run_id == run_id, Sample.trained_version.is_not(None))
     try:
-        meta = MetaData()
-        runs, versions, samples, groups = (
-            Table(name, meta, autoload_with=engine) for name in ("runs", "policy_versions", "samples", "prompt_groups")
-        )
-        missing: list[str] = []
-
-        def col(table: Table, name: str) -> Column | None:
-            if name not in table.c:
-                missing.append(f"{table.name}.{name}")
-                return None
-            return table.c[name]
-
-        tokens, stale = col(samples, "trained_tokens"), col(samples, "staleness")
-        masked, offpolicy = col(samples, "stale_masked_tokens"), col(samples, "offpolicy_tokens")
-        recycled = col(groups, "recycled")
-        if tokens is None:  # without the trainer's count, every token of a trained sample counts
-            tokens = func.cardinality(samples.c.completion_token_ids)
-        if stale is None:  # trained at (the version it made - 1), oldest token at min_version
-            stale = samples.c.trained_version - 1 - samples.c.min_version
-        trained = (samples.c.run_id == run_id, samples.c.trained_version.is_not(None))
         with engine.connect() as conn:
-            started = conn.execute(select(runs.c.created_at).where(runs.c.run_id == run_id)).scalar_one()
-            announced = conn.execute(select(versions.c.version, versions.c.created_at)
-                                     .where(versions.c.run_id == run_id)).all()
-            per_version = dict(conn.execute(select(samples.c.trained_version, func.sum(tokens))
-                                            .where(*trained).group_by(samples.c.trained_version)).all())
-            mean_s, max_s = conn.execute(select(func.avg(stale), func.max(stale)).where(*trained)).one()
-            sums = [conn.execute(select(func.coalesce(func.sum(c), 0)).where(*trained)).scalar() if c is not None
-                    else None for c in (masked, offpolicy)]
-            aborts = (conn.execute(select(func.coalesce(func.sum(recycled), 0), func.count().filter(recycled > 0))
-                                   .where(groups.c.run_id == run_id)).one() if recycled is not None else (None, None))
+            started = conn.execute(select(Run.created_at).where(Run.run_id == run_id)).scalar_one()
+            announced = conn.execute(select(PolicyVersion.version, PolicyVersion.created_at)
+                                     .where(PolicyVersion.run_id == run_id)).all()
+            per_version = dict(conn.execute(select(Sample.trained_version, func.sum(Sample.trained_tokens))
+                                            .where(*trained).group_by(Sample.trained_version)).all())
+            mean_s, max_s, masked, offpolicy = conn.execute(select(
+                func.avg(Sample.staleness), func.max(Sample.staleness),
+                func.sum(Sample.stale_masked_tokens), func.sum(Sample.offpolicy_tokens)).where(*trained)).one()
+            recycled, groups = conn.execute(select(
+                func.coalesce(func.sum(PromptGroup.recycled), 0), func.count().filter(PromptGroup.recycled > 0))
+                .where(PromptGroup.run_id == run_id)).one()
     finally:
         engine.dispose()
     # version 0 is the starting checkpoint: never announced, it exists from the run's creation
-    rows = [(0, _stamp(started), 0)] + [(v, _stamp(t), int(per_version.get(v) or 0)) for v, t in announced if v > 0]
-    return RunMetrics(
-        window=steady_window(rows, warmup),
-        mean_staleness=None if mean_s is None else float(mean_s),
-        max_staleness=None if max_s is None else int(max_s),
-        stale_masked_tokens=_int(sums[0]),
-        offpolicy_tokens=_int(sums[1]),
-        recycled=_int(aborts[0]),
-        groups_recycled=_int(aborts[1]),
-        missing=missing,
-    )
-
-
-def _int(value) -> int | None:
-    return None if value is None else int(value)
+    rows = [(0, started.timestamp(), 0)] + [(v, t.timestamp(), int(per_version.get(v) or 0))
+                                            for v, t in announced if v > 0]
+    return RunMetrics(steady_window(rows, warmup), float(mean_s or 0.0), int(max_s or 0), int(masked or 0),
+                      int(offpolicy or 0), int(recycled), int(groups))
 
 
 def time_to_target(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
@@ -181,19 +146,15 @@ def read_accuracy_curve(database_url: str, run_id: str) -> list[tuple[int, float
     evaluated version; version 0 is at 0 s."""
     engine = create_engine(database_url)
     try:
-        meta = MetaData()
-        runs, versions, evals = (
-            Table(name, meta, autoload_with=engine) for name in ("runs", "policy_versions", "evaluations")
-        )
         with engine.connect() as conn:
-            started = conn.execute(select(runs.c.created_at).where(runs.c.run_id == run_id)).scalar_one()
+            started = conn.execute(select(Run.created_at).where(Run.run_id == run_id)).scalar_one()
             rows = conn.execute(
-                select(evals.c.version, versions.c.created_at, evals.c.correct, evals.c.total)
-                .select_from(evals.outerjoin(versions, (versions.c.run_id == evals.c.run_id)
-                                             & (versions.c.version == evals.c.version)))
-                .where(evals.c.run_id == run_id).order_by(evals.c.version)
+                select(Evaluation.version, PolicyVersion.created_at, Evaluation.correct, Evaluation.total)
+                .outerjoin(PolicyVersion, (PolicyVersion.run_id == Evaluation.run_id)
+                           & (PolicyVersion.version == Evaluation.version))
+                .where(Evaluation.run_id == run_id).order_by(Evaluation.version)
             ).all()
     finally:
         engine.dispose()
-    return [(v, 0.0 if v == 0 else _stamp(at) - _stamp(started), correct / max(total, 1))
+    return [(v, 0.0 if v == 0 else at.timestamp() - started.timestamp(), correct / max(total, 1))
             for v, at, correct, total in rows if v == 0 or at is not None]

@@ -72,7 +72,6 @@ def result_row(cfg: BenchConfig, record: RunRecord, ideal: Ideal, database_url: 
         trained_tokens=m.window.tokens, train_tps=m.window.throughput, ideal_ratio=m.window.throughput / ideal.bound,
         mean_staleness=m.mean_staleness, max_staleness_seen=m.max_staleness, stale_masked_tokens=m.stale_masked_tokens,
         offpolicy_tokens=m.offpolicy_tokens, recycled=m.recycled, groups_recycled=m.groups_recycled,
-        missing_columns=m.missing,
     )
     return row
 
@@ -101,9 +100,6 @@ def report(args: argparse.Namespace, rows: list[dict], ideal: Ideal, sim: Simula
     ideal_d = {"bound": ideal.bound, "generator_tps": ideal.generator_tps, "trainer_tps": ideal.trainer_tps,
                "tokens_per_batch": ideal.tokens_per_batch, "limited_by": ideal.limited_by}
     note = caption(args.warmup, ideal_d)
-    missing = sorted({c for r in rows for c in r.get("missing_columns", [])})
-    if missing:
-        note += f" Lineage lacks {', '.join(missing)}: derived from other columns or shown as '-'."
     show(rich_table("jetrl bench async: simulated hardware, real services", rows, SIM_COLUMNS, note))
     for r in rows:
         if r["state"] != "COMPLETED":
@@ -112,7 +108,7 @@ def report(args: argparse.Namespace, rows: list[dict], ideal: Ideal, sim: Simula
         "benchmark": "async", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
         "steps": args.steps or DEFAULT_STEPS, "warmup": args.warmup, "batch_groups": args.batch_groups,
         "group_size": args.group_size, "seed": args.seed, "simulation": sim.model_dump(), "ideal": ideal_d,
-        "missing_columns": missing, "results": rows,
+        "results": rows,
     }
     json_path = args.json or Path("docs/async_bench.json")
     write_json(json_path, payload)

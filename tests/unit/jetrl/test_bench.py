@@ -97,8 +97,8 @@ def test_time_to_target():
 # ---- lineage ----------------------------------------------------------------------------------
 
 def _insert(conn, table: Table, rows: list[dict]) -> None:
-    """Insert only the columns this schema has (the same rows serve both schema versions)."""
-    conn.execute(table.insert(), [{k: v for k, v in r.items() if k in table.c} for r in rows])
+    """Insert rows given as dicts of column values."""
+    conn.execute(table.insert(), rows)
 
 
 def _seed_run(url: str) -> str:
@@ -135,43 +135,14 @@ def _seed_run(url: str) -> str:
     return run_id
 
 
-@pytest.fixture(scope="module")
-def first_schema_url(database_url):
-    """A database at the first lineage revision: no staleness or APRIL columns yet."""
-    from alembic import command
-    from sqlalchemy.engine import make_url
-
-    from jetrl.lineage.db import _alembic_config, ensure_database
-
-    url = make_url(database_url).set(database=f"{make_url(database_url).database}_r1").render_as_string(False)
-    ensure_database(url)
-    command.upgrade(_alembic_config(url), "0001")
-    yield url
-    admin = create_engine(make_url(url).set(database="postgres"), isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    admin.dispose()
-
-
 def test_run_metrics_from_lineage(database_url):
     run_id = _seed_run(database_url)
     m = read_run_metrics(database_url, run_id, warmup=2)
     assert (m.window.seconds, m.window.tokens) == (3.0, 9 + 20 + 30)  # trained tokens of v3 and v4
     assert m.mean_staleness == pytest.approx(0.75) and m.max_staleness == 2
     assert (m.stale_masked_tokens, m.offpolicy_tokens, m.recycled, m.groups_recycled) == (1, 39, 3, 2)
-    assert m.missing == []
     curve = read_accuracy_curve(database_url, run_id)
     assert curve == [(0, 0.0, 0.1), (2, 12.0, 0.7), (4, 15.0, 0.6)]
-
-
-def test_run_metrics_fall_back_on_the_first_schema(first_schema_url):
-    run_id = _seed_run(first_schema_url)
-    m = read_run_metrics(first_schema_url, run_id, warmup=2)
-    assert m.window.tokens == 10 + 20 + 30  # every completion token of the trained samples
-    assert m.mean_staleness == pytest.approx(0.75) and m.max_staleness == 2  # from trained_version, min_version
-    assert (m.stale_masked_tokens, m.offpolicy_tokens, m.recycled, m.groups_recycled) == (None,) * 4
-    assert set(m.missing) == {"samples.trained_tokens", "samples.staleness", "samples.stale_masked_tokens",
-                              "samples.offpolicy_tokens", "prompt_groups.recycled"}
 
 
 # ---- command line, specs, outputs -------------------------------------------------------------
