@@ -9,8 +9,9 @@ every step, so an abort (APRIL) takes effect within one token.
 New weights arrive in one of two ways (`interrupt`): between two tokens (AReaL's interruptible
 generation; the weights lock is taken per step), or only when no generate call is in flight
 (in-flight samples finish on the old weights). Either way each token records the version that
-actually produced it, and a load holds the weights lock only for the in-place copy: decoding
-the blob happens before, while generation goes on.
+actually produced it: after a switch the KV cache, computed by the old weights, is rebuilt over
+everything so far before the next token, as AReaL does. A load holds the weights lock only for
+the in-place copy: decoding the blob happens before, while generation goes on.
 """
 
 from __future__ import annotations
@@ -147,10 +148,18 @@ class TorchEngine:
                     self._busy_total += time.perf_counter() - self._busy_since
                     self._calls.notify_all()
 
-    def _step(self, **inputs) -> tuple[torch.Tensor, int]:
-        """One forward under the weights lock: last-position logits and the version used."""
+    def _step(self, seq: "_Sequences") -> tuple[torch.Tensor, int]:
+        """One forward under the weights lock: last-position logits and the version used. The
+        first step, and the first after a weight switch, run over the whole sequences (a new
+        cache from these weights); the others feed only the newest token."""
         with self._weights_lock, torch.inference_mode():
-            out = self.model(**inputs, use_cache=True, logits_to_keep=1)
+            if seq.cache_version != self.version:
+                seq.cache, seq.cache_version, start = DynamicCache(), self.version, 0
+            else:
+                start = seq.ids.shape[1] - 1
+            out = self.model(input_ids=seq.ids[:, start:], attention_mask=seq.mask,
+                             position_ids=seq.pos[:, start:], past_key_values=seq.cache, use_cache=True,
+                             logits_to_keep=1)
             return out.logits[:, -1, :].float(), self.version
 
     def generate(self, requests: Sequence[GenRequest],
@@ -188,16 +197,14 @@ class TorchEngine:
         gens = [torch.Generator(device=self.device).manual_seed(r.seed) for r in requests]
         new_tokens = [0] * n
         active = [True] * n
-        cache = DynamicCache()
-        inputs = {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "past_key_values": cache}
-        next_pos = pos[:, -1:] + 1
+        seq = _Sequences(ids, mask, pos)
         while any(active):
             if should_stop():
                 for i in range(n):
                     if active[i]:
                         results[i].finish_reason, active[i] = "aborted", False
                 break
-            logits, version = self._step(**inputs)
+            logits, version = self._step(seq)
             logprobs = torch.log_softmax(logits / scale, dim=-1)
             probs = _top_p_mask(logprobs.exp(), top_p)
             chosen = logits.argmax(-1)
@@ -219,10 +226,8 @@ class TorchEngine:
                 elif new_tokens[i] >= requests[i].max_new_tokens:
                     active[i] = False
             # Finished rows still ride along (feeding a pad, masked out) to keep shapes fixed.
-            feed = torch.where(torch.tensor(active, device=self.device), chosen, self.pad_id)
-            mask = torch.cat([mask, torch.tensor(active, device=self.device, dtype=mask.dtype)[:, None]], dim=1)
-            inputs = {"input_ids": feed[:, None], "attention_mask": mask, "position_ids": next_pos, "past_key_values": cache}
-            next_pos = next_pos + 1
+            seq.append(torch.where(torch.tensor(active, device=self.device), chosen, self.pad_id),
+                       torch.tensor(active, device=self.device))
 
     def evaluate(self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
@@ -232,3 +237,20 @@ class TorchEngine:
             requests = [GenRequest(encode_prompt(self.tokenizer, p.prompt), max_new_tokens, temperature=0.0) for p in chunk]
             correct += sum(is_correct(p, r.text) for p, r in zip(chunk, self.generate(requests)))
         return correct, len(problems)
+
+
+@dataclass
+class _Sequences:
+    """A decoding batch: every token so far (left-padded prompt, prefix, new tokens), its mask and
+    positions, and the KV cache with the version of the weights that computed it."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    pos: torch.Tensor
+    cache: DynamicCache | None = None
+    cache_version: int | None = None
+
+    def append(self, tokens: torch.Tensor, real: torch.Tensor) -> None:
+        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
+        self.mask = torch.cat([self.mask, real.to(self.mask.dtype)[:, None]], dim=1)
+        self.pos = torch.cat([self.pos, self.pos[:, -1:] + 1], dim=1)
