@@ -4,7 +4,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from jetrl.config import TaskSpec
 from jetrl.policy import load_policy
@@ -12,13 +11,6 @@ from jetrl.policy.bootstrap import bootstrap
 from jetrl.policy.generate import heldout_accuracy
 from jetrl.tasks import make_task
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_bootstrap_writes_a_loadable_model_with_its_metrics(tmp_path):

@@ -34,13 +34,6 @@ TEXTS = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny(seed=0):
     return make_tiny_model(TOK, hidden_size=32, layers=1, heads=2, intermediate_size=64, max_positions=64, seed=seed)

@@ -17,14 +17,6 @@ from svc_rollout.engine import GenRequest, GenResult, TorchEngine
 TOK = make_char_tokenizer()
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models: one intra-op thread is as fast, and far faster on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 EOS = TOK.eos_token_id
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
 

@@ -5,7 +5,6 @@ import threading
 import time
 
 import pytest
-import torch
 
 from jetrl.bus import ROLLOUT_WORKERS, Kind, connect, consume, declare, follow, publish, stream_name
 from jetrl.bus.publish import MSG_ID
@@ -20,13 +19,6 @@ from svc_rollout.worker import RolloutWorker, requests_for
 TOK = make_char_tokenizer()
 RUN = "run1"
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

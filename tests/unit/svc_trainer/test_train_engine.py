@@ -36,14 +36,6 @@ def loss_calls(monkeypatch):
     return calls
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Tiny models: one intra-op thread is as fast, and far faster on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def make_model(seed=0, std=0.3):
     model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed)
