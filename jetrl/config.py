@@ -132,8 +132,11 @@ class TrainSpec(_Spec):
     """PPO ratio clip above 1 (ε_high)."""
     behaviour_weight_cap: float = Field(5.0, gt=0.0)
     """Tokens whose w = exp(p - b) exceeds this are masked (DESIGN §5)."""
-    advantage: Literal["grpo", "dr_grpo", "rloo"] = "grpo"
-    """Advantage estimator per prompt group."""
+    advantage: Literal["grpo", "dr_grpo", "rloo", "mc_grpo"] = "grpo"
+    """Advantage estimator per prompt group; `mc_grpo` wants an odd rollout.group_size (G+1)."""
+    mc_scale: Literal["std", "mad"] = "std"
+    """mc_grpo's scale: the group's std, or the median absolute deviation + 1e-3 (0 + 1e-3 for
+    binary rewards whenever a majority agrees)."""
     loss_agg: Literal["token_mean", "constant"] = "token_mean"
     """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
     minibatches: int = Field(1, ge=1, le=1024)
@@ -205,6 +208,9 @@ class RunSpec(_Spec):
     def _simulation_fits(self) -> "RunSpec":
         if self.simulation is not None and self.simulation.max_length > self.rollout.max_new_tokens:
             raise ValueError("simulation.max_length must not exceed rollout.max_new_tokens")
+        if self.train.advantage == "mc_grpo" and self.rollout.group_size % 2 == 0:
+            raise ValueError("train.advantage mc_grpo samples G+1 completions around a median pivot: "
+                             "set rollout.group_size to an odd number")
         return self
 
 

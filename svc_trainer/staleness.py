@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["TokenStaleness", "token_staleness", "batch_metrics"]
+__all__ = ["TokenStaleness", "token_staleness", "excluded", "batch_metrics"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,12 @@ def token_staleness(token_versions: Sequence[int], version: int, max_staleness: 
         stale_masked_tokens=len(lags) - len(trained),
         offpolicy_tokens=sum(lag > 0 for lag in trained),
     )
+
+
+def excluded(st: TokenStaleness) -> TokenStaleness:
+    """The same sample kept out of the loss altogether (mc_grpo's pivot): no token trainable."""
+    return TokenStaleness(trainable=(False,) * len(st.trainable), staleness=0, trained_tokens=0,
+                          stale_masked_tokens=st.stale_masked_tokens, offpolicy_tokens=0)
 
 
 def batch_metrics(samples: Sequence[TokenStaleness]) -> dict[str, float]:

@@ -109,12 +109,14 @@ class Trainer:
 
         samples, advs, checked = [], [], []
         for scored in batch.groups:
-            group_adv = advantages.compute(spec.train.advantage, list(scored.rewards))
+            group_adv = advantages.compute(spec.train.advantage, list(scored.rewards), mc_scale=spec.train.mc_scale)
             for sample, reward, adv in zip(scored.group.samples, scored.rewards, group_adv):
                 try:
                     st = staleness.token_staleness(sample.token_versions, batch.step, spec.schedule.max_staleness)
                 except ValueError as exc:  # a token from a version not published yet
                     raise InvalidEvent(f"sample {sample.sample_id}: {exc}") from None
+                if adv is None:  # mc_grpo's pivot: no gradient, not even a share of the token-mean
+                    st, adv = staleness.excluded(st), 0.0
                 checked.append(st)
                 samples.append(TrainSample(
                     prompt_token_ids=list(sample.prompt_token_ids),

@@ -9,7 +9,7 @@ import typing
 import pytest
 
 from jetrl.config import TrainSpec
-from svc_trainer.advantages import ESTIMATORS, compute, dr_grpo, grpo, rloo
+from svc_trainer.advantages import ESTIMATORS, compute, dr_grpo, grpo, mc_grpo, rloo
 
 
 def test_grpo_binary_rewards_hand_worked():
@@ -108,3 +108,44 @@ def test_unknown_estimator_is_a_clear_error():
 def test_every_estimator_a_run_spec_may_name_exists():
     allowed = set(typing.get_args(TrainSpec.model_fields["advantage"].annotation))
     assert allowed <= set(ESTIMATORS)
+
+
+# ---- mc_grpo: G+1 samples, median baseline, pivot excluded ------------------------------------
+
+def test_mc_grpo_std_hand_worked():
+    # r = [1, 0, 1, 0, 1] (G+1 = 5): sorted by (reward, index) -> indices [1, 3, 0, 2, 4], the
+    # middle one (position 2) is index 0: the pivot, baseline 1.
+    # mean 0.6, unbiased var = (3·0.16 + 2·0.36) / 4 = 0.3, std = 0.5477225575051661
+    # adv = (r - 1) / (std + 1e-6): 0 for the other 1s, -1 / 0.5477235575051661 = -1.8257385250
+    adv = mc_grpo([1, 0, 1, 0, 1])
+    assert adv[0] is None
+    assert adv[1:] == pytest.approx([-1.8257385250, 0.0, -1.8257385250, 0.0], rel=1e-9)
+
+
+def test_mc_grpo_mad_and_its_zero_for_binary_majorities():
+    # r = [0.2, 0.9, 0.5]: median 0.5 at index 2 (pivot); |r - 0.5| = [0.3, 0.4, 0] -> MAD 0.3
+    # adv = [-0.3, 0.4] / 0.301 = [-0.99667774..., 1.32890365...]
+    adv = mc_grpo([0.2, 0.9, 0.5], scale="mad")
+    assert adv[2] is None and adv[:2] == pytest.approx([-0.3 / 0.301, 0.4 / 0.301], rel=1e-12)
+    # binary with a majority: MAD = median(|r - 1|) = median([0, 1, 0]) = 0 -> denominator 1e-3
+    assert mc_grpo([1, 0, 1], scale="mad") == [None, pytest.approx(-1000.0), pytest.approx(0.0)]
+
+
+def test_mc_grpo_ties_all_equal_and_a_group_of_one():
+    assert mc_grpo([0.5, 0.5, 0.5]) == [0.0, None, 0.0]  # ties: the pivot is the middle index
+    assert mc_grpo([0, 0, 0], scale="mad") == [0.0, None, 0.0]
+    assert mc_grpo([1.0]) == [None]  # G = 0: only the pivot, nothing to train
+    with pytest.raises(ValueError, match="odd"):
+        mc_grpo([1, 0])
+    with pytest.raises(ValueError, match="scale"):
+        mc_grpo([1, 0, 1], scale="iqr")
+
+
+def test_compute_passes_the_mc_scale_and_the_spec_needs_an_odd_group():
+    assert compute("mc_grpo", [0.2, 0.9, 0.5], mc_scale="mad")[0] == pytest.approx(-0.3 / 0.301)
+    from jetrl.config import RunSpec
+
+    with pytest.raises(ValueError, match="odd"):
+        RunSpec.model_validate({"model": {"path": "/m"}, "rollout": {"group_size": 8}, "train": {"advantage": "mc_grpo"}})
+    assert RunSpec.model_validate({"model": {"path": "/m"}, "rollout": {"group_size": 9},
+                                   "train": {"advantage": "mc_grpo", "mc_scale": "mad"}}).train.mc_scale == "mad"

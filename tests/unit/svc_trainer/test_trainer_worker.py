@@ -59,6 +59,16 @@ def test_all_stale_samples_still_get_their_advantage_recorded(tmp_path):
     assert metrics == {"offpolicy_token_share": 0.0, "stale_masked_tokens": 3.0}
 
 
+def test_the_mc_grpo_pivot_is_kept_out_of_the_loss(tmp_path):
+    # rewards [1, 0, 1]: pivot = index 0 (median 1); the others get (r - 1) / (std + 1e-6)
+    run = spec(rollout={"group_size": 3}, train={"advantage": "mc_grpo"})
+    samples, advs, metrics = Trainer(None, None, tmp_path, "")._samples(batch(4, [[4, 4], [4], [3, 4]]), run)
+    assert [s.trainable for s in samples] == [(False, False), (True,), (True, True)]
+    assert samples[0].advantage == 0.0 and samples[1].advantage < 0 and samples[2].advantage == 0.0
+    assert [(a.advantage, a.trained_tokens) for a in advs][0] == (0.0, 0)
+    assert metrics["offpolicy_token_share"] == pytest.approx(1 / 3)  # 1 of the 3 trained tokens is v3
+
+
 def test_token_from_an_unpublished_version_is_an_invalid_batch(tmp_path):
     with pytest.raises(InvalidEvent, match="r.g0.1: token version 5 is newer than the trained version 4"):
         Trainer(None, None, tmp_path, "")._samples(batch(4, [[4], [4, 5]]), spec())
