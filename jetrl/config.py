@@ -134,6 +134,9 @@ class TrainSpec(_Spec):
     """Tokens whose w = exp(p - b) exceeds this are masked (DESIGN §5)."""
     advantage: Literal["grpo", "dr_grpo", "rloo", "mc_grpo"] = "grpo"
     """Advantage estimator per prompt group; `mc_grpo` wants an odd rollout.group_size (G+1)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal (DAPO): they carry no signal. They are recorded
+    (state "filtered"), never trained, and fresh groups take their place."""
     mc_scale: Literal["std", "mad"] = "std"
     """mc_grpo's scale: the group's std, or the median absolute deviation + 1e-3 (0 + 1e-3 for
     binary rewards whenever a majority agrees)."""
@@ -208,6 +211,9 @@ class RunSpec(_Spec):
     def _simulation_fits(self) -> "RunSpec":
         if self.simulation is not None and self.simulation.max_length > self.rollout.max_new_tokens:
             raise ValueError("simulation.max_length must not exceed rollout.max_new_tokens")
+        if self.train.dynamic_sampling and self.rollout.group_size < 2:
+            raise ValueError("train.dynamic_sampling drops groups whose rewards are all equal: "
+                             "with rollout.group_size 1 that is every group")
         if self.train.advantage == "mc_grpo" and self.rollout.group_size % 2 == 0:
             raise ValueError("train.advantage mc_grpo samples G+1 completions around a median pivot: "
                              "set rollout.group_size to an odd number")

@@ -86,7 +86,8 @@ class Recorder:
         if spec is not None and len(scored.group.samples) != spec.rollout.group_size:
             raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {spec.rollout.group_size}")
         try:
-            await self.store.record_scored(scored, current_trace_id())
+            await self.store.record_scored(scored, current_trace_id(),
+                                           drop_uniform=spec is not None and spec.train.dynamic_sampling)
         except UnknownGroup as exc:
             raise InvalidEvent(str(exc)) from None
         if spec is None:

@@ -22,7 +22,8 @@ __all__ = [
 # APRIL's buffer (aborted mid-generation, waiting to resume): the one step back is partial ->
 # admitted when it resumes, taken only by PartialBuffer.resume. "expired" is a scored group none
 # of whose tokens the next batch may train (all older than max_staleness): kept, never trained.
-GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired")
+# "filtered" is a scored group whose rewards are all equal, dropped by dynamic sampling (DAPO).
+GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired", "filtered")
 
 
 def _now() -> Mapped[datetime]:

@@ -230,8 +230,11 @@ class LineageStore:
 
     # ---- rewards, batches, versions ----------------------------------------------------------
 
-    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str) -> None:
+    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str, drop_uniform: bool = False) -> None:
+        """Rewards of a group; with `drop_uniform` (dynamic sampling) a group whose rewards are all
+        equal carries no signal and is recorded as "filtered" instead of "scored"."""
         group = scored.group
+        state = "filtered" if drop_uniform and len(set(scored.rewards)) <= 1 else "scored"
         async with self.engine.begin() as conn:
             if (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id))
                     ).scalar() is None:
@@ -251,7 +254,7 @@ class LineageStore:
                                    .values(reward=scored.rewards[i]))
             await conn.execute(update(PromptGroup).where(
                 PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
-                .values(state="scored", reward_server=scored.reward_server))
+                .values(state=state, reward_server=scored.reward_server))
 
     async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> bool:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does

@@ -142,6 +142,19 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     assert stats.offpolicy_token_share == pytest.approx(1 / 3)
 
 
+async def test_dynamic_sampling_records_uniform_groups_as_filtered(store, run_id):
+    uniform = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 0), rewards=[1.0, 1.0])
+    mixed = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 1), rewards=[1.0, 0.0])
+    for scored in (uniform, mixed):
+        await store.record_scored(scored, "", drop_uniform=True)
+    assert await store.group_state(uniform.group.group_id) == "filtered"
+    assert await store.group_state(mixed.group.group_id) == "scored"
+    assert [r for r in (await store.load_group(uniform.group.group_id)).samples]  # kept in lineage
+    other = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 2), rewards=[0.0, 0.0])
+    await store.record_scored(other, "")  # without dynamic sampling a uniform group is scored
+    assert await store.group_state(other.group.group_id) == "scored"
+
+
 async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_batch(store, run_id):
     fresh, stale = ev.ScoredGroup(rewards=[1.0, 0.0]), ev.ScoredGroup(rewards=[1.0, 0.0])
     stale.group.CopyFrom(await admitted_and_generated(store, run_id, 0))  # tokens of version 0

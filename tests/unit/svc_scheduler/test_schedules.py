@@ -6,6 +6,7 @@ does, every token older than η) and now and then restarts the scheduler. Whatev
   - a group never starts beyond the admission bound (ρ × the groups still needed);
   - no token trained is staler than η, and with η = 0, ρ = 1 no token is ever masked or off-policy;
   - every group is trained at most once, every trained batch holds B groups, the run reaches the end;
+  - with dynamic sampling, groups whose rewards are all equal are kept in lineage, never trained;
   - an aborted partial is never lost: a resumed attempt starts from exactly what was handed back
     (unless `regenerate` dropped it as stale), also across restarts.
 """
@@ -40,9 +41,9 @@ def model_dir(tmp_path_factory):
 class Cluster:
     """Everything around the scheduler: rollout workers, reward stage and trainer, as lineage writes."""
 
-    def __init__(self, rng, store, coordinator, run_id, eta, regenerate):
+    def __init__(self, rng, store, coordinator, run_id, eta, regenerate, dynamic):
         self.rng, self.store, self.coordinator, self.run_id, self.eta = rng, store, coordinator, run_id, eta
-        self.regenerate = regenerate
+        self.regenerate, self.dynamic = regenerate, dynamic
         self.targets: dict[tuple[str, int], int] = {}   # (group, index) -> completion length
         self.work: dict[tuple[str, int, int], list[int]] = {}  # (group, index, attempt) -> token versions so far
         self.handed_back: dict[str, list[int]] = {}      # sample id -> versions of the prefix handed back
@@ -125,7 +126,9 @@ class Cluster:
             ids = (await conn.execute(select(PromptGroup.group_id).where(
                 PromptGroup.run_id == self.run_id, PromptGroup.state == "generated"))).scalars().all()
         group = await self.store.load_group(self.rng.choice(ids))
-        await self.store.record_scored(ev.ScoredGroup(group=group, rewards=[float(i % 2) for i in range(G)]), "")
+        # with dynamic sampling, some groups get rewards that are all equal (and are filtered)
+        rewards = [float(self.rng.random() < 0.5) if self.dynamic else float(i % 2) for i in range(G)]
+        await self.store.record_scored(ev.ScoredGroup(group=group, rewards=rewards), "", drop_uniform=self.dynamic)
         await self.coordinator.seal_batches(self.run_id)
         await self.coordinator.admit(self.run_id)
 
@@ -153,9 +156,11 @@ class Cluster:
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("eta", "rho", "stale"), [(0, 1.0, "mask"), (2, 1.0, "mask"), (0, 2.0, "mask"),
-                                                   (1, 2.0, "regenerate")])
-async def test_random_schedules_keep_every_promise(settings, database_url, model_dir, seed, eta, rho, stale):
+@pytest.mark.parametrize(("eta", "rho", "stale", "dynamic"), [
+    (0, 1.0, "mask", False), (2, 1.0, "mask", False), (0, 2.0, "mask", False), (1, 2.0, "regenerate", False),
+    (1, 1.0, "mask", True),
+])
+async def test_random_schedules_keep_every_promise(settings, database_url, model_dir, seed, eta, rho, stale, dynamic):
     rng = random.Random(seed)
     nc = await connect(settings, "test")
     js = nc.jetstream()
@@ -164,7 +169,7 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
     store = LineageStore(engine)
     spec = RunSpec.model_validate({
         "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 8},
-        "train": {"steps": STEPS, "batch_groups": B},
+        "train": {"steps": STEPS, "batch_groups": B, "dynamic_sampling": dynamic},
         "schedule": {"max_staleness": eta, "over_provision": rho, "stale_partials": stale, "eval_every": 0}})
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await store.create_run(run_id, "t", "", STEPS, B, G, "")
@@ -186,7 +191,7 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
         await c.start(c.activate(run_id, spec))
         return c
 
-    cluster = Cluster(rng, store, None, run_id, eta, stale == "regenerate")
+    cluster = Cluster(rng, store, None, run_id, eta, stale == "regenerate", dynamic)
     coordinator = cluster.coordinator = await scheduler()
     trained: list[tuple[int, int]] = []
     try:
@@ -212,6 +217,15 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
     stats = await store.run_stats(run_id)
     assert stats.samples_trained == STEPS * B * G  # each trained once: B groups of G per version
     assert stats.max_staleness <= eta
+    if dynamic:  # filtered groups are kept in lineage and never trained
+        async with engine.connect() as conn:
+            from sqlalchemy import func, select
+
+            from jetrl.lineage.models import PromptGroup, Sample
+            filtered = (await conn.execute(select(func.count(Sample.trained_version)).join(
+                PromptGroup, PromptGroup.group_id == Sample.group_id).where(
+                PromptGroup.run_id == run_id, PromptGroup.state == "filtered"))).scalar()
+        assert filtered == 0 and (await store.group_counts(run_id))["filtered"] > 0
     if eta == 0 and rho == 1.0:
         assert stats.stale_masked_tokens == 0 and stats.offpolicy_token_share == 0.0
         assert (await store.group_counts(run_id))["partial"] == 0
