@@ -89,13 +89,20 @@ def _math_score(reference: str, text: str) -> verify.Score:
     return verify.math_score(reference, text, timeout_s=MATH_TIMEOUT_S)
 
 
-def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
-    """Why the request cannot be scored, phrased as what the caller should do; None when it can."""
+def contract_problem(request: reward_pb2.ScoreRequest, server: str) -> str | None:
+    """What every built-in server refuses: an unknown contract version, or no main view."""
     if request.contract_version not in CONTRACT_VERSIONS:
-        return (f"contract_version {request.contract_version} is not supported by {NAME}@{VERSION}; "
+        return (f"contract_version {request.contract_version} is not supported by {server}; "
                 f"send one of {list(CONTRACT_VERSIONS)}")
     if not request.views:
         return "no views: send the prompt and its samples as views[0] (the main view)"
+    return None
+
+
+def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
+    """Why the request cannot be scored, phrased as what the caller should do; None when it can."""
+    if (problem := contract_problem(request, f"{NAME}@{VERSION}")) is not None:
+        return problem
     if not request.reference.strip():
         return (f"{NAME} needs a reference answer; set ScoreRequest.reference, or name a reward "
                 "server that needs none for tasks without references")

@@ -1,0 +1,70 @@
+"""Label-free rewards by agreement (DESIGN §6): `majority` (self-consistency, TTRL) and
+`co_reward` (Co-rewarding-I), as pure functions of the completions' texts.
+
+The answer rule, shared by both:
+1. A completion's answer is its last number, or the last one after its last `####`
+   (`jetrl.tasks.answers.extract_final_number`, as held-out accuracy reads it); commas dropped.
+2. Answers are compared as exact values, written canonically (`str(Fraction)`): `1,000`,
+   `1000.0` and `1000` are all the answer `1000`, `2.50` is `5/2`.
+3. A completion without a number has no answer: it never wins a vote and never earns a reward.
+4. The majority answer is the most frequent one; a tie goes to the numerically smallest of the
+   tied answers, so the same votes always give the same label.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from jetrl.tasks.answers import extract_final_number
+
+__all__ = ["Vote", "answer_of", "majority_answer", "majority_rewards", "co_rewards"]
+
+
+def answer_of(text: str) -> str | None:
+    """The canonical answer of a completion, or None when it has none (rules 1-3)."""
+    number = extract_final_number(text)
+    if number is None:
+        return None
+    try:
+        return str(Fraction(number))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The most frequent answer (ties: the smallest value); None when no completion has one."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min((a for a, c in counts.items() if c == top), key=Fraction)
+
+
+@dataclass(frozen=True)
+class Vote:
+    """Rewards of one view's samples against a pseudo-label, with what was read from each."""
+
+    rewards: list[float]
+    answers: list[str | None]
+    label: str | None  # the pseudo-label they were scored against
+
+
+def _against(texts: Sequence[str], label: str | None) -> Vote:
+    answers = [answer_of(t) for t in texts]
+    return Vote([float(a is not None and a == label) for a in answers], answers, label)
+
+
+def majority_rewards(texts: Sequence[str]) -> Vote:
+    """Reward 1 for agreeing with the group's own majority answer, else 0."""
+    return _against(texts, majority_answer([answer_of(t) for t in texts]))
+
+
+def co_rewards(texts: Sequence[str], other_view: Sequence[str]) -> tuple[Vote, Vote]:
+    """Co-rewarding-I: each view's samples are scored against the majority answer of the OTHER
+    view (the analogous rephrasing of the same question), so a view cannot reward its own habit."""
+    mine = majority_answer([answer_of(t) for t in texts])
+    theirs = majority_answer([answer_of(t) for t in other_view])
+    return _against(texts, theirs), _against(other_view, mine)

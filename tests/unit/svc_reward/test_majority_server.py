@@ -1,0 +1,52 @@
+"""The `majority` reward server: started alone as its own process, scored over real gRPC."""
+
+import os
+import signal
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from jetrl.localstack import free_port
+from jetrl.rpc import wait_serving
+from jetrl.v1 import reward_pb2, reward_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+async def stub():
+    addr = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", "svc_reward.majority"], env={**os.environ, "JETRL_LISTEN": addr})
+    try:
+        await wait_serving(addr, timeout=60, what="svc_reward.majority")
+        async with grpc.aio.insecure_channel(addr) as ch:
+            yield reward_pb2_grpc.RewardServiceStub(ch)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the process we started, by its pid
+        assert proc.wait(timeout=30) == 0
+
+
+def request(*texts: str, **fields) -> reward_pb2.ScoreRequest:
+    samples = [reward_pb2.RewardSample(sample_id=f"g.{i}", text=t) for i, t in enumerate(texts)]
+    view = reward_pb2.RewardView(view="main", prompt="12+30=", samples=samples)
+    return reward_pb2.ScoreRequest(**({"contract_version": 1, "run_id": "r", "group_id": "g", "views": [view]} | fields))
+
+
+async def test_describe_needs_no_reference(stub):
+    d = await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)
+    assert (d.name, d.version, list(d.contract_versions), d.needs_reference) == ("majority", "1", [1], False)
+
+
+async def test_scores_agreement_with_the_majority_without_a_reference(stub):
+    reply = await stub.Score(request("42", "42.0", "41", ""), timeout=5)
+    assert reply.server == "majority@1"
+    assert [(s.sample_id, s.reward, s.extracted_answer, s.pseudo_label) for s in reply.scores] == [
+        ("g.0", 1.0, "42", "42"), ("g.1", 1.0, "42", "42"), ("g.2", 0.0, "41", "42"), ("g.3", 0.0, "", "42")]
+    assert reply.scores[3].detail == "no answer" and reply.scores[2].detail == "majority answer is 42"
+
+
+@pytest.mark.parametrize(("fields", "needle"), [({"contract_version": 9}, "contract_version 9"), ({"views": []}, "no views")])
+async def test_bad_requests_say_what_to_send(stub, fields, needle):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.Score(request("1", **fields), timeout=5)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details()
