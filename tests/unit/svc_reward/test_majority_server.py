@@ -1,4 +1,5 @@
-"""The `majority` reward server: started alone as its own process, scored over real gRPC."""
+"""The label-free servers: `majority` started alone as its own process, `co_reward` in-process;
+both over real gRPC."""
 
 import os
 import signal
@@ -42,7 +43,7 @@ async def test_scores_agreement_with_the_majority_without_a_reference(stub):
     assert reply.server == "majority@1"
     assert [(s.sample_id, s.reward, s.extracted_answer, s.pseudo_label) for s in reply.scores] == [
         ("g.0", 1.0, "42", "42"), ("g.1", 1.0, "42", "42"), ("g.2", 0.0, "41", "42"), ("g.3", 0.0, "", "42")]
-    assert reply.scores[3].detail == "no answer" and reply.scores[2].detail == "majority answer is 42"
+    assert reply.scores[3].detail == "no answer" and reply.scores[2].detail == "pseudo-label is 42"
 
 
 @pytest.mark.parametrize(("fields", "needle"), [({"contract_version": 9}, "contract_version 9"), ({"views": []}, "no views")])
@@ -50,3 +51,27 @@ async def test_bad_requests_say_what_to_send(stub, fields, needle):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Score(request("1", **fields), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and needle in err.value.details()
+
+
+async def test_co_reward_scores_the_main_view_against_the_other_view():
+    from svc_reward.co_reward import SERVICER
+
+    server = grpc.aio.server()
+    reward_pb2_grpc.add_RewardServiceServicer_to_server(SERVICER, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = reward_pb2_grpc.RewardServiceStub(ch)
+            assert (await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)).needs_views
+            main = request("42", "42", "41").views[0]
+            other = reward_pb2.RewardView(view="rephrased", prompt="30+12=", samples=[
+                reward_pb2.RewardSample(sample_id=f"h.{i}", text=t) for i, t in enumerate(["41", "41", "42"])])
+            reply = await stub.Score(request(views=[main, other]), timeout=5)
+            # the main view's own majority is 42, but it is scored against the other view's: 41
+            assert [(s.reward, s.pseudo_label) for s in reply.scores] == [(0.0, "41"), (0.0, "41"), (1.0, "41")]
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await stub.Score(request("1"), timeout=5)
+            assert "views[1]" in err.value.details()
+    finally:
+        await server.stop(None)

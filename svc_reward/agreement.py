@@ -1,0 +1,60 @@
+"""One RewardService for the label-free servers that score by agreement (svc_reward/consensus.py):
+each server module names itself and says how a request becomes a `Vote`; this module does the
+contract checks, the response, and serving the module alone on its own port.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import grpc
+
+from jetrl.service import run_service, serve
+from jetrl.v1 import reward_pb2, reward_pb2_grpc
+from svc_reward.consensus import Vote
+from svc_reward.server import CONTRACT_VERSIONS, contract_problem
+
+Rule = Callable[[reward_pb2.ScoreRequest], Vote]
+
+
+def texts(view: reward_pb2.RewardView) -> list[str]:
+    return [s.text for s in view.samples]
+
+
+class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
+    def __init__(self, name: str, version: str, rule: Rule, needs_views: bool = False):
+        self.name, self.version, self.rule, self.needs_views = name, version, rule, needs_views
+
+    async def Describe(self, request, context) -> reward_pb2.DescribeResponse:
+        return reward_pb2.DescribeResponse(name=self.name, version=self.version, contract_versions=CONTRACT_VERSIONS,
+                                           needs_views=self.needs_views)
+
+    async def Score(self, request, context) -> reward_pb2.ScoreResponse:
+        problem = contract_problem(request, f"{self.name}@{self.version}")
+        if problem is None and self.needs_views and len(request.views) < 2:
+            problem = f"{self.name} needs the analogous view of the prompt as views[1], with its own samples"
+        if problem is not None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+        vote = self.rule(request)
+        label = vote.label or ""
+        return reward_pb2.ScoreResponse(
+            scores=[reward_pb2.SampleScore(
+                sample_id=s.sample_id, reward=r, extracted_answer=a or "", pseudo_label=label,
+                detail="no answer" if a is None else "agrees with the pseudo-label" if r else f"pseudo-label is {label}",
+            ) for s, r, a in zip(request.views[0].samples, vote.rewards, vote.answers)],
+            server=f"{self.name}@{self.version}",
+        )
+
+
+def serve_alone(servicer: AgreementServicer, default_port: int) -> None:
+    """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default 0.0.0.0:default_port)."""
+    name = f"svc_reward.{servicer.name}"
+
+    def register(server: grpc.aio.Server) -> list[str]:
+        reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
+        return [reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name]
+
+    async def main(settings) -> None:
+        await serve(name, settings.listen_or(default_port), register)
+
+    run_service(name, main)
