@@ -7,6 +7,7 @@
   jetrl status             health of the services and the known runs
   jetrl down               stop what `jetrl up` started
   jetrl db upgrade         create and migrate the lineage database
+  jetrl reward check ADDR  check any RewardService against the Reward contract
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
 """
 
@@ -41,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
     db = sub.add_parser("db", help="lineage database")
     db.add_argument("action", choices=["upgrade"])
+    reward = sub.add_parser("reward", help="reward servers")
+    reward_sub = reward.add_subparsers(dest="reward_action", required=True)
+    check = reward_sub.add_parser("check", help="check a RewardService against the contract")
+    check.add_argument("addr", metavar="HOST:PORT")
+    check.add_argument("--deadline-s", type=float, default=10.0, help="deadline of each call (default 10)")
     bench = sub.add_parser("bench", help="benchmarks on a private stack")
     bench_sub = bench.add_subparsers(dest="benchmark", required=True)
     from jetrl.cli.bench import __doc__ as bench_doc, add_arguments
@@ -82,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.stack import ensure_database
 
             print(ensure_database(settings))
+        elif args.command == "reward":
+            from jetrl.cli.reward_check import main as check
+
+            return asyncio.run(check(args.addr, args.deadline_s))
         elif args.command == "bench":
             from jetrl.cli.bench import run as run_bench
 

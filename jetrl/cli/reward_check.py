@@ -1,0 +1,108 @@
+"""`jetrl reward check HOST:PORT`: does a reward server keep the Reward contract?
+
+Any implementation, in any language, can be checked before a run names it. Each check sends a
+real request (protos/jetrl/v1/reward.proto) and prints what passed and, for what failed, what the
+server did and what the contract wants. The group sent is synthetic: a reference answer when the
+server needs one, a second view when it needs views.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
+from rich.console import Console
+
+from jetrl.v1 import reward_pb2, reward_pb2_grpc
+
+__all__ = ["Check", "check_server", "main"]
+
+console = Console()
+TEXTS = ["12", "12", "13", "no answer"]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _request(describe: reward_pb2.DescribeResponse, **fields) -> reward_pb2.ScoreRequest:
+    def view(name: str, prefix: str) -> reward_pb2.RewardView:
+        return reward_pb2.RewardView(view=name, prompt="5+7=", samples=[
+            reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in enumerate(TEXTS)])
+
+    views = [view("main", "check.g0")] + ([view("rephrased", "check.g0r")] if describe.needs_views else [])
+    base = {"contract_version": 1, "run_id": "reward-check", "group_id": "check.g0", "policy_version": 0,
+            "reference": "12" if describe.needs_reference else "", "views": views}
+    return reward_pb2.ScoreRequest(**(base | fields))
+
+
+async def check_server(addr: str, deadline_s: float = 10.0) -> list[Check]:
+    """Every check against the server at `addr`, in order; later ones are skipped if Describe fails."""
+    checks: list[Check] = []
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = reward_pb2_grpc.RewardServiceStub(channel)
+
+        async def attempt(name: str, call: Callable[[], Awaitable[str]]) -> None:
+            try:
+                checks.append(Check(name, True, await call()))
+            except AssertionError as exc:
+                checks.append(Check(name, False, str(exc)))
+            except grpc.aio.AioRpcError as exc:
+                what = "no answer within the deadline" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else \
+                    f"{exc.code().name}: {exc.details()}"
+                checks.append(Check(name, False, what))
+
+        describe = reward_pb2.DescribeResponse()
+
+        async def do_describe() -> str:
+            nonlocal describe
+            describe = await stub.Describe(reward_pb2.DescribeRequest(), timeout=deadline_s)
+            assert describe.name and describe.version, "Describe must name the server and its version"
+            assert 1 in describe.contract_versions, f"contract_versions {list(describe.contract_versions)} lack 1"
+            return (f"{describe.name}@{describe.version}, needs reference: {describe.needs_reference}, "
+                    f"views: {describe.needs_views}")
+
+        await attempt("Describe", do_describe)
+        if not checks[-1].ok:
+            return checks
+
+        async def do_score() -> str:
+            request = _request(describe)
+            reply = await stub.Score(request, timeout=deadline_s)
+            sent = [s.sample_id for s in request.views[0].samples]
+            got = [s.sample_id for s in reply.scores]
+            assert len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each"
+            assert got == sent, f"scores name samples {got}, want {sent} in that order"
+            assert all(math.isfinite(s.reward) for s in reply.scores), "every reward must be a finite number"
+            assert reply.server, "ScoreResponse.server must say name@version"
+            return f"{len(got)} finite rewards, in order: {[round(s.reward, 3) for s in reply.scores]}"
+
+        async def do_refuse() -> str:
+            try:
+                await stub.Score(_request(describe, contract_version=999), timeout=deadline_s)
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, \
+                    f"an unknown contract version got {exc.code().name}, want INVALID_ARGUMENT"
+                return "INVALID_ARGUMENT: " + exc.details()
+            raise AssertionError("contract_version 999 was scored: refuse versions you do not know "
+                                 "(INVALID_ARGUMENT), so an old server never misreads a new request")
+
+        await attempt("Score", do_score)
+        await attempt("refuses an unknown contract version", do_refuse)
+    return checks
+
+
+async def main(addr: str, deadline_s: float) -> int:
+    checks = await check_server(addr, deadline_s)
+    for c in checks:
+        mark = "[green]pass[/green]" if c.ok else "[red]FAIL[/red]"
+        console.print(f"{mark}  {c.name}: {c.detail}", highlight=False)
+    failed = sum(not c.ok for c in checks)
+    console.print(f"{addr}: {len(checks) - failed}/{len(checks)} checks passed" if not failed else
+                  f"[red]{addr}: {failed} of {len(checks)} checks failed[/red]")
+    return 1 if failed else 0
