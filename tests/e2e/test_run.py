@@ -235,3 +235,37 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
         kept = [s for s in segments if s.finish_reason != "dropped"]
         # token-in: each resumed stretch starts where the last one handed back stopped
         assert all(a.end == b.start for a, b in zip(kept, kept[1:])), segments
+
+
+async def test_a_run_trains_on_a_third_party_reward_server(stack, store):
+    """examples/reward_server.py, written only against the generated stubs, runs as its own process
+    and is named in the run spec; lineage records it as the scorer of every sample."""
+    import signal
+    import subprocess
+    import sys
+
+    from jetrl.cli.main import REPO
+    from jetrl.localstack import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, str(REPO / "examples" / "reward_server.py"), "--port", str(port)])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            await asyncio.wait_for(ch.channel_ready(), 30)
+        rid = run_id("third-party")
+        reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 10}}"
+        await create_run(stack, stack.spec_yaml("third-party", steps=2, reward=reward), rid)
+        last = await wait_until(stack, rid, finished)
+        assert last.state == svc.COMPLETED, last.message
+    finally:
+        server.send_signal(signal.SIGTERM)  # the process this test started, by its pid
+        server.wait(timeout=30)
+    rows = await store.trained_sample_rows(rid)
+    assert len(rows) == 2 * 2 * 4 == await trainer_count(stack, rid)
+    async with store.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from jetrl.lineage.models import Reward, Sample
+        scorers = set((await conn.execute(select(Reward.server, Reward.endpoint).join(
+            Sample, Sample.sample_id == Reward.sample_id).where(Sample.run_id == rid))).all())
+    assert scorers == {("exact-text@1", f"127.0.0.1:{port}")}
