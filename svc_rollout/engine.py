@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +76,64 @@ def _never() -> bool:
     return False
 
 
+class CallGate:
+    """Generate calls in flight against weight loads, shared by every engine.
+
+    `interrupt=True`: a load never waits here (it lands between two decode steps, under the
+    engine's own lock). `interrupt=False` ("finish"): a load waits until no generate call is in
+    flight, and new calls wait for a pending load, so a stream of calls cannot starve it. The gate
+    also clocks the wall time with at least one call in flight (not a sum over calls).
+    """
+
+    def __init__(self, interrupt: bool):
+        self.interrupt = interrupt
+        self.pending_loads = 0
+        self._cond = threading.Condition()
+        self._active = 0
+        self._busy_since = 0.0
+        self._busy_total = 0.0
+
+    @property
+    def busy_seconds(self) -> float:
+        with self._cond:
+            running = time.perf_counter() - self._busy_since if self._active else 0.0
+            return self._busy_total + running
+
+    @contextmanager
+    def call(self) -> Iterator[None]:
+        """Around one generate call: admitted after any pending load in finish mode."""
+        with self._cond:
+            if not self.interrupt:
+                self._cond.wait_for(lambda: self.pending_loads == 0)
+            if self._active == 0:
+                self._busy_since = time.perf_counter()
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._active -= 1
+                if self._active == 0:
+                    self._busy_total += time.perf_counter() - self._busy_since
+                    self._cond.notify_all()
+
+    @contextmanager
+    def load(self) -> Iterator[None]:
+        """Around applying new weights: in finish mode, once no call is in flight."""
+        if self.interrupt:
+            yield
+            return
+        with self._cond:
+            self.pending_loads += 1
+            self._cond.wait_for(lambda: self._active == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.pending_loads -= 1
+                self._cond.notify_all()
+
+
 class TorchEngine:
     """Generation on an in-process model; `version` is the policy version of its weights.
 
@@ -94,59 +152,20 @@ class TorchEngine:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         self.device = next(model.parameters()).device
         self._weights_lock = threading.Lock()
-        # generate calls in flight and loads waiting for them (finish mode), and the busy clock
-        self._calls = threading.Condition()
-        self._active = 0
-        self._pending_loads = 0
-        self._busy_since = 0.0
-        self._busy_total = 0.0
+        self._gate = CallGate(interrupt)
 
     @property
     def busy_seconds(self) -> float:
         """Wall time during which at least one generate call was decoding (not a sum over calls)."""
-        with self._calls:
-            running = time.perf_counter() - self._busy_since if self._active else 0.0
-            return self._busy_total + running
+        return self._gate.busy_seconds
 
     def load_weights(self, state_bytes: bytes, version: int) -> None:
         """Swap in new weights (a safetensors blob) as `version`: at the next token boundary, or
         once no generate call is in flight (finish mode)."""
         tensors = parse_state_bytes(self.model, state_bytes)  # the slow part, outside every lock
-        gate = nullcontext() if self.interrupt else self._between_calls()
-        with gate, self._weights_lock:
+        with self._gate.load(), self._weights_lock:
             copy_state(self.model, tensors)
             self.version = version
-
-    @contextmanager
-    def _between_calls(self) -> Iterator[None]:
-        """Finish mode: hold off new generate calls, wait for those in flight to end."""
-        with self._calls:
-            self._pending_loads += 1
-            self._calls.wait_for(lambda: self._active == 0)
-        try:
-            yield
-        finally:
-            with self._calls:
-                self._pending_loads -= 1
-                self._calls.notify_all()
-
-    @contextmanager
-    def _generating(self) -> Iterator[None]:
-        """Admit one generate call (after any pending load in finish mode) and run the busy clock."""
-        with self._calls:
-            if not self.interrupt:
-                self._calls.wait_for(lambda: self._pending_loads == 0)
-            if self._active == 0:
-                self._busy_since = time.perf_counter()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._calls:
-                self._active -= 1
-                if self._active == 0:
-                    self._busy_total += time.perf_counter() - self._busy_since
-                    self._calls.notify_all()
 
     def _step(self, seq: "_Sequences") -> tuple[torch.Tensor, int]:
         """One forward under the weights lock: last-position logits and the version used. The
@@ -177,7 +196,7 @@ class TorchEngine:
             elif req.max_new_tokens > 0:
                 todo.append(i)
         if todo:
-            with self._generating():
+            with self._gate.call():
                 self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or _never)
         for res in results:
             res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)

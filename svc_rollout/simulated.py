@@ -16,15 +16,14 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import numpy as np
 
 from jetrl.config import SimulationSpec
-from svc_rollout.engine import GenRequest, GenResult
+from svc_rollout.engine import CallGate, GenRequest, GenResult
 
 __all__ = ["SimulatedEngine", "target_length"]
 
@@ -98,33 +97,19 @@ class SimulatedEngine:
         self._lock = threading.Lock()  # the device: rows, calls, version, clock
         self._calls: list[_Call] = []  # in arrival order: rows are admitted FIFO
         self._ticker: threading.Thread | None = None
-        self._busy_total = 0.0
-        # finish mode (interrupt=False): generate calls in flight and loads waiting for them
-        self._gate = threading.Condition()
-        self._in_flight = 0
-        self._pending_loads = 0
+        self._gate = CallGate(interrupt)
 
     @property
     def busy_seconds(self) -> float:
-        """Wall time during which at least one sequence was decoding."""
-        with self._lock:
-            return self._busy_total
+        """Wall time during which at least one generate call was on the device."""
+        return self._gate.busy_seconds
 
     def load_weights(self, state_bytes: bytes, version: int) -> None:
         """Switch to `version` (simulated weights: nothing to copy). With `interrupt` it takes
         effect at the next decode step; otherwise once no generate call is in flight, and new
         calls wait for it."""
-        if self.interrupt:
-            with self._lock:
-                self.version = version
-            return
-        with self._gate:
-            self._pending_loads += 1
-            self._gate.wait_for(lambda: self._in_flight == 0)
-            with self._lock:
-                self.version = version
-            self._pending_loads -= 1
-            self._gate.notify_all()
+        with self._gate.load(), self._lock:
+            self.version = version
 
     def generate(self, requests: Sequence[GenRequest],
                  should_stop: Callable[[], bool] | None = None) -> list[GenResult]:
@@ -134,7 +119,7 @@ class SimulatedEngine:
         rows = [self._row(r) for r in requests]
         live = [row for row in rows if not row.done]
         if live:
-            with self._generating():
+            with self._gate.call():
                 call = _Call(live, should_stop)
                 with self._lock:
                     self._calls.append(call)
@@ -164,33 +149,15 @@ class SimulatedEngine:
             row.done = True  # no new tokens allowed: "length"
         return row
 
-    @contextmanager
-    def _generating(self) -> Iterator[None]:
-        """Count a generate call in flight; in finish mode admit it only when no load is pending."""
-        with self._gate:
-            if not self.interrupt:
-                self._gate.wait_for(lambda: self._pending_loads == 0)
-            self._in_flight += 1
-        try:
-            yield
-        finally:
-            with self._gate:
-                self._in_flight -= 1
-                self._gate.notify_all()
-
     def _run_clock(self) -> None:
         """The decode clock: one step per decode_step_s while any row is live; exits when idle
         (the next generate call starts a new one)."""
         step = self.sim.decode_step_s
-        last = time.perf_counter()
-        deadline = last + step
+        deadline = time.perf_counter() + step
         while True:
             time.sleep(max(0.0, deadline - time.perf_counter()))
             now = time.perf_counter()
             with self._lock:
-                # the clock runs only while rows are live, so its whole running time is busy time
-                self._busy_total += now - last
-                last = now
                 self._tick()
                 if not self._calls:
                     self._ticker = None

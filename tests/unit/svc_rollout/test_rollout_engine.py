@@ -481,7 +481,7 @@ def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls()
         calls.append(1)
         if len(calls) == 4:
             loader.start()
-            wait_for(lambda: engine._pending_loads == 1)  # the load is waiting for this call
+            wait_for(lambda: engine._gate.pending_loads == 1)  # the load is waiting for this call
             late.start()
             # a call made while a load is pending must not start before it (no starvation)
             assert not late_started.wait(0.3)

@@ -156,7 +156,7 @@ def test_finish_mode_loads_between_calls():
     wait_ticks(engine, 10)
     loader, _ = in_thread(engine.load_weights, b"", 1)
     deadline = time.monotonic() + 10
-    while not engine._pending_loads:  # the load is now waiting for the call in flight
+    while not engine._gate.pending_loads:  # the load is now waiting for the call in flight
         assert time.monotonic() < deadline
         time.sleep(0.0005)
     late, late_box = in_thread(engine.generate, [req(0)])  # arrives while the load is pending
