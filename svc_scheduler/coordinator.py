@@ -158,9 +158,11 @@ class Coordinator:
                 await self._abort_generating(run)
                 return 0
             slots = run.admission.slots(version, accepted, running)
-            stale_before = run.admission.stale_before(await self.store.batches_sealed(run_id))
+            resumable = await self.buffer.resumable(run_id, slots)
+            # the sealed-batch count matters only to what resumes (and only with `regenerate`)
+            stale_before = run.admission.stale_before(await self.store.batches_sealed(run_id)) if resumable else None
             resumed = 0
-            for gid in await self.buffer.resumable(run_id, slots):
+            for gid in resumable:
                 if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
                     await self._publish_task(run, r)
                     resumed += 1

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from jetrl.lineage.models import PartialSample, PromptGroup, Run, Sample, SampleSegment
-from jetrl.lineage.store import accounted
+from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
+from jetrl.lineage.store import accounted, unfinished
 from jetrl.v1 import events_pb2
 
 __all__ = ["PartialBuffer", "Resumed"]
@@ -92,15 +92,10 @@ class PartialBuffer:
 
     async def _prefixes(self, conn, group_id: str, attempt: int, stale_before: int | None):
         """Prefixes of the samples not yet finished, from what attempt `attempt` handed back."""
-        size = (await conn.execute(select(Run.group_size).join(PromptGroup, PromptGroup.run_id == Run.run_id)
-                                   .where(PromptGroup.group_id == group_id))).scalar_one()
-        finished = set((await conn.execute(select(Sample.index).where(Sample.group_id == group_id))).scalars())
         handed = {p.index: p for p in await conn.execute(select(PartialSample).where(
             PartialSample.group_id == group_id, PartialSample.attempt == attempt))}
         prefixes, dropped = [], 0
-        for index in range(size):
-            if index in finished:
-                continue
+        for index in await unfinished(conn, group_id):
             p = handed.get(index)
             if p is None or not p.token_ids:
                 prefixes.append(events_pb2.Prefix(index=index))

@@ -415,11 +415,16 @@ class LineageStore:
 
 
 
-async def accounted(conn, group_id: str, attempt: int) -> bool:
-    """Has every sample of the group finished, or been handed back by attempt `attempt`?"""
+async def unfinished(conn, group_id: str) -> list[int]:
+    """Indices of the group's samples not finished yet (no row in `samples`), in order."""
     size = (await conn.execute(select(Run.group_size).join(PromptGroup, PromptGroup.run_id == Run.run_id)
                                .where(PromptGroup.group_id == group_id))).scalar_one()
     finished = set((await conn.execute(select(Sample.index).where(Sample.group_id == group_id))).scalars())
+    return [i for i in range(size) if i not in finished]
+
+
+async def accounted(conn, group_id: str, attempt: int) -> bool:
+    """Has every sample of the group finished, or been handed back by attempt `attempt`?"""
     reported = set((await conn.execute(select(PartialSample.index).where(
         PartialSample.group_id == group_id, PartialSample.attempt == attempt))).scalars())
-    return len(finished | reported) >= size
+    return set(await unfinished(conn, group_id)) <= reported
