@@ -1,8 +1,8 @@
 """What both suites of `jetrl bench async` share: a private stack, and following one run on it.
 
-The private stack is the local-stack launcher's (jetrl/cli/stack.py) pointed at its own
-nats-server, free ports, a temp data dir and a database of its own, so a running stack is never
-disturbed; everything it starts it ends, by pid.
+The private stack is the local-stack launcher's (jetrl/cli/stack.py `isolated_settings`, `up`,
+`down`) under a temp dir with a database of its own, so a running stack is never disturbed;
+everything it starts it ends, by pid.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from rich.table import Table
 from sqlalchemy.engine import make_url
 
 from jetrl.config import RunSpec, Settings, dump_spec
-from jetrl.localstack import free_port, start_nats_server, stop_process
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
@@ -46,30 +45,19 @@ def bench_database_url(args: argparse.Namespace, settings: Settings) -> str:
 
 @contextmanager
 def private_stack(database_url: str, logs_to: Path | None = None, **overrides) -> Iterator[Settings]:
-    """nats-server, migrated database and the four services on free ports under a temp dir
-    (`overrides`: more Settings fields); everything started here is ended here, by pid. The
-    services' logs are copied to `logs_to` at the end when given (the temp dir goes away)."""
-    from jetrl.cli.stack import down, ensure_database, start_services, wait_healthy
+    """A stack of its own under a temp dir (`overrides`: more Settings fields); everything started
+    here is ended here, by pid. The services' logs are copied to `logs_to` at the end when given
+    (the temp dir goes away)."""
+    from jetrl.cli.stack import down, isolated_settings, up
 
     with tempfile.TemporaryDirectory(prefix="jetrl-bench-") as tmp:
-        root = Path(tmp)
-        port = free_port()
-        settings = Settings(
-            nats_url=f"nats://127.0.0.1:{port}", database_url=database_url, data_dir=root / "data",
-            scheduler_addr=f"127.0.0.1:{free_port()}", rollout_addr=f"127.0.0.1:{free_port()}",
-            reward_addr=f"127.0.0.1:{free_port()}", trainer_addr=f"127.0.0.1:{free_port()}", **overrides,
-        )
-        nats = start_nats_server(port, root / "jetstream", root / "nats-server.log")
+        settings = isolated_settings(Path(tmp), database_url, **overrides)
         try:
-            with console.status("starting a private stack (nats-server and the four services)…"):
-                console.print(f"  {ensure_database(settings)}")
-                start_services(settings)
-                wait_healthy(settings, timeout=180)
-            console.print(f"  private stack up: NATS on port {port}, data in {root}")
+            up(settings, timeout=180)
+            console.print(f"  private stack up: {settings.nats_url}, data in {settings.data_dir}")
             yield settings
         finally:
             down(settings)
-            stop_process(nats)
             if logs_to is not None and (settings.data_dir / "logs").is_dir():
                 shutil.copytree(settings.data_dir / "logs", logs_to, dirs_exist_ok=True)
                 console.print(f"  service logs copied to {logs_to}")

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.config import Settings
-from jetrl.localstack import pid_alive, start_nats_server, tcp_reachable
+from jetrl.localstack import free_port, pid_alive, start_nats_server, tcp_reachable
 from jetrl.rpc import is_serving, wait_serving
 
 SERVICES = {  # module -> setting holding its address
@@ -111,11 +111,22 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
 
 
-def up(settings: Settings) -> None:
+def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
+    """Settings of a stack of its own (benchmarks, end-to-end tests): NATS and the four services
+    on free ports, data under `root`, so a stack already running is never disturbed. `up` starts
+    it (its own nats-server included) and `down` ends exactly what `up` started."""
+    return Settings(
+        nats_url=f"nats://127.0.0.1:{free_port()}", database_url=database_url, data_dir=root / "data",
+        scheduler_addr=f"127.0.0.1:{free_port()}", rollout_addr=f"127.0.0.1:{free_port()}",
+        reward_addr=f"127.0.0.1:{free_port()}", trainer_addr=f"127.0.0.1:{free_port()}", **overrides,
+    )
+
+
+def up(settings: Settings, timeout: float = 120.0) -> None:
     with console.status("starting the jetrl stack…"):
         for line in (ensure_nats(settings), ensure_database(settings), *start_services(settings)):
             console.print(f"  {line}")
-        wait_healthy(settings)
+        wait_healthy(settings, timeout)
     console.print("[green]stack is up[/green]: all four services report SERVING")
 
 

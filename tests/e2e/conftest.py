@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from jetrl.config import Settings, TaskSpec
-from jetrl.localstack import free_port, start_nats_server, stop_process
 
 HELDOUT = 40
 
@@ -67,23 +66,15 @@ def tiny_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stack(database_url, tiny_model, tmp_path_factory):
-    from jetrl.cli.stack import down, start_services, wait_healthy
+    from jetrl.cli.stack import down, isolated_settings, up
     from otlp_receiver import OtlpReceiver
 
-    root = tmp_path_factory.mktemp("stack")
-    nats_port = free_port()
-    nats = start_nats_server(nats_port, root / "jetstream")
     receiver = OtlpReceiver().start()
-    settings = Settings(
-        nats_url=f"nats://127.0.0.1:{nats_port}", database_url=database_url, data_dir=root / "data",
-        scheduler_addr=f"127.0.0.1:{free_port()}", rollout_addr=f"127.0.0.1:{free_port()}",
-        reward_addr=f"127.0.0.1:{free_port()}", trainer_addr=f"127.0.0.1:{free_port()}", torch_threads=1,
-    )
+    settings = isolated_settings(tmp_path_factory.mktemp("stack"), database_url, torch_threads=1)
     saved = {k: os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY")}
     os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="500")
     try:
-        start_services(settings)
-        wait_healthy(settings, timeout=120)
+        up(settings)
         yield Stack(settings, tiny_model, receiver)
     finally:
         for key, value in saved.items():
@@ -93,4 +84,3 @@ def stack(database_url, tiny_model, tmp_path_factory):
                 os.environ[key] = value
         down(settings)
         receiver.stop()
-        stop_process(nats)
