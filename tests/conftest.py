@@ -69,6 +69,18 @@ def database_url():
 
 
 @pytest.fixture
+async def js(nats_url):
+    """A JetStream context on this test's broker, every stream and consumer declared."""
+    from jetrl.bus import connect, declare
+    from jetrl.config import Settings
+
+    nc = await connect(Settings(nats_url=nats_url), "test")
+    await declare(nc.jetstream())
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture
 def settings(nats_url, database_url, tmp_path):
     """Process settings pointing at this test's broker and database."""
     from jetrl.config import Settings

@@ -14,14 +14,6 @@ from jetrl.v1 import events_pb2 as ev
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
-@pytest.fixture
-async def js(nats_url):
-    nc = await connect(Settings(nats_url=nats_url), "test-bus")
-    await declare(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
-
-
 @asynccontextmanager
 async def consuming(js, spec, handler, **kwargs):
     """Run consume() in the background; on exit stop it and wait for it to return."""

@@ -6,9 +6,8 @@ import time
 
 import pytest
 
-from jetrl.bus import ROLLOUT_WORKERS, Kind, connect, consume, declare, follow, publish, stream_name
+from jetrl.bus import ROLLOUT_WORKERS, Kind, consume, follow, publish, stream_name
 from jetrl.bus.publish import MSG_ID
-from jetrl.config import Settings
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
 from jetrl.v1 import events_pb2 as ev
 from svc_rollout.engine import TorchEngine
@@ -18,15 +17,6 @@ from svc_rollout.worker import RolloutWorker, requests_for
 
 TOK = make_char_tokenizer()
 RUN = "run1"
-
-
-
-@pytest.fixture
-async def js(nats_url):
-    nc = await connect(Settings(nats_url=nats_url), "test-rollout-worker")
-    await declare(nc.jetstream())
-    yield nc.jetstream()
-    await nc.close()
 
 
 class KnownRuns:
