@@ -1,6 +1,7 @@
 """One RewardService for the label-free servers that score by agreement (svc_reward/consensus.py):
 each server module names itself and says how a request becomes a `Vote`; this module does the
-contract checks, the response, and serving the module alone on its own port.
+contract checks, the response, and serving the module alone on its own port (`serve_alone`, which
+the other built-in servers that run alone use too).
 """
 
 from __future__ import annotations
@@ -46,8 +47,10 @@ class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
         )
 
 
-def serve_alone(servicer: AgreementServicer, default_port: int) -> None:
-    """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default 0.0.0.0:default_port)."""
+def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer, default_port: int) -> None:
+    """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default 0.0.0.0:default_port).
+
+    Any built-in server, not only an agreement one; its `name` attribute names the process."""
     name = f"svc_reward.{servicer.name}"
 
     def register(server: grpc.aio.Server) -> list[str]:
