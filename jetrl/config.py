@@ -93,6 +93,14 @@ class TaskSpec(_Spec):
     """Problems in the fixed held-out evaluation set (never trained on)."""
     seed: int = Field(0, ge=0)
     """Seed of the task's data (held-out set and training prompts)."""
+    rephrase: Literal["order", "words"] = "order"
+    """Arithmetic's analogous view: the terms in another order (`7-5+12=` for `12+7-5=`), or the
+    expression in words (`12 plus 7 minus 5 =`)."""
+    rephrase_field: str = Field("rephrased_question", min_length=1, max_length=128)
+    """File tasks: the column holding each question's analogous rephrasing (Co-Reward's view q')."""
+    rephrase_path: str | None = None
+    """File tasks: a JSONL file of rephrasings instead of a column, line i rephrasing line i of
+    `path` (`question` field). Arithmetic makes its own (operand order, wording)."""
 
     @model_validator(mode="after")
     def _needs_path(self) -> "TaskSpec":
@@ -113,6 +121,9 @@ class RolloutSpec(_Spec):
     on_new_weights: Literal["interrupt", "finish"] = "interrupt"
     """When a new version arrives mid-generation: switch at the next token boundary (AReaL's
     interruptible generation), or finish in-flight samples on the old weights first."""
+    analogous_view: bool = False
+    """Also sample the task's analogous rephrasing of every prompt (view "analogous", G samples,
+    trained like the main view, advantages per view). `co_reward` needs it."""
 
 
 class TrainSpec(_Spec):
@@ -147,13 +158,44 @@ class TrainSpec(_Spec):
     once before the first, so with more than one the PPO clip binds."""
 
 
+class RewardEndpoint(_Spec):
+    address: str = Field(min_length=3, pattern=r"^[^\s:]+:\d+$")
+    """host:port of a RewardService (any implementation of protos/jetrl/v1/reward.proto)."""
+    weight: float = Field(1.0, ge=-1e6, le=1e6)
+    """A sample's reward is the weighted sum of every endpoint's reward for it."""
+
+
 class RewardSpec(_Spec):
-    endpoint: str | None = None
-    """host:port of a RewardService; empty means the built-in server (JETRL_REWARD_ADDR)."""
+    endpoints: tuple[RewardEndpoint, ...] = ()
+    """The reward servers scoring every group, combined by weight; empty means the built-in
+    `verify` server (JETRL_REWARD_ADDR). `endpoint: host:port` is short for one of weight 1."""
     deadline_s: float = Field(10.0, gt=0.0, le=3600.0)
     """Deadline of one Score call."""
     retries: int = Field(3, ge=0, le=100)
     """Retries (with backoff) after a failed or timed-out Score call."""
+    on_failure: Literal["zero", "drop", "fail"] = "zero"
+    """An endpoint that still fails after its retries: its share of the group's rewards is 0
+    ("zero"), the group is dropped and replaced ("drop"), or the run fails ("fail"). Either way
+    the group's lineage row names the failure and progress counts it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_endpoint(cls, raw):
+        if isinstance(raw, dict) and "endpoint" in raw:
+            raw = dict(raw)
+            one = raw.pop("endpoint")
+            if one and raw.get("endpoints"):
+                raise ValueError("give either `endpoint` or `endpoints`, not both")
+            if one:
+                raw["endpoints"] = [{"address": one}]
+        return raw
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "RewardSpec":
+        addresses = [e.address for e in self.endpoints]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("reward.endpoints names an address twice; give it one weight")
+        return self
 
 
 class ScheduleSpec(_Spec):
@@ -170,6 +212,30 @@ class ScheduleSpec(_Spec):
     mask the stale prefix in the loss, or drop the prefix and generate the sample again."""
     eval_every: int = Field(5, ge=0, le=1_000_000)
     """Held-out evaluation every this many versions (and at the end); 0 = only at the end."""
+    prompt_selection: Literal["uniform", "thompson"] = "uniform"
+    """Which training prompt each new group gets: the task's own stream, or Thompson sampling
+    over a pool of `prompt_pool` prompts preferring those solved about half the time
+    (svc_scheduler/selection.py)."""
+    prompt_pool: int = Field(512, ge=2, le=1_000_000)
+    """Thompson sampling: the training prompts it chooses among (the task's first N)."""
+    thompson_decay: float = Field(0.9, gt=0.0, le=1.0)
+    """Thompson sampling: per policy version, evidence about a prompt keeps this share of its
+    weight, so the posterior drifts back toward the Beta(1, 1) prior as the policy changes."""
+
+
+class TeacherSpec(_Spec):
+    """Co-rewarding-II's teacher: an EMA of the policy, published as a second weight stream and
+    sampled for the `teacher` reward server's pseudo-labels (never trained on)."""
+
+    samples: int = Field(4, ge=1, le=1024)
+    """G~: teacher samples of each question."""
+    ema_start: float = Field(0.9, ge=0.0, lt=1.0)
+    """EMA rate m at step 0: teacher <- m * teacher + (1 - m) * policy after every step."""
+    ema_end: float = Field(0.99, ge=0.0, le=1.0)
+    """EMA rate at the last step; m follows a cosine from ema_start to ema_end, so the teacher
+    tracks the early policy closely and settles later."""
+    temperature: float = Field(1.0, ge=0.0, le=4.0)
+    """Sampling temperature of the teacher's samples."""
 
 
 class SimulationSpec(_Spec):
@@ -204,6 +270,8 @@ class RunSpec(_Spec):
     train: TrainSpec = TrainSpec()
     reward: RewardSpec = RewardSpec()
     schedule: ScheduleSpec = ScheduleSpec()
+    teacher: TeacherSpec | None = None
+    """When set, the trainer keeps an EMA teacher and every group also gets G~ teacher samples."""
     simulation: SimulationSpec | None = None
     """When set, rollout workers and the trainer run the simulated-hardware engines (benchmarks)."""
 
@@ -214,6 +282,11 @@ class RunSpec(_Spec):
         if self.train.dynamic_sampling and self.rollout.group_size < 2:
             raise ValueError("train.dynamic_sampling drops groups whose rewards are all equal: "
                              "with rollout.group_size 1 that is every group")
+        if (self.rollout.analogous_view or self.teacher) and self.schedule.over_provision > 1:
+            raise ValueError("schedule.over_provision > 1 (APRIL) works on single-view groups: "
+                             "turn off rollout.analogous_view and teacher, or set over_provision to 1")
+        if self.teacher and self.teacher.ema_end < self.teacher.ema_start:
+            raise ValueError("teacher.ema_end must be at least teacher.ema_start (the teacher slows down)")
         if self.train.advantage == "mc_grpo" and self.rollout.group_size % 2 == 0:
             raise ValueError("train.advantage mc_grpo samples G+1 completions around a median pivot: "
                              "set rollout.group_size to an odd number")

@@ -1,9 +1,15 @@
-"""The reward stage: takes complete prompt groups off the bus, has the run's reward endpoint score
-them over gRPC (deadline, retries with backoff), publishes the scored groups.
+"""The reward stage: takes complete prompt groups off the bus, has every reward endpoint of the
+run score them over gRPC (deadline, retries with backoff), publishes the scored groups.
 
-A group whose endpoint keeps failing is not acked: the consume helper retries it later and, after
-the consumer's max_deliver, dead-letters it with the reason, so a dead reward server shows up in
-the run's dead-letter count instead of stalling silently.
+A run may name several endpoints with weights (`reward.endpoints`); a sample's reward is the
+weighted sum. Each Score call scores the samples of `views[0]` (the contract), so a group with
+several trained views (main and analogous) is scored once per view with that view first and the
+others after it: a server that needs the other view (co_reward) or the teacher's samples finds them
+there, and a server that knows only one view scores each in turn.
+
+An endpoint that still fails after its retries never stalls the group: the scored group is
+published with the failure in its `calls` (that endpoint's share counts 0), and the scheduler
+applies the run's `reward.on_failure` (keep with zero, drop the group, or fail the run).
 """
 
 from __future__ import annotations
@@ -14,31 +20,48 @@ import logging
 import grpc
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
+from jetrl.config import RewardEndpoint, RewardSpec
 from jetrl.logs import log_fields
 from jetrl.rpc import channel
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
+from jetrl.views import split
 
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
+# A restarted reward server must be reachable again within seconds, not after gRPC's default
+# reconnect backoff (up to 2 minutes), or "the run goes on when it comes back" would lag.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000),
+                     ("grpc.min_reconnect_backoff_ms", 200)]
 
 
 class RewardUnavailable(RuntimeError):
     """The endpoint did not answer correctly within its deadline and retries."""
 
+    def __init__(self, message: str, attempts: int):
+        super().__init__(message)
+        self.attempts = attempts
 
-def score_request(group: events_pb2.PromptGroup) -> reward_pb2.ScoreRequest:
-    """The Reward contract's view of a prompt group."""
-    return reward_pb2.ScoreRequest(
-        contract_version=CONTRACT_VERSION, run_id=group.run_id, group_id=group.group_id,
-        policy_version=group.policy_version, reference=group.reference,
-        views=[reward_pb2.RewardView(
-            view="main", prompt=group.prompt,
-            samples=[reward_pb2.RewardSample(
-                sample_id=s.sample_id, text=s.text, completion_token_ids=s.completion_token_ids
-            ) for s in group.samples],
-        )],
-    )
+
+def score_requests(group: events_pb2.PromptGroup) -> list[tuple[list[int], reward_pb2.ScoreRequest]]:
+    """(positions in group.samples, request) per trained view: that view as views[0], then the
+    other trained views, then the context-only ones (teacher samples)."""
+    views = []
+    for view, positions in split(group):
+        views.append((view.trained, positions, reward_pb2.RewardView(
+            view=view.view, prompt=view.prompt,
+            samples=[reward_pb2.RewardSample(sample_id=group.samples[i].sample_id, text=group.samples[i].text,
+                                             completion_token_ids=group.samples[i].completion_token_ids)
+                     for i in positions])))
+    requests = []
+    for k, (trained, positions, first) in enumerate(views):
+        if not trained:
+            continue
+        others = [v for j, (t, _, v) in enumerate(views) if j != k and t] + [v for t, _, v in views if not t]
+        requests.append((positions, reward_pb2.ScoreRequest(
+            contract_version=CONTRACT_VERSION, run_id=group.run_id, group_id=group.group_id,
+            policy_version=group.policy_version, reference=group.reference, views=[first, *others])))
+    return requests
 
 
 class RewardStage:
@@ -50,7 +73,7 @@ class RewardStage:
 
     def _stub(self, endpoint: str) -> reward_pb2_grpc.RewardServiceStub:
         if endpoint not in self._channels:
-            self._channels[endpoint] = channel(endpoint)
+            self._channels[endpoint] = channel(endpoint, RECONNECT_OPTIONS)
         return reward_pb2_grpc.RewardServiceStub(self._channels[endpoint])
 
     async def score(self, endpoint: str, request: reward_pb2.ScoreRequest, deadline: float, retries: int):
@@ -64,25 +87,57 @@ class RewardStage:
                     return reply
                 error = f"{endpoint} returned {len(reply.scores)} scores for {n} samples"
             except grpc.aio.AioRpcError as exc:
-                error = f"{endpoint}: {exc.code().name}: {exc.details()}"
+                error = f"{exc.code().name}: {exc.details()}"
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                    break  # the same request will be refused again
+                    raise RewardUnavailable(error, attempt + 1) from None  # the same request is refused again
             log.warning("reward call failed", extra=log_fields(group=request.group_id, attempt=attempt, error=error))
             if attempt < retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
-        raise RewardUnavailable(error)
+        raise RewardUnavailable(error, retries + 1)
+
+    async def _call(self, endpoint: RewardEndpoint, group: events_pb2.PromptGroup, spec: RewardSpec
+                    ) -> tuple[events_pb2.RewardCall, list[reward_pb2.SampleScore]]:
+        """One endpoint's rewards for every trained sample of the group (context samples 0)."""
+        call = events_pb2.RewardCall(endpoint=endpoint.address, weight=endpoint.weight, ok=True)
+        details = [reward_pb2.SampleScore(sample_id=s.sample_id, detail="context for rewards; not scored")
+                   for s in group.samples]
+        requests = score_requests(group)
+        replies = await asyncio.gather(
+            *(self.score(endpoint.address, r, spec.deadline_s, spec.retries) for _, r in requests),
+            return_exceptions=True)
+        rewards = [0.0] * len(group.samples)
+        for (positions, _), reply in zip(requests, replies):
+            if isinstance(reply, RewardUnavailable):
+                call.ok, call.error = False, str(reply)
+                call.attempts = max(call.attempts, reply.attempts)
+                continue
+            if isinstance(reply, BaseException):
+                raise reply
+            call.server = reply.server
+            call.attempts = max(call.attempts, 1)
+            for i, score in zip(positions, reply.scores):
+                rewards[i], details[i] = score.reward, score
+        call.rewards.extend(rewards if call.ok else [0.0] * len(rewards))
+        return call, details
 
     async def on_group(self, group: events_pb2.PromptGroup, delivery: Delivery) -> None:
         try:
             spec = await self.specs.get(group.run_id)
         except RunNotFound as exc:
             raise InvalidEvent(str(exc)) from None
-        endpoint = spec.reward.endpoint or self.default_endpoint
-        reply = await self.score(endpoint, score_request(group), spec.reward.deadline_s, spec.reward.retries)
-        scored = events_pb2.ScoredGroup(
-            group=group, rewards=[s.reward for s in reply.scores], details=reply.scores,
-            reward_server=reply.server, reward_endpoint=endpoint,
-        )
+        endpoints = spec.reward.endpoints or (RewardEndpoint(address=self.default_endpoint),)
+        results = await asyncio.gather(*(self._call(e, group, spec.reward) for e in endpoints))
+        calls = [c for c, _ in results]
+        rewards = [sum(c.weight * c.rewards[i] for c in calls) for i in range(len(group.samples))]
+        # details (answers, pseudo-labels, step scores) of the first endpoint that answered
+        details = next((d for c, d in results if c.ok), results[0][1])
+        first = next((c for c in calls if c.ok), calls[0])
+        for c in calls:
+            if not c.ok:
+                log.warning("reward endpoint failed", extra=log_fields(group=group.group_id, endpoint=c.endpoint,
+                                                                       error=c.error))
+        scored = events_pb2.ScoredGroup(group=group, rewards=rewards, details=details, reward_server=first.server,
+                                        reward_endpoint=first.endpoint, calls=calls)
         await publish(self.js, group.run_id, Kind.SCORED, scored, msg_id=group.group_id)
 
     async def close(self) -> None:

@@ -9,6 +9,7 @@ from jetrl.bus.topology import ROLLOUT_WORKERS
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
 from jetrl.service import serve
+from jetrl.views import TEACHER
 from svc_rollout.policies import Policies
 from svc_rollout.server import RolloutServicer, register
 from svc_rollout.worker import RolloutWorker
@@ -32,6 +33,9 @@ async def main(settings: Settings) -> None:
     async def weights(stop: asyncio.Event) -> None:
         await follow(js, Kind.WEIGHTS, lambda ann, d: policies.on_announcement(ann), stop)
 
+    async def teacher(stop: asyncio.Event) -> None:
+        await follow(js, Kind.TEACHER, lambda ann, d: policies.on_announcement(ann, TEACHER), stop)
+
     async def control(stop: asyncio.Event) -> None:
         await follow(js, Kind.CONTROL, worker.on_control, stop)
 
@@ -41,5 +45,5 @@ async def main(settings: Settings) -> None:
 
     await serve(
         "svc_rollout", settings.listen_or(DEFAULT_PORT), register(RolloutServicer(worker)),
-        [tasks, weights, control], on_stop=close,
+        [tasks, weights, teacher, control], on_stop=close,
     )

@@ -1,8 +1,11 @@
-"""The policies a rollout worker holds: one engine per run, kept at the newest announced version.
+"""The policies a rollout worker holds: one engine per run and role, kept at the newest announced
+version.
 
-Announcements arrive from every replica's own follower of the weights subject (the last one per
-run first, so a restarted worker catches up at once). A task admitted at version v waits until
-the engine holds at least v: in synchronous mode that is exactly the version it was admitted at.
+Role "policy" follows the weights subject; role "teacher" (Co-rewarding-II's EMA teacher, for
+runs that have one) follows the teacher subject and starts, like the policy, from the run's model
+directory. Announcements arrive from every replica's own follower (the last one per run first,
+so a restarted worker catches up at once). A task admitted at version v waits until the policy
+engine holds at least v: in synchronous mode that is exactly the version it was admitted at.
 """
 
 from __future__ import annotations
@@ -14,64 +17,70 @@ from jetrl.config import RunSpec
 from jetrl.logs import log_fields
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
+
 from svc_rollout.weights import fetch_weights
 
 log = logging.getLogger(__name__)
+POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TEACHER
 
 
 class Policies:
     def __init__(self, specs: RunSpecs):
         self.specs = specs
-        self.engines: dict = {}
-        self.announced: dict[str, events_pb2.WeightsAnnouncement] = {}
+        self.engines: dict[tuple[str, str], object] = {}  # (run id, role) -> engine
+        self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
         self._changed = asyncio.Condition()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    def _lock(self, run_id: str) -> asyncio.Lock:
-        return self._locks.setdefault(run_id, asyncio.Lock())
+    def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
 
-    async def engine(self, run_id: str):
-        """The run's engine, built from the run's model directory (version 0) on first use."""
-        if run_id not in self.engines:
-            async with self._lock(run_id):
-                if run_id not in self.engines:
+    async def engine(self, run_id: str, role: str = POLICY):
+        """The run's engine for `role`, built from the run's model directory (version 0) on first use."""
+        key = (run_id, role)
+        if key not in self.engines:
+            async with self._lock(key):
+                if key not in self.engines:
                     spec = await self.specs.get(run_id)
-                    self.engines[run_id] = await asyncio.to_thread(_build_engine, spec)
-                    log.info("policy loaded", extra=log_fields(run=run_id, path=spec.model.path))
-        return self.engines[run_id]
+                    self.engines[key] = await asyncio.to_thread(_build_engine, spec)
+                    log.info("policy loaded", extra=log_fields(run=run_id, role=role, path=spec.model.path))
+        return self.engines[key]
 
-    async def on_announcement(self, ann: events_pb2.WeightsAnnouncement) -> None:
+    async def on_announcement(self, ann: events_pb2.WeightsAnnouncement, role: str = POLICY) -> None:
         """Remember the newest version; load it now if this worker already serves the run."""
-        known = self.announced.get(ann.run_id)
+        key = (ann.run_id, role)
+        known = self.announced.get(key)
         if known is None or ann.version > known.version:
-            self.announced[ann.run_id] = ann
-        if ann.run_id in self.engines:
-            await self._catch_up(ann.run_id)
+            self.announced[key] = ann
+        if key in self.engines:
+            await self._catch_up(key)
 
-    async def _catch_up(self, run_id: str) -> None:
-        engine = self.engines[run_id]
-        async with self._lock(run_id):
-            ann = self.announced.get(run_id)
+    async def _catch_up(self, key: tuple[str, str]) -> None:
+        engine = self.engines[key]
+        async with self._lock(key):
+            ann = self.announced.get(key)
             if ann is None or ann.version <= engine.version:
                 return
             data = await fetch_weights(ann)
             await asyncio.to_thread(engine.load_weights, data, ann.version)
-        log.info("weights loaded", extra=log_fields(run=run_id, version=ann.version, bytes=len(data)))
+        log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=len(data)))
         async with self._changed:
             self._changed.notify_all()
 
-    async def at_least(self, run_id: str, version: int, timeout: float = 120.0):
-        """The run's engine once it holds `version` or newer; TimeoutError if it never comes."""
-        engine = await self.engine(run_id)
-        await self._catch_up(run_id)
+    async def at_least(self, run_id: str, version: int, timeout: float = 120.0, role: str = POLICY):
+        """The run's engine for `role` once it holds `version` or newer; TimeoutError if it never comes."""
+        engine = await self.engine(run_id, role)
+        await self._catch_up((run_id, role))
         async with self._changed:
             await asyncio.wait_for(self._changed.wait_for(lambda: engine.version >= version), timeout)
         return engine
 
-    def forget(self, run_id: str):
-        """Free a finished or stopped run's model; returns its engine (None if it had none)."""
-        self.announced.pop(run_id, None)
-        return self.engines.pop(run_id, None)
+    def forget(self, run_id: str) -> list:
+        """Free a finished or stopped run's models; returns its engines."""
+        keys = [k for k in self.engines if k[0] == run_id]
+        for k in [k for k in self.announced if k[0] == run_id]:
+            del self.announced[k]
+        return [self.engines.pop(k) for k in keys]
 
 
 def _build_engine(spec: RunSpec):

@@ -11,6 +11,7 @@ from jetrl.runs import RunNotFound
 from jetrl.tasks import make_task
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_rollout.engine import GenRequest
+from svc_rollout.policies import POLICY
 from svc_rollout.worker import RolloutWorker
 
 
@@ -65,7 +66,7 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
     async def GetStatus(self, request, context):
         return services_pb2.RolloutStatus(
             worker_id=self.worker.worker_id,
-            loaded_versions={run: e.version for run, e in self.policies.engines.items()},
+            loaded_versions={run: e.version for (run, role), e in self.policies.engines.items() if role == POLICY},
             samples_generated=self.worker.samples_generated,
             tokens_generated=self.worker.tokens_generated,
             busy_seconds=self.worker.busy_seconds,

@@ -25,6 +25,7 @@ from jetrl.runs import RunNotFound
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
 from svc_rollout.engine import GenRequest, GenResult
+from jetrl.views import TEACHER
 from svc_rollout.policies import Policies
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def requests_for(task: events_pb2.Task) -> list[tuple[int, GenRequest]]:
     listed unfinished ones, each continuing its prefix within the whole completion's cap."""
     s = task.sampling
     if task.attempt == 0:
-        prefixes = [events_pb2.Prefix(index=i) for i in range(task.num_samples)]
+        prefixes = [events_pb2.Prefix(index=task.first_index + i) for i in range(task.num_samples)]
     else:
         prefixes = list(task.resume)
     return [
@@ -107,10 +108,13 @@ class RolloutWorker:
             engine = await self.policies.engine(task.run_id)
             results = [_unstarted(r, engine.tokenizer) for r in requests]
         else:
-            engine = await self.policies.at_least(task.run_id, task.policy_version)
+            if task.view == TEACHER:  # the EMA teacher's samples: its newest weights, whatever the version
+                engine = await self.policies.at_least(task.run_id, 0, role=TEACHER)
+            else:
+                engine = await self.policies.at_least(task.run_id, task.policy_version)
             with tracer.start_as_current_span("generate") as span:
                 span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.samples": len(requests),
-                                     "jetrl.attempt": task.attempt})
+                                     "jetrl.attempt": task.attempt, "jetrl.view": task.view})
                 context = contextvars.copy_context()  # the trace context, as asyncio.to_thread would pass it
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
@@ -125,7 +129,7 @@ class RolloutWorker:
             prompt_token_ids=task.prompt_token_ids, completion_token_ids=r.token_ids, logprobs=r.logprobs,
             token_versions=r.versions, text=r.text, finish_reason=r.finish_reason,
             worker_id=self.worker_id, temperature=task.sampling.temperature,
-            attempt=task.attempt, prefix_len=prefix_len,
+            attempt=task.attempt, prefix_len=prefix_len, view=task.view or "main",
         )
         partial = r.finish_reason == "aborted"
         msg_id = f"{sample.sample_id}.a{task.attempt}" if partial else sample.sample_id
@@ -142,8 +146,7 @@ class RolloutWorker:
         elif control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED):
             self.ended_runs.add(control.run_id)
             self.aborted.forget(control.run_id)
-            engine = self.policies.forget(control.run_id)
-            if engine is not None:
+            for engine in self.policies.forget(control.run_id):
                 self._busy_retired += engine.busy_seconds
 
 

@@ -7,7 +7,7 @@ import logging
 
 from jetrl.bus import connect, consume, consume_together, declare
 from jetrl.bus.topology import (
-    SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS,
+    SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_TEACHER, SCHEDULER_WEIGHTS,
 )
 from jetrl.config import Settings, parse_spec
 from jetrl.lineage.db import check_database, make_engine
@@ -89,6 +89,7 @@ async def main(settings: Settings) -> None:
             together(SCHEDULER_ROLLOUTS, recorder.on_samples),
             worker(SCHEDULER_SCORED, recorder.on_scored),
             worker(SCHEDULER_WEIGHTS, recorder.on_weights),
+            worker(SCHEDULER_TEACHER, recorder.on_teacher),
             worker(SCHEDULER_CONTROL, recorder.on_control),
             worker(SCHEDULER_DLQ, recorder.on_dead_letter),
         ],

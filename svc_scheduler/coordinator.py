@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
@@ -23,7 +24,9 @@ from jetrl.rpc import channel
 from jetrl.tasks import make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
+from jetrl.views import ANALOGOUS, MAIN, TEACHER, View, layout
 from svc_scheduler.admission import Admission
+from svc_scheduler.selection import Evidence, ThompsonSelector
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +40,8 @@ class ActiveRun:
     task: object
     tokenizer: object
     admission: Admission
+    views: list[View]
+    selector: ThompsonSelector | None  # None: problem n of the task's own stream for group n
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -48,8 +53,9 @@ def batch_id(run_id: str, step: int) -> str:
     return f"{run_id}.b{step:06d}"
 
 
-def task_msg_id(group: str, attempt: int) -> str:
-    return group if attempt == 0 else f"{group}.r{attempt}"
+def task_msg_id(group: str, attempt: int, view: str = MAIN) -> str:
+    base = group if view in (MAIN, "") else f"{group}.{view}"
+    return base if attempt == 0 else f"{base}.r{attempt}"
 
 
 class Coordinator:
@@ -66,12 +72,19 @@ class Coordinator:
     # ---- lifecycle ------------------------------------------------------------------------
 
     def activate(self, run_id: str, spec: RunSpec) -> ActiveRun:
-        """Load what deciding for this run needs; raises ValueError when the model dir is unusable."""
-
+        """Load what deciding for this run needs; raises ValueError when the model dir or the
+        task cannot serve the spec."""
+        task = make_task(spec.task)
+        if spec.rollout.analogous_view and not task.has_analogous:
+            raise ValueError(f"rollout.analogous_view needs a rephrasing of every problem: give {spec.task.path} a "
+                             f"`{spec.task.rephrase_field}` column, or task.rephrase_path")
+        s = spec.schedule
         run = ActiveRun(
             run_id=run_id,
             spec=spec,
-            task=make_task(spec.task),
+            task=task,
+            views=layout(spec),
+            selector=ThompsonSelector(s.prompt_pool, s.thompson_decay) if s.prompt_selection == "thompson" else None,
             tokenizer=load_tokenizer(spec.model.path),
             admission=Admission(
                 max_staleness=spec.schedule.max_staleness,
@@ -114,29 +127,45 @@ class Coordinator:
 
     # ---- admission --------------------------------------------------------------------------
 
-    def make_task(self, run: ActiveRun, n: int, version: int, attempt: int = 0,
-                  resume: list[events_pb2.Prefix] = ()) -> tuple[events_pb2.Task, str]:
-        """Task for attempt `attempt` of group n (deterministic), and its reference answer."""
-        problem = run.task.train_problem(n)
+    def make_tasks(self, run: ActiveRun, n: int, version: int, problem: int | None = None, attempt: int = 0,
+                   resume: list[events_pb2.Prefix] = ()) -> list[events_pb2.Task]:
+        """Tasks for attempt `attempt` of group n (deterministic), one per view at attempt 0 (a
+        resumed attempt exists only for single-view runs: RunSpec refuses APRIL with views)."""
+        p = run.task.train_problem(n if problem is None else problem)
         r = run.spec.rollout
-        task = events_pb2.Task(
-            run_id=run.run_id,
-            group_id=group_id(run.run_id, n),
-            prompt_id=problem.prompt_id,
-            prompt=problem.prompt,
-            prompt_token_ids=encode_prompt(run.tokenizer, problem.prompt),
-            num_samples=r.group_size,
-            policy_version=version,
-            step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
-            sampling=events_pb2.SamplingParams(
-                temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens,
-                seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
-            ),
-            view="main",
-            attempt=attempt,
-            resume=resume,
-        )
-        return task, problem.answer
+        tasks = []
+        for view in run.views if attempt == 0 else run.views[:1]:
+            prompt = p.analogous if view.name == ANALOGOUS else p.prompt
+            teacher = view.name == TEACHER
+            tasks.append(events_pb2.Task(
+                run_id=run.run_id,
+                group_id=group_id(run.run_id, n),
+                prompt_id=p.prompt_id,
+                prompt=prompt,
+                prompt_token_ids=encode_prompt(run.tokenizer, prompt),
+                num_samples=view.size,
+                policy_version=version,
+                step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
+                sampling=events_pb2.SamplingParams(
+                    temperature=run.spec.teacher.temperature if teacher else r.temperature, top_p=r.top_p,
+                    max_new_tokens=r.max_new_tokens, seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
+                ),
+                view=view.name,
+                attempt=attempt,
+                resume=resume,
+                first_index=view.first_index,
+            ))
+        return tasks
+
+    async def _problems(self, run: ActiveRun, first: int, count: int, version: int,
+                        exclude: set[int]) -> list[int | None]:
+        """The task problem of each of `count` new groups: None (group n takes problem n of the
+        task's stream) or, with Thompson sampling, the pool prompts the posterior picks."""
+        if run.selector is None or count == 0:
+            return [None] * count
+        evidence = [Evidence(p, v, s, f) for p, v, s, f in await self.store.prompt_evidence(run.run_id)]
+        rng = random.Random(f"{run.spec.seed}:select:{first}")  # a restart re-deciding group n draws alike
+        return run.selector.choose(evidence, version, exclude, rng, k=count)
 
     async def admit(self, run_id: str) -> int:
         """Start what the staleness bound and over-provisioning allow (the partial buffer first),
@@ -162,18 +191,22 @@ class Coordinator:
             # the sealed-batch count matters only to what resumes (and only with `regenerate`)
             stale_before = run.admission.stale_before(await self.store.batches_sealed(run_id)) if resumable else None
             resumed = 0
+            in_flight = await self.store.group_problems(run_id) if run.selector else {}
             for gid in resumable:
                 if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
-                    await self._publish_task(run, r)
+                    await self._publish_task(run, r, in_flight.get(r.n))
                     resumed += 1
             first = sum(counts.values())
-            for n in range(first, first + slots - resumed):
-                task, reference = self.make_task(run, n, version)
+            problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
+            for n, problem in zip(range(first, first + slots - resumed), problems):
+                tasks = self.make_tasks(run, n, version, problem)
+                p = run.task.train_problem(n if problem is None else problem)
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
-                    span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": task.group_id})
-                    await self.store.admit_group(task, reference, current_traceparent(), current_trace_id())
-                    await publish(self.js, run_id, Kind.TASKS, task, msg_id=task.group_id)
+                    span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": tasks[0].group_id})
+                    await self.store.admit_group(tasks[0], p.answer, current_traceparent(), current_trace_id(),
+                                                 analogous=p.analogous if len(tasks) > 1 else None, problem=problem)
+                    await self._publish_tasks(run_id, tasks)
         if slots:
             log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
             await self.notify()
@@ -193,20 +226,25 @@ class Coordinator:
         await publish(self.js, run.run_id, Kind.CONTROL, control, msg_id=f"{first[0]}.abort{first[1]}")
         log.info("aborted", extra=log_fields(run=run.run_id, groups=len(aborted)))
 
-    async def _publish_task(self, run: ActiveRun, r: Resumed) -> None:
+    async def _publish_tasks(self, run_id: str, tasks: list[events_pb2.Task]) -> None:
+        for task in tasks:
+            await publish(self.js, run_id, Kind.TASKS, task, msg_id=task_msg_id(task.group_id, task.attempt, task.view))
+
+    async def _publish_task(self, run: ActiveRun, r: Resumed, problem: int | None = None) -> None:
         """(Re-)publish a group's current attempt inside the group's own trace."""
-        task, _ = self.make_task(run, r.n, r.version, r.attempt, r.prefixes)
+        tasks = self.make_tasks(run, r.n, r.version, problem, r.attempt, r.prefixes)
         name = "group resume" if r.attempt else "group republish"
         with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
-            span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.attempt": r.attempt,
+            span.set_attributes({"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt,
                                  "jetrl.prefixes_dropped": r.dropped})
-            await publish(self.js, run.run_id, Kind.TASKS, task, msg_id=task_msg_id(task.group_id, r.attempt))
+            await self._publish_tasks(run.run_id, tasks)
 
     async def republish(self, run: ActiveRun) -> None:
         """After a restart: tasks and batches decided before it may never have been published;
         their ids are deterministic, so JetStream drops the ones that were."""
+        problems = await self.store.group_problems(run.run_id)
         for n, *_ in await self.store.admitted_groups(run.run_id):
-            await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)))
+            await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)), problems.get(n))
         for batch in await self.store.untrained_batches(run.run_id):
             await self._publish_batch(await self.store.load_batch(batch))
 
@@ -272,6 +310,12 @@ class Coordinator:
             self.spawn(self.evaluate(run_id, version))
         await self.admit(run_id)
 
+    async def fail(self, run_id: str, reason: str) -> None:
+        """End a run that cannot go on (state FAILED, the reason in its message); workers drop its work."""
+        if run_id in self.runs:
+            log.error("run failed", extra=log_fields(run=run_id, reason=reason))
+            await self.stop(run_id, reason, state="FAILED")
+
     async def finish(self, run_id: str) -> None:
         run = self.runs[run_id]
         final = run.spec.train.steps
@@ -288,8 +332,8 @@ class Coordinator:
         log.info("run completed", extra=log_fields(run=run_id, version=final))
         await self.notify()
 
-    async def stop(self, run_id: str, reason: str) -> None:
-        await self.store.set_run_state(run_id, "STOPPED", reason)
+    async def stop(self, run_id: str, reason: str, state: str = "STOPPED") -> None:
+        await self.store.set_run_state(run_id, state, reason)
         await publish(
             self.js, run_id, Kind.CONTROL,
             events_pb2.Control(run_id=run_id, kind=events_pb2.Control.STOP, reason=reason),

@@ -14,6 +14,7 @@ from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
 from jetrl.logs import log_fields
 from jetrl.telemetry import current_trace_id, extract, trace_id_of, tracer
 from jetrl.v1 import events_pb2
+from jetrl.views import group_size
 from svc_scheduler.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
@@ -46,8 +47,8 @@ class Recorder:
                 rejected[i] = str(exc)
                 continue
             spec = specs[sample.run_id]
-            if spec is not None and sample.index >= spec.rollout.group_size:
-                rejected[i] = f"sample index {sample.index} >= group size {spec.rollout.group_size}"
+            if spec is not None and sample.index >= group_size(spec):
+                rejected[i] = f"sample index {sample.index} >= group size {group_size(spec)}"
             else:
                 accepted.append((i, sample))
         # each sample keeps the trace of its own group, whatever else came in the same fetch
@@ -60,7 +61,7 @@ class Recorder:
             spec = specs[run_id]
             if spec is None or p is None:
                 continue
-            if p.complete >= spec.rollout.group_size and p.state in ("admitted", "partial"):
+            if p.complete >= group_size(spec) and p.state in ("admitted", "partial"):
                 await self._publish_group(run_id, group_id)
                 changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
@@ -83,17 +84,32 @@ class Recorder:
     async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
         run_id = scored.group.run_id
         spec = await self._run_spec(run_id)
-        if spec is not None and len(scored.group.samples) != spec.rollout.group_size:
-            raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {spec.rollout.group_size}")
+        if spec is not None and len(scored.group.samples) != group_size(spec):
+            raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}")
+        on_failure = spec.reward.on_failure if spec is not None else "zero"
         try:
-            await self.store.record_scored(scored, current_trace_id(),
-                                           drop_uniform=spec is not None and spec.train.dynamic_sampling)
+            state = await self.store.record_scored(scored, current_trace_id(),
+                                                   drop_uniform=spec is not None and spec.train.dynamic_sampling,
+                                                   drop_failed=on_failure == "drop")
         except UnknownGroup as exc:
             raise InvalidEvent(str(exc)) from None
         if spec is None:
             return
+        failed = [c for c in scored.calls if not c.ok]
+        if failed:
+            log.warning("reward failed", extra=log_fields(run=run_id, group=scored.group.group_id, state=state,
+                                                          policy=on_failure, error=failed[0].error))
+            if on_failure == "fail":
+                await self.coordinator.fail(run_id, f"reward endpoint {failed[0].endpoint} failed for group "
+                                                    f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)")
+                return
         await self.coordinator.seal_batches(run_id)
         await self.coordinator.admit(run_id)
+
+    async def on_teacher(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
+        await self._run_spec(ann.run_id)
+        await self.store.record_teacher(ann.run_id, ann.version)
+        await self.coordinator.notify()
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         await self._run_spec(ann.run_id)

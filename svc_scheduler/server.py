@@ -13,6 +13,7 @@ from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.lineage.store import LineageStore
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
+from jetrl.views import group_size
 from svc_scheduler.coordinator import Coordinator
 
 STATES = {
@@ -58,6 +59,10 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             partial_groups=counts["partial"],
             offpolicy_token_share=stats.offpolicy_token_share,
             stale_masked_tokens=stats.stale_masked_tokens,
+            reward_failures=stats.reward_failures,
+            groups_dropped=counts["dropped"],
+            groups_filtered=counts["filtered"],
+            teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,
         )
 
     async def _run(self, run_id: str, context) -> services_pb2.Run:
@@ -81,10 +86,10 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         try:
             run = await asyncio.to_thread(self.coordinator.activate, run_id, spec)
         except (OSError, ValueError) as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"model.path: {exc}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot start the run: {exc}")
         await self.store.create_run(
             run_id, spec.name, dump_spec(spec), spec.train.steps, spec.train.batch_groups,
-            spec.rollout.group_size, current_trace_id(),
+            group_size(spec), current_trace_id(),
         )
         await self.coordinator.start(run)
         return await self._run(run_id, context)

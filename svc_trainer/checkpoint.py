@@ -26,6 +26,7 @@ class TrainerState:
     trained_batches: list[str] = field(default_factory=list)
     optimizer: dict | None = None
     announcement: bytes = b""  # the last WeightsAnnouncement, re-sent if its batch comes again
+    teacher_announcement: bytes = b""  # and the EMA teacher's of the same version (runs with a teacher)
 
 
 def run_dir(data_dir: Path, run_id: str) -> Path:
@@ -36,7 +37,7 @@ def weights_path(data_dir: Path, run_id: str, version: int) -> Path:
     return run_dir(data_dir, run_id) / "weights" / f"v{version:06d}.safetensors"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
@@ -48,7 +49,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def save_weights(data_dir: Path, run_id: str, version: int, blob: bytes) -> Path:
     path = weights_path(data_dir, run_id, version)
-    _atomic_write(path, blob)
+    atomic_write(path, blob)
     return path
 
 
@@ -57,7 +58,7 @@ def save_state(data_dir: Path, run_id: str, state: TrainerState) -> None:
 
     buf = io.BytesIO()
     torch.save(state.__dict__, buf)
-    _atomic_write(run_dir(data_dir, run_id) / "trainer.pt", buf.getvalue())
+    atomic_write(run_dir(data_dir, run_id) / "trainer.pt", buf.getvalue())
 
 
 def load_state(data_dir: Path, run_id: str) -> TrainerState | None:

@@ -22,8 +22,10 @@ from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
+from jetrl.views import split
 from svc_trainer import advantages, staleness
-from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
+from svc_trainer.checkpoint import TrainerState, atomic_write, load_state, save_state, save_weights
+from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ class NotYourTurn(RuntimeError):
 class RunTrainer:
     engine: object
     state: TrainerState
+    teacher: EmaTeacher | None = None  # runs with a `teacher` only
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -75,8 +78,13 @@ class Trainer:
                                       max_new_tokens=spec.rollout.max_new_tokens)
         if state.optimizer:
             engine.optimizer.load_state_dict(state.optimizer)
+        teacher = None
+        if spec.teacher is not None:
+            teacher = EmaTeacher(model)  # version 0: the model directory's weights
+            if state.version:
+                load_state_bytes(teacher.model, teacher_path(self.data_dir, run_id, state.version).read_bytes())
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
-        return RunTrainer(engine=engine, state=state)
+        return RunTrainer(engine=engine, state=state, teacher=teacher)
 
     async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
         try:
@@ -100,7 +108,7 @@ class Trainer:
                 # Never empty-handed: a batch with no trainable token still makes a version
                 # (the engine skips the optimizer step, so its weights are the previous ones).
                 metrics = await asyncio.to_thread(rt.engine.train_step, samples)
-            await self._commit(batch, rt, advs, {**metrics, **stale_metrics})
+            await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
 
     def _samples(self, batch: events_pb2.Batch, spec):
         """TrainSamples masked by the staleness bound, their SampleAdvantage records, and the
@@ -108,9 +116,10 @@ class Trainer:
         from svc_trainer.engine import TrainSample
 
         samples, advs, checked = [], [], []
-        for scored in batch.groups:
-            group_adv = advantages.compute(spec.train.advantage, list(scored.rewards), mc_scale=spec.train.mc_scale)
-            for sample, reward, adv in zip(scored.group.samples, scored.rewards, group_adv):
+        for scored, positions in _trained_views(batch):
+            rewards = [scored.rewards[i] for i in positions]
+            group_adv = advantages.compute(spec.train.advantage, rewards, mc_scale=spec.train.mc_scale)
+            for sample, reward, adv in zip((scored.group.samples[i] for i in positions), rewards, group_adv):
                 try:
                     st = staleness.token_staleness(sample.token_versions, batch.step, spec.schedule.max_staleness)
                 except ValueError as exc:  # a token from a version not published yet
@@ -132,13 +141,26 @@ class Trainer:
                 ))
         return samples, advs, staleness.batch_metrics(checked)
 
-    async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict) -> None:
+    async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict, spec) -> None:
         from jetrl.policy.load import sha256, state_to_bytes
 
         state = rt.state
         version = state.version + 1
         blob = await asyncio.to_thread(state_to_bytes, rt.engine.model)
         path = await asyncio.to_thread(save_weights, self.data_dir, batch.run_id, version, blob)
+        teacher_ann = None
+        if rt.teacher is not None:
+            m = ema_rate(version, spec.train.steps, spec.teacher)
+            await asyncio.to_thread(rt.teacher.update, rt.engine.model, m)
+            metrics = {**metrics, "teacher_ema": m}
+            tblob = await asyncio.to_thread(state_to_bytes, rt.teacher.model)
+            tpath = teacher_path(self.data_dir, batch.run_id, version)
+            await asyncio.to_thread(atomic_write, tpath, tblob)
+            # its own stream; FetchWeights serves the policy only, so workers read the shared file
+            teacher_ann = events_pb2.WeightsAnnouncement(
+                run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
+                uri=tpath.as_uri(), size_bytes=len(tblob), sha256=sha256(tblob), format="safetensors",
+                metrics={"ema_rate": m})
         ann = events_pb2.WeightsAnnouncement(
             run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
             uri=path.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(blob), sha256=sha256(blob),
@@ -151,13 +173,30 @@ class Trainer:
         state.trained_batches.append(batch.batch_id)
         state.optimizer = rt.engine.optimizer.state_dict()
         state.announcement = ann.SerializeToString()
+        state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
         await asyncio.to_thread(save_state, self.data_dir, batch.run_id, state)
-        await publish(self.js, batch.run_id, Kind.WEIGHTS, ann, msg_id=f"{batch.run_id}.v{version}")
+        await self._publish(batch.run_id, ann, teacher_ann)
         log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
+
+    async def _publish(self, run_id: str, ann, teacher_ann) -> None:
+        await publish(self.js, run_id, Kind.WEIGHTS, ann, msg_id=f"{run_id}.v{ann.version}")
+        if teacher_ann is not None:
+            await publish(self.js, run_id, Kind.TEACHER, teacher_ann, msg_id=f"{run_id}.t{teacher_ann.version}")
 
     async def _announce_again(self, batch, rt: RunTrainer) -> None:
         ann = events_pb2.WeightsAnnouncement.FromString(rt.state.announcement) if rt.state.announcement else None
         if ann is None or ann.batch_id != batch.batch_id:
             return  # an older batch: its announcement went out long ago
-        await publish(self.js, batch.run_id, Kind.WEIGHTS, ann, msg_id=f"{batch.run_id}.v{ann.version}")
+        teacher = rt.state.teacher_announcement
+        await self._publish(batch.run_id, ann, events_pb2.WeightsAnnouncement.FromString(teacher) if teacher else None)
         log.info("batch already trained; announcement re-sent", extra=log_fields(batch=batch.batch_id))
+
+
+def _trained_views(batch: events_pb2.Batch):
+    """(scored group, positions of one trained view's samples) for every view that is trained:
+    advantages are relative within a view (DESIGN §5), and context views (teacher samples) are
+    never trained."""
+    for scored in batch.groups:
+        for view, positions in split(scored.group):
+            if view.trained:
+                yield scored, positions

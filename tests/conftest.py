@@ -123,6 +123,8 @@ def _valid_event(kind, run_id: str = "run1"):
         Kind.BATCHES: lambda: ev.Batch(run_id=run_id, batch_id=f"{run_id}.b0", groups=[scored]),
         Kind.WEIGHTS: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
                                                      sha256="ab" * 32, uri="file:///w/v1.safetensors"),
+        Kind.TEACHER: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
+                                                     sha256="cd" * 32, uri="file:///w/teacher/v1.safetensors"),
         Kind.CONTROL: lambda: ev.Control(run_id=run_id, kind=ev.Control.STOP, reason="test"),
     }[Kind(kind)]()
 

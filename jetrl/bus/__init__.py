@@ -14,6 +14,7 @@ from jetrl.bus.topology import (
     SCHEDULER_DLQ,
     SCHEDULER_ROLLOUTS,
     SCHEDULER_SCORED,
+    SCHEDULER_TEACHER,
     SCHEDULER_WEIGHTS,
     TRAINER,
     ConsumerSpec,
@@ -31,7 +32,7 @@ __all__ = [
     "follow",
     "publish",
     "CONSUMERS", "MESSAGE_TYPES", "REWARD_STAGE", "ROLLOUT_WORKERS", "SCHEDULER_CONTROL", "SCHEDULER_DLQ", "SCHEDULER_ROLLOUTS",
-    "SCHEDULER_SCORED", "SCHEDULER_WEIGHTS", "TRAINER", "ConsumerSpec", "Kind", "declare", "parse_subject",
+    "SCHEDULER_SCORED", "SCHEDULER_TEACHER", "SCHEDULER_WEIGHTS", "TRAINER", "ConsumerSpec", "Kind", "declare", "parse_subject",
     "stream_name", "subject",
     "InvalidEvent", "check", "decode",
 ]

@@ -35,6 +35,7 @@ class Kind(StrEnum):
     SCORED = "scored"
     BATCHES = "batches"
     WEIGHTS = "weights"
+    TEACHER = "teacher"  # the EMA teacher's weights (Co-rewarding-II): a second weight stream
     CONTROL = "control"
     DLQ = "dlq"
 
@@ -46,6 +47,7 @@ MESSAGE_TYPES: dict[Kind, type] = {
     Kind.SCORED: events_pb2.ScoredGroup,
     Kind.BATCHES: events_pb2.Batch,
     Kind.WEIGHTS: events_pb2.WeightsAnnouncement,
+    Kind.TEACHER: events_pb2.WeightsAnnouncement,
     Kind.CONTROL: events_pb2.Control,
 }
 
@@ -124,6 +126,7 @@ TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=15.0, max_deliver=5)
 SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0, max_deliver=5)
 SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0, max_deliver=5)
 SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0, max_deliver=5)
+SCHEDULER_TEACHER = ConsumerSpec("scheduler-teacher", Kind.TEACHER, ack_wait_s=30.0, max_deliver=5)
 # control events are broadcast to every worker by follow(); this durable one audits them (a
 # malformed one is dead-lettered) and carries out a STOP published by an operator
 SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=30.0, max_deliver=5)
@@ -131,7 +134,7 @@ SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0, max_del
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,
-    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_CONTROL, SCHEDULER_DLQ,
+    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_TEACHER, SCHEDULER_CONTROL, SCHEDULER_DLQ,
 )
 
 

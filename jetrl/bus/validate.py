@@ -94,11 +94,12 @@ def _task(t: events_pb2.Task) -> None:
         raise InvalidEvent(f"Task.sampling.temperature is {s.temperature}, must be finite and >= 0")
     if not 0 < s.top_p <= 1:
         raise InvalidEvent(f"Task.sampling.top_p is {s.top_p}, must be in (0, 1]")
-    if t.attempt < 0:
-        raise InvalidEvent(f"Task.attempt is {t.attempt}, must be >= 0")
+    if t.attempt < 0 or t.first_index < 0:
+        raise InvalidEvent(f"Task.attempt {t.attempt} / first_index {t.first_index} must be >= 0")
+    last = t.first_index + t.num_samples - 1
     for p in t.resume:
-        if not 0 <= p.index < t.num_samples:
-            raise InvalidEvent(f"Task.resume index {p.index} is outside 0..{t.num_samples - 1}")
+        if not t.first_index <= p.index <= last:
+            raise InvalidEvent(f"Task.resume index {p.index} is outside {t.first_index}..{last}")
         if not len(p.token_ids) == len(p.logprobs) == len(p.token_versions):
             raise InvalidEvent(f"Task.resume[{p.index}]: token ids, logprobs and versions differ in length")
 
@@ -179,5 +180,6 @@ _CHECKS = {
     Kind.SCORED: _scored,
     Kind.BATCHES: _batch,
     Kind.WEIGHTS: _weights,
+    Kind.TEACHER: _weights,
     Kind.CONTROL: _control,
 }

@@ -22,8 +22,9 @@ __all__ = [
 # APRIL's buffer (aborted mid-generation, waiting to resume): the one step back is partial ->
 # admitted when it resumes, taken only by PartialBuffer.resume. "expired" is a scored group none
 # of whose tokens the next batch may train (all older than max_staleness): kept, never trained.
-# "filtered" is a scored group whose rewards are all equal, dropped by dynamic sampling (DAPO).
-GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired", "filtered")
+# "filtered" is a scored group whose rewards are all equal, dropped by dynamic sampling (DAPO);
+# "dropped" one whose reward endpoint failed under `reward.on_failure: drop`.
+GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired", "filtered", "dropped")
 
 
 def _now() -> Mapped[datetime]:
@@ -46,6 +47,7 @@ class Run(Base):
     batch_groups: Mapped[int] = mapped_column(Integer)
     group_size: Mapped[int] = mapped_column(Integer)
     trace_id: Mapped[str] = mapped_column(String(32), default="")
+    teacher_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the EMA teacher's newest
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -56,6 +58,7 @@ class Prompt(Base):
     prompt_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     prompt: Mapped[str] = mapped_column(Text)
     reference: Mapped[str] = mapped_column(Text)
+    analogous: Mapped[str | None] = mapped_column(Text, nullable=True)  # the rephrased view, when sampled
 
 
 class PromptGroup(Base):
@@ -63,6 +66,7 @@ class PromptGroup(Base):
     group_id: Mapped[str] = mapped_column(String(160), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
     n: Mapped[int] = mapped_column(Integer)  # admission order within the run
+    problem: Mapped[int | None] = mapped_column(Integer, nullable=True)  # task problem index; None: n
     prompt_id: Mapped[str] = mapped_column(String(128))
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the batch it joined, once sealed
     admitted_version: Mapped[int] = mapped_column(Integer)
@@ -73,6 +77,7 @@ class PromptGroup(Base):
     view: Mapped[str] = mapped_column(String(64), default="main")
     batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
     reward_server: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reward_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # endpoints that failed, and why
     traceparent: Mapped[str] = mapped_column(String(64), default="")
     trace_id: Mapped[str] = mapped_column(String(32), default="")
     created_at: Mapped[datetime] = _now()
@@ -84,6 +89,7 @@ class Sample(Base):
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
     group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
+    view: Mapped[str] = mapped_column(String(16), default="main")  # jetrl.views
     prompt_token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     completion_token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     logprobs: Mapped[list[float]] = mapped_column(ARRAY(Float))  # behaviour log-probs

@@ -18,6 +18,7 @@ from jetrl.lineage.models import (
     Sample, SampleSegment,
 )
 from jetrl.v1 import events_pb2, reward_pb2
+from jetrl.views import ANALOGOUS, MAIN, TEACHER, split
 
 __all__ = ["GroupProgress", "LineageStore", "RunStats", "UnknownGroup", "dead_letter_id"]
 
@@ -38,6 +39,8 @@ class RunStats:
     max_staleness: int
     offpolicy_token_share: float
     stale_masked_tokens: int
+    reward_failures: int  # groups some reward endpoint failed for
+    teacher_version: int | None
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
         prompt_token_ids=list(sample.prompt_token_ids), completion_token_ids=list(sample.completion_token_ids),
         logprobs=list(sample.logprobs), token_versions=list(sample.token_versions),
         min_version=min(versions), max_version=max(versions), text=sample.text,
-        finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id,
+        finish_reason=sample.finish_reason, worker_id=sample.worker_id, trace_id=trace_id, view=sample.view or MAIN,
     )
 
 
@@ -125,13 +128,18 @@ class LineageStore:
 
     # ---- groups and samples ---------------------------------------------------------------------
 
-    async def admit_group(self, task: events_pb2.Task, reference: str, traceparent: str, trace_id: str) -> None:
+    async def admit_group(self, task: events_pb2.Task, reference: str, traceparent: str, trace_id: str,
+                          analogous: str | None = None, problem: int | None = None) -> None:
+        """A new group from its main-view task; `analogous` is the rephrased prompt when that view
+        is sampled, `problem` the task's problem index when the scheduler chose it (not n)."""
         async with self.engine.begin() as conn:
             await conn.execute(insert(Prompt).values(
                 run_id=task.run_id, prompt_id=task.prompt_id, prompt=task.prompt, reference=reference,
+                analogous=analogous,
             ).on_conflict_do_nothing())
             await conn.execute(insert(PromptGroup).values(
-                group_id=task.group_id, run_id=task.run_id, n=group_number(task.group_id), prompt_id=task.prompt_id,
+                group_id=task.group_id, run_id=task.run_id, n=group_number(task.group_id), problem=problem,
+                prompt_id=task.prompt_id,
                 admitted_version=task.policy_version, attempt_version=task.policy_version, state="admitted",
                 view=task.view or "main", traceparent=traceparent, trace_id=trace_id,
             ).on_conflict_do_nothing())
@@ -210,12 +218,19 @@ class LineageStore:
 
     async def _load_group(self, conn, group_id: str) -> events_pb2.PromptGroup:
         head = (await conn.execute(
-            select(PromptGroup, Prompt.prompt, Prompt.reference).join(Prompt, and_(
+            select(PromptGroup, Prompt.prompt, Prompt.reference, Prompt.analogous).join(Prompt, and_(
                 Prompt.run_id == PromptGroup.run_id, Prompt.prompt_id == PromptGroup.prompt_id))
             .where(PromptGroup.group_id == group_id))).one_or_none()
         if head is None:
             raise UnknownGroup(f"unknown group {group_id!r}")
-        rows = await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index))
+        rows = list(await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index)))
+        views: list[events_pb2.ViewPrompt] = []
+        for s in rows:  # the samples are in index order, so each view's are contiguous
+            if not views or views[-1].view != s.view:
+                views.append(events_pb2.ViewPrompt(
+                    view=s.view, prompt=head.analogous if s.view == ANALOGOUS else head.prompt,
+                    first_index=s.index, trained=s.view != TEACHER))
+            views[-1].size += 1
         return events_pb2.PromptGroup(
             run_id=head.run_id, group_id=group_id, prompt_id=head.prompt_id, prompt=head.prompt,
             reference=head.reference, step=head.step if head.step is not None else -1,
@@ -224,37 +239,57 @@ class LineageStore:
                 run_id=s.run_id, group_id=group_id, sample_id=s.sample_id, index=s.index,
                 prompt_token_ids=s.prompt_token_ids, completion_token_ids=s.completion_token_ids,
                 logprobs=s.logprobs, token_versions=s.token_versions, text=s.text,
-                finish_reason=s.finish_reason, worker_id=s.worker_id,
+                finish_reason=s.finish_reason, worker_id=s.worker_id, view=s.view,
             ) for s in rows],
+            views=views if [v.view for v in views] != [MAIN] else [],
         )
 
     # ---- rewards, batches, versions ----------------------------------------------------------
 
-    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str, drop_uniform: bool = False) -> None:
-        """Rewards of a group; with `drop_uniform` (dynamic sampling) a group whose rewards are all
-        equal carries no signal and is recorded as "filtered" instead of "scored"."""
+    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str, drop_uniform: bool = False,
+                            drop_failed: bool = False) -> str:
+        """Rewards of a group, the combined one per sample and each endpoint's own; returns the
+        group's new state. With `drop_uniform` (dynamic sampling) a group whose trained rewards
+        are all equal carries no signal and is recorded as "filtered"; with `drop_failed` a group
+        some endpoint failed for is "dropped". Either way it is replaced by admission. Context-only
+        samples (the teacher's) get no reward row."""
         group = scored.group
-        state = "filtered" if drop_uniform and len(set(scored.rewards)) <= 1 else "scored"
+        trained = [i for view, idx in split(group) if view.trained for i in idx]
+        failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
+        if failures and drop_failed:
+            state = "dropped"
+        elif drop_uniform and len({scored.rewards[i] for i in trained}) <= 1:
+            state = "filtered"
+        else:
+            state = "scored"
+        calls = [c for c in scored.calls if c.ok] or [events_pb2.RewardCall(
+            endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)]
         async with self.engine.begin() as conn:
             if (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id))
                     ).scalar() is None:
                 raise UnknownGroup(f"scored group {group.group_id!r} was never admitted")
             known = set((await conn.execute(select(Sample.sample_id).where(Sample.group_id == group.group_id))
                          ).scalars())
-            for i, sample in enumerate(group.samples):
+            for sample in group.samples:
                 if sample.sample_id not in known:
                     raise UnknownGroup(f"scored sample {sample.sample_id!r} was never recorded")
+            for i in trained:
+                sample = group.samples[i]
                 detail = scored.details[i] if i < len(scored.details) else reward_pb2.SampleScore()
-                await conn.execute(insert(Reward).values(
-                    sample_id=sample.sample_id, server=scored.reward_server or "unknown",
-                    endpoint=scored.reward_endpoint, reward=scored.rewards[i],
-                    extracted_answer=detail.extracted_answer, detail=detail.detail, trace_id=trace_id,
-                ).on_conflict_do_nothing())
+                for call in calls:
+                    await conn.execute(insert(Reward).values(
+                        sample_id=sample.sample_id, server=call.server or "unknown", endpoint=call.endpoint,
+                        reward=call.rewards[i] if i < len(call.rewards) else scored.rewards[i],
+                        extracted_answer=detail.extracted_answer, detail=detail.detail, trace_id=trace_id,
+                    ).on_conflict_do_nothing())
                 await conn.execute(update(Sample).where(Sample.sample_id == sample.sample_id, Sample.reward.is_(None))
                                    .values(reward=scored.rewards[i]))
-            await conn.execute(update(PromptGroup).where(
+            moved = (await conn.execute(update(PromptGroup).where(
                 PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
-                .values(state=state, reward_server=scored.reward_server))
+                .values(state=state, reward_server=scored.reward_server, reward_error=failures)
+                .returning(PromptGroup.state))).scalar()
+            return moved or (await conn.execute(select(PromptGroup.state)
+                                                .where(PromptGroup.group_id == group.group_id))).scalar_one()
 
     async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> bool:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
@@ -311,8 +346,9 @@ class LineageStore:
 
     async def _load_scored(self, conn, group_id: str) -> events_pb2.ScoredGroup:
         group = await self._load_group(conn, group_id)
-        rewards = dict((await conn.execute(select(Sample.sample_id, Sample.reward)
-                                           .where(Sample.group_id == group_id))).all())
+        # context-only samples (the teacher's) have no reward: 0 here, and the trainer skips them
+        rewards = {sid: r or 0.0 for sid, r in (await conn.execute(select(Sample.sample_id, Sample.reward)
+                                                                   .where(Sample.group_id == group_id))).all()}
         scores = {r.sample_id: r for r in await conn.execute(
             select(Reward).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.group_id == group_id))}
         return events_pb2.ScoredGroup(
@@ -350,6 +386,32 @@ class LineageStore:
                 .values(state="trained"))
             await conn.execute(update(Run).where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
                                .values(policy_version=ann.version, updated_at=func.now()))
+
+    async def record_teacher(self, run_id: str, version: int) -> None:
+        """The EMA teacher absorbed policy version `version` (its weights are the teacher stream's)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(Run).where(Run.run_id == run_id, func.coalesce(Run.teacher_version, -1) < version)
+                               .values(teacher_version=version))
+
+    async def prompt_evidence(self, run_id: str) -> list[tuple[int, int, int, int]]:
+        """(problem, version generated at, successes, failures) of every scored group whose problem
+        the scheduler chose, over its trained views' samples (reward > 0.5 counts as a success)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(PromptGroup.problem, PromptGroup.admitted_version,
+                       func.count().filter(Sample.reward > 0.5), func.count().filter(Sample.reward <= 0.5))
+                .join(Sample, Sample.group_id == PromptGroup.group_id)
+                .where(PromptGroup.run_id == run_id, PromptGroup.problem.is_not(None), Sample.reward.is_not(None))
+                .group_by(PromptGroup.group_id, PromptGroup.problem, PromptGroup.admitted_version))
+            return [tuple(r) for r in rows]
+
+    async def group_problems(self, run_id: str) -> dict[int, int]:
+        """n -> problem index of the run's groups in flight (generating or partial) whose problem
+        the scheduler chose."""
+        async with self.engine.connect() as conn:
+            return dict((await conn.execute(select(PromptGroup.n, PromptGroup.problem).where(
+                PromptGroup.run_id == run_id, PromptGroup.state.in_(("admitted", "partial")),
+                PromptGroup.problem.is_not(None)))).all())
 
     # ---- evaluations, dead letters, statistics -------------------------------------------------
 
@@ -389,14 +451,18 @@ class LineageStore:
             dead = (await conn.execute(select(func.count()).where(DeadLetter.run_id == run_id))).scalar_one()
             last_batch = (select(Batch.batch_id).where(Batch.run_id == run_id)
                           .order_by(Batch.step.desc()).limit(1).scalar_subquery())
-            mean = (await conn.execute(select(func.avg(Sample.reward)).where(Sample.batch_id == last_batch))).scalar()
+            mean = (await conn.execute(select(func.avg(Sample.reward)).where(
+                Sample.batch_id == last_batch, Sample.view != TEACHER))).scalar()
+            failures = (await conn.execute(select(func.count()).where(
+                PromptGroup.run_id == run_id, PromptGroup.reward_error.is_not(None)))).scalar_one()
+            teacher = (await conn.execute(select(Run.teacher_version).where(Run.run_id == run_id))).scalar()
             stale_mean, stale_max, tokens, offpolicy, masked = (await conn.execute(select(
                 func.avg(Sample.staleness), func.max(Sample.staleness), func.sum(Sample.trained_tokens),
                 func.sum(Sample.offpolicy_tokens), func.sum(Sample.stale_masked_tokens),
             ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None)))).one()
         return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last,
                         float(stale_mean or 0.0), int(stale_max or 0),
-                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0))
+                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, teacher)
 
     async def segments(self, sample_id: str) -> list:
         """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""

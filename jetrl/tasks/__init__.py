@@ -12,17 +12,21 @@ __all__ = ["Problem", "Task", "make_task"]
 
 @dataclass(frozen=True)
 class Problem:
-    """One prompt with its reference answer (a number, as text)."""
+    """One prompt with its reference answer (a number, as text), and its analogous rephrasing
+    (same answer, different surface; Co-Reward's view q') when the task has one."""
 
     prompt_id: str
     prompt: str
     answer: str
+    analogous: str | None = None
 
 
 class Task(Protocol):
     """What the scheduler, reward and evaluation code need from a task."""
 
     name: str
+    has_analogous: bool
+    """Whether every training problem carries an analogous rephrasing."""
 
     def train_problem(self, index: int) -> Problem:
         """Training problem number `index` (deterministic)."""

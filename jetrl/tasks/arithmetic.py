@@ -1,5 +1,9 @@
 """The synthetic arithmetic task: `37+45=` -> `82`, or short chains like `12+7-5=` -> `14`.
 
+Every problem also has an analogous rephrasing with the same answer (Co-Reward's second view):
+the terms rotated by one, each keeping its sign (`12+7-5=` -> `7-5+12=`, `37-45=` -> `-45+37=`),
+or with `task.rephrase: words` the same expression in words (`37 plus 45 =`).
+
 Everything is a pure function of the task spec: the held-out set comes from its own seeded
 stream, and training problem `i` from a stream keyed by (seed, i), so any service can recompute
 any problem from its index alone. Held-out expressions are rejected from the training stream,
@@ -35,22 +39,34 @@ class ArithmeticTask:
         self._heldout = self._make_heldout()
         self._heldout_prompts = frozenset(p.prompt for p in self._heldout)
 
-    def _expression(self, rng: random.Random) -> tuple[str, int]:
+    has_analogous = True
+
+    def _terms(self, rng: random.Random) -> list[tuple[str, int]]:
+        """(sign, operand) of each term; the first is always +."""
         lo, hi = self._operand_range
-        value = rng.randint(lo, hi)
-        text = str(value)
+        terms = [("+", rng.randint(lo, hi))]
         for _ in range(self.spec.terms - 1):
-            operand, op = rng.randint(lo, hi), rng.choice("+-")
-            value = value + operand if op == "+" else value - operand
-            text += f"{op}{operand}"
-        return text + "=", value
+            operand = rng.randint(lo, hi)  # drawn before its sign: the stream of problems predates views
+            terms.append((rng.choice("+-"), operand))
+        return terms
+
+    def _expression(self, rng: random.Random) -> tuple[str, int, list[tuple[str, int]]]:
+        terms = self._terms(rng)
+        return _write(terms), sum(n if sign == "+" else -n for sign, n in terms), terms
+
+    def _analogous(self, terms: list[tuple[str, int]]) -> str:
+        rotated = terms[1:] + terms[:1]
+        if self.spec.rephrase == "words":
+            words = " ".join(f"{'plus' if s == '+' else 'minus'} {n}" for s, n in terms[1:])
+            return f"{terms[0][1]} {words} ="
+        return _write(rotated)
 
     def _make_heldout(self) -> list[Problem]:
         rng = random.Random(f"arithmetic:{self.spec.seed}:heldout")
         seen: set[str] = set()
         problems: list[Problem] = []
         while len(problems) < self.spec.heldout_size:
-            prompt, value = self._expression(rng)
+            prompt, value, _ = self._expression(rng)
             if prompt not in seen:  # distinct, so accuracy counts each problem once
                 seen.add(prompt)
                 problems.append(Problem(f"heldout-{len(problems)}", prompt, str(value)))
@@ -62,10 +78,16 @@ class ArithmeticTask:
             raise ValueError("problem index must be >= 0")
         rng = random.Random(f"arithmetic:{self.spec.seed}:train:{index}")
         while True:
-            prompt, value = self._expression(rng)
+            prompt, value, terms = self._expression(rng)
             if prompt not in self._heldout_prompts:
-                return Problem(f"train-{index}", prompt, str(value))
+                return Problem(f"train-{index}", prompt, str(value), self._analogous(terms))
 
     def heldout(self) -> list[Problem]:
         """The fixed evaluation set: `heldout_size` distinct problems, never trained on."""
         return list(self._heldout)
+
+
+def _write(terms: list[tuple[str, int]]) -> str:
+    """`a+b-c=`; a leading + is left out, a leading - kept (`-45+37=`)."""
+    text = "".join(f"{sign}{n}" for sign, n in terms)
+    return text.removeprefix("+") + "="

@@ -1,5 +1,9 @@
 """GSM8K-format JSONL task: `question`, and `answer` whose last line is `#### n`.
 
+An analogous rephrasing of each question (Co-Reward's second view) comes from a column of the
+same file (`task.rephrase_field`, default `rephrased_question`) or from a parallel JSONL file
+(`task.rephrase_path`, its line i holding the `question` that rephrases line i).
+
 The first `heldout_size` problems of a seeded shuffle are the evaluation set; the rest, in a
 fresh seeded order each epoch, are the training stream. Malformed lines fail loudly with their
 line number, before any training starts.
@@ -23,19 +27,42 @@ def format_prompt(question: str) -> str:
     return f"Question: {question.strip()}\nAnswer:"
 
 
-def load_gsm8k(path: str | Path) -> list[Problem]:
-    """Every problem of a GSM8K JSONL file, prompt_id = `gsm8k-<line number>`."""
-    p = Path(path)
+def _rows(p: Path) -> list[tuple[int, dict]]:
+    """(line number, record) of every non-blank line of a JSONL file."""
     if not p.is_file():
-        raise FileNotFoundError(f"GSM8K file {p} does not exist")
-    problems: list[Problem] = []
+        raise FileNotFoundError(f"JSONL file {p} does not exist")
+    rows = []
     for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+        if line.strip():
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{p}:{lineno}: not JSON ({exc})") from None
+    return rows
+
+
+def load_gsm8k(path: str | Path, rephrase_field: str = "rephrased_question",
+               rephrase_path: str | Path | None = None) -> list[Problem]:
+    """Every problem of a GSM8K JSONL file, prompt_id = `gsm8k-<line number>`, with its
+    rephrasing from `rephrase_field` or, line by line, from the file `rephrase_path`."""
+    p = Path(path)
+    rows = _rows(p)
+    rephrased: list[str | None] = [None] * len(rows)
+    if rephrase_path is not None:
+        other = _rows(Path(rephrase_path))
+        if len(other) != len(rows):
+            raise ValueError(f"{rephrase_path} has {len(other)} records, {p} has {len(rows)}: they must pair line by line")
+        for i, (lineno, row) in enumerate(other):
+            if not isinstance(row, dict) or not isinstance(row.get("question"), str):
+                raise ValueError(f"{rephrase_path}:{lineno}: no `question` string")
+            rephrased[i] = row["question"]
+    problems: list[Problem] = []
+    for i, (lineno, row) in enumerate(rows):
         try:
-            row = json.loads(line)
-            problems.append(Problem(f"gsm8k-{lineno}", format_prompt(row["question"]), gsm8k_reference(row["answer"])))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            view = rephrased[i] or row.get(rephrase_field)
+            problems.append(Problem(f"gsm8k-{lineno}", format_prompt(row["question"]), gsm8k_reference(row["answer"]),
+                                    format_prompt(view) if view else None))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{p}:{lineno}: not a GSM8K record ({exc})") from None
     if not problems:
         raise ValueError(f"{p} holds no problems")
@@ -49,7 +76,8 @@ class Gsm8kTask:
 
     def __init__(self, spec: TaskSpec):
         assert spec.path is not None  # TaskSpec validation guarantees it for gsm8k
-        problems = load_gsm8k(spec.path)
+        problems = load_gsm8k(spec.path, spec.rephrase_field, spec.rephrase_path)
+        self.has_analogous = all(p.analogous for p in problems)
         if spec.heldout_size >= len(problems):
             raise ValueError(f"heldout_size {spec.heldout_size} leaves no training problems in {spec.path} ({len(problems)})")
         self.spec = spec

@@ -33,7 +33,7 @@ class Prefix(_message.Message):
     def __init__(self, index: _Optional[int] = ..., token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Task(_message.Message):
-    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "prompt_token_ids", "num_samples", "policy_version", "step", "sampling", "view", "attempt", "resume")
+    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "prompt_token_ids", "num_samples", "policy_version", "step", "sampling", "view", "attempt", "resume", "first_index")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,7 @@ class Task(_message.Message):
     VIEW_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     RESUME_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     prompt_id: str
@@ -58,10 +59,11 @@ class Task(_message.Message):
     view: str
     attempt: int
     resume: _containers.RepeatedCompositeFieldContainer[Prefix]
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., num_samples: _Optional[int] = ..., policy_version: _Optional[int] = ..., step: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., view: _Optional[str] = ..., attempt: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Prefix, _Mapping]]] = ...) -> None: ...
+    first_index: int
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., num_samples: _Optional[int] = ..., policy_version: _Optional[int] = ..., step: _Optional[int] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., view: _Optional[str] = ..., attempt: _Optional[int] = ..., resume: _Optional[_Iterable[_Union[Prefix, _Mapping]]] = ..., first_index: _Optional[int] = ...) -> None: ...
 
 class Sample(_message.Message):
-    __slots__ = ("run_id", "group_id", "sample_id", "index", "prompt_token_ids", "completion_token_ids", "logprobs", "token_versions", "text", "finish_reason", "worker_id", "temperature", "attempt", "prefix_len")
+    __slots__ = ("run_id", "group_id", "sample_id", "index", "prompt_token_ids", "completion_token_ids", "logprobs", "token_versions", "text", "finish_reason", "worker_id", "temperature", "attempt", "prefix_len", "view")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class Sample(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     PREFIX_LEN_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     sample_id: str
@@ -90,10 +93,25 @@ class Sample(_message.Message):
     temperature: float
     attempt: int
     prefix_len: int
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., index: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., temperature: _Optional[float] = ..., attempt: _Optional[int] = ..., prefix_len: _Optional[int] = ...) -> None: ...
+    view: str
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., index: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., temperature: _Optional[float] = ..., attempt: _Optional[int] = ..., prefix_len: _Optional[int] = ..., view: _Optional[str] = ...) -> None: ...
+
+class ViewPrompt(_message.Message):
+    __slots__ = ("view", "prompt", "first_index", "size", "trained")
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_INDEX_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    view: str
+    prompt: str
+    first_index: int
+    size: int
+    trained: bool
+    def __init__(self, view: _Optional[str] = ..., prompt: _Optional[str] = ..., first_index: _Optional[int] = ..., size: _Optional[int] = ..., trained: _Optional[bool] = ...) -> None: ...
 
 class PromptGroup(_message.Message):
-    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "reference", "step", "policy_version", "samples")
+    __slots__ = ("run_id", "group_id", "prompt_id", "prompt", "reference", "step", "policy_version", "samples", "views")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     GROUP_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -102,6 +120,7 @@ class PromptGroup(_message.Message):
     STEP_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    VIEWS_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     group_id: str
     prompt_id: str
@@ -110,21 +129,42 @@ class PromptGroup(_message.Message):
     step: int
     policy_version: int
     samples: _containers.RepeatedCompositeFieldContainer[Sample]
-    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., reference: _Optional[str] = ..., step: _Optional[int] = ..., policy_version: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+    views: _containers.RepeatedCompositeFieldContainer[ViewPrompt]
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., prompt_id: _Optional[str] = ..., prompt: _Optional[str] = ..., reference: _Optional[str] = ..., step: _Optional[int] = ..., policy_version: _Optional[int] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ..., views: _Optional[_Iterable[_Union[ViewPrompt, _Mapping]]] = ...) -> None: ...
 
 class ScoredGroup(_message.Message):
-    __slots__ = ("group", "rewards", "details", "reward_server", "reward_endpoint")
+    __slots__ = ("group", "rewards", "details", "reward_server", "reward_endpoint", "calls")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
     REWARD_SERVER_FIELD_NUMBER: _ClassVar[int]
     REWARD_ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CALLS_FIELD_NUMBER: _ClassVar[int]
     group: PromptGroup
     rewards: _containers.RepeatedScalarFieldContainer[float]
     details: _containers.RepeatedCompositeFieldContainer[_reward_pb2.SampleScore]
     reward_server: str
     reward_endpoint: str
-    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., rewards: _Optional[_Iterable[float]] = ..., details: _Optional[_Iterable[_Union[_reward_pb2.SampleScore, _Mapping]]] = ..., reward_server: _Optional[str] = ..., reward_endpoint: _Optional[str] = ...) -> None: ...
+    calls: _containers.RepeatedCompositeFieldContainer[RewardCall]
+    def __init__(self, group: _Optional[_Union[PromptGroup, _Mapping]] = ..., rewards: _Optional[_Iterable[float]] = ..., details: _Optional[_Iterable[_Union[_reward_pb2.SampleScore, _Mapping]]] = ..., reward_server: _Optional[str] = ..., reward_endpoint: _Optional[str] = ..., calls: _Optional[_Iterable[_Union[RewardCall, _Mapping]]] = ...) -> None: ...
+
+class RewardCall(_message.Message):
+    __slots__ = ("endpoint", "server", "weight", "ok", "error", "attempts", "rewards")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SERVER_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    OK_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    REWARDS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    server: str
+    weight: float
+    ok: bool
+    error: str
+    attempts: int
+    rewards: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, endpoint: _Optional[str] = ..., server: _Optional[str] = ..., weight: _Optional[float] = ..., ok: _Optional[bool] = ..., error: _Optional[str] = ..., attempts: _Optional[int] = ..., rewards: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Batch(_message.Message):
     __slots__ = ("run_id", "batch_id", "step", "policy_version", "groups")

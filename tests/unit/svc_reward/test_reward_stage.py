@@ -9,7 +9,7 @@ import pytest
 from jetrl.localstack import free_port
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
 from svc_reward.server import register
-from svc_reward.stage import RewardStage, RewardUnavailable, score_request
+from svc_reward.stage import RewardStage, RewardUnavailable, score_requests
 
 
 class FakeReward(reward_pb2_grpc.RewardServiceServicer):
@@ -45,7 +45,7 @@ async def score_with(fake: FakeReward, deadline: float, retries: int):
     server, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        return await stage.score(addr, score_request(group()), deadline=deadline, retries=retries)
+        return await stage.score(addr, score_requests(group())[0][1], deadline=deadline, retries=retries)
     finally:
         await stage.close()
         await server.stop(None)
@@ -77,12 +77,12 @@ async def test_stage_and_verify_server_together():
     server, addr = await start(register)
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        reply = await stage.score(addr, score_request(group("7", "7", "8", "")), deadline=5, retries=0)
+        reply = await stage.score(addr, score_requests(group("7", "7", "8", ""))[0][1], deadline=5, retries=0)
         assert [s.reward for s in reply.scores] == [1.0, 0.0, 0.0]
         # a request the server refuses is not retried: it would be refused again
         start_t = time.monotonic()
         with pytest.raises(RewardUnavailable, match="INVALID_ARGUMENT.*reference"):
-            await stage.score(addr, score_request(group("")), deadline=5, retries=3)
+            await stage.score(addr, score_requests(group(""))[0][1], deadline=5, retries=3)
         assert time.monotonic() - start_t < 0.4  # no backoff sleeps
     finally:
         await stage.close()

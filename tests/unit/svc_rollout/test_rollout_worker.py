@@ -11,7 +11,7 @@ from jetrl.bus.publish import MSG_ID
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
 from jetrl.v1 import events_pb2 as ev
 from svc_rollout.engine import TorchEngine
-from svc_rollout.policies import Policies
+from svc_rollout.policies import POLICY, Policies
 from svc_rollout.server import RolloutServicer
 from svc_rollout.worker import RolloutWorker, requests_for
 
@@ -56,7 +56,7 @@ def tiny_engine(cls=TorchEngine, **kwargs):
 async def running_worker(js, engine, stop):
     """A worker serving RUN with `engine`, consuming tasks and following control, until `stop`."""
     policies = Policies(KnownRuns())
-    policies.engines[RUN] = engine
+    policies.engines[(RUN, POLICY)] = engine
     worker = RolloutWorker(js, policies, "w1")
     loops = [
         asyncio.create_task(consume(js, ROLLOUT_WORKERS, worker.on_task, stop, fetch_timeout=0.2, retry_delay=0.05)),

@@ -1,0 +1,55 @@
+"""Co-rewarding-II's teacher: an exponential moving average of the policy, kept by the trainer.
+
+After the optimizer step that makes version v, every teacher weight moves toward the policy's:
+    teacher <- m_v * teacher + (1 - m_v) * policy,
+    m_v = end - (end - start) * (1 + cos(pi * (v - 1) / max(T - 1, 1))) / 2,
+a cosine from `teacher.ema_start` at the first step to `teacher.ema_end` at the last (T =
+train.steps). Defaults 0.9 -> 0.99: early on the teacher follows the policy within ~10 versions,
+so its pseudo-labels improve with it; late it barely moves, so the policy cannot drag the labels
+it is rewarded by along with its own drift (the collapse the teacher exists to prevent).
+
+The teacher starts as version 0 (the run's model directory), is checkpointed next to the policy
+(`runs/<run>/teacher/v000007.safetensors`), and is announced on the run's teacher subject with the
+policy version it has absorbed, so rollout workers load it exactly as they load the policy.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import torch
+
+from jetrl.config import TeacherSpec
+from svc_trainer.checkpoint import run_dir
+
+__all__ = ["ema_rate", "EmaTeacher", "teacher_path"]
+
+
+def ema_rate(version: int, total_steps: int, spec: TeacherSpec) -> float:
+    """m for the update that makes `version` (1-based): ema_start at version 1, ema_end at the last."""
+    if not 1 <= version <= total_steps:
+        raise ValueError(f"version {version} is outside 1..{total_steps}")
+    progress = (version - 1) / max(total_steps - 1, 1)
+    return spec.ema_end - (spec.ema_end - spec.ema_start) * (1 + math.cos(math.pi * progress)) / 2
+
+
+def teacher_path(data_dir: Path, run_id: str, version: int) -> Path:
+    return run_dir(data_dir, run_id) / "teacher" / f"v{version:06d}.safetensors"
+
+
+class EmaTeacher:
+    """A frozen copy of the policy model that only ever moves by EMA toward it."""
+
+    def __init__(self, policy: torch.nn.Module):
+        self.model = copy.deepcopy(policy).eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, policy: torch.nn.Module, m: float) -> None:
+        if not 0.0 <= m <= 1.0:
+            raise ValueError(f"EMA rate {m} is outside [0, 1]")
+        for t, p in zip(self.model.parameters(), policy.parameters(), strict=True):
+            t.mul_(m).add_(p.detach(), alpha=1.0 - m)
