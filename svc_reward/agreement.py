@@ -12,6 +12,7 @@ import grpc
 
 from jetrl.service import run_service, serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
+from jetrl.views import TEACHER
 from svc_reward.consensus import Vote
 from svc_reward.server import CONTRACT_VERSIONS, contract_problem
 
@@ -22,18 +23,29 @@ def texts(view: reward_pb2.RewardView) -> list[str]:
     return [s.text for s in view.samples]
 
 
+def teacher_view(request: reward_pb2.ScoreRequest) -> reward_pb2.RewardView | None:
+    return next((v for v in request.views if v.view == TEACHER), None)
+
+
 class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
-    def __init__(self, name: str, version: str, rule: Rule, needs_views: bool = False):
-        self.name, self.version, self.rule, self.needs_views = name, version, rule, needs_views
+    def __init__(self, name: str, version: str, rule: Rule, needs_views: bool = False,
+                 needs_teacher_samples: bool = False):
+        self.name, self.version, self.rule = name, version, rule
+        self.needs_views, self.needs_teacher_samples = needs_views, needs_teacher_samples
 
     async def Describe(self, request, context) -> reward_pb2.DescribeResponse:
         return reward_pb2.DescribeResponse(name=self.name, version=self.version, contract_versions=CONTRACT_VERSIONS,
-                                           needs_views=self.needs_views)
+                                           needs_views=self.needs_views,
+                                           needs_teacher_samples=self.needs_teacher_samples)
 
     async def Score(self, request, context) -> reward_pb2.ScoreResponse:
         problem = contract_problem(request, f"{self.name}@{self.version}")
-        if problem is None and self.needs_views and len(request.views) < 2:
-            problem = f"{self.name} needs the analogous view of the prompt as views[1], with its own samples"
+        if problem is None and self.needs_views and (len(request.views) < 2 or request.views[1].view == TEACHER):
+            problem = (f"{self.name} needs the analogous view of the prompt as views[1], with its own samples: "
+                       "set rollout.analogous_view in the run spec")
+        if problem is None and self.needs_teacher_samples and not teacher_view(request):
+            problem = (f"{self.name} needs the EMA teacher's samples as a view named {TEACHER!r}: "
+                       "give the run spec a `teacher:` section")
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         vote = self.rule(request)

@@ -1,7 +1,7 @@
-"""Label-free rewards by agreement (DESIGN §6): `majority` (self-consistency, TTRL) and
-`co_reward` (Co-rewarding-I), as pure functions of the completions' texts.
+"""Label-free rewards by agreement (DESIGN §6): `majority` (self-consistency, TTRL), `co_reward`
+(Co-rewarding-I) and `teacher` (Co-rewarding-II), as pure functions of the completions' texts.
 
-The answer rule, shared by both:
+The answer rule, shared by all three:
 1. A completion's answer is its last number, or the last one after its last `####`
    (`jetrl.tasks.answers.extract_final_number`, as held-out accuracy reads it); commas dropped.
 2. Answers are compared as exact values, written canonically (`str(Fraction)`): `1,000`,
@@ -20,7 +20,7 @@ from fractions import Fraction
 
 from jetrl.tasks.answers import extract_final_number
 
-__all__ = ["Vote", "answer_of", "majority_answer", "majority_rewards", "co_rewards"]
+__all__ = ["Vote", "answer_of", "majority_answer", "majority_rewards", "label_rewards", "co_rewards"]
 
 
 def answer_of(text: str) -> str | None:
@@ -62,9 +62,13 @@ def majority_rewards(texts: Sequence[str]) -> Vote:
     return _against(texts, majority_answer([answer_of(t) for t in texts]))
 
 
+def label_rewards(texts: Sequence[str], labellers: Sequence[str]) -> Vote:
+    """Reward 1 for agreeing with the majority answer of other samples of the same question (the
+    EMA teacher's, for Co-rewarding-II)."""
+    return _against(texts, majority_answer([answer_of(t) for t in labellers]))
+
+
 def co_rewards(texts: Sequence[str], other_view: Sequence[str]) -> tuple[Vote, Vote]:
     """Co-rewarding-I: each view's samples are scored against the majority answer of the OTHER
     view (the analogous rephrasing of the same question), so a view cannot reward its own habit."""
-    mine = majority_answer([answer_of(t) for t in texts])
-    theirs = majority_answer([answer_of(t) for t in other_view])
-    return _against(texts, theirs), _against(other_view, mine)
+    return label_rewards(texts, other_view), label_rewards(other_view, texts)

@@ -193,3 +193,51 @@ async def test_evaluations_dead_letters_and_run_state(store, run_id):
     record = await store.get_run(run_id)
     assert (record.state, record.message) == ("COMPLETED", "done")
     assert run_id in [r.run_id for r in await store.list_runs()]
+
+
+async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_recorded(store, run_id):
+    group = await admitted_and_generated(store, run_id, 0)
+    calls = [ev.RewardCall(endpoint="a:1", server="verify@1", weight=1.0, ok=True, rewards=[1.0, 0.0]),
+             ev.RewardCall(endpoint="b:2", weight=0.5, ok=False, error="UNAVAILABLE: down", attempts=4,
+                           rewards=[0.0, 0.0]),
+             ev.RewardCall(endpoint="c:3", server="majority@1", weight=0.5, ok=True, rewards=[1.0, 1.0])]
+    state = await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.5, 0.5], reward_server="verify@1",
+                                                     reward_endpoint="a:1", calls=calls), "")
+    assert state == "scored"  # on_failure zero: kept, the dead endpoint's share is 0
+    async with store.engine.connect() as conn:
+        from sqlalchemy import select
+
+        from jetrl.lineage.models import PromptGroup, Reward, Sample
+        rows = sorted((r.sample_id[-1], r.server, r.endpoint, r.reward) for r in await conn.execute(select(Reward).where(
+            Reward.sample_id.in_([s.sample_id for s in group.samples]))))
+        assert rows == [("0", "majority@1", "c:3", 1.0), ("0", "verify@1", "a:1", 1.0),
+                        ("1", "majority@1", "c:3", 1.0), ("1", "verify@1", "a:1", 0.0)]
+        assert sorted((await conn.execute(select(Sample.reward).where(Sample.group_id == group.group_id))).scalars()) \
+            == [0.5, 1.5]
+        error = (await conn.execute(select(PromptGroup.reward_error)
+                                    .where(PromptGroup.group_id == group.group_id))).scalar()
+    assert error == "b:2: UNAVAILABLE: down"
+    assert (await store.run_stats(run_id)).reward_failures == 1
+    dropped = await admitted_and_generated(store, run_id, 1)
+    state = await store.record_scored(ev.ScoredGroup(group=dropped, rewards=[1.0, 0.0], calls=calls), "",
+                                      drop_failed=True)
+    assert state == "dropped" and (await store.group_counts(run_id))["dropped"] == 1
+
+
+async def test_views_load_back_and_teacher_samples_get_no_reward(store, run_id):
+    t = task(run_id, 0)
+    await store.admit_group(t, "1", "", "", analogous="1+0=", problem=7)
+    views = [("main", 0), ("analogous", 1), ("teacher", 2), ("teacher", 3)]
+    await store.record_samples([(ev.Sample(**{**_fields(sample(run_id, 0, i)), "view": v}), "") for v, i in views])
+    group = await store.load_group(t.group_id)
+    assert [(v.view, v.prompt, v.first_index, v.size, v.trained) for v in group.views] == [
+        ("main", "0+1=", 0, 1, True), ("analogous", "1+0=", 1, 1, True), ("teacher", "0+1=", 2, 2, False)]
+    await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0, 0.0, 0.0], reward_server="x@1"), "")
+    assert await store.prompt_evidence(run_id) == [(7, 0, 1, 1)]  # the two trained samples only
+    await store.record_teacher(run_id, 3)
+    await store.record_teacher(run_id, 2)  # late and older: ignored
+    assert (await store.run_stats(run_id)).teacher_version == 3
+
+
+def _fields(message) -> dict:
+    return {f.name: v for f, v in message.ListFields()}

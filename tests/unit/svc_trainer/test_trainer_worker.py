@@ -100,3 +100,20 @@ def test_real_runs_get_the_torch_engine_with_its_normaliser(tmp_path, model_dir)
     run = spec(model_dir, train=TrainSpec(loss_agg="constant"))
     engine = Trainer(None, None, tmp_path, "")._restore("r", run).engine
     assert isinstance(engine, TorchTrainEngine) and engine.max_new_tokens == run.rollout.max_new_tokens
+
+
+def test_advantages_are_per_trained_view_and_teacher_samples_are_never_trained(tmp_path):
+    trainer = Trainer(None, None, tmp_path, "127.0.0.1:1")
+    samples = [ev.Sample(sample_id=f"r.g0.{i}", index=i, prompt_token_ids=[1, 5], completion_token_ids=[6],
+                         logprobs=[-0.5], token_versions=[0]) for i in range(6)]
+    views = [ev.ViewPrompt(view="main", first_index=0, size=2, trained=True),
+             ev.ViewPrompt(view="analogous", first_index=2, size=2, trained=True),
+             ev.ViewPrompt(view="teacher", first_index=4, size=2, trained=False)]
+    # main [1, 0], analogous [1, 1] (no signal within its view), teacher samples unscored (0)
+    group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=samples, views=views),
+                           rewards=[1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    b = ev.Batch(run_id="r", batch_id="r.b0", step=0, policy_version=0, groups=[group])
+    out, advs, _ = trainer._samples(b, spec(train=TrainSpec(advantage="dr_grpo")))
+    assert [a.sample_id for a in advs] == [f"r.g0.{i}" for i in range(4)]
+    # dr_grpo within each view: main mean 0.5 -> ±0.5; analogous mean 1 -> 0, not 1 - 0.75 over the pool
+    assert [s.advantage for s in out] == [0.5, -0.5, 0.0, 0.0]
