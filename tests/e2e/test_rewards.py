@@ -1,0 +1,107 @@
+"""End to end: label-free rewards over views and the EMA teacher, composed endpoints, and what a run
+does when a reward server dies. Reward servers are started here as their own processes, by pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import func, select
+
+from jetrl.lineage.models import PromptGroup, Reward, Sample
+from jetrl.localstack import free_port
+from jetrl.rpc import wait_serving
+from jetrl.v1 import services_pb2 as svc
+
+from test_run import create_run, finished, run_id, store, trainer_count, wait_until  # noqa: F401  (store: fixture)
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@contextmanager
+def reward_server(module: str, port: int | None = None):
+    """`python -m svc_reward.<module>` on a free port; yields (process, address); ended by its pid."""
+    addr = f"127.0.0.1:{port or free_port()}"
+    proc = subprocess.Popen([sys.executable, "-m", f"svc_reward.{module}"], env={**os.environ, "JETRL_LISTEN": addr})
+    try:
+        yield proc, addr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+
+
+async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, store):
+    with reward_server("co_reward") as (_, co), reward_server("teacher") as (_, teacher):
+        for addr in (co, teacher):
+            await wait_serving(addr, timeout=60, what=addr)
+        rid = run_id("label-free")
+        steps, b, g, g_teacher = 3, 2, 3, 2
+        extra = dict(
+            rollout=f"rollout: {{group_size: {g}, max_new_tokens: 5, analogous_view: true}}",
+            teacher=f"teacher: {{samples: {g_teacher}}}",
+            reward=f"reward: {{endpoints: [{{address: '{co}'}}, {{address: '{teacher}', weight: 0.5}}]}}",
+            schedule="schedule: {eval_every: 0, prompt_selection: thompson, prompt_pool: 16}",
+        )
+        spec = stack.spec_yaml("label-free", steps=steps, batch_groups=b, group_size=g).replace(
+            f"rollout: {{group_size: {g}, max_new_tokens: 5}}\n", "").replace("schedule: {eval_every: 0}\n", "")
+        await create_run(stack, spec + "\n".join(extra.values()) + "\n", rid)
+        last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED, last.message
+    assert last.teacher_version == steps  # the teacher absorbed every version, on its own stream
+    # both trained views of every batched group were trained; the teacher's samples never
+    rows = await store.trained_sample_rows(rid)
+    assert len(rows) == steps * b * 2 * g == await trainer_count(stack, rid)
+    async with store.engine.connect() as conn:
+        views = dict((await conn.execute(select(Sample.view, func.count()).where(Sample.run_id == rid)
+                                         .group_by(Sample.view))).all())
+        trained_teacher = (await conn.execute(select(func.count()).where(
+            Sample.run_id == rid, Sample.view == "teacher", Sample.trained_version.is_not(None)))).scalar_one()
+        scorers = set((await conn.execute(select(Reward.server).join(Sample, Sample.sample_id == Reward.sample_id)
+                                          .where(Sample.run_id == rid))).scalars())
+        problems = set((await conn.execute(select(PromptGroup.problem).where(PromptGroup.run_id == rid))).scalars())
+    assert views["main"] == views["analogous"] and views["teacher"] * g == views["main"] * g_teacher
+    assert trained_teacher == 0
+    assert scorers == {"co_reward@1", "teacher@1"}  # each endpoint's own reward row per sample
+    assert problems and all(p is not None and 0 <= p < 16 for p in problems)  # Thompson chose from the pool
+
+
+async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_once_back(stack, store):
+    port = free_port()
+    rid = run_id("reward-down")
+    reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: zero}}"
+    with reward_server("majority", port) as (proc, addr):
+        await wait_serving(addr, timeout=60, what="majority")
+        await create_run(stack, stack.spec_yaml("reward-down", steps=8, reward=reward), rid)
+        await wait_until(stack, rid, lambda p: p.policy_version >= 1)
+        proc.send_signal(signal.SIGKILL)  # the server this test started, by its pid
+        proc.wait()
+    # the failure policy applies within the deadline: scored with zero rewards, and versions go on
+    down = await wait_until(stack, rid, lambda p: p.reward_failures >= 1, timeout=60)
+    await wait_until(stack, rid, lambda p: p.policy_version >= down.policy_version + 1, timeout=120)
+    with reward_server("majority", port) as (_, addr):
+        await wait_serving(addr, timeout=60, what="majority")
+        last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED, last.message
+    async with store.engine.connect() as conn:
+        groups = (await conn.execute(select(PromptGroup.n, PromptGroup.reward_error).where(
+            PromptGroup.run_id == rid, PromptGroup.state == "trained").order_by(PromptGroup.n))).all()
+    failed = [n for n, error in groups if error]
+    assert failed and all("127.0.0.1" in e for _, e in groups if e)
+    # after the failures, groups were scored by the server again: the run used it once it came back
+    assert any(error is None and n > max(failed) for n, error in groups), groups
+    assert last.reward_failures >= len(failed) and last.groups_dropped == 0
+
+
+async def test_reward_failure_can_fail_the_run_with_the_reason(stack):
+    rid = run_id("reward-fail")
+    dead = f"127.0.0.1:{free_port()}"
+    reward = f"reward: {{endpoint: '{dead}', deadline_s: 1, retries: 0, on_failure: fail}}"
+    await create_run(stack, stack.spec_yaml("reward-fail", steps=2, reward=reward), rid)
+    last = await wait_until(stack, rid, finished, timeout=120)
+    assert last.state == svc.FAILED and dead in last.message and "on_failure: fail" in last.message
