@@ -3,7 +3,9 @@
 Any implementation, in any language, can be checked before a run names it. Each check sends a
 real request (protos/jetrl/v1/reward.proto) and prints what passed and, for what failed, what the
 server did and what the contract wants. The group sent is synthetic: a reference answer when the
-server needs one, a second view when it needs views.
+server needs one, the analogous view when it needs views, the teacher's samples when it needs them
+(in the order the reward stage sends them: the scored view first, the other trained views, then
+the teacher's).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ def _request(describe: reward_pb2.DescribeResponse, **fields) -> reward_pb2.Scor
         return reward_pb2.RewardView(view=name, prompt="5+7=", samples=[
             reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in enumerate(TEXTS)])
 
-    views = [view("main", "check.g0")] + ([view("rephrased", "check.g0r")] if describe.needs_views else [])
+    views = [view("main", "check.g0")] + ([view("analogous", "check.g0a")] if describe.needs_views else []) + \
+        ([view("teacher", "check.g0t")] if describe.needs_teacher_samples else [])
     base = {"contract_version": 1, "run_id": "reward-check", "group_id": "check.g0", "policy_version": 0,
             "reference": "12" if describe.needs_reference else "", "views": views}
     return reward_pb2.ScoreRequest(**(base | fields))
@@ -65,7 +68,7 @@ async def check_server(addr: str, deadline_s: float = 10.0) -> list[Check]:
             assert describe.name and describe.version, "Describe must name the server and its version"
             assert 1 in describe.contract_versions, f"contract_versions {list(describe.contract_versions)} lack 1"
             return (f"{describe.name}@{describe.version}, needs reference: {describe.needs_reference}, "
-                    f"views: {describe.needs_views}")
+                    f"views: {describe.needs_views}, teacher samples: {describe.needs_teacher_samples}")
 
         await attempt("Describe", do_describe)
         if not checks[-1].ok:

@@ -21,9 +21,13 @@ def describe(p: services_pb2.RunProgress) -> str:
              if p.max_staleness or p.offpolicy_token_share else "")
     masked = f"  stale-masked {p.stale_masked_tokens}" if p.stale_masked_tokens else ""
     partial = f"  partial {p.partial_groups}" if p.partial_groups else ""
+    failed = (f"  [red]reward failures {p.reward_failures} (dropped {p.groups_dropped})[/red]"
+              if p.reward_failures else "")
+    filtered = f"  filtered {p.groups_filtered}" if p.groups_filtered else ""
+    teacher = f"  teacher v{p.teacher_version}" if p.teacher_version >= 0 else ""
     return (f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
             f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
-            f"{partial}{stale}{masked}{dead}")
+            f"{partial}{stale}{masked}{filtered}{teacher}{failed}{dead}")
 
 
 async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:

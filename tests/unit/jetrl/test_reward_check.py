@@ -65,6 +65,20 @@ async def test_a_built_in_server_passes_and_the_command_says_so(capsys):
         await server.stop(None)
 
 
+@pytest.mark.parametrize("module", ["co_reward", "teacher", "process"])
+async def test_every_built_in_server_passes_with_the_views_it_describes(module):
+    import importlib
+
+    found = importlib.import_module(f"svc_reward.{module}")
+    servicer = found.ProcessServicer(found.ProcessOptions()) if module == "process" else found.SERVICER
+    server, addr = await serving(servicer)
+    try:
+        checks = await check_server(addr)
+        assert all(c.ok for c in checks), checks
+    finally:
+        await server.stop(None)
+
+
 async def test_the_wrong_number_of_rewards_fails_with_what_the_contract_wants():
     server, addr = await serving(Broken())
     try:
