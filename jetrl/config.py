@@ -84,7 +84,7 @@ class TaskSpec(_Spec):
     name: Literal["arithmetic", "gsm8k"] = "arithmetic"
     """Prompt source: the synthetic arithmetic task, or a GSM8K-format JSONL file."""
     path: str | None = None
-    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line)."""
+    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line). `$VARS` are expanded."""
     digits: int = Field(2, ge=1, le=6)
     """Arithmetic: digits per operand."""
     terms: int = Field(2, ge=2, le=6)
@@ -101,6 +101,11 @@ class TaskSpec(_Spec):
     rephrase_path: str | None = None
     """File tasks: a JSONL file of rephrasings instead of a column, line i rephrasing line i of
     `path` (`question` field). Arithmetic makes its own (operand order, wording)."""
+
+    @field_validator("path", "rephrase_path")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return os.path.expandvars(os.path.expanduser(v)) if v else v
 
     @model_validator(mode="after")
     def _needs_path(self) -> "TaskSpec":

@@ -12,7 +12,7 @@ def test_every_example_spec_loads(path, monkeypatch):
     monkeypatch.setenv("JETRL_DATA_DIR", "/data")
     spec = load_spec(path)
     assert isinstance(spec, RunSpec)
-    assert "$" not in spec.model.path
+    assert "$" not in spec.model.path and "$" not in (spec.task.path or "")
 
 
 def test_there_is_an_example():
