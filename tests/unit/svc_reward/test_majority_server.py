@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import asynccontextmanager
 
 import grpc
 import pytest
@@ -25,6 +26,20 @@ async def stub():
     finally:
         proc.send_signal(signal.SIGTERM)  # the process we started, by its pid
         assert proc.wait(timeout=30) == 0
+
+
+@asynccontextmanager
+async def in_process(servicer):
+    """A stub on `servicer` served in this process on a free port."""
+    server = grpc.aio.server()
+    reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            yield reward_pb2_grpc.RewardServiceStub(ch)
+    finally:
+        await server.stop(None)
 
 
 def request(*texts: str, **fields) -> reward_pb2.ScoreRequest:
@@ -56,71 +71,43 @@ async def test_bad_requests_say_what_to_send(stub, fields, needle):
 async def test_co_reward_scores_the_main_view_against_the_other_view():
     from svc_reward.co_reward import SERVICER
 
-    server = grpc.aio.server()
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(SERVICER, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = reward_pb2_grpc.RewardServiceStub(ch)
-            assert (await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)).needs_views
-            main = request("42", "42", "41").views[0]
-            other = reward_pb2.RewardView(view="rephrased", prompt="30+12=", samples=[
-                reward_pb2.RewardSample(sample_id=f"h.{i}", text=t) for i, t in enumerate(["41", "41", "42"])])
-            reply = await stub.Score(request(views=[main, other]), timeout=5)
-            # the main view's own majority is 42, but it is scored against the other view's: 41
-            assert [(s.reward, s.pseudo_label) for s in reply.scores] == [(0.0, "41"), (0.0, "41"), (1.0, "41")]
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Score(request("1"), timeout=5)
-            assert "views[1]" in err.value.details()
-    finally:
-        await server.stop(None)
+    async with in_process(SERVICER) as stub:
+        assert (await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)).needs_views
+        main = request("42", "42", "41").views[0]
+        other = reward_pb2.RewardView(view="rephrased", prompt="30+12=", samples=[
+            reward_pb2.RewardSample(sample_id=f"h.{i}", text=t) for i, t in enumerate(["41", "41", "42"])])
+        reply = await stub.Score(request(views=[main, other]), timeout=5)
+        # the main view's own majority is 42, but it is scored against the other view's: 41
+        assert [(s.reward, s.pseudo_label) for s in reply.scores] == [(0.0, "41"), (0.0, "41"), (1.0, "41")]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Score(request("1"), timeout=5)
+        assert "views[1]" in err.value.details()
+        teacher = reward_pb2.RewardView(view="teacher", samples=[reward_pb2.RewardSample(sample_id="g.9", text="4")])
+        with pytest.raises(grpc.aio.AioRpcError) as err:  # teacher samples are not the analogous view
+            await stub.Score(request("4", views=[request("4").views[0], teacher]), timeout=5)
+        assert "analogous_view" in err.value.details()
+
+
+def view(name: str, *texts: str, first: int = 4) -> reward_pb2.RewardView:
+    return reward_pb2.RewardView(view=name, prompt="12+30=", samples=[
+        reward_pb2.RewardSample(sample_id=f"g.{first + i}", text=t) for i, t in enumerate(texts)])
 
 
 async def test_teacher_scores_against_the_teachers_majority_and_refuses_without_its_samples():
     from svc_reward.teacher import SERVICER
 
-    server = grpc.aio.server()
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(SERVICER, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            stub = reward_pb2_grpc.RewardServiceStub(ch)
-            d = await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)
-            assert (d.name, d.needs_teacher_samples, d.needs_views) == ("teacher", True, False)
-            main = request("42", "42", "41", "").views[0]
-            # teacher: 41 twice, 42 once, one empty answer (which never wins) -> the label is 41
-            teacher = reward_pb2.RewardView(view="teacher", prompt="12+30=", samples=[
-                reward_pb2.RewardSample(sample_id=f"g.{4 + i}", text=t) for i, t in enumerate(["41", "", "42", "41"])])
-            reply = await stub.Score(request(views=[main, teacher]), timeout=5)
-            assert [(s.reward, s.pseudo_label) for s in reply.scores] == [
-                (0.0, "41"), (0.0, "41"), (1.0, "41"), (0.0, "41")]
-            # a tie among the teacher's answers goes to the smallest: 7 over 9
-            tie = reward_pb2.RewardView(view="teacher", samples=[
-                reward_pb2.RewardSample(sample_id=f"g.{4 + i}", text=t) for i, t in enumerate(["9", "7"])])
-            reply = await stub.Score(request("7", "9", views=[request("7", "9").views[0], tie]), timeout=5)
-            assert [s.reward for s in reply.scores] == [1.0, 0.0]
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await stub.Score(request("1"), timeout=5)
-            assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "teacher:" in err.value.details()
-    finally:
-        await server.stop(None)
-
-
-async def test_co_reward_refuses_teacher_samples_in_place_of_the_analogous_view():
-    from svc_reward.co_reward import SERVICER
-
-    server = grpc.aio.server()
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(SERVICER, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
-            teacher = reward_pb2.RewardView(view="teacher", samples=[reward_pb2.RewardSample(sample_id="g.9", text="4")])
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await reward_pb2_grpc.RewardServiceStub(ch).Score(
-                    request("4", views=[request("4").views[0], teacher]), timeout=5)
-            assert "analogous_view" in err.value.details()
-    finally:
-        await server.stop(None)
+    async with in_process(SERVICER) as stub:
+        d = await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)
+        assert (d.name, d.needs_teacher_samples, d.needs_views) == ("teacher", True, False)
+        # teacher: 41 twice, 42 once, one empty answer (which never wins) -> the label is 41
+        reply = await stub.Score(request(views=[view("main", "42", "42", "41", "", first=0),
+                                                view("teacher", "41", "", "42", "41")]), timeout=5)
+        assert [(s.reward, s.pseudo_label) for s in reply.scores] == [
+            (0.0, "41"), (0.0, "41"), (1.0, "41"), (0.0, "41")]
+        # a tie among the teacher's answers goes to the smallest: 7 over 9
+        reply = await stub.Score(request(views=[view("main", "7", "9", first=0), view("teacher", "9", "7")]),
+                                 timeout=5)
+        assert [s.reward for s in reply.scores] == [1.0, 0.0]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.Score(request("1"), timeout=5)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "teacher:" in err.value.details()
