@@ -7,6 +7,8 @@ does, every token older than η) and now and then restarts the scheduler. Whatev
   - no token trained is staler than η, and with η = 0, ρ = 1 no token is ever masked or off-policy;
   - every group is trained at most once, every trained batch holds B groups, the run reaches the end;
   - with dynamic sampling, groups whose rewards are all equal are kept in lineage, never trained;
+  - with Thompson prompt selection, every group's problem is from the pool and no two groups in
+    flight share one;
   - an aborted partial is never lost: a resumed attempt starts from exactly what was handed back
     (unless `regenerate` dropped it as stale), also across restarts.
 """
@@ -28,6 +30,7 @@ from jetrl.v1 import events_pb2 as ev
 from svc_scheduler.coordinator import Coordinator, group_id
 
 B, G, STEPS = 2, 2, 4
+POOL = 16  # Thompson selection's prompts: more than ever fly at once here
 
 
 @pytest.fixture(scope="module")
@@ -156,11 +159,12 @@ class Cluster:
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("eta", "rho", "stale", "dynamic"), [
-    (0, 1.0, "mask", False), (2, 1.0, "mask", False), (0, 2.0, "mask", False), (1, 2.0, "regenerate", False),
-    (1, 1.0, "mask", True),
+@pytest.mark.parametrize(("eta", "rho", "stale", "dynamic", "selection"), [
+    (0, 1.0, "mask", False, "uniform"), (2, 1.0, "mask", False, "uniform"), (0, 2.0, "mask", False, "uniform"),
+    (1, 2.0, "regenerate", False, "uniform"), (1, 1.0, "mask", True, "uniform"), (1, 2.0, "mask", False, "thompson"),
 ])
-async def test_random_schedules_keep_every_promise(settings, database_url, model_dir, seed, eta, rho, stale, dynamic):
+async def test_random_schedules_keep_every_promise(settings, database_url, model_dir, seed, eta, rho, stale, dynamic,
+                                                   selection):
     rng = random.Random(seed)
     nc = await connect(settings, "test")
     js = nc.jetstream()
@@ -170,7 +174,8 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
     spec = RunSpec.model_validate({
         "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 8},
         "train": {"steps": STEPS, "batch_groups": B, "dynamic_sampling": dynamic},
-        "schedule": {"max_staleness": eta, "over_provision": rho, "stale_partials": stale, "eval_every": 0}})
+        "schedule": {"max_staleness": eta, "over_provision": rho, "stale_partials": stale, "eval_every": 0,
+                     "prompt_selection": selection, "prompt_pool": POOL}})
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await store.create_run(run_id, "t", "", STEPS, B, G, "")
 
@@ -185,6 +190,10 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
                 accepted = counts["generated"] + counts["scored"] + counts["batched"] + counts["trained"]
                 need = max(0, min(eta + await cluster.version() + 1, STEPS) * B - accepted)
                 assert counts["admitted"] <= math.ceil(rho * need)
+                if selection == "thompson":
+                    in_flight = list((await store.group_problems(rid)).values())
+                    assert len(set(in_flight)) == len(in_flight) and all(0 <= p < POOL for p in in_flight)
+                    assert len(in_flight) == counts["admitted"] + counts["partial"]  # every group got one
             return started
 
         c.admit = checked_admit
