@@ -82,7 +82,7 @@ async def main(settings: Settings) -> None:
     await serve(
         "svc_scheduler",
         settings.listen_or(DEFAULT_PORT),
-        register(SchedulerServicer(coordinator, store)),
+        register(SchedulerServicer(coordinator, store, settings.reward_addr)),
         [
             resume,
             reconcile,

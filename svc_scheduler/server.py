@@ -15,6 +15,7 @@ from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.coordinator import Coordinator
+from svc_scheduler.reward_needs import check_reward_needs
 
 STATES = {
     "RUNNING": services_pb2.RUNNING,
@@ -25,9 +26,10 @@ STATES = {
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, coordinator: Coordinator, store: LineageStore):
+    def __init__(self, coordinator: Coordinator, store: LineageStore, reward_addr: str):
         self.coordinator = coordinator
         self.store = store
+        self.reward_addr = reward_addr  # the built-in reward server, for runs that name none
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
         record = await self.store.get_run(run_id)
@@ -83,6 +85,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
         if await self.store.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
+        if problems := await check_reward_needs(spec, self.reward_addr):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:
             run = await asyncio.to_thread(self.coordinator.activate, run_id, spec)
         except (OSError, ValueError) as exc:

@@ -105,3 +105,15 @@ async def test_reward_failure_can_fail_the_run_with_the_reason(stack):
     await create_run(stack, stack.spec_yaml("reward-fail", steps=2, reward=reward), rid)
     last = await wait_until(stack, rid, finished, timeout=120)
     assert last.state == svc.FAILED and dead in last.message and "on_failure: fail" in last.message
+
+
+async def test_a_run_whose_reward_server_needs_what_it_lacks_is_refused_before_it_starts(stack):
+    import grpc
+
+    with reward_server("co_reward") as (_, co):
+        await wait_serving(co, timeout=60, what="co_reward")
+        reward = f"reward: {{endpoint: '{co}'}}"  # but no analogous view
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await create_run(stack, stack.spec_yaml("needs", steps=1, reward=reward), run_id("needs"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "co_reward@1 needs the analogous view: set rollout.analogous_view: true" in err.value.details()
