@@ -18,6 +18,7 @@ from jetrl.logs import log_fields
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 
+from jetrl.views import TEACHER
 from svc_rollout.weights import fetch_weights
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class Policies:
             ann = self.announced.get(key)
             if ann is None or ann.version <= engine.version:
                 return
-            data = await fetch_weights(ann)
+            data = await fetch_weights(ann, teacher=key[1] == TEACHER)
             await asyncio.to_thread(engine.load_weights, data, ann.version)
         log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=len(data)))
         async with self._changed:

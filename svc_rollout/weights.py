@@ -29,13 +29,16 @@ def _read_file(uri: str, sha256: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-async def stream_weights(endpoint: str, run_id: str, version: int, chunk_bytes: int = 0) -> bytes:
-    """All bytes of one version from TrainerService.FetchWeights, checked against its sha256."""
+async def stream_weights(endpoint: str, run_id: str, version: int, chunk_bytes: int = 0,
+                         teacher: bool = False) -> bytes:
+    """All bytes of one version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights,
+    checked against its sha256."""
     async with channel(endpoint) as ch:
         stub = services_pb2_grpc.TrainerServiceStub(ch)
         buf = bytearray()
         expected = ""
-        request = services_pb2.FetchWeightsRequest(run_id=run_id, version=version, chunk_bytes=chunk_bytes)
+        request = services_pb2.FetchWeightsRequest(run_id=run_id, version=version, chunk_bytes=chunk_bytes,
+                                                   teacher=teacher)
         async for chunk in stub.FetchWeights(request, timeout=300):
             if chunk.offset != len(buf):
                 raise WeightsUnavailable(f"weights stream out of order at {chunk.offset}")
@@ -47,10 +50,12 @@ async def stream_weights(endpoint: str, run_id: str, version: int, chunk_bytes: 
     return data
 
 
-async def fetch_weights(ann: events_pb2.WeightsAnnouncement) -> bytes:
-    """The announced version's safetensors bytes, verified against the announcement."""
+async def fetch_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = False) -> bytes:
+    """The announced version's safetensors bytes (of the EMA teacher's stream when `teacher`),
+    verified against the announcement."""
     with tracer.start_as_current_span("weights fetch") as span:
-        span.set_attributes({"jetrl.run_id": ann.run_id, "jetrl.version": ann.version, "jetrl.bytes": ann.size_bytes})
+        span.set_attributes({"jetrl.run_id": ann.run_id, "jetrl.version": ann.version, "jetrl.bytes": ann.size_bytes,
+                             "jetrl.teacher": teacher})
         if ann.uri:
             data = await asyncio.to_thread(_read_file, ann.uri, ann.sha256)
             if data is not None:
@@ -59,7 +64,7 @@ async def fetch_weights(ann: events_pb2.WeightsAnnouncement) -> bytes:
         if not ann.grpc_endpoint:
             raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: {ann.uri} unreadable and no gRPC endpoint")
         span.set_attribute("jetrl.weights_path", "grpc")
-        data = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version)
+        data = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version, teacher=teacher)
         if hashlib.sha256(data).hexdigest() != ann.sha256:
             raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")
         return data

@@ -9,6 +9,7 @@ import grpc
 
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_trainer.checkpoint import load_state, run_dir, weights_path
+from svc_trainer.teacher import teacher_path
 from svc_trainer.worker import Trainer
 
 DEFAULT_CHUNK = 1 << 20  # 1 MiB: large enough to amortise per-message cost, small for memory
@@ -32,9 +33,11 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
     async def FetchWeights(self, request, context):
         if request.version < 1 or request.chunk_bytes < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")
-        path = weights_path(self.trainer.data_dir, request.run_id, request.version)
+        where = teacher_path if request.teacher else weights_path
+        path = where(self.trainer.data_dir, request.run_id, request.version)
         if not path.is_file():
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no weights for {request.run_id} v{request.version}")
+            what = "teacher weights" if request.teacher else "weights"
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} for {request.run_id} v{request.version}")
         data = await asyncio.to_thread(path.read_bytes)
         step = request.chunk_bytes or DEFAULT_CHUNK
         digest = hashlib.sha256(data).hexdigest()

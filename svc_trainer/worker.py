@@ -156,11 +156,11 @@ class Trainer:
             tblob = await asyncio.to_thread(state_to_bytes, rt.teacher.model)
             tpath = teacher_path(self.data_dir, batch.run_id, version)
             await asyncio.to_thread(atomic_write, tpath, tblob)
-            # its own stream; FetchWeights serves the policy only, so workers read the shared file
+            # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
             teacher_ann = events_pb2.WeightsAnnouncement(
                 run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
-                uri=tpath.as_uri(), size_bytes=len(tblob), sha256=sha256(tblob), format="safetensors",
-                metrics={"ema_rate": m})
+                uri=tpath.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(tblob), sha256=sha256(tblob),
+                format="safetensors", metrics={"ema_rate": m})
         ann = events_pb2.WeightsAnnouncement(
             run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
             uri=path.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(blob), sha256=sha256(blob),

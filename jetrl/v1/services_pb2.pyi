@@ -214,14 +214,16 @@ class TrainerStatus(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., samples_trained: _Optional[int] = ..., batches_trained: _Optional[int] = ..., checkpoint_dir: _Optional[str] = ...) -> None: ...
 
 class FetchWeightsRequest(_message.Message):
-    __slots__ = ("run_id", "version", "chunk_bytes")
+    __slots__ = ("run_id", "version", "chunk_bytes", "teacher")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TEACHER_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     version: int
     chunk_bytes: int
-    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    teacher: bool
+    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., teacher: _Optional[bool] = ...) -> None: ...
 
 class WeightsChunk(_message.Message):
     __slots__ = ("offset", "data", "total_bytes", "sha256")

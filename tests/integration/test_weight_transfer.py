@@ -43,6 +43,19 @@ async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr)
     assert await stream_weights(trainer_addr, "run1", 1, chunk_bytes=4096) == BLOB
 
 
+async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer_addr):
+    from svc_trainer.checkpoint import atomic_write
+    from svc_trainer.teacher import teacher_path
+
+    teacher = BLOB[::-1]
+    atomic_write(teacher_path(tmp_path, "run1", 1), teacher)
+    ann = events_pb2.WeightsAnnouncement(run_id="run1", version=1, uri="file:///elsewhere", grpc_endpoint=trainer_addr,
+                                         sha256=hashlib.sha256(teacher).hexdigest(), size_bytes=len(teacher))
+    assert await fetch_weights(ann, teacher=True) == teacher  # not the policy's v1
+    with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
+        await stream_weights(trainer_addr, "run1", 2, teacher=True)
+
+
 async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):
     path = save_weights(tmp_path, "run1", 1, BLOB)
     with pytest.raises(WeightsUnavailable, match="differ from the announcement"):
