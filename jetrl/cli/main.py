@@ -9,6 +9,7 @@
   jetrl db upgrade         create and migrate the lineage database
   jetrl reward check ADDR  check any RewardService against the Reward contract
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
+  jetrl bench rewards      verify vs label-free rewards (majority, co_reward, teacher); grpo vs mc_grpo at G = 2
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(bench_sub.add_parser("async", help="sync vs async training and APRIL, side by side",
                                        description=bench_doc, formatter_class=argparse.RawDescriptionHelpFormatter))
+    from jetrl.cli.bench_rewards import __doc__ as rewards_doc, add_arguments as add_rewards_arguments
+
+    add_rewards_arguments(bench_sub.add_parser("rewards", help="rewards with and without labels, grpo vs mc_grpo",
+                                               description=rewards_doc,
+                                               formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
@@ -93,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(check(args.addr, args.deadline_s))
         elif args.command == "bench":
+            if args.benchmark == "rewards":
+                from jetrl.cli.bench_rewards import run as run_rewards
+
+                return run_rewards(args)
             from jetrl.cli.bench import run as run_bench
 
             return run_bench(args)

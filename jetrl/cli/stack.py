@@ -74,11 +74,12 @@ def ensure_database(settings: Settings) -> str:
     return f"lineage database ready at {settings.database_url} (migrated)"
 
 
-def start_service(settings: Settings, module: str) -> subprocess.Popen:
-    """Start one service in the background; its pid goes to the pid file, its output to its log."""
+def start_service(settings: Settings, module: str, listen: str | None = None) -> subprocess.Popen:
+    """Start one service in the background; its pid goes to the pid file, its output to its log.
+    `listen`: where it binds, for a module that is not one of the four (a reward server run alone)."""
     logs, pids = _dirs(settings)
-    port = getattr(settings, SERVICES[module]).rsplit(":", 1)[1]
-    env = {**service_env(settings), "JETRL_LISTEN": f"0.0.0.0:{port}", "JETRL_WORKER_ID": f"{module}-local"}
+    listen = listen or f"0.0.0.0:{getattr(settings, SERVICES[module]).rsplit(':', 1)[1]}"
+    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{module}-local"}
     with open(logs / f"{module}.log", "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], env=env, stdout=log_file, stderr=subprocess.STDOUT,
@@ -111,6 +112,19 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
 
 
+def start_reward_servers(settings: Settings, modules: list[str], timeout: float = 60.0) -> dict[str, str]:
+    """Start reward servers that run alone (`svc_reward.majority`, ...) beside the stack, each on a
+    free local port with the stack's settings, and wait until each is SERVING; module -> address.
+    `down` ends them with the rest, by the pids recorded here."""
+    addresses = {}
+    for module in modules:
+        addresses[module] = addr = f"127.0.0.1:{free_port()}"
+        start_service(settings, module, listen=addr)
+    for module, addr in addresses.items():
+        asyncio.run(wait_serving(addr, timeout=timeout, what=module))
+    return addresses
+
+
 def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
     """Settings of a stack of its own (benchmarks, end-to-end tests): NATS and the four services
     on free ports, data under `root`, so a stack already running is never disturbed. `up` starts
@@ -132,8 +146,9 @@ def up(settings: Settings, timeout: float = 120.0) -> None:
 
 def down(settings: Settings, timeout: float = 20.0) -> None:
     _, pids = _dirs(settings)
-    # services first (they drain their subscriptions), the broker last
-    order = [*SERVICES, "nats-server"]
+    # services first (they drain their subscriptions), then servers started beside them, the broker last
+    extra = sorted(f.stem for f in pids.glob("*.pid") if f.stem not in SERVICES and f.stem != "nats-server")
+    order = [*SERVICES, *extra, "nats-server"]
     for name in order:
         pid_file = pids / f"{name}.pid"
         if not pid_file.exists():

@@ -1,0 +1,341 @@
+"""`jetrl bench rewards`: rewards with and without labels, and grpo vs mc_grpo at G = 2, on a
+harder arithmetic variant where version 0 is weak (docs/rewards.md).
+
+Each arm trains the same starting checkpoint through the real services on a private stack (as
+`jetrl bench async --real`: own nats-server, free ports, database `jetrl_bench`), with the
+label-free reward servers started beside it, each run alone on a free port and ended by pid:
+
+    verify       labels     built-in verifier, grpo, G = 8
+    majority     no labels  agreement with the group's own majority (TTRL), G = 8
+    co_reward    no labels  agreement with the analogous view's majority (Co-rewarding-I), G = 8 per view
+    teacher      no labels  agreement with the EMA teacher's majority of G~ = 8 samples (Co-rewarding-II)
+    grpo-g2      labels     verify, grpo, G = 2
+    mc_grpo-g2   labels     verify, mc_grpo, G + 1 = 3 samples (median baseline, the pivot not trained)
+
+    jetrl bench rewards [--arms verify co_reward ...] [--seeds 0 1 2] [--steps 50] [--batch-groups 16]
+
+Version 0 is the tiny policy warmed up on correct answers (teacher_error 0) for only a few
+hundred steps on 4-term chains of 1-digit operands (`7-2+5+3=`), cached under the user's
+JETRL_DATA_DIR keyed by its settings. Before any run the bench measures in process what version 0
+gives each reward to work with (greedy, single-sample and majority-of-8 accuracy, the accuracy of
+each rule's pseudo-labels); after each run, what the run actually trained on (its pseudo-labels
+against the references, from lineage). Held-out accuracy (greedy, 200 problems never trained on)
+is always measured against the references.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jetrl.cli.bench_rewards_metrics import label_stats, mean_curve, read_groups, summarize, v0_diagnostics
+from jetrl.config import RunSpec, Settings, TaskSpec, load_spec
+
+__all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "run", "main"]
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    reward: str  # verify | majority | co_reward | teacher
+    advantage: str = "grpo"
+    group_size: int | None = None  # None: --group-size
+
+    @property
+    def labels(self) -> bool:
+        return self.reward == "verify"
+
+    @property
+    def server(self) -> str | None:
+        """The module of the reward server the arm needs beside the stack (verify is the stack's)."""
+        return None if self.labels else f"svc_reward.{self.reward}"
+
+
+ARMS = {a.name: a for a in [
+    Arm("verify", "verify"), Arm("majority", "majority"), Arm("co_reward", "co_reward"), Arm("teacher", "teacher"),
+    Arm("grpo-g2", "verify", "grpo", 2), Arm("mc_grpo-g2", "verify", "mc_grpo", 3),
+]}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of `jetrl bench rewards` (also benchmarks/rewards_bench.py)."""
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), metavar="ARM",
+                   help=f"arms to run (default all: {' '.join(ARMS)})")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
+    p.add_argument("--steps", type=int, default=50, help="versions per run (default 50, as the demo)")
+    p.add_argument("--batch-groups", type=int, default=16, help="B: groups per batch (default 16, as the demo)")
+    p.add_argument("--group-size", type=int, default=8, help="G of the G = 8 arms, per view (default 8)")
+    p.add_argument("--teacher-samples", type=int, default=8, help="G~: the teacher arm's samples (default 8)")
+    p.add_argument("--eval-every", type=int, default=5, help="held-out evaluation every N versions (default 5)")
+    p.add_argument("--lr", type=float, help="learning rate (default: examples/arithmetic.yaml's)")
+    task = p.add_argument_group("task and version 0")
+    task.add_argument("--digits", type=int, default=1, help="digits per operand (default 1)")
+    task.add_argument("--terms", type=int, default=4, help="operands per problem (default 4: `7-2+5+3=`)")
+    task.add_argument("--bootstrap-steps", type=int, default=300,
+                      help="warm-up steps on correct answers that make version 0 (default 300)")
+    task.add_argument("--diag-samples", type=int, default=8,
+                      help="samples per prompt of the v0 diagnostics (default 8)")
+    task.add_argument("--diag-prompts", type=int, default=200,
+                      help="training prompts of the v0 label diagnostics (default 200)")
+    out = p.add_argument_group("output")
+    out.add_argument("--json", type=Path, default=Path("docs/rewards.json"), help="results (default docs/rewards.json)")
+    out.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
+    out.add_argument("--plot", type=Path, default=Path("docs/img/rewards.png"),
+                     help="accuracy over versions per arm (default docs/img/rewards.png)")
+    out.add_argument("--database-url", help="lineage database of the private stack "
+                     "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
+    out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
+    out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="rewards_bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+def task_spec(args: argparse.Namespace) -> TaskSpec:
+    return TaskSpec(name="arithmetic", digits=args.digits, terms=args.terms, rephrase="order")
+
+
+def starting_checkpoint(user: Settings, task: TaskSpec, steps: int, seed: int = 0) -> Path:
+    """Version 0: `steps` warm-up steps on correct answers (teacher_error 0), made once and kept
+    under the user's JETRL_DATA_DIR/models, keyed by everything that shapes it."""
+    from jetrl.cli.bench_runs import console
+    from jetrl.policy.bootstrap import bootstrap_with_progress
+
+    key = f"tiny-arith-d{task.digits}t{task.terms}-task{task.seed}-h{task.heldout_size}-steps{steps}-seed{seed}-exact"
+    out = user.data_dir.resolve() / "models" / key
+    if (out / "bootstrap.json").exists():  # written last: the checkpoint is complete
+        console.print(f"version 0 already at {out}")
+        return out
+    bootstrap_with_progress(out, task, console, steps=steps, seed=seed, teacher_error=0.0)
+    return out
+
+
+def arm_spec(base: RunSpec, model_dir: Path, arm: Arm, seed: int, args: argparse.Namespace,
+             servers: dict[str, str]) -> RunSpec:
+    """The demo spec on the bench's task with this arm's reward, estimator and group size.
+    `servers`: module -> address of the label-free reward servers."""
+    raw = base.model_dump()
+    raw["name"] = f"rw-{arm.name.replace('_', '')}-s{seed}"
+    raw["seed"] = seed
+    raw["model"]["path"] = str(model_dir)
+    raw["task"] = task_spec(args).model_dump()
+    raw["rollout"].update(group_size=arm.group_size or args.group_size, analogous_view=arm.reward == "co_reward")
+    raw["teacher"] = {"samples": args.teacher_samples} if arm.reward == "teacher" else None
+    raw["train"].update(steps=args.steps, batch_groups=args.batch_groups, advantage=arm.advantage)
+    if args.lr:
+        raw["train"]["lr"] = args.lr
+    raw["reward"]["endpoints"] = [{"address": servers[arm.server], "weight": 1.0}] if arm.server else []
+    raw["schedule"].update(eval_every=args.eval_every)
+    return RunSpec.model_validate(raw)
+
+
+def run_row(arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, float, float]],
+            labels: dict | None) -> dict:
+    """One run's figures: its held-out curve, version 0 and final accuracy, what it trained on."""
+    v0 = next((a for v, _, a in curve if v == 0), None)
+    final = curve[-1] if curve and curve[-1][0] > 0 else None
+    return {
+        "arm": arm.name, "reward": arm.reward, "labels_used": arm.labels, "advantage": arm.advantage,
+        "group_size": spec.rollout.group_size, "analogous_view": spec.rollout.analogous_view,
+        "teacher_samples": spec.teacher.samples if spec.teacher else 0, "seed": seed, "run_id": record.run_id,
+        "state": record.state, "message": record.message, "wall_s": record.wall_s, "v0_accuracy": v0,
+        "final_version": final[0] if final else None, "final_accuracy": final[2] if final else None,
+        "gain": final[2] - v0 if final and v0 is not None else None,
+        "curve": [{"version": v, "seconds": t, "accuracy": a} for v, t, a in curve], "labels": labels,
+    }
+
+
+# ---- output ----------------------------------------------------------------------------------
+
+def _pm(spread: dict, points: bool = False) -> str:
+    scale = 100.0
+    sign = "+" if points and spread["mean"] >= 0 else ""
+    return f"{sign}{spread['mean'] * scale:.1f} ± {spread['std'] * scale:.1f}"
+
+
+SUMMARY_COLUMNS = [
+    ("arm", "arm", "{}"), ("labels", "labels", "{}"), ("setup", "G, estimator", "{}"), ("runs", "seeds", "{}"),
+    ("v0", "v0 %", "{:.1f}"), ("final", "final % (mean ± sd)", "{}"), ("range", "final % (min–max)", "{}"),
+    ("gain", "gain, points", "{}"), ("of_verify", "gain / verify's", "{:.0%}"),
+    ("label_accuracy", "pseudo-label right", "{:.1%}"), ("wall_s", "wall s / run", "{:,.0f}"),
+]
+RUN_COLUMNS = [
+    ("arm", "arm", "{}"), ("seed", "seed", "{}"), ("v0_accuracy", "v0", "{:.1%}"),
+    ("final_accuracy", "final", "{:.1%}"), ("final_version", "version", "{}"), ("gain", "gain", "{:+.1%}"),
+    ("sample_accuracy", "samples right", "{:.1%}"), ("label_accuracy", "label right", "{:.1%}"),
+    ("label_early", "label right (early)", "{:.1%}"), ("label_late", "label right (late)", "{:.1%}"),
+    ("reward_precision", "reward precision", "{:.1%}"), ("reward_recall", "reward recall", "{:.1%}"),
+    ("wall_s", "wall s", "{:,.0f}"), ("state", "state", "{}"),
+]
+V0_COLUMNS = [
+    ("set", "prompts", "{}"), ("greedy", "greedy", "{:.1%}"), ("single", "one sample", "{:.1%}"),
+    ("majority", "majority of n", "{:.1%}"), ("pass", "any of n", "{:.1%}"),
+]
+LABEL_COLUMNS = [
+    ("rule", "rule (pseudo-label = majority of …)", "{}"), ("label_accuracy", "label right", "{:.1%}"),
+    ("no_label", "no label", "{:.1%}"), ("reward_agreement", "reward = correctness", "{:.1%}"),
+]
+
+
+def summary_rows(summary: list[dict]) -> list[dict]:
+    rows = []
+    for s in summary:
+        arm = ARMS[s["arm"]]
+        size = f"G+1 = {s['group_size']}" if arm.advantage == "mc_grpo" else f"G = {s['group_size']}"
+        rows.append({
+            "arm": s["arm"], "labels": "yes" if arm.labels else "no", "setup": f"{size}, {arm.advantage}",
+            "runs": len(s["seeds"]), "v0": s["v0"]["mean"] * 100, "final": _pm(s["final"]),
+            "range": f"{s['final']['min'] * 100:.1f}–{s['final']['max'] * 100:.1f}", "gain": _pm(s["gain"], True),
+            "of_verify": s["gain_vs_reference"], "label_accuracy": s["label_accuracy"], "wall_s": s["wall_s"],
+        })
+    return rows
+
+
+def flat_run_rows(rows: list[dict]) -> list[dict]:
+    out = []
+    for r in rows:
+        labels = r.get("labels") or {}
+        every, early, late = (labels.get(k) or {} for k in ("all", "early", "late"))
+        out.append({**r, "sample_accuracy": every.get("sample_accuracy"), "label_accuracy": every.get("label_accuracy"),
+                    "label_early": early.get("label_accuracy"), "label_late": late.get("label_accuracy"),
+                    "reward_precision": every.get("reward_precision"), "reward_recall": every.get("reward_recall")})
+    return out
+
+
+def v0_rows(diag: dict) -> tuple[list[dict], list[dict]]:
+    n = diag["samples"]
+    sets = [{"set": f"held-out ({n} samples at T={diag['temperature']:g})", **diag["heldout"]},
+            {"set": f"first {diag['train_prompts']} training prompts", **diag["main"]},
+            {"set": "their analogous view (terms rotated)", **diag["analogous"]}]
+    names = {"majority": "majority: the same n samples", "co_reward": "co_reward: n samples of the analogous view",
+             "teacher": "teacher: n other samples of the question (v0 teacher = policy)"}
+    return sets, [{"rule": names[k], **v} for k, v in diag["labels"].items()]
+
+
+def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None, title: str) -> None:
+    """Mean held-out accuracy over versions per arm, min–max over seeds shaded; G = 8 arms on the
+    left, the G = 2 estimators (with verify at G = 8 for reference) on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("rewards (G = 8)", [a for a in arms if a in ("verify", "majority", "co_reward", "teacher")]),
+              ("estimators at G = 2 (labels)", [a for a in arms if a in ("grpo-g2", "mc_grpo-g2")])]
+    panels = [(t, names) for t, names in panels if names]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.0 * len(panels), 4.2), sharey=True, squeeze=False)
+    for ax, (panel, names) in zip(axes[0], panels):
+        for name in names + (["verify"] if "g2" in names[0] and "verify" in arms else []):
+            curve = mean_curve([r for r in rows if r["arm"] == name])
+            if not curve:
+                continue
+            vs = [c[0] for c in curve]
+            style = {"linestyle": ":", "color": "grey"} if "g2" in names[0] and name == "verify" else {}
+            line, = ax.plot(vs, [c[1] * 100 for c in curve], marker="o", markersize=3,
+                            label=name + (" (G = 8)" if style else ""), **style)
+            ax.fill_between(vs, [c[2] * 100 for c in curve], [c[3] * 100 for c in curve],
+                            color=line.get_color(), alpha=0.15)
+        if v0 is not None:
+            ax.axhline(v0 * 100, color="black", linewidth=0.8, linestyle="--", label="version 0")
+        ax.set_title(panel)
+        ax.set_xlabel("policy version")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="upper left")
+    axes[0][0].set_ylabel("held-out accuracy, % (greedy; mean, min–max over seeds)")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- the bench -------------------------------------------------------------------------------
+
+def run(args: argparse.Namespace) -> int:
+    from jetrl.cli.bench_metrics import read_accuracy_curve
+    from jetrl.cli.bench_report import markdown_table, rich_table, show, write_json
+    from jetrl.cli.bench_runs import bench_database_url, console, follow_all, private_stack
+    from jetrl.cli.main import DEFAULT_SPEC
+    from jetrl.cli.stack import start_reward_servers
+
+    started = time.monotonic()
+    user = Settings()
+    task = task_spec(args)
+    model_dir = starting_checkpoint(user, task, args.bootstrap_steps)
+    console.print(f"version 0 diagnostics ({args.diag_samples} samples per prompt)…")
+    base = load_spec(DEFAULT_SPEC)
+    diag = v0_diagnostics(model_dir, task, samples=args.diag_samples, temperature=base.rollout.temperature,
+                          max_new_tokens=base.rollout.max_new_tokens, train_prompts=args.diag_prompts)
+    sets, rules = v0_rows(diag)
+    show(rich_table("version 0", sets, V0_COLUMNS, ""))
+    show(rich_table("version 0: the pseudo-labels each rule would give", rules, LABEL_COLUMNS, ""))
+
+    arms = [ARMS[name] for name in args.arms]
+    pairs = [(seed, arm) for seed in args.seeds for arm in arms]  # seed-major: every arm's first seed first
+    database_url = bench_database_url(args, user)
+    with private_stack(database_url, args.logs) as settings:
+        servers = start_reward_servers(settings, sorted({a.server for a in arms if a.server}))
+        for module, addr in servers.items():
+            console.print(f"  started {module} at {addr}")
+        specs = [arm_spec(base, model_dir, arm, seed, args, servers) for seed, arm in pairs]
+        records = follow_all(settings, "jetrl bench rewards", [(f"{arm.name}, seed {seed}", spec)
+                                                                for (seed, arm), spec in zip(pairs, specs)],
+                             args.timeout)
+    rows = []
+    for (seed, arm), spec, record in zip(pairs, specs, records):
+        curve = read_accuracy_curve(database_url, record.run_id)
+        labels = label_stats(read_groups(database_url, record.run_id), arm.reward, split_version=args.steps // 2)
+        rows.append(run_row(arm, seed, spec, record, curve, labels))
+    order = [a.name for a in arms]
+    rows.sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
+    summary = summarize(rows, order)
+    verdict = criterion(summary)
+    note = ("Held-out accuracy: greedy, 200 problems never trained on, final = the last version. "
+            "Gain in points over version 0; gain / verify's = mean gain over verify's mean gain. "
+            "Pseudo-label right: share of trained (group, view)s whose label equals the reference.")
+    show(rich_table("jetrl bench rewards: held-out accuracy per arm", summary_rows(summary), SUMMARY_COLUMNS, note))
+    show(rich_table("per run (labels from lineage; early = groups admitted before version "
+                    f"{args.steps // 2})", flat_run_rows(rows), RUN_COLUMNS, ""))
+    console.print(verdict)
+    wall = time.monotonic() - started
+    write_json(args.json, {
+        "benchmark": "rewards", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
+        "argv": sys.argv, "wall_s": wall, "task": task.model_dump(mode="json"),
+        "version0": {"model_dir": str(model_dir), "bootstrap_steps": args.bootstrap_steps, "teacher_error": 0.0,
+                     **diag},
+        "settings": {k: getattr(args, k) for k in ("arms", "seeds", "steps", "batch_groups", "group_size",
+                                                    "teacher_samples", "eval_every", "lr")},
+        "base_spec": str(DEFAULT_SPEC.relative_to(DEFAULT_SPEC.parents[1])),
+        "criterion": verdict, "summary": summary, "results": rows,
+    })
+    plot_curves(args.plot, rows, order, diag["heldout"]["greedy"],
+                f"{args.terms}-term chains of {args.digits}-digit operands; {len(args.seeds)} seeds, "
+                f"B = {args.batch_groups}")
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text("\n".join([
+            markdown_table(sets, V0_COLUMNS, ""), markdown_table(rules, LABEL_COLUMNS, ""),
+            markdown_table(summary_rows(summary), SUMMARY_COLUMNS, note),
+            markdown_table(flat_run_rows(rows), RUN_COLUMNS, ""), verdict, ""]))
+    console.print(f"wrote {args.json}, {args.plot}" + (f", {args.markdown}" if args.markdown else "")
+                  + f" in {wall / 60:.1f} min")
+    return 0 if all(r["state"] == "COMPLETED" for r in rows) else 1
+
+
+def criterion(summary: list[dict], arm: str = "co_reward", share: float = 0.8) -> str:
+    """The done criterion of the experiment, as measured: does `arm` reach `share` of verify's gain?"""
+    entry = next((s for s in summary if s["arm"] == arm), None)
+    ratio = entry and entry["gain_vs_reference"]
+    if ratio is None:
+        return f"criterion: not measured ({arm} and verify both need completed runs)"
+    verdict = "met" if ratio >= share else "not met"
+    return (f"criterion {verdict}: {arm} reaches {ratio:.0%} of verify's held-out gain "
+            f"({entry['gain']['mean'] * 100:+.1f} points, need >= {share:.0%})")

@@ -1,0 +1,291 @@
+"""The measurements of `jetrl bench rewards`: version 0's diagnostics (in process, no services),
+the pseudo-labels each run trained on (read back from lineage), and the summary over seeds.
+
+Label-free rewards can only help where a vote is more often right than a single sample, so
+version 0 is measured for exactly that: greedy accuracy, the accuracy of one sample at the rollout
+temperature, of the majority of n samples, and of the labels each label-free rule would give it
+(the majority of the same view, of the analogous view, of other samples of the same question).
+
+The answer rule is the label-free servers' (svc_reward/consensus.py, DESIGN §6): a completion's
+answer is its last number, compared as an exact fraction; no number, no answer, never a winner;
+ties go to the smallest value. It is restated here (`answer_of`, `majority_answer`) because jetrl
+does not import the services; tests/unit/jetrl/test_bench_rewards.py checks both agree.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+from jetrl.config import TaskSpec
+from jetrl.tasks import Problem
+from jetrl.tasks.answers import extract_final_number
+
+__all__ = [
+    "answer_of", "majority_answer", "sample_texts", "v0_diagnostics", "GroupRecord", "label_of", "label_stats",
+    "read_groups", "summarize", "mean_curve",
+]
+
+MAIN, ANALOGOUS, TEACHER = "main", "analogous", "teacher"  # jetrl.views' names
+
+
+def answer_of(text: str) -> str | None:
+    """A completion's canonical answer (its last number as an exact fraction), or None."""
+    number = extract_final_number(text)
+    if number is None:
+        return None
+    try:
+        return str(Fraction(number))
+    except (ValueError, ZeroDivisionError):
+        return None
+
+
+def majority_answer(answers: Iterable[str | None]) -> str | None:
+    """The most frequent answer, ties to the smallest value; None when none has an answer."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min((a for a, c in counts.items() if c == top), key=Fraction)
+
+
+def _correct(answer: str | None, reference: str) -> bool:
+    return answer is not None and answer == answer_of(reference)
+
+
+# ---- version 0, in process -------------------------------------------------------------------
+
+def sample_texts(model, tokenizer, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int,
+                 seed: int, batch_size: int = 1024) -> list[list[str]]:
+    """`n` completions of each prompt sampled at `temperature` (no KV cache: the reference
+    decoder's loop, jetrl/policy/generate.py, with sampling instead of argmax)."""
+    import torch
+
+    from jetrl.policy.generate import left_pad
+    from jetrl.policy.load import encode_prompt
+
+    generator = torch.Generator().manual_seed(seed)
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
+    texts: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            seqs = [list(r) for r in rows[start:start + batch_size]]
+            out: list[list[int]] = [[] for _ in seqs]
+            done = [False] * len(seqs)
+            for _ in range(max_new_tokens):
+                ids, mask, pos = left_pad(seqs, pad)
+                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
+                if temperature > 0:
+                    probs = torch.softmax(logits / temperature, dim=-1)
+                    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
+                else:
+                    tokens = logits.argmax(-1).tolist()
+                for i, tok in enumerate(tokens):
+                    if not done[i]:
+                        out[i].append(tok)
+                        done[i] = tok == eos
+                    seqs[i].append(tok)
+                if all(done):
+                    break
+            texts += tokenizer.batch_decode(out, skip_special_tokens=True)
+    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+
+
+def _vote_figures(problems: Sequence[Problem], groups: Sequence[Sequence[str]]) -> dict:
+    """single: one sample right; majority: the majority answer right; pass: any sample right."""
+    single = majority = any_right = 0.0
+    for p, texts in zip(problems, groups):
+        answers = [answer_of(t) for t in texts]
+        single += sum(_correct(a, p.answer) for a in answers) / len(answers)
+        majority += _correct(majority_answer(answers), p.answer)
+        any_right += any(_correct(a, p.answer) for a in answers)
+    n = max(len(problems), 1)
+    return {"single": single / n, "majority": majority / n, "pass": any_right / n}
+
+
+def _label_figures(problems: Sequence[Problem], scored: Sequence[Sequence[str]],
+                   labellers: Sequence[Sequence[str]]) -> dict:
+    """How the pseudo-label (the majority of `labellers`) fares: right, missing, and how often the
+    reward it gives a sample of `scored` equals that sample's correctness."""
+    right = missing = agree = total = 0
+    for p, texts, others in zip(problems, scored, labellers):
+        label = majority_answer(answer_of(t) for t in others)
+        right += _correct(label, p.answer)
+        missing += label is None
+        for t in texts:
+            a = answer_of(t)
+            agree += (a is not None and a == label) == _correct(a, p.answer)
+            total += 1
+    n = max(len(problems), 1)
+    return {"label_accuracy": right / n, "no_label": missing / n, "reward_agreement": agree / max(total, 1)}
+
+
+def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, temperature: float = 1.0,
+                   max_new_tokens: int = 6, train_prompts: int = 200, seed: int = 0) -> dict:
+    """What version 0 gives each reward to work with (module docstring). Held-out: greedy,
+    single, majority-of-n and pass@n accuracy. The first `train_prompts` training prompts (those
+    the runs start on): the same for the question and its analogous view, and the pseudo-labels of
+    each label-free rule: `majority` (the same n samples), `co_reward` (the majority of the
+    analogous view's n samples), `teacher` (n other samples of the question: at version 0 the EMA
+    teacher is the policy)."""
+    from jetrl.policy.generate import heldout_accuracy
+    from jetrl.policy.load import load_policy
+    from jetrl.tasks import make_task
+
+    model, tokenizer = load_policy(model_dir)
+    model.eval()
+    task = make_task(task_spec)
+    heldout = task.heldout()
+    train = [task.train_problem(i) for i in range(train_prompts)]
+    analogous = [Problem(p.prompt_id, p.analogous or p.prompt, p.answer) for p in train]
+
+    def draw(problems: Sequence[Problem], k: int) -> list[list[str]]:
+        return sample_texts(model, tokenizer, [p.prompt for p in problems], samples,
+                            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + k)
+
+    held, main, ana, again = draw(heldout, 0), draw(train, 1), draw(analogous, 2), draw(train, 3)
+    greedy = {name: heldout_accuracy(model, tokenizer, problems, max_new_tokens=8)
+              for name, problems in (("heldout", heldout), ("main", train), ("analogous", analogous))}
+    return {
+        "samples": samples, "temperature": temperature, "train_prompts": train_prompts,
+        "heldout": {"greedy": greedy["heldout"], **_vote_figures(heldout, held)},
+        "main": {"greedy": greedy["main"], **_vote_figures(train, main)},
+        "analogous": {"greedy": greedy["analogous"], **_vote_figures(analogous, ana)},
+        "labels": {"majority": _label_figures(train, main, main), "co_reward": _label_figures(train, main, ana),
+                   "teacher": _label_figures(train, main, again)},
+    }
+
+
+# ---- what the runs trained on, from lineage ------------------------------------------------------
+
+GroupRecord = tuple[int, str, dict[str, list[tuple[str, float | None]]]]
+"""(admitted version, reference answer, view -> [(text, reward)]) of one trained group."""
+
+
+def label_of(reward: str, view: str, views: dict[str, list[tuple[str, float | None]]], reference: str) -> str | None:
+    """The label `reward` scored `view`'s samples against: the reference (`verify`), the majority
+    of the same view (`majority`), of the other trained view (`co_reward`), of the teacher's
+    samples (`teacher`)."""
+    def vote(name: str) -> str | None:
+        return majority_answer(answer_of(t) for t, _ in views.get(name, []))
+
+    if reward == "verify":
+        return answer_of(reference)
+    if reward == "majority":
+        return vote(view)
+    if reward == "co_reward":
+        return vote(ANALOGOUS if view == MAIN else MAIN)
+    if reward == "teacher":
+        return vote(TEACHER)
+    raise ValueError(f"unknown reward {reward!r}")
+
+
+def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) -> dict:
+    """Figures of the trained groups of one run, overall and for groups admitted before / from
+    `split_version` (early / late): the share of trained samples that are right (accuracy at the
+    rollout temperature), of pseudo-labels that equal the reference, of groups without one, of
+    rewards that equal the sample's correctness, and the precision (right among rewarded) and
+    recall (rewarded among right) of the reward actually recorded."""
+    def figures(subset: Sequence[GroupRecord]) -> dict:
+        n = right = labels = labels_right = no_label = agree = rewarded = rewarded_right = 0
+        own_right = 0
+        for _, reference, views in subset:
+            for view, rows in views.items():
+                if view == TEACHER:
+                    continue  # context for the reward, never trained
+                label = label_of(reward, view, views, reference)
+                labels += 1
+                labels_right += _correct(label, reference)
+                no_label += label is None
+                own_right += _correct(majority_answer(answer_of(t) for t, _ in rows), reference)
+                for text, r in rows:
+                    ok = _correct(answer_of(text), reference)
+                    got = r is not None and r > 0.5
+                    n += 1
+                    right += ok
+                    agree += got == ok
+                    rewarded += got
+                    rewarded_right += got and ok
+        ratio = (lambda a, b: a / b if b else None)
+        return {"groups": len(subset), "samples": n, "sample_accuracy": ratio(right, n),
+                "label_accuracy": ratio(labels_right, labels), "own_majority_accuracy": ratio(own_right, labels),
+                "no_label": ratio(no_label, labels), "reward_agreement": ratio(agree, n),
+                "reward_precision": ratio(rewarded_right, rewarded), "reward_recall": ratio(rewarded_right, right)}
+
+    return {"all": figures(groups), "early": figures([g for g in groups if g[0] < split_version]),
+            "late": figures([g for g in groups if g[0] >= split_version])}
+
+
+def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
+    """Every trained group of `run_id` with its reference and its samples' texts and rewards."""
+    from sqlalchemy import create_engine, select
+
+    from jetrl.lineage.models import Prompt, PromptGroup, Sample
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(Sample.group_id, Sample.view, Sample.text, Sample.reward, PromptGroup.admitted_version,
+                       Prompt.reference)
+                .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
+                .where(Sample.run_id == run_id, PromptGroup.state == "trained")
+                .order_by(Sample.group_id, Sample.index)
+            ).all()
+    finally:
+        engine.dispose()
+    groups: dict[str, tuple[int, str, dict]] = {}
+    for group_id, view, text, reward, admitted, reference in rows:
+        entry = groups.setdefault(group_id, (admitted, reference, defaultdict(list)))
+        entry[2][view].append((text, reward))
+    return [(admitted, reference, dict(views)) for admitted, reference, views in groups.values()]
+
+
+# ---- over seeds --------------------------------------------------------------------------------
+
+def _spread(values: Sequence[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarize(rows: Sequence[dict], arms: Sequence[str], reference_arm: str = "verify") -> list[dict]:
+    """One entry per arm (in `arms` order) over its completed runs: final held-out accuracy and the
+    gain over version 0 (mean, sample std, min, max), the gain as a share of `reference_arm`'s mean
+    gain, and the mean pseudo-label accuracy. Arms without a completed run are left out."""
+    done = [r for r in rows if r.get("final_accuracy") is not None and r.get("v0_accuracy") is not None]
+    by_arm = {a: [r for r in done if r["arm"] == a] for a in arms}
+    reference = by_arm.get(reference_arm) or []
+    ref_gain = statistics.fmean(r["final_accuracy"] - r["v0_accuracy"] for r in reference) if reference else None
+    out = []
+    for arm in arms:
+        runs = by_arm[arm]
+        if not runs:
+            continue
+        gains = [r["final_accuracy"] - r["v0_accuracy"] for r in runs]
+        labels = [r["labels"]["all"]["label_accuracy"] for r in runs
+                  if r.get("labels") and r["labels"]["all"]["label_accuracy"] is not None]
+        out.append({
+            "arm": arm, "seeds": [r["seed"] for r in runs], "group_size": runs[0].get("group_size"),
+            "advantage": runs[0].get("advantage"),
+            "v0": _spread([r["v0_accuracy"] for r in runs]), "final": _spread([r["final_accuracy"] for r in runs]),
+            "gain": _spread(gains),
+            "gain_vs_reference": statistics.fmean(gains) / ref_gain if ref_gain else None,
+            "label_accuracy": statistics.fmean(labels) if labels else None,
+            "wall_s": statistics.fmean(r["wall_s"] for r in runs),
+        })
+    return out
+
+
+def mean_curve(rows: Sequence[dict]) -> list[tuple[int, float, float, float]]:
+    """(version, mean, min, max) of held-out accuracy over the runs, at the versions every run evaluated."""
+    curves = [{p["version"]: p["accuracy"] for p in r["curve"]} for r in rows if r.get("curve")]
+    if not curves:
+        return []
+    versions = sorted(set.intersection(*(set(c) for c in curves)))
+    return [(v, statistics.fmean(c[v] for c in curves), min(c[v] for c in curves), max(c[v] for c in curves))
+            for v in versions]
