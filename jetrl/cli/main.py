@@ -1,6 +1,6 @@
 """The `jetrl` command.
 
-  jetrl up                 start NATS (if none), migrate Postgres, start the four services
+  jetrl up [--rewards]     start NATS (if none), migrate Postgres, start the four services (and the reward servers)
   jetrl bootstrap          make the tiny starting checkpoint under $JETRL_DATA_DIR/models/tiny-arith
   jetrl run SPEC           submit a run spec and follow it live
   jetrl demo               all of it: up, bootstrap, run examples/arithmetic.yaml, report, down
@@ -28,7 +28,9 @@ DEFAULT_SPEC = REPO / "examples" / "arithmetic.yaml"
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start the local stack")
+    up = sub.add_parser("up", help="start the local stack")
+    up.add_argument("--rewards", action="store_true",
+                    help="also start the majority, co_reward, teacher and process reward servers (:50055-:50058)")
     sub.add_parser("down", help="stop the local stack")
     sub.add_parser("status", help="service health and runs")
     boot = sub.add_parser("bootstrap", help="make the tiny starting checkpoint")
@@ -69,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             from jetrl.cli.stack import up
 
-            up(settings)
+            up(settings, rewards=args.rewards)
         elif args.command == "down":
             from jetrl.cli.stack import down
 

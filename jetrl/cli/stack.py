@@ -112,13 +112,20 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
 
 
-def start_reward_servers(settings: Settings, modules: list[str], timeout: float = 60.0) -> dict[str, str]:
+# The built-in reward servers that run alone, on the ports their modules and docker-compose.yml use.
+REWARD_SERVERS = {"svc_reward.majority": 50055, "svc_reward.co_reward": 50056, "svc_reward.teacher": 50057,
+                  "svc_reward.process": 50058}
+
+
+def start_reward_servers(settings: Settings, modules: list[str], timeout: float = 60.0,
+                         default_ports: bool = False) -> dict[str, str]:
     """Start reward servers that run alone (`svc_reward.majority`, ...) beside the stack, each on a
-    free local port with the stack's settings, and wait until each is SERVING; module -> address.
-    `down` ends them with the rest, by the pids recorded here."""
+    free local port (or, with `default_ports`, on its REWARD_SERVERS port) with the stack's
+    settings, and wait until each is SERVING; module -> address. `down` ends them with the rest,
+    by the pids recorded here."""
     addresses = {}
     for module in modules:
-        addresses[module] = addr = f"127.0.0.1:{free_port()}"
+        addresses[module] = addr = f"127.0.0.1:{REWARD_SERVERS[module] if default_ports else free_port()}"
         start_service(settings, module, listen=addr)
     for module, addr in addresses.items():
         asyncio.run(wait_serving(addr, timeout=timeout, what=module))
@@ -136,12 +143,17 @@ def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
     )
 
 
-def up(settings: Settings, timeout: float = 120.0) -> None:
+def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> None:
+    """Start the stack; with `rewards` also every built-in reward server that runs alone, on its port."""
     with console.status("starting the jetrl stack…"):
         for line in (ensure_nats(settings), ensure_database(settings), *start_services(settings)):
             console.print(f"  {line}")
         wait_healthy(settings, timeout)
-    console.print("[green]stack is up[/green]: all four services report SERVING")
+        if rewards:
+            for module, addr in start_reward_servers(settings, list(REWARD_SERVERS), default_ports=True).items():
+                console.print(f"  {module} serving at {addr}")
+    console.print("[green]stack is up[/green]: all four services report SERVING"
+                  + (", and the reward servers" if rewards else ""))
 
 
 def down(settings: Settings, timeout: float = 20.0) -> None:

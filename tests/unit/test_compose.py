@@ -379,3 +379,17 @@ def test_dockerignore_keeps_local_state_out():
     patterns = _dockerignore_patterns()
     for path in (".venv", ".jetrl", ".git", "jetrl/__pycache__"):
         assert _ignored(path, patterns), f".dockerignore does not exclude {path}"
+
+
+def test_reward_servers_listen_where_jetrl_up_and_their_modules_say():
+    """One port per built-in reward server: `jetrl up --rewards`, the module run alone, compose."""
+    import re
+
+    from jetrl.cli.stack import REWARD_SERVERS
+
+    by_module = {_argv(s["command"])[2]: s for s in _services().values()
+                 if _uses_our_image(s) and _argv(s.get("command", ["x"]))[:2] == ["python", "-m"]}
+    for module, port in REWARD_SERVERS.items():
+        assert _env(by_module[module])["JETRL_LISTEN"].endswith(f":{port}"), module
+        source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
+        assert re.search(rf"(default_port=|DEFAULT_PORT = ){port}\b", source), f"{module} does not default to {port}"
