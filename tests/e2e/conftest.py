@@ -84,3 +84,14 @@ def stack(database_url, tiny_model, tmp_path_factory):
                 os.environ[key] = value
         down(settings)
         receiver.stop()
+
+
+@pytest.fixture
+async def store(stack):
+    """The lineage store of the module's stack."""
+    from jetrl.lineage.db import make_engine
+    from jetrl.lineage.store import LineageStore
+
+    engine = make_engine(stack.settings.database_url)
+    yield LineageStore(engine)
+    await engine.dispose()

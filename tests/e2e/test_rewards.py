@@ -18,7 +18,7 @@ from jetrl.localstack import free_port
 from jetrl.rpc import wait_serving
 from jetrl.v1 import services_pb2 as svc
 
-from test_run import create_run, finished, run_id, store, trainer_count, wait_until  # noqa: F401  (store: fixture)
+from runs import create_run, finished, run_id, trainer_count, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -7,63 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections import defaultdict
 
 import grpc
 import pytest
 
-from jetrl.lineage.db import make_engine
-from jetrl.lineage.store import LineageStore
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2 as svc
 from jetrl.v1 import services_pb2_grpc
+from runs import create_run, finished, run_id, trainer_count, wait_until
 
 pytestmark = pytest.mark.timeout(600)
-
-
-@pytest.fixture
-async def store(stack):
-    engine = make_engine(stack.settings.database_url)
-    yield LineageStore(engine)
-    await engine.dispose()
-
-
-def run_id(name: str) -> str:
-    return f"{name}-{uuid.uuid4().hex[:6]}"
-
-
-async def create_run(stack, spec_yaml: str, rid: str = "") -> svc.Run:
-    async with channel(stack.settings.scheduler_addr) as ch:
-        stub = services_pb2_grpc.SchedulerServiceStub(ch)
-        return await stub.CreateRun(svc.CreateRunRequest(spec_yaml=spec_yaml, run_id=rid), timeout=60)
-
-
-async def wait_until(stack, rid: str, predicate, timeout: float = 400.0) -> svc.RunProgress:
-    """Poll GetRun (it survives a scheduler restart, unlike a stream) until predicate(progress)."""
-    deadline = time.monotonic() + timeout
-    run = None
-    while True:
-        try:
-            async with channel(stack.settings.scheduler_addr) as ch:
-                run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(svc.GetRunRequest(run_id=rid), timeout=10)
-            if predicate(run.progress):
-                return run.progress
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-        assert time.monotonic() < deadline, f"run {rid} did not get there in {timeout}s: {run and run.progress}"
-        await asyncio.sleep(0.5)
-
-
-def finished(p: svc.RunProgress) -> bool:
-    return p.state != svc.RUNNING
-
-
-async def trainer_count(stack, rid: str) -> int:
-    async with channel(stack.settings.trainer_addr) as ch:
-        status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(svc.TrainerStatusRequest(run_id=rid), timeout=10)
-    return status.samples_trained
 
 
 async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b: int, g: int) -> None:
