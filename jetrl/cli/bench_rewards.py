@@ -13,6 +13,7 @@ label-free reward servers started beside it, each run alone on a free port and e
     mc_grpo-g2   labels     verify, mc_grpo, G + 1 = 3 samples (median baseline, the pivot not trained)
 
     jetrl bench rewards [--arms verify co_reward ...] [--seeds 0 1 2] [--steps 50] [--batch-groups 16]
+    jetrl bench rewards --from-json docs/rewards.json   # measure those runs again from lineage; runs nothing
 
 Version 0 is the tiny policy warmed up on correct answers (teacher_error 0) for only a few
 hundred steps on 4-term chains of 1-digit operands (`7-2+5+3=`), cached under the user's
@@ -26,6 +27,7 @@ is always measured against the references.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import time
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jetrl.cli.bench_rewards_metrics import label_stats, mean_curve, read_groups, summarize, v0_diagnostics
-from jetrl.config import RunSpec, Settings, TaskSpec, load_spec
+from jetrl.config import RunSpec, Settings, TaskSpec, load_spec, parse_spec
 
 __all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "run", "main"]
 
@@ -90,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
     out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
     out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
+    out.add_argument("--from-json", type=Path, metavar="PATH",
+                     help="run nothing: measure again, from lineage, the runs a previous results file lists "
+                          "(its arms, seeds and settings), and write the outputs anew")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,11 +174,11 @@ SUMMARY_COLUMNS = [
 ]
 RUN_COLUMNS = [
     ("arm", "arm", "{}"), ("seed", "seed", "{}"), ("v0_accuracy", "v0", "{:.1%}"),
-    ("final_accuracy", "final", "{:.1%}"), ("final_version", "version", "{}"), ("gain", "gain", "{:+.1%}"),
+    ("final_accuracy", "final", "{:.1%}"), ("final_version", "version", "{}"), ("gain_points", "gain, points", "{:+.1f}"),
     ("sample_accuracy", "samples right", "{:.1%}"), ("label_accuracy", "label right", "{:.1%}"),
     ("label_early", "label right (early)", "{:.1%}"), ("label_late", "label right (late)", "{:.1%}"),
     ("reward_precision", "reward precision", "{:.1%}"), ("reward_recall", "reward recall", "{:.1%}"),
-    ("wall_s", "wall s", "{:,.0f}"), ("state", "state", "{}"),
+    ("top_late", "top answer (late)", "{}"), ("wall_s", "wall s", "{:,.0f}"), ("state", "state", "{}"),
 ]
 V0_COLUMNS = [
     ("set", "prompts", "{}"), ("greedy", "greedy", "{:.1%}"), ("single", "one sample", "{:.1%}"),
@@ -204,9 +209,12 @@ def flat_run_rows(rows: list[dict]) -> list[dict]:
     for r in rows:
         labels = r.get("labels") or {}
         every, early, late = (labels.get(k) or {} for k in ("all", "early", "late"))
-        out.append({**r, "sample_accuracy": every.get("sample_accuracy"), "label_accuracy": every.get("label_accuracy"),
+        gain = None if r.get("gain") is None else r["gain"] * 100
+        out.append({**r, "gain_points": gain, "sample_accuracy": every.get("sample_accuracy"), "label_accuracy": every.get("label_accuracy"),
                     "label_early": early.get("label_accuracy"), "label_late": late.get("label_accuracy"),
-                    "reward_precision": every.get("reward_precision"), "reward_recall": every.get("reward_recall")})
+                    "reward_precision": every.get("reward_precision"), "reward_recall": every.get("reward_recall"),
+                    "top_late": None if late.get("top_answer") is None
+                    else f"{late['top_answer']} ({late['top_answer_share']:.0%})"})
     return out
 
 
@@ -214,7 +222,10 @@ def v0_rows(diag: dict) -> tuple[list[dict], list[dict]]:
     n = diag["samples"]
     sets = [{"set": f"held-out ({n} samples at T={diag['temperature']:g})", **diag["heldout"]},
             {"set": f"first {diag['train_prompts']} training prompts", **diag["main"]},
-            {"set": "their analogous view (terms rotated)", **diag["analogous"]}]
+            {"set": "their analogous view (terms rotated)", **diag["analogous"]},
+            {"set": f"analogous prompts starting with '-' ({diag['analogous_leading_minus']['prompts']})",
+             **diag["analogous_leading_minus"]},
+            {"set": "the same questions, main view", **diag["main_of_those"]}]
     names = {"majority": "majority: the same n samples", "co_reward": "co_reward: n samples of the analogous view",
              "teacher": "teacher: n other samples of the question (v0 teacher = policy)"}
     return sets, [{"rule": names[k], **v} for k, v in diag["labels"].items()]
@@ -249,8 +260,8 @@ def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None,
         ax.set_xlabel("policy version")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="upper left")
-    axes[0][0].set_ylabel("held-out accuracy, % (greedy; mean, min–max over seeds)")
-    fig.suptitle(title, fontsize="medium")
+    axes[0][0].set_ylabel("held-out accuracy, % (greedy)")
+    fig.suptitle(f"{title}; lines: mean over seeds, bands: min–max", fontsize="medium")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
@@ -262,12 +273,20 @@ def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None,
 def run(args: argparse.Namespace) -> int:
     from jetrl.cli.bench_metrics import read_accuracy_curve
     from jetrl.cli.bench_report import markdown_table, rich_table, show, write_json
-    from jetrl.cli.bench_runs import bench_database_url, console, follow_all, private_stack
+    from jetrl.cli.bench_runs import RunRecord, bench_database_url, console, follow_all, private_stack
     from jetrl.cli.main import DEFAULT_SPEC
     from jetrl.cli.stack import start_reward_servers
 
     started = time.monotonic()
     user = Settings()
+    previous = json.loads(args.from_json.read_text()) if args.from_json else None
+    if previous:  # the settings the runs were made with, not this command line's
+        v0 = previous["version0"]
+        made_with = {**previous["settings"], "bootstrap_steps": v0["bootstrap_steps"], "diag_samples": v0["samples"],
+                     "diag_prompts": v0["train_prompts"], "digits": previous["task"]["digits"],
+                     "terms": previous["task"]["terms"]}
+        for key, value in made_with.items():
+            setattr(args, key, value)
     task = task_spec(args)
     model_dir = starting_checkpoint(user, task, args.bootstrap_steps)
     console.print(f"version 0 diagnostics ({args.diag_samples} samples per prompt)…")
@@ -281,14 +300,19 @@ def run(args: argparse.Namespace) -> int:
     arms = [ARMS[name] for name in args.arms]
     pairs = [(seed, arm) for seed in args.seeds for arm in arms]  # seed-major: every arm's first seed first
     database_url = bench_database_url(args, user)
-    with private_stack(database_url, args.logs) as settings:
-        servers = start_reward_servers(settings, sorted({a.server for a in arms if a.server}))
-        for module, addr in servers.items():
-            console.print(f"  started {module} at {addr}")
-        specs = [arm_spec(base, model_dir, arm, seed, args, servers) for seed, arm in pairs]
-        records = follow_all(settings, "jetrl bench rewards", [(f"{arm.name}, seed {seed}", spec)
-                                                                for (seed, arm), spec in zip(pairs, specs)],
-                             args.timeout)
+    if previous:
+        pairs = [(r["seed"], ARMS[r["arm"]]) for r in previous["results"]]
+        records = [RunRecord(r["run_id"], r["state"], r["message"], r["wall_s"]) for r in previous["results"]]
+        specs = [recorded_spec(database_url, r.run_id) for r in records]
+    else:
+        with private_stack(database_url, args.logs) as settings:
+            servers = start_reward_servers(settings, sorted({a.server for a in arms if a.server}))
+            for module, addr in servers.items():
+                console.print(f"  started {module} at {addr}")
+            specs = [arm_spec(base, model_dir, arm, seed, args, servers) for seed, arm in pairs]
+            records = follow_all(settings, "jetrl bench rewards", [(f"{arm.name}, seed {seed}", spec)
+                                                                    for (seed, arm), spec in zip(pairs, specs)],
+                                 args.timeout)
     rows = []
     for (seed, arm), spec, record in zip(pairs, specs, records):
         curve = read_accuracy_curve(database_url, record.run_id)
@@ -306,9 +330,12 @@ def run(args: argparse.Namespace) -> int:
                     f"{args.steps // 2})", flat_run_rows(rows), RUN_COLUMNS, ""))
     console.print(verdict)
     wall = time.monotonic() - started
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    made = {"date": now, "argv": sys.argv, "wall_s": wall}
+    if previous:  # when and how the runs were made; this command only measured them again
+        made = {**{k: previous[k] for k in made}, "measured_again": {"date": now, "argv": sys.argv}}
     write_json(args.json, {
-        "benchmark": "rewards", "date": time.strftime("%Y-%m-%d %H:%M:%S"), "machine": platform.platform(),
-        "argv": sys.argv, "wall_s": wall, "task": task.model_dump(mode="json"),
+        "benchmark": "rewards", **made, "machine": platform.platform(), "task": task.model_dump(mode="json"),
         "version0": {"model_dir": str(model_dir), "bootstrap_steps": args.bootstrap_steps, "teacher_error": 0.0,
                      **diag},
         "settings": {k: getattr(args, k) for k in ("arms", "seeds", "steps", "batch_groups", "group_size",
@@ -328,6 +355,20 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"wrote {args.json}, {args.plot}" + (f", {args.markdown}" if args.markdown else "")
                   + f" in {wall / 60:.1f} min")
     return 0 if all(r["state"] == "COMPLETED" for r in rows) else 1
+
+
+def recorded_spec(database_url: str, run_id: str) -> RunSpec:
+    """The spec a run was created with, from lineage."""
+    from sqlalchemy import create_engine, select
+
+    from jetrl.lineage.models import Run
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return parse_spec(conn.execute(select(Run.spec_yaml).where(Run.run_id == run_id)).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def criterion(summary: list[dict], arm: str = "co_reward", share: float = 0.8) -> str:

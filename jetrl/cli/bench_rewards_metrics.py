@@ -131,7 +131,8 @@ def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, te
     the runs start on): the same for the question and its analogous view, and the pseudo-labels of
     each label-free rule: `majority` (the same n samples), `co_reward` (the majority of the
     analogous view's n samples), `teacher` (n other samples of the question: at version 0 the EMA
-    teacher is the policy)."""
+    teacher is the policy). And the analogous prompts that start with a minus sign, with the
+    same questions' main view beside them."""
     from jetrl.policy.generate import heldout_accuracy
     from jetrl.policy.load import load_policy
     from jetrl.tasks import make_task
@@ -148,13 +149,18 @@ def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, te
                             temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + k)
 
     held, main, ana, again = draw(heldout, 0), draw(train, 1), draw(analogous, 2), draw(train, 3)
-    greedy = {name: heldout_accuracy(model, tokenizer, problems, max_new_tokens=8)
-              for name, problems in (("heldout", heldout), ("main", train), ("analogous", analogous))}
+
+    def figures(problems: Sequence[Problem], groups: Sequence[Sequence[str]]) -> dict:
+        return {"greedy": heldout_accuracy(model, tokenizer, problems, max_new_tokens=8), "prompts": len(problems),
+                **_vote_figures(problems, groups)}
+
+    # a rotation that moves a subtracted term to the front starts with "-", which no warm-up prompt does
+    signed = [i for i, p in enumerate(analogous) if p.prompt.startswith("-")]
     return {
         "samples": samples, "temperature": temperature, "train_prompts": train_prompts,
-        "heldout": {"greedy": greedy["heldout"], **_vote_figures(heldout, held)},
-        "main": {"greedy": greedy["main"], **_vote_figures(train, main)},
-        "analogous": {"greedy": greedy["analogous"], **_vote_figures(analogous, ana)},
+        "heldout": figures(heldout, held), "main": figures(train, main), "analogous": figures(analogous, ana),
+        "analogous_leading_minus": figures([analogous[i] for i in signed], [ana[i] for i in signed]),
+        "main_of_those": figures([train[i] for i in signed], [main[i] for i in signed]),
         "labels": {"majority": _label_figures(train, main, main), "co_reward": _label_figures(train, main, ana),
                    "teacher": _label_figures(train, main, again)},
     }
@@ -189,10 +195,13 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
     `split_version` (early / late): the share of trained samples that are right (accuracy at the
     rollout temperature), of pseudo-labels that equal the reference, of groups without one, of
     rewards that equal the sample's correctness, and the precision (right among rewarded) and
-    recall (rewarded among right) of the reward actually recorded."""
+    recall (rewarded among right) of the reward actually recorded; and the run's most frequent
+    answer over all its questions with its share of the samples (a policy that answers every
+    question alike agrees with itself: the label-free rewards' degenerate optimum)."""
     def figures(subset: Sequence[GroupRecord]) -> dict:
         n = right = labels = labels_right = no_label = agree = rewarded = rewarded_right = 0
         own_right = 0
+        answers: Counter = Counter()
         for _, reference, views in subset:
             for view, rows in views.items():
                 if view == TEACHER:
@@ -203,7 +212,9 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
                 no_label += label is None
                 own_right += _correct(majority_answer(answer_of(t) for t, _ in rows), reference)
                 for text, r in rows:
-                    ok = _correct(answer_of(text), reference)
+                    answer = answer_of(text)
+                    answers[answer] += 1
+                    ok = _correct(answer, reference)
                     got = r is not None and r > 0.5
                     n += 1
                     right += ok
@@ -211,10 +222,12 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
                     rewarded += got
                     rewarded_right += got and ok
         ratio = (lambda a, b: a / b if b else None)
+        top = next(((a, c) for a, c in answers.most_common() if a is not None), None)
         return {"groups": len(subset), "samples": n, "sample_accuracy": ratio(right, n),
                 "label_accuracy": ratio(labels_right, labels), "own_majority_accuracy": ratio(own_right, labels),
                 "no_label": ratio(no_label, labels), "reward_agreement": ratio(agree, n),
-                "reward_precision": ratio(rewarded_right, rewarded), "reward_recall": ratio(rewarded_right, right)}
+                "reward_precision": ratio(rewarded_right, rewarded), "reward_recall": ratio(rewarded_right, right),
+                "top_answer": top[0] if top else None, "top_answer_share": ratio(top[1], n) if top else None}
 
     return {"all": figures(groups), "early": figures([g for g in groups if g[0] < split_version]),
             "late": figures([g for g in groups if g[0] >= split_version])}
@@ -234,7 +247,7 @@ def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
                        Prompt.reference)
                 .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
                 .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
-                .where(Sample.run_id == run_id, PromptGroup.state == "trained")
+                .where(Sample.run_id == run_id, PromptGroup.run_id == run_id, PromptGroup.state == "trained")
                 .order_by(Sample.group_id, Sample.index)
             ).all()
     finally:

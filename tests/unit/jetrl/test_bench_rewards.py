@@ -29,6 +29,7 @@ def test_arguments_and_arms():
     assert (args.seeds, args.steps, args.batch_groups, args.group_size, args.eval_every) == ([0, 1, 2], 50, 16, 8, 5)
     assert (args.digits, args.terms, args.bootstrap_steps, args.teacher_samples) == (1, 4, 300, 8)
     assert bench_args("--arms", "verify", "co_reward", "--seeds", "4").arms == ["verify", "co_reward"]
+    assert args.from_json is None and str(bench_args("--from-json", "docs/rewards.json").from_json) == "docs/rewards.json"
     with pytest.raises(SystemExit):
         bench_args("--arms", "rloo")
     assert [a.server for a in ARMS.values()] == [None, "svc_reward.majority", "svc_reward.co_reward",
@@ -102,6 +103,7 @@ def test_label_stats_hand_worked():
     # rewards as recorded: three right samples rewarded, none wrong; "2" of group 2 right but unrewarded
     assert every["reward_precision"] == 1.0 and every["reward_recall"] == pytest.approx(3 / 4)
     assert every["reward_agreement"] == pytest.approx(11 / 12)
+    assert (every["top_answer"], every["top_answer_share"]) == ("5", pytest.approx(3 / 12))  # not None (3 too)
     assert stats["early"]["groups"] == 1 and stats["early"]["label_accuracy"] == pytest.approx(1 / 2)
     assert stats["late"]["label_accuracy"] == 0.0
     # teacher samples are context only: never counted as trained samples
@@ -137,6 +139,9 @@ def test_summary_gain_as_share_of_verify():
     md = markdown_table(summary_rows(summary), SUMMARY_COLUMNS, "")
     assert "| co_reward | no | G = 8, grpo | 2 | 20.0 | 41.0 ± 5.7 | 37.0–45.0 | +21.0 ± 5.7 | 84% | 50.0% |" in md
     assert flat_run_rows([run("verify", 0, 0.2, 0.5)])[0]["label_accuracy"] is None
+    late = {"label_accuracy": 0.1, "top_answer": "2", "top_answer_share": 0.934}
+    flat = flat_run_rows([{**run("majority", 0, 0.2, 0.1), "labels": {"all": {}, "early": {}, "late": late}}])[0]
+    assert (flat["label_late"], flat["top_late"]) == (0.1, "2 (93%)")
 
 
 def test_mean_curve_over_the_versions_every_run_has():
@@ -170,3 +175,24 @@ def test_plot(tmp_path):
     out = tmp_path / "img" / "rewards.png"
     plot_curves(out, rows, ["verify", "co_reward", "grpo-g2", "mc_grpo-g2"], 0.2, "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_v0_diagnostics_shape(tmp_path):
+    from jetrl.cli.bench_rewards import v0_rows
+    from jetrl.cli.bench_rewards_metrics import v0_diagnostics
+    from jetrl.config import TaskSpec
+    from jetrl.policy.bootstrap import bootstrap
+
+    spec = TaskSpec(digits=1, terms=4, heldout_size=6)
+    bootstrap(tmp_path / "v0", spec, steps=2, batch_size=8, teacher_error=0.0)
+    diag = v0_diagnostics(tmp_path / "v0", spec, samples=3, train_prompts=10)
+    assert (diag["samples"], diag["train_prompts"], diag["heldout"]["prompts"], diag["main"]["prompts"]) == (3, 10, 6, 10)
+    signed = diag["analogous_leading_minus"]["prompts"]
+    assert 0 < signed < 10 and diag["main_of_those"]["prompts"] == signed
+    for name in ("heldout", "main", "analogous", "analogous_leading_minus", "main_of_those"):
+        figures = diag[name]
+        assert all(0.0 <= figures[k] <= 1.0 for k in ("greedy", "single", "majority", "pass"))
+        assert figures["single"] <= figures["pass"]
+    assert set(diag["labels"]) == {"majority", "co_reward", "teacher"}
+    sets, rules = v0_rows(diag)
+    assert len(sets) == 5 and [r["rule"].split(":")[0] for r in rules] == ["majority", "co_reward", "teacher"]
