@@ -222,10 +222,7 @@ def v0_rows(diag: dict) -> tuple[list[dict], list[dict]]:
     n = diag["samples"]
     sets = [{"set": f"held-out ({n} samples at T={diag['temperature']:g})", **diag["heldout"]},
             {"set": f"first {diag['train_prompts']} training prompts", **diag["main"]},
-            {"set": "their analogous view (terms rotated)", **diag["analogous"]},
-            {"set": f"analogous prompts starting with '-' ({diag['analogous_leading_minus']['prompts']})",
-             **diag["analogous_leading_minus"]},
-            {"set": "the same questions, main view", **diag["main_of_those"]}]
+            {"set": "their analogous view (terms reordered)", **diag["analogous"]}]
     names = {"majority": "majority: the same n samples", "co_reward": "co_reward: n samples of the analogous view",
              "teacher": "teacher: n other samples of the question (v0 teacher = policy)"}
     return sets, [{"rule": names[k], **v} for k, v in diag["labels"].items()]

@@ -131,8 +131,7 @@ def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, te
     the runs start on): the same for the question and its analogous view, and the pseudo-labels of
     each label-free rule: `majority` (the same n samples), `co_reward` (the majority of the
     analogous view's n samples), `teacher` (n other samples of the question: at version 0 the EMA
-    teacher is the policy). And the analogous prompts that start with a minus sign, with the
-    same questions' main view beside them."""
+    teacher is the policy)."""
     from jetrl.policy.generate import heldout_accuracy
     from jetrl.policy.load import load_policy
     from jetrl.tasks import make_task
@@ -154,13 +153,9 @@ def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, te
         return {"greedy": heldout_accuracy(model, tokenizer, problems, max_new_tokens=8), "prompts": len(problems),
                 **_vote_figures(problems, groups)}
 
-    # a rotation that moves a subtracted term to the front starts with "-", which no warm-up prompt does
-    signed = [i for i, p in enumerate(analogous) if p.prompt.startswith("-")]
     return {
         "samples": samples, "temperature": temperature, "train_prompts": train_prompts,
         "heldout": figures(heldout, held), "main": figures(train, main), "analogous": figures(analogous, ana),
-        "analogous_leading_minus": figures([analogous[i] for i in signed], [ana[i] for i in signed]),
-        "main_of_those": figures([train[i] for i in signed], [main[i] for i in signed]),
         "labels": {"majority": _label_figures(train, main, main), "co_reward": _label_figures(train, main, ana),
                    "teacher": _label_figures(train, main, again)},
     }

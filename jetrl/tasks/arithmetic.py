@@ -1,8 +1,12 @@
 """The synthetic arithmetic task: `37+45=` -> `82`, or short chains like `12+7-5=` -> `14`.
 
 Every problem also has an analogous rephrasing with the same answer (Co-Reward's second view):
-the terms rotated by one, each keeping its sign (`12+7-5=` -> `7-5+12=`, `37-45=` -> `-45+37=`),
-or with `task.rephrase: words` the same expression in words (`37 plus 45 =`).
+the terms in another order, each keeping its sign, or with `task.rephrase: words` the same
+expression in words (`37 plus 45 =`). The order starts with an added term wherever one can, since
+no prompt of the task starts with a sign and a view the policy cannot read gives poor labels: the
+terms rotate to the next added term (`12+7-5=` -> `7-5+12=`); with no other added term the
+subtracted ones are reversed (`12-7-5=` -> `12-5-7=`); only when that changes nothing (`37-45=`,
+`9-4-4=`) do they rotate by one (`-45+37=`).
 
 Everything is a pure function of the task spec: the held-out set comes from its own seeded
 stream, and training problem `i` from a stream keyed by (seed, i), so any service can recompute
@@ -55,11 +59,10 @@ class ArithmeticTask:
         return _write(terms), sum(n if sign == "+" else -n for sign, n in terms), terms
 
     def _analogous(self, terms: list[tuple[str, int]]) -> str:
-        rotated = terms[1:] + terms[:1]
         if self.spec.rephrase == "words":
             words = " ".join(f"{'plus' if s == '+' else 'minus'} {n}" for s, n in terms[1:])
             return f"{terms[0][1]} {words} ="
-        return _write(rotated)
+        return _write(_reorder(terms))
 
     def _make_heldout(self) -> list[Problem]:
         rng = random.Random(f"arithmetic:{self.spec.seed}:heldout")
@@ -85,6 +88,15 @@ class ArithmeticTask:
     def heldout(self) -> list[Problem]:
         """The fixed evaluation set: `heldout_size` distinct problems, never trained on."""
         return list(self._heldout)
+
+
+def _reorder(terms: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """The same terms in another order that starts with + where possible (module docstring)."""
+    added = next((k for k in range(1, len(terms)) if terms[k][0] == "+"), None)
+    if added is not None:
+        return terms[added:] + terms[:added]
+    reversed_tail = terms[:1] + terms[:0:-1]
+    return reversed_tail if reversed_tail != terms else terms[1:] + terms[:1]
 
 
 def _write(terms: list[tuple[str, int]]) -> str:

@@ -7,6 +7,7 @@ import pytest
 
 from jetrl.config import ModelSpec, RolloutSpec, RunSpec, SpecError, TaskSpec, TeacherSpec, parse_spec
 from jetrl.tasks import make_task
+from jetrl.tasks.arithmetic import _reorder, _write
 from jetrl.v1 import events_pb2 as ev
 from jetrl.views import View, group_size, layout, split
 
@@ -60,6 +61,23 @@ def test_arithmetic_rephrasing_by_order_rotates_the_terms_keeping_their_signs():
     task = make_task(TaskSpec(terms=3))
     p = task.train_problem(1)  # 27+29-91=
     assert (p.prompt, p.analogous) == ("27+29-91=", "29-91+27=")
+
+
+@pytest.mark.parametrize(("terms", "expected"), [
+    ([("+", 12), ("-", 7), ("+", 5), ("+", 3)], "5+3+12-7="),  # rotated to the next added term
+    ([("+", 12), ("-", 7), ("-", 5), ("-", 3)], "12-3-5-7="),  # none: the subtracted terms reversed
+    ([("+", 9), ("-", 4), ("-", 4)], "-4-4+9="),  # reversing changes nothing: rotated by one
+    ([("+", 37), ("-", 45)], "-45+37="),
+])
+def test_arithmetic_rephrasing_by_order_starts_with_an_added_term_where_it_can(terms, expected):
+    assert _write(_reorder(terms)) == expected
+
+
+def test_arithmetic_rephrasings_rarely_start_with_a_sign():
+    """The view must be as readable as the prompt: before, half of 4-term rephrasings began with "-"."""
+    task = make_task(TaskSpec(terms=4, digits=1))
+    signed = sum(task.train_problem(i).analogous.startswith("-") for i in range(1000))
+    assert signed < 30  # only all-subtracted chains whose reversal is the same (1/8 x 1/10)
 
 
 def _gsm8k(path, n, **extra):
