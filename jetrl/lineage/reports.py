@@ -1,0 +1,107 @@
+"""LineageReports: what a person or a test reads back about a run: held-out evaluations, dead
+letters, run statistics (the progress numbers), each sample's segments and the trained samples.
+
+The scheduler's writes and the queries its decisions rest on are `LineageStore`'s, which extends
+this class; every method here is one read or one idempotent insert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run, Sample, SampleSegment
+from jetrl.views import TEACHER
+
+__all__ = ["LineageReports", "RunStats"]
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """A run's numbers as progress shows them."""
+
+    samples_generated: int
+    samples_trained: int
+    dead_letters: int
+    mean_reward_last_batch: float | None
+    first_sample_at: datetime | None
+    last_sample_at: datetime | None
+    mean_staleness: float
+    max_staleness: int
+    offpolicy_token_share: float
+    stale_masked_tokens: int
+    reward_failures: int  # groups some reward endpoint failed for
+    teacher_version: int | None
+
+
+class LineageReports:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def record_evaluation(self, run_id: str, version: int, correct: int, total: int) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(Evaluation).values(run_id=run_id, version=version, correct=correct, total=total)
+                               .on_conflict_do_nothing())
+
+    async def evaluations(self, run_id: str) -> list[tuple[int, int, int, float]]:
+        """(version, correct, total, accuracy) in version order."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(select(Evaluation.version, Evaluation.correct, Evaluation.total)
+                                      .where(Evaluation.run_id == run_id).order_by(Evaluation.version))
+            return [(v, c, t, c / t if t else 0.0) for v, c, t in rows]
+
+    async def latest_evaluation(self, run_id: str) -> tuple[int, float] | None:
+        """(version, accuracy) of the newest evaluated version."""
+        found = await self.evaluations(run_id)
+        return (found[-1][0], found[-1][3]) if found else None
+
+    async def record_dead_letter(self, dlq_id: str, run_id: str, subject: str, reason: str, payload: bytes) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(DeadLetter).values(
+                dlq_id=dlq_id, run_id=run_id, subject=subject, reason=reason, payload=payload,
+            ).on_conflict_do_nothing())
+
+    async def dead_letters(self, run_id: str) -> list:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(DeadLetter).where(DeadLetter.run_id == run_id)
+                                           .order_by(DeadLetter.created_at)))
+
+    async def run_stats(self, run_id: str) -> RunStats:
+        async with self.engine.connect() as conn:
+            generated, trained, first, last = (await conn.execute(select(
+                func.count(), func.count(Sample.trained_version), func.min(Sample.created_at),
+                func.max(Sample.created_at)).where(Sample.run_id == run_id))).one()
+            dead = (await conn.execute(select(func.count()).where(DeadLetter.run_id == run_id))).scalar_one()
+            last_batch = (select(Batch.batch_id).where(Batch.run_id == run_id)
+                          .order_by(Batch.step.desc()).limit(1).scalar_subquery())
+            mean = (await conn.execute(select(func.avg(Sample.reward)).where(
+                Sample.batch_id == last_batch, Sample.view != TEACHER))).scalar()
+            failures = (await conn.execute(select(func.count()).where(
+                PromptGroup.run_id == run_id, PromptGroup.reward_error.is_not(None)))).scalar_one()
+            teacher = (await conn.execute(select(Run.teacher_version).where(Run.run_id == run_id))).scalar()
+            stale_mean, stale_max, tokens, offpolicy, masked = (await conn.execute(select(
+                func.avg(Sample.staleness), func.max(Sample.staleness), func.sum(Sample.trained_tokens),
+                func.sum(Sample.offpolicy_tokens), func.sum(Sample.stale_masked_tokens),
+            ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None)))).one()
+        return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last,
+                        float(stale_mean or 0.0), int(stale_max or 0),
+                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, teacher)
+
+    async def segments(self, sample_id: str) -> list:
+        """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(SampleSegment).where(SampleSegment.sample_id == sample_id)
+                                           .order_by(SampleSegment.attempt)))
+
+    async def trained_sample_rows(self, run_id: str) -> list:
+        """Every trained sample: id, generating versions, reward, advantage, trained version."""
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(
+                select(Sample.sample_id, Sample.min_version, Sample.max_version, Sample.reward, Sample.advantage,
+                       Sample.trained_version, Sample.batch_id, Sample.staleness, Sample.trained_tokens,
+                       Sample.stale_masked_tokens, Sample.attempts)
+                .where(Sample.run_id == run_id, Sample.trained_version.is_not(None)).order_by(Sample.sample_id)))
