@@ -3,7 +3,7 @@
 
 The answer rule, shared by all three:
 1. A completion's answer is its last number, or the last one after its last `####`
-   (`jetrl.tasks.answers.extract_final_number`, as held-out accuracy reads it); commas dropped.
+   (`jetrl.tasks.answers`, as held-out accuracy reads it); commas dropped.
 2. Answers are compared as exact values, written canonically (`str(Fraction)`): `1,000`,
    `1000.0` and `1000` are all the answer `1000`, `2.50` is `5/2`.
 3. A completion without a number has no answer: it never wins a vote and never earns a reward.
@@ -13,34 +13,12 @@ The answer rule, shared by all three:
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from fractions import Fraction
 
-from jetrl.tasks.answers import extract_final_number
+from jetrl.tasks.answers import answer_of, majority_answer
 
-__all__ = ["Vote", "answer_of", "majority_answer", "majority_rewards", "label_rewards", "co_rewards"]
-
-
-def answer_of(text: str) -> str | None:
-    """The canonical answer of a completion, or None when it has none (rules 1-3)."""
-    number = extract_final_number(text)
-    if number is None:
-        return None
-    try:
-        return str(Fraction(number))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def majority_answer(answers: Sequence[str | None]) -> str | None:
-    """The most frequent answer (ties: the smallest value); None when no completion has one."""
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    return min((a for a, c in counts.items() if c == top), key=Fraction)
+__all__ = ["Vote", "majority_rewards", "label_rewards", "co_rewards"]
 
 
 @dataclass(frozen=True)

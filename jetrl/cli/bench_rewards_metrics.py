@@ -8,48 +8,27 @@ temperature, of the majority of n samples, and of the labels each label-free rul
 
 The answer rule is the label-free servers' (svc_reward/consensus.py, DESIGN §6): a completion's
 answer is its last number, compared as an exact fraction; no number, no answer, never a winner;
-ties go to the smallest value. It is restated here (`answer_of`, `majority_answer`) because jetrl
-does not import the services; tests/unit/jetrl/test_bench_rewards.py checks both agree.
+ties go to the smallest value (`jetrl.tasks.answers.answer_of` and `majority_answer`, which
+the servers use too).
 """
 
 from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from fractions import Fraction
+from collections.abc import Sequence
 from pathlib import Path
 
 from jetrl.config import TaskSpec
 from jetrl.tasks import Problem
-from jetrl.tasks.answers import extract_final_number
+from jetrl.tasks.answers import answer_of, majority_answer
 
 __all__ = [
-    "answer_of", "majority_answer", "sample_texts", "v0_diagnostics", "GroupRecord", "label_of", "label_stats",
+    "sample_texts", "v0_diagnostics", "GroupRecord", "label_of", "label_stats",
     "read_groups", "summarize", "mean_curve",
 ]
 
 MAIN, ANALOGOUS, TEACHER = "main", "analogous", "teacher"  # jetrl.views' names
-
-
-def answer_of(text: str) -> str | None:
-    """A completion's canonical answer (its last number as an exact fraction), or None."""
-    number = extract_final_number(text)
-    if number is None:
-        return None
-    try:
-        return str(Fraction(number))
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def majority_answer(answers: Iterable[str | None]) -> str | None:
-    """The most frequent answer, ties to the smallest value; None when none has an answer."""
-    counts = Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    top = max(counts.values())
-    return min((a for a, c in counts.items() if c == top), key=Fraction)
 
 
 def _correct(answer: str | None, reference: str) -> bool:

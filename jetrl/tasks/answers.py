@@ -1,19 +1,22 @@
 """Answer extraction and checking: exact numeric match for arithmetic and GSM8K.
 
 Numbers are compared as exact fractions (no float rounding): `1,000`, `1000.0` and `1000` are
-equal; `-3` and `3` are not.
+equal; `-3` and `3` are not. The label-free rewards' vote (`answer_of`, `majority_answer`) lives
+here too, so the reward servers and the bench that measures their labels read answers alike.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from jetrl.tasks import Problem
 
-__all__ = ["extract_final_number", "gsm8k_reference", "numbers_equal", "is_correct"]
+__all__ = ["answer_of", "extract_final_number", "gsm8k_reference", "is_correct", "majority_answer", "numbers_equal"]
 
 # An optional sign, digits with optional thousands commas, an optional decimal part.
 _NUMBER = re.compile(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?")
@@ -59,3 +62,20 @@ def numbers_equal(a: str | None, b: str | None) -> bool:
 def is_correct(problem: Problem, completion: str) -> bool:
     """Whether the final number of `completion` equals the problem's reference answer."""
     return numbers_equal(extract_final_number(completion), problem.answer)
+
+
+def answer_of(text: str) -> str | None:
+    """The canonical answer of a completion (its final number, written `str(Fraction)`: `1,000`,
+    `1000.0` -> `1000`, `2.50` -> `5/2`), or None when it has none."""
+    number = extract_final_number(text)
+    return None if number is None or (value := _as_fraction(number)) is None else str(value)
+
+
+def majority_answer(answers: Iterable[str | None]) -> str | None:
+    """The most frequent answer, a tie to the numerically smallest, so the same votes always give
+    the same label; None (no answer) never wins, and no answers at all give None."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return min((a for a, c in counts.items() if c == top), key=Fraction)

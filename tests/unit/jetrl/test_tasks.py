@@ -9,7 +9,9 @@ from pydantic import ValidationError
 
 from jetrl.config import TaskSpec
 from jetrl.tasks import Problem, make_task
-from jetrl.tasks.answers import extract_final_number, gsm8k_reference, is_correct, numbers_equal
+from jetrl.tasks.answers import (
+    answer_of, extract_final_number, gsm8k_reference, is_correct, majority_answer, numbers_equal,
+)
 from jetrl.tasks.arithmetic import ArithmeticTask
 from jetrl.tasks.gsm8k import Gsm8kTask, format_prompt, load_gsm8k
 
@@ -241,3 +243,14 @@ def test_numbers_equal(a, b, equal):
 )
 def test_is_correct(answer, completion, correct):
     assert is_correct(Problem("p", "q", answer), completion) is correct
+
+
+def test_answers_are_read_and_written_canonically():
+    assert [answer_of(t) for t in ["82", "1,000", "1000.0", "2.50", "x = -3", "#### 7 then 9", "none"]] == [
+        "82", "1000", "1000", "5/2", "-3", "9", None]
+
+
+def test_ties_go_to_the_smallest_value_whatever_the_order():
+    assert majority_answer(["10", "9", "10", "9"]) == "9"
+    assert majority_answer(["9", "10", "9", "10"]) == "9"
+    assert majority_answer(["-1", "1"]) == "-1"

@@ -1,11 +1,6 @@
 """Label-free agreement rewards (svc_reward/consensus.py) against hand-worked cases."""
 
-from svc_reward.consensus import answer_of, co_rewards, majority_answer, majority_rewards
-
-
-def test_answers_are_read_and_written_canonically():
-    assert [answer_of(t) for t in ["82", "1,000", "1000.0", "2.50", "x = -3", "#### 7 then 9", "none"]] == [
-        "82", "1000", "1000", "5/2", "-3", "9", None]
+from svc_reward.consensus import co_rewards, majority_rewards
 
 
 def test_majority_hand_worked():
@@ -14,12 +9,6 @@ def test_majority_hand_worked():
     assert vote.label == "82"
     assert vote.rewards == [1.0, 1.0, 0.0, 0.0, 1.0]
     assert vote.answers == ["82", "82", "81", None, "82"]
-
-
-def test_ties_go_to_the_smallest_value_whatever_the_order():
-    assert majority_answer(["10", "9", "10", "9"]) == "9"
-    assert majority_answer(["9", "10", "9", "10"]) == "9"
-    assert majority_answer(["-1", "1"]) == "-1"
 
 
 def test_empty_answers_never_win():
