@@ -71,31 +71,44 @@ async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, s
     assert problems and all(p is not None and 0 <= p < 16 for p in problems)  # Thompson chose from the pool
 
 
-async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_once_back(stack, store):
+@pytest.mark.parametrize("policy", ["zero", "drop"])
+async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_once_back(stack, store, policy):
     port = free_port()
-    rid = run_id("reward-down")
-    reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: zero}}"
+    rid = run_id(f"reward-down-{policy}")
+    reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: {policy}}}"
+    steps, batch = 8, 2
     with reward_server("majority", port) as (proc, addr):
         await wait_serving(addr, timeout=60, what="majority")
-        await create_run(stack, stack.spec_yaml("reward-down", steps=8, reward=reward), rid)
+        await create_run(stack, stack.spec_yaml(f"reward-down-{policy}", steps=steps, reward=reward), rid)
         await wait_until(stack, rid, lambda p: p.policy_version >= 1)
         proc.send_signal(signal.SIGKILL)  # the server this test started, by its pid
         proc.wait()
-    # the failure policy applies within the deadline: scored with zero rewards, and versions go on
+    # the failure policy applies within the deadline and shows in progress
     down = await wait_until(stack, rid, lambda p: p.reward_failures >= 1, timeout=60)
-    await wait_until(stack, rid, lambda p: p.policy_version >= down.policy_version + 1, timeout=120)
+    if policy == "zero":  # scored with zero rewards: versions go on while the server is down
+        await wait_until(stack, rid, lambda p: p.policy_version >= down.policy_version + 1, timeout=120)
+    else:  # dropped and replaced: nothing from the dead server is trained
+        await wait_until(stack, rid, lambda p: p.groups_dropped >= 1, timeout=60)
     with reward_server("majority", port) as (_, addr):
         await wait_serving(addr, timeout=60, what="majority")
         last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
     async with store.engine.connect() as conn:
-        groups = (await conn.execute(select(PromptGroup.n, PromptGroup.reward_error).where(
-            PromptGroup.run_id == rid, PromptGroup.state == "trained").order_by(PromptGroup.n))).all()
-    failed = [n for n, error in groups if error]
-    assert failed and all("127.0.0.1" in e for _, e in groups if e)
+        groups = (await conn.execute(select(PromptGroup.n, PromptGroup.state, PromptGroup.reward_error).where(
+            PromptGroup.run_id == rid).order_by(PromptGroup.n))).all()
+    failed = [n for n, _, error in groups if error]
+    assert failed and all("127.0.0.1" in error for _, _, error in groups if error)
+    trained = [(n, error) for n, state, error in groups if state == "trained"]
+    assert len(trained) == steps * batch  # every version trained its full batch either way
     # after the failures, groups were scored by the server again: the run used it once it came back
-    assert any(error is None and n > max(failed) for n, error in groups), groups
-    assert last.reward_failures >= len(failed) and last.groups_dropped == 0
+    assert any(error is None and n > max(failed) for n, error in trained), groups
+    dropped = [n for n, state, _ in groups if state == "dropped"]
+    assert last.reward_failures >= len(failed)
+    if policy == "zero":
+        assert not dropped and set(failed) & set(dict(trained))  # kept, with the dead server's share 0
+    else:
+        assert dropped == failed and last.groups_dropped == len(dropped)
+        assert all(error is None for _, error in trained)
 
 
 async def test_reward_failure_can_fail_the_run_with_the_reason(stack):
