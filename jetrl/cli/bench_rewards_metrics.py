@@ -258,7 +258,7 @@ def summarize(rows: Sequence[dict], arms: Sequence[str], reference_arm: str = "v
                   if r.get("labels") and r["labels"]["all"]["label_accuracy"] is not None]
         out.append({
             "arm": arm, "seeds": [r["seed"] for r in runs], "group_size": runs[0].get("group_size"),
-            "advantage": runs[0].get("advantage"),
+            "advantage": runs[0].get("advantage"), "labels_used": runs[0].get("labels_used"),
             "v0": _spread([r["v0_accuracy"] for r in runs]), "final": _spread([r["final_accuracy"] for r in runs]),
             "gain": _spread(gains),
             "gain_vs_reference": statistics.fmean(gains) / ref_gain if ref_gain else None,

@@ -3,10 +3,10 @@ summary over seeds, sampling, outputs."""
 
 import pytest
 
-from jetrl.cli.bench_rewards import ARMS, arm_spec, criterion, flat_run_rows, plot_curves, summary_rows, task_spec
+from jetrl.cli.bench_rewards import ARMS, arm_spec, task_spec
 from jetrl.cli.bench_rewards_metrics import label_of, label_stats, mean_curve, sample_texts, summarize
 from jetrl.cli.bench_report import markdown_table
-from jetrl.cli.bench_rewards import SUMMARY_COLUMNS
+from jetrl.cli.bench_rewards_report import SUMMARY_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows
 from jetrl.cli.main import DEFAULT_SPEC, _parser
 from jetrl.config import load_spec
 
@@ -99,7 +99,7 @@ def test_label_stats_hand_worked():
 def run(arm, seed, v0, final, label=None, wall=10.0):
     labels = {"all": {"label_accuracy": label}} if label is not None else None
     return {"arm": arm, "seed": seed, "v0_accuracy": v0, "final_accuracy": final, "wall_s": wall, "labels": labels,
-            "group_size": 8, "advantage": "grpo",
+            "group_size": 8, "advantage": "grpo", "labels_used": arm == "verify",
             "curve": [{"version": 0, "accuracy": v0}, {"version": 5, "accuracy": (v0 + final) / 2},
                       {"version": 10, "accuracy": final}]}
 
@@ -120,6 +120,7 @@ def test_summary_gain_as_share_of_verify():
     assert criterion(summary[:2]).startswith("criterion: not measured")
     assert criterion([verify, {**co, "gain_vs_reference": 0.79}]).startswith("criterion not met")
     md = markdown_table(summary_rows(summary), SUMMARY_COLUMNS, "")
+    assert "| verify | yes | G = 8, grpo |" in md
     assert "| co_reward | no | G = 8, grpo | 2 | 20.0 | 41.0 ± 5.7 | 37.0–45.0 | +21.0 ± 5.7 | 84% | 50.0% |" in md
     assert flat_run_rows([run("verify", 0, 0.2, 0.5)])[0]["label_accuracy"] is None
     late = {"label_accuracy": 0.1, "top_answer": "2", "top_answer_share": 0.934}
@@ -161,7 +162,7 @@ def test_plot(tmp_path):
 
 
 def test_v0_diagnostics_shape(tmp_path):
-    from jetrl.cli.bench_rewards import v0_rows
+    from jetrl.cli.bench_rewards_report import v0_rows
     from jetrl.cli.bench_rewards_metrics import v0_diagnostics
     from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
