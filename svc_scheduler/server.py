@@ -62,6 +62,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             offpolicy_token_share=stats.offpolicy_token_share,
             stale_masked_tokens=stats.stale_masked_tokens,
             reward_failures=stats.reward_failures,
+            last_reward_error=stats.last_reward_error or "",
             groups_dropped=counts["dropped"],
             groups_filtered=counts["filtered"],
             teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,

@@ -30,6 +30,13 @@ def describe(p: services_pb2.RunProgress) -> str:
             f"{partial}{stale}{masked}{filtered}{teacher}{failed}{dead}")
 
 
+def reward_failure(p: services_pb2.RunProgress) -> str:
+    """A line for a new reward failure: what failed, what the run does, what to do about it."""
+    return (f"[red]reward failed: {p.last_reward_error}[/red] ({p.reward_failures} groups so far, "
+            f"{p.groups_dropped} dropped); the run follows its reward.on_failure. Bring the server back "
+            f"(`jetrl reward check HOST:PORT` tells when it answers) and the run uses it again.")
+
+
 async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
     """Follow WatchRun until the run leaves RUNNING; returns the last progress."""
     last = None
@@ -45,6 +52,8 @@ async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
                     # each evaluation gets its own line, so the accuracy curve stays on screen
                     bar.console.log(f"version {progress.heldout_version}: held-out accuracy "
                                     f"{progress.heldout_accuracy:.1%}, mean reward {progress.mean_reward:.3f}")
+                if progress.last_reward_error and (last is None or progress.last_reward_error != last.last_reward_error):
+                    bar.console.log(reward_failure(progress))
                 last = progress
                 bar.update(task, total=progress.total_steps, completed=progress.policy_version,
                            status=describe(progress))

@@ -35,6 +35,7 @@ class RunStats:
     offpolicy_token_share: float
     stale_masked_tokens: int
     reward_failures: int  # groups some reward endpoint failed for
+    last_reward_error: str | None  # the newest of them, `endpoint: error`
     teacher_version: int | None
 
 
@@ -80,8 +81,10 @@ class LineageReports:
                           .order_by(Batch.step.desc()).limit(1).scalar_subquery())
             mean = (await conn.execute(select(func.avg(Sample.reward)).where(
                 Sample.batch_id == last_batch, Sample.view != TEACHER))).scalar()
-            failures = (await conn.execute(select(func.count()).where(
-                PromptGroup.run_id == run_id, PromptGroup.reward_error.is_not(None)))).scalar_one()
+            failed = (PromptGroup.run_id == run_id, PromptGroup.reward_error.is_not(None))
+            failures = (await conn.execute(select(func.count()).where(*failed))).scalar_one()
+            last_error = (await conn.execute(select(PromptGroup.reward_error).where(*failed)
+                                             .order_by(PromptGroup.n.desc()).limit(1))).scalar()
             teacher = (await conn.execute(select(Run.teacher_version).where(Run.run_id == run_id))).scalar()
             stale_mean, stale_max, tokens, offpolicy, masked = (await conn.execute(select(
                 func.avg(Sample.staleness), func.max(Sample.staleness), func.sum(Sample.trained_tokens),
@@ -89,7 +92,8 @@ class LineageReports:
             ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None)))).one()
         return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last,
                         float(stale_mean or 0.0), int(stale_max or 0),
-                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, teacher)
+                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, last_error,
+                        teacher)
 
     async def segments(self, sample_id: str) -> list:
         """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""

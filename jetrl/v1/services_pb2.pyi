@@ -21,7 +21,7 @@ STOPPED: RunState
 FAILED: RunState
 
 class RunProgress(_message.Message):
-    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version")
+    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version", "last_reward_error")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class RunProgress(_message.Message):
     GROUPS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FILTERED_FIELD_NUMBER: _ClassVar[int]
     TEACHER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LAST_REWARD_ERROR_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     policy_version: int
@@ -68,7 +69,8 @@ class RunProgress(_message.Message):
     groups_dropped: int
     groups_filtered: int
     teacher_version: int
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ...) -> None: ...
+    last_reward_error: str
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "spec_yaml", "progress")

@@ -85,6 +85,7 @@ async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_onc
         proc.wait()
     # the failure policy applies within the deadline and shows in progress
     down = await wait_until(stack, rid, lambda p: p.reward_failures >= 1, timeout=60)
+    assert down.last_reward_error.startswith(f"127.0.0.1:{port}: ")  # progress names the endpoint and why
     if policy == "zero":  # scored with zero rewards: versions go on while the server is down
         await wait_until(stack, rid, lambda p: p.policy_version >= down.policy_version + 1, timeout=120)
     else:  # dropped and replaced: nothing from the dead server is trained

@@ -217,7 +217,8 @@ async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_re
         error = (await conn.execute(select(PromptGroup.reward_error)
                                     .where(PromptGroup.group_id == group.group_id))).scalar()
     assert error == "b:2: UNAVAILABLE: down"
-    assert (await store.run_stats(run_id)).reward_failures == 1
+    stats = await store.run_stats(run_id)
+    assert (stats.reward_failures, stats.last_reward_error) == (1, "b:2: UNAVAILABLE: down")
     dropped = await admitted_and_generated(store, run_id, 1)
     state = await store.record_scored(ev.ScoredGroup(group=dropped, rewards=[1.0, 0.0], calls=calls), "",
                                       drop_failed=True)
