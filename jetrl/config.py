@@ -182,6 +182,10 @@ class RewardSpec(_Spec):
     """An endpoint that still fails after its retries: its share of the group's rewards is 0
     ("zero"), the group is dropped and replaced ("drop"), or the run fails ("fail"). Either way
     the group's lineage row names the failure and progress counts it."""
+    max_dropped: int | None = Field(None, ge=1, le=1_000_000)
+    """With `on_failure: drop`, fail the run once this many groups have been dropped, so a server
+    that never comes back ends the run with its error instead of consuming generation forever.
+    None: no limit (the run waits for the server, dropping and replacing groups)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -194,6 +198,12 @@ class RewardSpec(_Spec):
             if one:
                 raw["endpoints"] = [{"address": one}]
         return raw
+
+    @model_validator(mode="after")
+    def _drop_limit(self) -> "RewardSpec":
+        if self.max_dropped is not None and self.on_failure != "drop":
+            raise ValueError(f"reward.max_dropped limits dropped groups; it needs on_failure: drop, not {self.on_failure}")
+        return self
 
     @model_validator(mode="after")
     def _distinct(self) -> "RewardSpec":

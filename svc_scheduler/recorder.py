@@ -103,6 +103,12 @@ class Recorder:
                 await self.coordinator.fail(run_id, f"reward endpoint {failed[0].endpoint} failed for group "
                                                     f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)")
                 return
+            limit = spec.reward.max_dropped
+            if limit is not None and (dropped := (await self.store.group_counts(run_id))["dropped"]) >= limit:
+                await self.coordinator.fail(run_id, f"{dropped} groups dropped for failed rewards, the newest by "
+                                                    f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
+                                                    f"{limit}); start the server again and create the run anew")
+                return
         await self.coordinator.seal_batches(run_id)
         await self.coordinator.admit(run_id)
 

@@ -121,6 +121,16 @@ async def test_reward_failure_can_fail_the_run_with_the_reason(stack):
     assert last.state == svc.FAILED and dead in last.message and "on_failure: fail" in last.message
 
 
+async def test_a_reward_server_that_never_comes_back_ends_a_drop_run_at_max_dropped(stack, store):
+    dead = f"127.0.0.1:{free_port()}"  # nothing listens there
+    rid = run_id("reward-gone")
+    reward = f"reward: {{endpoint: '{dead}', deadline_s: 1, retries: 0, on_failure: drop, max_dropped: 3}}"
+    await create_run(stack, stack.spec_yaml("reward-gone", steps=3, reward=reward), rid)
+    last = await wait_until(stack, rid, finished, timeout=120)
+    assert last.state == svc.FAILED and dead in last.message and "reward.max_dropped: 3" in last.message
+    assert last.groups_dropped >= 3 and last.policy_version == 0  # nothing was trained on a dead server's share
+
+
 async def test_a_run_whose_reward_server_needs_what_it_lacks_is_refused_before_it_starts(stack):
     import grpc
 

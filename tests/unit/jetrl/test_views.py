@@ -109,6 +109,8 @@ def test_gsm8k_rephrasing_from_a_column_or_a_parallel_file(tmp_path):
     ("reward: {endpoint: 'a:1', endpoints: [{address: 'b:2'}]}", "not both"),
     ("reward: {endpoints: [{address: 'a:1'}, {address: 'a:1', weight: 2}]}", "twice"),
     ("reward: {endpoints: [{address: 'nohost'}]}", "address"),
+    ("reward: {max_dropped: 3}", "needs on_failure: drop"),
+    ("reward: {on_failure: drop, max_dropped: 0}", "max_dropped"),
 ])
 def test_specs_that_cannot_run_their_views_or_rewards_are_refused(text, needle):
     with pytest.raises(SpecError, match=needle):
