@@ -22,13 +22,12 @@ from pathlib import Path
 from jetrl.config import TaskSpec
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import answer_of, majority_answer
+from jetrl.views import ANALOGOUS, MAIN, TEACHER
 
 __all__ = [
     "sample_texts", "v0_diagnostics", "GroupRecord", "label_of", "label_stats",
     "read_groups", "summarize", "mean_curve",
 ]
-
-MAIN, ANALOGOUS, TEACHER = "main", "analogous", "teacher"  # jetrl.views' names
 
 
 def _correct(answer: str | None, reference: str) -> bool:

@@ -15,11 +15,11 @@ from jetrl.lineage.models import (
     GROUP_STATES, Batch, PartialSample, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
     SampleSegment,
 )
-from jetrl.lineage.reports import LineageReports, RunStats
+from jetrl.lineage.reports import LineageReports
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER, split
 
-__all__ = ["GroupProgress", "LineageStore", "RunStats", "UnknownGroup", "dead_letter_id"]
+__all__ = ["GroupProgress", "LineageStore", "UnknownGroup", "dead_letter_id"]
 
 
 class UnknownGroup(LookupError):
@@ -395,7 +395,6 @@ class LineageStore(LineageReports):
             return dict((await conn.execute(select(PromptGroup.n, PromptGroup.problem).where(
                 PromptGroup.run_id == run_id, PromptGroup.state.in_(("admitted", "partial")),
                 PromptGroup.problem.is_not(None)))).all())
-
 
 
 async def unfinished(conn, group_id: str) -> list[int]:
