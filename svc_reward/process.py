@@ -22,7 +22,7 @@ import grpc
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jetrl.tasks.answers import numbers_equal
+from jetrl.tasks.answers import read_number
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward import steps, verify
 from svc_reward.agreement import serve_alone
@@ -57,7 +57,7 @@ def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
         reference = verify.reference_answer(request.reference)
     except ValueError as exc:
         return f"bad reference: {exc}"
-    if not numbers_equal(reference, reference):  # false exactly when it is not a number
+    if read_number(reference) is None:
         return f"{NAME} compares exact numbers; the reference {reference!r} is not one: use verify for maths answers"
     return None
 

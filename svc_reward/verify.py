@@ -8,14 +8,15 @@ The rule, in order:
 2. An empty completion has no answer: reward 0, detail "no answer".
 3. Exact numbers, when the reference is a number and the completion has no `\boxed{}`: the
    completion's answer is its last number, or the last one after its last `####`
-   (`jetrl.tasks.answers.extract_final_number`). That is the rule held-out accuracy is measured
-   with, so the reward trains exactly what evaluation counts: `37+45=` completed with `82`
-   scores 1, `82 and 7` scores 0 (it ends on a wrong number). Numbers compare as exact
-   fractions: `1,234` = `1234.0` = `1234`, `3.50` = `3.5`, `-3` ≠ `3`.
+   (`jetrl.tasks.answers`, which also says what one number is). That is the rule held-out
+   accuracy is measured with, so the reward trains exactly what evaluation counts: `37+45=`
+   completed with `82` scores 1, `82 and 7` scores 0 (it ends on a wrong number). Numbers
+   compare as exact fractions: `1,234` = `1234.0` = `1234`, `3.50` = `3.5`, `\frac{5}{2}` = `5/2`
+   = `2.5`, `−3` = `-3` ≠ `3`; `1,8` (not a thousands group) equals nothing.
 4. Otherwise math-verify: the last `\boxed{}`/LaTeX/plain expression of the completion against
-   the reference, compared symbolically (`\boxed{\frac{1}{2}}` = `0.5`). Only the last
-   MAX_MATH_CHARS characters are parsed: the answer is at the end, and parsing time grows with
-   the input.
+   the reference, compared symbolically (`\boxed{\frac{1}{2}}` = `0.5`), the minus signs of rule 3
+   read as minus there too. Only the last MAX_MATH_CHARS characters are parsed: the answer is at
+   the end, and parsing time grows with the input.
 
 Reward 1.0 when equal, 0.0 otherwise; `detail` says why.
 
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from jetrl.tasks.answers import extract_final_number, gsm8k_reference, numbers_equal
+from jetrl.tasks.answers import ascii_signs, extract_final_number, gsm8k_reference, numbers_equal, read_number
 
 __all__ = ["Score", "MAX_MATH_CHARS", "reference_answer", "exact_score", "math_score", "score"]
 
@@ -51,16 +52,12 @@ def reference_answer(reference: str) -> str:
     return gsm8k_reference(reference) if "####" in reference else reference
 
 
-def _is_number(s: str) -> bool:
-    return numbers_equal(s, s)  # false exactly when `s` does not parse as a number
-
-
 def exact_score(reference: str, text: str) -> Score | None:
     """Rules 1-3, cheap enough to run anywhere; None when the answer needs math-verify (rule 4)."""
     if not text.strip():
         return Score(0.0, "", NO_ANSWER)
     ref = reference_answer(reference)
-    if not _is_number(ref) or "\\boxed" in text:
+    if read_number(ref) is None or "\\boxed" in text:
         return None
     got = extract_final_number(text)
     if got is None:
@@ -83,7 +80,8 @@ def math_score(reference: str, text: str, *, timeout_s: int | None) -> Score:
     if not text.strip():
         return Score(0.0, "", NO_ANSWER)
     ref = reference_answer(reference)
-    pred = parse(text[-MAX_MATH_CHARS:], parsing_timeout=timeout_s)
+    # math-verify reads U+2212 as minus but not the other signs the exact rule reads as one (`–18`)
+    pred = parse(ascii_signs(text[-MAX_MATH_CHARS:]), parsing_timeout=timeout_s)
     # parse returns [sympy object, matched text]; the text is safe to report, while str() of a
     # huge sympy object can itself take for ever.
     extracted = next((p for p in pred if isinstance(p, str)), "")

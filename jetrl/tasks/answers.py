@@ -1,8 +1,23 @@
-"""Answer extraction and checking: exact numeric match for arithmetic and GSM8K.
+r"""Answer extraction and checking: exact numeric match for arithmetic and GSM8K.
 
-Numbers are compared as exact fractions (no float rounding): `1,000`, `1000.0` and `1000` are
-equal; `-3` and `3` are not. The label-free rewards' vote (`answer_of`, `majority_answer`) lives
-here too, so the reward servers and the bench that measures their labels read answers alike.
+The answer rule: a completion's answer is its last number; after its last `####` when it has
+one, else inside its last `\boxed{}` when it has one. Numbers compare as exact fractions (no
+float rounding). What counts as one number:
+
+- digits with an optional decimal part (`3.50`, `.5`); thousands separators only as commas
+  between groups of three (`1,000`, `1,234,567.5`). Digits joined by commas in any other way
+  (`1,8`, `5,4,0`, `12,34`) could be a list or a decimal comma: the token is read as one number
+  that equals nothing, so a completion ending on it is wrong whatever the reference;
+- a sign written directly before it: `-`, `+`, and the minus signs and dashes U+2212 (−),
+  U+2013 (–), U+FE63 (﹣) and U+FF0D (－) all read as a sign (`−18` is -18); one written apart
+  (`- 18`, a list bullet) is not;
+- a fraction: `a/b` (spaces allowed around the slash) and LaTeX `\frac{a}{b}`, `\dfrac`,
+  `\tfrac` (`\frac12` too) are the one number a/b, never their denominator. A LaTeX fraction whose
+  parts are not plain numbers (`\frac{\sqrt{2}}{2}`), or any fraction over zero, equals nothing;
+- a percent sign is not read: `18%` is 18.
+
+The label-free rewards' vote (`answer_of`, `majority_answer`) lives here too, so the reward
+servers and the bench that measures their labels read answers alike.
 """
 
 from __future__ import annotations
@@ -11,27 +26,141 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 from fractions import Fraction
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from jetrl.tasks import Problem
 
-__all__ = ["answer_of", "extract_final_number", "gsm8k_reference", "is_correct", "majority_answer", "numbers_equal"]
+__all__ = ["answer_of", "ascii_signs", "extract_final_number", "gsm8k_reference", "is_correct", "majority_answer",
+           "numbers_equal", "read_number"]
 
-# An optional sign, digits with optional thousands commas, an optional decimal part.
-_NUMBER = re.compile(r"-?\d(?:[\d,]*\d)?(?:\.\d+)?")
+_MINUS_SIGNS = "\u2212\u2013\ufe63\uff0d"  # minus sign, en dash, small and fullwidth hyphen-minus
+_SIGN = f"[-+{_MINUS_SIGNS}]"
+_UNSIGNED = r"(?:\d(?:[\d,]*\d)?(?:\.\d+)?|\.\d+)"
+_GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\.\d+|\d+(?:\.\d+)?")
+# one token: a LaTeX fraction command (its arguments are read by hand: they nest), or a signed
+# number (a sign before a dollar sign too: `-$18`), optionally over another
+_TOKEN = re.compile(
+    rf"(?P<fsign>{_SIGN})?\\[dt]?frac(?![A-Za-z])"
+    rf"|(?:(?P<sign>{_SIGN})(?:\\?\$)?)?(?P<num>{_UNSIGNED})(?:\s*/\s*(?P<dsign>{_SIGN})?(?P<den>{_UNSIGNED}))?")
+_SIGNED = re.compile(rf"\s*(?P<sign>{_SIGN})?(?P<num>{_UNSIGNED})\s*")
+_LATEX_ARG = re.compile(r"\s*(?:\\[A-Za-z]+|.)", re.DOTALL)
+_TO_HYPHEN = str.maketrans(dict.fromkeys(_MINUS_SIGNS, "-"))
+_BRACES = re.compile("[{}]")
+_LATEX_COMMA = "{,}"  # LaTeX's thousands comma: `1{,}000`
 _GSM8K_MARK = "####"
+_BOXED = "\\boxed{"
+
+
+class _Token(NamedTuple):
+    text: str  # the canonical number, or the raw text of a token that equals nothing
+    value: Fraction | None
+    start: int  # where it is in the text read
+    end: int
+
+
+def _unsigned(digits: str) -> Fraction | None:
+    """A number's value; None for commas that do not separate thousands."""
+    return Fraction(digits.replace(",", "")) if _GROUPED.fullmatch(digits) else None
+
+
+def _signed(sign: str | None, value: Fraction | None) -> Fraction | None:
+    return None if value is None else (-value if sign and sign != "+" else value)
+
+
+def _over(numerator: Fraction | None, denominator: Fraction | None) -> Fraction | None:
+    if numerator is None or denominator is None or denominator == 0:
+        return None
+    return numerator / denominator
+
+
+def _closing(text: str, opening: int) -> int:
+    """Where the `{` at `opening` closes (the text's end when it never does)."""
+    depth = 0
+    for brace in _BRACES.finditer(text, opening):
+        depth += 1 if brace.group() == "{" else -1
+        if depth == 0:
+            return brace.start()
+    return len(text)
+
+
+def _latex_fraction(text: str, command: re.Match) -> _Token:
+    """The `\\frac` command matched, with its two arguments (`{...}`, or one character or command)."""
+    parts: list[Fraction | None] = []
+    pos = command.end()
+    for _ in range(2):
+        arg = _LATEX_ARG.match(text, pos)
+        if arg is None:  # the text ends first
+            parts.append(None)
+            continue
+        if arg.group().strip() == "{":
+            close = _closing(text, arg.end() - 1)
+            inner, pos = _SIGNED.fullmatch(text, arg.end(), close), close + 1
+        else:
+            inner, pos = _SIGNED.fullmatch(arg.group()), arg.end()
+        parts.append(_signed(inner["sign"], _unsigned(inner["num"])) if inner else None)
+    value = _signed(command["fsign"], _over(*parts))
+    end = min(pos, len(text))
+    return _Token(str(value) if value is not None else text[command.start():end], value, command.start(), end)
+
+
+def _plain_number(m: re.Match) -> _Token:
+    value = _signed(m["sign"], _unsigned(m["num"]))
+    if m["den"] is not None:
+        value = _over(value, _signed(m["dsign"], _unsigned(m["den"])))
+        written = str(value) if value is not None else m.group()
+    elif value is not None:  # the digits as written (`18.50` stays `18.50`), the sign canonical
+        written = ("-" if value < 0 else "") + m["num"].replace(",", "")
+    else:
+        written = m.group()
+    return _Token(written, value, m.start(), m.end())
+
+
+def _numbers(text: str) -> list[_Token]:
+    """Every number of `text`, left to right, at positions in `text` with `{,}` read as `,`."""
+    text = text.replace(_LATEX_COMMA, ",")
+    found: list[_Token] = []
+    pos = 0
+    while (m := _TOKEN.search(text, pos)) is not None:
+        found.append(_latex_fraction(text, m) if m["num"] is None else _plain_number(m))
+        pos = found[-1].end
+    return found
+
+
+def _final(text: str) -> _Token | None:
+    """The answer token: the last number after the last `####`, else in the last `\\boxed{}`,
+    else anywhere."""
+    if _GSM8K_MARK in text:
+        text = text.rsplit(_GSM8K_MARK, 1)[1]
+    elif (at := text.rfind(_BOXED)) >= 0:
+        text = text[at + len(_BOXED):_closing(text, at + len(_BOXED) - 1)]
+    found = _numbers(text)
+    return found[-1] if found else None
 
 
 def extract_final_number(text: str) -> str | None:
-    """The last number in `text` (after a `####` marker when there is one), commas removed.
+    """The answer of `text` under the module's rule, written canonically (`1,234` -> `1234`,
+    `−3` -> `-3`, `\\frac{10}{4}` -> `5/2`), or as written when it equals nothing (`1,8`).
 
     Returns None when there is no number: an empty answer never matches anything.
     """
-    if _GSM8K_MARK in text:
-        text = text.rsplit(_GSM8K_MARK, 1)[1]
-    found = _NUMBER.findall(text)
-    return found[-1].replace(",", "") if found else None
+    token = _final(text)
+    return token.text if token is not None else None
+
+
+def read_number(s: str) -> Fraction | None:
+    """The value of `s` when it is exactly one number under the module's rule (nothing else but
+    space around it), else None."""
+    found = _numbers(s)
+    if len(found) != 1:
+        return None
+    s = s.replace(_LATEX_COMMA, ",")
+    return found[0].value if not s[:found[0].start].strip() and not s[found[0].end:].strip() else None
+
+
+def ascii_signs(text: str) -> str:
+    """`text` with every minus sign the rule reads written `-`, for readers that know only that one."""
+    return text.translate(_TO_HYPHEN)
 
 
 def gsm8k_reference(answer_text: str) -> str:
@@ -44,18 +173,11 @@ def gsm8k_reference(answer_text: str) -> str:
     return number
 
 
-def _as_fraction(s: str) -> Fraction | None:
-    try:
-        return Fraction(s.replace(",", "").strip())
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
 def numbers_equal(a: str | None, b: str | None) -> bool:
-    """True when both strings parse as numbers with exactly the same value."""
+    """True when both strings are numbers (`read_number`) with exactly the same value."""
     if a is None or b is None:
         return False
-    fa, fb = _as_fraction(a), _as_fraction(b)
+    fa, fb = read_number(a), read_number(b)
     return fa is not None and fb is not None and fa == fb
 
 
@@ -66,9 +188,9 @@ def is_correct(problem: Problem, completion: str) -> bool:
 
 def answer_of(text: str) -> str | None:
     """The canonical answer of a completion (its final number, written `str(Fraction)`: `1,000`,
-    `1000.0` -> `1000`, `2.50` -> `5/2`), or None when it has none."""
-    number = extract_final_number(text)
-    return None if number is None or (value := _as_fraction(number)) is None else str(value)
+    `1000.0` -> `1000`, `2.50` -> `5/2`), or None when it has none or it equals nothing."""
+    token = _final(text)
+    return None if token is None or token.value is None else str(token.value)
 
 
 def majority_answer(answers: Iterable[str | None]) -> str | None:
