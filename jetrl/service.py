@@ -1,7 +1,11 @@
 """The one way a jetrl service process runs: logs, tracing, a gRPC server with health and
-reflection, background workers, and a graceful stop on SIGTERM.
+reflection, supervised background workers, and a graceful stop on SIGTERM.
 
-Each `svc_<name>/__main__.py` calls `run_service` with its servicers and its bus workers.
+Each `svc_<name>/__main__.py` calls `run_service` with its servicers and its bus workers. A
+service rides out its dependencies: a worker that raises (Postgres or NATS away, say) is started
+again with backoff instead of taking the process down, health says NOT_SERVING while a worker is
+failing or the service's own probe fails, and an RPC that fails because a dependency is away
+answers UNAVAILABLE, which clients retry, instead of UNKNOWN.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
+from jetrl.bus.retry import is_transient
 from jetrl.config import Settings
 from jetrl.logs import log_fields, setup_logging
 from jetrl.telemetry import setup_tracing, shutdown_tracing
@@ -24,6 +29,116 @@ log = logging.getLogger(__name__)
 
 Register = Callable[[grpc.aio.Server], Iterable[str]]
 Worker = Callable[[asyncio.Event], Awaitable[None]]
+# None when the service's dependencies answer, else what is wrong (it goes in the log)
+Probe = Callable[[], Awaitable[str | None]]
+PROBE_EVERY_S = 2.0
+RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
+RECOVERED_AFTER_S = 5.0  # a restarted worker that ran this long is well again: its backoff starts over
+
+
+class _Unavailable(grpc.aio.ServerInterceptor):
+    """Answers UNAVAILABLE (retry later) when a handler fails because a dependency is away."""
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        if handler.unary_unary is not None:
+            inner = handler.unary_unary
+
+            async def unary(request, context):
+                try:
+                    return await inner(request, context)
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
+            return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream is not None:
+            stream = handler.unary_stream
+
+            async def streaming(request, context):
+                try:
+                    async for item in stream(request, context):
+                        yield item
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
+            return grpc.unary_stream_rpc_method_handler(streaming, handler.request_deserializer,
+                                                        handler.response_serializer)
+        return handler
+
+
+class _Health:
+    """SERVING exactly when the probe passes and no worker is failing."""
+
+    def __init__(self, servicer: health.aio.HealthServicer, names: list[str]):
+        self.servicer = servicer
+        self.names = ["", *names]
+        self.failing: set[str] = set()
+        self.probe_error: str | None = None
+        self.serving: bool | None = None
+
+    async def update(self) -> None:
+        serving = not self.failing and self.probe_error is None
+        if serving == self.serving:
+            return
+        self.serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in self.names:
+            await self.servicer.set(name, status)
+        if serving:
+            log.info("serving")
+        else:
+            log.warning("not serving", extra=log_fields(failing=sorted(self.failing), probe=self.probe_error))
+
+
+async def _supervise(worker: Worker, name: str, stop: asyncio.Event, state: _Health) -> None:
+    """Run a worker until it returns or `stop`; when it raises, start it again after a backoff.
+
+    It counts as failing (NOT_SERVING) from its failure until it has run again for a while.
+    """
+    failures = 0
+    while not stop.is_set():
+        task = asyncio.create_task(worker(stop))
+        done, _ = await asyncio.wait({task}, timeout=RECOVERED_AFTER_S)
+        if not done:
+            failures = 0
+            state.failing.discard(name)
+            await state.update()
+        try:
+            await task
+            state.failing.discard(name)
+            await state.update()
+            return  # a worker may finish its job (the scheduler's resume) and return
+        except Exception as exc:
+            if stop.is_set():
+                raise
+            delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
+            failures += 1
+            # a dependency away is expected to come back: one line; anything else: the traceback
+            log.error("worker failed, starting it again", exc_info=None if is_transient(exc) else exc,
+                      extra=log_fields(worker=name, error=repr(exc)[:300], retry_in_s=delay))
+            state.failing.add(name)
+            await state.update()
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except TimeoutError:
+                pass
+
+
+async def _watch(probe: Probe, stop: asyncio.Event, state: _Health) -> None:
+    while not stop.is_set():
+        try:
+            state.probe_error = await asyncio.wait_for(probe(), PROBE_EVERY_S * 2)
+        except Exception as exc:
+            state.probe_error = repr(exc)[:300]
+        await state.update()
+        try:
+            await asyncio.wait_for(stop.wait(), PROBE_EVERY_S)
+        except TimeoutError:
+            pass
 
 
 async def serve(
@@ -33,13 +148,16 @@ async def serve(
     workers: Sequence[Worker] = (),
     on_stop: Callable[[], Awaitable[None]] | None = None,
     ready: asyncio.Event | None = None,
+    probe: Probe | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT (or a worker raises), then stop accepting, drain workers, close.
+    """Serve until SIGTERM/SIGINT, then stop accepting, drain workers, close.
 
     `register` adds the servicers and returns their full service names; each worker gets the stop
-    event and must return soon after it is set (drain its subscriptions, finish the message at hand).
+    event and must return soon after it is set (drain its subscriptions, finish the message at
+    hand); a worker that raises is started again (with backoff) while health says NOT_SERVING.
+    `probe` checks the service's dependencies every few seconds for its health status.
     """
-    server = grpc.aio.server(interceptors=[aio_server_interceptor()])
+    server = grpc.aio.server(interceptors=[aio_server_interceptor(), _Unavailable()])
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -54,36 +172,25 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [asyncio.create_task(w(stop), name=getattr(w, "__name__", "worker")) for w in workers]
-    for service_name in ("", *names):
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("serving", extra=log_fields(listen=listen, services=names))
+    state = _Health(health_servicer, names)
+    await state.update()
+    tasks = [asyncio.create_task(_supervise(w, getattr(w, "__name__", "worker"), stop, state),
+                                 name=getattr(w, "__name__", "worker")) for w in workers]
+    if probe is not None:
+        tasks.append(asyncio.create_task(_watch(probe, stop, state), name="probe"))
+    log.info("listening", extra=log_fields(listen=listen, services=names))
     if ready is not None:
         ready.set()
-
-    failed: list[asyncio.Task] = []
-
-    def on_done(task: asyncio.Task) -> None:
-        # a worker may finish its job and return; one that raises takes the service down
-        if not task.cancelled() and task.exception() is not None and not stop.is_set():
-            failed.append(task)
-            log.error("worker died", exc_info=task.exception(), extra=log_fields(worker=task.get_name()))
-            stop.set()
-
-    for t in tasks:
-        t.add_done_callback(on_done)
     await stop.wait()
     log.info("stopping")
     await health_servicer.enter_graceful_shutdown()
     await server.stop(grace=5)
     results = await asyncio.gather(*tasks, return_exceptions=True)
     for t, r in zip(tasks, results):
-        if isinstance(r, Exception) and t not in failed:
+        if isinstance(r, Exception):
             log.error("worker failed while stopping", exc_info=r, extra=log_fields(worker=t.get_name()))
     if on_stop is not None:
         await on_stop()
-    if failed:
-        raise SystemExit(f"{name}: a worker died; see the log above")
 
 
 def run_service(name: str, main: Callable[[Settings], Awaitable[None]]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from jetrl.bus import Kind, connect, consume, declare, follow
-from jetrl.bus.topology import ROLLOUT_WORKERS
+from jetrl.bus.topology import ROLLOUT_EVALS, ROLLOUT_WORKERS
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
 from jetrl.service import serve
@@ -30,6 +30,9 @@ async def main(settings: Settings) -> None:
         # continuous-batching (or simulated) engine full, while the torch engine on a small CPU wants one
         await consume(js, ROLLOUT_WORKERS, worker.on_task, stop, batch=1, concurrency=settings.rollout_concurrency)
 
+    async def evals(stop: asyncio.Event) -> None:
+        await consume(js, ROLLOUT_EVALS, worker.on_eval_request, stop, batch=1)
+
     async def weights(stop: asyncio.Event) -> None:
         await follow(js, Kind.WEIGHTS, lambda ann, d: policies.on_announcement(ann), stop)
 
@@ -45,5 +48,5 @@ async def main(settings: Settings) -> None:
 
     await serve(
         "svc_rollout", settings.listen_or(DEFAULT_PORT), register(RolloutServicer(worker)),
-        [tasks, weights, teacher, control], on_stop=close,
+        [tasks, evals, weights, teacher, control], on_stop=close,
     )

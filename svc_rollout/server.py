@@ -8,7 +8,6 @@ import grpc
 
 from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
-from jetrl.tasks import make_task
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_rollout.engine import GenRequest
 from svc_rollout.policies import POLICY
@@ -33,15 +32,13 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
     async def Evaluate(self, request, context):
         if request.min_version < 0 or request.limit < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_version and limit must be >= 0")
-        engine = await self._engine(request.run_id, request.min_version, context)
-        spec = await self.policies.specs.get(request.run_id)
-        problems = make_task(spec.task).heldout()
-        if request.limit:
-            problems = problems[: request.limit]
-        version = engine.version  # evaluate exactly what the engine holds now
-        correct, total = await asyncio.to_thread(
-            engine.evaluate, problems, max_new_tokens=spec.rollout.max_new_tokens
-        )
+        try:
+            version, correct, total = await self.worker.evaluate(request.run_id, request.min_version, request.limit)
+        except RunNotFound as exc:
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
+        except TimeoutError:
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"version {request.min_version} of {request.run_id} was not announced in time")
         return services_pb2.EvaluateResponse(
             run_id=request.run_id, version=version, correct=correct, total=total, accuracy=correct / max(total, 1)
         )

@@ -9,6 +9,9 @@ token and are published as partial ("aborted") samples carrying every token so f
 included; a task whose attempt was aborted before it was picked up hands back its prefixes at
 once. A partial sample's message id names its attempt, so the finished sample of a later
 attempt (which has the plain sample id) is never taken for a duplicate of it.
+
+Held-out evaluations come as EvalRequest events on a work queue, so whichever worker is alive
+takes one; the result goes back as an Evaluation event.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound
+from jetrl.tasks import make_task
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
 from svc_rollout.engine import GenRequest, GenResult
@@ -139,6 +143,30 @@ class RolloutWorker:
             self.samples_aborted += 1
         else:
             self.samples_generated += 1
+
+    async def evaluate(self, run_id: str, min_version: int, limit: int = 0) -> tuple[int, int, int]:
+        """(version, correct, total): greedy held-out accuracy of the run's policy at `min_version`
+        or newer (the version the engine holds when it starts), on the first `limit` problems (0: all).
+        Raises RunNotFound for an unknown run, TimeoutError when the version does not come."""
+        spec = await self.policies.specs.get(run_id)
+        engine = await self.policies.at_least(run_id, min_version)
+        problems = make_task(spec.task).heldout()
+        if limit:
+            problems = problems[:limit]
+        version = engine.version  # evaluate exactly what the engine holds now
+        correct, total = await asyncio.to_thread(engine.evaluate, problems, max_new_tokens=spec.rollout.max_new_tokens)
+        return version, correct, total
+
+    async def on_eval_request(self, request: events_pb2.EvalRequest, delivery: Delivery) -> None:
+        if request.run_id in self.ended_runs:
+            return  # the run ended: nobody waits for this evaluation any more
+        try:
+            version, correct, total = await self.evaluate(request.run_id, request.min_version)
+        except RunNotFound as exc:
+            raise InvalidEvent(str(exc)) from None
+        result = events_pb2.Evaluation(run_id=request.run_id, version=version, requested=request.min_version,
+                                       correct=correct, total=total, worker_id=self.worker_id)
+        await publish(self.js, request.run_id, Kind.EVALUATED, result, msg_id=f"{request.run_id}.e{request.min_version}")
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
         if control.kind == events_pb2.Control.ABORT:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime, timedelta
 
-from jetrl.bus import connect, consume, consume_together, declare
+from sqlalchemy import text
+
+from jetrl.bus import connect, consume, consume_together, declare, is_transient
 from jetrl.bus.topology import (
-    SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_TEACHER, SCHEDULER_WEIGHTS,
+    DUPLICATE_WINDOW_S, SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_EVALUATED, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED,
+    SCHEDULER_TEACHER, SCHEDULER_WEIGHTS,
 )
 from jetrl.config import Settings, parse_spec
 from jetrl.lineage.db import check_database, make_engine
@@ -24,14 +28,18 @@ RECONCILE_EVERY_S = 5.0
 
 
 async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
-    """Pick up every run that was RUNNING when the last scheduler stopped."""
+    """Pick up every run that was RUNNING when the last scheduler stopped, and tell the workers
+    again of runs that ended lately (the last scheduler may have died before it did)."""
+    recent = datetime.now(UTC) - timedelta(seconds=DUPLICATE_WINDOW_S)
     for record in await store.list_runs():
         if record.state != "RUNNING":
+            if record.updated_at >= recent:
+                await coordinator.announce_end(record.run_id, record.state, record.message)
             continue
         try:
-            run = await asyncio.to_thread(coordinator.activate, record.run_id, parse_spec(record.spec_yaml))
+            run = await asyncio.to_thread(coordinator.prepare, record.run_id, parse_spec(record.spec_yaml))
         except Exception as exc:  # one broken run must not keep the others from resuming
-            await store.set_run_state(record.run_id, "FAILED", f"cannot resume: {exc}")
+            await coordinator.end(record.run_id, "FAILED", f"cannot resume: {exc}")
             continue
         await coordinator.start(run)
         log.info("run resumed", extra=log_fields(run=record.run_id, version=record.policy_version))
@@ -44,7 +52,7 @@ async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_scheduler")
     js = nc.jetstream()
     await declare(js)
-    coordinator = Coordinator(js, store, settings.rollout_addr)
+    coordinator = Coordinator(js, store)
     recorder = Recorder(coordinator, store)
 
     def worker(spec, handler):
@@ -64,18 +72,31 @@ async def main(settings: Settings) -> None:
         await resume_runs(coordinator, store)
 
     async def reconcile(stop: asyncio.Event) -> None:
-        # Decisions are driven by events; this re-takes them from lineage every few seconds, so an
-        # event that arrived while a run was being (re)activated cannot leave the run waiting.
+        # Decisions are driven by events; this re-takes them from lineage every few seconds, so a
+        # reaction lost between a commit and its publish cannot leave the run waiting.
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
             except TimeoutError:
                 for run_id in list(coordinator.runs):
-                    await coordinator.seal_batches(run_id)
-                    await coordinator.admit(run_id)
+                    try:
+                        await coordinator.reconcile(run_id)
+                    except Exception as exc:
+                        if not is_transient(exc):
+                            raise
+                        log.warning("reconcile postponed", extra=log_fields(run=run_id, error=repr(exc)[:300]))
+
+    async def probe() -> str | None:
+        if not nc.is_connected:
+            return "NATS is not connected"
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        except Exception as exc:
+            return f"Postgres: {exc!r}"[:300]
+        return None
 
     async def close() -> None:
-        await coordinator.close()
         await nc.drain()
         await engine.dispose()
 
@@ -92,6 +113,8 @@ async def main(settings: Settings) -> None:
             worker(SCHEDULER_TEACHER, recorder.on_teacher),
             worker(SCHEDULER_CONTROL, recorder.on_control),
             worker(SCHEDULER_DLQ, recorder.on_dead_letter),
+            worker(SCHEDULER_EVALUATED, recorder.on_evaluated),
         ],
         on_stop=close,
+        probe=probe,
     )

@@ -3,6 +3,11 @@
 Every decision is recomputed from the lineage rows, never from in-memory counters, so a restarted
 scheduler carries on where the last one stopped: ids are deterministic (group n of a run is
 `<run>.g<n>`, batch s is `<run>.b<s>`) and JetStream drops a re-published id as a duplicate.
+
+Each decision is recorded first and published second. A crash between the two leaves a fact in
+lineage whose event never went out; `reconcile` re-derives every such event from lineage (tasks
+of generating groups, aborts of buffered attempts, complete groups, sealed batches, evaluations,
+the end of a run) and publishes it again: on every start, and the cheap part every few seconds.
 """
 
 from __future__ import annotations
@@ -15,16 +20,16 @@ from dataclasses import dataclass, field
 from opentelemetry import context as otel_context
 
 from jetrl.bus import Kind, publish
+from jetrl.crash import crash_point
 from jetrl.config import RunSpec
 from jetrl.lineage.buffer import PartialBuffer, Resumed
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.policy.load import encode_prompt, load_tokenizer
-from jetrl.rpc import channel
 from jetrl.tasks import make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
-from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
-from jetrl.views import ANALOGOUS, MAIN, TEACHER, View, layout
+from jetrl.v1 import events_pb2
+from jetrl.views import ANALOGOUS, MAIN, TEACHER, View, group_size, layout
 from svc_scheduler.admission import Admission
 from svc_scheduler.selection import Evidence, ThompsonSelector
 
@@ -58,22 +63,27 @@ def task_msg_id(group: str, attempt: int, view: str = MAIN) -> str:
     return base if attempt == 0 else f"{base}.r{attempt}"
 
 
+def eval_msg_id(run_id: str, version: int) -> str:
+    return f"{run_id}.e{version}"
+
+
+ENDED_CONTROL = {"COMPLETED": (events_pb2.Control.COMPLETED, "completed"),
+                 "STOPPED": (events_pb2.Control.STOP, "stopped"), "FAILED": (events_pb2.Control.STOP, "stopped")}
+
+
 class Coordinator:
-    def __init__(self, js, store: LineageStore, rollout_addr: str):
+    def __init__(self, js, store: LineageStore):
         self.js = js
         self.store = store
         self.buffer = PartialBuffer(store.engine)
         self.runs: dict[str, ActiveRun] = {}
         self.changed = asyncio.Condition()
-        self._rollout_channel = channel(rollout_addr)
-        self._rollout = services_pb2_grpc.RolloutServiceStub(self._rollout_channel)
-        self._background: set[asyncio.Task] = set()
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def activate(self, run_id: str, spec: RunSpec) -> ActiveRun:
-        """Load what deciding for this run needs; raises ValueError when the model dir or the
-        task cannot serve the spec."""
+    def prepare(self, run_id: str, spec: RunSpec) -> ActiveRun:
+        """Load what deciding for this run needs (not yet active: `start` makes it so); raises
+        ValueError when the model dir or the task cannot serve the spec."""
         task = make_task(spec.task)
         if spec.rollout.analogous_view and not task.has_analogous:
             raise ValueError(f"rollout.analogous_view needs a rephrasing of every problem: give {spec.task.path} a "
@@ -95,31 +105,34 @@ class Coordinator:
                 regenerate_stale=spec.schedule.stale_partials == "regenerate",
             ),
         )
-        self.runs[run_id] = run
         return run
 
     async def start(self, run: ActiveRun) -> None:
-        """Begin (or, after a restart, resume) a run: re-publish what may not have gone out, admit, seal."""
+        """Begin (or, after a restart, resume) a run whose row exists: make it active, re-publish
+        what may not have gone out, admit, seal."""
+        self.runs[run.run_id] = run
         record = await self.store.get_run(run.run_id)
         if record.policy_version >= run.spec.train.steps:
-            self.spawn(self.finish(run.run_id))
+            await self.finish(run.run_id)
             return
         await self.republish(run)
-        await self.admit(run.run_id)
-        await self.seal_batches(run.run_id)
-        if record.policy_version == 0 and await self.store.latest_evaluation(run.run_id) is None:
-            self.spawn(self.evaluate(run.run_id, 0))
+        await self.reconcile(run.run_id)
+        every = run.spec.schedule.eval_every
+        evaluated = await self.store.latest_evaluation(run.run_id)
+        due = record.policy_version - record.policy_version % every if every else 0
+        if evaluated is None or evaluated[0] < due:
+            await self.request_evaluation(run.run_id, due)
 
-    def spawn(self, coro) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def close(self) -> None:
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
-        await self._rollout_channel.close()
+    async def reconcile(self, run_id: str) -> None:
+        """Publish what lineage says is decided but may not have gone out, then decide anew:
+        complete groups, batches to seal, groups to admit."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return
+        for group in await self.store.complete_groups(run_id, group_size(run.spec)):
+            await self.publish_group(run_id, group)
+        await self.seal_batches(run_id)
+        await self.admit(run_id)
 
     async def notify(self) -> None:
         async with self.changed:
@@ -194,6 +207,7 @@ class Coordinator:
             in_flight = await self.store.group_problems(run_id) if run.selector else {}
             for gid in resumable:
                 if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
+                    crash_point("resume.recorded")
                     await self._publish_task(run, r, in_flight.get(r.n))
                     resumed += 1
             first = sum(counts.values())
@@ -206,6 +220,7 @@ class Coordinator:
                     span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": tasks[0].group_id})
                     await self.store.admit_group(tasks[0], p.answer, current_traceparent(), current_trace_id(),
                                                  analogous=p.analogous if len(tasks) > 1 else None, problem=problem)
+                    crash_point("admit.recorded")
                     await self._publish_tasks(run_id, tasks)
         if slots:
             log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
@@ -218,13 +233,17 @@ class Coordinator:
         aborted = await self.buffer.abort(run.run_id, generating)
         if not aborted:
             return
+        crash_point("abort.recorded")
+        await self._publish_abort(run.run_id, aborted)
+        log.info("aborted", extra=log_fields(run=run.run_id, groups=len(aborted)))
+
+    async def _publish_abort(self, run_id: str, aborted: list[tuple[str, int]]) -> None:
         control = events_pb2.Control(
-            run_id=run.run_id, kind=events_pb2.Control.ABORT, reason="batch sealed: over-provisioned groups",
+            run_id=run_id, kind=events_pb2.Control.ABORT, reason="batch sealed: over-provisioned groups",
             aborted=[events_pb2.TaskRef(group_id=g, attempt=a) for g, a in aborted],
         )
         first = min(aborted)
-        await publish(self.js, run.run_id, Kind.CONTROL, control, msg_id=f"{first[0]}.abort{first[1]}")
-        log.info("aborted", extra=log_fields(run=run.run_id, groups=len(aborted)))
+        await publish(self.js, run_id, Kind.CONTROL, control, msg_id=f"{first[0]}.abort{first[1]}")
 
     async def _publish_tasks(self, run_id: str, tasks: list[events_pb2.Task]) -> None:
         for task in tasks:
@@ -240,13 +259,26 @@ class Coordinator:
             await self._publish_tasks(run.run_id, tasks)
 
     async def republish(self, run: ActiveRun) -> None:
-        """After a restart: tasks and batches decided before it may never have been published;
-        their ids are deterministic, so JetStream drops the ones that were."""
+        """After a restart: tasks, aborts and batches decided before it may never have been
+        published; their ids are deterministic, so JetStream drops the ones that were (an abort
+        sent twice stops nothing more: workers skip attempts they do not hold)."""
         problems = await self.store.group_problems(run.run_id)
         for n, *_ in await self.store.admitted_groups(run.run_id):
             await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)), problems.get(n))
+        if waiting := await self.buffer.unaccounted(run.run_id):
+            await self._publish_abort(run.run_id, waiting)
         for batch in await self.store.untrained_batches(run.run_id):
             await self._publish_batch(await self.store.load_batch(batch))
+
+    async def publish_group(self, run_id: str, group_id: str) -> None:
+        """A group has all its samples: out to the reward stage, then marked generated."""
+        group = await self.store.load_group(group_id)
+        # back into the group's own trace: the fetch's span is shared by many groups
+        parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
+        with tracer.start_as_current_span("group assemble", context=parent) as span:
+            span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
+            await publish(self.js, run_id, Kind.GROUPS, group, msg_id=group_id)
+        await self.store.mark_group(group_id, "generated")
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -264,6 +296,7 @@ class Coordinator:
                 if not await self.store.seal_batch(run_id, step, run.spec.train.batch_groups, batch_id(run_id, step),
                                                    run.spec.schedule.max_staleness):
                     return
+                crash_point("seal.recorded")
                 await self._publish_batch(await self.store.load_batch(batch_id(run_id, step)))
                 log.info("batch sealed", extra=log_fields(run=run_id, step=step))
 
@@ -281,22 +314,11 @@ class Coordinator:
 
     # ---- evaluation and the end of a run ----------------------------------------------------
 
-    async def evaluate(self, run_id: str, version: int, attempts: int = 5) -> bool:
-        """Held-out accuracy of `version` from a rollout worker, recorded in lineage."""
-        for attempt in range(attempts):
-            try:
-                reply = await self._rollout.Evaluate(
-                    services_pb2.EvaluateRequest(run_id=run_id, min_version=version), timeout=600
-                )
-            except Exception as exc:  # a worker restarting must not fail the run: retry, then report
-                log.warning("evaluation failed", extra=log_fields(run=run_id, version=version, error=str(exc)))
-                await asyncio.sleep(2 * (attempt + 1))
-                continue
-            await self.store.record_evaluation(run_id, reply.version, reply.correct, reply.total)
-            log.info("evaluated", extra=log_fields(run=run_id, version=reply.version, accuracy=reply.accuracy))
-            await self.notify()
-            return True
-        return False
+    async def request_evaluation(self, run_id: str, version: int) -> None:
+        """Ask whichever rollout worker is alive for the held-out accuracy of `version` (or newer);
+        its result comes back as an Evaluation event (Recorder.on_evaluated)."""
+        await publish(self.js, run_id, Kind.EVALS, events_pb2.EvalRequest(run_id=run_id, min_version=version),
+                      msg_id=eval_msg_id(run_id, version))
 
     async def on_version(self, run_id: str, version: int) -> None:
         run = self.runs.get(run_id)
@@ -304,11 +326,16 @@ class Coordinator:
             return
         every = run.spec.schedule.eval_every
         if version >= run.spec.train.steps:
-            self.spawn(self.finish(run_id))
+            await self.finish(run_id)
             return
         if every and version % every == 0:
-            self.spawn(self.evaluate(run_id, version))
+            await self.request_evaluation(run_id, version)
         await self.admit(run_id)
+
+    async def on_evaluation(self, run_id: str, requested: int) -> None:
+        run = self.runs.get(run_id)
+        if run is not None and requested >= run.spec.train.steps:
+            await self.finish(run_id)
 
     async def fail(self, run_id: str, reason: str) -> None:
         """End a run that cannot go on (state FAILED, the reason in its message); workers drop its work."""
@@ -316,28 +343,32 @@ class Coordinator:
             log.error("run failed", extra=log_fields(run=run_id, reason=reason))
             await self.stop(run_id, reason, state="FAILED")
 
-    async def finish(self, run_id: str) -> None:
-        run = self.runs[run_id]
+    async def finish(self, run_id: str, message: str = "") -> None:
+        """The last version is trained: complete the run once its final evaluation is recorded
+        (asked for here when it is not), or at once with `message` when it cannot be had."""
+        run = self.runs.get(run_id)
+        if run is None:
+            return
         final = run.spec.train.steps
         latest = await self.store.latest_evaluation(run_id)
-        ok = (latest is not None and latest[0] >= final) or await self.evaluate(run_id, final)
-        message = "" if ok else "final held-out evaluation failed (is svc_rollout reachable?)"
-        await self.store.set_run_state(run_id, "COMPLETED", message)
-        await publish(
-            self.js, run_id, Kind.CONTROL,
-            events_pb2.Control(run_id=run_id, kind=events_pb2.Control.COMPLETED, reason=message),
-            msg_id=f"{run_id}.completed",
-        )
-        self.runs.pop(run_id, None)
+        if not message and (latest is None or latest[0] < final):
+            await self.request_evaluation(run_id, final)
+            return
+        await self.end(run_id, "COMPLETED", message)
         log.info("run completed", extra=log_fields(run=run_id, version=final))
-        await self.notify()
 
     async def stop(self, run_id: str, reason: str, state: str = "STOPPED") -> None:
-        await self.store.set_run_state(run_id, state, reason)
-        await publish(
-            self.js, run_id, Kind.CONTROL,
-            events_pb2.Control(run_id=run_id, kind=events_pb2.Control.STOP, reason=reason),
-            msg_id=f"{run_id}.stopped",
-        )
+        await self.end(run_id, state, reason)
+
+    async def end(self, run_id: str, state: str, message: str) -> None:
+        """Record the run's end, then tell every worker (again, after a restart: `announce_end`)."""
+        await self.store.set_run_state(run_id, state, message)
+        crash_point("end.recorded")
         self.runs.pop(run_id, None)
+        await self.announce_end(run_id, state, message)
         await self.notify()
+
+    async def announce_end(self, run_id: str, state: str, message: str) -> None:
+        kind, suffix = ENDED_CONTROL[state]
+        await publish(self.js, run_id, Kind.CONTROL, events_pb2.Control(run_id=run_id, kind=kind, reason=message),
+                      msg_id=f"{run_id}.{suffix}")

@@ -2,17 +2,21 @@
 
 Each handler commits its rows first and reacts second (publish the complete group, seal a batch,
 admit more work); the consume helper acks only after the handler returns, and every write and
-publish is idempotent, so a redelivered event changes nothing.
+publish is idempotent, so a redelivered event changes nothing. A crash between the commit and
+the reaction is mended by the coordinator's reconcile, which re-derives reactions from lineage.
+An event of a run that is RUNNING but not active yet (a restarted scheduler still resuming it)
+waits: acted on before the run is, its reaction would be lost.
 """
 
 from __future__ import annotations
 
 import logging
 
-from jetrl.bus import DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, publish
+from jetrl.bus import CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, Wait, parse_subject
+from jetrl.crash import crash_point
 from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
 from jetrl.logs import log_fields
-from jetrl.telemetry import current_trace_id, extract, trace_id_of, tracer
+from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size
 from svc_scheduler.coordinator import Coordinator
@@ -30,8 +34,11 @@ class Recorder:
         run = self.coordinator.runs.get(run_id)
         if run is not None:
             return run.spec
-        if await self.store.get_run(run_id) is None:
+        record = await self.store.get_run(run_id)
+        if record is None:
             raise InvalidEvent(f"unknown run {run_id!r}")
+        if record.state == "RUNNING":
+            raise Wait(f"run {run_id} is RUNNING but not active yet (the scheduler is resuming it)")
         return None
 
     async def on_samples(self, items: list[tuple[events_pb2.Sample, Delivery]]) -> dict[int, str]:
@@ -53,6 +60,7 @@ class Recorder:
                 accepted.append((i, sample))
         # each sample keeps the trace of its own group, whatever else came in the same fetch
         progress = await self.store.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
+        crash_point("samples.recorded")
         for i, sample in accepted:
             if progress[(sample.group_id, sample.run_id)] is None:
                 rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
@@ -62,7 +70,7 @@ class Recorder:
             if spec is None or p is None:
                 continue
             if p.complete >= group_size(spec) and p.state in ("admitted", "partial"):
-                await self._publish_group(run_id, group_id)
+                await self.coordinator.publish_group(run_id, group_id)
                 changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
                 changed.add(run_id)  # an aborted group's partials are all in: it may resume
@@ -71,15 +79,6 @@ class Recorder:
         if accepted:
             await self.coordinator.notify()
         return rejected
-
-    async def _publish_group(self, run_id: str, group_id: str) -> None:
-        group = await self.store.load_group(group_id)
-        # back into the group's own trace: the fetch's span is shared by many groups
-        parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
-        with tracer.start_as_current_span("group assemble", context=parent) as span:
-            span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
-            await publish(self.coordinator.js, run_id, Kind.GROUPS, group, msg_id=group_id)
-        await self.store.mark_group(group_id, "generated")
 
     async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
         run_id = scored.group.run_id
@@ -124,6 +123,14 @@ class Recorder:
         await self.coordinator.notify()
         await self.coordinator.on_version(ann.run_id, ann.version)
 
+    async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:
+        await self._run_spec(ev.run_id)
+        await self.store.record_evaluation(ev.run_id, ev.version, ev.correct, ev.total)
+        log.info("evaluated", extra=log_fields(run=ev.run_id, version=ev.version,
+                                               accuracy=ev.correct / max(ev.total, 1), worker=ev.worker_id))
+        await self.coordinator.notify()
+        await self.coordinator.on_evaluation(ev.run_id, ev.requested)
+
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
         """Carry out a STOP an operator published; the scheduler's own STOP/COMPLETED find the run ended."""
         if control.kind == events_pb2.Control.STOP and control.run_id in self.coordinator.runs:
@@ -137,3 +144,21 @@ class Recorder:
         )
         log.warning("dead letter", extra=log_fields(run=delivery.run_id, subject=subject, reason=reason))
         await self.coordinator.notify()
+        if delivery.headers.get(DLQ_CAUSE) == CAUSE_FAILED:
+            await self._failed_for_good(delivery.run_id, subject, reason, payload)
+
+    async def _failed_for_good(self, run_id: str, subject: str, reason: str, payload: bytes) -> None:
+        """An event of the run was handled and failed every time: it will never come again (its id
+        is deterministic), so waiting for its consequence would be a stall. A failed final
+        evaluation still completes the run (with the reason); any other failure fails it."""
+        try:
+            kind = parse_subject(subject)[1]
+        except ValueError:
+            kind = None
+        if kind is Kind.EVALS:
+            requested = events_pb2.EvalRequest.FromString(payload).min_version
+            run = self.coordinator.runs.get(run_id)
+            if run is not None and requested >= run.spec.train.steps:
+                await self.coordinator.finish(run_id, f"final held-out evaluation failed: {reason}")
+            return
+        await self.coordinator.fail(run_id, f"an event on {subject} failed for good, the run cannot go on: {reason}")

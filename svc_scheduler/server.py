@@ -89,13 +89,14 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         if problems := await check_reward_needs(spec, self.reward_addr):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:
-            run = await asyncio.to_thread(self.coordinator.activate, run_id, spec)
+            run = await asyncio.to_thread(self.coordinator.prepare, run_id, spec)
         except (OSError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot start the run: {exc}")
         await self.store.create_run(
             run_id, spec.name, dump_spec(spec), spec.train.steps, spec.train.batch_groups,
             group_size(spec), current_trace_id(),
         )
+        # active only once its row exists: a reconcile tick or an event in between finds it whole
         await self.coordinator.start(run)
         return await self._run(run_id, context)
 

@@ -133,11 +133,17 @@ class TorchTrainEngine:
         return totals
 
     def _update(self, out: LossOutput) -> float:
-        """One AdamW step on the loss unless it kept no token; returns the gradient norm before clipping."""
+        """One AdamW step on the loss unless it kept no token or its gradient is not finite; returns
+        the gradient norm before clipping."""
         if not out.kept_tokens:
             return 0.0
         self.optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.spec.grad_clip)
+        if not torch.isfinite(grad_norm):
+            # a non-finite gradient would turn every weight into NaN: no step, and the caller
+            # refuses to make a version of it (svc_trainer.worker.NonFiniteStep)
+            self.optimizer.zero_grad(set_to_none=True)
+            return float(grad_norm)
         self.optimizer.step()
         return float(grad_norm)

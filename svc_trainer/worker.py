@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jetrl.bus import Delivery, InvalidEvent, Kind, publish
+from jetrl.bus import Delivery, InvalidEvent, Kind, Wait, publish
+from jetrl.crash import crash_point
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import tracer
@@ -30,8 +32,13 @@ from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 log = logging.getLogger(__name__)
 
 
-class NotYourTurn(RuntimeError):
-    """A batch for a later version than the trainer holds: retried after the earlier batch."""
+class NotYourTurn(Wait):
+    """A batch for a later version than the trainer holds: it waits for the earlier batch (held,
+    say, by a trainer that died, until its ack wait lapses), without counting as a failure."""
+
+
+class NonFiniteStep(RuntimeError):
+    """A training step gave a non-finite loss or gradient: no version can be made of it."""
 
 
 @dataclass
@@ -108,6 +115,11 @@ class Trainer:
                 # Never empty-handed: a batch with no trainable token still makes a version
                 # (the engine skips the optimizer step, so its weights are the previous ones).
                 metrics = await asyncio.to_thread(rt.engine.train_step, samples)
+            if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
+                # fails every time: dead-lettered after its retries, and the scheduler fails the run
+                raise NonFiniteStep(f"batch {batch.batch_id}: non-finite {', '.join(bad)} "
+                                    f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); check the rewards' scale "
+                                    "(reward.max_abs_reward) and train.lr")
             await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
 
     def _samples(self, batch: events_pb2.Batch, spec):
@@ -175,6 +187,7 @@ class Trainer:
         state.announcement = ann.SerializeToString()
         state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
         await asyncio.to_thread(save_state, self.data_dir, batch.run_id, state)
+        crash_point("train.saved")
         await self._publish(batch.run_id, ann, teacher_ann)
         log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
 

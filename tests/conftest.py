@@ -126,6 +126,9 @@ def _valid_event(kind, run_id: str = "run1"):
         Kind.TEACHER: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
                                                      sha256="cd" * 32, uri="file:///w/teacher/v1.safetensors"),
         Kind.CONTROL: lambda: ev.Control(run_id=run_id, kind=ev.Control.STOP, reason="test"),
+        Kind.EVALS: lambda: ev.EvalRequest(run_id=run_id, min_version=2),
+        Kind.EVALUATED: lambda: ev.Evaluation(run_id=run_id, version=3, requested=2, correct=5, total=40,
+                                              worker_id="w0"),
     }[Kind(kind)]()
 
 

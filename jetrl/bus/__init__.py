@@ -2,16 +2,19 @@
 
 from jetrl.bus.connection import BusUnreachable, connect
 from jetrl.bus.consume import (
-    DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, BatchHandler, Delivery, Handler, consume, consume_together, follow,
+    DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, BatchHandler, Delivery, Handler, consume, consume_together, follow,
 )
 from jetrl.bus.publish import publish
+from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, Wait, is_transient
 from jetrl.bus.topology import (
     CONSUMERS,
     MESSAGE_TYPES,
     REWARD_STAGE,
+    ROLLOUT_EVALS,
     ROLLOUT_WORKERS,
     SCHEDULER_CONTROL,
     SCHEDULER_DLQ,
+    SCHEDULER_EVALUATED,
     SCHEDULER_ROLLOUTS,
     SCHEDULER_SCORED,
     SCHEDULER_TEACHER,
@@ -28,10 +31,12 @@ from jetrl.bus.validate import InvalidEvent, check, decode
 
 __all__ = [
     "BusUnreachable", "connect",
-    "DLQ_REASON", "DLQ_SEQ", "DLQ_SUBJECT", "BatchHandler", "Delivery", "Handler", "consume", "consume_together",
+    "DLQ_CAUSE", "DLQ_REASON", "DLQ_SEQ", "DLQ_SUBJECT", "BatchHandler", "Delivery", "Handler", "consume", "consume_together",
     "follow",
     "publish",
-    "CONSUMERS", "MESSAGE_TYPES", "REWARD_STAGE", "ROLLOUT_WORKERS", "SCHEDULER_CONTROL", "SCHEDULER_DLQ", "SCHEDULER_ROLLOUTS",
+    "CAUSE_FAILED", "CAUSE_INVALID", "Wait", "is_transient",
+    "CONSUMERS", "MESSAGE_TYPES", "REWARD_STAGE", "ROLLOUT_EVALS", "ROLLOUT_WORKERS", "SCHEDULER_CONTROL", "SCHEDULER_DLQ",
+    "SCHEDULER_EVALUATED", "SCHEDULER_ROLLOUTS",
     "SCHEDULER_SCORED", "SCHEDULER_TEACHER", "SCHEDULER_WEIGHTS", "TRAINER", "ConsumerSpec", "Kind", "declare", "parse_subject",
     "stream_name", "subject",
     "InvalidEvent", "check", "decode",

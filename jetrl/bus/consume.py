@@ -3,7 +3,9 @@
 `consume` acks a message only after the handler returned, i.e. after its side effects are
 committed; handlers are idempotent, so a redelivery after a crash changes nothing. Nothing is
 dropped silently: a malformed event, or one whose handler keeps failing, goes to the run's
-dead-letter subject with the reason before it is acked.
+dead-letter subject with the reason before it is acked. A handler that must wait for an earlier
+event, or for Postgres or NATS to come back, is retried without end and without spending the
+failures that lead there (jetrl.bus.retry).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from nats.js.api import DeliverPolicy
 from opentelemetry import trace
 
 from jetrl.bus.publish import MSG_ID, messaging_attributes
+from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, FailureCounter, Wait, failure_delay, is_transient, wait_delay
 from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind, stream_name, subject
 from jetrl.bus.validate import InvalidEvent, decode
 from jetrl.logs import log_fields
@@ -32,7 +35,8 @@ log = logging.getLogger(__name__)
 DLQ_REASON = "Jetrl-Dlq-Reason"
 DLQ_SUBJECT = "Jetrl-Dlq-Subject"
 DLQ_SEQ = "Jetrl-Dlq-Seq"
-MAX_RETRY_DELAY_S = 60.0
+DLQ_CAUSE = "Jetrl-Dlq-Cause"  # retry.CAUSE_INVALID or retry.CAUSE_FAILED
+_failures = FailureCounter()
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ async def consume(
     `concurrency` > 1, up to that many handlers at once.
 
     A failed handler's message is retried after `retry_delay`·2^(n-1) s (capped at a minute);
-    on its `max_deliver`-th failure it is dead-lettered. Returns within about `fetch_timeout`
+    on its `max_failures`-th failure it is dead-lettered; waits and outages are retried for as
+    long as they last (jetrl.bus.retry). Returns within about `fetch_timeout`
     of `stop`, once the messages at hand are finished; the rest of a fetched batch is handed back.
     With concurrency, only as many messages are fetched as there are free handler slots (so
     `batch` does not apply) and a slot is refilled as soon as its handler returns.
@@ -99,7 +104,7 @@ async def consume_together(
 
     The handler gets the well-formed (event, delivery) pairs and returns {index: reason} for
     those it refuses: they are dead-lettered, the others acked. If it raises, every message of
-    the call is retried (or dead-lettered at its max_deliver), exactly as with `consume`.
+    the call is retried (or dead-lettered at its max_failures), exactly as with `consume`.
     """
     async def process(pending: list[Msg]) -> None:
         await _process_together(js, consumer, list(pending), handler, retry_delay)
@@ -258,18 +263,13 @@ async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handl
             await handler(_decode(consumer.kind, msg.data, delivery.run_id), delivery)
         except InvalidEvent as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
-            await _give_up(js, msg, delivery, str(exc), retry_delay)
+            await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
         except Exception as exc:
-            n = delivery.num_delivered
-            log.exception("handler failed", extra=log_fields(consumer=consumer.name, subject=msg.subject,
-                                                             seq=delivery.stream_seq, delivered=n))
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
-            if 0 < consumer.max_deliver <= n:
-                await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay)
-            else:
-                await msg.nak(delay=min(retry_delay * 2 ** (n - 1), MAX_RETRY_DELAY_S))
+            await _not_done(js, consumer, [(delivery, msg)], exc, retry_delay)
         else:
+            _failures.settle(consumer.name, delivery.stream_seq)
             await msg.ack()
 
 
@@ -282,7 +282,7 @@ async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: 
             items.append((_decode(consumer.kind, msg.data, delivery.run_id), delivery, msg))
         except InvalidEvent as exc:
             with _span(delivery, consumer.name):
-                await _give_up(js, msg, delivery, str(exc), retry_delay)
+                await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
     if not items:
         return
     # one step consumes many messages: its span links to each producer's context
@@ -293,25 +293,42 @@ async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: 
         try:
             rejected = await handler([(event, delivery) for event, delivery, _ in items])
         except Exception as exc:
-            log.exception("batch handler failed", extra=log_fields(consumer=consumer.name, messages=len(items)))
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
-            for _, delivery, msg in items:
-                n = delivery.num_delivered
-                if 0 < consumer.max_deliver <= n:
-                    await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}",
-                                   retry_delay)
-                else:
-                    await msg.nak(delay=min(retry_delay * 2 ** (n - 1), MAX_RETRY_DELAY_S))
+            await _not_done(js, consumer, [(d, m) for _, d, m in items], exc, retry_delay)
             return
     for i, (_, delivery, msg) in enumerate(items):
+        _failures.settle(consumer.name, delivery.stream_seq)
         if i in rejected:
-            await _give_up(js, msg, delivery, rejected[i], retry_delay)
+            await _give_up(js, msg, delivery, rejected[i], retry_delay, CAUSE_INVALID)
         else:
             await msg.ack()
 
 
-async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float) -> None:
+async def _not_done(js: JetStreamContext, consumer: ConsumerSpec, messages: list[tuple[Delivery, Msg]],
+                    exc: Exception, retry_delay: float) -> None:
+    """A handler raised for these messages: wait, retry, or (after max_failures) dead-letter them."""
+    if isinstance(exc, Wait) or is_transient(exc):
+        # not the event's fault: retried for as long as it takes, never counted, never an error
+        level = logging.DEBUG if isinstance(exc, Wait) else logging.WARNING
+        log.log(level, "waiting", extra=log_fields(consumer=consumer.name, messages=len(messages),
+                                                   reason=f"{type(exc).__name__}: {exc}"[:300]))
+        for delivery, msg in messages:
+            await msg.nak(delay=wait_delay(delivery.num_delivered, retry_delay))
+        return
+    log.error("handler failed", exc_info=exc, extra=log_fields(consumer=consumer.name, messages=len(messages)))
+    for delivery, msg in messages:
+        n = _failures.fail(consumer.name, delivery.stream_seq)
+        if n >= consumer.max_failures:
+            _failures.settle(consumer.name, delivery.stream_seq)
+            await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay,
+                           CAUSE_FAILED)
+        else:
+            await msg.nak(delay=failure_delay(n, retry_delay))
+
+
+async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float,
+                   cause: str) -> None:
     """Dead-letter then ack; a dead letter that cannot be handled stays in its stream, logged."""
     if delivery.kind is Kind.DLQ:
         log.error("dead letter not handled", extra=log_fields(seq=delivery.stream_seq, reason=reason))
@@ -323,6 +340,7 @@ async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: s
         DLQ_REASON: " ".join(reason.split())[:2000],  # one header line: no CR/LF
         DLQ_SUBJECT: msg.subject,
         DLQ_SEQ: str(seq),
+        DLQ_CAUSE: cause,
         MSG_ID: f"dlq:{msg.metadata.stream}:{seq}",
     }
     try:

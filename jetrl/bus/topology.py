@@ -37,6 +37,8 @@ class Kind(StrEnum):
     WEIGHTS = "weights"
     TEACHER = "teacher"  # the EMA teacher's weights (Co-rewarding-II): a second weight stream
     CONTROL = "control"
+    EVALS = "evals"  # held-out evaluation requests: any live rollout worker takes one
+    EVALUATED = "evaluated"  # their results, recorded by the scheduler
     DLQ = "dlq"
 
 
@@ -49,9 +51,11 @@ MESSAGE_TYPES: dict[Kind, type] = {
     Kind.WEIGHTS: events_pb2.WeightsAnnouncement,
     Kind.TEACHER: events_pb2.WeightsAnnouncement,
     Kind.CONTROL: events_pb2.Control,
+    Kind.EVALS: events_pb2.EvalRequest,
+    Kind.EVALUATED: events_pb2.Evaluation,
 }
 
-WORK_QUEUES = frozenset({Kind.TASKS, Kind.GROUPS, Kind.BATCHES})
+WORK_QUEUES = frozenset({Kind.TASKS, Kind.GROUPS, Kind.BATCHES, Kind.EVALS})
 
 
 def check_run_id(run_id: str) -> str:
@@ -94,12 +98,16 @@ def stream_config(kind: Kind) -> StreamConfig:
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A durable pull consumer over one kind's stream (all runs)."""
+    """A durable pull consumer over one kind's stream (all runs).
+
+    `max_failures`: handler failures after which a message is dead-lettered (jetrl.bus.retry
+    counts them; waits and outages do not count, so JetStream's own max_deliver stays unlimited).
+    """
 
     name: str
     kind: Kind
     ack_wait_s: float
-    max_deliver: int
+    max_failures: int = 5
 
     @property
     def stream(self) -> str:
@@ -114,27 +122,31 @@ class ConsumerSpec:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
-            max_deliver=self.max_deliver,
+            max_deliver=-1,
         )
 
 
 # Ack waits are short so that the work of a killed replica comes back quickly; consume() sends
 # in-progress acks every third of the wait, so a long generation or training step is kept alive.
-ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=15.0, max_deliver=5)
-REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=15.0, max_deliver=5)
-TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=15.0, max_deliver=5)
-SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0, max_deliver=5)
-SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0, max_deliver=5)
-SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0, max_deliver=5)
-SCHEDULER_TEACHER = ConsumerSpec("scheduler-teacher", Kind.TEACHER, ack_wait_s=30.0, max_deliver=5)
+ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=15.0)
+REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=15.0)
+TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=15.0)
+SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0)
+SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0)
+SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0)
+SCHEDULER_TEACHER = ConsumerSpec("scheduler-teacher", Kind.TEACHER, ack_wait_s=30.0)
 # control events are broadcast to every worker by follow(); this durable one audits them (a
 # malformed one is dead-lettered) and carries out a STOP published by an operator
-SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=30.0, max_deliver=5)
-SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0, max_deliver=5)
+SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=30.0)
+SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0)
+# an evaluation runs for seconds to minutes: consume() keeps it alive with in-progress acks
+ROLLOUT_EVALS = ConsumerSpec("rollout-evals", Kind.EVALS, ack_wait_s=15.0)
+SCHEDULER_EVALUATED = ConsumerSpec("scheduler-evaluated", Kind.EVALUATED, ack_wait_s=30.0)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,
     SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_TEACHER, SCHEDULER_CONTROL, SCHEDULER_DLQ,
+    ROLLOUT_EVALS, SCHEDULER_EVALUATED,
 )
 
 

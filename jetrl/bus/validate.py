@@ -163,6 +163,7 @@ def _weights(w: events_pb2.WeightsAnnouncement) -> None:
         raise InvalidEvent(f"WeightsAnnouncement.size_bytes is {w.size_bytes}, must be > 0")
     if not (w.uri or w.grpc_endpoint):
         raise InvalidEvent("WeightsAnnouncement has neither uri nor grpc_endpoint")
+    _finite(w.metrics.values(), f"WeightsAnnouncement v{w.version} metrics")
 
 
 def _control(c: events_pb2.Control) -> None:
@@ -171,6 +172,20 @@ def _control(c: events_pb2.Control) -> None:
         raise InvalidEvent(f"Control.kind {c.kind} is not a known kind")
     if c.kind == events_pb2.Control.ABORT and not c.aborted:
         raise InvalidEvent("Control ABORT names no task attempt")
+
+
+def _eval_request(e: events_pb2.EvalRequest) -> None:
+    _require(e, "run_id")
+    if e.min_version < 0:
+        raise InvalidEvent(f"EvalRequest.min_version is {e.min_version}, must be >= 0")
+
+
+def _evaluation(e: events_pb2.Evaluation) -> None:
+    _require(e, "run_id")
+    if not 0 <= e.requested <= e.version:
+        raise InvalidEvent(f"Evaluation of v{e.version} answers a request for v{e.requested}")
+    if not 0 <= e.correct <= e.total:
+        raise InvalidEvent(f"Evaluation has {e.correct} correct of {e.total}")
 
 
 _CHECKS = {
@@ -182,4 +197,6 @@ _CHECKS = {
     Kind.WEIGHTS: _weights,
     Kind.TEACHER: _weights,
     Kind.CONTROL: _control,
+    Kind.EVALS: _eval_request,
+    Kind.EVALUATED: _evaluation,
 }

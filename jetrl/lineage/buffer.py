@@ -60,6 +60,14 @@ class PartialBuffer:
                         break
             return found
 
+    async def unaccounted(self, run_id: str) -> list[tuple[str, int]]:
+        """(group id, attempt) of buffered groups still waiting for the aborted attempt's samples:
+        the ABORT that stops that attempt must have gone out, or they would wait for ever."""
+        async with self.engine.connect() as conn:
+            rows = list(await conn.execute(select(PromptGroup.group_id, PromptGroup.attempt).where(
+                PromptGroup.run_id == run_id, PromptGroup.state == "partial").order_by(PromptGroup.n)))
+            return [(g, a) for g, a in rows if not await accounted(conn, g, a)]
+
     async def size(self, run_id: str) -> int:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(func.count()).where(

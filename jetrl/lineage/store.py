@@ -141,6 +141,15 @@ class LineageStore(LineageReports):
                 .where(PromptGroup.run_id == run_id, PromptGroup.state == "admitted").order_by(PromptGroup.n))
             return [tuple(r) for r in rows]
 
+    async def complete_groups(self, run_id: str, size: int) -> list[str]:
+        """Groups still generating (or buffered) whose `size` samples are all recorded: their
+        completion was decided but maybe never published (a crash right after the commit)."""
+        finished = select(func.count()).where(Sample.group_id == PromptGroup.group_id).scalar_subquery()
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(select(PromptGroup.group_id).where(
+                PromptGroup.run_id == run_id, PromptGroup.state.in_(("admitted", "partial")), finished >= size)
+                .order_by(PromptGroup.n))).scalars())
+
     async def group_state(self, group_id: str) -> str | None:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group_id))).scalar()
@@ -248,8 +257,9 @@ class LineageStore(LineageReports):
         calls = [c for c in scored.calls if c.ok] or [events_pb2.RewardCall(
             endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)]
         async with self.engine.begin() as conn:
-            if (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id))
-                    ).scalar() is None:
+            # the group's row first, then its samples: the order record_samples takes them in
+            if (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id)
+                                   .with_for_update())).scalar() is None:
                 raise UnknownGroup(f"scored group {group.group_id!r} was never admitted")
             known = set((await conn.execute(select(Sample.sample_id).where(Sample.group_id == group.group_id))
                          ).scalars())
@@ -352,6 +362,10 @@ class LineageStore(LineageReports):
                 uri=ann.uri, sha256=ann.sha256, size_bytes=ann.size_bytes, metrics=dict(ann.metrics),
                 samples_trained_total=ann.samples_trained_total, trace_id=trace_id,
             ).on_conflict_do_nothing())
+            # the groups' rows first, then their samples: the order record_samples takes them in
+            await conn.execute(select(PromptGroup.group_id).where(PromptGroup.group_id.in_(
+                select(Sample.group_id).where(Sample.sample_id.in_([a.sample_id for a in ann.advantages]))))
+                .order_by(PromptGroup.group_id).with_for_update())
             if ann.advantages:
                 await conn.execute(
                     update(Sample).where(Sample.sample_id == bindparam("sid"), Sample.run_id == ann.run_id)

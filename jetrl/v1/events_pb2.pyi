@@ -262,3 +262,27 @@ class TaskRef(_message.Message):
     group_id: str
     attempt: int
     def __init__(self, group_id: _Optional[str] = ..., attempt: _Optional[int] = ...) -> None: ...
+
+class EvalRequest(_message.Message):
+    __slots__ = ("run_id", "min_version")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    MIN_VERSION_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    min_version: int
+    def __init__(self, run_id: _Optional[str] = ..., min_version: _Optional[int] = ...) -> None: ...
+
+class Evaluation(_message.Message):
+    __slots__ = ("run_id", "version", "requested", "correct", "total", "worker_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    version: int
+    requested: int
+    correct: int
+    total: int
+    worker_id: str
+    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., requested: _Optional[int] = ..., correct: _Optional[int] = ..., total: _Optional[int] = ..., worker_id: _Optional[str] = ...) -> None: ...

@@ -4,9 +4,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from sqlalchemy.exc import OperationalError
+
 from jetrl.bus import (
-    DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
-    connect, consume, consume_together, declare, follow, publish, stream_name,
+    CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
+    Wait, connect, consume, consume_together, declare, follow, publish, stream_name,
 )
 from jetrl.config import Settings
 from jetrl.v1 import events_pb2 as ev
@@ -40,6 +42,11 @@ async def _value(x):
 
 async def drained(js, kind: Kind) -> bool:
     return (await js.stream_info(stream_name(kind))).state.messages == 0
+
+
+async def drained_consumer(js, spec) -> bool:
+    info = await js.consumer_info(spec.stream, spec.name)
+    return info.num_ack_pending == 0 and info.num_pending == 0
 
 
 def task(make_event, group_id: str, run_id: str = "run1") -> ev.Task:
@@ -109,7 +116,7 @@ async def test_failed_handler_is_retried_then_succeeds(js, make_event):
 
 
 async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
-    spec = ConsumerSpec("test-failing", Kind.ROLLOUTS, ack_wait_s=5.0, max_deliver=3)
+    spec = ConsumerSpec("test-failing", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=3)
     await declare(js, consumers=(spec,))
     attempts = []
 
@@ -123,9 +130,33 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
     assert attempts == [1, 2, 3]
     assert delivery.subject == "jetrl.run1.dlq" and delivery.run_id == "run1"
     assert delivery.headers[DLQ_REASON] == "handler failed 3 times: RuntimeError: boom"
+    assert delivery.headers[DLQ_CAUSE] == CAUSE_FAILED
     assert delivery.headers[DLQ_SUBJECT] == "jetrl.run1.rollouts" and delivery.headers[DLQ_SEQ] == str(ack.seq)
     assert ev.Sample.FromString(payload) == make_event(Kind.ROLLOUTS, "run1")
     assert (await js.consumer_info(spec.stream, spec.name)).num_ack_pending == 0
+
+
+@pytest.mark.parametrize("early", [
+    Wait("the batch before it comes first"),
+    OperationalError("SELECT 1", {}, ConnectionRefusedError("postgres is restarting")),
+], ids=["wait", "outage"])
+async def test_waiting_and_outages_never_spend_the_failures_that_dead_letter(js, make_event, early):
+    # twice max_failures early answers, then success: acked, never dead-lettered
+    spec = ConsumerSpec("test-waiting", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=2)
+    await declare(js, consumers=(spec,))
+    attempts = []
+
+    async def handler(message, delivery):
+        attempts.append(delivery.num_delivered)
+        if len(attempts) <= 4:
+            raise early
+
+    await publish(js, "run1", Kind.ROLLOUTS, make_event(Kind.ROLLOUTS, "run1"), msg_id="s0")
+    async with consuming(js, spec, handler):
+        await until(lambda: len(attempts) == 5)
+        await until(lambda: drained_consumer(js, spec))
+    assert attempts == [1, 2, 3, 4, 5]
+    assert await drained(js, Kind.DLQ)
 
 
 async def test_malformed_and_wrong_run_events_are_dead_lettered_and_the_consumer_goes_on(js, make_event):
@@ -200,7 +231,7 @@ async def test_stop_returns_promptly_and_hands_back_the_rest_of_the_batch(js, ma
 
 
 async def test_a_slow_handler_is_kept_alive(js, make_event):
-    spec = ConsumerSpec("test-slow", Kind.CONTROL, ack_wait_s=1.0, max_deliver=5)
+    spec = ConsumerSpec("test-slow", Kind.CONTROL, ack_wait_s=1.0)
     await declare(js, consumers=(spec,))
     calls = []
 

@@ -180,7 +180,7 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
     await store.create_run(run_id, "t", "", STEPS, B, G, "")
 
     async def scheduler() -> Coordinator:
-        c = Coordinator(js, store, "127.0.0.1:1")
+        c = Coordinator(js, store)
         admit = c.admit
 
         async def checked_admit(rid: str) -> int:
@@ -197,7 +197,7 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
             return started
 
         c.admit = checked_admit
-        await c.start(c.activate(run_id, spec))
+        await c.start(c.prepare(run_id, spec))
         return c
 
     cluster = Cluster(rng, store, None, run_id, eta, stale == "regenerate", dynamic)
@@ -210,7 +210,6 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
                 break
             action = rng.choices(["generate", "hand_back", "score", "train", "restart"], [8, 2, 3, 2, 0.3])[0]
             if action == "restart":  # a new scheduler: everything it knows comes from lineage
-                await coordinator.close()
                 coordinator = cluster.coordinator = await scheduler()
             elif action == "train":
                 await cluster.train(trained)
@@ -218,7 +217,6 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
                 await getattr(cluster, action)()
         assert await cluster.version() == STEPS, "the run did not reach its end"
     finally:
-        await coordinator.close()
         await nc.drain()
 
     assert all(version - v <= eta for version, v in trained)

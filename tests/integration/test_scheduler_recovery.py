@@ -1,0 +1,91 @@
+"""A restarted scheduler re-derives every reaction that a crash lost (real NATS and Postgres).
+
+The stall these reproduce: samples recorded by a new scheduler before it had resumed the run
+(or by an old one that died right after the commit) completed a group whose event never went
+out; the group stayed `admitted` for ever and admission counted it as running.
+"""
+
+import uuid
+
+import pytest
+
+from jetrl.bus import Delivery, Kind, Wait, connect, declare, stream_name
+from jetrl.config import RunSpec
+from jetrl.lineage.db import make_engine
+from jetrl.lineage.store import LineageStore
+from jetrl.policy.load import save_policy
+from jetrl.policy.tiny import make_tiny_model
+from jetrl.policy.tokenizer import make_char_tokenizer
+from jetrl.v1 import events_pb2 as ev
+from svc_scheduler.coordinator import Coordinator, group_id
+from svc_scheduler.recorder import Recorder
+
+B, G = 2, 2
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    tokenizer = make_char_tokenizer()
+    save_policy(make_tiny_model(tokenizer, hidden_size=16, layers=1, heads=2, intermediate_size=16), tokenizer, out)
+    return out
+
+
+@pytest.fixture
+async def world(settings, database_url, model_dir):
+    """A run that a first scheduler started (groups admitted, tasks out), then lost."""
+    nc = await connect(settings, "test")
+    js = nc.jetstream()
+    await declare(js)
+    engine = make_engine(database_url)
+    store = LineageStore(engine)
+    spec = RunSpec.model_validate({
+        "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 4},
+        "train": {"steps": 2, "batch_groups": B}, "schedule": {"eval_every": 0}})
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    await store.create_run(run_id, "t", "", 2, B, G, "")
+    first = Coordinator(js, store)
+    await first.start(first.prepare(run_id, spec))
+    yield js, store, spec, run_id
+    await nc.drain()
+    await engine.dispose()
+
+
+def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:
+    gid = group_id(run_id, n)
+    delivery = Delivery(f"jetrl.{run_id}.rollouts", run_id, Kind.ROLLOUTS, {}, 1, 1)
+    return [(ev.Sample(run_id=run_id, group_id=gid, sample_id=f"{gid}.{i}", index=i, prompt_token_ids=[1],
+                       completion_token_ids=[3], logprobs=[-1.0], token_versions=[0], finish_reason="eos",
+                       worker_id="w"), delivery) for i in range(G)]
+
+
+async def groups_published(js) -> list[str]:
+    info = await js.stream_info(stream_name(Kind.GROUPS))
+    out = []
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        out.append(ev.PromptGroup.FromString((await js.get_msg(stream_name(Kind.GROUPS), seq)).data).group_id)
+    return out
+
+
+async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
+    js, store, spec, run_id = world
+    second = Coordinator(js, store)  # restarted: serving, the run not resumed yet
+    recorder = Recorder(second, store)
+    with pytest.raises(Wait):
+        await recorder.on_samples(samples(run_id, 0))
+    assert (await store.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
+    await second.start(second.prepare(run_id, spec))
+    await recorder.on_samples(samples(run_id, 0))  # redelivered once the run is active
+    assert await store.group_state(group_id(run_id, 0)) == "generated"
+    assert group_id(run_id, 0) in await groups_published(js)
+
+
+async def test_a_group_completed_just_before_a_crash_is_published_on_restart(world):
+    js, store, spec, run_id = world
+    # the dead scheduler committed the last samples (crash point samples.recorded) and published nothing
+    await store.record_samples([(s, "") for s, _ in samples(run_id, 1)])
+    assert await store.group_state(group_id(run_id, 1)) == "admitted"
+    restarted = Coordinator(js, store)
+    await restarted.start(restarted.prepare(run_id, spec))
+    assert await store.group_state(group_id(run_id, 1)) == "generated"
+    assert await groups_published(js) == [group_id(run_id, 1)]
