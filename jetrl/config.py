@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     rollout_concurrency: int = Field(1, ge=1, le=4096)
     """Tasks (prompt groups) a rollout worker generates at once; an engine with continuous
     batching wants many, the embedded torch engine on a small CPU one."""
+    reward_concurrency: int = Field(16, ge=1, le=1024)
+    """Prompt groups the reward stage scores at once. Each waits on its servers' Score calls
+    (up to (retries + 1) x deadline_s for one that hangs), so they overlap: a slow server costs
+    the run about one deadline budget per this many groups, not one per group."""
     torch_threads: int = Field(0, ge=0, le=256)
     """torch intra-op threads for this process; 0 leaves torch's default."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -186,6 +190,15 @@ class RewardSpec(_Spec):
     """With `on_failure: drop`, fail the run once this many groups have been dropped, so a server
     that never comes back ends the run with its error instead of consuming generation forever.
     None: no limit (the run waits for the server, dropping and replacing groups)."""
+    max_abs_reward: float = Field(100.0, gt=0.0, le=1e6)
+    """The largest |reward| one endpoint may give a sample. A reply with a reward beyond it, or
+    one that is not a finite number (NaN, inf), is a failed call under `on_failure`: a 1e30 reward
+    makes the gradient infinite (with `dr_grpo`, which does not divide by the group's std)."""
+    max_failed_share: float = Field(0.5, ge=0.0, le=1.0)
+    """Fail the run, naming the endpoint and its error, once more than this share of the groups
+    scored and kept (every scored group but those `drop` dropped, which are never trained) had a
+    failed endpoint; judged from `train.batch_groups` scored groups on. So a run whose server
+    fails on most calls ends FAILED instead of training on zeros. 1 turns the check off."""
 
     @model_validator(mode="before")
     @classmethod

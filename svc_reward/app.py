@@ -23,7 +23,7 @@ async def main(settings: Settings) -> None:
     stage = RewardStage(js, specs, default_endpoint=settings.reward_addr)
 
     async def groups(stop: asyncio.Event) -> None:
-        await consume(js, REWARD_STAGE, stage.on_group, stop)
+        await consume(js, REWARD_STAGE, stage.on_group, stop, concurrency=settings.reward_concurrency)
 
     async def close() -> None:
         await stage.close()

@@ -7,9 +7,13 @@ several trained views (main and analogous) is scored once per view with that vie
 others after it: a server that needs the other view (co_reward) or the teacher's samples finds them
 there, and a server that knows only one view scores each in turn.
 
-An endpoint that still fails after its retries never stalls the group: the scored group is
-published with the failure in its `calls` (that endpoint's share counts 0), and the scheduler
-applies the run's `reward.on_failure` (keep with zero, drop the group, or fail the run).
+A reply is used only when its scores match the request's samples by id and every reward is finite
+and within `reward.max_abs_reward` (`svc_reward.replies`); any other reply is a failed call. An
+endpoint that still fails after its retries never stalls the group: the scored group is published
+with the failure in its `calls` (that endpoint's share counts 0), and the scheduler applies the
+run's `reward.on_failure` (keep with zero, drop the group, or fail the run). Groups are scored
+concurrently (`JETRL_REWARD_CONCURRENCY`, svc_reward.app), so a server that hangs costs the run one
+deadline budget at a time, not one per group.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from jetrl.rpc import channel
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
 from jetrl.views import split
+from svc_reward.replies import BadReply, match_scores
 
 log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
@@ -70,30 +75,42 @@ class RewardStage:
         self.specs = specs
         self.default_endpoint = default_endpoint
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._by_position: set[str] = set()  # endpoints already logged as naming no sample ids
 
     def _stub(self, endpoint: str) -> reward_pb2_grpc.RewardServiceStub:
         if endpoint not in self._channels:
             self._channels[endpoint] = channel(endpoint, RECONNECT_OPTIONS)
         return reward_pb2_grpc.RewardServiceStub(self._channels[endpoint])
 
-    async def score(self, endpoint: str, request: reward_pb2.ScoreRequest, deadline: float, retries: int):
-        """Score with a deadline per call and exponential backoff between attempts."""
-        n = len(request.views[0].samples)
+    async def score(self, endpoint: str, request: reward_pb2.ScoreRequest, spec: RewardSpec
+                    ) -> reward_pb2.ScoreResponse:
+        """The reply, its scores in the order of the request's samples; a deadline per call
+        (`spec.deadline_s`) and exponential backoff between attempts (`spec.retries`)."""
         error = ""
-        for attempt in range(retries + 1):
+        for attempt in range(spec.retries + 1):
             try:
-                reply = await self._stub(endpoint).Score(request, timeout=deadline)
-                if len(reply.scores) == n:
-                    return reply
-                error = f"{endpoint} returned {len(reply.scores)} scores for {n} samples"
+                reply = await self._stub(endpoint).Score(request, timeout=spec.deadline_s)
+                scores, by_position = match_scores(request, reply, spec.max_abs_reward)
+                if by_position:
+                    self._note_positional(endpoint, reply.server)
+                return reward_pb2.ScoreResponse(scores=scores, server=reply.server)
+            except BadReply as exc:
+                error = f"bad reply: {exc}"
             except grpc.aio.AioRpcError as exc:
                 error = f"{exc.code().name}: {exc.details()}"
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise RewardUnavailable(error, attempt + 1) from None  # the same request is refused again
-            log.warning("reward call failed", extra=log_fields(group=request.group_id, attempt=attempt, error=error))
-            if attempt < retries:
+            log.warning("reward call failed", extra=log_fields(group=request.group_id, endpoint=endpoint,
+                                                               attempt=attempt, error=error))
+            if attempt < spec.retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
-        raise RewardUnavailable(error, retries + 1)
+        raise RewardUnavailable(error, spec.retries + 1)
+
+    def _note_positional(self, endpoint: str, server: str) -> None:
+        if endpoint not in self._by_position:
+            self._by_position.add(endpoint)
+            log.warning("reward server names no sample ids; its scores are matched by position (contract 1)",
+                        extra=log_fields(endpoint=endpoint, server=server))
 
     async def _call(self, endpoint: RewardEndpoint, group: events_pb2.PromptGroup, spec: RewardSpec
                     ) -> tuple[events_pb2.RewardCall, list[reward_pb2.SampleScore]]:
@@ -103,7 +120,7 @@ class RewardStage:
                    for s in group.samples]
         requests = score_requests(group)
         replies = await asyncio.gather(
-            *(self.score(endpoint.address, r, spec.deadline_s, spec.retries) for _, r in requests),
+            *(self.score(endpoint.address, r, spec) for _, r in requests),
             return_exceptions=True)
         rewards = [0.0] * len(group.samples)
         for (positions, _), reply in zip(requests, replies):

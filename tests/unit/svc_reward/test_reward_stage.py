@@ -1,11 +1,15 @@
-"""RewardStage.score against real gRPC servers: deadline, retries with backoff, the failure path."""
+"""RewardStage.score against real gRPC servers: deadline, retries with backoff, the failure path,
+scores matched by sample id, rewards that are not finite or beyond the run's bound."""
 
 import asyncio
+import logging
+import math
 import time
 
 import grpc
 import pytest
 
+from jetrl.config import RewardSpec
 from jetrl.localstack import free_port
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
 from svc_reward.server import register
@@ -13,19 +17,19 @@ from svc_reward.stage import RewardStage, RewardUnavailable, score_requests
 
 
 class FakeReward(reward_pb2_grpc.RewardServiceServicer):
-    """Answers after `delays[call]` seconds (0 once the list runs out), with `short` scores fewer than asked."""
+    """Answers after `delays[call]` seconds (0 once the list runs out), with `short` scores fewer than
+    asked; `reply(samples)` makes the scores instead (each sample's reward its index, named by its id)."""
 
-    def __init__(self, delays=(), short=0):
+    def __init__(self, delays=(), short=0, reply=None):
         self.delays, self.short, self.calls = list(delays), short, 0
+        self.reply = reply or (lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0)
+                                                for s in samples])
 
     async def Score(self, request, context):
         delay = self.delays[self.calls] if self.calls < len(self.delays) else 0.0
         self.calls += 1
         await asyncio.sleep(delay)
-        samples = request.views[0].samples[self.short:]
-        return reward_pb2.ScoreResponse(
-            scores=[reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in samples], server="fake@0"
-        )
+        return reward_pb2.ScoreResponse(scores=self.reply(request.views[0].samples[self.short:]), server="fake@0")
 
 
 async def start(add) -> tuple[grpc.aio.Server, str]:
@@ -41,11 +45,12 @@ def group(reference: str = "7", *texts: str) -> events_pb2.PromptGroup:
     return events_pb2.PromptGroup(run_id="r", group_id="g", prompt="3+4=", reference=reference, samples=samples)
 
 
-async def score_with(fake: FakeReward, deadline: float, retries: int):
+async def score_with(fake: FakeReward, deadline: float, retries: int, texts=("7", "8"), **spec):
     server, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        return await stage.score(addr, score_requests(group())[0][1], deadline=deadline, retries=retries)
+        return await stage.score(addr, score_requests(group("7", *texts))[0][1],
+                                 RewardSpec(deadline_s=deadline, retries=retries, **spec))
     finally:
         await stage.close()
         await server.stop(None)
@@ -68,21 +73,87 @@ async def test_a_server_that_stays_slow_fails_loudly():
 
 async def test_a_reply_with_the_wrong_number_of_scores_is_refused():
     fake = FakeReward(short=1)
-    with pytest.raises(RewardUnavailable, match="returned 1 scores for 2 samples"):
+    with pytest.raises(RewardUnavailable, match=r"bad reply: no score for 1 of 2 samples: 'g.0'"):
         await score_with(fake, deadline=1.0, retries=1)
     assert fake.calls == 2
+
+
+def indexed(samples, ids=None):
+    """Each sample's reward is its index in the group (`g.<i>`), named by `ids` (default: its own id)."""
+    ids = [s.sample_id for s in samples] if ids is None else ids
+    return [reward_pb2.SampleScore(sample_id=i, reward=float(s.sample_id.split(".")[1]))
+            for s, i in zip(samples, ids)]
+
+
+async def test_scores_in_another_order_are_matched_to_their_samples_by_id():
+    fake = FakeReward(reply=lambda samples: indexed(samples)[::-1])
+    reply = await score_with(fake, deadline=1.0, retries=0, texts=("a", "b", "c", "d"))
+    assert [(s.sample_id, s.reward) for s in reply.scores] == [("g.0", 0.0), ("g.1", 1.0), ("g.2", 2.0), ("g.3", 3.0)]
+
+
+async def test_a_server_that_names_no_sample_is_matched_by_position_and_logged_once(caplog):
+    fake = FakeReward(reply=lambda samples: indexed(samples, [""] * len(samples)))
+    server, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
+    stage = RewardStage(js=None, specs=None, default_endpoint=addr)
+    try:
+        with caplog.at_level(logging.WARNING, logger="svc_reward.stage"):
+            for _ in range(2):
+                reply = await stage.score(addr, score_requests(group("7", "a", "b", "c"))[0][1], RewardSpec())
+                assert [s.reward for s in reply.scores] == [0.0, 1.0, 2.0]
+        assert sum("matched by position" in r.message for r in caplog.records) == 1
+    finally:
+        await stage.close()
+        await server.stop(None)
+
+
+@pytest.mark.parametrize(("ids", "error"), [
+    (["g.0", "", "g.2"], "1 of 3 scores name no sample_id"),
+    (["g.0", "g.0", "g.2"], "more than one score for sample 'g.0'"),
+    (["g.0", "g.1", "g.9"], "scores for samples not in the request: 'g.9'"),
+    (["g.2", "g.1"], "no score for 1 of 3 samples: 'g.0'"),
+    (["", ""], "2 scores for 3 samples: one each"),
+])
+async def test_a_reply_with_unknown_missing_or_duplicate_ids_is_a_failed_call(ids, error):
+    fake = FakeReward(reply=lambda samples: indexed(samples, ids))
+    with pytest.raises(RewardUnavailable, match=f"^bad reply: {error}"):
+        await score_with(fake, deadline=1.0, retries=0, texts=("a", "b", "c"))
+
+
+@pytest.mark.parametrize(("reward", "error"), [
+    (math.nan, "reward nan for sample 'g.1': every reward must be a finite number"),
+    (-math.inf, "reward -inf for sample 'g.1': every reward must be a finite number"),
+    (1e30, r"reward 1e\+30 for sample 'g.1' is beyond the run's bound \(reward.max_abs_reward: 100\)"),
+    (-100.5, r"reward -100.5 for sample 'g.1' is beyond"),
+])
+async def test_a_reward_that_is_not_finite_or_beyond_the_bound_is_a_failed_call(reward, error):
+    def reply(samples):
+        scores = indexed(samples)
+        scores[1].reward = reward
+        return scores
+
+    fake = FakeReward(reply=reply)
+    with pytest.raises(RewardUnavailable, match=f"^bad reply: {error}"):
+        await score_with(fake, deadline=1.0, retries=1)
+    assert fake.calls == 2  # retried like any failed call
+
+
+async def test_the_bound_is_the_runs_option():
+    fake = FakeReward(reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=-250.0)
+                                             for s in samples])
+    reply = await score_with(fake, deadline=1.0, retries=0, max_abs_reward=250.0)
+    assert [s.reward for s in reply.scores] == [-250.0, -250.0]
 
 
 async def test_stage_and_verify_server_together():
     server, addr = await start(register)
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        reply = await stage.score(addr, score_requests(group("7", "7", "8", ""))[0][1], deadline=5, retries=0)
+        reply = await stage.score(addr, score_requests(group("7", "7", "8", ""))[0][1], RewardSpec(deadline_s=5, retries=0))
         assert [s.reward for s in reply.scores] == [1.0, 0.0, 0.0]
         # a request the server refuses is not retried: it would be refused again
         start_t = time.monotonic()
         with pytest.raises(RewardUnavailable, match="INVALID_ARGUMENT.*reference"):
-            await stage.score(addr, score_requests(group(""))[0][1], deadline=5, retries=3)
+            await stage.score(addr, score_requests(group(""))[0][1], RewardSpec(deadline_s=5, retries=3))
         assert time.monotonic() - start_t < 0.4  # no backoff sleeps
     finally:
         await stage.close()
@@ -177,3 +248,21 @@ async def test_a_dead_endpoint_is_a_failed_call_within_its_retries_not_a_stall(j
     finally:
         await stage.close()
         await sa.stop(None)
+
+
+async def test_a_nan_reward_is_published_as_a_failed_call_never_as_a_reward(js):
+    from jetrl.config import parse_spec
+
+    fake = FakeReward(reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=math.nan)
+                                             for s in samples])
+    sf, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
+    spec = parse_spec(f"model: {{path: /m}}\nreward: {{endpoint: '{addr}', retries: 0}}")
+    stage = RewardStage(js, Specs(spec), default_endpoint="unused:1")
+    try:
+        scored = await scored_after(js, stage, viewed_group())  # published: it passed the event's validation
+        (call,) = scored.calls
+        assert not call.ok and "every reward must be a finite number" in call.error
+        assert list(scored.rewards) == [0.0] * 6 and list(call.rewards) == [0.0] * 6
+    finally:
+        await stage.close()
+        await sf.stop(None)
