@@ -6,23 +6,33 @@ server did and what the contract wants. The group sent is synthetic: a reference
 server needs one, the analogous view when it needs views, the teacher's samples when it needs them
 (in the order the reward stage sends them: the scored view first, the other trained views, then
 the teacher's).
+
+A Score reply passes when it has one score per sample of the main view, in order, each naming its
+sample (none unknown, missing or twice), every reward a finite number within the default
+`reward.max_abs_reward`, within the deadline; the same again for the samples in another order. A
+run's reward stage fails a call on any of these but order (it matches by id), so a server that
+passes here is never a failed call for its replies' sake.
 """
 
 from __future__ import annotations
 
 import math
+import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 from rich.console import Console
 
+from jetrl.config import RewardSpec
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 
 __all__ = ["Check", "check_server", "main"]
 
 console = Console()
 TEXTS = ["12", "12", "13", "no answer"]
+MAX_ABS_REWARD = RewardSpec.model_fields["max_abs_reward"].default
 
 
 @dataclass(frozen=True)
@@ -32,19 +42,43 @@ class Check:
     detail: str
 
 
-def _request(describe: reward_pb2.DescribeResponse, **fields) -> reward_pb2.ScoreRequest:
+def _request(describe: reward_pb2.DescribeResponse, group: str = "check.g0", reverse: bool = False,
+             **fields) -> reward_pb2.ScoreRequest:
+    """The synthetic group; `reverse` sends every view's samples in the opposite order."""
+    order = list(enumerate(TEXTS))[::-1 if reverse else 1]
+
     def view(name: str, prefix: str) -> reward_pb2.RewardView:
         return reward_pb2.RewardView(view=name, prompt="5+7=", samples=[
-            reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in enumerate(TEXTS)])
+            reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in order])
 
-    views = [view("main", "check.g0")] + ([view("analogous", "check.g0a")] if describe.needs_views else []) + \
-        ([view("teacher", "check.g0t")] if describe.needs_teacher_samples else [])
-    base = {"contract_version": 1, "run_id": "reward-check", "group_id": "check.g0", "policy_version": 0,
+    views = [view("main", group)] + ([view("analogous", f"{group}a")] if describe.needs_views else []) + \
+        ([view("teacher", f"{group}t")] if describe.needs_teacher_samples else [])
+    base = {"contract_version": 1, "run_id": "reward-check", "group_id": group, "policy_version": 0,
             "reference": "12" if describe.needs_reference else "", "views": views}
     return reward_pb2.ScoreRequest(**(base | fields))
 
 
-async def check_server(addr: str, deadline_s: float = 10.0) -> list[Check]:
+def _check_reply(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreResponse, max_abs_reward: float) -> None:
+    """AssertionError saying what is wrong with the reply, if anything."""
+    sent = [s.sample_id for s in request.views[0].samples]
+    got = [s.sample_id for s in reply.scores]
+    assert len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each"
+    assert any(got), ("no score names its sample: set SampleScore.sample_id (runs still match a reply naming none "
+                      "by position, as contract 1 did, but any reordering would then train wrong rewards)")
+    assert all(got), f"{got.count('')} of {len(got)} scores name no sample: name every one"
+    twice = sorted(i for i, n in Counter(got).items() if n > 1)
+    assert not twice, f"samples {twice} are scored more than once: one score per sample"
+    unknown = [i for i in got if i not in sent]
+    assert not unknown, f"scores name {unknown}, which are not samples of the request"
+    assert got == sent, f"scores name samples {got}, want {sent} in that order"
+    rewards = [s.reward for s in reply.scores]
+    assert all(math.isfinite(r) for r in rewards), f"rewards {rewards}: every reward must be a finite number"
+    assert all(abs(r) <= max_abs_reward for r in rewards), \
+        f"rewards {rewards}: a run refuses any beyond ±{max_abs_reward:g} (reward.max_abs_reward)"
+    assert reply.server, "ScoreResponse.server must say name@version"
+
+
+async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: float = MAX_ABS_REWARD) -> list[Check]:
     """Every check against the server at `addr`, in order; later ones are skipped if Describe fails."""
     checks: list[Check] = []
     async with grpc.aio.insecure_channel(addr) as channel:
@@ -74,16 +108,13 @@ async def check_server(addr: str, deadline_s: float = 10.0) -> list[Check]:
         if not checks[-1].ok:
             return checks
 
-        async def do_score() -> str:
-            request = _request(describe)
+        async def do_score(request: reward_pb2.ScoreRequest) -> str:
+            start = time.monotonic()
             reply = await stub.Score(request, timeout=deadline_s)
-            sent = [s.sample_id for s in request.views[0].samples]
-            got = [s.sample_id for s in reply.scores]
-            assert len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each"
-            assert got == sent, f"scores name samples {got}, want {sent} in that order"
-            assert all(math.isfinite(s.reward) for s in reply.scores), "every reward must be a finite number"
-            assert reply.server, "ScoreResponse.server must say name@version"
-            return f"{len(got)} finite rewards, in order: {[round(s.reward, 3) for s in reply.scores]}"
+            took = time.monotonic() - start
+            _check_reply(request, reply, max_abs_reward)
+            return (f"{len(reply.scores)} rewards within ±{max_abs_reward:g}, named and in order, in "
+                    f"{took * 1000:.0f} ms: {[round(s.reward, 3) for s in reply.scores]}")
 
         async def do_refuse() -> str:
             try:
@@ -95,7 +126,8 @@ async def check_server(addr: str, deadline_s: float = 10.0) -> list[Check]:
             raise AssertionError("contract_version 999 was scored: refuse versions you do not know "
                                  "(INVALID_ARGUMENT), so an old server never misreads a new request")
 
-        await attempt("Score", do_score)
+        await attempt("Score", lambda: do_score(_request(describe)))
+        await attempt("Score, samples in another order", lambda: do_score(_request(describe, "check.g1", reverse=True)))
         await attempt("refuses an unknown contract version", do_refuse)
     return checks
 

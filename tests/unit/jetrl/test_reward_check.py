@@ -1,7 +1,9 @@
 """`jetrl reward check` against a conforming third-party server (examples/reward_server.py, its own
-process), a built-in one, and servers that break the contract in the two usual ways."""
+process), a built-in one, and servers that break the contract: too few scores, too late, scores in
+another order, without ids or with wrong ones, rewards that are not finite or too large."""
 
 import asyncio
+import math
 import signal
 import subprocess
 import sys
@@ -32,6 +34,30 @@ class Broken(reward_pb2_grpc.RewardServiceServicer):
             reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in request.views[0].samples[:-1]])
 
 
+class Misbehaving(reward_pb2_grpc.RewardServiceServicer):
+    """Scores every sample 1 (its id named), then hands the scores to `mangle` before replying."""
+
+    def __init__(self, mangle):
+        self.mangle = mangle
+
+    async def Describe(self, request, context):
+        return reward_pb2.DescribeResponse(name="misbehaving", version="0", contract_versions=[1])
+
+    async def Score(self, request, context):
+        if request.contract_version != 1:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "contract_version 1 only")
+        scores = [reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in request.views[0].samples]
+        return reward_pb2.ScoreResponse(server="misbehaving@0", scores=self.mangle(scores))
+
+
+def _set(index: int, **fields):
+    def mangle(scores):
+        for name, value in fields.items():
+            setattr(scores[index], name, value)
+        return scores
+    return mangle
+
+
 async def serving(servicer) -> tuple[grpc.aio.Server, str]:
     server = grpc.aio.server()
     reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
@@ -47,7 +73,8 @@ async def test_the_example_third_party_server_passes_as_its_own_process():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             await asyncio.wait_for(ch.channel_ready(), 30)
         checks = await check_server(f"127.0.0.1:{port}")
-        assert [c.name for c in checks] == ["Describe", "Score", "refuses an unknown contract version"]
+        assert [c.name for c in checks] == ["Describe", "Score", "Score, samples in another order",
+                                            "refuses an unknown contract version"]
         assert all(c.ok for c in checks), checks
         assert "exact-text@1" in checks[0].detail and "[1.0, 1.0, 0.0, 0.0]" in checks[1].detail
     finally:
@@ -60,7 +87,7 @@ async def test_a_built_in_server_passes_and_the_command_says_so(capsys):
     try:
         assert all(c.ok for c in await check_server(addr))
         assert await asyncio.to_thread(jetrl, ["reward", "check", addr]) == 0
-        assert "3/3 checks passed" in capsys.readouterr().out
+        assert "4/4 checks passed" in capsys.readouterr().out
     finally:
         await server.stop(None)
 
@@ -98,5 +125,42 @@ async def test_a_server_that_answers_too_late_fails_on_its_deadline():
         assert checks["Describe"].ok and not checks["Score"].ok
         assert checks["Score"].detail == "no answer within the deadline"
         assert await asyncio.to_thread(jetrl, ["reward", "check", addr, "--deadline-s", "0.5"]) == 1
+    finally:
+        await server.stop(None)
+
+
+@pytest.mark.parametrize(("mangle", "score_fails", "detail"), [
+    (lambda scores: scores[::-1], "Score",
+     "scores name samples ['check.g0.3', 'check.g0.2', 'check.g0.1', 'check.g0.0'], want ['check.g0.0', "
+     "'check.g0.1', 'check.g0.2', 'check.g0.3'] in that order"),
+    (lambda scores: sorted(scores, key=lambda s: s.sample_id), "Score, samples in another order",
+     "scores name samples ['check.g1.0', 'check.g1.1', 'check.g1.2', 'check.g1.3'], want ['check.g1.3', "
+     "'check.g1.2', 'check.g1.1', 'check.g1.0'] in that order"),
+    (_set(0, sample_id="check.g0.1"), "Score", "samples ['check.g0.1'] are scored more than once: one score per sample"),
+    (_set(2, sample_id="someone-else"), "Score", "scores name ['someone-else'], which are not samples of the request"),
+    (_set(1, sample_id=""), "Score", "1 of 4 scores name no sample: name every one"),
+    (lambda scores: [reward_pb2.SampleScore(reward=s.reward) for s in scores], "Score", "no score names its sample"),
+    (_set(3, reward=math.nan), "Score", "rewards [1.0, 1.0, 1.0, nan]: every reward must be a finite number"),
+    (_set(0, reward=math.inf), "Score", "rewards [inf, 1.0, 1.0, 1.0]: every reward must be a finite number"),
+    (_set(1, reward=1e30), "Score", "a run refuses any beyond ±100 (reward.max_abs_reward)"),
+])
+async def test_a_reply_the_reward_stage_would_refuse_fails_the_check(mangle, score_fails, detail):
+    server, addr = await serving(Misbehaving(mangle))
+    try:
+        checks = {c.name: c for c in await check_server(addr)}
+        assert checks["Describe"].ok and checks["refuses an unknown contract version"].ok
+        assert not checks[score_fails].ok and detail in checks[score_fails].detail, checks[score_fails]
+        assert await asyncio.to_thread(jetrl, ["reward", "check", addr]) == 1
+    finally:
+        await server.stop(None)
+
+
+async def test_a_well_behaved_reply_passes_with_its_latency():
+    server, addr = await serving(Misbehaving(lambda scores: scores))
+    try:
+        checks = await check_server(addr)
+        assert all(c.ok for c in checks), checks
+        assert "4 rewards within ±100, named and in order, in " in checks[1].detail
+        assert " ms: [1.0, 1.0, 1.0, 1.0]" in checks[1].detail
     finally:
         await server.stop(None)
