@@ -74,12 +74,14 @@ def ensure_database(settings: Settings) -> str:
     return f"lineage database ready at {settings.database_url} (migrated)"
 
 
-def start_service(settings: Settings, module: str, listen: str | None = None) -> subprocess.Popen:
+def start_service(settings: Settings, module: str, listen: str | None = None,
+                  env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start one service in the background; its pid goes to the pid file, its output to its log.
-    `listen`: where it binds, for a module that is not one of the four (a reward server run alone)."""
+    `listen`: where it binds, for a module that is not one of the four (a reward server run alone);
+    `env`: more environment (a test's JETRL_CRASH_AT)."""
     logs, pids = _dirs(settings)
     listen = listen or f"0.0.0.0:{getattr(settings, SERVICES[module]).rsplit(':', 1)[1]}"
-    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{module}-local"}
+    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{module}-local", **(env or {})}
     with open(logs / f"{module}.log", "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], env=env, stdout=log_file, stderr=subprocess.STDOUT,

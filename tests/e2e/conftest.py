@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,12 +47,20 @@ class Stack:
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
 
-    async def restart(self, module: str) -> None:
+    def stop(self, module: str) -> None:
+        """SIGTERM the service we started (by its pid) and reap it."""
+        pid = self.pid(module)
+        os.kill(pid, signal.SIGTERM)
+        os.waitpid(pid, 0)
+
+    async def restart(self, module: str, **env: str) -> subprocess.Popen:
+        """Start the service again (with `env` added to its environment) and wait until it serves."""
         from jetrl.cli.stack import SERVICES, start_service
         from jetrl.rpc import wait_serving
 
-        start_service(self.settings, module)
+        proc = start_service(self.settings, module, env=env)
         await wait_serving(getattr(self.settings, SERVICES[module]), timeout=90, what=module)
+        return proc
 
 
 @pytest.fixture(scope="session")
