@@ -75,19 +75,21 @@ def ensure_database(settings: Settings) -> str:
 
 
 def start_service(settings: Settings, module: str, listen: str | None = None,
-                  env: dict[str, str] | None = None) -> subprocess.Popen:
+                  env: dict[str, str] | None = None, name: str | None = None) -> subprocess.Popen:
     """Start one service in the background; its pid goes to the pid file, its output to its log.
     `listen`: where it binds, for a module that is not one of the four (a reward server run alone);
-    `env`: more environment (a test's JETRL_CRASH_AT)."""
+    `env`: more environment (a test's JETRL_CRASH_AT); `name`: of its pid and log files and its
+    worker id, for a second replica (default: the module's)."""
     logs, pids = _dirs(settings)
+    name = name or module
     listen = listen or f"0.0.0.0:{getattr(settings, SERVICES[module]).rsplit(':', 1)[1]}"
-    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{module}-local", **(env or {})}
-    with open(logs / f"{module}.log", "ab") as log_file:
+    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{name}-local", **(env or {})}
+    with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", module], env=env, stdout=log_file, stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives `jetrl up`; `jetrl down` ends it by pid
         )
-    (pids / f"{module}.pid").write_text(str(proc.pid))
+    (pids / f"{name}.pid").write_text(str(proc.pid))
     return proc
 
 

@@ -223,3 +223,29 @@ async def test_a_run_trains_on_a_third_party_reward_server(stack, store):
         scorers = set((await conn.execute(select(Reward.server, Reward.endpoint).join(
             Sample, Sample.sample_id == Reward.sample_id).where(Sample.run_id == rid))).all())
     assert scorers == {("exact-text@1", f"127.0.0.1:{port}")}
+
+
+async def test_evaluation_is_served_by_whichever_rollout_worker_is_alive(stack, store):
+    """A second worker joins; the first (the one at JETRL_ROLLOUT_ADDR) dies for good mid-run: the
+    run's last held-out evaluation is still made, by the worker that is left."""
+    from jetrl.cli.stack import start_service
+    from jetrl.localstack import free_port
+    from jetrl.rpc import wait_serving
+
+    second_addr = f"127.0.0.1:{free_port()}"
+    second = start_service(stack.settings, "svc_rollout", listen=second_addr, name="svc_rollout-second")
+    try:
+        await wait_serving(second_addr, timeout=90, what="second rollout worker")
+        rid = run_id("failover")
+        await create_run(stack, stack.spec_yaml("failover", steps=3), rid)
+        await wait_until(stack, rid, lambda p: p.policy_version >= 1 or finished(p))
+        stack.kill("svc_rollout")
+        last = await wait_until(stack, rid, finished)
+        assert last.state == svc.COMPLETED, last.message
+        assert last.heldout_version == 3 and not last.message
+    finally:
+        second.kill()  # the process this test started, by its pid
+        second.wait(timeout=30)
+        await stack.restart("svc_rollout")
+    rows = await store.trained_sample_rows(rid)
+    assert len(rows) == 3 * 2 * 4 == len({r.sample_id for r in rows})
