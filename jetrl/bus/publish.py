@@ -10,11 +10,17 @@ from nats.js.api import PubAck
 from opentelemetry import trace
 
 from jetrl.bus.topology import Kind, subject
-from jetrl.bus.validate import check
+from jetrl.bus.validate import InvalidEvent, check
 from jetrl.telemetry import inject, tracer
 
 MSG_ID = "Nats-Msg-Id"
 TYPE = "Jetrl-Type"
+
+
+class Unpublishable(ValueError):
+    """A service made an invalid event. Not an InvalidEvent on purpose: inside a handler that would
+    blame (and dead-letter as malformed) the event being handled, not the code that failed it, so
+    it counts as a failure instead and, for good, fails the run with this message."""
 
 
 def messaging_attributes(subj: str, msg_id: str) -> dict[str, str]:
@@ -36,12 +42,15 @@ async def publish(
     `msg_id` must be deterministic (e.g. the group id): JetStream drops a second publish with the
     same id within the duplicate window, so a producer restarted mid-step can simply publish
     again; the returned PubAck's `duplicate` says when that happened. An invalid message raises
-    InvalidEvent before anything is sent.
+    Unpublishable before anything is sent.
     """
     if not msg_id:
         raise ValueError("msg_id is required: it is what makes a retried publish harmless")
     kind = Kind(kind)
-    check(kind, message, run_id)
+    try:
+        check(kind, message, run_id)
+    except InvalidEvent as exc:
+        raise Unpublishable(f"refusing to publish an invalid {kind} event: {exc}") from None
     subj = subject(run_id, kind)
     with tracer.start_as_current_span(
         f"{kind} publish",

@@ -10,6 +10,7 @@ from jetrl.bus import (
     CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
     Wait, connect, consume, consume_together, declare, follow, publish, stream_name,
 )
+from jetrl.bus.publish import Unpublishable
 from jetrl.config import Settings
 from jetrl.v1 import events_pb2 as ev
 
@@ -78,9 +79,9 @@ async def test_publish_sets_headers_and_dedupes_by_msg_id(js, make_event):
 
 async def test_publish_refuses_invalid_events(js, make_event):
     bad = task(make_event, "")
-    with pytest.raises(InvalidEvent, match="group_id is empty"):
+    with pytest.raises(Unpublishable, match="group_id is empty"):
         await publish(js, "run1", Kind.TASKS, bad, msg_id="x")
-    with pytest.raises(InvalidEvent, match="does not match"):
+    with pytest.raises(Unpublishable, match="does not match"):
         await publish(js, "run2", Kind.TASKS, task(make_event, "g0"), msg_id="x")
     assert await drained(js, Kind.TASKS)
 
