@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jetrl.bus import Kind, connect, consume, declare, follow
+from jetrl.bus import Kind, bus_probe, connect, consume, declare, follow
 from jetrl.bus.topology import ROLLOUT_EVALS, ROLLOUT_WORKERS
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
@@ -48,5 +48,5 @@ async def main(settings: Settings) -> None:
 
     await serve(
         "svc_rollout", settings.listen_or(DEFAULT_PORT), register(RolloutServicer(worker)),
-        [tasks, evals, weights, teacher, control], on_stop=close,
+        [tasks, evals, weights, teacher, control], on_stop=close, probe=bus_probe(nc),
     )

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from jetrl.bus import connect, consume, consume_together, declare, is_transient
+from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is_transient
 from jetrl.bus.topology import (
     DUPLICATE_WINDOW_S, SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_EVALUATED, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED,
     SCHEDULER_TEACHER, SCHEDULER_WEIGHTS,
@@ -86,9 +86,11 @@ async def main(settings: Settings) -> None:
                             raise
                         log.warning("reconcile postponed", extra=log_fields(run=run_id, error=repr(exc)[:300]))
 
+    bus = bus_probe(nc)
+
     async def probe() -> str | None:
-        if not nc.is_connected:
-            return "NATS is not connected"
+        if problem := await bus():
+            return problem
         try:
             async with engine.connect() as conn:
                 await conn.execute(text("SELECT 1"))

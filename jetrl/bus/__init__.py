@@ -1,6 +1,6 @@
 """The bus: every stream, subject and consumer is declared here, every publish and consume goes through here."""
 
-from jetrl.bus.connection import BusUnreachable, connect
+from jetrl.bus.connection import BusUnreachable, bus_probe, connect
 from jetrl.bus.consume import (
     DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, BatchHandler, Delivery, Handler, consume, consume_together, follow,
 )
@@ -30,7 +30,7 @@ from jetrl.bus.topology import (
 from jetrl.bus.validate import InvalidEvent, check, decode
 
 __all__ = [
-    "BusUnreachable", "connect",
+    "BusUnreachable", "bus_probe", "connect",
     "DLQ_CAUSE", "DLQ_REASON", "DLQ_SEQ", "DLQ_SUBJECT", "BatchHandler", "Delivery", "Handler", "consume", "consume_together",
     "follow",
     "publish",

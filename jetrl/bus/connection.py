@@ -103,3 +103,10 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
             "JETRL_NATS_URL (and JETRL_NATS_USER/PASSWORD, TOKEN or TLS_*) to the right server."
         ) from None
     return nc
+
+
+def bus_probe(nc: Client):
+    """A health probe (jetrl.service.Probe) that fails while the client is not connected."""
+    async def probe() -> str | None:
+        return None if nc.is_connected else "NATS is not connected (reconnecting)"
+    return probe
