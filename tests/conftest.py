@@ -136,3 +136,28 @@ def _valid_event(kind, run_id: str = "run1"):
 def make_event():
     """Factory of valid bus events: `make_event(Kind.TASKS, "run1")`."""
     return _valid_event
+
+
+@pytest.fixture(scope="session")
+def untrained_model_dir(tmp_path_factory) -> Path:
+    """A tiny random policy with the character tokenizer: enough for the scheduler, which only
+    reads the tokenizer, and quick to make."""
+    from jetrl.policy.load import save_policy
+    from jetrl.policy.tiny import make_tiny_model
+    from jetrl.policy.tokenizer import make_char_tokenizer
+
+    out = tmp_path_factory.mktemp("model") / "tiny"
+    tokenizer = make_char_tokenizer()
+    save_policy(make_tiny_model(tokenizer, hidden_size=16, layers=1, heads=2, intermediate_size=16), tokenizer, out)
+    return out
+
+
+@pytest.fixture
+async def lineage(database_url):
+    """A LineageStore on the session's database."""
+    from jetrl.lineage.db import make_engine
+    from jetrl.lineage.store import LineageStore
+
+    engine = make_engine(database_url)
+    yield LineageStore(engine)
+    await engine.dispose()

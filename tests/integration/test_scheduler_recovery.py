@@ -9,13 +9,8 @@ import uuid
 
 import pytest
 
-from jetrl.bus import Delivery, Kind, Wait, connect, declare, stream_name
+from jetrl.bus import Delivery, Kind, Wait, stream_name
 from jetrl.config import RunSpec
-from jetrl.lineage.db import make_engine
-from jetrl.lineage.store import LineageStore
-from jetrl.policy.load import save_policy
-from jetrl.policy.tiny import make_tiny_model
-from jetrl.policy.tokenizer import make_char_tokenizer
 from jetrl.v1 import events_pb2 as ev
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -23,32 +18,17 @@ from svc_scheduler.recorder import Recorder
 B, G = 2, 2
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tokenizer = make_char_tokenizer()
-    save_policy(make_tiny_model(tokenizer, hidden_size=16, layers=1, heads=2, intermediate_size=16), tokenizer, out)
-    return out
-
-
 @pytest.fixture
-async def world(settings, database_url, model_dir):
+async def world(js, lineage, untrained_model_dir):
     """A run that a first scheduler started (groups admitted, tasks out), then lost."""
-    nc = await connect(settings, "test")
-    js = nc.jetstream()
-    await declare(js)
-    engine = make_engine(database_url)
-    store = LineageStore(engine)
     spec = RunSpec.model_validate({
-        "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 4},
+        "model": {"path": str(untrained_model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 4},
         "train": {"steps": 2, "batch_groups": B}, "schedule": {"eval_every": 0}})
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(run_id, "t", "", 2, B, G, "")
-    first = Coordinator(js, store)
+    await lineage.create_run(run_id, "t", "", 2, B, G, "")
+    first = Coordinator(js, lineage)
     await first.start(first.prepare(run_id, spec))
-    yield js, store, spec, run_id
-    await nc.drain()
-    await engine.dispose()
+    return js, lineage, spec, run_id
 
 
 def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:

@@ -19,26 +19,12 @@ import uuid
 
 import pytest
 
-from jetrl.bus import connect, declare
 from jetrl.config import RunSpec
-from jetrl.lineage.db import make_engine
-from jetrl.lineage.store import LineageStore
-from jetrl.policy.load import save_policy
-from jetrl.policy.tiny import make_tiny_model
-from jetrl.policy.tokenizer import make_char_tokenizer
 from jetrl.v1 import events_pb2 as ev
 from svc_scheduler.coordinator import Coordinator, group_id
 
 B, G, STEPS = 2, 2, 4
 POOL = 16  # Thompson selection's prompts: more than ever fly at once here
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "tiny"
-    tokenizer = make_char_tokenizer()
-    save_policy(make_tiny_model(tokenizer, hidden_size=16, layers=1, heads=2, intermediate_size=16), tokenizer, out)
-    return out
 
 
 class Cluster:
@@ -163,14 +149,10 @@ class Cluster:
     (0, 1.0, "mask", False, "uniform"), (2, 1.0, "mask", False, "uniform"), (0, 2.0, "mask", False, "uniform"),
     (1, 2.0, "regenerate", False, "uniform"), (1, 1.0, "mask", True, "uniform"), (1, 2.0, "mask", False, "thompson"),
 ])
-async def test_random_schedules_keep_every_promise(settings, database_url, model_dir, seed, eta, rho, stale, dynamic,
+async def test_random_schedules_keep_every_promise(js, lineage, untrained_model_dir, seed, eta, rho, stale, dynamic,
                                                    selection):
     rng = random.Random(seed)
-    nc = await connect(settings, "test")
-    js = nc.jetstream()
-    await declare(js)
-    engine = make_engine(database_url)
-    store = LineageStore(engine)
+    store, engine, model_dir = lineage, lineage.engine, untrained_model_dir
     spec = RunSpec.model_validate({
         "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 8},
         "train": {"steps": STEPS, "batch_groups": B, "dynamic_sampling": dynamic},
@@ -201,23 +183,20 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
         return c
 
     cluster = Cluster(rng, store, None, run_id, eta, stale == "regenerate", dynamic)
-    coordinator = cluster.coordinator = await scheduler()
+    cluster.coordinator = await scheduler()
     trained: list[tuple[int, int]] = []
-    try:
-        for _ in range(2000):
-            version = await cluster.version()
-            if version >= STEPS:
-                break
-            action = rng.choices(["generate", "hand_back", "score", "train", "restart"], [8, 2, 3, 2, 0.3])[0]
-            if action == "restart":  # a new scheduler: everything it knows comes from lineage
-                coordinator = cluster.coordinator = await scheduler()
-            elif action == "train":
-                await cluster.train(trained)
-            else:
-                await getattr(cluster, action)()
-        assert await cluster.version() == STEPS, "the run did not reach its end"
-    finally:
-        await nc.drain()
+    for _ in range(2000):
+        version = await cluster.version()
+        if version >= STEPS:
+            break
+        action = rng.choices(["generate", "hand_back", "score", "train", "restart"], [8, 2, 3, 2, 0.3])[0]
+        if action == "restart":  # a new scheduler: everything it knows comes from lineage
+            cluster.coordinator = await scheduler()
+        elif action == "train":
+            await cluster.train(trained)
+        else:
+            await getattr(cluster, action)()
+    assert await cluster.version() == STEPS, "the run did not reach its end"
 
     assert all(version - v <= eta for version, v in trained)
     assert len(trained) > 0
@@ -236,4 +215,3 @@ async def test_random_schedules_keep_every_promise(settings, database_url, model
     if eta == 0 and rho == 1.0:
         assert stats.stale_masked_tokens == 0 and stats.offpolicy_token_share == 0.0
         assert (await store.group_counts(run_id))["partial"] == 0
-    await engine.dispose()
