@@ -10,6 +10,7 @@
   jetrl reward check ADDR  check any RewardService against the Reward contract
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
   jetrl bench rewards      verify vs label-free rewards (majority, co_reward, teacher); grpo vs mc_grpo at G = 2
+  jetrl chaos              randomized fault trials on a private stack, invariants checked from lineage
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     add_rewards_arguments(bench_sub.add_parser("rewards", help="rewards with and without labels, grpo vs mc_grpo",
                                                description=rewards_doc,
                                                formatter_class=argparse.RawDescriptionHelpFormatter))
+    from jetrl.chaos.runner import __doc__ as chaos_doc, add_arguments as add_chaos_arguments
+
+    add_chaos_arguments(sub.add_parser("chaos", help="randomized fault trials, invariants checked from lineage",
+                                       description=chaos_doc, formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
@@ -108,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.bench import run as run_bench
 
             return run_bench(args)
+        elif args.command == "chaos":
+            from jetrl.chaos.runner import run as run_chaos
+
+            return run_chaos(args)
     except SpecError as exc:
         print(f"jetrl: {exc}", file=sys.stderr)
         return 2
