@@ -69,3 +69,19 @@ async def test_a_group_completed_just_before_a_crash_is_published_on_restart(wor
     await restarted.start(restarted.prepare(run_id, spec))
     assert await store.group_state(group_id(run_id, 1)) == "generated"
     assert await groups_published(js) == [group_id(run_id, 1)]
+
+
+async def test_a_run_is_active_only_once_its_row_exists(js, lineage, untrained_model_dir):
+    """CreateRun used to register the run in memory before inserting its row: a reconcile tick in
+    between (or a failed insert) made `admit` read a run that did not exist, and the reconcile
+    worker died with the scheduler."""
+    spec = RunSpec.model_validate({"model": {"path": str(untrained_model_dir)}, "schedule": {"eval_every": 0}})
+    rid = f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    run = coordinator.prepare(rid, spec)
+    assert rid not in coordinator.runs
+    await coordinator.reconcile(rid)  # the tick that used to crash: nothing to do yet
+    assert await coordinator.admit(rid) == 0
+    await lineage.create_run(rid, "t", "", spec.train.steps, spec.train.batch_groups, 8, "")
+    await coordinator.start(run)
+    assert coordinator.runs[rid] is run and (await lineage.group_counts(rid))["admitted"] > 0
