@@ -98,10 +98,12 @@ class ChaosStack:
         pid_file.unlink()
         return alive
 
-    def last_log_line(self, name: str) -> str:
+    def last_error(self, name: str) -> str:
+        """The newest ERROR line of a process's log (else its last line): why it went away."""
         path = self.logs / f"{name}.log"
         lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        return lines[-1][:300] if lines else "(empty log)"
+        errors = [line for line in lines if '"level": "ERROR"' in line] or lines
+        return errors[-1][:400] if errors else "(empty log)"
 
     async def revive(self) -> list[str]:
         """Services and broker that died on their own since the last look, restarted so the next
@@ -118,7 +120,7 @@ class ChaosStack:
             if alive:
                 continue
             notes.append(f"{name} exited on its own (code {'unknown' if code is None else code}); "
-                         f"last log line: {self.last_log_line(name)}")
+                         f"its last error: {self.last_error(name)}")
             if name == "nats-server":
                 self.restart_broker()
             else:
