@@ -83,9 +83,11 @@ def _accounted(groups: list, spec: RunSpec, done: bool, stuck: list[str]) -> Che
 def _trained_once(spec: RunSpec, groups: list, batches: list, versions: list, samples: list) -> Check:
     b, g = spec.train.batch_groups, sum(v.size for v in layout(spec) if v.trained)
     problems = []
-    expected = list(range(1, len(versions) + 1))
-    if [v.version for v in versions] != expected:
-        problems.append(f"versions {[v.version for v in versions]}, not 1..{len(versions)}")
+    newest = versions[-1].version if versions else 0
+    missing = sorted(set(range(1, newest + 1)) - {v.version for v in versions})
+    if missing:
+        problems.append(f"version{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} of 1..{newest} "
+                        "not in lineage")
     batch_of_version = {v.batch_id: v.version for v in versions}
     if len(batch_of_version) != len(versions):
         problems.append("a batch trained by two versions")

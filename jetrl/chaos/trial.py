@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import grpc
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.chaos.invariants import check_run, stranded
 from jetrl.chaos.plan import ChaosConfig, TrialPlan
@@ -31,6 +32,7 @@ from jetrl.v1 import services_pb2_grpc
 __all__ = ["CheckResult", "TrialResult", "trial_spec", "run_trial"]
 
 POLL_S = 0.5
+LATE_CHECK_S = 35.0  # past the scheduler consumers' 30 s ack wait (jetrl/bus/topology.py)
 HELDOUT = 40  # a small final evaluation: the trial is about the pipeline, not accuracy
 
 
@@ -162,6 +164,17 @@ async def _stop(stack: ChaosStack, run_id: str) -> str:
         return f"the stalled run could not be stopped: {exc.code().name} {exc.details()}"
 
 
+async def _late(stack: ChaosStack, engine: AsyncEngine, run_id: str, spec: RunSpec) -> str:
+    """Look again once every unacked event has come back (the longest ack wait, 30 s): tells a
+    run that was declared over before its lineage was complete from one that lost something."""
+    await asyncio.sleep(LATE_CHECK_S)
+    trainer, trainer_error = await _trainer_count(stack, run_id)
+    again = await check_run(engine, run_id, spec, trainer, trainer_error)
+    still = [c.name for c in again if not c.ok]
+    return (f"{LATE_CHECK_S:.0f}s later " + (f"still failing: {', '.join(still)}" if still else
+                                               "every check holds: lineage caught up after the run ended"))
+
+
 async def run_trial(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan) -> TrialResult:
     spec = trial_spec(plan, config, stack)
     run_id = f"{spec.name}-{uuid.uuid4().hex[:6]}"
@@ -217,6 +230,8 @@ async def _run(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan, spec: Ru
                                 f"{time.monotonic() - follow.changed_at:.0f}s ago; {len(stuck)} stranded groups")
         trainer, trainer_error = await _trainer_count(stack, result.run_id)
         checks = await check_run(engine, result.run_id, spec, trainer, trainer_error)
+        if done and not all(c.ok for c in checks):
+            result.notes.append(await _late(stack, engine, result.run_id, spec))
     finally:
         await engine.dispose()
     result.checks = [CheckResult(name=c.name, ok=c.ok, detail=c.detail) for c in checks]

@@ -38,16 +38,22 @@ PLANS = [
 
 
 @pytest.fixture(scope="module")
-def chaos(tiny_model):
+def logs(tmp_path_factory):
+    """Where the services' logs are kept after the stack is gone (pytest keeps its last 3 runs)."""
+    return tmp_path_factory.mktemp("chaos-logs")
+
+
+@pytest.fixture(scope="module")
+def chaos(tiny_model, logs):
     from jetrl.chaos.stack import chaos_stack
 
-    with chaos_stack(tiny_model) as stack:
+    with chaos_stack(tiny_model, logs_to=logs) as stack:
         yield stack
 
 
-async def test_every_fault_leaves_every_invariant(chaos):
+async def test_every_fault_leaves_every_invariant(chaos, logs):
     results = await run_trials(chaos, CONFIG, PLANS, lambda r: print(progress_line(r, len(PLANS), markup=False)))
     # "ok": the fault landed mid-run (not after the end) and the run completed with every check
     failed = [progress_line(r, len(PLANS), markup=False) for r in results if r.outcome != "ok"]
-    assert not failed, "\n".join(failed)
+    assert not failed, "\n".join(failed) + f"\nthe services' logs: {logs}"
     assert all(len(r.checks) == 5 and all(c.ok for c in r.checks) for r in results)
