@@ -72,7 +72,6 @@ async def run_trials(stack: ChaosStack, config: ChaosConfig, plans: list[TrialPl
 
     results = []
     for plan in plans:
-        await stack.wait_whole()
         results.append(result := await run_trial(stack, config, plan))
         on_result(result)
     return results

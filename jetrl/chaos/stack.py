@@ -79,13 +79,12 @@ class ChaosStack:
         await asyncio.to_thread(self.cluster.start)
         return time.monotonic() - began
 
-    async def start_extra_worker(self) -> str:
+    async def start_extra_worker(self) -> None:
         """A second rollout worker beside the stack's, on its own port (its pid, log and worker id
         named EXTRA_WORKER; `down` ends it with the rest if it is still there)."""
         addr = f"127.0.0.1:{free_port()}"
         start_service(self.settings, "svc_rollout", listen=addr, name=EXTRA_WORKER)
         await wait_serving(addr, timeout=SERVING_TIMEOUT_S, what=EXTRA_WORKER)
-        return addr
 
     def end_extra_worker(self) -> bool:
         """SIGKILL the second worker if it is there (never restarted); True when it was alive."""

@@ -203,6 +203,7 @@ async def run_trial(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan) -> 
 
 async def _run(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan, spec: RunSpec, result: TrialResult,
                began: float) -> None:
+    await stack.wait_whole()  # a service restarted after the last trial may still be loading
     if plan.fault == "worker":
         await stack.start_extra_worker()
     async with channel(stack.settings.scheduler_addr) as ch:
