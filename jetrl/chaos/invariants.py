@@ -94,7 +94,8 @@ def _trained_once(spec: RunSpec, groups: list, batches: list, versions: list, sa
     steps = Counter(x.step for x in batches)
     problems += [f"step {s} sealed {n} times" for s, n in steps.items() if n > 1]
     sealed = {x.batch_id for x in batches}
-    problems += [f"version {v} trained an unknown batch {bid}" for bid, v in batch_of_version.items() if bid not in sealed]
+    problems += [f"version {v} trained an unknown batch {bid}" for bid, v in batch_of_version.items()
+                 if bid not in sealed]
     per_batch = Counter(x.batch_id for x in groups if x.batch_id)
     problems += [f"batch {bid} has {n} groups, not {b}" for bid, n in per_batch.items() if n != b]
     group_of = {x.group_id: x for x in groups}

@@ -10,20 +10,20 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["SPEC_KINDS", "FAULT_KINDS", "SERVICES", "ChaosConfig", "TrialPlan", "make_plan", "parse_faults"]
+__all__ = ["SPEC_KINDS", "FAULT_KINDS", "KILL", "ChaosConfig", "TrialPlan", "make_plan", "parse_faults"]
 
 SpecKind = Literal["sync", "async", "april"]
-SPEC_KINDS: tuple[SpecKind, ...] = ("sync", "async", "april")
+SPEC_KINDS: tuple[SpecKind, ...] = get_args(SpecKind)
 # kill-<service>: SIGKILL, restart after a delay. nats: the broker SIGKILLed and restarted on its
 # port with its store. db: Postgres stopped (immediate) for `outage_s`. worker: a second rollout
 # worker started before the run and SIGKILLed at the moment, never restarted.
 FaultKind = Literal["kill-scheduler", "kill-rollout", "kill-reward", "kill-trainer", "nats", "db", "worker"]
-SERVICES = ("scheduler", "rollout", "reward", "trainer")
-FAULT_KINDS: tuple[FaultKind, ...] = (*(f"kill-{s}" for s in SERVICES), "nats", "db", "worker")  # type: ignore[assignment]
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+KILLS = tuple(k for k in FAULT_KINDS if k.startswith("kill-"))
 KILL = "kill"  # on the command line: a service drawn at random, the four in turn
 
 
@@ -119,7 +119,7 @@ def make_plan(config: ChaosConfig) -> list[TrialPlan]:
     free = [k for k, n in config.faults.items() if n is None]
     faults = counted + _spread(free, config.trials - len(counted), rng)
     rng.shuffle(faults)
-    services = iter(_spread([f"kill-{s}" for s in SERVICES], faults.count(KILL), rng))
+    services = iter(_spread(list(KILLS), faults.count(KILL), rng))
     faults = [next(services) if f == KILL else f for f in faults]
     specs = _spread(list(config.specs), config.trials, rng)
     plans = []
@@ -129,6 +129,7 @@ def make_plan(config: ChaosConfig) -> list[TrialPlan]:
             max_staleness={"sync": 0, "async": 2, "april": rng.choice((0, 1))}[spec],
             fault=fault, at_version=rng.randrange(2 * config.steps // 3),  # the last third is room to land
             after_s=round(rng.uniform(0.0, config.max_moment_delay_s), 1),
-            restart_delay_s=config.outage_s if fault == "db" else round(rng.uniform(0.0, config.max_restart_delay_s), 1),
+            restart_delay_s=(config.outage_s if fault == "db"
+                             else round(rng.uniform(0.0, config.max_restart_delay_s), 1)),
         ))
     return plans

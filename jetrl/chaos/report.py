@@ -54,7 +54,8 @@ def summary(results: list[TrialResult]) -> str:
     counts = Counter(r.outcome for r in results)
     seconds = [r.duration_s for r in results]
     mean = sum(seconds) / len(seconds) if seconds else 0.0
-    return (f"{len(results)} trial{'' if len(results) == 1 else 's'}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+    return (f"{len(results)} trial{'' if len(results) == 1 else 's'}: "
+            + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
             + f"; {mean:.0f} s per trial on average, {sum(seconds) / 60:.1f} min in all")
 
 

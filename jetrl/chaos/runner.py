@@ -45,7 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"a killed process comes back after 0..this (default {defaults.max_restart_delay_s:g})")
     p.add_argument("--steps", type=int, default=defaults.steps, help=f"versions per run (default {defaults.steps})")
     p.add_argument("--run-timeout-s", type=float, default=defaults.run_timeout_s,
-                   help=f"a run still RUNNING this long after its fault is a stall (default {defaults.run_timeout_s:g})")
+                   help="a run still RUNNING this long after its fault is a stall "
+                        f"(default {defaults.run_timeout_s:g})")
     p.add_argument("--only", type=int, nargs="+", metavar="I", help="run only these trials of the plan")
     p.add_argument("--model", type=Path, help="a starting checkpoint (default: a tiny one made for the session)")
     p.add_argument("--out", type=Path, help="write chaos.json, chaos.md and the services' logs here")

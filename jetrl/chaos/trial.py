@@ -128,7 +128,8 @@ async def _inject(stack: ChaosStack, plan: TrialPlan) -> str:
         await asyncio.sleep(plan.restart_delay_s)
         began = time.monotonic()
         await stack.restart(module)
-        return f"SIGKILL {module}, restarted after {plan.restart_delay_s:.1f}s, serving {time.monotonic() - began:.1f}s later"
+        return (f"SIGKILL {module}, restarted after {plan.restart_delay_s:.1f}s, "
+                f"serving {time.monotonic() - began:.1f}s later")
     if plan.fault == "nats":
         stack.kill("nats-server")
         await asyncio.sleep(plan.restart_delay_s)
