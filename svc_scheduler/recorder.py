@@ -108,6 +108,14 @@ class Recorder:
                                                     f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
                                                     f"{limit}); start the server again and create the run anew")
                 return
+            # judged only on a failure (only a failure raises the share), and from one batch's worth of groups on
+            share = spec.reward.max_failed_share
+            failing, kept = await self.store.reward_failure_share(run_id)
+            if kept >= spec.train.batch_groups and failing > share * kept:
+                await self.coordinator.fail(run_id, f"reward endpoint {failed[0].endpoint} failed: {failed[0].error}; "
+                                                    f"{failing} of {kept} groups scored so far had a failed endpoint "
+                                                    f"(reward.max_failed_share: {share:g})")
+                return
         await self.coordinator.seal_batches(run_id)
         await self.coordinator.admit(run_id)
 

@@ -19,6 +19,9 @@ from jetrl.views import TEACHER
 
 __all__ = ["LineageReports", "RunStats"]
 
+# groups that were scored and kept for training: all scored states but "dropped" (never trained)
+_SCORED_KEPT = ("scored", "batched", "trained", "expired", "filtered")
+
 
 @dataclass(frozen=True)
 class RunStats:
@@ -94,6 +97,15 @@ class LineageReports:
                         float(stale_mean or 0.0), int(stale_max or 0),
                         float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, last_error,
                         teacher)
+
+    async def reward_failure_share(self, run_id: str) -> tuple[int, int]:
+        """(groups some reward endpoint failed for, groups) among the run's scored groups kept for
+        training; the share `reward.max_failed_share` bounds."""
+        async with self.engine.connect() as conn:
+            failed, kept = (await conn.execute(select(
+                func.count().filter(PromptGroup.reward_error.is_not(None)), func.count())
+                .where(PromptGroup.run_id == run_id, PromptGroup.state.in_(_SCORED_KEPT)))).one()
+        return failed, kept
 
     async def segments(self, sample_id: str) -> list:
         """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""
