@@ -129,6 +129,9 @@ class Coordinator:
         run = self.runs.get(run_id)
         if run is None:
             return
+        if (await self.store.get_run(run_id)).policy_version >= run.spec.train.steps:
+            await self.finish(run_id)
+            return
         for group in await self.store.complete_groups(run_id, group_size(run.spec)):
             await self.publish_group(run_id, group)
         await self.seal_batches(run_id)
@@ -321,15 +324,17 @@ class Coordinator:
                       msg_id=eval_msg_id(run_id, version))
 
     async def on_version(self, run_id: str, version: int) -> None:
+        """A version was recorded; announcements may come out of order (one held by a scheduler
+        that died comes back after its ack wait), so the run's end is judged from lineage."""
         run = self.runs.get(run_id)
         if run is None:
             return
         every = run.spec.schedule.eval_every
-        if version >= run.spec.train.steps:
+        if every and version % every == 0 and version < run.spec.train.steps:
+            await self.request_evaluation(run_id, version)
+        if (await self.store.get_run(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
-        if every and version % every == 0:
-            await self.request_evaluation(run_id, version)
         await self.admit(run_id)
 
     async def on_evaluation(self, run_id: str, requested: int) -> None:
@@ -344,12 +349,17 @@ class Coordinator:
             await self.stop(run_id, reason, state="FAILED")
 
     async def finish(self, run_id: str, message: str = "") -> None:
-        """The last version is trained: complete the run once its final evaluation is recorded
-        (asked for here when it is not), or at once with `message` when it cannot be had."""
+        """The last version is trained: complete the run once every version and its final
+        evaluation are recorded (asked for here when it is not), or with `message` when the
+        evaluation cannot be had."""
         run = self.runs.get(run_id)
         if run is None:
             return
         final = run.spec.train.steps
+        if (missing := final - await self.store.versions_recorded(run_id)) > 0:
+            # an earlier announcement is still on its way: its arrival calls on_version again
+            log.info("last version in, waiting for earlier ones", extra=log_fields(run=run_id, missing=missing))
+            return
         latest = await self.store.latest_evaluation(run_id)
         if not message and (latest is None or latest[0] < final):
             await self.request_evaluation(run_id, final)

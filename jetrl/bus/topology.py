@@ -128,20 +128,22 @@ class ConsumerSpec:
 
 # Ack waits are short so that the work of a killed replica comes back quickly; consume() sends
 # in-progress acks every third of the wait, so a long generation or training step is kept alive.
+# What a killed scheduler had fetched comes back to the new one after its ack wait.
+SCHEDULER_ACK_WAIT_S = 10.0
 ROLLOUT_WORKERS = ConsumerSpec("rollout-workers", Kind.TASKS, ack_wait_s=15.0)
 REWARD_STAGE = ConsumerSpec("reward-stage", Kind.GROUPS, ack_wait_s=15.0)
 TRAINER = ConsumerSpec("trainer", Kind.BATCHES, ack_wait_s=15.0)
-SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=30.0)
-SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=30.0)
-SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=30.0)
-SCHEDULER_TEACHER = ConsumerSpec("scheduler-teacher", Kind.TEACHER, ack_wait_s=30.0)
+SCHEDULER_ROLLOUTS = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=SCHEDULER_ACK_WAIT_S)
+SCHEDULER_SCORED = ConsumerSpec("scheduler-scored", Kind.SCORED, ack_wait_s=SCHEDULER_ACK_WAIT_S)
+SCHEDULER_WEIGHTS = ConsumerSpec("scheduler-weights", Kind.WEIGHTS, ack_wait_s=SCHEDULER_ACK_WAIT_S)
+SCHEDULER_TEACHER = ConsumerSpec("scheduler-teacher", Kind.TEACHER, ack_wait_s=SCHEDULER_ACK_WAIT_S)
 # control events are broadcast to every worker by follow(); this durable one audits them (a
 # malformed one is dead-lettered) and carries out a STOP published by an operator
-SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=30.0)
-SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=30.0)
+SCHEDULER_CONTROL = ConsumerSpec("scheduler-control", Kind.CONTROL, ack_wait_s=SCHEDULER_ACK_WAIT_S)
+SCHEDULER_DLQ = ConsumerSpec("scheduler-dlq", Kind.DLQ, ack_wait_s=SCHEDULER_ACK_WAIT_S)
 # an evaluation runs for seconds to minutes: consume() keeps it alive with in-progress acks
 ROLLOUT_EVALS = ConsumerSpec("rollout-evals", Kind.EVALS, ack_wait_s=15.0)
-SCHEDULER_EVALUATED = ConsumerSpec("scheduler-evaluated", Kind.EVALUATED, ack_wait_s=30.0)
+SCHEDULER_EVALUATED = ConsumerSpec("scheduler-evaluated", Kind.EVALUATED, ack_wait_s=SCHEDULER_ACK_WAIT_S)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
     ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,

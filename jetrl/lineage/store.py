@@ -384,6 +384,11 @@ class LineageStore(LineageReports):
             await conn.execute(update(Run).where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
                                .values(policy_version=ann.version, updated_at=func.now()))
 
+    async def versions_recorded(self, run_id: str) -> int:
+        """How many of the run's versions have their row (announcements may arrive out of order)."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).where(PolicyVersion.run_id == run_id))).scalar_one()
+
     async def record_teacher(self, run_id: str, version: int) -> None:
         """The EMA teacher absorbed policy version `version` (its weights are the teacher stream's)."""
         async with self.engine.begin() as conn:

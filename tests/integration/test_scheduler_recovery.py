@@ -85,3 +85,32 @@ async def test_a_run_is_active_only_once_its_row_exists(js, lineage, untrained_m
     await lineage.create_run(rid, "t", "", spec.train.steps, spec.train.batch_groups, 8, "")
     await coordinator.start(run)
     assert coordinator.runs[rid] is run and (await lineage.group_counts(rid))["admitted"] > 0
+
+
+async def test_a_run_completes_only_once_every_version_is_recorded(world):
+    """Found by the chaos suite: a killed scheduler had fetched, not acked, the announcement of an
+    earlier version; the last version's came first and the run completed with a version missing
+    from lineage (its batch's groups left `batched`, the trainer's count above lineage's)."""
+    js, store, spec, run_id = world
+    coordinator = Coordinator(js, store)
+    await coordinator.start(coordinator.prepare(run_id, spec))
+
+    async def announce(version: int) -> None:
+        await store.record_version(ev.WeightsAnnouncement(
+            run_id=run_id, version=version, parent_version=version - 1, batch_id=f"{run_id}.b{version - 1:06d}",
+            uri="file:///x", sha256="0" * 64, size_bytes=1), "")
+        await coordinator.on_version(run_id, version)
+
+    async def final_evaluation_requested() -> bool:
+        info = await js.stream_info(stream_name(Kind.EVALS))
+        requested = [ev.EvalRequest.FromString((await js.get_msg(stream_name(Kind.EVALS), seq)).data).min_version
+                     for seq in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+        return 2 in requested
+
+    await announce(2)  # the last version, before the first
+    assert not await final_evaluation_requested() and run_id in coordinator.runs
+    await announce(1)  # the late one: now every version is in lineage
+    assert await final_evaluation_requested()
+    await store.record_evaluation(run_id, 2, 1, 2)
+    await coordinator.on_evaluation(run_id, 2)
+    assert (await store.get_run(run_id)).state == "COMPLETED"
