@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
+from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -52,11 +53,13 @@ _GSM8K_MARK = "####"
 _BOXED = "\\boxed{"
 
 
-class _Token(NamedTuple):
-    text: str  # the canonical number, or the raw text of a token that equals nothing
-    value: Fraction | None
-    start: int  # where it is in the text read
+class _Span(NamedTuple):
+    """Where one number is written; read (`_read`) only when it counts, since a long text holds
+    many and only its last is the answer."""
+
+    match: re.Match
     end: int
+    args: tuple[str | None, str | None] = (None, None)  # a LaTeX fraction's arguments (None: missing)
 
 
 def _unsigned(digits: str) -> Fraction | None:
@@ -84,58 +87,70 @@ def _closing(text: str, opening: int) -> int:
     return len(text)
 
 
-def _latex_fraction(text: str, command: re.Match) -> _Token:
+def _latex_fraction(text: str, command: re.Match) -> _Span:
     """The `\\frac` command matched, with its two arguments (`{...}`, or one character or command)."""
-    parts: list[Fraction | None] = []
+    args: list[str | None] = []
     pos = command.end()
     for _ in range(2):
         arg = _LATEX_ARG.match(text, pos)
         if arg is None:  # the text ends first
-            parts.append(None)
-            continue
-        if arg.group().strip() == "{":
+            args.append(None)
+        elif arg.group().strip() == "{":
             close = _closing(text, arg.end() - 1)
-            inner, pos = _SIGNED.fullmatch(text, arg.end(), close), close + 1
+            args.append(text[arg.end():close])
+            pos = close + 1
         else:
-            inner, pos = _SIGNED.fullmatch(arg.group()), arg.end()
-        parts.append(_signed(inner["sign"], _unsigned(inner["num"])) if inner else None)
-    value = _signed(command["fsign"], _over(*parts))
-    end = min(pos, len(text))
-    return _Token(str(value) if value is not None else text[command.start():end], value, command.start(), end)
+            args.append(arg.group())
+            pos = arg.end()
+    return _Span(command, min(pos, len(text)), (args[0], args[1]))
 
 
-def _plain_number(m: re.Match) -> _Token:
-    value = _signed(m["sign"], _unsigned(m["num"]))
-    if m["den"] is not None:
-        value = _over(value, _signed(m["dsign"], _unsigned(m["den"])))
-        written = str(value) if value is not None else m.group()
-    elif value is not None:  # the digits as written (`18.50` stays `18.50`), the sign canonical
-        written = ("-" if value < 0 else "") + m["num"].replace(",", "")
-    else:
-        written = m.group()
-    return _Token(written, value, m.start(), m.end())
-
-
-def _numbers(text: str) -> list[_Token]:
-    """Every number of `text`, left to right, at positions in `text` with `{,}` read as `,`."""
-    text = text.replace(_LATEX_COMMA, ",")
-    found: list[_Token] = []
+def _spans(text: str) -> Iterator[_Span]:
+    """Every number of `text` (with `{,}` already read as `,`), left to right."""
     pos = 0
-    while (m := _TOKEN.search(text, pos)) is not None:
-        found.append(_latex_fraction(text, m) if m["num"] is None else _plain_number(m))
-        pos = found[-1].end
-    return found
+    while True:
+        for m in _TOKEN.finditer(text, pos):
+            if m["num"] is None:  # a LaTeX fraction: its arguments end where the braces say
+                span = _latex_fraction(text, m)
+                yield span
+                pos = span.end
+                break
+            yield _Span(m, m.end())
+        else:
+            return
 
 
-def _final(text: str) -> _Token | None:
-    """The answer token: the last number after the last `####`, else in the last `\\boxed{}`,
-    else anywhere."""
+def _argument(arg: str | None) -> Fraction | None:
+    number = _SIGNED.fullmatch(arg) if arg is not None else None
+    return _signed(number["sign"], _unsigned(number["num"])) if number else None
+
+
+def _read(text: str, span: _Span) -> tuple[str, Fraction | None]:
+    """The number at `span`: written canonically (as written when it equals nothing), its value."""
+    m = span.match
+    if m["num"] is None:
+        value = _signed(m["fsign"], _over(_argument(span.args[0]), _argument(span.args[1])))
+    elif m["den"] is not None:
+        value = _over(_signed(m["sign"], _unsigned(m["num"])), _signed(m["dsign"], _unsigned(m["den"])))
+    else:
+        value = _signed(m["sign"], _unsigned(m["num"]))
+        if value is not None:  # the digits as written (`18.50` stays `18.50`), the sign canonical
+            return ("-" if value < 0 else "") + m["num"].replace(",", ""), value
+    return (str(value) if value is not None else text[m.start():span.end]), value
+
+
+def _final(text: str) -> tuple[str, Fraction | None] | None:
+    """The answer: the last number after the last `####`, else in the last `\\boxed{}`, else
+    anywhere; None when there is none."""
     if _GSM8K_MARK in text:
         text = text.rsplit(_GSM8K_MARK, 1)[1]
     elif (at := text.rfind(_BOXED)) >= 0:
         text = text[at + len(_BOXED):_closing(text, at + len(_BOXED) - 1)]
-    found = _numbers(text)
-    return found[-1] if found else None
+    text = text.replace(_LATEX_COMMA, ",")
+    last = None
+    for last in _spans(text):
+        pass
+    return _read(text, last) if last is not None else None
 
 
 def extract_final_number(text: str) -> str | None:
@@ -144,18 +159,18 @@ def extract_final_number(text: str) -> str | None:
 
     Returns None when there is no number: an empty answer never matches anything.
     """
-    token = _final(text)
-    return token.text if token is not None else None
+    final = _final(text)
+    return final[0] if final is not None else None
 
 
 def read_number(s: str) -> Fraction | None:
     """The value of `s` when it is exactly one number under the module's rule (nothing else but
     space around it), else None."""
-    found = _numbers(s)
-    if len(found) != 1:
-        return None
     s = s.replace(_LATEX_COMMA, ",")
-    return found[0].value if not s[:found[0].start].strip() and not s[found[0].end:].strip() else None
+    found = list(islice(_spans(s), 2))
+    if len(found) != 1 or s[:found[0].match.start()].strip() or s[found[0].end:].strip():
+        return None
+    return _read(s, found[0])[1]
 
 
 def ascii_signs(text: str) -> str:
@@ -189,8 +204,8 @@ def is_correct(problem: Problem, completion: str) -> bool:
 def answer_of(text: str) -> str | None:
     """The canonical answer of a completion (its final number, written `str(Fraction)`: `1,000`,
     `1000.0` -> `1000`, `2.50` -> `5/2`), or None when it has none or it equals nothing."""
-    token = _final(text)
-    return None if token is None or token.value is None else str(token.value)
+    final = _final(text)
+    return None if final is None or final[1] is None else str(final[1])
 
 
 def majority_answer(answers: Iterable[str | None]) -> str | None:

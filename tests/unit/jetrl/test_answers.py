@@ -6,6 +6,7 @@ label-free servers) and by the `verify` reward's whole rule (math-verify for `\b
 
 import json
 import re
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,6 +120,14 @@ def test_what_equals_nothing_is_reported_as_written():
 ])
 def test_read_number_takes_exactly_one_number(text, value):
     assert read_number(text) == value
+
+
+def test_long_texts_are_read_in_one_pass():
+    # every number is found, but only the last is read: a long completion costs a scan, not a parse per number
+    texts = ["12 " * 200_000, r"\frac{1}{2}" * 50_000, "1/" * 200_000, r"\frac{" * 50_000, "1," * 500_000 + "8"]
+    start = time.monotonic()
+    assert [extract_final_number(t) for t in texts] == ["12", "1/2", "1", r"\frac{" * 50_000, "1," * 500_000 + "8"]
+    assert time.monotonic() - start < 2.0
 
 
 def _golds(name: str) -> list[tuple[str, str]]:
