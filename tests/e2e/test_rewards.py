@@ -75,8 +75,12 @@ async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, s
 async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_once_back(stack, store, policy):
     port = free_port()
     rid = run_id(f"reward-down-{policy}")
-    reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: {policy}}}"
-    steps, batch = 8, 2
+    # zero: the groups scored while the server is down go on training, and since the stage scores
+    # them concurrently the run races ahead; enough versions are left for it to come back, and the
+    # failed-share guard (its own test is test_reward_faults) stays out of this one
+    share = ", max_failed_share: 1" if policy == "zero" else ""
+    reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: {policy}{share}}}"
+    steps, batch = (16 if policy == "zero" else 8), 2
     with reward_server("majority", port) as (proc, addr):
         await wait_serving(addr, timeout=60, what="majority")
         await create_run(stack, stack.spec_yaml(f"reward-down-{policy}", steps=steps, reward=reward), rid)
