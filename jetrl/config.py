@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from jetrl import ports
+
 __all__ = ["Settings", "RunSpec", "SpecError", "load_spec", "parse_spec", "dump_spec"]
 
 
@@ -41,14 +43,16 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".jetrl")
     """Where checkpoints, weights, logs and pid files live; shared by services on one host or volume."""
     listen: str | None = None
-    """host:port this service's gRPC server binds; each service has its own default port."""
-    scheduler_addr: str = Field("127.0.0.1:50051", min_length=3)
+    """host:port this service's gRPC server binds; default 0.0.0.0 on the port of its own address
+    setting (the scheduler's of `scheduler_addr`, ...), a reward server run alone on its port in
+    jetrl/ports.py."""
+    scheduler_addr: str = Field(f"127.0.0.1:{ports.SCHEDULER}", min_length=3)
     """Where SchedulerService answers (services fetch run specs from it)."""
-    rollout_addr: str = Field("127.0.0.1:50052", min_length=3)
-    """Where RolloutService answers (the scheduler asks it for held-out evaluations)."""
-    reward_addr: str = Field("127.0.0.1:50053", min_length=3)
+    rollout_addr: str = Field(f"127.0.0.1:{ports.ROLLOUT}", min_length=3)
+    """Where RolloutService answers (ad-hoc evaluation and generation; `jetrl status`)."""
+    reward_addr: str = Field(f"127.0.0.1:{ports.REWARD}", min_length=3)
     """Where the built-in reward server answers (the default reward endpoint)."""
-    trainer_addr: str = Field("127.0.0.1:50054", min_length=3)
+    trainer_addr: str = Field(f"127.0.0.1:{ports.TRAINER}", min_length=3)
     """Where TrainerService answers; announced with each weight version as the streaming source."""
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}", min_length=1)
     """Name of this replica in lineage and logs."""
@@ -66,6 +70,11 @@ class Settings(BaseSettings):
 
     def listen_or(self, default_port: int) -> str:
         return self.listen or f"0.0.0.0:{default_port}"
+
+    def listen_as(self, address: str) -> str:
+        """Where a service binds: `listen`, else every interface on the port of `address`, the
+        setting others reach it by."""
+        return self.listen_or(ports.port_of(address))
 
 
 # ---- run spec -------------------------------------------------------------------------------

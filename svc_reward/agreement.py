@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import grpc
 
+from jetrl import ports
 from jetrl.service import run_service, serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from jetrl.views import TEACHER
@@ -59,8 +60,9 @@ class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
         )
 
 
-def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer, default_port: int) -> None:
-    """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default 0.0.0.0:default_port).
+def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer) -> None:
+    """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default: every interface on
+    its port in jetrl/ports.py).
 
     Any built-in server, not only an agreement one; its `name` attribute names the process."""
     name = f"svc_reward.{servicer.name}"
@@ -70,6 +72,6 @@ def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer, default_port: i
         return [reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name]
 
     async def main(settings) -> None:
-        await serve(name, settings.listen_or(default_port), register)
+        await serve(name, settings.listen_or(ports.REWARD_SERVERS[name]), register)
 
     run_service(name, main)

@@ -12,7 +12,6 @@ from jetrl.service import serve
 from svc_reward.server import register
 from svc_reward.stage import RewardStage
 
-DEFAULT_PORT = 50053
 
 
 async def main(settings: Settings) -> None:
@@ -30,4 +29,4 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
-    await serve("svc_reward", settings.listen_or(DEFAULT_PORT), register, [groups], on_stop=close)
+    await serve("svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close)

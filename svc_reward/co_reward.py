@@ -14,4 +14,4 @@ SERVICER = AgreementServicer(
 )
 
 if __name__ == "__main__":
-    serve_alone(SERVICER, default_port=50056)
+    serve_alone(SERVICER)

@@ -11,4 +11,4 @@ from svc_reward.consensus import majority_rewards
 SERVICER = AgreementServicer("majority", "1", lambda request: majority_rewards(texts(request.views[0])))
 
 if __name__ == "__main__":
-    serve_alone(SERVICER, default_port=50055)
+    serve_alone(SERVICER)

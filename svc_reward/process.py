@@ -29,7 +29,6 @@ from svc_reward.agreement import serve_alone
 from svc_reward.server import CONTRACT_VERSIONS, contract_problem
 
 NAME, VERSION = "process", "1"
-DEFAULT_PORT = 50058
 
 
 class ProcessOptions(BaseSettings):
@@ -101,4 +100,4 @@ class ProcessServicer(reward_pb2_grpc.RewardServiceServicer):
 
 
 if __name__ == "__main__":
-    serve_alone(ProcessServicer(ProcessOptions()), default_port=DEFAULT_PORT)
+    serve_alone(ProcessServicer(ProcessOptions()))

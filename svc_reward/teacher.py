@@ -17,4 +17,4 @@ SERVICER = AgreementServicer(
 )
 
 if __name__ == "__main__":
-    serve_alone(SERVICER, default_port=50057)
+    serve_alone(SERVICER)

@@ -14,7 +14,6 @@ from svc_rollout.policies import Policies
 from svc_rollout.server import RolloutServicer, register
 from svc_rollout.worker import RolloutWorker
 
-DEFAULT_PORT = 50052
 
 
 async def main(settings: Settings) -> None:
@@ -47,6 +46,6 @@ async def main(settings: Settings) -> None:
         await nc.drain()
 
     await serve(
-        "svc_rollout", settings.listen_or(DEFAULT_PORT), register(RolloutServicer(worker)),
+        "svc_rollout", settings.listen_as(settings.rollout_addr), register(RolloutServicer(worker)),
         [tasks, evals, weights, teacher, control], on_stop=close, probe=bus_probe(nc),
     )

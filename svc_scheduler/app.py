@@ -23,7 +23,6 @@ from svc_scheduler.recorder import Recorder
 from svc_scheduler.server import SchedulerServicer, register
 
 log = logging.getLogger(__name__)
-DEFAULT_PORT = 50051
 RECONCILE_EVERY_S = 5.0
 
 
@@ -104,7 +103,7 @@ async def main(settings: Settings) -> None:
 
     await serve(
         "svc_scheduler",
-        settings.listen_or(DEFAULT_PORT),
+        settings.listen_as(settings.scheduler_addr),
         register(SchedulerServicer(coordinator, store, settings.reward_addr)),
         [
             resume,

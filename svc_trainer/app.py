@@ -12,7 +12,6 @@ from jetrl.service import serve
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
-DEFAULT_PORT = 50054
 
 
 async def main(settings: Settings) -> None:
@@ -29,5 +28,5 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
-    await serve("svc_trainer", settings.listen_or(DEFAULT_PORT), register(TrainerServicer(trainer)), [batches], on_stop=close,
+    await serve("svc_trainer", settings.listen_as(settings.trainer_addr), register(TrainerServicer(trainer)), [batches], on_stop=close,
                 probe=bus_probe(nc))

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.config import Settings
+from jetrl.ports import REWARD_SERVERS
 from jetrl.localstack import free_port, pid_alive, start_nats_server, tcp_reachable
 from jetrl.rpc import is_serving, wait_serving
 
@@ -116,9 +117,6 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
 
 
-# The built-in reward servers that run alone, on the ports their modules and docker-compose.yml use.
-REWARD_SERVERS = {"svc_reward.majority": 50055, "svc_reward.co_reward": 50056, "svc_reward.teacher": 50057,
-                  "svc_reward.process": 50058}
 
 
 def start_reward_servers(settings: Settings, modules: list[str], timeout: float = 60.0,

@@ -21,14 +21,16 @@ import jsonschema
 import pytest
 import yaml
 
+from jetrl import ports
+
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
-# The gRPC services and the port each listens on by default (DESIGN §1, jetrl/config.py).
-GRPC_SERVICES = {"scheduler": 50051, "rollout": 50052, "reward": 50053, "trainer": 50054}
+# The gRPC services and the port each listens on by default (jetrl/ports.py).
+GRPC_SERVICES = {"scheduler": ports.SCHEDULER, "rollout": ports.ROLLOUT, "reward": ports.REWARD, "trainer": ports.TRAINER}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
@@ -382,14 +384,30 @@ def test_dockerignore_keeps_local_state_out():
 
 
 def test_reward_servers_listen_where_jetrl_up_and_their_modules_say():
-    """One port per built-in reward server: `jetrl up --rewards`, the module run alone, compose."""
-    import re
+    """One port per built-in reward server (jetrl/ports.py): `jetrl up --rewards`, the module run
+    alone (serve_alone looks its port up by the servicer's name), compose."""
+    import importlib
 
-    from jetrl.cli.stack import REWARD_SERVERS
+    from jetrl.ports import REWARD_SERVERS
 
     by_module = {_argv(s["command"])[2]: s for s in _services().values()
                  if _uses_our_image(s) and _argv(s.get("command", ["x"]))[:2] == ["python", "-m"]}
     for module, port in REWARD_SERVERS.items():
         assert _env(by_module[module])["JETRL_LISTEN"].endswith(f":{port}"), module
         source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
-        assert re.search(rf"(default_port=|DEFAULT_PORT = ){port}\b", source), f"{module} does not default to {port}"
+        assert "serve_alone(" in source, f"{module} is not started by serve_alone"
+        servicers = [v for v in vars(importlib.import_module(module)).values() if hasattr(v, "Score")
+                     and isinstance(getattr(v, "name", None), str)]
+        assert any(f"svc_reward.{s.name}" == module for s in servicers), f"{module}'s servicer is not named for it"
+
+
+def test_each_service_listens_on_the_port_others_reach_it_by():
+    from jetrl.config import Settings
+
+    settings = Settings(scheduler_addr="scheduler:6001", reward_addr="10.0.0.1:6003")
+    assert settings.listen_as(settings.scheduler_addr) == "0.0.0.0:6001"
+    assert settings.listen_as(settings.reward_addr) == "0.0.0.0:6003"  # `python -m svc_reward` follows it
+    assert Settings().listen_as(Settings().trainer_addr) == f"0.0.0.0:{ports.TRAINER}"
+    for module, field in {"svc_scheduler": "scheduler_addr", "svc_rollout": "rollout_addr",
+                          "svc_reward": "reward_addr", "svc_trainer": "trainer_addr"}.items():
+        assert f"settings.listen_as(settings.{field})" in (ROOT / module / "app.py").read_text(), module
