@@ -23,6 +23,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
+from jetrl.ids import eval_msg_id, sample_id, sample_msg_id
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound
 from jetrl.tasks import make_task
@@ -129,15 +130,14 @@ class RolloutWorker:
 
     async def _publish(self, task: events_pb2.Task, index: int, prefix_len: int, r: GenResult) -> None:
         sample = events_pb2.Sample(
-            run_id=task.run_id, group_id=task.group_id, sample_id=f"{task.group_id}.{index}", index=index,
+            run_id=task.run_id, group_id=task.group_id, sample_id=sample_id(task.group_id, index), index=index,
             prompt_token_ids=task.prompt_token_ids, completion_token_ids=r.token_ids, logprobs=r.logprobs,
             token_versions=r.versions, text=r.text, finish_reason=r.finish_reason,
             worker_id=self.worker_id, temperature=task.sampling.temperature,
             attempt=task.attempt, prefix_len=prefix_len, view=task.view or "main",
         )
         partial = r.finish_reason == "aborted"
-        msg_id = f"{sample.sample_id}.a{task.attempt}" if partial else sample.sample_id
-        await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=msg_id)
+        await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial))
         self.tokens_generated += len(r.token_ids) - prefix_len
         if partial:
             self.samples_aborted += 1
@@ -166,7 +166,7 @@ class RolloutWorker:
             raise InvalidEvent(str(exc)) from None
         result = events_pb2.Evaluation(run_id=request.run_id, version=version, requested=request.min_version,
                                        correct=correct, total=total, worker_id=self.worker_id)
-        await publish(self.js, request.run_id, Kind.EVALUATED, result, msg_id=f"{request.run_id}.e{request.min_version}")
+        await publish(self.js, request.run_id, Kind.EVALUATED, result, msg_id=eval_msg_id(request.run_id, request.min_version))
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
         if control.kind == events_pb2.Control.ABORT:

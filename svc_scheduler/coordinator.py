@@ -21,6 +21,7 @@ from opentelemetry import context as otel_context
 
 from jetrl.bus import Kind, publish
 from jetrl.crash import crash_point
+from jetrl.ids import abort_msg_id, batch_id, end_msg_id, eval_msg_id, group_id, task_msg_id
 from jetrl.config import RunSpec
 from jetrl.lineage.buffer import PartialBuffer, Resumed
 from jetrl.lineage.store import LineageStore
@@ -29,7 +30,7 @@ from jetrl.policy.load import encode_prompt, load_tokenizer
 from jetrl.tasks import make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2
-from jetrl.views import ANALOGOUS, MAIN, TEACHER, View, group_size, layout
+from jetrl.views import ANALOGOUS, TEACHER, View, group_size, layout
 from svc_scheduler.admission import Admission
 from svc_scheduler.selection import Evidence, ThompsonSelector
 
@@ -50,25 +51,8 @@ class ActiveRun:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-def group_id(run_id: str, n: int) -> str:
-    return f"{run_id}.g{n:06d}"
-
-
-def batch_id(run_id: str, step: int) -> str:
-    return f"{run_id}.b{step:06d}"
-
-
-def task_msg_id(group: str, attempt: int, view: str = MAIN) -> str:
-    base = group if view in (MAIN, "") else f"{group}.{view}"
-    return base if attempt == 0 else f"{base}.r{attempt}"
-
-
-def eval_msg_id(run_id: str, version: int) -> str:
-    return f"{run_id}.e{version}"
-
-
-ENDED_CONTROL = {"COMPLETED": (events_pb2.Control.COMPLETED, "completed"),
-                 "STOPPED": (events_pb2.Control.STOP, "stopped"), "FAILED": (events_pb2.Control.STOP, "stopped")}
+ENDED_CONTROL = {"COMPLETED": events_pb2.Control.COMPLETED, "STOPPED": events_pb2.Control.STOP,
+                 "FAILED": events_pb2.Control.STOP}
 
 
 class Coordinator:
@@ -245,8 +229,7 @@ class Coordinator:
             run_id=run_id, kind=events_pb2.Control.ABORT, reason="batch sealed: over-provisioned groups",
             aborted=[events_pb2.TaskRef(group_id=g, attempt=a) for g, a in aborted],
         )
-        first = min(aborted)
-        await publish(self.js, run_id, Kind.CONTROL, control, msg_id=f"{first[0]}.abort{first[1]}")
+        await publish(self.js, run_id, Kind.CONTROL, control, msg_id=abort_msg_id(min(aborted)))
 
     async def _publish_tasks(self, run_id: str, tasks: list[events_pb2.Task]) -> None:
         for task in tasks:
@@ -379,6 +362,6 @@ class Coordinator:
         await self.notify()
 
     async def announce_end(self, run_id: str, state: str, message: str) -> None:
-        kind, suffix = ENDED_CONTROL[state]
+        kind = ENDED_CONTROL[state]
         await publish(self.js, run_id, Kind.CONTROL, events_pb2.Control(run_id=run_id, kind=kind, reason=message),
-                      msg_id=f"{run_id}.{suffix}")
+                      msg_id=end_msg_id(run_id, kind == events_pb2.Control.COMPLETED))

@@ -14,7 +14,8 @@ import logging
 
 from jetrl.bus import CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, Wait, parse_subject
 from jetrl.crash import crash_point
-from jetrl.lineage.store import LineageStore, UnknownGroup, dead_letter_id
+from jetrl.ids import dead_letter_id
+from jetrl.lineage.store import LineageStore, UnknownGroup
 from jetrl.logs import log_fields
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, Wait, publish
 from jetrl.crash import crash_point
+from jetrl.ids import teacher_msg_id, weights_msg_id
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import tracer
@@ -192,9 +193,9 @@ class Trainer:
         log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
 
     async def _publish(self, run_id: str, ann, teacher_ann) -> None:
-        await publish(self.js, run_id, Kind.WEIGHTS, ann, msg_id=f"{run_id}.v{ann.version}")
+        await publish(self.js, run_id, Kind.WEIGHTS, ann, msg_id=weights_msg_id(run_id, ann.version))
         if teacher_ann is not None:
-            await publish(self.js, run_id, Kind.TEACHER, teacher_ann, msg_id=f"{run_id}.t{teacher_ann.version}")
+            await publish(self.js, run_id, Kind.TEACHER, teacher_ann, msg_id=teacher_msg_id(run_id, teacher_ann.version))
 
     async def _announce_again(self, batch, rt: RunTrainer) -> None:
         ann = events_pb2.WeightsAnnouncement.FromString(rt.state.announcement) if rt.state.announcement else None

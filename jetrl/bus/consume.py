@@ -27,6 +27,7 @@ from jetrl.bus.publish import MSG_ID, messaging_attributes
 from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, FailureCounter, Wait, failure_delay, is_transient, wait_delay
 from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind, stream_name, subject
 from jetrl.bus.validate import InvalidEvent, decode
+from jetrl.ids import dead_letter_msg_id
 from jetrl.logs import log_fields
 from jetrl.telemetry import extract, link_from, tracer
 
@@ -341,7 +342,7 @@ async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: s
         DLQ_SUBJECT: msg.subject,
         DLQ_SEQ: str(seq),
         DLQ_CAUSE: cause,
-        MSG_ID: f"dlq:{msg.metadata.stream}:{seq}",
+        MSG_ID: dead_letter_msg_id(msg.metadata.stream, seq),
     }
     try:
         await js.publish(f"{PREFIX}.{delivery.run_id}.{Kind.DLQ}", msg.data, headers=headers)

@@ -195,7 +195,7 @@ class Evaluation(Base):
 
 class DeadLetter(Base):
     __tablename__ = "dead_letters"
-    dlq_id: Mapped[str] = mapped_column(String(160), primary_key=True)  # store.dead_letter_id
+    dlq_id: Mapped[str] = mapped_column(String(160), primary_key=True)  # jetrl.ids.dead_letter_id
     run_id: Mapped[str] = mapped_column(String(128), index=True)  # no FK: the run may be unknown
     subject: Mapped[str] = mapped_column(String(256))
     reason: Mapped[str] = mapped_column(Text)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, bindparam, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
+from jetrl.ids import group_number
 from jetrl.lineage.models import (
     GROUP_STATES, Batch, PartialSample, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
     SampleSegment,
@@ -19,7 +20,7 @@ from jetrl.lineage.reports import LineageReports
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER, split
 
-__all__ = ["GroupProgress", "LineageStore", "UnknownGroup", "dead_letter_id"]
+__all__ = ["GroupProgress", "LineageStore", "UnknownGroup"]
 
 
 class UnknownGroup(LookupError):
@@ -33,16 +34,6 @@ class GroupProgress:
     complete: int     # samples finished (eos or length)
     state: str
     accounted: bool   # every sample is finished or reported by the current attempt (resumable)
-
-
-def group_number(group_id: str) -> int:
-    """n of `<run>.g<n>` (ids are minted by the scheduler)."""
-    return int(group_id.rsplit(".g", 1)[1])
-
-
-def dead_letter_id(run_id: str, dlq_seq: int) -> str:
-    """Key of a dead letter: the DLQ stream sequence alone repeats across NATS servers and runs."""
-    return f"{run_id}:{dlq_seq}"
 
 
 ABORTED = "aborted"  # finish reason of a partial sample
