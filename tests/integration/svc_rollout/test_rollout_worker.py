@@ -1,4 +1,6 @@
-"""RolloutWorker (svc_rollout/worker.py) on a real nats-server: attempts, resumed prefixes, ABORT."""
+"""RolloutWorker (svc_rollout/worker.py) on a real nats-server: attempts, resumed prefixes, ABORT
+(the requests of a task and the engine of a run spec, without a broker:
+tests/unit/svc_rollout/test_rollout_requests.py)."""
 
 import asyncio
 import threading
@@ -8,15 +10,13 @@ import pytest
 
 from jetrl.bus import ROLLOUT_WORKERS, Kind, consume, follow, publish, stream_name
 from jetrl.bus.publish import MSG_ID
-from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
+from jetrl.policy import encode_prompt
 from jetrl.v1 import events_pb2 as ev
 from svc_rollout.engine import TorchEngine
 from svc_rollout.policies import POLICY, Policies
 from svc_rollout.server import RolloutServicer
-from svc_rollout.worker import RolloutWorker, requests_for
-
-TOK = make_char_tokenizer()
-RUN = "run1"
+from svc_rollout.worker import RolloutWorker
+from tiny_rollout import RUN, TOK, make_task, tiny_engine
 
 
 class KnownRuns:
@@ -46,11 +46,6 @@ class HeldEngine(TorchEngine):
                     time.sleep(0.01)
             return should_stop()
         return super().generate(requests, held)
-
-
-def tiny_engine(cls=TorchEngine, **kwargs):
-    model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=0)
-    return cls(model, TOK, **kwargs)
 
 
 async def running_worker(js, engine, stop):
@@ -85,33 +80,9 @@ async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
     return got
 
 
-def make_task(group_id, attempt=0, resume=(), num_samples=4, max_new_tokens=8, temperature=1.0):
-    return ev.Task(run_id=RUN, group_id=group_id, prompt_id="p0", prompt="12+34=",
-                   prompt_token_ids=encode_prompt(TOK, "12+34="), num_samples=num_samples,
-                   sampling=ev.SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
-                                              seed=3),
-                   attempt=attempt, resume=list(resume))
-
-
 def abort(*refs):
     return ev.Control(run_id=RUN, kind=ev.Control.ABORT, reason="batch sealed",
                       aborted=[ev.TaskRef(group_id=g, attempt=a) for g, a in refs])
-
-
-def test_requests_for_attempt_zero_and_for_a_resumed_attempt():
-    fresh = requests_for(make_task("run1.g0", num_samples=3, max_new_tokens=8))
-    assert [i for i, _ in fresh] == [0, 1, 2]
-    assert [r.seed for _, r in fresh] == [3 * 1024 + i for i in range(3)]
-    assert all(r.max_new_tokens == 8 and not r.prefix_token_ids for _, r in fresh)
-    prefixes = [ev.Prefix(index=2, token_ids=[5, 6, 7], logprobs=[-1.0, -2.0, -3.0], token_versions=[0, 0, 1]),
-                ev.Prefix(index=0, token_ids=list(range(9)), logprobs=[-1.0] * 9, token_versions=[1] * 9)]
-    resumed = requests_for(make_task("run1.g0", attempt=2, resume=prefixes, num_samples=3, max_new_tokens=8))
-    assert [i for i, _ in resumed] == [2, 0]  # exactly the listed samples
-    (_, two), (_, zero) = resumed
-    assert two.seed == 3 * 1024 + 2 + 7919 * 2 and two.max_new_tokens == 5
-    assert (list(two.prefix_token_ids), list(two.prefix_logprobs), list(two.prefix_versions)) == (
-        [5, 6, 7], [-1.0, -2.0, -3.0], [0, 0, 1])
-    assert zero.max_new_tokens == 0  # a prefix already at the cap is never extended
 
 
 async def test_a_task_aborted_before_it_is_taken_hands_back_its_prefixes(js):
@@ -173,20 +144,3 @@ async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_tok
     assert status.busy_seconds == pytest.approx(busy) and busy > 0
     assert worker.busy_seconds == busy  # the ended run's engine is gone, its busy time is kept
     assert (RUN, "run1.g5", 0) not in worker.aborted  # forgotten with the run
-
-
-@pytest.mark.parametrize("on_new_weights", ["interrupt", "finish"])
-def test_the_engine_follows_the_run_spec(tmp_path, on_new_weights):
-    from jetrl.config import ModelSpec, RolloutSpec, RunSpec, SimulationSpec
-    from jetrl.policy import save_policy
-    from svc_rollout.policies import _build_engine
-    from svc_rollout.simulated import SimulatedEngine
-
-    path = save_policy(tiny_engine().model, TOK, tmp_path / "policy")
-    rollout = RolloutSpec(on_new_weights=on_new_weights, max_new_tokens=16)
-    torch_engine = _build_engine(RunSpec(model=ModelSpec(path=str(path)), rollout=rollout))
-    simulated = _build_engine(RunSpec(model=ModelSpec(path=str(path)), rollout=rollout,
-                                      simulation=SimulationSpec(max_length=16)))
-    assert isinstance(torch_engine, TorchEngine) and isinstance(simulated, SimulatedEngine)
-    for engine in (torch_engine, simulated):
-        assert engine.version == 0 and engine.interrupt == (on_new_weights == "interrupt")
