@@ -27,6 +27,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.generate import left_pad
 from jetrl.policy.load import copy_state, encode_prompt, parse_state_bytes
+from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
 
@@ -59,7 +60,7 @@ class GenResult:
     token_ids: list[int]
     logprobs: list[float]
     versions: list[int]
-    finish_reason: str  # "eos", "length", or "aborted" (a partial sample, to be resumed)
+    finish_reason: FinishReason  # ABORTED: a partial sample, to be resumed
     text: str
 
 
@@ -186,13 +187,13 @@ class TorchEngine:
         """Complete every request as one batch; a row stops on EOS, on its max_new_tokens, or
         ("aborted") when `should_stop()`, asked before every decode step, returns true."""
         results = [
-            GenResult(list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), "length", "")
+            GenResult(list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), FinishReason.LENGTH, "")
             for r in requests
         ]
         todo = []
         for i, (req, res) in enumerate(zip(requests, results)):
             if res.token_ids[-1:] == [self.eos_id]:
-                res.finish_reason = "eos"  # the prefix already ended the sample
+                res.finish_reason = FinishReason.EOS  # the prefix already ended the sample
             elif req.max_new_tokens > 0:
                 todo.append(i)
         if todo:
@@ -221,7 +222,7 @@ class TorchEngine:
             if should_stop():
                 for i in range(n):
                     if active[i]:
-                        results[i].finish_reason, active[i] = "aborted", False
+                        results[i].finish_reason, active[i] = FinishReason.ABORTED, False
                 break
             logits, version = self._step(seq)
             logprobs = torch.log_softmax(logits / scale, dim=-1)
@@ -241,7 +242,7 @@ class TorchEngine:
                 res.versions.append(version)
                 new_tokens[i] += 1
                 if tok == self.eos_id:
-                    res.finish_reason, active[i] = "eos", False
+                    res.finish_reason, active[i] = FinishReason.EOS, False
                 elif new_tokens[i] >= requests[i].max_new_tokens:
                     active[i] = False
             # Finished rows still ride along (feeding a pad, masked out) to keep shapes fixed.

@@ -23,6 +23,7 @@ from statistics import NormalDist
 import numpy as np
 
 from jetrl.config import SimulationSpec
+from jetrl.states import FinishReason
 from svc_rollout.engine import CallGate, GenRequest, GenResult
 
 __all__ = ["SimulatedEngine", "target_length"]
@@ -139,12 +140,12 @@ class SimulatedEngine:
 
     def _row(self, req: GenRequest) -> _Row:
         prefix = list(req.prefix_token_ids)
-        result = GenResult(prefix, list(req.prefix_logprobs), list(req.prefix_versions), "length", "")
+        result = GenResult(prefix, list(req.prefix_logprobs), list(req.prefix_versions), FinishReason.LENGTH, "")
         target = target_length(self.sim, req.seed, len(prefix))
         stop_at = min(target, len(prefix) + max(req.max_new_tokens, 0))
         row = _Row(result, stop_at, eos=stop_at == target < self.sim.max_length, digit_offset=req.seed)
         if prefix[-1:] == [self.eos_id]:
-            row.result.finish_reason, row.done = "eos", True  # the prefix already ended the sample
+            row.result.finish_reason, row.done = FinishReason.EOS, True  # the prefix already ended the sample
         elif len(prefix) >= stop_at:
             row.done = True  # no new tokens allowed: "length"
         return row
@@ -179,7 +180,7 @@ class SimulatedEngine:
                 if row.done:
                     continue
                 if stop:
-                    row.result.finish_reason, row.done = "aborted", True
+                    row.result.finish_reason, row.done = FinishReason.ABORTED, True
                 elif budget:
                     budget -= 1
                     self._advance(row)
@@ -200,7 +201,7 @@ class SimulatedEngine:
         res.logprobs.append(LOGPROB)
         res.versions.append(self.version)
         if last:
-            res.finish_reason, row.done = ("eos" if row.eos else "length"), True
+            res.finish_reason, row.done = (FinishReason.EOS if row.eos else FinishReason.LENGTH), True
 
 
 def _plain_token_ids(tokenizer) -> list[int]:

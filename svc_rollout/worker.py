@@ -26,6 +26,7 @@ from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.ids import eval_msg_id, sample_id, sample_msg_id
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound
+from jetrl.states import FinishReason
 from jetrl.tasks import make_task
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
@@ -136,7 +137,7 @@ class RolloutWorker:
             worker_id=self.worker_id, temperature=task.sampling.temperature,
             attempt=task.attempt, prefix_len=prefix_len, view=task.view or "main",
         )
-        partial = r.finish_reason == "aborted"
+        partial = r.finish_reason == FinishReason.ABORTED
         await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial))
         self.tokens_generated += len(r.token_ids) - prefix_len
         if partial:
@@ -181,5 +182,5 @@ class RolloutWorker:
 def _unstarted(request: GenRequest, tokenizer) -> GenResult:
     """The partial result of a sample that was aborted before it was generated: its prefix."""
     tokens = list(request.prefix_token_ids)
-    return GenResult(tokens, list(request.prefix_logprobs), list(request.prefix_versions), "aborted",
+    return GenResult(tokens, list(request.prefix_logprobs), list(request.prefix_versions), FinishReason.ABORTED,
                      tokenizer.decode(tokens, skip_special_tokens=True))

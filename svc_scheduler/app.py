@@ -18,6 +18,7 @@ from jetrl.lineage.db import check_database, make_engine
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.service import serve
+from jetrl.states import RunState
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import Recorder
 from svc_scheduler.server import SchedulerServicer, register
@@ -31,14 +32,14 @@ async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
     again of runs that ended lately (the last scheduler may have died before it did)."""
     recent = datetime.now(UTC) - timedelta(seconds=DUPLICATE_WINDOW_S)
     for record in await store.list_runs():
-        if record.state != "RUNNING":
+        if record.state != RunState.RUNNING:
             if record.updated_at >= recent:
-                await coordinator.announce_end(record.run_id, record.state, record.message)
+                await coordinator.announce_end(record.run_id, RunState(record.state), record.message)
             continue
         try:
             run = await asyncio.to_thread(coordinator.prepare, record.run_id, parse_spec(record.spec_yaml))
         except Exception as exc:  # one broken run must not keep the others from resuming
-            await coordinator.end(record.run_id, "FAILED", f"cannot resume: {exc}")
+            await coordinator.end(record.run_id, RunState.FAILED, f"cannot resume: {exc}")
             continue
         await coordinator.start(run)
         log.info("run resumed", extra=log_fields(run=record.run_id, version=record.policy_version))

@@ -26,6 +26,7 @@ from jetrl.config import RunSpec
 from jetrl.lineage.buffer import PartialBuffer, Resumed
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
+from jetrl.states import ACCEPTED, GroupState, RunState
 from jetrl.policy.load import encode_prompt, load_tokenizer
 from jetrl.tasks import make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
@@ -51,8 +52,8 @@ class ActiveRun:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-ENDED_CONTROL = {"COMPLETED": events_pb2.Control.COMPLETED, "STOPPED": events_pb2.Control.STOP,
-                 "FAILED": events_pb2.Control.STOP}
+ENDED_CONTROL = {RunState.COMPLETED: events_pb2.Control.COMPLETED, RunState.STOPPED: events_pb2.Control.STOP,
+                 RunState.FAILED: events_pb2.Control.STOP}
 
 
 class Coordinator:
@@ -175,13 +176,13 @@ class Coordinator:
             return 0
         async with run.lock:
             record = await self.store.get_run(run_id)
-            if record.state != "RUNNING":
+            if record.state != RunState.RUNNING:
                 return 0
             counts = await self.store.group_counts(run_id)
             # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
             # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
-            running = counts["admitted"]
-            accepted = counts["generated"] + counts["scored"] + counts["batched"] + counts["trained"]
+            running = counts[GroupState.ADMITTED]
+            accepted = sum(counts[s] for s in ACCEPTED)
             version = record.policy_version
             if run.admission.must_abort(version, accepted, running):
                 await self._abort_generating(run)
@@ -264,7 +265,7 @@ class Coordinator:
         with tracer.start_as_current_span("group assemble", context=parent) as span:
             span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
             await publish(self.js, run_id, Kind.GROUPS, group, msg_id=group_id)
-        await self.store.mark_group(group_id, "generated")
+        await self.store.mark_group(group_id, GroupState.GENERATED)
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -329,7 +330,7 @@ class Coordinator:
         """End a run that cannot go on (state FAILED, the reason in its message); workers drop its work."""
         if run_id in self.runs:
             log.error("run failed", extra=log_fields(run=run_id, reason=reason))
-            await self.stop(run_id, reason, state="FAILED")
+            await self.stop(run_id, reason, state=RunState.FAILED)
 
     async def finish(self, run_id: str, message: str = "") -> None:
         """The last version is trained: complete the run once every version and its final
@@ -347,13 +348,13 @@ class Coordinator:
         if not message and (latest is None or latest[0] < final):
             await self.request_evaluation(run_id, final)
             return
-        await self.end(run_id, "COMPLETED", message)
+        await self.end(run_id, RunState.COMPLETED, message)
         log.info("run completed", extra=log_fields(run=run_id, version=final))
 
-    async def stop(self, run_id: str, reason: str, state: str = "STOPPED") -> None:
+    async def stop(self, run_id: str, reason: str, state: RunState = RunState.STOPPED) -> None:
         await self.end(run_id, state, reason)
 
-    async def end(self, run_id: str, state: str, message: str) -> None:
+    async def end(self, run_id: str, state: RunState, message: str) -> None:
         """Record the run's end, then tell every worker (again, after a restart: `announce_end`)."""
         await self.store.set_run_state(run_id, state, message)
         crash_point("end.recorded")
@@ -361,7 +362,7 @@ class Coordinator:
         await self.announce_end(run_id, state, message)
         await self.notify()
 
-    async def announce_end(self, run_id: str, state: str, message: str) -> None:
+    async def announce_end(self, run_id: str, state: RunState, message: str) -> None:
         kind = ENDED_CONTROL[state]
         await publish(self.js, run_id, Kind.CONTROL, events_pb2.Control(run_id=run_id, kind=kind, reason=message),
                       msg_id=end_msg_id(run_id, kind == events_pb2.Control.COMPLETED))

@@ -17,6 +17,7 @@ from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.store import LineageStore, UnknownGroup
 from jetrl.logs import log_fields
+from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size
@@ -38,7 +39,7 @@ class Recorder:
         record = await self.store.get_run(run_id)
         if record is None:
             raise InvalidEvent(f"unknown run {run_id!r}")
-        if record.state == "RUNNING":
+        if record.state == RunState.RUNNING:
             raise Wait(f"run {run_id} is RUNNING but not active yet (the scheduler is resuming it)")
         return None
 
@@ -70,7 +71,7 @@ class Recorder:
             spec = specs[run_id]
             if spec is None or p is None:
                 continue
-            if p.complete >= group_size(spec) and p.state in ("admitted", "partial"):
+            if p.complete >= group_size(spec) and p.state in IN_FLIGHT:
                 await self.coordinator.publish_group(run_id, group_id)
                 changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
@@ -104,7 +105,7 @@ class Recorder:
                                                     f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)")
                 return
             limit = spec.reward.max_dropped
-            if limit is not None and (dropped := (await self.store.group_counts(run_id))["dropped"]) >= limit:
+            if limit is not None and (dropped := (await self.store.group_counts(run_id))[GroupState.DROPPED]) >= limit:
                 await self.coordinator.fail(run_id, f"{dropped} groups dropped for failed rewards, the newest by "
                                                     f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
                                                     f"{limit}); start the server again and create the run anew")

@@ -11,18 +11,14 @@ import grpc
 from jetrl.bus import Kind, subject
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.lineage.store import LineageStore
+from jetrl.states import GroupState, RunState
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.reward_needs import check_reward_needs
 
-STATES = {
-    "RUNNING": services_pb2.RUNNING,
-    "COMPLETED": services_pb2.COMPLETED,
-    "STOPPED": services_pb2.STOPPED,
-    "FAILED": services_pb2.FAILED,
-}
+STATES = {state: services_pb2.RunState.Value(state) for state in RunState}  # the proto enum, same names
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
@@ -38,7 +34,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         stats = await self.store.run_stats(run_id)
         counts = await self.store.group_counts(run_id)
         latest = await self.store.latest_evaluation(run_id)
-        end = time.time() if record.state == "RUNNING" else record.updated_at.timestamp()
+        end = time.time() if record.state == RunState.RUNNING else record.updated_at.timestamp()
         elapsed = max(end - record.created_at.timestamp(), 1e-9)
         generating = (stats.last_sample_at.timestamp() - record.created_at.timestamp()) if stats.last_sample_at else 0.0
         return services_pb2.RunProgress(
@@ -53,18 +49,18 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             samples_generated=stats.samples_generated,
             samples_trained=stats.samples_trained,
             elapsed_seconds=elapsed,
-            groups_running=counts["admitted"] + counts["generated"],
+            groups_running=counts[GroupState.ADMITTED] + counts[GroupState.GENERATED],
             dead_letters=stats.dead_letters,
             message=record.message or "",
             mean_staleness=stats.mean_staleness,
             max_staleness=stats.max_staleness,
-            partial_groups=counts["partial"],
+            partial_groups=counts[GroupState.PARTIAL],
             offpolicy_token_share=stats.offpolicy_token_share,
             stale_masked_tokens=stats.stale_masked_tokens,
             reward_failures=stats.reward_failures,
             last_reward_error=stats.last_reward_error or "",
-            groups_dropped=counts["dropped"],
-            groups_filtered=counts["filtered"],
+            groups_dropped=counts[GroupState.DROPPED],
+            groups_filtered=counts[GroupState.FILTERED],
             teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,
         )
 
@@ -114,7 +110,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         record = await self.store.get_run(request.run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
-        if record.state != "RUNNING":
+        if record.state != RunState.RUNNING:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"run {request.run_id!r} is {record.state}")
         await self.coordinator.stop(request.run_id, request.reason or "stopped by request")
         return await self._run(request.run_id, context)

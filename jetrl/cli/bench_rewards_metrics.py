@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jetrl.config import TaskSpec
+from jetrl.states import GroupState
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import answer_of, majority_answer
 from jetrl.views import ANALOGOUS, MAIN, TEACHER
@@ -220,7 +221,7 @@ def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
                        Prompt.reference)
                 .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
                 .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
-                .where(Sample.run_id == run_id, PromptGroup.run_id == run_id, PromptGroup.state == "trained")
+                .where(Sample.run_id == run_id, PromptGroup.run_id == run_id, PromptGroup.state == GroupState.TRAINED)
                 .order_by(Sample.group_id, Sample.index)
             ).all()
     finally:

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
 from jetrl.lineage.store import accounted, unfinished
+from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2
 
 __all__ = ["PartialBuffer", "Resumed"]
@@ -41,8 +42,8 @@ class PartialBuffer:
         """Move generating groups to the buffer; (group id, attempt) of those that moved."""
         async with self.engine.begin() as conn:
             rows = await conn.execute(update(PromptGroup).where(
-                PromptGroup.run_id == run_id, PromptGroup.group_id.in_(group_ids), PromptGroup.state == "admitted")
-                .values(state="partial").returning(PromptGroup.group_id, PromptGroup.attempt))
+                PromptGroup.run_id == run_id, PromptGroup.group_id.in_(group_ids), PromptGroup.state == GroupState.ADMITTED)
+                .values(state=GroupState.PARTIAL).returning(PromptGroup.group_id, PromptGroup.attempt))
             return [tuple(r) for r in rows]
 
     async def resumable(self, run_id: str, limit: int) -> list[str]:
@@ -53,7 +54,7 @@ class PartialBuffer:
             found = []
             for group_id, attempt in await conn.execute(
                     select(PromptGroup.group_id, PromptGroup.attempt)
-                    .where(PromptGroup.run_id == run_id, PromptGroup.state == "partial").order_by(PromptGroup.n)):
+                    .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL).order_by(PromptGroup.n)):
                 if await accounted(conn, group_id, attempt):
                     found.append(group_id)
                     if len(found) == limit:
@@ -65,13 +66,13 @@ class PartialBuffer:
         the ABORT that stops that attempt must have gone out, or they would wait for ever."""
         async with self.engine.connect() as conn:
             rows = list(await conn.execute(select(PromptGroup.group_id, PromptGroup.attempt).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == "partial").order_by(PromptGroup.n)))
+                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL).order_by(PromptGroup.n)))
             return [(g, a) for g, a in rows if not await accounted(conn, g, a)]
 
     async def size(self, run_id: str) -> int:
         async with self.engine.connect() as conn:
             return (await conn.execute(select(func.count()).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == "partial"))).scalar_one()
+                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL))).scalar_one()
 
     async def resume(self, group_id: str, version: int, stale_before: int | None) -> Resumed | None:
         """Start the group's next attempt at `version`; None if it is not resumable (any more).
@@ -83,12 +84,12 @@ class PartialBuffer:
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id)
                                       .with_for_update())).one_or_none()
-            if row is None or row.state != "partial" or not await accounted(conn, group_id, row.attempt):
+            if row is None or row.state != GroupState.PARTIAL or not await accounted(conn, group_id, row.attempt):
                 return None
             prefixes, dropped = await self._prefixes(conn, group_id, row.attempt, stale_before)
             attempt = row.attempt + 1
             await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id).values(
-                state="admitted", attempt=attempt, attempt_version=version, recycled=PromptGroup.recycled + 1))
+                state=GroupState.ADMITTED, attempt=attempt, attempt_version=version, recycled=PromptGroup.recycled + 1))
             return Resumed(row.n, attempt, version, row.traceparent, prefixes, dropped)
 
     async def current(self, group_id: str) -> Resumed:
@@ -114,7 +115,7 @@ class PartialBuffer:
                 # the emptied buffer row makes a re-published attempt drop it too
                 await conn.execute(update(SampleSegment).where(
                     SampleSegment.sample_id == p.sample_id, SampleSegment.attempt <= attempt)
-                    .values(finish_reason="dropped"))
+                    .values(finish_reason=FinishReason.DROPPED))
                 await conn.execute(update(PartialSample).where(
                     PartialSample.sample_id == p.sample_id, PartialSample.attempt == attempt)
                     .values(token_ids=[], logprobs=[], token_versions=[]))

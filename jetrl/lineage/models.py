@@ -15,16 +15,9 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "Base", "Run", "Prompt", "PromptGroup", "Sample", "SampleSegment", "PartialSample", "Reward", "Batch",
-    "PolicyVersion", "Evaluation", "DeadLetter", "GROUP_STATES",
+    "PolicyVersion", "Evaluation", "DeadLetter",
 ]
 
-# A group moves forward through these states; counts per state drive admission. "partial" is
-# APRIL's buffer (aborted mid-generation, waiting to resume): the one step back is partial ->
-# admitted when it resumes, taken only by PartialBuffer.resume. "expired" is a scored group none
-# of whose tokens the next batch may train (all older than max_staleness): kept, never trained.
-# "filtered" is a scored group whose rewards are all equal, dropped by dynamic sampling (DAPO);
-# "dropped" one whose reward endpoint failed under `reward.on_failure: drop`.
-GROUP_STATES = ("admitted", "partial", "generated", "scored", "batched", "trained", "expired", "filtered", "dropped")
 
 
 def _now() -> Mapped[datetime]:
@@ -40,7 +33,7 @@ class Run(Base):
     run_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(64))
     spec_yaml: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))  # RUNNING, COMPLETED, STOPPED, FAILED
+    state: Mapped[str] = mapped_column(String(16))  # jetrl.states.RunState
     message: Mapped[str] = mapped_column(Text, default="")
     policy_version: Mapped[int] = mapped_column(Integer, default=0)
     total_steps: Mapped[int] = mapped_column(Integer)

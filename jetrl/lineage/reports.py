@@ -15,12 +15,11 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run, Sample, SampleSegment
+from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
 
 __all__ = ["LineageReports", "RunStats"]
 
-# groups that were scored and kept for training: all scored states but "dropped" (never trained)
-_SCORED_KEPT = ("scored", "batched", "trained", "expired", "filtered")
 
 
 @dataclass(frozen=True)
@@ -104,7 +103,7 @@ class LineageReports:
         async with self.engine.connect() as conn:
             failed, kept = (await conn.execute(select(
                 func.count().filter(PromptGroup.reward_error.is_not(None)), func.count())
-                .where(PromptGroup.run_id == run_id, PromptGroup.state.in_(_SCORED_KEPT)))).one()
+                .where(PromptGroup.run_id == run_id, PromptGroup.state.in_(SCORED_KEPT)))).one()
         return failed, kept
 
     async def segments(self, sample_id: str) -> list:

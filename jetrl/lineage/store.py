@@ -13,10 +13,11 @@ from sqlalchemy.dialects.postgresql import insert
 
 from jetrl.ids import group_number
 from jetrl.lineage.models import (
-    GROUP_STATES, Batch, PartialSample, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
+    Batch, PartialSample, PolicyVersion, Prompt, PromptGroup, Reward, Run, Sample,
     SampleSegment,
 )
 from jetrl.lineage.reports import LineageReports
+from jetrl.states import IN_FLIGHT, FinishReason, GroupState, RunState
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER, split
 
@@ -34,9 +35,6 @@ class GroupProgress:
     complete: int     # samples finished (eos or length)
     state: str
     accounted: bool   # every sample is finished or reported by the current attempt (resumable)
-
-
-ABORTED = "aborted"  # finish reason of a partial sample
 
 
 def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
@@ -69,10 +67,6 @@ def _segment_row(sample: events_pb2.Sample) -> dict:
     )
 
 
-def _earlier(state: str) -> tuple[str, ...]:
-    return GROUP_STATES[: GROUP_STATES.index(state)]
-
-
 class LineageStore(LineageReports):
     """The scheduler's writes and the queries its decisions rest on; the reports a person reads
     (evaluations, dead letters, run statistics, per-sample rows) come from `LineageReports`."""
@@ -83,7 +77,7 @@ class LineageStore(LineageReports):
                          group_size: int, trace_id: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(insert(Run).values(
-                run_id=run_id, name=name, spec_yaml=spec_yaml, state="RUNNING", message="", policy_version=0,
+                run_id=run_id, name=name, spec_yaml=spec_yaml, state=RunState.RUNNING, message="", policy_version=0,
                 total_steps=total_steps, batch_groups=batch_groups, group_size=group_size, trace_id=trace_id,
             ).on_conflict_do_nothing())
 
@@ -95,7 +89,7 @@ class LineageStore(LineageReports):
         async with self.engine.connect() as conn:
             return list(await conn.execute(select(Run).order_by(Run.created_at)))
 
-    async def set_run_state(self, run_id: str, state: str, message: str) -> None:
+    async def set_run_state(self, run_id: str, state: RunState, message: str) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(update(Run).where(Run.run_id == run_id)
                                .values(state=state, message=message, updated_at=func.now()))
@@ -114,7 +108,7 @@ class LineageStore(LineageReports):
             await conn.execute(insert(PromptGroup).values(
                 group_id=task.group_id, run_id=task.run_id, n=group_number(task.group_id), problem=problem,
                 prompt_id=task.prompt_id,
-                admitted_version=task.policy_version, attempt_version=task.policy_version, state="admitted",
+                admitted_version=task.policy_version, attempt_version=task.policy_version, state=GroupState.ADMITTED,
                 view=task.view or "main", traceparent=traceparent, trace_id=trace_id,
             ).on_conflict_do_nothing())
 
@@ -122,14 +116,14 @@ class LineageStore(LineageReports):
         async with self.engine.connect() as conn:
             rows = await conn.execute(select(PromptGroup.state, func.count()).where(PromptGroup.run_id == run_id)
                                       .group_by(PromptGroup.state))
-            return {state: 0 for state in GROUP_STATES} | dict(rows.all())
+            return {state: 0 for state in GroupState} | dict(rows.all())
 
     async def admitted_groups(self, run_id: str) -> list[tuple[int, int, int, str]]:
         """(n, attempt, version it started on, traceparent) of groups generating now, in admission order."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(PromptGroup.n, PromptGroup.attempt, PromptGroup.attempt_version, PromptGroup.traceparent)
-                .where(PromptGroup.run_id == run_id, PromptGroup.state == "admitted").order_by(PromptGroup.n))
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.ADMITTED).order_by(PromptGroup.n))
             return [tuple(r) for r in rows]
 
     async def complete_groups(self, run_id: str, size: int) -> list[str]:
@@ -138,7 +132,7 @@ class LineageStore(LineageReports):
         finished = select(func.count()).where(Sample.group_id == PromptGroup.group_id).scalar_subquery()
         async with self.engine.connect() as conn:
             return list((await conn.execute(select(PromptGroup.group_id).where(
-                PromptGroup.run_id == run_id, PromptGroup.state.in_(("admitted", "partial")), finished >= size)
+                PromptGroup.run_id == run_id, PromptGroup.state.in_(IN_FLIGHT), finished >= size)
                 .order_by(PromptGroup.n))).scalars())
 
     async def group_state(self, group_id: str) -> str | None:
@@ -150,11 +144,11 @@ class LineageStore(LineageReports):
             return (await conn.execute(select(PromptGroup.traceparent)
                                        .where(PromptGroup.group_id == group_id))).scalar()
 
-    async def mark_group(self, group_id: str, state: str) -> None:
+    async def mark_group(self, group_id: str, state: GroupState) -> None:
         """Move a group forward to `state`; a group already there or further stays put."""
         async with self.engine.begin() as conn:
             await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id,
-                                                         PromptGroup.state.in_(_earlier(state))).values(state=state))
+                                                         PromptGroup.state.in_(GroupState(state).earlier())).values(state=state))
 
     async def record_samples(self, samples: list[tuple[events_pb2.Sample, str]]
                              ) -> dict[tuple[str, str], GroupProgress | None]:
@@ -173,7 +167,7 @@ class LineageStore(LineageReports):
             ours = [(s, t) for s, t in samples if (s.group_id, s.run_id) in known]
             if ours:
                 await conn.execute(insert(SampleSegment).on_conflict_do_nothing(), [_segment_row(s) for s, _ in ours])
-            finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != ABORTED]
+            finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != FinishReason.ABORTED]
             if finished:
                 await conn.execute(insert(Sample).on_conflict_do_nothing(), finished)
                 ids = [r["sample_id"] for r in finished]
@@ -181,9 +175,9 @@ class LineageStore(LineageReports):
                     attempts=select(func.count()).where(SampleSegment.sample_id == Sample.sample_id)
                     .scalar_subquery(),
                     regenerated=select(func.count()).where(SampleSegment.sample_id == Sample.sample_id,
-                                                           SampleSegment.finish_reason == "dropped")
+                                                           SampleSegment.finish_reason == FinishReason.DROPPED)
                     .scalar_subquery()))
-            partial = [_partial_row(s) for s, _ in ours if s.finish_reason == ABORTED]
+            partial = [_partial_row(s) for s, _ in ours if s.finish_reason == FinishReason.ABORTED]
             if partial:
                 await conn.execute(insert(PartialSample).on_conflict_do_nothing(), partial)
             groups = [g for g, _ in known]
@@ -192,7 +186,7 @@ class LineageStore(LineageReports):
             progress = {}
             for (g, r), (state, attempt) in known.items():
                 progress[(g, r)] = GroupProgress(complete.get(g, 0), state,
-                                                 state == "partial" and await accounted(conn, g, attempt))
+                                                 state == GroupState.PARTIAL and await accounted(conn, g, attempt))
         return {pair: progress.get(pair) for pair in pairs}
 
     async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
@@ -240,11 +234,11 @@ class LineageStore(LineageReports):
         trained = [i for view, idx in split(group) if view.trained for i in idx]
         failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
         if failures and drop_failed:
-            state = "dropped"
+            state = GroupState.DROPPED
         elif drop_uniform and len({scored.rewards[i] for i in trained}) <= 1:
-            state = "filtered"
+            state = GroupState.FILTERED
         else:
-            state = "scored"
+            state = GroupState.SCORED
         calls = [c for c in scored.calls if c.ok] or [events_pb2.RewardCall(
             endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)]
         async with self.engine.begin() as conn:
@@ -269,7 +263,7 @@ class LineageStore(LineageReports):
                 await conn.execute(update(Sample).where(Sample.sample_id == sample.sample_id, Sample.reward.is_(None))
                                    .values(reward=scored.rewards[i]))
             moved = (await conn.execute(update(PromptGroup).where(
-                PromptGroup.group_id == group.group_id, PromptGroup.state.in_(_earlier("scored")))
+                PromptGroup.group_id == group.group_id, PromptGroup.state.in_(GroupState.SCORED.earlier()))
                 .values(state=state, reward_server=scored.reward_server, reward_error=failures)
                 .returning(PromptGroup.state))).scalar()
             return moved or (await conn.execute(select(PromptGroup.state)
@@ -289,17 +283,17 @@ class LineageStore(LineageReports):
             too_old = (select(Sample.group_id).where(Sample.run_id == run_id).group_by(Sample.group_id)
                        .having(func.max(Sample.max_version) < step - max_staleness))
             await conn.execute(update(PromptGroup).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == "scored", PromptGroup.group_id.in_(too_old))
-                .values(state="expired"))
+                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED, PromptGroup.group_id.in_(too_old))
+                .values(state=GroupState.EXPIRED))
             ids = (await conn.execute(select(PromptGroup.group_id).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == "scored")
+                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED)
                 .order_by(PromptGroup.n).limit(size).with_for_update())).scalars().all()
             if len(ids) < size:
                 return False
             await conn.execute(insert(Batch).values(batch_id=batch_id, run_id=run_id, step=step, policy_version=step,
                                                     trace_id=""))
             await conn.execute(update(PromptGroup).where(PromptGroup.group_id.in_(ids))
-                               .values(state="batched", batch_id=batch_id, step=step))
+                               .values(state=GroupState.BATCHED, batch_id=batch_id, step=step))
             await conn.execute(update(Sample).where(Sample.group_id.in_(ids)).values(batch_id=batch_id))
         return True
 
@@ -316,7 +310,7 @@ class LineageStore(LineageReports):
         async with self.engine.connect() as conn:
             return list((await conn.execute(select(Batch.batch_id).where(
                 Batch.run_id == run_id, Batch.batch_id.in_(select(PromptGroup.batch_id).where(
-                    PromptGroup.run_id == run_id, PromptGroup.state == "batched"))).order_by(Batch.step))).scalars())
+                    PromptGroup.run_id == run_id, PromptGroup.state == GroupState.BATCHED))).order_by(Batch.step))).scalars())
 
     async def load_batch(self, batch_id: str) -> events_pb2.Batch:
         """A sealed batch as the trainer gets it, groups in admission order."""
@@ -370,8 +364,8 @@ class LineageStore(LineageReports):
             trained_groups = select(Sample.group_id).where(
                 Sample.sample_id.in_([a.sample_id for a in ann.advantages])).scalar_subquery()
             await conn.execute(update(PromptGroup).where(
-                PromptGroup.group_id.in_(trained_groups), PromptGroup.state.in_(_earlier("trained")))
-                .values(state="trained"))
+                PromptGroup.group_id.in_(trained_groups), PromptGroup.state.in_(GroupState.TRAINED.earlier()))
+                .values(state=GroupState.TRAINED))
             await conn.execute(update(Run).where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
                                .values(policy_version=ann.version, updated_at=func.now()))
 
@@ -403,7 +397,7 @@ class LineageStore(LineageReports):
         the scheduler chose."""
         async with self.engine.connect() as conn:
             return dict((await conn.execute(select(PromptGroup.n, PromptGroup.problem).where(
-                PromptGroup.run_id == run_id, PromptGroup.state.in_(("admitted", "partial")),
+                PromptGroup.run_id == run_id, PromptGroup.state.in_(IN_FLIGHT),
                 PromptGroup.problem.is_not(None)))).all())
 
 
