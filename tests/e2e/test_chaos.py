@@ -1,18 +1,21 @@
-"""The chaos suite's short version (`jetrl chaos` runs the long one; docs/reliability.md).
+"""The chaos suite: its short version, and `jetrl chaos`'s default session as a `slow` test
+(`jetrl chaos` runs the long one; docs/reliability.md).
 
 Four trials on the suite's own private stack (its own Postgres cluster, nats-server and the four
 services, as `jetrl up` starts them): a service killed mid-run in each kind of spec, and the
 broker killed and restarted with its store. Each run must complete with every invariant read
 back from lineage: every admitted group accounted for, nothing trained twice, the trainer's
 count equal to lineage's, no service exiting by itself. The trials are fixed, not drawn, so a
-failure names the same trial every time.
+failure names the same trial every time. The slow test runs the twelve trials `jetrl chaos` draws
+with its defaults (seed 0: a random service killed in each, the three spec kinds shared evenly):
+minutes, not seconds (most trials take 15-45 s on two cores, docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from jetrl.chaos.plan import ChaosConfig, TrialPlan
+from jetrl.chaos.plan import ChaosConfig, TrialPlan, make_plan
 from jetrl.chaos.report import progress_line
 from jetrl.chaos.runner import run_trials
 
@@ -57,3 +60,14 @@ async def test_every_fault_leaves_every_invariant(chaos, logs):
     failed = [progress_line(r, len(PLANS), markup=False) for r in results if r.outcome != "ok"]
     assert not failed, "\n".join(failed) + f"\nthe services' logs: {logs}"
     assert all(len(r.checks) == 5 and all(c.ok for c in r.checks) for r in results)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(3600)
+async def test_a_dozen_random_kills_leave_every_invariant(chaos, logs):
+    config = ChaosConfig()  # `jetrl chaos` with no options: 12 trials of seed 0's plan
+    plans = make_plan(config)
+    results = await run_trials(chaos, config, plans, lambda r: print(progress_line(r, len(plans), markup=False)))
+    # as `jetrl chaos` judges: ok, or missed (the run ended before the fault's moment)
+    failed = [progress_line(r, len(plans), markup=False) for r in results if not r.passed]
+    assert not failed, "\n".join(failed) + f"\nthe services' logs: {logs}"
