@@ -20,10 +20,22 @@ from jetrl.logs import log_fields
 from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
-from jetrl.views import group_size
+from jetrl.views import group_size, split
 from svc_scheduler.coordinator import Coordinator
 
 log = logging.getLogger(__name__)
+
+
+def scored_state(scored: events_pb2.ScoredGroup, dynamic_sampling: bool, drop_failed: bool) -> GroupState:
+    """What becomes of a scored group: "dropped" when an endpoint failed and the run drops such
+    groups; "filtered" under dynamic sampling when its trained rewards are all equal (no signal);
+    else "scored". Dropped and filtered groups are never trained, and admission replaces them."""
+    if drop_failed and any(not c.ok for c in scored.calls):
+        return GroupState.DROPPED
+    trained = [i for view, idx in split(scored.group) if view.trained for i in idx]
+    if dynamic_sampling and len({scored.rewards[i] for i in trained}) <= 1:
+        return GroupState.FILTERED
+    return GroupState.SCORED
 
 
 class Recorder:
@@ -89,9 +101,9 @@ class Recorder:
             raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}")
         on_failure = spec.reward.on_failure if spec is not None else "zero"
         try:
-            state = await self.store.record_scored(scored, current_trace_id(),
-                                                   drop_uniform=spec is not None and spec.train.dynamic_sampling,
-                                                   drop_failed=on_failure == "drop")
+            state = await self.store.record_scored(scored, current_trace_id(), scored_state(
+                scored, dynamic_sampling=spec is not None and spec.train.dynamic_sampling,
+                drop_failed=on_failure == "drop"))
         except UnknownGroup as exc:
             raise InvalidEvent(str(exc)) from None
         if spec is None:

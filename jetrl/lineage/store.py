@@ -223,22 +223,15 @@ class LineageStore(LineageReports):
 
     # ---- rewards, batches, versions ----------------------------------------------------------
 
-    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str, drop_uniform: bool = False,
-                            drop_failed: bool = False) -> str:
-        """Rewards of a group, the combined one per sample and each endpoint's own; returns the
-        group's new state. With `drop_uniform` (dynamic sampling) a group whose trained rewards
-        are all equal carries no signal and is recorded as "filtered"; with `drop_failed` a group
-        some endpoint failed for is "dropped". Either way it is replaced by admission. Context-only
-        samples (the teacher's) get no reward row."""
+    async def record_scored(self, scored: events_pb2.ScoredGroup, trace_id: str,
+                            state: GroupState = GroupState.SCORED) -> str:
+        """Rewards of a group, the combined one per sample and each endpoint's own, and the state
+        the scheduler decided for it (scored, or filtered or dropped: never trained); returns the
+        group's state now (a redelivered event finds it already moved). Context-only samples (the
+        teacher's) get no reward row."""
         group = scored.group
         trained = [i for view, idx in split(group) if view.trained for i in idx]
         failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
-        if failures and drop_failed:
-            state = GroupState.DROPPED
-        elif drop_uniform and len({scored.rewards[i] for i in trained}) <= 1:
-            state = GroupState.FILTERED
-        else:
-            state = GroupState.SCORED
         calls = [c for c in scored.calls if c.ok] or [events_pb2.RewardCall(
             endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)]
         async with self.engine.begin() as conn:

@@ -5,12 +5,13 @@ import uuid
 import pytest
 from sqlalchemy import create_engine
 
+from jetrl.ids import dead_letter_id
 from jetrl.lineage.db import check_database, make_engine, migrate
 from jetrl.lineage.models import Base
-from jetrl.ids import dead_letter_id
 from jetrl.lineage.store import GroupProgress, LineageStore, UnknownGroup
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
+from svc_scheduler.recorder import scored_state
 
 G = 2
 
@@ -142,7 +143,7 @@ async def test_dynamic_sampling_records_uniform_groups_as_filtered(store, run_id
     uniform = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 0), rewards=[1.0, 1.0])
     mixed = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 1), rewards=[1.0, 0.0])
     for scored in (uniform, mixed):
-        await store.record_scored(scored, "", drop_uniform=True)
+        await store.record_scored(scored, "", scored_state(scored, dynamic_sampling=True, drop_failed=False))
     assert await store.group_state(uniform.group.group_id) == "filtered"
     assert await store.group_state(mixed.group.group_id) == "scored"
     assert [r for r in (await store.load_group(uniform.group.group_id)).samples]  # kept in lineage
@@ -216,8 +217,8 @@ async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_re
     stats = await store.run_stats(run_id)
     assert (stats.reward_failures, stats.last_reward_error) == (1, "b:2: UNAVAILABLE: down")
     dropped = await admitted_and_generated(store, run_id, 1)
-    state = await store.record_scored(ev.ScoredGroup(group=dropped, rewards=[1.0, 0.0], calls=calls), "",
-                                      drop_failed=True)
+    failed = ev.ScoredGroup(group=dropped, rewards=[1.0, 0.0], calls=calls)
+    state = await store.record_scored(failed, "", scored_state(failed, dynamic_sampling=False, drop_failed=True))
     assert state == "dropped" and (await store.group_counts(run_id))["dropped"] == 1
 
 

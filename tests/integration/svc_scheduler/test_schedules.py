@@ -21,7 +21,9 @@ import pytest
 
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
-from svc_scheduler.coordinator import Coordinator, group_id
+from jetrl.ids import group_id
+from svc_scheduler.coordinator import Coordinator
+from svc_scheduler.recorder import scored_state
 
 B, G, STEPS = 2, 2, 4
 POOL = 16  # Thompson selection's prompts: more than ever fly at once here
@@ -117,7 +119,8 @@ class Cluster:
         group = await self.store.load_group(self.rng.choice(ids))
         # with dynamic sampling, some groups get rewards that are all equal (and are filtered)
         rewards = [float(self.rng.random() < 0.5) if self.dynamic else float(i % 2) for i in range(G)]
-        await self.store.record_scored(ev.ScoredGroup(group=group, rewards=rewards), "", drop_uniform=self.dynamic)
+        scored = ev.ScoredGroup(group=group, rewards=rewards)
+        await self.store.record_scored(scored, "", scored_state(scored, dynamic_sampling=self.dynamic, drop_failed=False))
         await self.coordinator.seal_batches(self.run_id)
         await self.coordinator.admit(self.run_id)
 
