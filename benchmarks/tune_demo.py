@@ -34,9 +34,11 @@ from jetrl.policy.bootstrap import DEFAULT_LR, DEFAULT_STEPS, DEFAULT_TEACHER_ER
 from jetrl.policy.load import encode_prompt, load_policy, state_to_bytes
 from jetrl.tasks import make_task
 from jetrl.tasks.answers import is_correct
-from svc_rollout.engine import GenRequest, TorchEngine
+from svc_rollout.api import GenRequest
+from svc_rollout.engine import TorchEngine
 from svc_trainer import advantages
-from svc_trainer.engine import TorchTrainEngine, TrainSample
+from svc_trainer.api import TrainSample
+from svc_trainer.engine import TorchTrainEngine
 
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "examples" / "arithmetic.yaml"
 # (command-line flag, spec section, spec field): the knobs that can be overridden.

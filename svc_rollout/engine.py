@@ -30,38 +30,9 @@ from jetrl.policy.load import copy_state, encode_prompt, parse_state_bytes
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
+from svc_rollout.api import GenRequest, GenResult
 
-__all__ = ["GenRequest", "GenResult", "TorchEngine"]
-
-
-@dataclass(frozen=True)
-class GenRequest:
-    """One completion to sample. temperature 0 = greedy; `seed` makes sampling reproducible.
-
-    A resumed sample carries the completion tokens earlier attempts generated (`prefix_*`, token
-    in: never re-tokenised); they are fed after the prompt and returned unchanged at the head
-    of the result. `max_new_tokens` counts only the tokens still to generate after the prefix.
-    """
-
-    prompt_token_ids: Sequence[int]
-    max_new_tokens: int
-    temperature: float = 1.0
-    top_p: float = 1.0
-    seed: int = 0
-    prefix_token_ids: Sequence[int] = ()
-    prefix_logprobs: Sequence[float] = ()
-    prefix_versions: Sequence[int] = ()
-
-
-@dataclass
-class GenResult:
-    """A completion (prefix included): ids, per-token behaviour log-probs and versions, why it stopped."""
-
-    token_ids: list[int]
-    logprobs: list[float]
-    versions: list[int]
-    finish_reason: FinishReason  # ABORTED: a partial sample, to be resumed
-    text: str
+__all__ = ["TorchEngine"]
 
 
 def _top_p_mask(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

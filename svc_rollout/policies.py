@@ -19,6 +19,7 @@ from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 
 from jetrl.views import TEACHER
+from svc_rollout.api import GenerationEngine
 from svc_rollout.weights import fetch_weights
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TE
 class Policies:
     def __init__(self, specs: RunSpecs):
         self.specs = specs
-        self.engines: dict[tuple[str, str], object] = {}  # (run id, role) -> engine
+        self.engines: dict[tuple[str, str], GenerationEngine] = {}  # (run id, role) -> engine
         self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
         self._changed = asyncio.Condition()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -36,7 +37,7 @@ class Policies:
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def engine(self, run_id: str, role: str = POLICY):
+    async def engine(self, run_id: str, role: str = POLICY) -> GenerationEngine:
         """The run's engine for `role`, built from the run's model directory (version 0) on first use."""
         key = (run_id, role)
         if key not in self.engines:
@@ -68,7 +69,8 @@ class Policies:
         async with self._changed:
             self._changed.notify_all()
 
-    async def at_least(self, run_id: str, version: int, timeout: float = 120.0, role: str = POLICY):
+    async def at_least(self, run_id: str, version: int, timeout: float = 120.0,
+                       role: str = POLICY) -> GenerationEngine:
         """The run's engine for `role` once it holds `version` or newer; TimeoutError if it never comes."""
         engine = await self.engine(run_id, role)
         await self._catch_up((run_id, role))
@@ -76,7 +78,7 @@ class Policies:
             await asyncio.wait_for(self._changed.wait_for(lambda: engine.version >= version), timeout)
         return engine
 
-    def forget(self, run_id: str) -> list:
+    def forget(self, run_id: str) -> list[GenerationEngine]:
         """Free a finished or stopped run's models; returns its engines."""
         keys = [k for k in self.engines if k[0] == run_id]
         for k in [k for k in self.announced if k[0] == run_id]:
@@ -84,7 +86,7 @@ class Policies:
         return [self.engines.pop(k) for k in keys]
 
 
-def _build_engine(spec: RunSpec):
+def _build_engine(spec: RunSpec) -> GenerationEngine:
     """The run's engine at version 0: simulated hardware when the spec asks for it, else torch."""
     from jetrl.policy.load import load_policy, load_tokenizer  # late: transformers is slow to import
 

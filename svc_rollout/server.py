@@ -9,7 +9,7 @@ import grpc
 from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
 from jetrl.v1 import services_pb2, services_pb2_grpc
-from svc_rollout.engine import GenRequest
+from svc_rollout.api import GenRequest
 from svc_rollout.policies import POLICY
 from svc_rollout.worker import RolloutWorker
 

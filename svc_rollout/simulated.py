@@ -24,7 +24,8 @@ import numpy as np
 
 from jetrl.config import SimulationSpec
 from jetrl.states import FinishReason
-from svc_rollout.engine import CallGate, GenRequest, GenResult
+from svc_rollout.api import GenRequest, GenResult
+from svc_rollout.engine import CallGate
 
 __all__ = ["SimulatedEngine", "target_length"]
 

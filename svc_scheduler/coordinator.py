@@ -18,6 +18,7 @@ import random
 from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
+from transformers import PreTrainedTokenizerBase
 
 from jetrl.bus import Kind, publish
 from jetrl.crash import crash_point
@@ -28,7 +29,7 @@ from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
 from jetrl.policy.load import encode_prompt, load_tokenizer
-from jetrl.tasks import make_task
+from jetrl.tasks import Task, make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, TEACHER, View, group_size, layout
@@ -44,8 +45,8 @@ class ActiveRun:
 
     run_id: str
     spec: RunSpec
-    task: object
-    tokenizer: object
+    task: Task
+    tokenizer: PreTrainedTokenizerBase
     admission: Admission
     views: list[View]
     selector: ThompsonSelector | None  # None: problem n of the task's own stream for group n

@@ -17,25 +17,10 @@ import torch
 from transformers import PreTrainedModel
 
 from jetrl.config import TrainSpec
+from svc_trainer.api import TrainSample
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 
-__all__ = ["TrainSample", "TorchTrainEngine"]
-
-
-@dataclass(frozen=True)
-class TrainSample:
-    """One completion to train on; `logprobs` are its behaviour log-probs, one per completion token.
-
-    `trainable` masks tokens out of the loss, one flag per completion token (None: all trainable);
-    the trainer sets it from the staleness bound (svc_trainer.staleness). A sample with no
-    trainable token still belongs to the batch but contributes no gradient.
-    """
-
-    prompt_token_ids: Sequence[int]
-    completion_token_ids: Sequence[int]
-    logprobs: Sequence[float]
-    advantage: float
-    trainable: Sequence[bool] | None = None
+__all__ = ["TorchTrainEngine"]
 
 
 class TorchTrainEngine:

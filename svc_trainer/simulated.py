@@ -16,7 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from jetrl.config import SimulationSpec, TrainSpec
-from svc_trainer.engine import TrainSample
+from svc_trainer.api import TrainSample
 
 __all__ = ["SimulatedTrainEngine"]
 

@@ -17,6 +17,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, Wait, publish
 from jetrl.crash import crash_point
@@ -29,6 +30,9 @@ from jetrl.views import split
 from svc_trainer import advantages, staleness
 from svc_trainer.checkpoint import TrainerState, atomic_write, load_state, save_state, save_weights
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
+
+if TYPE_CHECKING:  # torch loads when a run needs it, not at import
+    from svc_trainer.api import TrainEngine
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ class NonFiniteStep(RuntimeError):
 
 @dataclass
 class RunTrainer:
-    engine: object
+    engine: TrainEngine
     state: TrainerState
     teacher: EmaTeacher | None = None  # runs with a `teacher` only
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -126,7 +130,7 @@ class Trainer:
     def _samples(self, batch: events_pb2.Batch, spec):
         """TrainSamples masked by the staleness bound, their SampleAdvantage records, and the
         batch's staleness metrics."""
-        from svc_trainer.engine import TrainSample
+        from svc_trainer.api import TrainSample
 
         samples, advs, checked = [], [], []
         for scored, positions in _trained_views(batch):

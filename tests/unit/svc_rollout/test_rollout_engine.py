@@ -12,7 +12,8 @@ import torch
 
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model, state_to_bytes
 from jetrl.tasks import Problem
-from svc_rollout.engine import GenRequest, GenResult, TorchEngine
+from svc_rollout.api import GenRequest, GenResult
+from svc_rollout.engine import TorchEngine
 
 TOK = make_char_tokenizer()
 
@@ -570,3 +571,46 @@ def test_busy_seconds_counts_wall_time_with_any_call_decoding_not_the_sum(monkey
     assert engine.busy_seconds == 3.0  # idle time is not busy
     engine.generate([request], should_stop=stop_after(0))  # aborted before any step: not even decoding
     assert engine.busy_seconds == 3.0
+
+
+# ---- on a GPU ---------------------------------------------------------------------------------
+
+# float32 logits closer than this may swap places under bfloat16's rounding, and the greedy rows
+# part there (measured in bfloat16 on the CPU: swaps within 0.02 for the tiny policy, 0.11 for
+# the random models above)
+NEAR_TIE = 0.25
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is false)")
+def test_bfloat16_on_cuda_gives_the_greedy_tokens_of_float32_on_the_cpu(tmp_path):
+    """The tiny policy (a 60-step bootstrap, as the e2e tests' model) answers the held-out problems
+    greedily on the GPU in bfloat16 as on the CPU in float32: the same tokens except after a near
+    tie of float32's top two logits, where either may win; log-probs within bfloat16's error."""
+    from jetrl.config import TaskSpec
+    from jetrl.policy.bootstrap import bootstrap
+    from jetrl.policy.load import load_policy
+    from jetrl.tasks import make_task
+
+    if not torch.cuda.is_bf16_supported():
+        pytest.skip("this CUDA device has no bfloat16")
+    task = TaskSpec(heldout_size=40)
+    bootstrap(tmp_path / "tiny", task, steps=60)
+    model, tokenizer = load_policy(tmp_path / "tiny")
+    requests = [GenRequest(encode_prompt(tokenizer, p.prompt), 8, temperature=0.0) for p in make_task(task).heldout()]
+    cpu = TorchEngine(model, tokenizer).generate(requests)
+    gpu = TorchEngine(copy.deepcopy(model).to("cuda", torch.bfloat16), tokenizer).generate(requests)
+    compared = identical = 0
+    for request, want, got in zip(requests, cpu, gpu):
+        prompt = list(request.prompt_token_ids)
+        top2 = full_logits(model, prompt + want.token_ids)[len(prompt) - 1 : -1].topk(2, dim=-1).values
+        for t, margin in enumerate((top2[:, 0] - top2[:, 1]).tolist()):
+            if got.token_ids[t : t + 1] != want.token_ids[t : t + 1]:
+                assert margin < NEAR_TIE, (f"{tokenizer.decode(prompt)!r}: token {t} is {got.token_ids[t:t + 1]} in "
+                                           f"bfloat16, {want.token_ids[t]} in float32, whose margin is {margin:.3f}")
+                break
+            assert got.logprobs[t] == pytest.approx(want.logprobs[t], abs=0.15)
+            compared += 1
+        identical += got.token_ids == want.token_ids
+    # the near ties are rare: most tokens are compared, most answers are the same
+    assert compared >= 0.75 * sum(len(r.token_ids) for r in cpu) and identical >= 0.75 * len(requests)

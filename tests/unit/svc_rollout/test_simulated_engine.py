@@ -14,7 +14,7 @@ import pytest
 from jetrl.config import SimulationSpec
 from jetrl.policy import make_char_tokenizer
 from jetrl.tasks import Problem
-from svc_rollout.engine import GenRequest
+from svc_rollout.api import GenRequest
 from svc_rollout.simulated import LOGPROB, SimulatedEngine, target_length
 
 TOK = make_char_tokenizer()

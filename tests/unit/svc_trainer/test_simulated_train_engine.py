@@ -9,7 +9,8 @@ import torch
 import svc_trainer.simulated
 from jetrl.config import SimulationSpec, TrainSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model
-from svc_trainer.engine import TorchTrainEngine, TrainSample
+from svc_trainer.api import TrainSample
+from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.simulated import SimulatedTrainEngine
 
 TOK = make_char_tokenizer()

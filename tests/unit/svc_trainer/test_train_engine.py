@@ -12,9 +12,11 @@ import torch
 
 from jetrl.config import TrainSpec
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
-from svc_rollout.engine import GenRequest, TorchEngine
+from svc_rollout.api import GenRequest
+from svc_rollout.engine import TorchEngine
 import svc_trainer.engine
-from svc_trainer.engine import TorchTrainEngine, TrainSample
+from svc_trainer.api import TrainSample
+from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.loss import decoupled_ppo_loss
 from svc_trainer.staleness import batch_metrics, token_staleness
 
