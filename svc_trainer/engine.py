@@ -11,7 +11,6 @@ cheaper), u = 1 and the step is the plain importance-weighted policy gradient.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel

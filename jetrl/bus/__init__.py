@@ -1,9 +1,9 @@
 """The bus: every stream, subject and consumer is declared here, every publish and consume goes through here."""
 
 from jetrl.bus.connection import BusUnreachable, bus_probe, connect
-from jetrl.bus.consume import (
-    DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, BatchHandler, Delivery, Handler, consume, consume_together, follow,
-)
+from jetrl.bus.consume import DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, consume, consume_together
+from jetrl.bus.delivery import BatchHandler, Delivery, Handler
+from jetrl.bus.follow import follow
 from jetrl.bus.publish import publish
 from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, Wait, is_transient
 from jetrl.bus.topology import (

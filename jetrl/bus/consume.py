@@ -1,4 +1,4 @@
-"""Consuming events: at-least-once work from durable consumers, broadcasts from ordered ones.
+"""Consuming work: at-least-once from durable consumers (broadcasts: jetrl.bus.follow).
 
 `consume` acks a message only after the handler returned, i.e. after its side effects are
 committed; handlers are idempotent, so a redelivery after a crash changes nothing. Nothing is
@@ -14,22 +14,21 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import DeliverPolicy
 from opentelemetry import trace
 
-from jetrl.bus.publish import MSG_ID, messaging_attributes
+from jetrl.bus.delivery import BatchHandler, Delivery, Handler, consumer_span, decode_payload, delivery_of
+from jetrl.bus.publish import MSG_ID
 from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, FailureCounter, Wait, failure_delay, is_transient, wait_delay
-from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind, stream_name, subject
-from jetrl.bus.validate import InvalidEvent, decode
+from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind
+from jetrl.bus.validate import InvalidEvent
 from jetrl.ids import dead_letter_msg_id
 from jetrl.logs import log_fields
-from jetrl.telemetry import extract, link_from, tracer
+from jetrl.telemetry import link_from, tracer
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +37,6 @@ DLQ_SUBJECT = "Jetrl-Dlq-Subject"
 DLQ_SEQ = "Jetrl-Dlq-Seq"
 DLQ_CAUSE = "Jetrl-Dlq-Cause"  # retry.CAUSE_INVALID or retry.CAUSE_FAILED
 _failures = FailureCounter()
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """Where a message came from; `headers` are its NATS headers (trace context, message id)."""
-
-    subject: str
-    run_id: str
-    kind: Kind
-    headers: dict[str, str]
-    num_delivered: int
-    stream_seq: int
-
-
-# the message is the decoded event, or the raw payload bytes for Kind.DLQ
-Handler = Callable[[Any, Delivery], Awaitable[None]]
-# consume_together's handler: every (event, delivery) of a fetch; returns {index: reason} of refused ones
-BatchHandler = Callable[[list[tuple[Any, Delivery]]], Awaitable[dict[int, str]]]
 
 
 async def consume(
@@ -192,76 +173,11 @@ async def _fetch(sub, consumer: ConsumerSpec, n: int, timeout: float) -> list[Ms
         return []
 
 
-async def follow(
-    js: JetStreamContext,
-    kind: Kind,
-    handler: Handler,
-    stop: asyncio.Event,
-    *,
-    run_id: str = "*",
-    last_per_subject: bool = True,
-    fetch_timeout: float = 1.0,
-) -> None:
-    """Hand every message of a broadcast kind (weights, control) to `handler` until `stop`.
-
-    An ordered ephemeral consumer: each replica sees every message, in order, starting from
-    the last message per run when `last_per_subject` (else only new ones). Nothing is acked or
-    redelivered: malformed messages and handler errors are logged and skipped (the scheduler's
-    durable consumer is the one that dead-letters them).
-    """
-    kind = Kind(kind)
-    filter_subject = f"{PREFIX}.*.{kind}" if run_id == "*" else subject(run_id, kind)
-    policy = DeliverPolicy.LAST_PER_SUBJECT if last_per_subject else DeliverPolicy.NEW
-    sub = await js.subscribe(filter_subject, stream=stream_name(kind), ordered_consumer=True, deliver_policy=policy)
-    try:
-        while not stop.is_set():
-            try:
-                msg = await sub.next_msg(timeout=fetch_timeout)
-            except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
-                continue
-            delivery = _delivery(msg, kind)
-            with _span(delivery):
-                try:
-                    await handler(_decode(kind, msg.data, delivery.run_id), delivery)
-                except InvalidEvent as exc:
-                    log.warning("skipped malformed event", extra=log_fields(subject=msg.subject, reason=str(exc)))
-                except Exception:
-                    log.exception("follow handler failed", extra=log_fields(subject=msg.subject))
-    finally:
-        await sub.unsubscribe()
-
-
-def _delivery(msg: Msg, kind: Kind) -> Delivery:
-    meta = msg.metadata
-    # the stream only holds jetrl.<token>.<kind>, so the run token is always there
-    return Delivery(msg.subject, msg.subject.split(".")[1], kind, dict(msg.headers or {}),
-                    meta.num_delivered, meta.sequence.stream)
-
-
-def _decode(kind: Kind, data: bytes, run_id: str) -> Any:
-    return data if kind is Kind.DLQ else decode(kind, data, run_id)
-
-
-def _span(delivery: Delivery, consumer: str | None = None):
-    attributes = {
-        **messaging_attributes(delivery.subject, delivery.headers.get(MSG_ID, "")),
-        "messaging.operation.type": "process",
-        "messaging.nats.stream.sequence": delivery.stream_seq,
-        "messaging.nats.num_delivered": delivery.num_delivered,
-    }
-    if consumer:
-        attributes["messaging.consumer.group.name"] = consumer
-    return tracer.start_as_current_span(
-        f"{delivery.kind} process", context=extract(delivery.headers), kind=trace.SpanKind.CONSUMER,
-        attributes=attributes,
-    )
-
-
 async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handler: Handler, retry_delay: float) -> None:
-    delivery = _delivery(msg, consumer.kind)
-    with _span(delivery, consumer.name) as span:
+    delivery = delivery_of(msg, consumer.kind)
+    with consumer_span(delivery, consumer.name) as span:
         try:
-            await handler(_decode(consumer.kind, msg.data, delivery.run_id), delivery)
+            await handler(decode_payload(consumer.kind, msg.data, delivery.run_id), delivery)
         except InvalidEvent as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
             await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
@@ -278,11 +194,11 @@ async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: 
                             retry_delay: float) -> None:
     items: list[tuple[Any, Delivery, Msg]] = []
     for msg in msgs:
-        delivery = _delivery(msg, consumer.kind)
+        delivery = delivery_of(msg, consumer.kind)
         try:
-            items.append((_decode(consumer.kind, msg.data, delivery.run_id), delivery, msg))
+            items.append((decode_payload(consumer.kind, msg.data, delivery.run_id), delivery, msg))
         except InvalidEvent as exc:
-            with _span(delivery, consumer.name):
+            with consumer_span(delivery, consumer.name):
                 await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
     if not items:
         return
