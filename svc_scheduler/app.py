@@ -19,6 +19,7 @@ from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.service import serve
 from jetrl.states import RunState
+from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import Recorder
 from svc_scheduler.server import SchedulerServicer, register
@@ -37,7 +38,7 @@ async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
                 await coordinator.announce_end(record.run_id, RunState(record.state), record.message)
             continue
         try:
-            run = await asyncio.to_thread(coordinator.prepare, record.run_id, parse_spec(record.spec_yaml))
+            run = await asyncio.to_thread(prepare, record.run_id, parse_spec(record.spec_yaml))
         except Exception as exc:  # one broken run must not keep the others from resuming
             await coordinator.end(record.run_id, RunState.FAILED, f"cannot resume: {exc}")
             continue

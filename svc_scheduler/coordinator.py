@@ -15,42 +15,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass, field
 
 from opentelemetry import context as otel_context
-from transformers import PreTrainedTokenizerBase
 
 from jetrl.bus import Kind, publish
 from jetrl.crash import crash_point
 from jetrl.ids import abort_msg_id, batch_id, end_msg_id, eval_msg_id, group_id, task_msg_id
-from jetrl.config import RunSpec
 from jetrl.lineage.buffer import PartialBuffer, Resumed
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
-from jetrl.policy.load import encode_prompt, load_tokenizer
-from jetrl.tasks import Task, make_task
 from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2
-from jetrl.views import ANALOGOUS, TEACHER, View, group_size, layout
-from svc_scheduler.admission import Admission
-from svc_scheduler.selection import Evidence, ThompsonSelector
+from jetrl.views import group_size
+from svc_scheduler.active import ActiveRun, make_tasks
+from svc_scheduler.selection import Evidence
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ActiveRun:
-    """What the scheduler keeps in memory for a RUNNING run (all of it derivable from the spec)."""
-
-    run_id: str
-    spec: RunSpec
-    task: Task
-    tokenizer: PreTrainedTokenizerBase
-    admission: Admission
-    views: list[View]
-    selector: ThompsonSelector | None  # None: problem n of the task's own stream for group n
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 ENDED_CONTROL = {RunState.COMPLETED: events_pb2.Control.COMPLETED, RunState.STOPPED: events_pb2.Control.STOP,
@@ -66,32 +47,6 @@ class Coordinator:
         self.changed = asyncio.Condition()
 
     # ---- lifecycle ------------------------------------------------------------------------
-
-    def prepare(self, run_id: str, spec: RunSpec) -> ActiveRun:
-        """Load what deciding for this run needs (not yet active: `start` makes it so); raises
-        ValueError when the model dir or the task cannot serve the spec."""
-        task = make_task(spec.task)
-        if spec.rollout.analogous_view and not task.has_analogous:
-            raise ValueError(f"rollout.analogous_view needs a rephrasing of every problem: give {spec.task.path} a "
-                             f"`{spec.task.rephrase_field}` column, or task.rephrase_path")
-        s = spec.schedule
-        run = ActiveRun(
-            run_id=run_id,
-            spec=spec,
-            task=task,
-            views=layout(spec),
-            selector=ThompsonSelector(s.prompt_pool, s.thompson_decay) if s.prompt_selection == "thompson" else None,
-            tokenizer=load_tokenizer(spec.model.path),
-            admission=Admission(
-                max_staleness=spec.schedule.max_staleness,
-                batch_groups=spec.train.batch_groups,
-                max_concurrent=spec.schedule.max_concurrent,
-                total_steps=spec.train.steps,
-                over_provision=spec.schedule.over_provision,
-                regenerate_stale=spec.schedule.stale_partials == "regenerate",
-            ),
-        )
-        return run
 
     async def start(self, run: ActiveRun) -> None:
         """Begin (or, after a restart, resume) a run whose row exists: make it active, re-publish
@@ -128,36 +83,6 @@ class Coordinator:
             self.changed.notify_all()
 
     # ---- admission --------------------------------------------------------------------------
-
-    def make_tasks(self, run: ActiveRun, n: int, version: int, problem: int | None = None, attempt: int = 0,
-                   resume: list[events_pb2.Prefix] = ()) -> list[events_pb2.Task]:
-        """Tasks for attempt `attempt` of group n (deterministic), one per view at attempt 0 (a
-        resumed attempt exists only for single-view runs: RunSpec refuses APRIL with views)."""
-        p = run.task.train_problem(n if problem is None else problem)
-        r = run.spec.rollout
-        tasks = []
-        for view in run.views if attempt == 0 else run.views[:1]:
-            prompt = p.analogous if view.name == ANALOGOUS else p.prompt
-            teacher = view.name == TEACHER
-            tasks.append(events_pb2.Task(
-                run_id=run.run_id,
-                group_id=group_id(run.run_id, n),
-                prompt_id=p.prompt_id,
-                prompt=prompt,
-                prompt_token_ids=encode_prompt(run.tokenizer, prompt),
-                num_samples=view.size,
-                policy_version=version,
-                step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
-                sampling=events_pb2.SamplingParams(
-                    temperature=run.spec.teacher.temperature if teacher else r.temperature, top_p=r.top_p,
-                    max_new_tokens=r.max_new_tokens, seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
-                ),
-                view=view.name,
-                attempt=attempt,
-                resume=resume,
-                first_index=view.first_index,
-            ))
-        return tasks
 
     async def _problems(self, run: ActiveRun, first: int, count: int, version: int,
                         exclude: set[int]) -> list[int | None]:
@@ -202,7 +127,7 @@ class Coordinator:
             first = sum(counts.values())
             problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
             for n, problem in zip(range(first, first + slots - resumed), problems):
-                tasks = self.make_tasks(run, n, version, problem)
+                tasks = make_tasks(run, n, version, problem)
                 p = run.task.train_problem(n if problem is None else problem)
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
@@ -239,7 +164,7 @@ class Coordinator:
 
     async def _publish_task(self, run: ActiveRun, r: Resumed, problem: int | None = None) -> None:
         """(Re-)publish a group's current attempt inside the group's own trace."""
-        tasks = self.make_tasks(run, r.n, r.version, problem, r.attempt, r.prefixes)
+        tasks = make_tasks(run, r.n, r.version, problem, r.attempt, r.prefixes)
         name = "group resume" if r.attempt else "group republish"
         with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
             span.set_attributes({"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt,

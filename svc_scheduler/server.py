@@ -15,6 +15,7 @@ from jetrl.states import GroupState, RunState
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
+from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.reward_needs import check_reward_needs
 
@@ -85,7 +86,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         if problems := await check_reward_needs(spec, self.reward_addr):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:
-            run = await asyncio.to_thread(self.coordinator.prepare, run_id, spec)
+            run = await asyncio.to_thread(prepare, run_id, spec)
         except (OSError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot start the run: {exc}")
         await self.store.create_run(

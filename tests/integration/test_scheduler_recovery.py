@@ -12,6 +12,7 @@ import pytest
 from jetrl.bus import Delivery, Kind, Wait, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
+from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
 
@@ -27,7 +28,7 @@ async def world(js, lineage, untrained_model_dir):
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await lineage.create_run(run_id, "t", "", 2, B, G, "")
     first = Coordinator(js, lineage)
-    await first.start(first.prepare(run_id, spec))
+    await first.start(prepare(run_id, spec))
     return js, lineage, spec, run_id
 
 
@@ -54,7 +55,7 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
     with pytest.raises(Wait):
         await recorder.on_samples(samples(run_id, 0))
     assert (await store.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
-    await second.start(second.prepare(run_id, spec))
+    await second.start(prepare(run_id, spec))
     await recorder.on_samples(samples(run_id, 0))  # redelivered once the run is active
     assert await store.group_state(group_id(run_id, 0)) == "generated"
     assert group_id(run_id, 0) in await groups_published(js)
@@ -66,7 +67,7 @@ async def test_a_group_completed_just_before_a_crash_is_published_on_restart(wor
     await store.record_samples([(s, "") for s, _ in samples(run_id, 1)])
     assert await store.group_state(group_id(run_id, 1)) == "admitted"
     restarted = Coordinator(js, store)
-    await restarted.start(restarted.prepare(run_id, spec))
+    await restarted.start(prepare(run_id, spec))
     assert await store.group_state(group_id(run_id, 1)) == "generated"
     assert await groups_published(js) == [group_id(run_id, 1)]
 
@@ -78,7 +79,7 @@ async def test_a_run_is_active_only_once_its_row_exists(js, lineage, untrained_m
     spec = RunSpec.model_validate({"model": {"path": str(untrained_model_dir)}, "schedule": {"eval_every": 0}})
     rid = f"r{uuid.uuid4().hex[:8]}"
     coordinator = Coordinator(js, lineage)
-    run = coordinator.prepare(rid, spec)
+    run = prepare(rid, spec)
     assert rid not in coordinator.runs
     await coordinator.reconcile(rid)  # the tick that used to crash: nothing to do yet
     assert await coordinator.admit(rid) == 0
@@ -93,7 +94,7 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     from lineage (its batch's groups left `batched`, the trainer's count above lineage's)."""
     js, store, spec, run_id = world
     coordinator = Coordinator(js, store)
-    await coordinator.start(coordinator.prepare(run_id, spec))
+    await coordinator.start(prepare(run_id, spec))
 
     async def announce(version: int) -> None:
         await store.record_version(ev.WeightsAnnouncement(

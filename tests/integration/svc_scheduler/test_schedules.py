@@ -22,6 +22,7 @@ import pytest
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
 from jetrl.ids import group_id
+from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import scored_state
 
@@ -182,7 +183,7 @@ async def test_random_schedules_keep_every_promise(js, lineage, untrained_model_
             return started
 
         c.admit = checked_admit
-        await c.start(c.prepare(run_id, spec))
+        await c.start(prepare(run_id, spec))
         return c
 
     cluster = Cluster(rng, store, None, run_id, eta, stale == "regenerate", dynamic)
