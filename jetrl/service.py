@@ -11,9 +11,11 @@ answers UNAVAILABLE, which clients retry, instead of UNKNOWN.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -191,6 +193,21 @@ async def serve(
             log.error("worker failed while stopping", exc_info=r, extra=log_fields(worker=t.get_name()))
     if on_stop is not None:
         await on_stop()
+
+
+def registering(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, service: str) -> Register:
+    """The Register of one servicer: `add` is its generated add_*Servicer_to_server, `service`
+    the full name of its service (for reflection and health)."""
+    def register(server: grpc.aio.Server) -> list[str]:
+        add(servicer, server)
+        return [service]
+    return register
+
+
+def run_app(name: str) -> None:
+    """The whole of `svc_<name>/__main__.py`: run `svc_<name>.app.main`, imported only now (torch
+    and transformers load in the service, not when the package is imported)."""
+    run_service(name, lambda settings: importlib.import_module(f"{name}.app").main(settings))
 
 
 def run_service(name: str, main: Callable[[Settings], Awaitable[None]]) -> None:

@@ -15,7 +15,7 @@ from jetrl.service import run_service, serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from jetrl.views import TEACHER
 from svc_reward.consensus import Vote
-from svc_reward.server import CONTRACT_VERSIONS, contract_problem
+from svc_reward.server import CONTRACT_VERSIONS, contract_problem, reward_register
 
 Rule = Callable[[reward_pb2.ScoreRequest], Vote]
 
@@ -67,11 +67,7 @@ def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer) -> None:
     Any built-in server, not only an agreement one; its `name` attribute names the process."""
     name = f"svc_reward.{servicer.name}"
 
-    def register(server: grpc.aio.Server) -> list[str]:
-        reward_pb2_grpc.add_RewardServiceServicer_to_server(servicer, server)
-        return [reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name]
-
     async def main(settings) -> None:
-        await serve(name, settings.listen_or(ports.REWARD_SERVERS[name]), register)
+        await serve(name, settings.listen_or(ports.REWARD_SERVERS[name]), reward_register(servicer))
 
     run_service(name, main)

@@ -18,6 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import grpc
 
+from jetrl.service import Register, registering
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward import verify
 
@@ -141,6 +142,12 @@ class VerifyServicer(reward_pb2_grpc.RewardServiceServicer):
         )
 
 
+def reward_register(servicer: reward_pb2_grpc.RewardServiceServicer) -> Register:
+    """The Register of any RewardService servicer (the built-in ones, a test's)."""
+    return registering(reward_pb2_grpc.add_RewardServiceServicer_to_server, servicer,
+                       reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name)
+
+
 def register(server: grpc.aio.Server) -> list[str]:
-    reward_pb2_grpc.add_RewardServiceServicer_to_server(VerifyServicer(), server)
-    return [reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name]
+    """The verify server's Register (its process pool is made when the server starts)."""
+    return reward_register(VerifyServicer())(server)

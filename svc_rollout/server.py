@@ -8,6 +8,7 @@ import grpc
 
 from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
+from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_rollout.api import GenRequest
 from svc_rollout.policies import POLICY
@@ -71,8 +72,6 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         )
 
 
-def register(servicer: RolloutServicer):
-    def add(server: grpc.aio.Server) -> list[str]:
-        services_pb2_grpc.add_RolloutServiceServicer_to_server(servicer, server)
-        return [services_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name]
-    return add
+def register(servicer: RolloutServicer) -> Register:
+    return registering(services_pb2_grpc.add_RolloutServiceServicer_to_server, servicer,
+                       services_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name)

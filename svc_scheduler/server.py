@@ -12,6 +12,7 @@ from jetrl.bus import Kind, subject
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.lineage.store import LineageStore
 from jetrl.states import GroupState, RunState
+from jetrl.service import Register, registering
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
@@ -144,8 +145,6 @@ def _without_clock(progress: services_pb2.RunProgress) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-def register(servicer: SchedulerServicer):
-    def add(server: grpc.aio.Server) -> list[str]:
-        services_pb2_grpc.add_SchedulerServiceServicer_to_server(servicer, server)
-        return [services_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name]
-    return add
+def register(servicer: SchedulerServicer) -> Register:
+    return registering(services_pb2_grpc.add_SchedulerServiceServicer_to_server, servicer,
+                       services_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name)

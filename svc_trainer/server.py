@@ -7,6 +7,7 @@ import hashlib
 
 import grpc
 
+from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_trainer.checkpoint import load_state, run_dir, weights_path
 from svc_trainer.teacher import teacher_path
@@ -49,8 +50,6 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
             )
 
 
-def register(servicer: TrainerServicer):
-    def add(server: grpc.aio.Server) -> list[str]:
-        services_pb2_grpc.add_TrainerServiceServicer_to_server(servicer, server)
-        return [services_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name]
-    return add
+def register(servicer: TrainerServicer) -> Register:
+    return registering(services_pb2_grpc.add_TrainerServiceServicer_to_server, servicer,
+                       services_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name)
