@@ -26,7 +26,7 @@ from jetrl.tasks.answers import read_number
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward import steps, verify
 from svc_reward.agreement import serve_alone
-from svc_reward.server import CONTRACT_VERSIONS, contract_problem
+from svc_reward.server import CONTRACT_VERSIONS, reference_problem
 
 NAME, VERSION = "process", "1"
 
@@ -47,15 +47,9 @@ class ProcessOptions(BaseSettings):
 
 def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
     """Why the request cannot be scored, phrased as what the caller should do; None when it can."""
-    if (problem := contract_problem(request, f"{NAME}@{VERSION}")) is not None:
+    if (problem := reference_problem(request, NAME, VERSION, " for its outcome term")) is not None:
         return problem
-    if not request.reference.strip():
-        return (f"{NAME} needs a reference answer for its outcome term; set ScoreRequest.reference, or "
-                "name a label-free reward server (majority, co_reward) for tasks without references")
-    try:
-        reference = verify.reference_answer(request.reference)
-    except ValueError as exc:
-        return f"bad reference: {exc}"
+    reference = verify.reference_answer(request.reference)
     if read_number(reference) is None:
         return f"{NAME} compares exact numbers; the reference {reference!r} is not one: use verify for maths answers"
     return None

@@ -100,13 +100,14 @@ def contract_problem(request: reward_pb2.ScoreRequest, server: str) -> str | Non
     return None
 
 
-def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
-    """Why the request cannot be scored, phrased as what the caller should do; None when it can."""
-    if (problem := contract_problem(request, f"{NAME}@{VERSION}")) is not None:
+def reference_problem(request: reward_pb2.ScoreRequest, name: str, version: str, what: str = "") -> str | None:
+    """Why a server that scores against the reference answer cannot score this request, phrased as
+    what the caller should do (`what`: what it needs the reference for); None when it can."""
+    if (problem := contract_problem(request, f"{name}@{version}")) is not None:
         return problem
     if not request.reference.strip():
-        return (f"{NAME} needs a reference answer; set ScoreRequest.reference, or name a reward "
-                "server that needs none for tasks without references")
+        return (f"{name} needs a reference answer{what}; set ScoreRequest.reference, or name a label-free "
+                "reward server (majority, co_reward) for tasks without references")
     try:
         verify.reference_answer(request.reference)
     except ValueError as exc:
@@ -127,7 +128,7 @@ class VerifyServicer(reward_pb2_grpc.RewardServiceServicer):
         return verify.exact_score(reference, text) or await self.math.score(reference, text)
 
     async def Score(self, request, context) -> reward_pb2.ScoreResponse:
-        error = _invalid(request)
+        error = reference_problem(request, NAME, VERSION)
         if error is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
         samples = request.views[0].samples
