@@ -27,6 +27,7 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.generate import left_pad
 from jetrl.policy.load import copy_state, encode_prompt, parse_state_bytes
+from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
@@ -180,10 +181,8 @@ class TorchEngine:
         n = len(requests)
         rows = [[*r.prompt_token_ids, *r.prefix_token_ids] for r in requests]  # prefill over prompt + prefix
         ids, mask, pos = (t.to(self.device) for t in left_pad(rows, self.pad_id))
-        temps = torch.tensor([r.temperature for r in requests], device=self.device)
-        greedy = temps == 0
-        # Greedy rows report log-probs at temperature 1, as the trainer will compute them.
-        scale = torch.where(greedy, torch.ones_like(temps), temps)[:, None]
+        greedy = torch.tensor([r.temperature == 0 for r in requests], device=self.device)
+        scale = torch.tensor([logprob_temperature(r.temperature) for r in requests], device=self.device)[:, None]
         top_p = torch.tensor([r.top_p for r in requests], device=self.device)
         gens = [torch.Generator(device=self.device).manual_seed(r.seed) for r in requests]
         new_tokens = [0] * n

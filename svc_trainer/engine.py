@@ -16,6 +16,7 @@ import torch
 from transformers import PreTrainedModel
 
 from jetrl.config import TrainSpec
+from jetrl.policy.temperature import logprob_temperature
 from svc_trainer.api import TrainSample
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 
@@ -37,9 +38,7 @@ class TorchTrainEngine:
             raise ValueError("loss_agg 'constant' needs max_new_tokens for its normaliser")
         self.model = model.train()
         self.spec = train_spec
-        # Log-probs are taken at the sampling temperature so they match the behaviour policy;
-        # a greedy (0) rollout's log-probs are reported at temperature 1.
-        self.temperature = temperature if temperature > 0 else 1.0
+        self.temperature = logprob_temperature(temperature)  # as the rollout took the behaviour's
         self.max_new_tokens = max_new_tokens
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)

@@ -86,7 +86,7 @@ class Trainer:
         if spec.simulation is not None:
             engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
         else:
-            engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature or 1.0,
+            engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature,
                                       max_new_tokens=spec.rollout.max_new_tokens)
         if state.optimizer:
             engine.optimizer.load_state_dict(state.optimizer)
