@@ -28,9 +28,6 @@ class View:
     size: int
     trained: bool
 
-    def indices(self) -> range:
-        return range(self.first_index, self.first_index + self.size)
-
 
 def layout(spec: RunSpec) -> list[View]:
     """The views every group of this run has, in sample-index order."""
