@@ -79,7 +79,7 @@ async def main(settings: Settings) -> None:
             try:
                 await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
             except TimeoutError:
-                for run_id in list(coordinator.runs):
+                for run_id in coordinator.active():
                     try:
                         await coordinator.reconcile(run_id)
                     except Exception as exc:

@@ -19,6 +19,7 @@ import random
 from opentelemetry import context as otel_context
 
 from jetrl.bus import Kind, publish
+from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import abort_msg_id, batch_id, end_msg_id, eval_msg_id, group_id, task_msg_id
 from jetrl.lineage.buffer import PartialBuffer, Resumed
@@ -63,6 +64,15 @@ class Coordinator:
         due = record.policy_version - record.policy_version % every if every else 0
         if evaluated is None or evaluated[0] < due:
             await self.request_evaluation(run.run_id, due)
+
+    def spec(self, run_id: str) -> RunSpec | None:
+        """The spec of an active run; None when this scheduler is not deciding for it (ended, or
+        not resumed yet)."""
+        run = self.runs.get(run_id)
+        return run.spec if run is not None else None
+
+    def active(self) -> list[str]:
+        return list(self.runs)
 
     async def reconcile(self, run_id: str) -> None:
         """Publish what lineage says is decided but may not have gone out, then decide anew:

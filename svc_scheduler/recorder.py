@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from jetrl.bus import CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, Wait, parse_subject
+from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.store import LineageStore, UnknownGroup
@@ -43,11 +44,10 @@ class Recorder:
         self.coordinator = coordinator
         self.store = store
 
-    async def _run_spec(self, run_id: str):
+    async def _run_spec(self, run_id: str) -> RunSpec | None:
         """The spec of a RUNNING run; None when the run has ended (late events are kept, not acted on)."""
-        run = self.coordinator.runs.get(run_id)
-        if run is not None:
-            return run.spec
+        if (spec := self.coordinator.spec(run_id)) is not None:
+            return spec
         record = await self.store.get_run(run_id)
         if record is None:
             raise InvalidEvent(f"unknown run {run_id!r}")
@@ -155,7 +155,7 @@ class Recorder:
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
         """Carry out a STOP an operator published; the scheduler's own STOP/COMPLETED find the run ended."""
-        if control.kind == events_pb2.Control.STOP and control.run_id in self.coordinator.runs:
+        if control.kind == events_pb2.Control.STOP and self.coordinator.spec(control.run_id) is not None:
             await self.coordinator.stop(control.run_id, control.reason or "stopped by a control event")
 
     async def on_dead_letter(self, payload: bytes, delivery: Delivery) -> None:
@@ -179,8 +179,8 @@ class Recorder:
             kind = None
         if kind is Kind.EVALS:
             requested = events_pb2.EvalRequest.FromString(payload).min_version
-            run = self.coordinator.runs.get(run_id)
-            if run is not None and requested >= run.spec.train.steps:
+            spec = self.coordinator.spec(run_id)
+            if spec is not None and requested >= spec.train.steps:
                 await self.coordinator.finish(run_id, f"final held-out evaluation failed: {reason}")
             return
         await self.coordinator.fail(run_id, f"an event on {subject} failed for good, the run cannot go on: {reason}")
