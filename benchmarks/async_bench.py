@@ -12,7 +12,7 @@ markdown table).
 
 import sys
 
-from jetrl.cli.bench import main
+from jetrl.bench.async_cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

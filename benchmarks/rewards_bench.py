@@ -11,7 +11,7 @@ alone. It prints the tables and writes docs/rewards.json and the plot docs/img/r
 
 import sys
 
-from jetrl.cli.bench_rewards import main
+from jetrl.bench.rewards import main
 
 if __name__ == "__main__":
     sys.exit(main())

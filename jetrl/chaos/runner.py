@@ -79,9 +79,9 @@ async def run_trials(stack: ChaosStack, config: ChaosConfig, plans: list[TrialPl
 
 
 def run(args: argparse.Namespace) -> int:
+    from jetrl.bench.report import show
     from jetrl.chaos.report import console, progress_line, rich_table, summary, write
     from jetrl.chaos.stack import chaos_stack
-    from jetrl.cli.bench_report import show
 
     try:
         config = config_from(args)

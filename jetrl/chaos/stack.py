@@ -135,7 +135,7 @@ class ChaosStack:
 @contextmanager
 def chaos_stack(model_dir: Path, logs_to: Path | None = None) -> Iterator[ChaosStack]:
     """Cluster, then stack; torn down the other way round. Logs are copied to `logs_to`."""
-    from jetrl.cli.bench_runs import private_stack
+    from jetrl.bench.stack import private_stack
 
     with PrivateCluster() as cluster, \
             private_stack(cluster.url, logs_to=logs_to, torch_threads=1) as settings:

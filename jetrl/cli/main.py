@@ -21,9 +21,11 @@ import sys
 from pathlib import Path
 
 from jetrl.config import Settings, SpecError, load_spec
+from jetrl.examples import DEMO_SPEC
 
+# The checkout this module sits in; only a checkout has one (the tests use it). What an installed
+# package needs ships inside it: the demo's spec is jetrl/examples/arithmetic.yaml (DEMO_SPEC).
 REPO = Path(__file__).resolve().parents[2]
-DEFAULT_SPEC = REPO / "examples" / "arithmetic.yaml"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default="")
     run.add_argument("--detach", action="store_true", help="submit and return")
     demo = sub.add_parser("demo", help="up, bootstrap, run the example, report, down")
-    demo.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
+    demo.add_argument("--spec", type=Path, default=DEMO_SPEC,
+                      help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)")
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
     db = sub.add_parser("db", help="lineage database")
     db.add_argument("action", choices=["upgrade"])
@@ -51,17 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     check = reward_sub.add_parser("check", help="check a RewardService against the contract")
     check.add_argument("addr", metavar="HOST:PORT")
     check.add_argument("--deadline-s", type=float, default=10.0, help="deadline of each call (default 10)")
-    bench = sub.add_parser("bench", help="benchmarks on a private stack")
-    bench_sub = bench.add_subparsers(dest="benchmark", required=True)
-    from jetrl.cli.bench import __doc__ as bench_doc, add_arguments
+    from jetrl.bench import add_commands as add_bench_commands
 
-    add_arguments(bench_sub.add_parser("async", help="sync vs async training and APRIL, side by side",
-                                       description=bench_doc, formatter_class=argparse.RawDescriptionHelpFormatter))
-    from jetrl.cli.bench_rewards import __doc__ as rewards_doc, add_arguments as add_rewards_arguments
-
-    add_rewards_arguments(bench_sub.add_parser("rewards", help="rewards with and without labels, grpo vs mc_grpo",
-                                               description=rewards_doc,
-                                               formatter_class=argparse.RawDescriptionHelpFormatter))
+    add_bench_commands(sub.add_parser("bench", help="benchmarks on a private stack"))
     from jetrl.chaos.runner import __doc__ as chaos_doc, add_arguments as add_chaos_arguments
 
     add_chaos_arguments(sub.add_parser("chaos", help="randomized fault trials, invariants checked from lineage",
@@ -106,11 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(check(args.addr, args.deadline_s))
         elif args.command == "bench":
-            if args.benchmark == "rewards":
-                from jetrl.cli.bench_rewards import run as run_rewards
-
-                return run_rewards(args)
-            from jetrl.cli.bench import run as run_bench
+            from jetrl.bench import run as run_bench
 
             return run_bench(args)
         elif args.command == "chaos":

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import MetaData, Table, create_engine
 
-from jetrl.cli.bench_metrics import read_accuracy_curve, read_run_metrics
+from jetrl.bench.metrics import read_accuracy_curve, read_run_metrics
 
 
 def _insert(conn, table: Table, rows: list[dict]) -> None:

@@ -7,14 +7,15 @@ import math
 import numpy as np
 import pytest
 
-from jetrl.cli.bench import CONFIGS, add_arguments
-from jetrl.cli.bench_metrics import expected_length, ideal_bound, steady_window, time_to_target
-from jetrl.cli.bench_real import real_spec
-from jetrl.cli.bench_report import SIM_COLUMNS, markdown_table, plot
-from jetrl.cli.bench_runs import RunRecord, bench_database_url
-from jetrl.cli.bench_sim import sim_spec, simulation_from
-from jetrl.cli.main import DEFAULT_SPEC, _parser
+from jetrl.bench.async_cli import CONFIGS, add_arguments
+from jetrl.bench.metrics import expected_length, ideal_bound, steady_window, time_to_target
+from jetrl.bench.real import real_spec
+from jetrl.bench.report import SIM_COLUMNS, markdown_table, plot
+from jetrl.bench.sim import sim_spec, simulation_from
+from jetrl.bench.stack import RunRecord, bench_database_url
+from jetrl.cli.main import _parser
 from jetrl.config import Settings, SimulationSpec, load_spec
+from jetrl.examples import DEMO_SPEC
 from svc_rollout.simulated import target_length
 
 
@@ -123,7 +124,7 @@ def test_sim_spec_differs_only_in_schedule(tmp_path):
 
 
 def test_real_spec_is_the_demo_with_eta_and_eval_every_5(tmp_path):
-    base = load_spec(DEFAULT_SPEC)
+    base = load_spec(DEMO_SPEC)
     spec = real_spec(base, tmp_path, seed=3, eta=2, steps=None)
     assert (spec.seed, spec.schedule.max_staleness, spec.schedule.eval_every) == (3, 2, 5)
     assert spec.model.path == str(tmp_path) and spec.train == base.train and spec.task == base.task
@@ -149,3 +150,4 @@ def test_markdown_and_plot(tmp_path):
     out = tmp_path / "img" / "bench.png"
     plot(out, rows, 2500.0, "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+

@@ -3,12 +3,13 @@ summary over seeds, sampling, outputs."""
 
 import pytest
 
-from jetrl.cli.bench_rewards import ARMS, arm_spec, task_spec
-from jetrl.cli.bench_rewards_metrics import label_of, label_stats, mean_curve, sample_texts, summarize
-from jetrl.cli.bench_report import markdown_table
-from jetrl.cli.bench_rewards_report import SUMMARY_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows
-from jetrl.cli.main import DEFAULT_SPEC, _parser
+from jetrl.bench.report import markdown_table
+from jetrl.bench.rewards import ARMS, arm_spec, task_spec
+from jetrl.bench.rewards_metrics import label_of, label_stats, mean_curve, sample_texts, summarize
+from jetrl.bench.rewards_report import SUMMARY_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows
+from jetrl.cli.main import _parser
 from jetrl.config import load_spec
+from jetrl.examples import DEMO_SPEC
 
 SERVERS = {"svc_reward.majority": "127.0.0.1:6001", "svc_reward.co_reward": "127.0.0.1:6002",
            "svc_reward.teacher": "127.0.0.1:6003"}
@@ -32,7 +33,7 @@ def test_arguments_and_arms():
 
 
 def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
-    base = load_spec(DEFAULT_SPEC)
+    base = load_spec(DEMO_SPEC)
     args = bench_args("--steps", "7", "--batch-groups", "3")
     specs = {name: arm_spec(base, tmp_path, arm, 2, args, SERVERS) for name, arm in ARMS.items()}
     for name, spec in specs.items():
@@ -162,8 +163,8 @@ def test_plot(tmp_path):
 
 
 def test_v0_diagnostics_shape(tmp_path):
-    from jetrl.cli.bench_rewards_report import v0_rows
-    from jetrl.cli.bench_rewards_metrics import v0_diagnostics
+    from jetrl.bench.rewards_metrics import v0_diagnostics
+    from jetrl.bench.rewards_report import v0_rows
     from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
 

@@ -3,7 +3,7 @@
 Each configuration is one run of the same spec (same seed, model, task, B, G and simulated
 hardware) that differs only in `schedule.max_staleness` (η) and `schedule.over_provision` (ρ).
 Its figures come from lineage (trained tokens per version, staleness, aborts) and from the
-rollout worker's status (generated tokens, decoding time); see jetrl/cli/bench_metrics.py.
+rollout worker's status (generated tokens, decoding time); see jetrl/bench/metrics.py.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import platform
 import time
 from pathlib import Path
 
-from jetrl.cli.bench import CONFIGS, BenchConfig
-from jetrl.cli.bench_runs import RunRecord, bench_database_url, console, follow_all, private_stack
-from jetrl.cli.bench_metrics import Ideal, ideal_bound, read_run_metrics
-from jetrl.cli.bench_report import SIM_COLUMNS, caption, markdown_table, plot, rich_table, show, write_json
+from jetrl.bench.async_cli import CONFIGS, BenchConfig
+from jetrl.bench.metrics import Ideal, ideal_bound, read_run_metrics
+from jetrl.bench.report import SIM_COLUMNS, caption, markdown_table, plot, rich_table, show, write_json
+from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
 from jetrl.config import RunSpec, Settings, SimulationSpec
 
 __all__ = ["run_simulated", "simulation_from", "sim_spec"]

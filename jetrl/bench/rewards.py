@@ -34,11 +34,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jetrl.cli.bench_rewards_metrics import label_stats, read_groups, summarize, v0_diagnostics
-from jetrl.cli.bench_rewards_report import (
+from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize, v0_diagnostics
+from jetrl.bench.rewards_report import (
     LABEL_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, V0_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows, v0_rows,
 )
 from jetrl.config import RunSpec, Settings, TaskSpec, load_spec, parse_spec
+from jetrl.examples import DEMO_SPEC
 
 __all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "run", "main"]
 
@@ -76,7 +77,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--group-size", type=int, default=8, help="G of the G = 8 arms, per view (default 8)")
     p.add_argument("--teacher-samples", type=int, default=8, help="G~: the teacher arm's samples (default 8)")
     p.add_argument("--eval-every", type=int, default=5, help="held-out evaluation every N versions (default 5)")
-    p.add_argument("--lr", type=float, help="learning rate (default: examples/arithmetic.yaml's)")
+    p.add_argument("--lr", type=float, help="learning rate (default: the demo spec's)")
     task = p.add_argument_group("task and version 0")
     task.add_argument("--digits", type=int, default=1, help="digits per operand (default 1)")
     task.add_argument("--terms", type=int, default=4, help="operands per problem (default 4: `7-2+5+3=`)")
@@ -114,7 +115,7 @@ def task_spec(args: argparse.Namespace) -> TaskSpec:
 def starting_checkpoint(user: Settings, task: TaskSpec, steps: int, seed: int = 0) -> Path:
     """Version 0: `steps` warm-up steps on correct answers (teacher_error 0), made once and kept
     under the user's JETRL_DATA_DIR/models, keyed by everything that shapes it."""
-    from jetrl.cli.bench_runs import console
+    from jetrl.bench.stack import console
     from jetrl.policy.bootstrap import bootstrap_with_progress
 
     key = f"tiny-arith-d{task.digits}t{task.terms}-task{task.seed}-h{task.heldout_size}-steps{steps}-seed{seed}-exact"
@@ -164,13 +165,13 @@ def run_row(arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, f
 # ---- the bench -------------------------------------------------------------------------------
 
 def run(args: argparse.Namespace) -> int:
-    from jetrl.cli.bench_metrics import read_accuracy_curve
-    from jetrl.cli.bench_report import markdown_table, rich_table, show, write_json
-    from jetrl.cli.bench_runs import RunRecord, bench_database_url, console, follow_all, private_stack
-    from jetrl.cli.main import DEFAULT_SPEC
+    from jetrl.bench.metrics import read_accuracy_curve
+    from jetrl.bench.report import markdown_table, rich_table, show, write_json
+    from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
     from jetrl.cli.stack import start_reward_servers
 
     started = time.monotonic()
+    json_path, plot_path = args.json, args.plot
     user = Settings()
     previous = json.loads(args.from_json.read_text()) if args.from_json else None
     if previous:  # the settings the runs were made with, not this command line's
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     task = task_spec(args)
     model_dir = starting_checkpoint(user, task, args.bootstrap_steps)
     console.print(f"version 0 diagnostics ({args.diag_samples} samples per prompt)…")
-    base = load_spec(DEFAULT_SPEC)
+    base = load_spec(DEMO_SPEC)
     diag = v0_diagnostics(model_dir, task, samples=args.diag_samples, temperature=base.rollout.temperature,
                           max_new_tokens=base.rollout.max_new_tokens, train_prompts=args.diag_prompts)
     sets, rules = v0_rows(diag)
@@ -227,16 +228,16 @@ def run(args: argparse.Namespace) -> int:
     made = {"date": now, "argv": sys.argv, "wall_s": wall}
     if previous:  # when and how the runs were made; this command only measured them again
         made = {**{k: previous[k] for k in made}, "measured_again": {"date": now, "argv": sys.argv}}
-    write_json(args.json, {
+    write_json(json_path, {
         "benchmark": "rewards", **made, "machine": platform.platform(), "task": task.model_dump(mode="json"),
         "version0": {"model_dir": str(model_dir), "bootstrap_steps": args.bootstrap_steps, "teacher_error": 0.0,
                      **diag},
         "settings": {k: getattr(args, k) for k in ("arms", "seeds", "steps", "batch_groups", "group_size",
                                                     "teacher_samples", "eval_every", "lr")},
-        "base_spec": str(DEFAULT_SPEC.relative_to(DEFAULT_SPEC.parents[1])),
+        "base_spec": str(DEMO_SPEC.relative_to(DEMO_SPEC.parents[1])),
         "criterion": verdict, "summary": summary, "results": rows,
     })
-    plot_curves(args.plot, rows, order, diag["heldout"]["greedy"],
+    plot_curves(plot_path, rows, order, diag["heldout"]["greedy"],
                 f"{args.terms}-term chains of {args.digits}-digit operands; {len(args.seeds)} seeds, "
                 f"B = {args.batch_groups}")
     if args.markdown:
@@ -245,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
             markdown_table(sets, V0_COLUMNS, ""), markdown_table(rules, LABEL_COLUMNS, ""),
             markdown_table(summary_rows(summary), SUMMARY_COLUMNS, note),
             markdown_table(flat_run_rows(rows), RUN_COLUMNS, ""), verdict, ""]))
-    console.print(f"wrote {args.json}, {args.plot}" + (f", {args.markdown}" if args.markdown else "")
+    console.print(f"wrote {json_path}, {plot_path}" + (f", {args.markdown}" if args.markdown else "")
                   + f" in {wall / 60:.1f} min")
     return 0 if all(r["state"] == "COMPLETED" for r in rows) else 1
 

@@ -15,9 +15,8 @@ configurations differ only in scheduling. They run one after the other on the sa
     jetrl bench async [--configs sync async-4 ...] [--steps 16] [--batch-groups 4] ...
     jetrl bench async --real [--seeds 0 1] [--target 0.65]   # the tiny policy on CPU, η=0 vs η=2
 
-This module is the command line; the suites are jetrl/cli/bench_sim.py and bench_real.py, the
-stack and run-following they share bench_runs.py, the formulas bench_metrics.py, the output
-bench_report.py.
+This module is the command line; the suites are jetrl/bench/sim.py and real.py, the stack and
+run-following they share stack.py, the formulas metrics.py, the output report.py.
 """
 
 from __future__ import annotations
@@ -68,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sim.add_argument("--train-s-per-step", type=float, default=0.0, help="trainer s/step (default 0)")
     sim.add_argument("--rollout-concurrency", type=int, default=512,
                      help="tasks the rollout worker generates at once (default 512: the engine batches them)")
-    real = p.add_argument_group("--real: the tiny policy on CPU, examples/arithmetic.yaml")
+    real = p.add_argument_group("--real: the tiny policy on CPU, the demo's spec (jetrl/examples/arithmetic.yaml)")
     real.add_argument("--real", action="store_true", help="η=0 vs η=2 on the real demo instead of simulated hardware")
     real.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (default 0)")
     real.add_argument("--etas", type=int, nargs="+", default=[0, 2], help="staleness bounds to compare (default 0 2)")
@@ -97,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run the suite `args` asks for; 0 when every run completed."""
     if args.real:
-        from jetrl.cli.bench_real import run_real
+        from jetrl.bench.real import run_real
 
         return run_real(args)
-    from jetrl.cli.bench_sim import run_simulated
+    from jetrl.bench.sim import run_simulated
 
     return run_simulated(args)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jetrl.cli.bench_rewards_metrics import mean_curve
+from jetrl.bench.rewards_metrics import mean_curve
 
 __all__ = [
     "LABEL_COLUMNS", "RUN_COLUMNS", "SUMMARY_COLUMNS", "V0_COLUMNS", "criterion", "flat_run_rows", "plot_curves",

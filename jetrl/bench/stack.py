@@ -1,4 +1,5 @@
-"""What both suites of `jetrl bench async` share: a private stack, and following one run on it.
+"""What the benches share: a private stack, and following one run on it (`jetrl chaos` starts
+its stack with `private_stack` too).
 
 The private stack is the local-stack launcher's (jetrl/cli/stack.py `isolated_settings`, `up`,
 `down`) under a temp dir with a database of its own, so a running stack is never disturbed;

@@ -1,11 +1,11 @@
 """`jetrl bench async --real`: the demo itself, synchronous vs bounded staleness, on CPU.
 
-The tiny built-in policy trains on examples/arithmetic.yaml through the real services with the
-real torch engines; only η changes between runs (default 0 and 2), seeds are shared. The figure
-of merit is wall time from the run's creation to the first version whose held-out accuracy
-reaches the target, evaluated every 5 versions so the crossing is seen. The default target,
-65%, is where the README's demo curve settles (68.0% at v30, 66.5% at v40, 71.5% at v50): the
-final 71.5% is a single end point, 65% is first crossed around v30 and then held.
+The tiny built-in policy trains on the demo's spec (jetrl/examples/arithmetic.yaml) through the
+real services with the real torch engines; only η changes between runs (default 0 and 2), seeds
+are shared. The figure of merit is wall time from the run's creation to the first version whose
+held-out accuracy reaches the target, evaluated every 5 versions so the crossing is seen. The
+default target, 65%, is where the README's demo curve settles (68.0% at v30, 66.5% at v40, 71.5%
+at v50): the final 71.5% is a single end point, 65% is first crossed around v30 and then held.
 
 The starting checkpoint is `jetrl bootstrap`'s, cached under the user's JETRL_DATA_DIR (the one
 the demo uses), so the warm-up runs once across benches and demos.
@@ -18,11 +18,11 @@ import platform
 import time
 from pathlib import Path
 
-from jetrl.cli.bench_runs import RunRecord, bench_database_url, console, follow_all, private_stack
-from jetrl.cli.bench_metrics import read_accuracy_curve, time_to_target
-from jetrl.cli.bench_report import REAL_COLUMNS, markdown_table, rich_table, show, write_json
-from jetrl.cli.main import DEFAULT_SPEC
+from jetrl.bench.metrics import read_accuracy_curve, time_to_target
+from jetrl.bench.report import REAL_COLUMNS, markdown_table, rich_table, show, write_json
+from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
 from jetrl.config import RunSpec, Settings, load_spec
+from jetrl.examples import DEMO_SPEC
 
 __all__ = ["run_real", "real_spec", "EVAL_EVERY"]
 
@@ -57,7 +57,7 @@ def run_real(args: argparse.Namespace) -> int:
     from jetrl.cli.runs import bootstrap
 
     user = Settings()
-    base = load_spec(DEFAULT_SPEC)
+    base = load_spec(DEMO_SPEC)
     model_dir = bootstrap(user, None, force=False, task=base.task)  # cached: built only the first time
     database_url = bench_database_url(args, user)
     pairs = [(seed, eta) for seed in args.seeds for eta in args.etas]
@@ -78,7 +78,7 @@ def run_real(args: argparse.Namespace) -> int:
     json_path = args.json or Path("docs/async_bench_real.json")
     write_json(json_path, {"benchmark": "async-real", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                            "machine": platform.platform(), "target": args.target, "eval_every": EVAL_EVERY,
-                           "spec": str(DEFAULT_SPEC), "results": rows})
+                           "spec": str(DEMO_SPEC), "results": rows})
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(markdown_table(rows, REAL_COLUMNS, note))

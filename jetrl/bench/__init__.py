@@ -1,0 +1,44 @@
+"""Benchmarks on a private stack: `jetrl bench async` and `jetrl bench rewards`.
+
+    async_cli.py        `jetrl bench async`: its options and the configurations compared
+    sim.py              its simulated-hardware suite: sync, APRIL, async η, the ideal bound
+    real.py             its --real suite: the tiny policy on CPU, time to the demo's accuracy
+    metrics.py          ideal bound, steady-state window, metrics read back from lineage
+    report.py           tables, JSON, markdown and plots
+    rewards.py          `jetrl bench rewards`: verify vs label-free rewards, grpo vs mc_grpo at G = 2
+    rewards_metrics.py  version 0's vote diagnostics, pseudo-label accuracy from lineage, summary
+    rewards_report.py   its tables, plot and the experiment's criterion as measured
+    stack.py            the private stack (also `jetrl chaos`'s) and following runs on it
+
+This module is what the `jetrl` command sees (jetrl/cli/main.py imports it only to build its
+parser and to run a bench); the suites are imported when one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["add_commands", "run"]
+
+
+def add_commands(bench: argparse.ArgumentParser) -> None:
+    """`jetrl bench`'s subcommands (`async`, `rewards`) on its parser."""
+    from jetrl.bench import async_cli, rewards
+
+    sub = bench.add_subparsers(dest="benchmark", required=True)
+    formatter = argparse.RawDescriptionHelpFormatter
+    async_cli.add_arguments(sub.add_parser("async", help="sync vs async training and APRIL, side by side",
+                                           description=async_cli.__doc__, formatter_class=formatter))
+    rewards.add_arguments(sub.add_parser("rewards", help="rewards with and without labels, grpo vs mc_grpo",
+                                         description=rewards.__doc__, formatter_class=formatter))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the bench `args.benchmark` names; 0 when every run completed."""
+    if args.benchmark == "rewards":
+        from jetrl.bench.rewards import run as run_rewards
+
+        return run_rewards(args)
+    from jetrl.bench.async_cli import run as run_async
+
+    return run_async(args)
