@@ -6,8 +6,8 @@ Run:  .venv/bin/python benchmarks/async_bench.py [--configs sync async-4 ...] [-
 Same as `jetrl bench async`; `--help` lists every option and its default. It needs Postgres at
 JETRL_DATABASE_URL's server (it uses its own database there, `jetrl_bench`) and starts its own
 nats-server and services on free ports, so it leaves any running stack alone. It prints a table
-and writes docs/async_bench.json and the plot docs/img/async_bench.png (--markdown PATH for a
-markdown table).
+and writes, under --out DIR (default $JETRL_DATA_DIR/bench), async_bench.json and the plot
+img/async_bench.png (--markdown PATH for a markdown table).
 """
 
 import sys

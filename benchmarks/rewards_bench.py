@@ -5,8 +5,8 @@ Run:  .venv/bin/python benchmarks/rewards_bench.py [--arms verify co_reward ...]
 Same as `jetrl bench rewards`; `--help` lists every option and its default. It needs Postgres at
 JETRL_DATABASE_URL's server (it uses its own database there, `jetrl_bench`) and starts its own
 nats-server, services and label-free reward servers on free ports, so it leaves any running stack
-alone. It prints the tables and writes docs/rewards.json and the plot docs/img/rewards.png
-(--markdown PATH for markdown tables).
+alone. It prints the tables and writes, under --out DIR (default $JETRL_DATA_DIR/bench),
+rewards.json and the plot img/rewards.png (--markdown PATH for markdown tables).
 """
 
 import sys

@@ -4,11 +4,15 @@
     sim.py              its simulated-hardware suite: sync, APRIL, async η, the ideal bound
     real.py             its --real suite: the tiny policy on CPU, time to the demo's accuracy
     metrics.py          ideal bound, steady-state window, metrics read back from lineage
-    report.py           tables, JSON, markdown and plots
+    report.py           tables, JSON, markdown and plots; where the outputs go (--out)
     rewards.py          `jetrl bench rewards`: verify vs label-free rewards, grpo vs mc_grpo at G = 2
     rewards_metrics.py  version 0's vote diagnostics, pseudo-label accuracy from lineage, summary
     rewards_report.py   its tables, plot and the experiment's criterion as measured
     stack.py            the private stack (also `jetrl chaos`'s) and following runs on it
+
+Every output goes under `--out DIR`, by default $JETRL_DATA_DIR/bench (`.jetrl/bench` under the
+working directory when JETRL_DATA_DIR is not set); `--out docs` in a checkout rewrites the
+results committed there.
 
 This module is what the `jetrl` command sees (jetrl/cli/main.py imports it only to build its
 parser and to run a bench); the suites are imported when one runs.

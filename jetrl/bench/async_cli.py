@@ -15,6 +15,10 @@ configurations differ only in scheduling. They run one after the other on the sa
     jetrl bench async [--configs sync async-4 ...] [--steps 16] [--batch-groups 4] ...
     jetrl bench async --real [--seeds 0 1] [--target 0.65]   # the tiny policy on CPU, η=0 vs η=2
 
+It writes under --out DIR (default $JETRL_DATA_DIR/bench): async_bench.json and the plot
+img/async_bench.png; --real: async_bench_real.json. `--out docs` in a checkout rewrites the
+results docs/benchmarks.md shows.
+
 This module is the command line; the suites are jetrl/bench/sim.py and real.py, the stack and
 run-following they share stack.py, the formulas metrics.py, the output report.py.
 """
@@ -24,6 +28,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+
+from jetrl.bench.report import OUT_HELP
 
 __all__ = ["CONFIGS", "BenchConfig", "add_arguments", "main", "run"]
 
@@ -74,11 +80,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     real.add_argument("--target", type=float, default=0.65,
                       help="held-out accuracy target (default 0.65: the demo's plateau, README Results)")
     out = p.add_argument_group("output")
-    out.add_argument("--json", type=Path, help="results JSON (default docs/async_bench.json; --real: "
-                     "docs/async_bench_real.json)")
+    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
+    out.add_argument("--json", type=Path, help="results JSON (default DIR/async_bench.json; --real: "
+                     "DIR/async_bench_real.json)")
     out.add_argument("--markdown", type=Path, help="also write the results as a markdown table here")
-    out.add_argument("--plot", type=Path, default=Path("docs/img/async_bench.png"),
-                     help="throughput plot (default docs/img/async_bench.png; not with --real)")
+    out.add_argument("--plot", type=Path, help="throughput plot (default DIR/img/async_bench.png; not with --real)")
     out.add_argument("--database-url", help="lineage database of the private stack "
                      "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
     out.add_argument("--logs", type=Path,

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from jetrl.bench.metrics import read_accuracy_curve, time_to_target
-from jetrl.bench.report import REAL_COLUMNS, markdown_table, rich_table, show, write_json
+from jetrl.bench.report import REAL_COLUMNS, markdown_table, out_dir, rich_table, show, write_json
 from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
 from jetrl.config import RunSpec, Settings, load_spec
 from jetrl.examples import DEMO_SPEC
@@ -75,7 +75,7 @@ def run_real(args: argparse.Namespace) -> int:
             f"(evaluated every {EVAL_EVERY} versions; '-' = not reached); × is against η={min(args.etas)} "
             "with the same seed.")
     show(rich_table("jetrl bench async --real: time to the demo's accuracy target", rows, REAL_COLUMNS, note))
-    json_path = args.json or Path("docs/async_bench_real.json")
+    json_path = args.json or out_dir(args) / "async_bench_real.json"
     write_json(json_path, {"benchmark": "async-real", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
                            "machine": platform.platform(), "target": args.target, "eval_every": EVAL_EVERY,
                            "spec": str(DEMO_SPEC), "results": rows})

@@ -1,4 +1,5 @@
-"""Output of `jetrl bench async`: a rich table, JSON, a markdown table and a throughput plot.
+"""Output of `jetrl bench async`: a rich table, JSON, a markdown table and a throughput plot; and
+where every bench writes (`--out`).
 
 A result is one flat dict per configuration (the JSON rows); the columns below say how each
 key is shown. Missing figures (None) show as "-".
@@ -6,6 +7,7 @@ key is shown. Missing figures (None) show as "-".
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -13,9 +15,21 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from jetrl.config import Settings
+
 __all__ = [
-    "SIM_COLUMNS", "REAL_COLUMNS", "caption", "rich_table", "show", "markdown_table", "write_json", "plot",
+    "SIM_COLUMNS", "REAL_COLUMNS", "OUT_HELP", "out_dir", "caption", "rich_table", "show", "markdown_table",
+    "write_json", "plot",
 ]
+
+OUT_HELP = ("directory of the outputs (default $JETRL_DATA_DIR/bench: .jetrl/bench under the working "
+            "directory unless JETRL_DATA_DIR is set; in a checkout, --out docs rewrites the committed results)")
+
+
+def out_dir(args: argparse.Namespace) -> Path:
+    """Where a bench writes: --out, else $JETRL_DATA_DIR/bench (OUT_HELP)."""
+    return args.out if args.out is not None else Settings().data_dir / "bench"
+
 
 # (key, header, format) of the simulated-hardware suite, in display order
 SIM_COLUMNS = [

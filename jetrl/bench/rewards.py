@@ -15,6 +15,9 @@ label-free reward servers started beside it, each run alone on a free port and e
     jetrl bench rewards [--arms verify co_reward ...] [--seeds 0 1 2] [--steps 50] [--batch-groups 16]
     jetrl bench rewards --from-json docs/rewards.json   # measure those runs again from lineage; runs nothing
 
+It writes under --out DIR (default $JETRL_DATA_DIR/bench): rewards.json and the plot
+img/rewards.png. `--out docs` in a checkout rewrites the results docs/rewards.md shows.
+
 Version 0 is the tiny policy warmed up on correct answers (teacher_error 0) for only a few
 hundred steps on 4-term chains of 1-digit operands (`7-2+5+3=`), cached under the user's
 JETRL_DATA_DIR keyed by its settings. Before any run the bench measures in process what version 0
@@ -34,6 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from jetrl.bench.report import OUT_HELP
 from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize, v0_diagnostics
 from jetrl.bench.rewards_report import (
     LABEL_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, V0_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows, v0_rows,
@@ -88,10 +92,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     task.add_argument("--diag-prompts", type=int, default=200,
                       help="training prompts of the v0 label diagnostics (default 200)")
     out = p.add_argument_group("output")
-    out.add_argument("--json", type=Path, default=Path("docs/rewards.json"), help="results (default docs/rewards.json)")
+    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
+    out.add_argument("--json", type=Path, help="results (default DIR/rewards.json)")
     out.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
-    out.add_argument("--plot", type=Path, default=Path("docs/img/rewards.png"),
-                     help="accuracy over versions per arm (default docs/img/rewards.png)")
+    out.add_argument("--plot", type=Path, help="accuracy over versions per arm (default DIR/img/rewards.png)")
     out.add_argument("--database-url", help="lineage database of the private stack "
                      "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
     out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
@@ -166,12 +170,13 @@ def run_row(arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, f
 
 def run(args: argparse.Namespace) -> int:
     from jetrl.bench.metrics import read_accuracy_curve
-    from jetrl.bench.report import markdown_table, rich_table, show, write_json
+    from jetrl.bench.report import markdown_table, out_dir, rich_table, show, write_json
     from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
     from jetrl.cli.stack import start_reward_servers
 
     started = time.monotonic()
-    json_path, plot_path = args.json, args.plot
+    json_path = args.json or out_dir(args) / "rewards.json"
+    plot_path = args.plot or out_dir(args) / "img" / "rewards.png"
     user = Settings()
     previous = json.loads(args.from_json.read_text()) if args.from_json else None
     if previous:  # the settings the runs were made with, not this command line's

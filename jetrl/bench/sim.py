@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jetrl.bench.async_cli import CONFIGS, BenchConfig
 from jetrl.bench.metrics import Ideal, ideal_bound, read_run_metrics
-from jetrl.bench.report import SIM_COLUMNS, caption, markdown_table, plot, rich_table, show, write_json
+from jetrl.bench.report import SIM_COLUMNS, caption, markdown_table, out_dir, plot, rich_table, show, write_json
 from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
 from jetrl.config import RunSpec, Settings, SimulationSpec
 
@@ -110,11 +110,12 @@ def report(args: argparse.Namespace, rows: list[dict], ideal: Ideal, sim: Simula
         "group_size": args.group_size, "seed": args.seed, "simulation": sim.model_dump(), "ideal": ideal_d,
         "results": rows,
     }
-    json_path = args.json or Path("docs/async_bench.json")
+    json_path = args.json or out_dir(args) / "async_bench.json"
+    plot_path = args.plot or out_dir(args) / "img" / "async_bench.png"
     write_json(json_path, payload)
-    plot(args.plot, [r for r in rows if r.get("train_tps")], ideal.bound,
+    plot(plot_path, [r for r in rows if r.get("train_tps")], ideal.bound,
          f"B={args.batch_groups}, G={args.group_size}, {args.steps or DEFAULT_STEPS} steps, simulated hardware")
-    written = [str(json_path), str(args.plot)]
+    written = [str(json_path), str(plot_path)]
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(markdown_table(rows, SIM_COLUMNS, note))

@@ -10,7 +10,7 @@ import pytest
 from jetrl.bench.async_cli import CONFIGS, add_arguments
 from jetrl.bench.metrics import expected_length, ideal_bound, steady_window, time_to_target
 from jetrl.bench.real import real_spec
-from jetrl.bench.report import SIM_COLUMNS, markdown_table, plot
+from jetrl.bench.report import SIM_COLUMNS, markdown_table, out_dir, plot
 from jetrl.bench.sim import sim_spec, simulation_from
 from jetrl.bench.stack import RunRecord, bench_database_url
 from jetrl.cli.main import _parser
@@ -150,4 +150,16 @@ def test_markdown_and_plot(tmp_path):
     out = tmp_path / "img" / "bench.png"
     plot(out, rows, 2500.0, "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_outputs_go_under_out_default_data_dir(monkeypatch, tmp_path):
+    # not the working directory's docs/: $JETRL_DATA_DIR/bench unless --out says otherwise
+    monkeypatch.setenv("JETRL_DATA_DIR", str(tmp_path / "data"))
+    assert out_dir(bench_args()) == tmp_path / "data" / "bench"
+    assert out_dir(bench_args("--out", str(tmp_path / "mine"))) == tmp_path / "mine"
+    args = bench_args()
+    assert (args.json, args.plot, args.markdown) == (None, None, None)  # each file defaults to one under DIR
+    standalone = argparse.ArgumentParser()
+    add_arguments(standalone)
+    assert "$JETRL_DATA_DIR/bench" in standalone.format_help()  # the default is documented in --help
 
