@@ -252,7 +252,8 @@ class ScheduleSpec(_Spec):
     """A resumed partial sample whose oldest token is already older than η versions: keep it and
     mask the stale prefix in the loss, or drop the prefix and generate the sample again."""
     eval_every: int = Field(5, ge=0, le=1_000_000)
-    """Held-out evaluation every this many versions (and at the end); 0 = only at the end."""
+    """Held-out evaluation of version 0, of every this many versions, and of the last; 0 = of
+    version 0 and the last only."""
     prompt_selection: Literal["uniform", "thompson"] = "uniform"
     """Which training prompt each new group gets: the task's own stream, or Thompson sampling
     over a pool of `prompt_pool` prompts preferring those solved about half the time
@@ -328,9 +329,9 @@ class RunSpec(_Spec):
                              "turn off rollout.analogous_view and teacher, or set over_provision to 1")
         if self.teacher and self.teacher.ema_end < self.teacher.ema_start:
             raise ValueError("teacher.ema_end must be at least teacher.ema_start (the teacher slows down)")
-        if self.train.advantage == "mc_grpo" and self.rollout.group_size % 2 == 0:
+        if self.train.advantage == "mc_grpo" and (self.rollout.group_size % 2 == 0 or self.rollout.group_size < 3):
             raise ValueError("train.advantage mc_grpo samples G+1 completions around a median pivot: "
-                             "set rollout.group_size to an odd number")
+                             "set rollout.group_size to an odd number, at least 3 (1 would train nothing)")
         return self
 
 

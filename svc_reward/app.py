@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from jetrl.bus import connect, consume, declare
+from jetrl.bus import bus_probe, connect, consume, declare
 from jetrl.bus.topology import REWARD_STAGE
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
@@ -29,4 +29,5 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
-    await serve("svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close)
+    await serve("svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close,
+                probe=bus_probe(nc))

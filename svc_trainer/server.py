@@ -7,6 +7,7 @@ import hashlib
 
 import grpc
 
+from jetrl.bus.topology import check_run_id
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_trainer.checkpoint import load_state, run_dir, weights_path
@@ -20,7 +21,16 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
+    async def _check_run_id(self, run_id: str, context) -> None:
+        """A run id becomes a directory name: refuse anything that is not one subject token (no
+        path separators, no dots), so no request can point the trainer at another directory."""
+        try:
+            check_run_id(run_id)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
+
     async def GetStatus(self, request, context):
+        await self._check_run_id(request.run_id, context)
         rt = self.trainer.runs.get(request.run_id)
         state = rt.state if rt else await asyncio.to_thread(load_state, self.trainer.data_dir, request.run_id)
         if state is None:
@@ -32,6 +42,7 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         )
 
     async def FetchWeights(self, request, context):
+        await self._check_run_id(request.run_id, context)
         if request.version < 1 or request.chunk_bytes < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")
         where = teacher_path if request.teacher else weights_path

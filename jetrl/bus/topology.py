@@ -1,7 +1,7 @@
 """Subjects, streams and durable consumers: the one place the bus layout is declared.
 
 Every event kind has its own subject per run (`jetrl.<run>.<kind>`) and its own stream holding
-that kind for all runs. Work kinds (tasks, groups, batches) live in work-queue streams consumed
+that kind for all runs. Work kinds (tasks, groups, batches, evals) live in work-queue streams consumed
 by one shared durable consumer, so replicas split the work and an acked message is gone;
 the other kinds are kept (limits retention) so the scheduler's recorder and late followers
 can read them.
@@ -25,7 +25,8 @@ DUPLICATE_WINDOW_S = 3600.0
 MAX_MSG_SIZE = 8 * 1024 * 1024
 # JetStream error code for "stream name already in use with a different configuration"
 _STREAM_NAME_IN_USE = 10058
-_BAD_RUN_ID = re.compile(r"[.*>\s]")
+# a run id is one subject token and one directory name: no '.', '*', '>', whitespace, '/', '\\' or NUL
+_BAD_RUN_ID = re.compile(r"[.*>\s/\\\x00]")
 
 
 class Kind(StrEnum):
@@ -61,7 +62,8 @@ WORK_QUEUES = frozenset({Kind.TASKS, Kind.GROUPS, Kind.BATCHES, Kind.EVALS})
 def check_run_id(run_id: str) -> str:
     """The run id if it can be one subject token; ValueError otherwise."""
     if not run_id or _BAD_RUN_ID.search(run_id):
-        raise ValueError(f"run id {run_id!r} cannot be a NATS subject token (empty, or has '.', '*', '>' or whitespace)")
+        raise ValueError(f"run id {run_id!r} cannot be a NATS subject token and a directory name (empty, or has "
+                         "'.', '*', '>', whitespace, '/', '\\' or NUL)")
     return run_id
 
 

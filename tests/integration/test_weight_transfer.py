@@ -87,3 +87,18 @@ def test_trainer_state_survives_a_restart(tmp_path):
     assert load_state(tmp_path, "r") == state
     assert load_state(tmp_path, "other") is None
     assert not list(tmp_path.rglob("*.tmp"))  # written under a temporary name, then renamed
+
+
+@pytest.mark.parametrize("run_id", ["/tmp/elsewhere", "../run1", "a.b", ""])
+async def test_a_run_id_that_is_a_path_is_refused(trainer_addr, run_id):
+    """GetStatus used to load `<data>/<run_id>/trainer.pt` for any run_id, an absolute directory
+    included (and unpickle what it found there)."""
+    async with grpc.aio.insecure_channel(trainer_addr) as ch:
+        stub = services_pb2_grpc.TrainerServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetStatus(services_pb2.TrainerStatusRequest(run_id=run_id))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "run_id" in err.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            async for _ in stub.FetchWeights(services_pb2.FetchWeightsRequest(run_id=run_id, version=1)):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
