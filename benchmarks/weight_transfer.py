@@ -2,7 +2,7 @@
 
   file      read the trainer's safetensors file from a shared filesystem (+ sha256)
   grpc      TrainerService.FetchWeights streamed in 1 MiB chunks (+ sha256), the real servicer
-  objstore  nats-py object store put/get (the path DESIGN §2 warns about)
+  objstore  nats-py object store put/get (the path docs/design.md §2 warns about)
 
 Run:  .venv/bin/python benchmarks/weight_transfer.py [--sizes-mb 4 64 256]
 It starts its own nats-server on a free port and a gRPC server in-process; it needs nothing else.

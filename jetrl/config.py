@@ -160,7 +160,7 @@ class TrainSpec(_Spec):
     clip_eps_high: float = Field(0.2, ge=0.0, le=10.0)
     """PPO ratio clip above 1 (ε_high)."""
     behaviour_weight_cap: float = Field(5.0, gt=0.0)
-    """Tokens whose w = exp(p - b) exceeds this are masked (DESIGN §5)."""
+    """Tokens whose w = exp(p - b) exceeds this are masked (docs/design.md §5)."""
     advantage: Literal["grpo", "dr_grpo", "rloo", "mc_grpo"] = "grpo"
     """Advantage estimator per prompt group; `mc_grpo` wants an odd rollout.group_size (G+1)."""
     dynamic_sampling: bool = False

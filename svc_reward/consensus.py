@@ -1,4 +1,4 @@
-"""Label-free rewards by agreement (DESIGN §6): `majority` (self-consistency, TTRL), `co_reward`
+"""Label-free rewards by agreement (docs/design.md §6): `majority` (self-consistency, TTRL), `co_reward`
 (Co-rewarding-I) and `teacher` (Co-rewarding-II), as pure functions of the completions' texts.
 
 The answer rule, shared by all three:

@@ -1,4 +1,4 @@
-"""The built-in `process` reward server: the outcome plus shaped step scores (DESIGN §6).
+"""The built-in `process` reward server: the outcome plus shaped step scores (docs/design.md §6).
 
 Per sample: outcome = exact-number match of the final answer against the reference
 (svc_reward.verify.exact_score, the rule held-out accuracy uses); s_k = 1/0 for each step the

@@ -1,5 +1,5 @@
 r"""Step scores for the `process` reward: the equations a completion writes, each checked exactly,
-and the two shapings (DESIGN §6) that turn them into a return that cannot be farmed.
+and the two shapings (docs/design.md §6) that turn them into a return that cannot be farmed.
 
 A step is one equality a completion writes, in text order:
 
@@ -145,7 +145,7 @@ def steps(text: str) -> list[Step]:
     return found
 
 
-# ---- shaping (DESIGN §6) ------------------------------------------------------------------------
+# ---- shaping (docs/design.md §6) ------------------------------------------------------------------------
 # Summing raw step scores would pay for length: repeating `2+2=4` N times would earn N. Both
 # shapings bound what the steps can add, whatever their number.
 

@@ -2,7 +2,7 @@
 
 Measured on this 2-core machine (benchmarks/weight_transfer.py): reading the trainer's file and
 streaming it from TrainerService are both far faster than the nats-py object store's get()
-(DESIGN §2), so weights never ride the bus; the announcement says where they are and their sha256.
+(docs/design.md §2), so weights never ride the bus; the announcement says where they are and their sha256.
 """
 
 from __future__ import annotations

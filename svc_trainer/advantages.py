@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators (DESIGN §5), one reward list per view of a prompt group.
+"""Group-relative advantage estimators (docs/design.md §5), one reward list per view of a prompt group.
 
 Plain Python on lists: groups are small and the results go straight into protobuf events.
 Every estimator gives 0 to a group of one and to a group whose rewards are all equal, since

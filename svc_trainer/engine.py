@@ -1,6 +1,6 @@
 """Plain-torch training engine: per-token log-probs and one decoupled-PPO update per version.
 
-Each `train_step` is one policy version (DESIGN §5): proximal log-probs p are those of the current
+Each `train_step` is one policy version (docs/design.md §5): proximal log-probs p are those of the current
 weights before anything changes, taken once for the whole batch by a no-grad pass; then the batch
 is split into `train.minibatches` slices, each followed by an AdamW step with global-norm gradient
 clipping, so from the second slice on u = exp(θ - p) moves away from 1 and the PPO clip binds.

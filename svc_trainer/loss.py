@@ -1,4 +1,4 @@
-"""AReaL's decoupled PPO loss (DESIGN §5).
+"""AReaL's decoupled PPO loss (docs/design.md §5).
 
 Per token: u = exp(θ - p) is the PPO ratio against the proximal policy p (the trainer's
 weights just before this update), w = exp(p - b) the importance weight that corrects for the

@@ -1,4 +1,4 @@
-"""The staleness bound, enforced where it matters last: at the loss (DESIGN §3, §4).
+"""The staleness bound, enforced where it matters last: at the loss (docs/design.md §3, §4).
 
 A token produced by version v and trained by the trainer holding version S has staleness S - v.
 The scheduler's admission rule and its handling of resumed partials should already keep every

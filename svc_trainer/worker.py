@@ -212,7 +212,7 @@ class Trainer:
 
 def _trained_views(batch: events_pb2.Batch):
     """(scored group, positions of one trained view's samples) for every view that is trained:
-    advantages are relative within a view (DESIGN §5), and context views (teacher samples) are
+    advantages are relative within a view (docs/design.md §5), and context views (teacher samples) are
     never trained."""
     for scored in batch.groups:
         for view, positions in split(scored.group):

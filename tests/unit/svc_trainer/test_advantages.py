@@ -1,4 +1,4 @@
-"""Group-relative advantage estimators (svc_trainer/advantages.py, DESIGN §5) against hand-worked values.
+"""Group-relative advantage estimators (svc_trainer/advantages.py, docs/design.md §5) against hand-worked values.
 
 grpo uses the UNBIASED (sample, divide by G-1) std plus 1e-6 in the denominator.
 """

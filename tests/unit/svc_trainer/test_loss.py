@@ -1,4 +1,4 @@
-"""AReaL's decoupled PPO-clip loss (svc_trainer/loss.py, DESIGN §5) against hand-worked values.
+"""AReaL's decoupled PPO-clip loss (svc_trainer/loss.py, docs/design.md §5) against hand-worked values.
 
 Per token: u = exp(θ - p), w = exp(p - b), loss_t = -w · min(u·A, clip(u, 1-ε_low, 1+ε_high)·A);
 tokens with w > cap are masked. Inputs below are built from logs of round numbers so that u and w
