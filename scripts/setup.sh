@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install jetrl with its test tools, pinned by constraints.txt.
+# Create .venv and install jetrl with its test tools and the bench extra (matplotlib, which the
+# bench tests plot with), pinned by constraints.txt.
 # Run: bash scripts/setup.sh        (idempotent; re-run after changing pyproject.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,6 @@ stamp=.venv/.jetrl-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
   echo "$want" > "$stamp"
 fi

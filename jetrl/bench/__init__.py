@@ -12,7 +12,7 @@
 
 Every output goes under `--out DIR`, by default $JETRL_DATA_DIR/bench (`.jetrl/bench` under the
 working directory when JETRL_DATA_DIR is not set); `--out docs` in a checkout rewrites the
-results committed there.
+results committed there. Plots need matplotlib, the `bench` extra: pip install 'jetrl[bench]'.
 
 This module is what the `jetrl` command sees (jetrl/cli/main.py imports it only to build its
 parser and to run a bench); the suites are imported when one runs.

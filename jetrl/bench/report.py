@@ -1,5 +1,5 @@
 """Output of `jetrl bench async`: a rich table, JSON, a markdown table and a throughput plot; and
-where every bench writes (`--out`).
+where every bench writes (`--out`) and how it plots (matplotlib, the `bench` extra).
 
 A result is one flat dict per configuration (the JSON rows); the columns below say how each
 key is shown. Missing figures (None) show as "-".
@@ -8,6 +8,7 @@ key is shown. Missing figures (None) show as "-".
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -18,17 +19,36 @@ from rich.table import Table
 from jetrl.config import Settings
 
 __all__ = [
-    "SIM_COLUMNS", "REAL_COLUMNS", "OUT_HELP", "out_dir", "caption", "rich_table", "show", "markdown_table",
-    "write_json", "plot",
+    "SIM_COLUMNS", "REAL_COLUMNS", "OUT_HELP", "out_dir", "pyplot", "require_plotting", "caption", "rich_table",
+    "show", "markdown_table", "write_json", "plot",
 ]
 
 OUT_HELP = ("directory of the outputs (default $JETRL_DATA_DIR/bench: .jetrl/bench under the working "
             "directory unless JETRL_DATA_DIR is set; in a checkout, --out docs rewrites the committed results)")
+BENCH_EXTRA = "plots need matplotlib, the `bench` extra of jetrl: pip install 'jetrl[bench]'"
 
 
 def out_dir(args: argparse.Namespace) -> Path:
     """Where a bench writes: --out, else $JETRL_DATA_DIR/bench (OUT_HELP)."""
     return args.out if args.out is not None else Settings().data_dir / "bench"
+
+
+def require_plotting() -> None:
+    """Exit with a message naming the `bench` extra when matplotlib is missing: a bench that plots
+    checks before it runs anything, not after the runs."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise SystemExit(f"jetrl bench: {BENCH_EXTRA}")
+
+
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only: no display on a server)."""
+    require_plotting()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 # (key, header, format) of the simulated-hardware suite, in display order
@@ -107,11 +127,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def plot(path: Path, rows: list[dict], ideal: float | None, title: str) -> None:
     """Bars of trained and generated tokens/s per configuration; the ideal bound as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on a server
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [r["config"] for r in rows]
     trained = [r.get("train_tps") or 0.0 for r in rows]
     generated = [r.get("rollout_tps") or 0.0 for r in rows]

@@ -170,10 +170,11 @@ def run_row(arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, f
 
 def run(args: argparse.Namespace) -> int:
     from jetrl.bench.metrics import read_accuracy_curve
-    from jetrl.bench.report import markdown_table, out_dir, rich_table, show, write_json
+    from jetrl.bench.report import markdown_table, out_dir, require_plotting, rich_table, show, write_json
     from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
     from jetrl.cli.stack import start_reward_servers
 
+    require_plotting()  # before the runs, not after them
     started = time.monotonic()
     json_path = args.json or out_dir(args) / "rewards.json"
     plot_path = args.plot or out_dir(args) / "img" / "rewards.png"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jetrl.bench.report import pyplot
 from jetrl.bench.rewards_metrics import mean_curve
 
 __all__ = [
@@ -84,11 +85,7 @@ def v0_rows(diag: dict) -> tuple[list[dict], list[dict]]:
 def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None, title: str) -> None:
     """Mean held-out accuracy over versions per arm, min–max over seeds shaded; G = 8 arms on the
     left, the G = 2 estimators (with verify at G = 8 for reference) on the right."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     panels = [("rewards (G = 8)", [a for a in arms if a in ("verify", "majority", "co_reward", "teacher")]),
               ("estimators at G = 2 (labels)", [a for a in arms if a in ("grpo-g2", "mc_grpo-g2")])]
     panels = [(t, names) for t, names in panels if names]

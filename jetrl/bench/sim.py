@@ -15,7 +15,9 @@ from pathlib import Path
 
 from jetrl.bench.async_cli import CONFIGS, BenchConfig
 from jetrl.bench.metrics import Ideal, ideal_bound, read_run_metrics
-from jetrl.bench.report import SIM_COLUMNS, caption, markdown_table, out_dir, plot, rich_table, show, write_json
+from jetrl.bench.report import (
+    SIM_COLUMNS, caption, markdown_table, out_dir, plot, require_plotting, rich_table, show, write_json,
+)
 from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
 from jetrl.config import RunSpec, Settings, SimulationSpec
 
@@ -79,6 +81,7 @@ def result_row(cfg: BenchConfig, record: RunRecord, ideal: Ideal, database_url: 
 def run_simulated(args: argparse.Namespace) -> int:
     if (args.steps or DEFAULT_STEPS) <= args.warmup:
         raise SystemExit(f"--steps ({args.steps}) must exceed --warmup ({args.warmup}): the window would be empty")
+    require_plotting()  # before the runs, not after them
     configs = [CONFIGS[name] for name in args.configs]
     sim = simulation_from(args)
     ideal = ideal_bound(sim, args.batch_groups, args.group_size)

@@ -10,7 +10,7 @@ import pytest
 from jetrl.bench.async_cli import CONFIGS, add_arguments
 from jetrl.bench.metrics import expected_length, ideal_bound, steady_window, time_to_target
 from jetrl.bench.real import real_spec
-from jetrl.bench.report import SIM_COLUMNS, markdown_table, out_dir, plot
+from jetrl.bench.report import SIM_COLUMNS, markdown_table, out_dir, plot, require_plotting
 from jetrl.bench.sim import sim_spec, simulation_from
 from jetrl.bench.stack import RunRecord, bench_database_url
 from jetrl.cli.main import _parser
@@ -163,3 +163,11 @@ def test_outputs_go_under_out_default_data_dir(monkeypatch, tmp_path):
     add_arguments(standalone)
     assert "$JETRL_DATA_DIR/bench" in standalone.format_help()  # the default is documented in --help
 
+
+def test_plots_without_matplotlib_name_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(SystemExit, match=r"jetrl\[bench\]"):
+        require_plotting()
