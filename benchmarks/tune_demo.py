@@ -43,12 +43,20 @@ from svc_trainer.engine import TorchTrainEngine
 DEFAULT_SPEC = Path(__file__).resolve().parents[1] / "examples" / "arithmetic.yaml"
 # (command-line flag, spec section, spec field): the knobs that can be overridden.
 KNOBS = [
-    ("steps", "train", "steps"), ("batch_groups", "train", "batch_groups"), ("lr", "train", "lr"),
-    ("clip_eps_high", "train", "clip_eps_high"), ("advantage", "train", "advantage"),
-    ("group_size", "rollout", "group_size"), ("temperature", "rollout", "temperature"),
-    ("top_p", "rollout", "top_p"), ("max_new_tokens", "rollout", "max_new_tokens"),
-    ("digits", "task", "digits"), ("terms", "task", "terms"), ("heldout_size", "task", "heldout_size"),
-    ("task_seed", "task", "seed"), ("eval_every", "schedule", "eval_every"),
+    ("steps", "train", "steps"),
+    ("batch_groups", "train", "batch_groups"),
+    ("lr", "train", "lr"),
+    ("clip_eps_high", "train", "clip_eps_high"),
+    ("advantage", "train", "advantage"),
+    ("group_size", "rollout", "group_size"),
+    ("temperature", "rollout", "temperature"),
+    ("top_p", "rollout", "top_p"),
+    ("max_new_tokens", "rollout", "max_new_tokens"),
+    ("digits", "task", "digits"),
+    ("terms", "task", "terms"),
+    ("heldout_size", "task", "heldout_size"),
+    ("task_seed", "task", "seed"),
+    ("eval_every", "schedule", "eval_every"),
 ]
 
 
@@ -78,10 +86,12 @@ def rl_step(step: int, spec: RunSpec, task, engine: TorchEngine, trainer: TorchT
         prompt = encode_prompt(engine.tokenizer, problem.prompt)
         seed = (spec.seed * 1_000_003 + n) % (1 << 63)  # as the scheduler seeds group n
         started = time.perf_counter()
-        results = engine.generate([
-            GenRequest(prompt, r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed * 1024 + i)
-            for i in range(r.group_size)
-        ])
+        results = engine.generate(
+            [
+                GenRequest(prompt, r.max_new_tokens, temperature=r.temperature, top_p=r.top_p, seed=seed * 1024 + i)
+                for i in range(r.group_size)
+            ]
+        )
         clock["generate"] += time.perf_counter() - started
         group = [1.0 if is_correct(problem, res.text) else 0.0 for res in results]
         mixed += len(set(group)) > 1
@@ -101,19 +111,27 @@ def run(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
     """Bootstrap and train one seed; returns its accuracies and wall-time split."""
     clock = dict.fromkeys(("bootstrap", "generate", "train", "sync", "eval"), 0.0)
     t = make_spec(args, seed, workdir).task
-    model_dir = workdir / (f"boot-s{seed}-n{args.bootstrap_steps}-lr{args.bootstrap_lr:g}-te{args.teacher_error:g}"
-                           f"-d{t.digits}t{t.terms}-h{t.heldout_size}-ts{t.seed}")
+    model_dir = workdir / (
+        f"boot-s{seed}-n{args.bootstrap_steps}-lr{args.bootstrap_lr:g}-te{args.teacher_error:g}"
+        f"-d{t.digits}t{t.terms}-h{t.heldout_size}-ts{t.seed}"
+    )
     spec = make_spec(args, seed, model_dir)
     if (model_dir / "bootstrap.json").is_file():  # a --cache hit: same seed, warm-up and task
         boot = json.loads((model_dir / "bootstrap.json").read_text())
     else:
         boot = bootstrap(
-            model_dir, spec.task, steps=args.bootstrap_steps, seed=seed, lr=args.bootstrap_lr,
+            model_dir,
+            spec.task,
+            steps=args.bootstrap_steps,
+            seed=seed,
+            lr=args.bootstrap_lr,
             teacher_error=args.teacher_error,
         )
     clock["bootstrap"] = boot["seconds"]
-    print(f"[seed {seed}] bootstrap: {boot['parameters']:,} parameters, loss {boot['final_loss']:.3f}, "
-          f"{clock['bootstrap']:.1f}s")
+    print(
+        f"[seed {seed}] bootstrap: {boot['parameters']:,} parameters, loss {boot['final_loss']:.3f}, "
+        f"{clock['bootstrap']:.1f}s"
+    )
     task = make_task(spec.task)
     heldout = task.heldout()
     engine = TorchEngine(*load_policy(model_dir))  # the rollout worker's copy
@@ -127,16 +145,20 @@ def run(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
     for step in range(spec.train.steps):
         m = rl_step(step, spec, task, engine, trainer, clock)
         version = step + 1
-        line = (f"[seed {seed}] v{version:<4} reward {m['reward']:.3f}  mixed groups {m['mixed']:.2f}  "
-                f"loss {m['loss']:+.4f}  clip {m['clip_fraction']:.3f}  grad {m['grad_norm']:.2f}")
+        line = (
+            f"[seed {seed}] v{version:<4} reward {m['reward']:.3f}  mixed groups {m['mixed']:.2f}  "
+            f"loss {m['loss']:+.4f}  clip {m['clip_fraction']:.3f}  grad {m['grad_norm']:.2f}"
+        )
         if (every and version % every == 0) or version == spec.train.steps:
             accuracy[version] = evaluate(engine, spec, heldout, clock)
             line += f"  held-out {accuracy[version]:.1%}"
         print(line, flush=True)
     total = sum(clock.values())
     first, last = accuracy[0], accuracy[spec.train.steps]
-    print(f"[seed {seed}] v0 {first:.1%} -> v{spec.train.steps} {last:.1%} ({(last - first) * 100:+.1f} points) "
-          f"in {total:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.items()))
+    print(
+        f"[seed {seed}] v0 {first:.1%} -> v{spec.train.steps} {last:.1%} ({(last - first) * 100:+.1f} points) "
+        f"in {total:.0f}s: " + ", ".join(f"{k} {v:.0f}s" for k, v in clock.items())
+    )
     return {"seed": seed, "accuracy": accuracy, "seconds": clock, "total_seconds": total}
 
 
@@ -150,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (each demo service uses 1)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument(
-        "--cache", type=Path,
+        "--cache",
+        type=Path,
         help="keep bootstrapped checkpoints here and reuse them (keyed by seed, warm-up and task; "
         "clear it after changing the model size in jetrl/policy/tiny.py)",
     )
@@ -164,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\nseed  v0      final   gain     wall")
     for res in results:
         acc = list(res["accuracy"].values())
-        print(f"{res['seed']:<5} {acc[0]:6.1%}  {acc[-1]:6.1%}  {(acc[-1] - acc[0]) * 100:+5.1f}pt  {res['total_seconds']:5.0f}s")
+        print(
+            f"{res['seed']:<5} {acc[0]:6.1%}  {acc[-1]:6.1%}  {(acc[-1] - acc[0]) * 100:+5.1f}pt  {res['total_seconds']:5.0f}s"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

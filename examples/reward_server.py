@@ -27,16 +27,20 @@ def reward(reference: str, text: str) -> float:
 
 class ExactText(reward_pb2_grpc.RewardServiceServicer):
     async def Describe(self, request, context):
-        return reward_pb2.DescribeResponse(name=NAME, version=VERSION, contract_versions=CONTRACT_VERSIONS,
-                                           needs_reference=True)
+        return reward_pb2.DescribeResponse(
+            name=NAME, version=VERSION, contract_versions=CONTRACT_VERSIONS, needs_reference=True
+        )
 
     async def Score(self, request, context):
         if request.contract_version not in CONTRACT_VERSIONS or not request.views or not request.reference:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                f"{NAME} wants contract_version 1, a main view and a reference answer")
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"{NAME} wants contract_version 1, a main view and a reference answer"
+            )
         return reward_pb2.ScoreResponse(
-            scores=[reward_pb2.SampleScore(sample_id=s.sample_id, reward=reward(request.reference, s.text))
-                    for s in request.views[0].samples],
+            scores=[
+                reward_pb2.SampleScore(sample_id=s.sample_id, reward=reward(request.reference, s.text))
+                for s in request.views[0].samples
+            ],
             server=f"{NAME}@{VERSION}",
         )
 

@@ -79,6 +79,7 @@ class Settings(BaseSettings):
 
 # ---- run spec -------------------------------------------------------------------------------
 
+
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -228,7 +229,9 @@ class RewardSpec(_Spec):
     @model_validator(mode="after")
     def _drop_limit(self) -> "RewardSpec":
         if self.max_dropped is not None and self.on_failure != "drop":
-            raise ValueError(f"reward.max_dropped limits dropped groups; it needs on_failure: drop, not {self.on_failure}")
+            raise ValueError(
+                f"reward.max_dropped limits dropped groups; it needs on_failure: drop, not {self.on_failure}"
+            )
         return self
 
     @model_validator(mode="after")
@@ -322,18 +325,23 @@ class RunSpec(_Spec):
         if self.simulation is not None and self.simulation.max_length > self.rollout.max_new_tokens:
             raise ValueError("simulation.max_length must not exceed rollout.max_new_tokens")
         if self.train.dynamic_sampling and self.rollout.group_size < 2:
-            raise ValueError("train.dynamic_sampling drops groups whose rewards are all equal: "
-                             "with rollout.group_size 1 that is every group")
+            raise ValueError(
+                "train.dynamic_sampling drops groups whose rewards are all equal: "
+                "with rollout.group_size 1 that is every group"
+            )
         if (self.rollout.analogous_view or self.teacher) and self.schedule.over_provision > 1:
-            raise ValueError("schedule.over_provision > 1 (APRIL) works on single-view groups: "
-                             "turn off rollout.analogous_view and teacher, or set over_provision to 1")
+            raise ValueError(
+                "schedule.over_provision > 1 (APRIL) works on single-view groups: "
+                "turn off rollout.analogous_view and teacher, or set over_provision to 1"
+            )
         if self.teacher and self.teacher.ema_end < self.teacher.ema_start:
             raise ValueError("teacher.ema_end must be at least teacher.ema_start (the teacher slows down)")
         if self.train.advantage == "mc_grpo" and (self.rollout.group_size % 2 == 0 or self.rollout.group_size < 3):
-            raise ValueError("train.advantage mc_grpo samples G+1 completions around a median pivot: "
-                             "set rollout.group_size to an odd number, at least 3 (1 would train nothing)")
+            raise ValueError(
+                "train.advantage mc_grpo samples G+1 completions around a median pivot: "
+                "set rollout.group_size to an odd number, at least 3 (1 would train nothing)"
+            )
         return self
-
 
 
 class SpecError(ValueError):
@@ -350,9 +358,7 @@ def parse_spec(text: str) -> RunSpec:
     try:
         return RunSpec.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors())
         raise SpecError(f"invalid run spec: {problems}") from None
 
 

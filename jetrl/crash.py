@@ -17,13 +17,13 @@ __all__ = ["CRASH_POINTS", "EXIT_CODE", "crash_point"]
 EXIT_CODE = 86
 # every point, named for the fact just recorded; the crash-point tests cover each one
 CRASH_POINTS = (
-    "admit.recorded",    # scheduler: a group admitted in lineage, its tasks not yet published
-    "resume.recorded",   # scheduler: a buffered group resumed in lineage, its task not yet published
-    "abort.recorded",    # scheduler: groups moved to the partial buffer, the ABORT not yet published
+    "admit.recorded",  # scheduler: a group admitted in lineage, its tasks not yet published
+    "resume.recorded",  # scheduler: a buffered group resumed in lineage, its task not yet published
+    "abort.recorded",  # scheduler: groups moved to the partial buffer, the ABORT not yet published
     "samples.recorded",  # scheduler: samples committed (a group complete), the group not yet published
-    "seal.recorded",     # scheduler: a batch sealed in lineage, not yet published
-    "end.recorded",      # scheduler: a run's end recorded, the workers not yet told
-    "train.saved",       # trainer: a version's weights and state saved, not yet announced
+    "seal.recorded",  # scheduler: a batch sealed in lineage, not yet published
+    "end.recorded",  # scheduler: a run's end recorded, the workers not yet told
+    "train.saved",  # trainer: a version's weights and state saved, not yet announced
 )
 _hits: dict[str, int] = {}
 

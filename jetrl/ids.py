@@ -8,8 +8,19 @@ window (jetrl.bus.topology.DUPLICATE_WINDOW_S); lineage rows are keyed by the sa
 from __future__ import annotations
 
 __all__ = [
-    "group_id", "group_number", "batch_id", "sample_id", "task_msg_id", "sample_msg_id", "abort_msg_id",
-    "end_msg_id", "eval_msg_id", "weights_msg_id", "teacher_msg_id", "dead_letter_msg_id", "dead_letter_id",
+    "group_id",
+    "group_number",
+    "batch_id",
+    "sample_id",
+    "task_msg_id",
+    "sample_msg_id",
+    "abort_msg_id",
+    "end_msg_id",
+    "eval_msg_id",
+    "weights_msg_id",
+    "teacher_msg_id",
+    "dead_letter_msg_id",
+    "dead_letter_id",
 ]
 
 _MAIN_VIEW = "main"  # jetrl.views.MAIN (not imported: ids depend on nothing)

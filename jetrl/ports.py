@@ -14,8 +14,12 @@ ROLLOUT = 50052
 REWARD = 50053  # the reward stage's process and its built-in `verify` server
 TRAINER = 50054
 # the built-in reward servers that run alone (`python -m svc_reward.<name>`, `jetrl up --rewards`)
-REWARD_SERVERS = {"svc_reward.majority": 50055, "svc_reward.co_reward": 50056, "svc_reward.teacher": 50057,
-                  "svc_reward.process": 50058}
+REWARD_SERVERS = {
+    "svc_reward.majority": 50055,
+    "svc_reward.co_reward": 50056,
+    "svc_reward.teacher": 50057,
+    "svc_reward.process": 50058,
+}
 
 
 def port_of(address: str) -> int:

@@ -49,7 +49,8 @@ def stale_files() -> list[str]:
         committed = {p.name: p for p in (ROOT / PACKAGE).glob("*") if p.is_file()}
         names = set(fresh) | set(committed)
         return sorted(
-            n for n in names
+            n
+            for n in names
             if n not in fresh or n not in committed or not filecmp.cmp(fresh[n], committed[n], shallow=False)
         )
 

@@ -23,8 +23,9 @@ CHANNEL_OPTIONS = [
 
 def channel(addr: str, options: list[tuple[str, int]] = ()) -> grpc.aio.Channel:
     """An insecure aio channel whose calls carry the trace context in their metadata."""
-    return grpc.aio.insecure_channel(addr, options=CHANNEL_OPTIONS + list(options),
-                                     interceptors=aio_client_interceptors())
+    return grpc.aio.insecure_channel(
+        addr, options=CHANNEL_OPTIONS + list(options), interceptors=aio_client_interceptors()
+    )
 
 
 async def is_serving(addr: str, timeout: float = 1.0) -> bool:

@@ -54,7 +54,10 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500]
+                    )
+
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
             stream = handler.unary_stream
@@ -66,9 +69,13 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                 except Exception as exc:
                     if not is_transient(exc):
                         raise
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
-            return grpc.unary_stream_rpc_method_handler(streaming, handler.request_deserializer,
-                                                        handler.response_serializer)
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500]
+                    )
+
+            return grpc.unary_stream_rpc_method_handler(
+                streaming, handler.request_deserializer, handler.response_serializer
+            )
         return handler
 
 
@@ -120,8 +127,11 @@ async def _supervise(worker: Worker, name: str, stop: asyncio.Event, state: _Hea
             delay = RESTART_DELAYS_S[min(failures, len(RESTART_DELAYS_S) - 1)]
             failures += 1
             # a dependency away is expected to come back: one line; anything else: the traceback
-            log.error("worker failed, starting it again", exc_info=None if is_transient(exc) else exc,
-                      extra=log_fields(worker=name, error=repr(exc)[:300], retry_in_s=delay))
+            log.error(
+                "worker failed, starting it again",
+                exc_info=None if is_transient(exc) else exc,
+                extra=log_fields(worker=name, error=repr(exc)[:300], retry_in_s=delay),
+            )
             state.failing.add(name)
             await state.update()
             try:
@@ -176,8 +186,12 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     state = _Health(health_servicer, names)
     await state.update()
-    tasks = [asyncio.create_task(_supervise(w, getattr(w, "__name__", "worker"), stop, state),
-                                 name=getattr(w, "__name__", "worker")) for w in workers]
+    tasks = [
+        asyncio.create_task(
+            _supervise(w, getattr(w, "__name__", "worker"), stop, state), name=getattr(w, "__name__", "worker")
+        )
+        for w in workers
+    ]
     if probe is not None:
         tasks.append(asyncio.create_task(_watch(probe, stop, state), name="probe"))
     log.info("listening", extra=log_fields(listen=listen, services=names))
@@ -198,9 +212,11 @@ async def serve(
 def registering(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, service: str) -> Register:
     """The Register of one servicer: `add` is its generated add_*Servicer_to_server, `service`
     the full name of its service (for reflection and health)."""
+
     def register(server: grpc.aio.Server) -> list[str]:
         add(servicer, server)
         return [service]
+
     return register
 
 

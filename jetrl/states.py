@@ -13,8 +13,8 @@ __all__ = ["RunState", "GroupState", "FinishReason", "IN_FLIGHT", "ACCEPTED", "S
 class RunState(StrEnum):
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
-    STOPPED = "STOPPED"   # by an operator (StopRun, a STOP control)
-    FAILED = "FAILED"     # it could not go on; the run's message says why
+    STOPPED = "STOPPED"  # by an operator (StopRun, a STOP control)
+    FAILED = "FAILED"  # it could not go on; the run's message says why
 
 
 class GroupState(StrEnum):
@@ -22,15 +22,15 @@ class GroupState(StrEnum):
     step back PartialBuffer.resume takes (partial -> admitted). The last four are where a group
     ends; "batched" ends in "trained" once its version is announced."""
 
-    ADMITTED = "admitted"    # its tasks are out; generating
-    PARTIAL = "partial"      # APRIL: aborted mid-generation, in the buffer, resumed later
+    ADMITTED = "admitted"  # its tasks are out; generating
+    PARTIAL = "partial"  # APRIL: aborted mid-generation, in the buffer, resumed later
     GENERATED = "generated"  # every sample in, sent to the reward stage
-    SCORED = "scored"        # rewarded, waiting for a batch
-    BATCHED = "batched"      # in a sealed batch
+    SCORED = "scored"  # rewarded, waiting for a batch
+    BATCHED = "batched"  # in a sealed batch
     TRAINED = "trained"
-    EXPIRED = "expired"      # scored, but every token older than max_staleness by its batch: never trained
-    FILTERED = "filtered"    # rewards all equal (dynamic sampling, DAPO): carries no signal, never trained
-    DROPPED = "dropped"      # a reward endpoint failed under `reward.on_failure: drop`: never trained
+    EXPIRED = "expired"  # scored, but every token older than max_staleness by its batch: never trained
+    FILTERED = "filtered"  # rewards all equal (dynamic sampling, DAPO): carries no signal, never trained
+    DROPPED = "dropped"  # a reward endpoint failed under `reward.on_failure: drop`: never trained
 
     def earlier(self) -> tuple[GroupState, ...]:
         """The states a group may move forward from into this one."""
@@ -49,6 +49,6 @@ class FinishReason(StrEnum):
     """How a sample's generation (or one attempt's stretch of it) ended."""
 
     EOS = "eos"
-    LENGTH = "length"    # max_new_tokens reached
+    LENGTH = "length"  # max_new_tokens reached
     ABORTED = "aborted"  # APRIL: a partial sample, handed back to be resumed
     DROPPED = "dropped"  # a segment whose prefix was too stale and was generated again (lineage only)

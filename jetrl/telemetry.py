@@ -22,9 +22,7 @@ tracer = trace.get_tracer("jetrl")
 
 def setup_tracing(service_name: str) -> TracerProvider:
     """Install the process-wide tracer provider; OTLP export only when an endpoint is configured."""
-    provider = TracerProvider(
-        resource=Resource.create({"service.name": service_name, "service.namespace": "jetrl"})
-    )
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name, "service.namespace": "jetrl"}))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         # late import: the exporter pulls in grpc channels we do not want when tracing is off
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -29,33 +29,52 @@ def teacher_view(request: reward_pb2.ScoreRequest) -> reward_pb2.RewardView | No
 
 
 class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
-    def __init__(self, name: str, version: str, rule: Rule, needs_views: bool = False,
-                 needs_teacher_samples: bool = False):
+    def __init__(
+        self, name: str, version: str, rule: Rule, needs_views: bool = False, needs_teacher_samples: bool = False
+    ):
         self.name, self.version, self.rule = name, version, rule
         self.needs_views, self.needs_teacher_samples = needs_views, needs_teacher_samples
 
     async def Describe(self, request, context) -> reward_pb2.DescribeResponse:
-        return reward_pb2.DescribeResponse(name=self.name, version=self.version, contract_versions=CONTRACT_VERSIONS,
-                                           needs_views=self.needs_views,
-                                           needs_teacher_samples=self.needs_teacher_samples)
+        return reward_pb2.DescribeResponse(
+            name=self.name,
+            version=self.version,
+            contract_versions=CONTRACT_VERSIONS,
+            needs_views=self.needs_views,
+            needs_teacher_samples=self.needs_teacher_samples,
+        )
 
     async def Score(self, request, context) -> reward_pb2.ScoreResponse:
         problem = contract_problem(request, f"{self.name}@{self.version}")
         if problem is None and self.needs_views and (len(request.views) < 2 or request.views[1].view == TEACHER):
-            problem = (f"{self.name} needs the analogous view of the prompt as views[1], with its own samples: "
-                       "set rollout.analogous_view in the run spec")
+            problem = (
+                f"{self.name} needs the analogous view of the prompt as views[1], with its own samples: "
+                "set rollout.analogous_view in the run spec"
+            )
         if problem is None and self.needs_teacher_samples and not teacher_view(request):
-            problem = (f"{self.name} needs the EMA teacher's samples as a view named {TEACHER!r}: "
-                       "give the run spec a `teacher:` section")
+            problem = (
+                f"{self.name} needs the EMA teacher's samples as a view named {TEACHER!r}: "
+                "give the run spec a `teacher:` section"
+            )
         if problem is not None:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         vote = self.rule(request)
         label = vote.label or ""
         return reward_pb2.ScoreResponse(
-            scores=[reward_pb2.SampleScore(
-                sample_id=s.sample_id, reward=r, extracted_answer=a or "", pseudo_label=label,
-                detail="no answer" if a is None else "agrees with the pseudo-label" if r else f"pseudo-label is {label}",
-            ) for s, r, a in zip(request.views[0].samples, vote.rewards, vote.answers)],
+            scores=[
+                reward_pb2.SampleScore(
+                    sample_id=s.sample_id,
+                    reward=r,
+                    extracted_answer=a or "",
+                    pseudo_label=label,
+                    detail="no answer"
+                    if a is None
+                    else "agrees with the pseudo-label"
+                    if r
+                    else f"pseudo-label is {label}",
+                )
+                for s, r, a in zip(request.views[0].samples, vote.rewards, vote.answers)
+            ],
             server=f"{self.name}@{self.version}",
         )
 

@@ -13,7 +13,6 @@ from svc_reward.server import register
 from svc_reward.stage import RewardStage
 
 
-
 async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_reward")
     js = nc.jetstream()
@@ -29,5 +28,6 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
-    await serve("svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close,
-                probe=bus_probe(nc))
+    await serve(
+        "svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close, probe=bus_probe(nc)
+    )

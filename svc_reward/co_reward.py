@@ -9,7 +9,9 @@ from svc_reward.agreement import AgreementServicer, serve_alone, texts
 from svc_reward.consensus import co_rewards
 
 SERVICER = AgreementServicer(
-    "co_reward", "1", lambda request: co_rewards(texts(request.views[0]), texts(request.views[1]))[0],
+    "co_reward",
+    "1",
+    lambda request: co_rewards(texts(request.views[0]), texts(request.views[1]))[0],
     needs_views=True,
 )
 

@@ -69,17 +69,21 @@ class ProcessServicer(reward_pb2_grpc.RewardServiceServicer):
     def score(self, reference: str, sample: reward_pb2.RewardSample) -> reward_pb2.SampleScore:
         # A numeric reference gets None from exact_score only for a `\boxed{}` answer.
         outcome = verify.exact_score(reference, sample.text) or verify.Score(
-            0.0, "", "answer in \\boxed{}: process compares plain final numbers; use verify for LaTeX")
+            0.0, "", "answer in \\boxed{}: process compares plain final numbers; use verify for LaTeX"
+        )
         found = steps.steps(sample.text)
         scores = [s.score for s in found]
-        shaped = self.options.step_weight * sum(
-            steps.shape(scores, self.options.shaping, self.options.threshold))
+        shaped = self.options.step_weight * sum(steps.shape(scores, self.options.shaping, self.options.threshold))
         wrong = sum(not s.holds for s in found)
         return reward_pb2.SampleScore(
-            sample_id=sample.sample_id, reward=outcome.reward + shaped, extracted_answer=outcome.extracted,
+            sample_id=sample.sample_id,
+            reward=outcome.reward + shaped,
+            extracted_answer=outcome.extracted,
             step_scores=scores,
-            detail=(f"outcome {outcome.reward:g} ({outcome.detail}), {len(found)} steps, {wrong} wrong, "
-                    f"{self.options.shaping} {shaped:+g}"),
+            detail=(
+                f"outcome {outcome.reward:g} ({outcome.detail}), {len(found)} steps, {wrong} wrong, "
+                f"{self.options.shaping} {shaped:+g}"
+            ),
         )
 
     async def Score(self, request, context) -> reward_pb2.ScoreResponse:

@@ -32,8 +32,10 @@ def _ids(ids: list[str]) -> str:
 def _by_id(sent: list[str], scores: list[reward_pb2.SampleScore]) -> list[reward_pb2.SampleScore]:
     ids = [s.sample_id for s in scores]
     if unnamed := ids.count(""):
-        raise BadReply(f"{unnamed} of {len(ids)} scores name no sample_id: name the sample of every score "
-                       "(a reply naming none is matched by position)")
+        raise BadReply(
+            f"{unnamed} of {len(ids)} scores name no sample_id: name the sample of every score "
+            "(a reply naming none is matched by position)"
+        )
     if twice := [i for i, n in Counter(ids).items() if n > 1]:
         raise BadReply(f"more than one score for sample {_ids(twice)}: one score per sample")
     known = set(sent)
@@ -45,8 +47,9 @@ def _by_id(sent: list[str], scores: list[reward_pb2.SampleScore]) -> list[reward
     return [by_id[i] for i in sent]
 
 
-def match_scores(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreResponse, max_abs_reward: float
-                 ) -> tuple[list[reward_pb2.SampleScore], bool]:
+def match_scores(
+    request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreResponse, max_abs_reward: float
+) -> tuple[list[reward_pb2.SampleScore], bool]:
     """The reply's scores in the order of the samples of `request.views[0]`, and whether they were
     matched by position (a reply naming no sample); BadReply when the reply cannot be used."""
     sent = [s.sample_id for s in request.views[0].samples]
@@ -59,6 +62,8 @@ def match_scores(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreRespon
         if not math.isfinite(score.reward):
             raise BadReply(f"reward {score.reward} for sample {sample_id!r}: every reward must be a finite number")
         if abs(score.reward) > max_abs_reward:
-            raise BadReply(f"reward {score.reward:g} for sample {sample_id!r} is beyond the run's bound "
-                           f"(reward.max_abs_reward: {max_abs_reward:g})")
+            raise BadReply(
+                f"reward {score.reward:g} for sample {sample_id!r} is beyond the run's bound "
+                f"(reward.max_abs_reward: {max_abs_reward:g})"
+            )
     return ordered, by_position

@@ -93,8 +93,10 @@ def _math_score(reference: str, text: str) -> verify.Score:
 def contract_problem(request: reward_pb2.ScoreRequest, server: str) -> str | None:
     """What every built-in server refuses: an unknown contract version, or no main view."""
     if request.contract_version not in CONTRACT_VERSIONS:
-        return (f"contract_version {request.contract_version} is not supported by {server}; "
-                f"send one of {list(CONTRACT_VERSIONS)}")
+        return (
+            f"contract_version {request.contract_version} is not supported by {server}; "
+            f"send one of {list(CONTRACT_VERSIONS)}"
+        )
     if not request.views:
         return "no views: send the prompt and its samples as views[0] (the main view)"
     return None
@@ -106,8 +108,10 @@ def reference_problem(request: reward_pb2.ScoreRequest, name: str, version: str,
     if (problem := contract_problem(request, f"{name}@{version}")) is not None:
         return problem
     if not request.reference.strip():
-        return (f"{name} needs a reference answer{what}; set ScoreRequest.reference, or name a label-free "
-                "reward server (majority, co_reward) for tasks without references")
+        return (
+            f"{name} needs a reference answer{what}; set ScoreRequest.reference, or name a label-free "
+            "reward server (majority, co_reward) for tasks without references"
+        )
     try:
         verify.reference_answer(request.reference)
     except ValueError as exc:
@@ -137,16 +141,23 @@ class VerifyServicer(reward_pb2_grpc.RewardServiceServicer):
         except BrokenProcessPool:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "a math-verify worker was restarted; retry the call")
         return reward_pb2.ScoreResponse(
-            scores=[reward_pb2.SampleScore(sample_id=s.sample_id, reward=r.reward, extracted_answer=r.extracted,
-                                           detail=r.detail) for s, r in zip(samples, results)],
+            scores=[
+                reward_pb2.SampleScore(
+                    sample_id=s.sample_id, reward=r.reward, extracted_answer=r.extracted, detail=r.detail
+                )
+                for s, r in zip(samples, results)
+            ],
             server=f"{NAME}@{VERSION}",
         )
 
 
 def reward_register(servicer: reward_pb2_grpc.RewardServiceServicer) -> Register:
     """The Register of any RewardService servicer (the built-in ones, a test's)."""
-    return registering(reward_pb2_grpc.add_RewardServiceServicer_to_server, servicer,
-                       reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name)
+    return registering(
+        reward_pb2_grpc.add_RewardServiceServicer_to_server,
+        servicer,
+        reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name,
+    )
 
 
 def register(server: grpc.aio.Server) -> list[str]:

@@ -36,8 +36,11 @@ log = logging.getLogger(__name__)
 CONTRACT_VERSION = 1
 # A restarted reward server must be reachable again within seconds, not after gRPC's default
 # reconnect backoff (up to 2 minutes), or "the run goes on when it comes back" would lag.
-RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000),
-                     ("grpc.min_reconnect_backoff_ms", 200)]
+RECONNECT_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+    ("grpc.min_reconnect_backoff_ms", 200),
+]
 
 
 class RewardUnavailable(RuntimeError):
@@ -53,19 +56,42 @@ def score_requests(group: events_pb2.PromptGroup) -> list[tuple[list[int], rewar
     other trained views, then the context-only ones (teacher samples)."""
     views = []
     for view, positions in split(group):
-        views.append((view.trained, positions, reward_pb2.RewardView(
-            view=view.view, prompt=view.prompt,
-            samples=[reward_pb2.RewardSample(sample_id=group.samples[i].sample_id, text=group.samples[i].text,
-                                             completion_token_ids=group.samples[i].completion_token_ids)
-                     for i in positions])))
+        views.append(
+            (
+                view.trained,
+                positions,
+                reward_pb2.RewardView(
+                    view=view.view,
+                    prompt=view.prompt,
+                    samples=[
+                        reward_pb2.RewardSample(
+                            sample_id=group.samples[i].sample_id,
+                            text=group.samples[i].text,
+                            completion_token_ids=group.samples[i].completion_token_ids,
+                        )
+                        for i in positions
+                    ],
+                ),
+            )
+        )
     requests = []
     for k, (trained, positions, first) in enumerate(views):
         if not trained:
             continue
         others = [v for j, (t, _, v) in enumerate(views) if j != k and t] + [v for t, _, v in views if not t]
-        requests.append((positions, reward_pb2.ScoreRequest(
-            contract_version=CONTRACT_VERSION, run_id=group.run_id, group_id=group.group_id,
-            policy_version=group.policy_version, reference=group.reference, views=[first, *others])))
+        requests.append(
+            (
+                positions,
+                reward_pb2.ScoreRequest(
+                    contract_version=CONTRACT_VERSION,
+                    run_id=group.run_id,
+                    group_id=group.group_id,
+                    policy_version=group.policy_version,
+                    reference=group.reference,
+                    views=[first, *others],
+                ),
+            )
+        )
     return requests
 
 
@@ -82,8 +108,9 @@ class RewardStage:
             self._channels[endpoint] = channel(endpoint, RECONNECT_OPTIONS)
         return reward_pb2_grpc.RewardServiceStub(self._channels[endpoint])
 
-    async def score(self, endpoint: str, request: reward_pb2.ScoreRequest, spec: RewardSpec
-                    ) -> reward_pb2.ScoreResponse:
+    async def score(
+        self, endpoint: str, request: reward_pb2.ScoreRequest, spec: RewardSpec
+    ) -> reward_pb2.ScoreResponse:
         """The reply, its scores in the order of the request's samples; a deadline per call
         (`spec.deadline_s`) and exponential backoff between attempts (`spec.retries`)."""
         error = ""
@@ -100,8 +127,10 @@ class RewardStage:
                 error = f"{exc.code().name}: {exc.details()}"
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     raise RewardUnavailable(error, attempt + 1) from None  # the same request is refused again
-            log.warning("reward call failed", extra=log_fields(group=request.group_id, endpoint=endpoint,
-                                                               attempt=attempt, error=error))
+            log.warning(
+                "reward call failed",
+                extra=log_fields(group=request.group_id, endpoint=endpoint, attempt=attempt, error=error),
+            )
             if attempt < spec.retries:
                 await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
         raise RewardUnavailable(error, spec.retries + 1)
@@ -109,19 +138,24 @@ class RewardStage:
     def _note_positional(self, endpoint: str, server: str) -> None:
         if endpoint not in self._by_position:
             self._by_position.add(endpoint)
-            log.warning("reward server names no sample ids; its scores are matched by position (contract 1)",
-                        extra=log_fields(endpoint=endpoint, server=server))
+            log.warning(
+                "reward server names no sample ids; its scores are matched by position (contract 1)",
+                extra=log_fields(endpoint=endpoint, server=server),
+            )
 
-    async def _call(self, endpoint: RewardEndpoint, group: events_pb2.PromptGroup, spec: RewardSpec
-                    ) -> tuple[events_pb2.RewardCall, list[reward_pb2.SampleScore]]:
+    async def _call(
+        self, endpoint: RewardEndpoint, group: events_pb2.PromptGroup, spec: RewardSpec
+    ) -> tuple[events_pb2.RewardCall, list[reward_pb2.SampleScore]]:
         """One endpoint's rewards for every trained sample of the group (context samples 0)."""
         call = events_pb2.RewardCall(endpoint=endpoint.address, weight=endpoint.weight, ok=True)
-        details = [reward_pb2.SampleScore(sample_id=s.sample_id, detail="context for rewards; not scored")
-                   for s in group.samples]
+        details = [
+            reward_pb2.SampleScore(sample_id=s.sample_id, detail="context for rewards; not scored")
+            for s in group.samples
+        ]
         requests = score_requests(group)
         replies = await asyncio.gather(
-            *(self.score(endpoint.address, r, spec) for _, r in requests),
-            return_exceptions=True)
+            *(self.score(endpoint.address, r, spec) for _, r in requests), return_exceptions=True
+        )
         rewards = [0.0] * len(group.samples)
         for (positions, _), reply in zip(requests, replies):
             if isinstance(reply, RewardUnavailable):
@@ -151,10 +185,17 @@ class RewardStage:
         first = next((c for c in calls if c.ok), calls[0])
         for c in calls:
             if not c.ok:
-                log.warning("reward endpoint failed", extra=log_fields(group=group.group_id, endpoint=c.endpoint,
-                                                                       error=c.error))
-        scored = events_pb2.ScoredGroup(group=group, rewards=rewards, details=details, reward_server=first.server,
-                                        reward_endpoint=first.endpoint, calls=calls)
+                log.warning(
+                    "reward endpoint failed", extra=log_fields(group=group.group_id, endpoint=c.endpoint, error=c.error)
+                )
+        scored = events_pb2.ScoredGroup(
+            group=group,
+            rewards=rewards,
+            details=details,
+            reward_server=first.server,
+            reward_endpoint=first.endpoint,
+            calls=calls,
+        )
         await publish(self.js, group.run_id, Kind.SCORED, scored, msg_id=group.group_id)
 
     async def close(self) -> None:

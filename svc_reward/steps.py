@@ -149,6 +149,7 @@ def steps(text: str) -> list[Step]:
 # Summing raw step scores would pay for length: repeating `2+2=4` N times would earn N. Both
 # shapings bound what the steps can add, whatever their number.
 
+
 def clip(scores: Sequence[float], threshold: float) -> list[float]:
     """Clip: r_k = min(s_k - η, 0). Every term is <= 0, so steps can only cost: a correct step
     (s_k >= η) adds exactly 0 and repeating it adds nothing, a wrong one costs η. The price is

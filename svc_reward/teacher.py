@@ -12,7 +12,9 @@ from svc_reward.agreement import AgreementServicer, serve_alone, teacher_view, t
 from svc_reward.consensus import label_rewards
 
 SERVICER = AgreementServicer(
-    "teacher", "1", lambda request: label_rewards(texts(request.views[0]), texts(teacher_view(request))),
+    "teacher",
+    "1",
+    lambda request: label_rewards(texts(request.views[0]), texts(teacher_view(request))),
     needs_teacher_samples=True,
 )
 

@@ -65,11 +65,11 @@ class GenerationEngine(Protocol):
     def load_weights(self, state_bytes: bytes, version: int) -> None:
         """Take a new version's weights (a safetensors blob) in place."""
 
-    def generate(self, requests: Sequence[GenRequest],
-                 should_stop: Callable[[], bool] = ...) -> list[GenResult]:
+    def generate(self, requests: Sequence[GenRequest], should_stop: Callable[[], bool] = ...) -> list[GenResult]:
         """One result per request, in order; asks `should_stop` before every decode step and ends
         the still-running ones as FinishReason.ABORTED (their tokens so far kept) when it is true."""
 
-    def evaluate(self, problems: Sequence[Problem], *, max_new_tokens: int = 8,
-                 batch_size: int = 256) -> tuple[int, int]:
+    def evaluate(
+        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
+    ) -> tuple[int, int]:
         """(correct, total) of greedy answers on `problems`."""

@@ -15,7 +15,6 @@ from svc_rollout.server import RolloutServicer, register
 from svc_rollout.worker import RolloutWorker
 
 
-
 async def main(settings: Settings) -> None:
     nc = await connect(settings, f"svc_rollout-{settings.worker_id}")
     js = nc.jetstream()
@@ -46,6 +45,10 @@ async def main(settings: Settings) -> None:
         await nc.drain()
 
     await serve(
-        "svc_rollout", settings.listen_as(settings.rollout_addr), register(RolloutServicer(worker)),
-        [tasks, evals, weights, teacher, control], on_stop=close, probe=bus_probe(nc),
+        "svc_rollout",
+        settings.listen_as(settings.rollout_addr),
+        register(RolloutServicer(worker)),
+        [tasks, evals, weights, teacher, control],
+        on_stop=close,
+        probe=bus_probe(nc),
     )

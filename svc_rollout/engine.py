@@ -115,8 +115,9 @@ class TorchEngine:
     stream of calls cannot starve it). `generate` may be called from several threads at once.
     """
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: int = 0,
-                 interrupt: bool = True):
+    def __init__(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: int = 0, interrupt: bool = True
+    ):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.version = version
@@ -149,17 +150,25 @@ class TorchEngine:
                 seq.cache, seq.cache_version, start = DynamicCache(), self.version, 0
             else:
                 start = seq.ids.shape[1] - 1
-            out = self.model(input_ids=seq.ids[:, start:], attention_mask=seq.mask,
-                             position_ids=seq.pos[:, start:], past_key_values=seq.cache, use_cache=True,
-                             logits_to_keep=1)
+            out = self.model(
+                input_ids=seq.ids[:, start:],
+                attention_mask=seq.mask,
+                position_ids=seq.pos[:, start:],
+                past_key_values=seq.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
             return out.logits[:, -1, :].float(), self.version
 
-    def generate(self, requests: Sequence[GenRequest],
-                 should_stop: Callable[[], bool] | None = None) -> list[GenResult]:
+    def generate(
+        self, requests: Sequence[GenRequest], should_stop: Callable[[], bool] | None = None
+    ) -> list[GenResult]:
         """Complete every request as one batch; a row stops on EOS, on its max_new_tokens, or
         ("aborted") when `should_stop()`, asked before every decode step, returns true."""
         results = [
-            GenResult(list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), FinishReason.LENGTH, "")
+            GenResult(
+                list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), FinishReason.LENGTH, ""
+            )
             for r in requests
         ]
         todo = []
@@ -175,8 +184,9 @@ class TorchEngine:
             res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)
         return results
 
-    def _decode(self, requests: Sequence[GenRequest], results: list[GenResult],
-                should_stop: Callable[[], bool]) -> None:
+    def _decode(
+        self, requests: Sequence[GenRequest], results: list[GenResult], should_stop: Callable[[], bool]
+    ) -> None:
         """The decode loop: appends new tokens to `results` (which start as the prefixes)."""
         n = len(requests)
         rows = [[*r.prompt_token_ids, *r.prefix_token_ids] for r in requests]  # prefill over prompt + prefix
@@ -216,15 +226,21 @@ class TorchEngine:
                 elif new_tokens[i] >= requests[i].max_new_tokens:
                     active[i] = False
             # Finished rows still ride along (feeding a pad, masked out) to keep shapes fixed.
-            seq.append(torch.where(torch.tensor(active, device=self.device), chosen, self.pad_id),
-                       torch.tensor(active, device=self.device))
+            seq.append(
+                torch.where(torch.tensor(active, device=self.device), chosen, self.pad_id),
+                torch.tensor(active, device=self.device),
+            )
 
-    def evaluate(self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256) -> tuple[int, int]:
+    def evaluate(
+        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
+    ) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
         correct = 0
         for start in range(0, len(problems), batch_size):
             chunk = problems[start : start + batch_size]
-            requests = [GenRequest(encode_prompt(self.tokenizer, p.prompt), max_new_tokens, temperature=0.0) for p in chunk]
+            requests = [
+                GenRequest(encode_prompt(self.tokenizer, p.prompt), max_new_tokens, temperature=0.0) for p in chunk
+            ]
             correct += sum(is_correct(p, r.text) for p, r in zip(chunk, self.generate(requests)))
         return correct, len(problems)
 

@@ -69,8 +69,7 @@ class Policies:
         async with self._changed:
             self._changed.notify_all()
 
-    async def at_least(self, run_id: str, version: int, timeout: float = 120.0,
-                       role: str = POLICY) -> GenerationEngine:
+    async def at_least(self, run_id: str, version: int, timeout: float = 120.0, role: str = POLICY) -> GenerationEngine:
         """The run's engine for `role` once it holds `version` or newer; TimeoutError if it never comes."""
         engine = await self.engine(run_id, role)
         await self._catch_up((run_id, role))

@@ -38,8 +38,10 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         except RunNotFound as exc:
             await context.abort(grpc.StatusCode.NOT_FOUND, str(exc))
         except TimeoutError:
-            await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                f"version {request.min_version} of {request.run_id} was not announced in time")
+            await context.abort(
+                grpc.StatusCode.UNAVAILABLE,
+                f"version {request.min_version} of {request.run_id} was not announced in time",
+            )
         return services_pb2.EvaluateResponse(
             run_id=request.run_id, version=version, correct=correct, total=total, accuracy=correct / max(total, 1)
         )
@@ -53,8 +55,10 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         requests = [
             GenRequest(
                 prompt_token_ids=encode_prompt(engine.tokenizer, p),
-                max_new_tokens=request.max_new_tokens, temperature=request.temperature,
-                top_p=request.top_p or 1.0, seed=request.seed + i,
+                max_new_tokens=request.max_new_tokens,
+                temperature=request.temperature,
+                top_p=request.top_p or 1.0,
+                seed=request.seed + i,
             )
             for i, p in enumerate(request.prompts)
         ]
@@ -73,5 +77,8 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
 
 
 def register(servicer: RolloutServicer) -> Register:
-    return registering(services_pb2_grpc.add_RolloutServiceServicer_to_server, servicer,
-                       services_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name)
+    return registering(
+        services_pb2_grpc.add_RolloutServiceServicer_to_server,
+        servicer,
+        services_pb2.DESCRIPTOR.services_by_name["RolloutService"].full_name,
+    )

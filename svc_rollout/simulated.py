@@ -113,8 +113,9 @@ class SimulatedEngine:
         with self._gate.load(), self._lock:
             self.version = version
 
-    def generate(self, requests: Sequence[GenRequest],
-                 should_stop: Callable[[], bool] | None = None) -> list[GenResult]:
+    def generate(
+        self, requests: Sequence[GenRequest], should_stop: Callable[[], bool] | None = None
+    ) -> list[GenResult]:
         """Complete every request on the shared decode clock; results include the prefix. A row
         ends on its drawn length ("eos", or "length" at the cap), on max_new_tokens ("length"),
         or ("aborted") at the first step where `should_stop()` is true."""

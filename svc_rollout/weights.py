@@ -29,16 +29,18 @@ def _read_file(uri: str, sha256: str) -> bytes | None:
     return data if hashlib.sha256(data).hexdigest() == sha256 else None
 
 
-async def stream_weights(endpoint: str, run_id: str, version: int, chunk_bytes: int = 0,
-                         teacher: bool = False) -> bytes:
+async def stream_weights(
+    endpoint: str, run_id: str, version: int, chunk_bytes: int = 0, teacher: bool = False
+) -> bytes:
     """All bytes of one version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights,
     checked against its sha256."""
     async with channel(endpoint) as ch:
         stub = services_pb2_grpc.TrainerServiceStub(ch)
         buf = bytearray()
         expected = ""
-        request = services_pb2.FetchWeightsRequest(run_id=run_id, version=version, chunk_bytes=chunk_bytes,
-                                                   teacher=teacher)
+        request = services_pb2.FetchWeightsRequest(
+            run_id=run_id, version=version, chunk_bytes=chunk_bytes, teacher=teacher
+        )
         async for chunk in stub.FetchWeights(request, timeout=300):
             if chunk.offset != len(buf):
                 raise WeightsUnavailable(f"weights stream out of order at {chunk.offset}")
@@ -54,8 +56,14 @@ async def fetch_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = Fal
     """The announced version's safetensors bytes (of the EMA teacher's stream when `teacher`),
     verified against the announcement."""
     with tracer.start_as_current_span("weights fetch") as span:
-        span.set_attributes({"jetrl.run_id": ann.run_id, "jetrl.version": ann.version, "jetrl.bytes": ann.size_bytes,
-                             "jetrl.teacher": teacher})
+        span.set_attributes(
+            {
+                "jetrl.run_id": ann.run_id,
+                "jetrl.version": ann.version,
+                "jetrl.bytes": ann.size_bytes,
+                "jetrl.teacher": teacher,
+            }
+        )
         if ann.uri:
             data = await asyncio.to_thread(_read_file, ann.uri, ann.sha256)
             if data is not None:

@@ -67,12 +67,19 @@ def requests_for(task: events_pb2.Task) -> list[tuple[int, GenRequest]]:
     else:
         prefixes = list(task.resume)
     return [
-        (p.index, GenRequest(
-            prompt_token_ids=list(task.prompt_token_ids), max_new_tokens=max(s.max_new_tokens - len(p.token_ids), 0),
-            temperature=s.temperature, top_p=s.top_p, seed=s.seed * 1024 + p.index + 7919 * task.attempt,
-            prefix_token_ids=list(p.token_ids), prefix_logprobs=list(p.logprobs),
-            prefix_versions=list(p.token_versions),
-        ))
+        (
+            p.index,
+            GenRequest(
+                prompt_token_ids=list(task.prompt_token_ids),
+                max_new_tokens=max(s.max_new_tokens - len(p.token_ids), 0),
+                temperature=s.temperature,
+                top_p=s.top_p,
+                seed=s.seed * 1024 + p.index + 7919 * task.attempt,
+                prefix_token_ids=list(p.token_ids),
+                prefix_logprobs=list(p.logprobs),
+                prefix_versions=list(p.token_versions),
+            ),
+        )
         for p in prefixes
     ]
 
@@ -119,8 +126,14 @@ class RolloutWorker:
             else:
                 engine = await self.policies.at_least(task.run_id, task.policy_version)
             with tracer.start_as_current_span("generate") as span:
-                span.set_attributes({"jetrl.group_id": task.group_id, "jetrl.samples": len(requests),
-                                     "jetrl.attempt": task.attempt, "jetrl.view": task.view})
+                span.set_attributes(
+                    {
+                        "jetrl.group_id": task.group_id,
+                        "jetrl.samples": len(requests),
+                        "jetrl.attempt": task.attempt,
+                        "jetrl.view": task.view,
+                    }
+                )
                 context = contextvars.copy_context()  # the trace context, as asyncio.to_thread would pass it
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
@@ -131,14 +144,26 @@ class RolloutWorker:
 
     async def _publish(self, task: events_pb2.Task, index: int, prefix_len: int, r: GenResult) -> None:
         sample = events_pb2.Sample(
-            run_id=task.run_id, group_id=task.group_id, sample_id=sample_id(task.group_id, index), index=index,
-            prompt_token_ids=task.prompt_token_ids, completion_token_ids=r.token_ids, logprobs=r.logprobs,
-            token_versions=r.versions, text=r.text, finish_reason=r.finish_reason,
-            worker_id=self.worker_id, temperature=task.sampling.temperature,
-            attempt=task.attempt, prefix_len=prefix_len, view=task.view or "main",
+            run_id=task.run_id,
+            group_id=task.group_id,
+            sample_id=sample_id(task.group_id, index),
+            index=index,
+            prompt_token_ids=task.prompt_token_ids,
+            completion_token_ids=r.token_ids,
+            logprobs=r.logprobs,
+            token_versions=r.versions,
+            text=r.text,
+            finish_reason=r.finish_reason,
+            worker_id=self.worker_id,
+            temperature=task.sampling.temperature,
+            attempt=task.attempt,
+            prefix_len=prefix_len,
+            view=task.view or "main",
         )
         partial = r.finish_reason == FinishReason.ABORTED
-        await publish(self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial))
+        await publish(
+            self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial)
+        )
         self.tokens_generated += len(r.token_ids) - prefix_len
         if partial:
             self.samples_aborted += 1
@@ -165,9 +190,17 @@ class RolloutWorker:
             version, correct, total = await self.evaluate(request.run_id, request.min_version)
         except RunNotFound as exc:
             raise InvalidEvent(str(exc)) from None
-        result = events_pb2.Evaluation(run_id=request.run_id, version=version, requested=request.min_version,
-                                       correct=correct, total=total, worker_id=self.worker_id)
-        await publish(self.js, request.run_id, Kind.EVALUATED, result, msg_id=eval_msg_id(request.run_id, request.min_version))
+        result = events_pb2.Evaluation(
+            run_id=request.run_id,
+            version=version,
+            requested=request.min_version,
+            correct=correct,
+            total=total,
+            worker_id=self.worker_id,
+        )
+        await publish(
+            self.js, request.run_id, Kind.EVALUATED, result, msg_id=eval_msg_id(request.run_id, request.min_version)
+        )
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
         if control.kind == events_pb2.Control.ABORT:
@@ -182,5 +215,10 @@ class RolloutWorker:
 def _unstarted(request: GenRequest, tokenizer) -> GenResult:
     """The partial result of a sample that was aborted before it was generated: its prefix."""
     tokens = list(request.prefix_token_ids)
-    return GenResult(tokens, list(request.prefix_logprobs), list(request.prefix_versions), FinishReason.ABORTED,
-                     tokenizer.decode(tokens, skip_special_tokens=True))
+    return GenResult(
+        tokens,
+        list(request.prefix_logprobs),
+        list(request.prefix_versions),
+        FinishReason.ABORTED,
+        tokenizer.decode(tokens, skip_special_tokens=True),
+    )

@@ -42,8 +42,10 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
     raises ValueError when the model dir or the task cannot serve the spec."""
     task = make_task(spec.task)
     if spec.rollout.analogous_view and not task.has_analogous:
-        raise ValueError(f"rollout.analogous_view needs a rephrasing of every problem: give {spec.task.path} a "
-                         f"`{spec.task.rephrase_field}` column, or task.rephrase_path")
+        raise ValueError(
+            f"rollout.analogous_view needs a rephrasing of every problem: give {spec.task.path} a "
+            f"`{spec.task.rephrase_field}` column, or task.rephrase_path"
+        )
     s = spec.schedule
     run = ActiveRun(
         run_id=run_id,
@@ -64,8 +66,14 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
     return run
 
 
-def make_tasks(run: ActiveRun, n: int, version: int, problem: int | None = None, attempt: int = 0,
-               resume: list[events_pb2.Prefix] = ()) -> list[events_pb2.Task]:
+def make_tasks(
+    run: ActiveRun,
+    n: int,
+    version: int,
+    problem: int | None = None,
+    attempt: int = 0,
+    resume: list[events_pb2.Prefix] = (),
+) -> list[events_pb2.Task]:
     """Tasks for attempt `attempt` of group n (deterministic), one per view at attempt 0 (a
     resumed attempt exists only for single-view runs: RunSpec refuses APRIL with views)."""
     p = run.task.train_problem(n if problem is None else problem)
@@ -74,22 +82,26 @@ def make_tasks(run: ActiveRun, n: int, version: int, problem: int | None = None,
     for view in run.views if attempt == 0 else run.views[:1]:
         prompt = p.analogous if view.name == ANALOGOUS else p.prompt
         teacher = view.name == TEACHER
-        tasks.append(events_pb2.Task(
-            run_id=run.run_id,
-            group_id=group_id(run.run_id, n),
-            prompt_id=p.prompt_id,
-            prompt=prompt,
-            prompt_token_ids=encode_prompt(run.tokenizer, prompt),
-            num_samples=view.size,
-            policy_version=version,
-            step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
-            sampling=events_pb2.SamplingParams(
-                temperature=run.spec.teacher.temperature if teacher else r.temperature, top_p=r.top_p,
-                max_new_tokens=r.max_new_tokens, seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
-            ),
-            view=view.name,
-            attempt=attempt,
-            resume=resume,
-            first_index=view.first_index,
-        ))
+        tasks.append(
+            events_pb2.Task(
+                run_id=run.run_id,
+                group_id=group_id(run.run_id, n),
+                prompt_id=p.prompt_id,
+                prompt=prompt,
+                prompt_token_ids=encode_prompt(run.tokenizer, prompt),
+                num_samples=view.size,
+                policy_version=version,
+                step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
+                sampling=events_pb2.SamplingParams(
+                    temperature=run.spec.teacher.temperature if teacher else r.temperature,
+                    top_p=r.top_p,
+                    max_new_tokens=r.max_new_tokens,
+                    seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),
+                ),
+                view=view.name,
+                attempt=attempt,
+                resume=resume,
+                first_index=view.first_index,
+            )
+        )
     return tasks

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Admission:
-    max_staleness: int      # η
-    batch_groups: int       # B
+    max_staleness: int  # η
+    batch_groups: int  # B
     max_concurrent: int
     total_steps: int
     over_provision: float = 1.0  # ρ

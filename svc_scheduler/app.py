@@ -10,8 +10,14 @@ from sqlalchemy import text
 
 from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is_transient
 from jetrl.bus.topology import (
-    DUPLICATE_WINDOW_S, SCHEDULER_CONTROL, SCHEDULER_DLQ, SCHEDULER_EVALUATED, SCHEDULER_ROLLOUTS, SCHEDULER_SCORED,
-    SCHEDULER_TEACHER, SCHEDULER_WEIGHTS,
+    DUPLICATE_WINDOW_S,
+    SCHEDULER_CONTROL,
+    SCHEDULER_DLQ,
+    SCHEDULER_EVALUATED,
+    SCHEDULER_ROLLOUTS,
+    SCHEDULER_SCORED,
+    SCHEDULER_TEACHER,
+    SCHEDULER_WEIGHTS,
 )
 from jetrl.config import Settings, parse_spec
 from jetrl.lineage.db import check_database, make_engine
@@ -59,6 +65,7 @@ async def main(settings: Settings) -> None:
     def worker(spec, handler):
         async def run(stop: asyncio.Event) -> None:
             await consume(js, spec, handler, stop)
+
         run.__name__ = spec.name
         return run
 
@@ -66,6 +73,7 @@ async def main(settings: Settings) -> None:
         # samples are the bulk of the traffic: one transaction per fetch instead of per sample
         async def run(stop: asyncio.Event) -> None:
             await consume_together(js, spec, handler, stop, batch=128)
+
         run.__name__ = spec.name
         return run
 

@@ -35,8 +35,11 @@ from svc_scheduler.selection import Evidence
 log = logging.getLogger(__name__)
 
 
-ENDED_CONTROL = {RunState.COMPLETED: events_pb2.Control.COMPLETED, RunState.STOPPED: events_pb2.Control.STOP,
-                 RunState.FAILED: events_pb2.Control.STOP}
+ENDED_CONTROL = {
+    RunState.COMPLETED: events_pb2.Control.COMPLETED,
+    RunState.STOPPED: events_pb2.Control.STOP,
+    RunState.FAILED: events_pb2.Control.STOP,
+}
 
 
 class Coordinator:
@@ -94,8 +97,9 @@ class Coordinator:
 
     # ---- admission --------------------------------------------------------------------------
 
-    async def _problems(self, run: ActiveRun, first: int, count: int, version: int,
-                        exclude: set[int]) -> list[int | None]:
+    async def _problems(
+        self, run: ActiveRun, first: int, count: int, version: int, exclude: set[int]
+    ) -> list[int | None]:
         """The task problem of each of `count` new groups: None (group n takes problem n of the
         task's stream) or, with Thompson sampling, the pool prompts the posterior picks."""
         if run.selector is None or count == 0:
@@ -142,8 +146,14 @@ class Coordinator:
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
                     span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": tasks[0].group_id})
-                    await self.store.admit_group(tasks[0], p.answer, current_traceparent(), current_trace_id(),
-                                                 analogous=p.analogous if len(tasks) > 1 else None, problem=problem)
+                    await self.store.admit_group(
+                        tasks[0],
+                        p.answer,
+                        current_traceparent(),
+                        current_trace_id(),
+                        analogous=p.analogous if len(tasks) > 1 else None,
+                        problem=problem,
+                    )
                     crash_point("admit.recorded")
                     await self._publish_tasks(run_id, tasks)
         if slots:
@@ -163,7 +173,9 @@ class Coordinator:
 
     async def _publish_abort(self, run_id: str, aborted: list[tuple[str, int]]) -> None:
         control = events_pb2.Control(
-            run_id=run_id, kind=events_pb2.Control.ABORT, reason="batch sealed: over-provisioned groups",
+            run_id=run_id,
+            kind=events_pb2.Control.ABORT,
+            reason="batch sealed: over-provisioned groups",
             aborted=[events_pb2.TaskRef(group_id=g, attempt=a) for g, a in aborted],
         )
         await publish(self.js, run_id, Kind.CONTROL, control, msg_id=abort_msg_id(min(aborted)))
@@ -177,8 +189,9 @@ class Coordinator:
         tasks = make_tasks(run, r.n, r.version, problem, r.attempt, r.prefixes)
         name = "group resume" if r.attempt else "group republish"
         with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
-            span.set_attributes({"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt,
-                                 "jetrl.prefixes_dropped": r.dropped})
+            span.set_attributes(
+                {"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt, "jetrl.prefixes_dropped": r.dropped}
+            )
             await self._publish_tasks(run.run_id, tasks)
 
     async def republish(self, run: ActiveRun) -> None:
@@ -216,8 +229,9 @@ class Coordinator:
                 if step >= run.spec.train.steps:
                     return
                 # decided and recorded first, published second: a restart re-publishes the same batch
-                if not await self.store.seal_batch(run_id, step, run.spec.train.batch_groups, batch_id(run_id, step),
-                                                   run.spec.schedule.max_staleness):
+                if not await self.store.seal_batch(
+                    run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
+                ):
                     return
                 crash_point("seal.recorded")
                 await self._publish_batch(await self.store.load_batch(batch_id(run_id, step)))
@@ -240,8 +254,13 @@ class Coordinator:
     async def request_evaluation(self, run_id: str, version: int) -> None:
         """Ask whichever rollout worker is alive for the held-out accuracy of `version` (or newer);
         its result comes back as an Evaluation event (Recorder.on_evaluated)."""
-        await publish(self.js, run_id, Kind.EVALS, events_pb2.EvalRequest(run_id=run_id, min_version=version),
-                      msg_id=eval_msg_id(run_id, version))
+        await publish(
+            self.js,
+            run_id,
+            Kind.EVALS,
+            events_pb2.EvalRequest(run_id=run_id, min_version=version),
+            msg_id=eval_msg_id(run_id, version),
+        )
 
     async def on_version(self, run_id: str, version: int) -> None:
         """A version was recorded; announcements may come out of order (one held by a scheduler
@@ -300,5 +319,10 @@ class Coordinator:
 
     async def announce_end(self, run_id: str, state: RunState, message: str) -> None:
         kind = ENDED_CONTROL[state]
-        await publish(self.js, run_id, Kind.CONTROL, events_pb2.Control(run_id=run_id, kind=kind, reason=message),
-                      msg_id=end_msg_id(run_id, kind == events_pb2.Control.COMPLETED))
+        await publish(
+            self.js,
+            run_id,
+            Kind.CONTROL,
+            events_pb2.Control(run_id=run_id, kind=kind, reason=message),
+            msg_id=end_msg_id(run_id, kind == events_pb2.Control.COMPLETED),
+        )

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import logging
 
-from jetrl.bus import CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SUBJECT, Delivery, InvalidEvent, Kind, Wait, parse_subject
+from jetrl.bus import (
+    CAUSE_FAILED,
+    DLQ_CAUSE,
+    DLQ_REASON,
+    DLQ_SUBJECT,
+    Delivery,
+    InvalidEvent,
+    Kind,
+    Wait,
+    parse_subject,
+)
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
@@ -101,34 +111,53 @@ class Recorder:
             raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}")
         on_failure = spec.reward.on_failure if spec is not None else "zero"
         try:
-            state = await self.store.record_scored(scored, current_trace_id(), scored_state(
-                scored, dynamic_sampling=spec is not None and spec.train.dynamic_sampling,
-                drop_failed=on_failure == "drop"))
+            state = await self.store.record_scored(
+                scored,
+                current_trace_id(),
+                scored_state(
+                    scored,
+                    dynamic_sampling=spec is not None and spec.train.dynamic_sampling,
+                    drop_failed=on_failure == "drop",
+                ),
+            )
         except UnknownGroup as exc:
             raise InvalidEvent(str(exc)) from None
         if spec is None:
             return
         failed = [c for c in scored.calls if not c.ok]
         if failed:
-            log.warning("reward failed", extra=log_fields(run=run_id, group=scored.group.group_id, state=state,
-                                                          policy=on_failure, error=failed[0].error))
+            log.warning(
+                "reward failed",
+                extra=log_fields(
+                    run=run_id, group=scored.group.group_id, state=state, policy=on_failure, error=failed[0].error
+                ),
+            )
             if on_failure == "fail":
-                await self.coordinator.fail(run_id, f"reward endpoint {failed[0].endpoint} failed for group "
-                                                    f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)")
+                await self.coordinator.fail(
+                    run_id,
+                    f"reward endpoint {failed[0].endpoint} failed for group "
+                    f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)",
+                )
                 return
             limit = spec.reward.max_dropped
             if limit is not None and (dropped := (await self.store.group_counts(run_id))[GroupState.DROPPED]) >= limit:
-                await self.coordinator.fail(run_id, f"{dropped} groups dropped for failed rewards, the newest by "
-                                                    f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
-                                                    f"{limit}); start the server again and create the run anew")
+                await self.coordinator.fail(
+                    run_id,
+                    f"{dropped} groups dropped for failed rewards, the newest by "
+                    f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
+                    f"{limit}); start the server again and create the run anew",
+                )
                 return
             # judged only on a failure (only a failure raises the share), and from one batch's worth of groups on
             share = spec.reward.max_failed_share
             failing, kept = await self.store.reward_failure_share(run_id)
             if kept >= spec.train.batch_groups and failing > share * kept:
-                await self.coordinator.fail(run_id, f"reward endpoint {failed[0].endpoint} failed: {failed[0].error}; "
-                                                    f"{failing} of {kept} groups scored so far had a failed endpoint "
-                                                    f"(reward.max_failed_share: {share:g})")
+                await self.coordinator.fail(
+                    run_id,
+                    f"reward endpoint {failed[0].endpoint} failed: {failed[0].error}; "
+                    f"{failing} of {kept} groups scored so far had a failed endpoint "
+                    f"(reward.max_failed_share: {share:g})",
+                )
                 return
         await self.coordinator.seal_batches(run_id)
         await self.coordinator.admit(run_id)
@@ -148,8 +177,12 @@ class Recorder:
     async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:
         await self._run_spec(ev.run_id)
         await self.store.record_evaluation(ev.run_id, ev.version, ev.correct, ev.total)
-        log.info("evaluated", extra=log_fields(run=ev.run_id, version=ev.version,
-                                               accuracy=ev.correct / max(ev.total, 1), worker=ev.worker_id))
+        log.info(
+            "evaluated",
+            extra=log_fields(
+                run=ev.run_id, version=ev.version, accuracy=ev.correct / max(ev.total, 1), worker=ev.worker_id
+            ),
+        )
         await self.coordinator.notify()
         await self.coordinator.on_evaluation(ev.run_id, ev.requested)
 

@@ -40,7 +40,8 @@ async def check_reward_needs(spec: RunSpec, default_endpoint: str, timeout: floa
         async with channel(address) as ch:
             try:
                 describe = await reward_pb2_grpc.RewardServiceStub(ch).Describe(
-                    reward_pb2.DescribeRequest(), timeout=timeout)
+                    reward_pb2.DescribeRequest(), timeout=timeout
+                )
             except grpc.aio.AioRpcError as exc:
                 log.warning("reward endpoint not checked", extra=log_fields(endpoint=address, error=exc.code().name))
                 continue

@@ -91,8 +91,13 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         except (OSError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot start the run: {exc}")
         await self.store.create_run(
-            run_id, spec.name, dump_spec(spec), spec.train.steps, spec.train.batch_groups,
-            group_size(spec), current_trace_id(),
+            run_id,
+            spec.name,
+            dump_spec(spec),
+            spec.train.steps,
+            spec.train.batch_groups,
+            group_size(spec),
+            current_trace_id(),
         )
         # active only once its row exists: a reconcile tick or an event in between finds it whole
         await self.coordinator.start(run)
@@ -104,8 +109,10 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
     async def ListRuns(self, request, context):
         records = await self.store.list_runs()
         return services_pb2.ListRunsResponse(
-            runs=[services_pb2.Run(run_id=r.run_id, spec_yaml=r.spec_yaml, progress=await self.progress(r.run_id))
-                  for r in records]
+            runs=[
+                services_pb2.Run(run_id=r.run_id, spec_yaml=r.spec_yaml, progress=await self.progress(r.run_id))
+                for r in records
+            ]
         )
 
     async def StopRun(self, request, context):
@@ -146,5 +153,8 @@ def _without_clock(progress: services_pb2.RunProgress) -> bytes:
 
 
 def register(servicer: SchedulerServicer) -> Register:
-    return registering(services_pb2_grpc.add_SchedulerServiceServicer_to_server, servicer,
-                       services_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name)
+    return registering(
+        services_pb2_grpc.add_SchedulerServiceServicer_to_server,
+        servicer,
+        services_pb2.DESCRIPTOR.services_by_name["SchedulerService"].full_name,
+    )

@@ -76,7 +76,10 @@ def mc_grpo(rewards: Sequence[float], scale: str = "std") -> list[float | None]:
 
 
 ESTIMATORS: dict[str, Callable[..., list[float | None]]] = {
-    "grpo": grpo, "dr_grpo": dr_grpo, "rloo": rloo, "mc_grpo": mc_grpo,
+    "grpo": grpo,
+    "dr_grpo": dr_grpo,
+    "rloo": rloo,
+    "mc_grpo": mc_grpo,
 }
 
 

@@ -13,7 +13,6 @@ from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
 
-
 async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_trainer")
     js = nc.jetstream()
@@ -28,5 +27,11 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
-    await serve("svc_trainer", settings.listen_as(settings.trainer_addr), register(TrainerServicer(trainer)), [batches], on_stop=close,
-                probe=bus_probe(nc))
+    await serve(
+        "svc_trainer",
+        settings.listen_as(settings.trainer_addr),
+        register(TrainerServicer(trainer)),
+        [batches],
+        on_stop=close,
+        probe=bus_probe(nc),
+    )

@@ -63,7 +63,12 @@ class TorchTrainEngine:
             # The logits at position j predict token j+1: completion token t sits at len(prompt)+t.
             gather[i, : len(completion)] = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(completion))
             mask[i, : len(completion)] = True
-        ids, attn, gather, mask = ids.to(self.device), attn.to(self.device), gather.to(self.device), mask.to(self.device)
+        ids, attn, gather, mask = (
+            ids.to(self.device),
+            attn.to(self.device),
+            gather.to(self.device),
+            mask.to(self.device),
+        )
         with torch.set_grad_enabled(grad):
             logits = self.model(input_ids=ids, attention_mask=attn).logits
             picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
@@ -105,10 +110,15 @@ class TorchTrainEngine:
                 trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
             out = decoupled_ppo_loss(
-                current, current.detach() if proximal is None else proximal[rows, :t], behaviour,
-                advantages.expand_as(current), real & trainable,
-                eps_low=self.spec.clip_eps_low, eps_high=self.spec.clip_eps_high,
-                weight_cap=self.spec.behaviour_weight_cap, aggregation=self.spec.loss_agg,
+                current,
+                current.detach() if proximal is None else proximal[rows, :t],
+                behaviour,
+                advantages.expand_as(current),
+                real & trainable,
+                eps_low=self.spec.clip_eps_low,
+                eps_high=self.spec.clip_eps_high,
+                weight_cap=self.spec.behaviour_weight_cap,
+                aggregation=self.spec.loss_agg,
                 constant=(len(rows) * self.max_new_tokens) if self.spec.loss_agg == "constant" else None,
             )
             for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():

@@ -36,7 +36,9 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         if state is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"the trainer has not trained run {request.run_id!r}")
         return services_pb2.TrainerStatus(
-            run_id=request.run_id, version=state.version, samples_trained=state.samples_trained,
+            run_id=request.run_id,
+            version=state.version,
+            samples_trained=state.samples_trained,
             batches_trained=state.batches_trained,
             checkpoint_dir=str(run_dir(self.trainer.data_dir, request.run_id)),
         )
@@ -56,11 +58,16 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         view = memoryview(data)
         for offset in range(0, len(data), step):
             yield services_pb2.WeightsChunk(
-                offset=offset, data=bytes(view[offset : offset + step]), total_bytes=len(data),
+                offset=offset,
+                data=bytes(view[offset : offset + step]),
+                total_bytes=len(data),
                 sha256=digest if offset == 0 else "",
             )
 
 
 def register(servicer: TrainerServicer) -> Register:
-    return registering(services_pb2_grpc.add_TrainerServiceServicer_to_server, servicer,
-                       services_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name)
+    return registering(
+        services_pb2_grpc.add_TrainerServiceServicer_to_server,
+        servicer,
+        services_pb2.DESCRIPTOR.services_by_name["TrainerService"].full_name,
+    )

@@ -49,6 +49,10 @@ class SimulatedTrainEngine:
         steps = min(self.spec.minibatches, len(samples))
         sleep(self.sim.train_s_per_step * steps + self.sim.train_s_per_token * tokens)
         return {
-            "loss": 0.0, "tokens": float(tokens), "clip_fraction": 0.0, "masked_fraction": 0.0, "mean_w": 1.0,
+            "loss": 0.0,
+            "tokens": float(tokens),
+            "clip_fraction": 0.0,
+            "masked_fraction": 0.0,
+            "mean_w": 1.0,
             "grad_norm": 0.0,
         }

@@ -55,8 +55,13 @@ def token_staleness(token_versions: Sequence[int], version: int, max_staleness: 
 
 def excluded(st: TokenStaleness) -> TokenStaleness:
     """The same sample kept out of the loss altogether (mc_grpo's pivot): no token trainable."""
-    return TokenStaleness(trainable=(False,) * len(st.trainable), staleness=0, trained_tokens=0,
-                          stale_masked_tokens=st.stale_masked_tokens, offpolicy_tokens=0)
+    return TokenStaleness(
+        trainable=(False,) * len(st.trainable),
+        staleness=0,
+        trained_tokens=0,
+        stale_masked_tokens=st.stale_masked_tokens,
+        offpolicy_tokens=0,
+    )
 
 
 def batch_metrics(samples: Sequence[TokenStaleness]) -> dict[str, float]:

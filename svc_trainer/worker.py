@@ -86,8 +86,9 @@ class Trainer:
         if spec.simulation is not None:
             engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
         else:
-            engine = TorchTrainEngine(model, spec.train, temperature=spec.rollout.temperature,
-                                      max_new_tokens=spec.rollout.max_new_tokens)
+            engine = TorchTrainEngine(
+                model, spec.train, temperature=spec.rollout.temperature, max_new_tokens=spec.rollout.max_new_tokens
+            )
         if state.optimizer:
             engine.optimizer.load_state_dict(state.optimizer)
         teacher = None
@@ -111,9 +112,13 @@ class Trainer:
                 await self._announce_again(batch, rt)
                 return
             if batch.policy_version > rt.state.version:
-                raise NotYourTurn(f"batch {batch.batch_id} trains v{batch.policy_version}, trainer holds v{rt.state.version}")
+                raise NotYourTurn(
+                    f"batch {batch.batch_id} trains v{batch.policy_version}, trainer holds v{rt.state.version}"
+                )
             if batch.policy_version < rt.state.version:
-                raise InvalidEvent(f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})")
+                raise InvalidEvent(
+                    f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})"
+                )
             samples, advs, stale_metrics = self._samples(batch, spec)
             with tracer.start_as_current_span("train step") as span:
                 span.set_attributes({"jetrl.batch_id": batch.batch_id, "jetrl.samples": len(samples)})
@@ -122,9 +127,11 @@ class Trainer:
                 metrics = await asyncio.to_thread(rt.engine.train_step, samples)
             if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
                 # fails every time: dead-lettered after its retries, and the scheduler fails the run
-                raise NonFiniteStep(f"batch {batch.batch_id}: non-finite {', '.join(bad)} "
-                                    f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); check the rewards' scale "
-                                    "(reward.max_abs_reward) and train.lr")
+                raise NonFiniteStep(
+                    f"batch {batch.batch_id}: non-finite {', '.join(bad)} "
+                    f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); check the rewards' scale "
+                    "(reward.max_abs_reward) and train.lr"
+                )
             await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
 
     def _samples(self, batch: events_pb2.Batch, spec):
@@ -144,18 +151,26 @@ class Trainer:
                 if adv is None:  # mc_grpo's pivot: no gradient, not even a share of the token-mean
                     st, adv = staleness.excluded(st), 0.0
                 checked.append(st)
-                samples.append(TrainSample(
-                    prompt_token_ids=list(sample.prompt_token_ids),
-                    completion_token_ids=list(sample.completion_token_ids),
-                    logprobs=list(sample.logprobs),
-                    advantage=float(adv),
-                    trainable=st.trainable,
-                ))
-                advs.append(events_pb2.SampleAdvantage(
-                    sample_id=sample.sample_id, reward=reward, advantage=adv, staleness=st.staleness,
-                    trained_tokens=st.trained_tokens, stale_masked_tokens=st.stale_masked_tokens,
-                    offpolicy_tokens=st.offpolicy_tokens,
-                ))
+                samples.append(
+                    TrainSample(
+                        prompt_token_ids=list(sample.prompt_token_ids),
+                        completion_token_ids=list(sample.completion_token_ids),
+                        logprobs=list(sample.logprobs),
+                        advantage=float(adv),
+                        trainable=st.trainable,
+                    )
+                )
+                advs.append(
+                    events_pb2.SampleAdvantage(
+                        sample_id=sample.sample_id,
+                        reward=reward,
+                        advantage=adv,
+                        staleness=st.staleness,
+                        trained_tokens=st.trained_tokens,
+                        stale_masked_tokens=st.stale_masked_tokens,
+                        offpolicy_tokens=st.offpolicy_tokens,
+                    )
+                )
         return samples, advs, staleness.batch_metrics(checked)
 
     async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict, spec) -> None:
@@ -175,13 +190,29 @@ class Trainer:
             await asyncio.to_thread(atomic_write, tpath, tblob)
             # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
             teacher_ann = events_pb2.WeightsAnnouncement(
-                run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
-                uri=tpath.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(tblob), sha256=sha256(tblob),
-                format="safetensors", metrics={"ema_rate": m})
+                run_id=batch.run_id,
+                version=version,
+                parent_version=state.version,
+                batch_id=batch.batch_id,
+                uri=tpath.as_uri(),
+                grpc_endpoint=self.advertised_addr,
+                size_bytes=len(tblob),
+                sha256=sha256(tblob),
+                format="safetensors",
+                metrics={"ema_rate": m},
+            )
         ann = events_pb2.WeightsAnnouncement(
-            run_id=batch.run_id, version=version, parent_version=state.version, batch_id=batch.batch_id,
-            uri=path.as_uri(), grpc_endpoint=self.advertised_addr, size_bytes=len(blob), sha256=sha256(blob),
-            format="safetensors", metrics={k: float(v) for k, v in metrics.items()}, advantages=advs,
+            run_id=batch.run_id,
+            version=version,
+            parent_version=state.version,
+            batch_id=batch.batch_id,
+            uri=path.as_uri(),
+            grpc_endpoint=self.advertised_addr,
+            size_bytes=len(blob),
+            sha256=sha256(blob),
+            format="safetensors",
+            metrics={k: float(v) for k, v in metrics.items()},
+            advantages=advs,
             samples_trained_total=state.samples_trained + len(advs),
         )
         state.version = version
@@ -199,7 +230,9 @@ class Trainer:
     async def _publish(self, run_id: str, ann, teacher_ann) -> None:
         await publish(self.js, run_id, Kind.WEIGHTS, ann, msg_id=weights_msg_id(run_id, ann.version))
         if teacher_ann is not None:
-            await publish(self.js, run_id, Kind.TEACHER, teacher_ann, msg_id=teacher_msg_id(run_id, teacher_ann.version))
+            await publish(
+                self.js, run_id, Kind.TEACHER, teacher_ann, msg_id=teacher_msg_id(run_id, teacher_ann.version)
+            )
 
     async def _announce_again(self, batch, rt: RunTrainer) -> None:
         ann = events_pb2.WeightsAnnouncement.FromString(rt.state.announcement) if rt.state.announcement else None

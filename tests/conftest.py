@@ -48,12 +48,14 @@ def pytest_collection_modifyitems(config, items):
         if tier == "unit" and SERVICE_FIXTURES & set(item.fixturenames):
             needs_service.append(item.nodeid)
     if outside:
-        raise pytest.UsageError("tests must live under tests/unit, tests/integration or tests/e2e: "
-                                + ", ".join(outside))
+        raise pytest.UsageError(
+            "tests must live under tests/unit, tests/integration or tests/e2e: " + ", ".join(outside)
+        )
     if needs_service:
         raise pytest.UsageError(
             "unit tests must run with NATS and Postgres stopped; these ask for a broker or a database "
-            "(move them to tests/integration/): " + ", ".join(needs_service))
+            "(move them to tests/integration/): " + ", ".join(needs_service)
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -143,29 +145,54 @@ def _valid_event(kind, run_id: str = "run1"):
     group_id = f"{run_id}.s0.g0"
 
     def sample(index: int) -> ev.Sample:
-        return ev.Sample(run_id=run_id, group_id=group_id, sample_id=f"{group_id}.{index}", index=index,
-                         prompt_token_ids=[1, 2], completion_token_ids=[3, 4], logprobs=[-0.5, -0.1],
-                         token_versions=[0, 0], text="7", finish_reason="eos", worker_id="w")
+        return ev.Sample(
+            run_id=run_id,
+            group_id=group_id,
+            sample_id=f"{group_id}.{index}",
+            index=index,
+            prompt_token_ids=[1, 2],
+            completion_token_ids=[3, 4],
+            logprobs=[-0.5, -0.1],
+            token_versions=[0, 0],
+            text="7",
+            finish_reason="eos",
+            worker_id="w",
+        )
 
-    group = ev.PromptGroup(run_id=run_id, group_id=group_id, prompt_id="p0", prompt="3+4=", reference="7",
-                           samples=[sample(0), sample(1)])
+    group = ev.PromptGroup(
+        run_id=run_id, group_id=group_id, prompt_id="p0", prompt="3+4=", reference="7", samples=[sample(0), sample(1)]
+    )
     scored = ev.ScoredGroup(group=group, rewards=[1.0, 0.0], reward_server="verify@1")
     return {
-        Kind.TASKS: lambda: ev.Task(run_id=run_id, group_id=group_id, prompt_id="p0", prompt="3+4=",
-                                    prompt_token_ids=[1, 2], num_samples=2,
-                                    sampling=ev.SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4)),
+        Kind.TASKS: lambda: ev.Task(
+            run_id=run_id,
+            group_id=group_id,
+            prompt_id="p0",
+            prompt="3+4=",
+            prompt_token_ids=[1, 2],
+            num_samples=2,
+            sampling=ev.SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4),
+        ),
         Kind.ROLLOUTS: lambda: sample(0),
         Kind.GROUPS: lambda: group,
         Kind.SCORED: lambda: scored,
         Kind.BATCHES: lambda: ev.Batch(run_id=run_id, batch_id=f"{run_id}.b0", groups=[scored]),
-        Kind.WEIGHTS: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
-                                                     sha256="ab" * 32, uri="file:///w/v1.safetensors"),
-        Kind.TEACHER: lambda: ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, size_bytes=10,
-                                                     sha256="cd" * 32, uri="file:///w/teacher/v1.safetensors"),
+        Kind.WEIGHTS: lambda: ev.WeightsAnnouncement(
+            run_id=run_id, version=1, parent_version=0, size_bytes=10, sha256="ab" * 32, uri="file:///w/v1.safetensors"
+        ),
+        Kind.TEACHER: lambda: ev.WeightsAnnouncement(
+            run_id=run_id,
+            version=1,
+            parent_version=0,
+            size_bytes=10,
+            sha256="cd" * 32,
+            uri="file:///w/teacher/v1.safetensors",
+        ),
         Kind.CONTROL: lambda: ev.Control(run_id=run_id, kind=ev.Control.STOP, reason="test"),
         Kind.EVALS: lambda: ev.EvalRequest(run_id=run_id, min_version=2),
-        Kind.EVALUATED: lambda: ev.Evaluation(run_id=run_id, version=3, requested=2, correct=5, total=40,
-                                              worker_id="w0"),
+        Kind.EVALUATED: lambda: ev.Evaluation(
+            run_id=run_id, version=3, requested=2, correct=5, total=40, worker_id="w0"
+        ),
     }[Kind(kind)]()
 
 

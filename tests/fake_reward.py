@@ -17,14 +17,15 @@ class FakeReward(reward_pb2_grpc.RewardServiceServicer):
 
     def __init__(self, delays=(), short=0, reply=None):
         self.delays, self.short, self.calls = list(delays), short, 0
-        self.reply = reply or (lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0)
-                                                for s in samples])
+        self.reply = reply or (
+            lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in samples]
+        )
 
     async def Score(self, request, context):
         delay = self.delays[self.calls] if self.calls < len(self.delays) else 0.0
         self.calls += 1
         await asyncio.sleep(delay)
-        return reward_pb2.ScoreResponse(scores=self.reply(request.views[0].samples[self.short:]), server="fake@0")
+        return reward_pb2.ScoreResponse(scores=self.reply(request.views[0].samples[self.short :]), server="fake@0")
 
 
 async def start(add) -> tuple[grpc.aio.Server, str]:

@@ -17,8 +17,14 @@ def tiny_engine(cls=TorchEngine, **kwargs):
 
 
 def make_task(group_id, attempt=0, resume=(), num_samples=4, max_new_tokens=8, temperature=1.0):
-    return ev.Task(run_id=RUN, group_id=group_id, prompt_id="p0", prompt="12+34=",
-                   prompt_token_ids=encode_prompt(TOK, "12+34="), num_samples=num_samples,
-                   sampling=ev.SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
-                                              seed=3),
-                   attempt=attempt, resume=list(resume))
+    return ev.Task(
+        run_id=RUN,
+        group_id=group_id,
+        prompt_id="p0",
+        prompt="12+34=",
+        prompt_token_ids=encode_prompt(TOK, "12+34="),
+        num_samples=num_samples,
+        sampling=ev.SamplingParams(temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens, seed=3),
+        attempt=attempt,
+        resume=list(resume),
+    )

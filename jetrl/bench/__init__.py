@@ -31,10 +31,22 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
 
     sub = bench.add_subparsers(dest="benchmark", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
-    async_cli.add_arguments(sub.add_parser("async", help="sync vs async training and APRIL, side by side",
-                                           description=async_cli.__doc__, formatter_class=formatter))
-    rewards.add_arguments(sub.add_parser("rewards", help="rewards with and without labels, grpo vs mc_grpo",
-                                         description=rewards.__doc__, formatter_class=formatter))
+    async_cli.add_arguments(
+        sub.add_parser(
+            "async",
+            help="sync vs async training and APRIL, side by side",
+            description=async_cli.__doc__,
+            formatter_class=formatter,
+        )
+    )
+    rewards.add_arguments(
+        sub.add_parser(
+            "rewards",
+            help="rewards with and without labels, grpo vs mc_grpo",
+            description=rewards.__doc__,
+            formatter_class=formatter,
+        )
+    )
 
 
 def run(args: argparse.Namespace) -> int:

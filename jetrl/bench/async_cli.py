@@ -41,12 +41,15 @@ class BenchConfig:
     over_provision: float  # ρ
 
 
-CONFIGS = {c.name: c for c in [
-    BenchConfig("sync", 0, 1.0),
-    BenchConfig("sync-april", 0, 2.0),
-    *(BenchConfig(f"async-{eta}", eta, 1.0) for eta in (1, 2, 4, 8)),
-    BenchConfig("async-april", 4, 2.0),
-]}
+CONFIGS = {
+    c.name: c
+    for c in [
+        BenchConfig("sync", 0, 1.0),
+        BenchConfig("sync-april", 0, 2.0),
+        *(BenchConfig(f"async-{eta}", eta, 1.0) for eta in (1, 2, 4, 8)),
+        BenchConfig("async-april", 4, 2.0),
+    ]
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,14 +57,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults make a trainer-bound pipeline whose lognormal length tail stalls the synchronous
     loop: a batch of 32 samples waits for its longest (about 300 tokens, 1.5 s of decoding) while
     the trainer needs about 0.8 s for the batch's ~2,000 tokens."""
-    p.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS), metavar="NAME",
-                   help=f"configurations to run, in order (default all: {' '.join(CONFIGS)})")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        choices=list(CONFIGS),
+        default=list(CONFIGS),
+        metavar="NAME",
+        help=f"configurations to run, in order (default all: {' '.join(CONFIGS)})",
+    )
     p.add_argument("--steps", type=int, help="versions per run (default 16; --real: the demo spec's)")
     p.add_argument("--warmup", type=int, default=2, help="versions before the steady-state window (default 2)")
     p.add_argument("--batch-groups", type=int, default=4, help="B: groups per batch (default 4)")
     p.add_argument("--group-size", type=int, default=8, help="G: samples per group (default 8)")
-    p.add_argument("--max-concurrent", type=int, default=1024,
-                   help="groups in flight at most (default 1024: staleness, not this cap, limits admission)")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        default=1024,
+        help="groups in flight at most (default 1024: staleness, not this cap, limits admission)",
+    )
     p.add_argument("--seed", type=int, default=0, help="run seed, the same for every configuration")
     sim = p.add_argument_group("simulated hardware (run spec `simulation`)")
     sim.add_argument("--decode-step-s", type=float, default=0.005, help="seconds per decode step (default 0.005)")
@@ -71,30 +84,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sim.add_argument("--max-length", type=int, default=512, help="completion cap (default 512)")
     sim.add_argument("--train-s-per-token", type=float, default=0.0004, help="trainer s/token (default 0.0004)")
     sim.add_argument("--train-s-per-step", type=float, default=0.0, help="trainer s/step (default 0)")
-    sim.add_argument("--rollout-concurrency", type=int, default=512,
-                     help="tasks the rollout worker generates at once (default 512: the engine batches them)")
+    sim.add_argument(
+        "--rollout-concurrency",
+        type=int,
+        default=512,
+        help="tasks the rollout worker generates at once (default 512: the engine batches them)",
+    )
     real = p.add_argument_group("--real: the tiny policy on CPU, the demo's spec (jetrl/examples/arithmetic.yaml)")
     real.add_argument("--real", action="store_true", help="η=0 vs η=2 on the real demo instead of simulated hardware")
     real.add_argument("--seeds", type=int, nargs="+", default=[0], help="run seeds (default 0)")
     real.add_argument("--etas", type=int, nargs="+", default=[0, 2], help="staleness bounds to compare (default 0 2)")
-    real.add_argument("--target", type=float, default=0.65,
-                      help="held-out accuracy target (default 0.65: the demo's plateau, README Results)")
+    real.add_argument(
+        "--target",
+        type=float,
+        default=0.65,
+        help="held-out accuracy target (default 0.65: the demo's plateau, README Results)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument("--json", type=Path, help="results JSON (default DIR/async_bench.json; --real: "
-                     "DIR/async_bench_real.json)")
+    out.add_argument(
+        "--json", type=Path, help="results JSON (default DIR/async_bench.json; --real: DIR/async_bench_real.json)"
+    )
     out.add_argument("--markdown", type=Path, help="also write the results as a markdown table here")
     out.add_argument("--plot", type=Path, help="throughput plot (default DIR/img/async_bench.png; not with --real)")
-    out.add_argument("--database-url", help="lineage database of the private stack "
-                     "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
-    out.add_argument("--logs", type=Path,
-                     help="copy the services' logs here at the end (else they go with the temp dir)")
+    out.add_argument(
+        "--database-url",
+        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
+    )
+    out.add_argument(
+        "--logs", type=Path, help="copy the services' logs here at the end (else they go with the temp dir)"
+    )
     out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="async_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="async_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(p)
     return run(p.parse_args(argv))
 

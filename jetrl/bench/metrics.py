@@ -18,8 +18,15 @@ from jetrl.config import SimulationSpec
 from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample
 
 __all__ = [
-    "Ideal", "Window", "RunMetrics", "expected_length", "ideal_bound", "steady_window", "read_run_metrics",
-    "time_to_target", "read_accuracy_curve",
+    "Ideal",
+    "Window",
+    "RunMetrics",
+    "expected_length",
+    "ideal_bound",
+    "steady_window",
+    "read_run_metrics",
+    "time_to_target",
+    "read_accuracy_curve",
 ]
 
 
@@ -115,23 +122,44 @@ def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
     try:
         with engine.connect() as conn:
             started = conn.execute(select(Run.created_at).where(Run.run_id == run_id)).scalar_one()
-            announced = conn.execute(select(PolicyVersion.version, PolicyVersion.created_at)
-                                     .where(PolicyVersion.run_id == run_id)).all()
-            per_version = dict(conn.execute(select(Sample.trained_version, func.sum(Sample.trained_tokens))
-                                            .where(*trained).group_by(Sample.trained_version)).all())
-            mean_s, max_s, masked, offpolicy = conn.execute(select(
-                func.avg(Sample.staleness), func.max(Sample.staleness),
-                func.sum(Sample.stale_masked_tokens), func.sum(Sample.offpolicy_tokens)).where(*trained)).one()
-            recycled, groups = conn.execute(select(
-                func.coalesce(func.sum(PromptGroup.recycled), 0), func.count().filter(PromptGroup.recycled > 0))
-                .where(PromptGroup.run_id == run_id)).one()
+            announced = conn.execute(
+                select(PolicyVersion.version, PolicyVersion.created_at).where(PolicyVersion.run_id == run_id)
+            ).all()
+            per_version = dict(
+                conn.execute(
+                    select(Sample.trained_version, func.sum(Sample.trained_tokens))
+                    .where(*trained)
+                    .group_by(Sample.trained_version)
+                ).all()
+            )
+            mean_s, max_s, masked, offpolicy = conn.execute(
+                select(
+                    func.avg(Sample.staleness),
+                    func.max(Sample.staleness),
+                    func.sum(Sample.stale_masked_tokens),
+                    func.sum(Sample.offpolicy_tokens),
+                ).where(*trained)
+            ).one()
+            recycled, groups = conn.execute(
+                select(
+                    func.coalesce(func.sum(PromptGroup.recycled), 0), func.count().filter(PromptGroup.recycled > 0)
+                ).where(PromptGroup.run_id == run_id)
+            ).one()
     finally:
         engine.dispose()
     # version 0 is the starting checkpoint: never announced, it exists from the run's creation
-    rows = [(0, started.timestamp(), 0)] + [(v, t.timestamp(), int(per_version.get(v) or 0))
-                                            for v, t in announced if v > 0]
-    return RunMetrics(steady_window(rows, warmup), float(mean_s or 0.0), int(max_s or 0), int(masked or 0),
-                      int(offpolicy or 0), int(recycled), int(groups))
+    rows = [(0, started.timestamp(), 0)] + [
+        (v, t.timestamp(), int(per_version.get(v) or 0)) for v, t in announced if v > 0
+    ]
+    return RunMetrics(
+        steady_window(rows, warmup),
+        float(mean_s or 0.0),
+        int(max_s or 0),
+        int(masked or 0),
+        int(offpolicy or 0),
+        int(recycled),
+        int(groups),
+    )
 
 
 def time_to_target(curve: list[tuple[int, float, float]], target: float) -> tuple[int, float] | None:
@@ -150,11 +178,17 @@ def read_accuracy_curve(database_url: str, run_id: str) -> list[tuple[int, float
             started = conn.execute(select(Run.created_at).where(Run.run_id == run_id)).scalar_one()
             rows = conn.execute(
                 select(Evaluation.version, PolicyVersion.created_at, Evaluation.correct, Evaluation.total)
-                .outerjoin(PolicyVersion, (PolicyVersion.run_id == Evaluation.run_id)
-                           & (PolicyVersion.version == Evaluation.version))
-                .where(Evaluation.run_id == run_id).order_by(Evaluation.version)
+                .outerjoin(
+                    PolicyVersion,
+                    (PolicyVersion.run_id == Evaluation.run_id) & (PolicyVersion.version == Evaluation.version),
+                )
+                .where(Evaluation.run_id == run_id)
+                .order_by(Evaluation.version)
             ).all()
     finally:
         engine.dispose()
-    return [(v, 0.0 if v == 0 else at.timestamp() - started.timestamp(), correct / max(total, 1))
-            for v, at, correct, total in rows if v == 0 or at is not None]
+    return [
+        (v, 0.0 if v == 0 else at.timestamp() - started.timestamp(), correct / max(total, 1))
+        for v, at, correct, total in rows
+        if v == 0 or at is not None
+    ]

@@ -45,9 +45,15 @@ def real_row(seed: int, eta: int, record: RunRecord, curve: list[tuple[int, floa
     """One run's figures: when it first reached the target, where it ended, its whole curve."""
     version_at, reached = time_to_target(curve, target) or (None, None)
     return {
-        "seed": seed, "max_staleness": eta, "run_id": record.run_id, "state": record.state,
-        "message": record.message, "wall_s": record.wall_s, "time_to_target_s": reached,
-        "version_at_target": version_at, "final_version": curve[-1][0] if curve else None,
+        "seed": seed,
+        "max_staleness": eta,
+        "run_id": record.run_id,
+        "state": record.state,
+        "message": record.message,
+        "wall_s": record.wall_s,
+        "time_to_target_s": reached,
+        "version_at_target": version_at,
+        "final_version": curve[-1][0] if curve else None,
         "final_accuracy": curve[-1][2] if curve else None,
         "curve": [{"version": v, "seconds": t, "accuracy": a} for v, t, a in curve],
     }
@@ -65,20 +71,33 @@ def run_real(args: argparse.Namespace) -> int:
     # the stack takes the rest of its settings (rollout concurrency, torch threads) from the environment
     with private_stack(database_url, args.logs) as settings:
         records = follow_all(settings, "jetrl bench async --real (tiny policy, CPU)", runs, args.timeout)
-    rows = [real_row(seed, eta, record, read_accuracy_curve(database_url, record.run_id), args.target)
-            for (seed, eta), record in zip(pairs, records)]
+    rows = [
+        real_row(seed, eta, record, read_accuracy_curve(database_url, record.run_id), args.target)
+        for (seed, eta), record in zip(pairs, records)
+    ]
     baseline = {r["seed"]: r["time_to_target_s"] for r in rows if r["max_staleness"] == min(args.etas)}
     for row in rows:
         before, now = baseline.get(row["seed"]), row["time_to_target_s"]
         row["speedup"] = before / now if before and now else None
-    note = (f"Wall time from run creation to the first version with held-out accuracy >= {args.target:.0%} "
-            f"(evaluated every {EVAL_EVERY} versions; '-' = not reached); × is against η={min(args.etas)} "
-            "with the same seed.")
+    note = (
+        f"Wall time from run creation to the first version with held-out accuracy >= {args.target:.0%} "
+        f"(evaluated every {EVAL_EVERY} versions; '-' = not reached); × is against η={min(args.etas)} "
+        "with the same seed."
+    )
     show(rich_table("jetrl bench async --real: time to the demo's accuracy target", rows, REAL_COLUMNS, note))
     json_path = args.json or out_dir(args) / "async_bench_real.json"
-    write_json(json_path, {"benchmark": "async-real", "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-                           "machine": platform.platform(), "target": args.target, "eval_every": EVAL_EVERY,
-                           "spec": str(DEMO_SPEC), "results": rows})
+    write_json(
+        json_path,
+        {
+            "benchmark": "async-real",
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": platform.platform(),
+            "target": args.target,
+            "eval_every": EVAL_EVERY,
+            "spec": str(DEMO_SPEC),
+            "results": rows,
+        },
+    )
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(markdown_table(rows, REAL_COLUMNS, note))

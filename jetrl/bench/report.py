@@ -19,12 +19,24 @@ from rich.table import Table
 from jetrl.config import Settings
 
 __all__ = [
-    "SIM_COLUMNS", "REAL_COLUMNS", "OUT_HELP", "out_dir", "pyplot", "require_plotting", "caption", "rich_table",
-    "show", "markdown_table", "write_json", "plot",
+    "SIM_COLUMNS",
+    "REAL_COLUMNS",
+    "OUT_HELP",
+    "out_dir",
+    "pyplot",
+    "require_plotting",
+    "caption",
+    "rich_table",
+    "show",
+    "markdown_table",
+    "write_json",
+    "plot",
 ]
 
-OUT_HELP = ("directory of the outputs (default $JETRL_DATA_DIR/bench: .jetrl/bench under the working "
-            "directory unless JETRL_DATA_DIR is set; in a checkout, --out docs rewrites the committed results)")
+OUT_HELP = (
+    "directory of the outputs (default $JETRL_DATA_DIR/bench: .jetrl/bench under the working "
+    "directory unless JETRL_DATA_DIR is set; in a checkout, --out docs rewrites the committed results)"
+)
 BENCH_EXTRA = "plots need matplotlib, the `bench` extra of jetrl: pip install 'jetrl[bench]'"
 
 
@@ -87,12 +99,16 @@ def _cell(value, fmt: str) -> str:
 
 def caption(warmup: int, ideal: dict | None) -> str:
     """What the throughput columns mean, for the table caption and the markdown."""
-    text = (f"Throughput over the steady-state window: from the announcement of version {warmup} to the last "
-            "version (trained = tokens in the loss; generated = new tokens from the rollout worker). "
-            "Rollout utilisation = decoding wall time / run wall time.")
+    text = (
+        f"Throughput over the steady-state window: from the announcement of version {warmup} to the last "
+        "version (trained = tokens in the loss; generated = new tokens from the rollout worker). "
+        "Rollout utilisation = decoding wall time / run wall time."
+    )
     if ideal:
-        text += (f" Ideal bound {ideal['bound']:,.0f} tok/s = min(generator {ideal['generator_tps']:,.0f}, "
-                 f"trainer {ideal['trainer_tps']:,.0f}) at {ideal['tokens_per_batch']:,.0f} expected tokens per batch.")
+        text += (
+            f" Ideal bound {ideal['bound']:,.0f} tok/s = min(generator {ideal['generator_tps']:,.0f}, "
+            f"trainer {ideal['trainer_tps']:,.0f}) at {ideal['tokens_per_batch']:,.0f} expected tokens per batch."
+        )
     return text
 
 
@@ -114,8 +130,7 @@ def show(table: Table) -> None:
 
 def markdown_table(rows: list[dict], columns, note: str) -> str:
     """A GitHub markdown table with the caption below it (for docs/benchmarks.md)."""
-    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |",
-             "|" + "|".join("---" for _ in columns) + "|"]
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(_cell(r.get(k), f) for k, _, f in columns) + " |" for r in rows]
     return "\n".join(lines) + f"\n\n{note}\n"
 
@@ -148,4 +163,3 @@ def plot(path: Path, rows: list[dict], ideal: float | None, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
-

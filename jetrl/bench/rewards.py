@@ -40,7 +40,15 @@ from pathlib import Path
 from jetrl.bench.report import OUT_HELP
 from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize, v0_diagnostics
 from jetrl.bench.rewards_report import (
-    LABEL_COLUMNS, RUN_COLUMNS, SUMMARY_COLUMNS, V0_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows, v0_rows,
+    LABEL_COLUMNS,
+    RUN_COLUMNS,
+    SUMMARY_COLUMNS,
+    V0_COLUMNS,
+    criterion,
+    flat_run_rows,
+    plot_curves,
+    summary_rows,
+    v0_rows,
 )
 from jetrl.config import RunSpec, Settings, TaskSpec, load_spec, parse_spec
 from jetrl.examples import DEMO_SPEC
@@ -65,16 +73,29 @@ class Arm:
         return None if self.labels else f"svc_reward.{self.reward}"
 
 
-ARMS = {a.name: a for a in [
-    Arm("verify", "verify"), Arm("majority", "majority"), Arm("co_reward", "co_reward"), Arm("teacher", "teacher"),
-    Arm("grpo-g2", "verify", "grpo", 2), Arm("mc_grpo-g2", "verify", "mc_grpo", 3),
-]}
+ARMS = {
+    a.name: a
+    for a in [
+        Arm("verify", "verify"),
+        Arm("majority", "majority"),
+        Arm("co_reward", "co_reward"),
+        Arm("teacher", "teacher"),
+        Arm("grpo-g2", "verify", "grpo", 2),
+        Arm("mc_grpo-g2", "verify", "mc_grpo", 3),
+    ]
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `jetrl bench rewards` (also benchmarks/rewards_bench.py)."""
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS), metavar="ARM",
-                   help=f"arms to run (default all: {' '.join(ARMS)})")
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=list(ARMS),
+        default=list(ARMS),
+        metavar="ARM",
+        help=f"arms to run (default all: {' '.join(ARMS)})",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="versions per run (default 50, as the demo)")
     p.add_argument("--batch-groups", type=int, default=16, help="B: groups per batch (default 16, as the demo)")
@@ -85,29 +106,42 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     task = p.add_argument_group("task and version 0")
     task.add_argument("--digits", type=int, default=1, help="digits per operand (default 1)")
     task.add_argument("--terms", type=int, default=4, help="operands per problem (default 4: `7-2+5+3=`)")
-    task.add_argument("--bootstrap-steps", type=int, default=300,
-                      help="warm-up steps on correct answers that make version 0 (default 300)")
-    task.add_argument("--diag-samples", type=int, default=8,
-                      help="samples per prompt of the v0 diagnostics (default 8)")
-    task.add_argument("--diag-prompts", type=int, default=200,
-                      help="training prompts of the v0 label diagnostics (default 200)")
+    task.add_argument(
+        "--bootstrap-steps",
+        type=int,
+        default=300,
+        help="warm-up steps on correct answers that make version 0 (default 300)",
+    )
+    task.add_argument(
+        "--diag-samples", type=int, default=8, help="samples per prompt of the v0 diagnostics (default 8)"
+    )
+    task.add_argument(
+        "--diag-prompts", type=int, default=200, help="training prompts of the v0 label diagnostics (default 200)"
+    )
     out = p.add_argument_group("output")
     out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
     out.add_argument("--json", type=Path, help="results (default DIR/rewards.json)")
     out.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
     out.add_argument("--plot", type=Path, help="accuracy over versions per arm (default DIR/img/rewards.png)")
-    out.add_argument("--database-url", help="lineage database of the private stack "
-                     "(default: database jetrl_bench on the JETRL_DATABASE_URL server)")
+    out.add_argument(
+        "--database-url",
+        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
+    )
     out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
     out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
-    out.add_argument("--from-json", type=Path, metavar="PATH",
-                     help="run nothing: measure again, from lineage, the runs a previous results file lists "
-                          "(its arms, seeds and settings), and write the outputs anew")
+    out.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="PATH",
+        help="run nothing: measure again, from lineage, the runs a previous results file lists "
+        "(its arms, seeds and settings), and write the outputs anew",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="rewards_bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rewards_bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_arguments(p)
     return run(p.parse_args(argv))
 
@@ -131,8 +165,9 @@ def starting_checkpoint(user: Settings, task: TaskSpec, steps: int, seed: int = 
     return out
 
 
-def arm_spec(base: RunSpec, model_dir: Path, arm: Arm, seed: int, args: argparse.Namespace,
-             servers: dict[str, str]) -> RunSpec:
+def arm_spec(
+    base: RunSpec, model_dir: Path, arm: Arm, seed: int, args: argparse.Namespace, servers: dict[str, str]
+) -> RunSpec:
     """The demo spec on the bench's task with this arm's reward, estimator and group size.
     `servers`: module -> address of the label-free reward servers."""
     raw = base.model_dump()
@@ -150,23 +185,36 @@ def arm_spec(base: RunSpec, model_dir: Path, arm: Arm, seed: int, args: argparse
     return RunSpec.model_validate(raw)
 
 
-def run_row(arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, float, float]],
-            labels: dict | None) -> dict:
+def run_row(
+    arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, float, float]], labels: dict | None
+) -> dict:
     """One run's figures: its held-out curve, version 0 and final accuracy, what it trained on."""
     v0 = next((a for v, _, a in curve if v == 0), None)
     final = curve[-1] if curve and curve[-1][0] > 0 else None
     return {
-        "arm": arm.name, "reward": arm.reward, "labels_used": arm.labels, "advantage": arm.advantage,
-        "group_size": spec.rollout.group_size, "analogous_view": spec.rollout.analogous_view,
-        "teacher_samples": spec.teacher.samples if spec.teacher else 0, "seed": seed, "run_id": record.run_id,
-        "state": record.state, "message": record.message, "wall_s": record.wall_s, "v0_accuracy": v0,
-        "final_version": final[0] if final else None, "final_accuracy": final[2] if final else None,
+        "arm": arm.name,
+        "reward": arm.reward,
+        "labels_used": arm.labels,
+        "advantage": arm.advantage,
+        "group_size": spec.rollout.group_size,
+        "analogous_view": spec.rollout.analogous_view,
+        "teacher_samples": spec.teacher.samples if spec.teacher else 0,
+        "seed": seed,
+        "run_id": record.run_id,
+        "state": record.state,
+        "message": record.message,
+        "wall_s": record.wall_s,
+        "v0_accuracy": v0,
+        "final_version": final[0] if final else None,
+        "final_accuracy": final[2] if final else None,
         "gain": final[2] - v0 if final and v0 is not None else None,
-        "curve": [{"version": v, "seconds": t, "accuracy": a} for v, t, a in curve], "labels": labels,
+        "curve": [{"version": v, "seconds": t, "accuracy": a} for v, t, a in curve],
+        "labels": labels,
     }
 
 
 # ---- the bench -------------------------------------------------------------------------------
+
 
 def run(args: argparse.Namespace) -> int:
     from jetrl.bench.metrics import read_accuracy_curve
@@ -182,17 +230,28 @@ def run(args: argparse.Namespace) -> int:
     previous = json.loads(args.from_json.read_text()) if args.from_json else None
     if previous:  # the settings the runs were made with, not this command line's
         v0 = previous["version0"]
-        made_with = {**previous["settings"], "bootstrap_steps": v0["bootstrap_steps"], "diag_samples": v0["samples"],
-                     "diag_prompts": v0["train_prompts"], "digits": previous["task"]["digits"],
-                     "terms": previous["task"]["terms"]}
+        made_with = {
+            **previous["settings"],
+            "bootstrap_steps": v0["bootstrap_steps"],
+            "diag_samples": v0["samples"],
+            "diag_prompts": v0["train_prompts"],
+            "digits": previous["task"]["digits"],
+            "terms": previous["task"]["terms"],
+        }
         for key, value in made_with.items():
             setattr(args, key, value)
     task = task_spec(args)
     model_dir = starting_checkpoint(user, task, args.bootstrap_steps)
     console.print(f"version 0 diagnostics ({args.diag_samples} samples per prompt)…")
     base = load_spec(DEMO_SPEC)
-    diag = v0_diagnostics(model_dir, task, samples=args.diag_samples, temperature=base.rollout.temperature,
-                          max_new_tokens=base.rollout.max_new_tokens, train_prompts=args.diag_prompts)
+    diag = v0_diagnostics(
+        model_dir,
+        task,
+        samples=args.diag_samples,
+        temperature=base.rollout.temperature,
+        max_new_tokens=base.rollout.max_new_tokens,
+        train_prompts=args.diag_prompts,
+    )
     sets, rules = v0_rows(diag)
     show(rich_table("version 0", sets, V0_COLUMNS, ""))
     show(rich_table("version 0: the pseudo-labels each rule would give", rules, LABEL_COLUMNS, ""))
@@ -210,9 +269,12 @@ def run(args: argparse.Namespace) -> int:
             for module, addr in servers.items():
                 console.print(f"  started {module} at {addr}")
             specs = [arm_spec(base, model_dir, arm, seed, args, servers) for seed, arm in pairs]
-            records = follow_all(settings, "jetrl bench rewards", [(f"{arm.name}, seed {seed}", spec)
-                                                                    for (seed, arm), spec in zip(pairs, specs)],
-                                 args.timeout)
+            records = follow_all(
+                settings,
+                "jetrl bench rewards",
+                [(f"{arm.name}, seed {seed}", spec) for (seed, arm), spec in zip(pairs, specs)],
+                args.timeout,
+            )
     rows = []
     for (seed, arm), spec, record in zip(pairs, specs, records):
         curve = read_accuracy_curve(database_url, record.run_id)
@@ -222,38 +284,73 @@ def run(args: argparse.Namespace) -> int:
     rows.sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
     summary = summarize(rows, order)
     verdict = criterion(summary)
-    note = ("Held-out accuracy: greedy, 200 problems never trained on, final = the last version. "
-            "Gain in points over version 0; gain / verify's = mean gain over verify's mean gain. "
-            "Pseudo-label right: share of trained (group, view)s whose label equals the reference.")
+    note = (
+        "Held-out accuracy: greedy, 200 problems never trained on, final = the last version. "
+        "Gain in points over version 0; gain / verify's = mean gain over verify's mean gain. "
+        "Pseudo-label right: share of trained (group, view)s whose label equals the reference."
+    )
     show(rich_table("jetrl bench rewards: held-out accuracy per arm", summary_rows(summary), SUMMARY_COLUMNS, note))
-    show(rich_table("per run (labels from lineage; early = groups admitted before version "
-                    f"{args.steps // 2})", flat_run_rows(rows), RUN_COLUMNS, ""))
+    show(
+        rich_table(
+            f"per run (labels from lineage; early = groups admitted before version {args.steps // 2})",
+            flat_run_rows(rows),
+            RUN_COLUMNS,
+            "",
+        )
+    )
     console.print(verdict)
     wall = time.monotonic() - started
     now = time.strftime("%Y-%m-%d %H:%M:%S")
     made = {"date": now, "argv": sys.argv, "wall_s": wall}
     if previous:  # when and how the runs were made; this command only measured them again
         made = {**{k: previous[k] for k in made}, "measured_again": {"date": now, "argv": sys.argv}}
-    write_json(json_path, {
-        "benchmark": "rewards", **made, "machine": platform.platform(), "task": task.model_dump(mode="json"),
-        "version0": {"model_dir": str(model_dir), "bootstrap_steps": args.bootstrap_steps, "teacher_error": 0.0,
-                     **diag},
-        "settings": {k: getattr(args, k) for k in ("arms", "seeds", "steps", "batch_groups", "group_size",
-                                                    "teacher_samples", "eval_every", "lr")},
-        "base_spec": str(DEMO_SPEC.relative_to(DEMO_SPEC.parents[1])),
-        "criterion": verdict, "summary": summary, "results": rows,
-    })
-    plot_curves(plot_path, rows, order, diag["heldout"]["greedy"],
-                f"{args.terms}-term chains of {args.digits}-digit operands; {len(args.seeds)} seeds, "
-                f"B = {args.batch_groups}")
+    write_json(
+        json_path,
+        {
+            "benchmark": "rewards",
+            **made,
+            "machine": platform.platform(),
+            "task": task.model_dump(mode="json"),
+            "version0": {
+                "model_dir": str(model_dir),
+                "bootstrap_steps": args.bootstrap_steps,
+                "teacher_error": 0.0,
+                **diag,
+            },
+            "settings": {
+                k: getattr(args, k)
+                for k in ("arms", "seeds", "steps", "batch_groups", "group_size", "teacher_samples", "eval_every", "lr")
+            },
+            "base_spec": str(DEMO_SPEC.relative_to(DEMO_SPEC.parents[1])),
+            "criterion": verdict,
+            "summary": summary,
+            "results": rows,
+        },
+    )
+    plot_curves(
+        plot_path,
+        rows,
+        order,
+        diag["heldout"]["greedy"],
+        f"{args.terms}-term chains of {args.digits}-digit operands; {len(args.seeds)} seeds, B = {args.batch_groups}",
+    )
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
-        args.markdown.write_text("\n".join([
-            markdown_table(sets, V0_COLUMNS, ""), markdown_table(rules, LABEL_COLUMNS, ""),
-            markdown_table(summary_rows(summary), SUMMARY_COLUMNS, note),
-            markdown_table(flat_run_rows(rows), RUN_COLUMNS, ""), verdict, ""]))
-    console.print(f"wrote {json_path}, {plot_path}" + (f", {args.markdown}" if args.markdown else "")
-                  + f" in {wall / 60:.1f} min")
+        args.markdown.write_text(
+            "\n".join(
+                [
+                    markdown_table(sets, V0_COLUMNS, ""),
+                    markdown_table(rules, LABEL_COLUMNS, ""),
+                    markdown_table(summary_rows(summary), SUMMARY_COLUMNS, note),
+                    markdown_table(flat_run_rows(rows), RUN_COLUMNS, ""),
+                    verdict,
+                    "",
+                ]
+            )
+        )
+    console.print(
+        f"wrote {json_path}, {plot_path}" + (f", {args.markdown}" if args.markdown else "") + f" in {wall / 60:.1f} min"
+    )
     return 0 if all(r["state"] == "COMPLETED" for r in rows) else 1
 
 

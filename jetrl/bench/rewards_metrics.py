@@ -26,8 +26,14 @@ from jetrl.tasks.answers import answer_of, majority_answer
 from jetrl.views import ANALOGOUS, MAIN, TEACHER
 
 __all__ = [
-    "sample_texts", "v0_diagnostics", "GroupRecord", "label_of", "label_stats",
-    "read_groups", "summarize", "mean_curve",
+    "sample_texts",
+    "v0_diagnostics",
+    "GroupRecord",
+    "label_of",
+    "label_stats",
+    "read_groups",
+    "summarize",
+    "mean_curve",
 ]
 
 
@@ -37,8 +43,18 @@ def _correct(answer: str | None, reference: str) -> bool:
 
 # ---- version 0, in process -------------------------------------------------------------------
 
-def sample_texts(model, tokenizer, prompts: Sequence[str], n: int, *, temperature: float, max_new_tokens: int,
-                 seed: int, batch_size: int = 1024) -> list[list[str]]:
+
+def sample_texts(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    n: int,
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 1024,
+) -> list[list[str]]:
     """`n` completions of each prompt sampled at `temperature` (no KV cache: the reference
     decoder's loop, jetrl/policy/generate.py, with sampling instead of argmax)."""
     import torch
@@ -52,7 +68,7 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], n: int, *, temperatur
     texts: list[str] = []
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
-            seqs = [list(r) for r in rows[start:start + batch_size]]
+            seqs = [list(r) for r in rows[start : start + batch_size]]
             out: list[list[int]] = [[] for _ in seqs]
             done = [False] * len(seqs)
             for _ in range(max_new_tokens):
@@ -71,7 +87,7 @@ def sample_texts(model, tokenizer, prompts: Sequence[str], n: int, *, temperatur
                 if all(done):
                     break
             texts += tokenizer.batch_decode(out, skip_special_tokens=True)
-    return [texts[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def _vote_figures(problems: Sequence[Problem], groups: Sequence[Sequence[str]]) -> dict:
@@ -86,8 +102,9 @@ def _vote_figures(problems: Sequence[Problem], groups: Sequence[Sequence[str]]) 
     return {"single": single / n, "majority": majority / n, "pass": any_right / n}
 
 
-def _label_figures(problems: Sequence[Problem], scored: Sequence[Sequence[str]],
-                   labellers: Sequence[Sequence[str]]) -> dict:
+def _label_figures(
+    problems: Sequence[Problem], scored: Sequence[Sequence[str]], labellers: Sequence[Sequence[str]]
+) -> dict:
     """How the pseudo-label (the majority of `labellers`) fares: right, missing, and how often the
     reward it gives a sample of `scored` equals that sample's correctness."""
     right = missing = agree = total = 0
@@ -103,8 +120,16 @@ def _label_figures(problems: Sequence[Problem], scored: Sequence[Sequence[str]],
     return {"label_accuracy": right / n, "no_label": missing / n, "reward_agreement": agree / max(total, 1)}
 
 
-def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, temperature: float = 1.0,
-                   max_new_tokens: int = 6, train_prompts: int = 200, seed: int = 0) -> dict:
+def v0_diagnostics(
+    model_dir: Path,
+    task_spec: TaskSpec,
+    *,
+    samples: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 6,
+    train_prompts: int = 200,
+    seed: int = 0,
+) -> dict:
     """What version 0 gives each reward to work with (module docstring). Held-out: greedy,
     single, majority-of-n and pass@n accuracy. The first `train_prompts` training prompts (those
     the runs start on): the same for the question and its analogous view, and the pseudo-labels of
@@ -123,20 +148,37 @@ def v0_diagnostics(model_dir: Path, task_spec: TaskSpec, *, samples: int = 8, te
     analogous = [Problem(p.prompt_id, p.analogous or p.prompt, p.answer) for p in train]
 
     def draw(problems: Sequence[Problem], k: int) -> list[list[str]]:
-        return sample_texts(model, tokenizer, [p.prompt for p in problems], samples,
-                            temperature=temperature, max_new_tokens=max_new_tokens, seed=seed + k)
+        return sample_texts(
+            model,
+            tokenizer,
+            [p.prompt for p in problems],
+            samples,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            seed=seed + k,
+        )
 
     held, main, ana, again = draw(heldout, 0), draw(train, 1), draw(analogous, 2), draw(train, 3)
 
     def figures(problems: Sequence[Problem], groups: Sequence[Sequence[str]]) -> dict:
-        return {"greedy": heldout_accuracy(model, tokenizer, problems, max_new_tokens=8), "prompts": len(problems),
-                **_vote_figures(problems, groups)}
+        return {
+            "greedy": heldout_accuracy(model, tokenizer, problems, max_new_tokens=8),
+            "prompts": len(problems),
+            **_vote_figures(problems, groups),
+        }
 
     return {
-        "samples": samples, "temperature": temperature, "train_prompts": train_prompts,
-        "heldout": figures(heldout, held), "main": figures(train, main), "analogous": figures(analogous, ana),
-        "labels": {"majority": _label_figures(train, main, main), "co_reward": _label_figures(train, main, ana),
-                   "teacher": _label_figures(train, main, again)},
+        "samples": samples,
+        "temperature": temperature,
+        "train_prompts": train_prompts,
+        "heldout": figures(heldout, held),
+        "main": figures(train, main),
+        "analogous": figures(analogous, ana),
+        "labels": {
+            "majority": _label_figures(train, main, main),
+            "co_reward": _label_figures(train, main, ana),
+            "teacher": _label_figures(train, main, again),
+        },
     }
 
 
@@ -150,6 +192,7 @@ def label_of(reward: str, view: str, views: dict[str, list[tuple[str, float | No
     """The label `reward` scored `view`'s samples against: the reference (`verify`), the majority
     of the same view (`majority`), of the other trained view (`co_reward`), of the teacher's
     samples (`teacher`)."""
+
     def vote(name: str) -> str | None:
         return majority_answer(answer_of(t) for t, _ in views.get(name, []))
 
@@ -172,6 +215,7 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
     recall (rewarded among right) of the reward actually recorded; and the run's most frequent
     answer over all its questions with its share of the samples (a policy that answers every
     question alike agrees with itself: the label-free rewards' degenerate optimum)."""
+
     def figures(subset: Sequence[GroupRecord]) -> dict:
         n = right = labels = labels_right = no_label = agree = rewarded = rewarded_right = 0
         own_right = 0
@@ -195,16 +239,27 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
                     agree += got == ok
                     rewarded += got
                     rewarded_right += got and ok
-        ratio = (lambda a, b: a / b if b else None)
+        ratio = lambda a, b: a / b if b else None
         top = next(((a, c) for a, c in answers.most_common() if a is not None), None)
-        return {"groups": len(subset), "samples": n, "sample_accuracy": ratio(right, n),
-                "label_accuracy": ratio(labels_right, labels), "own_majority_accuracy": ratio(own_right, labels),
-                "no_label": ratio(no_label, labels), "reward_agreement": ratio(agree, n),
-                "reward_precision": ratio(rewarded_right, rewarded), "reward_recall": ratio(rewarded_right, right),
-                "top_answer": top[0] if top else None, "top_answer_share": ratio(top[1], n) if top else None}
+        return {
+            "groups": len(subset),
+            "samples": n,
+            "sample_accuracy": ratio(right, n),
+            "label_accuracy": ratio(labels_right, labels),
+            "own_majority_accuracy": ratio(own_right, labels),
+            "no_label": ratio(no_label, labels),
+            "reward_agreement": ratio(agree, n),
+            "reward_precision": ratio(rewarded_right, rewarded),
+            "reward_recall": ratio(rewarded_right, right),
+            "top_answer": top[0] if top else None,
+            "top_answer_share": ratio(top[1], n) if top else None,
+        }
 
-    return {"all": figures(groups), "early": figures([g for g in groups if g[0] < split_version]),
-            "late": figures([g for g in groups if g[0] >= split_version])}
+    return {
+        "all": figures(groups),
+        "early": figures([g for g in groups if g[0] < split_version]),
+        "late": figures([g for g in groups if g[0] >= split_version]),
+    }
 
 
 def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
@@ -217,8 +272,14 @@ def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
     try:
         with engine.connect() as conn:
             rows = conn.execute(
-                select(Sample.group_id, Sample.view, Sample.text, Sample.reward, PromptGroup.admitted_version,
-                       Prompt.reference)
+                select(
+                    Sample.group_id,
+                    Sample.view,
+                    Sample.text,
+                    Sample.reward,
+                    PromptGroup.admitted_version,
+                    Prompt.reference,
+                )
                 .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
                 .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
                 .where(Sample.run_id == run_id, PromptGroup.run_id == run_id, PromptGroup.state == GroupState.TRAINED)
@@ -235,9 +296,15 @@ def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
 
 # ---- over seeds --------------------------------------------------------------------------------
 
+
 def _spread(values: Sequence[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 def summarize(rows: Sequence[dict], arms: Sequence[str], reference_arm: str = "verify") -> list[dict]:
@@ -254,17 +321,26 @@ def summarize(rows: Sequence[dict], arms: Sequence[str], reference_arm: str = "v
         if not runs:
             continue
         gains = [r["final_accuracy"] - r["v0_accuracy"] for r in runs]
-        labels = [r["labels"]["all"]["label_accuracy"] for r in runs
-                  if r.get("labels") and r["labels"]["all"]["label_accuracy"] is not None]
-        out.append({
-            "arm": arm, "seeds": [r["seed"] for r in runs], "group_size": runs[0].get("group_size"),
-            "advantage": runs[0].get("advantage"), "labels_used": runs[0].get("labels_used"),
-            "v0": _spread([r["v0_accuracy"] for r in runs]), "final": _spread([r["final_accuracy"] for r in runs]),
-            "gain": _spread(gains),
-            "gain_vs_reference": statistics.fmean(gains) / ref_gain if ref_gain else None,
-            "label_accuracy": statistics.fmean(labels) if labels else None,
-            "wall_s": statistics.fmean(r["wall_s"] for r in runs),
-        })
+        labels = [
+            r["labels"]["all"]["label_accuracy"]
+            for r in runs
+            if r.get("labels") and r["labels"]["all"]["label_accuracy"] is not None
+        ]
+        out.append(
+            {
+                "arm": arm,
+                "seeds": [r["seed"] for r in runs],
+                "group_size": runs[0].get("group_size"),
+                "advantage": runs[0].get("advantage"),
+                "labels_used": runs[0].get("labels_used"),
+                "v0": _spread([r["v0_accuracy"] for r in runs]),
+                "final": _spread([r["final_accuracy"] for r in runs]),
+                "gain": _spread(gains),
+                "gain_vs_reference": statistics.fmean(gains) / ref_gain if ref_gain else None,
+                "label_accuracy": statistics.fmean(labels) if labels else None,
+                "wall_s": statistics.fmean(r["wall_s"] for r in runs),
+            }
+        )
     return out
 
 
@@ -274,5 +350,7 @@ def mean_curve(rows: Sequence[dict]) -> list[tuple[int, float, float, float]]:
     if not curves:
         return []
     versions = sorted(set.intersection(*(set(c) for c in curves)))
-    return [(v, statistics.fmean(c[v] for c in curves), min(c[v] for c in curves), max(c[v] for c in curves))
-            for v in versions]
+    return [
+        (v, statistics.fmean(c[v] for c in curves), min(c[v] for c in curves), max(c[v] for c in curves))
+        for v in versions
+    ]

@@ -28,7 +28,13 @@ from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 __all__ = [
-    "console", "bench_database_url", "private_stack", "RunRecord", "LiveStatus", "follow_run", "follow_all",
+    "console",
+    "bench_database_url",
+    "private_stack",
+    "RunRecord",
+    "LiveStatus",
+    "follow_run",
+    "follow_all",
 ]
 
 console = Console(stderr=True)
@@ -109,8 +115,9 @@ class LiveStatus:
         return table
 
 
-async def follow_run(settings: Settings, run_id: str, spec_yaml: str, timeout: float,
-                     on_progress: Callable[[RunRecord], None]) -> RunRecord:
+async def follow_run(
+    settings: Settings, run_id: str, spec_yaml: str, timeout: float, on_progress: Callable[[RunRecord], None]
+) -> RunRecord:
     """Submit a run, follow it to its end (stopping it after `timeout` s), snapshotting the
     rollout worker's counters whenever a new version shows up."""
     record = RunRecord(run_id)
@@ -153,8 +160,9 @@ def follow_all(settings: Settings, title: str, runs: list[tuple[str, RunSpec]], 
     with Live(get_renderable=status.render, console=console, refresh_per_second=4):
         for label, spec in runs:
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            record = asyncio.run(follow_run(settings, run_id, dump_spec(spec), timeout,
-                                            lambda r, label=label: status.update(label, r)))
+            record = asyncio.run(
+                follow_run(settings, run_id, dump_spec(spec), timeout, lambda r, label=label: status.update(label, r))
+            )
             status.update(label, record)
             records.append(record)
     console.line()  # the live view's last frame ends without one

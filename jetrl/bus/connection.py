@@ -90,8 +90,13 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
     try:
         # nats-py retries the first connect forever when reconnects are unlimited: bound it here
         await asyncio.wait_for(
-            nc.connect(**opts, error_cb=on_error, disconnected_cb=on_disconnected,
-                       reconnected_cb=on_reconnected, closed_cb=on_closed),
+            nc.connect(
+                **opts,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+                closed_cb=on_closed,
+            ),
             timeout,
         )
     except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
@@ -107,6 +112,8 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
 
 def bus_probe(nc: Client):
     """A health probe (jetrl.service.Probe) that fails while the client is not connected."""
+
     async def probe() -> str | None:
         return None if nc.is_connected else "NATS is not connected (reconnecting)"
+
     return probe

@@ -88,6 +88,7 @@ async def consume_together(
     those it refuses: they are dead-lettered, the others acked. If it raises, every message of
     the call is retried (or dead-lettered at its max_failures), exactly as with `consume`.
     """
+
     async def process(pending: list[Msg]) -> None:
         await _process_together(js, consumer, list(pending), handler, retry_delay)
         pending.clear()
@@ -95,8 +96,14 @@ async def consume_together(
     await _fetch_loop(js, consumer, stop, batch, fetch_timeout, process)
 
 
-async def _fetch_loop(js, consumer: ConsumerSpec, stop: asyncio.Event, batch: int, fetch_timeout: float,
-                      process: Callable[[list[Msg]], Awaitable[None]]) -> None:
+async def _fetch_loop(
+    js,
+    consumer: ConsumerSpec,
+    stop: asyncio.Event,
+    batch: int,
+    fetch_timeout: float,
+    process: Callable[[list[Msg]], Awaitable[None]],
+) -> None:
     pending: list[Msg] = []  # fetched, not yet acked: all kept alive, since they wait their turn
     async with _bound(js, consumer, pending) as sub:
         while not stop.is_set():
@@ -109,8 +116,15 @@ async def _fetch_loop(js, consumer: ConsumerSpec, stop: asyncio.Event, batch: in
             pending.clear()
 
 
-async def _consume_concurrently(js, consumer: ConsumerSpec, handler: Handler, stop: asyncio.Event, concurrency: int,
-                                fetch_timeout: float, retry_delay: float) -> None:
+async def _consume_concurrently(
+    js,
+    consumer: ConsumerSpec,
+    handler: Handler,
+    stop: asyncio.Event,
+    concurrency: int,
+    fetch_timeout: float,
+    retry_delay: float,
+) -> None:
     in_flight: list[Msg] = []  # started, not yet acked: kept alive
     running: set[asyncio.Task] = set()
 
@@ -173,7 +187,9 @@ async def _fetch(sub, consumer: ConsumerSpec, n: int, timeout: float) -> list[Ms
         return []
 
 
-async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handler: Handler, retry_delay: float) -> None:
+async def _process(
+    js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handler: Handler, retry_delay: float
+) -> None:
     delivery = delivery_of(msg, consumer.kind)
     with consumer_span(delivery, consumer.name) as span:
         try:
@@ -190,8 +206,9 @@ async def _process(js: JetStreamContext, consumer: ConsumerSpec, msg: Msg, handl
             await msg.ack()
 
 
-async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: list[Msg], handler: BatchHandler,
-                            retry_delay: float) -> None:
+async def _process_together(
+    js: JetStreamContext, consumer: ConsumerSpec, msgs: list[Msg], handler: BatchHandler, retry_delay: float
+) -> None:
     items: list[tuple[Any, Delivery, Msg]] = []
     for msg in msgs:
         delivery = delivery_of(msg, consumer.kind)
@@ -204,9 +221,12 @@ async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: 
         return
     # one step consumes many messages: its span links to each producer's context
     links = [link for _, d, _ in items if (link := link_from(d.headers)) is not None]
-    with tracer.start_as_current_span(f"{consumer.kind} process", kind=trace.SpanKind.CONSUMER, links=links,
-                                      attributes={"messaging.batch.message_count": len(items),
-                                                  "messaging.consumer.group.name": consumer.name}) as span:
+    with tracer.start_as_current_span(
+        f"{consumer.kind} process",
+        kind=trace.SpanKind.CONSUMER,
+        links=links,
+        attributes={"messaging.batch.message_count": len(items), "messaging.consumer.group.name": consumer.name},
+    ) as span:
         try:
             rejected = await handler([(event, delivery) for event, delivery, _ in items])
         except Exception as exc:
@@ -222,14 +242,24 @@ async def _process_together(js: JetStreamContext, consumer: ConsumerSpec, msgs: 
             await msg.ack()
 
 
-async def _not_done(js: JetStreamContext, consumer: ConsumerSpec, messages: list[tuple[Delivery, Msg]],
-                    exc: Exception, retry_delay: float) -> None:
+async def _not_done(
+    js: JetStreamContext,
+    consumer: ConsumerSpec,
+    messages: list[tuple[Delivery, Msg]],
+    exc: Exception,
+    retry_delay: float,
+) -> None:
     """A handler raised for these messages: wait, retry, or (after max_failures) dead-letter them."""
     if isinstance(exc, Wait) or is_transient(exc):
         # not the event's fault: retried for as long as it takes, never counted, never an error
         level = logging.DEBUG if isinstance(exc, Wait) else logging.WARNING
-        log.log(level, "waiting", extra=log_fields(consumer=consumer.name, messages=len(messages),
-                                                   reason=f"{type(exc).__name__}: {exc}"[:300]))
+        log.log(
+            level,
+            "waiting",
+            extra=log_fields(
+                consumer=consumer.name, messages=len(messages), reason=f"{type(exc).__name__}: {exc}"[:300]
+            ),
+        )
         for delivery, msg in messages:
             await msg.nak(delay=wait_delay(delivery.num_delivered, retry_delay))
         return
@@ -238,14 +268,16 @@ async def _not_done(js: JetStreamContext, consumer: ConsumerSpec, messages: list
         n = _failures.fail(consumer.name, delivery.stream_seq)
         if n >= consumer.max_failures:
             _failures.settle(consumer.name, delivery.stream_seq)
-            await _give_up(js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay,
-                           CAUSE_FAILED)
+            await _give_up(
+                js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay, CAUSE_FAILED
+            )
         else:
             await msg.nak(delay=failure_delay(n, retry_delay))
 
 
-async def _give_up(js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float,
-                   cause: str) -> None:
+async def _give_up(
+    js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float, cause: str
+) -> None:
     """Dead-letter then ack; a dead letter that cannot be handled stays in its stream, logged."""
     if delivery.kind is Kind.DLQ:
         log.error("dead letter not handled", extra=log_fields(seq=delivery.stream_seq, reason=reason))

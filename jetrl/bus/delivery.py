@@ -41,8 +41,9 @@ BatchHandler = Callable[[list[tuple[Any, Delivery]]], Awaitable[dict[int, str]]]
 def delivery_of(msg: Msg, kind: Kind) -> Delivery:
     meta = msg.metadata
     # the stream only holds jetrl.<token>.<kind>, so the run token is always there
-    return Delivery(msg.subject, msg.subject.split(".")[1], kind, dict(msg.headers or {}),
-                    meta.num_delivered, meta.sequence.stream)
+    return Delivery(
+        msg.subject, msg.subject.split(".")[1], kind, dict(msg.headers or {}), meta.num_delivered, meta.sequence.stream
+    )
 
 
 def decode_payload(kind: Kind, data: bytes, run_id: str) -> Any:
@@ -59,6 +60,8 @@ def consumer_span(delivery: Delivery, consumer: str | None = None):
     if consumer:
         attributes["messaging.consumer.group.name"] = consumer
     return tracer.start_as_current_span(
-        f"{delivery.kind} process", context=extract(delivery.headers), kind=trace.SpanKind.CONSUMER,
+        f"{delivery.kind} process",
+        context=extract(delivery.headers),
+        kind=trace.SpanKind.CONSUMER,
         attributes=attributes,
     )

@@ -49,9 +49,17 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code() in _TRANSIENT_GRPC
-    if isinstance(exc, (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError,
-                        nats.errors.TimeoutError, nats.errors.NoRespondersError, nats.errors.OutboundBufferLimitError,
-                        nats.errors.StaleConnectionError)):
+    if isinstance(
+        exc,
+        (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.TimeoutError,
+            nats.errors.NoRespondersError,
+            nats.errors.OutboundBufferLimitError,
+            nats.errors.StaleConnectionError,
+        ),
+    ):
         return True
     return isinstance(exc, (ConnectionError, asyncio.TimeoutError, TimeoutError))
 

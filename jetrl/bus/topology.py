@@ -62,8 +62,10 @@ WORK_QUEUES = frozenset({Kind.TASKS, Kind.GROUPS, Kind.BATCHES, Kind.EVALS})
 def check_run_id(run_id: str) -> str:
     """The run id if it can be one subject token; ValueError otherwise."""
     if not run_id or _BAD_RUN_ID.search(run_id):
-        raise ValueError(f"run id {run_id!r} cannot be a NATS subject token and a directory name (empty, or has "
-                         "'.', '*', '>', whitespace, '/', '\\' or NUL)")
+        raise ValueError(
+            f"run id {run_id!r} cannot be a NATS subject token and a directory name (empty, or has "
+            "'.', '*', '>', whitespace, '/', '\\' or NUL)"
+        )
     return run_id
 
 
@@ -148,9 +150,17 @@ ROLLOUT_EVALS = ConsumerSpec("rollout-evals", Kind.EVALS, ack_wait_s=15.0)
 SCHEDULER_EVALUATED = ConsumerSpec("scheduler-evaluated", Kind.EVALUATED, ack_wait_s=SCHEDULER_ACK_WAIT_S)
 
 CONSUMERS: tuple[ConsumerSpec, ...] = (
-    ROLLOUT_WORKERS, REWARD_STAGE, TRAINER,
-    SCHEDULER_ROLLOUTS, SCHEDULER_SCORED, SCHEDULER_WEIGHTS, SCHEDULER_TEACHER, SCHEDULER_CONTROL, SCHEDULER_DLQ,
-    ROLLOUT_EVALS, SCHEDULER_EVALUATED,
+    ROLLOUT_WORKERS,
+    REWARD_STAGE,
+    TRAINER,
+    SCHEDULER_ROLLOUTS,
+    SCHEDULER_SCORED,
+    SCHEDULER_WEIGHTS,
+    SCHEDULER_TEACHER,
+    SCHEDULER_CONTROL,
+    SCHEDULER_DLQ,
+    ROLLOUT_EVALS,
+    SCHEDULER_EVALUATED,
 )
 
 

@@ -108,7 +108,9 @@ def _task(t: events_pb2.Task) -> None:
 def _sample(s: events_pb2.Sample) -> None:
     _require(s, "run_id", "group_id", "sample_id")
     n = len(s.completion_token_ids)
-    if n == 0 and s.finish_reason != FinishReason.ABORTED:  # an attempt aborted before its first token hands back nothing
+    if (
+        n == 0 and s.finish_reason != FinishReason.ABORTED
+    ):  # an attempt aborted before its first token hands back nothing
         raise InvalidEvent(f"Sample {s.sample_id} has no completion tokens")
     if not 0 <= s.prefix_len <= n or s.attempt < 0:
         raise InvalidEvent(f"Sample {s.sample_id}: prefix_len {s.prefix_len} / attempt {s.attempt} out of range")

@@ -29,11 +29,15 @@ def pg_bin_dir() -> Path:
     found = shutil.which("pg_ctl")
     if found:
         return Path(found).parent
-    versions = sorted((p for p in DEBIAN_BINS.glob("*/bin/pg_ctl") if p.parents[1].name.isdigit()),
-                      key=lambda p: int(p.parents[1].name))
+    versions = sorted(
+        (p for p in DEBIAN_BINS.glob("*/bin/pg_ctl") if p.parents[1].name.isdigit()),
+        key=lambda p: int(p.parents[1].name),
+    )
     if not versions:
-        raise FileNotFoundError("no pg_ctl on PATH or under /usr/lib/postgresql/*/bin: install the Postgres "
-                                "server binaries (Debian: postgresql-15) for the private cluster")
+        raise FileNotFoundError(
+            "no pg_ctl on PATH or under /usr/lib/postgresql/*/bin: install the Postgres "
+            "server binaries (Debian: postgresql-15) for the private cluster"
+        )
     return versions[-1].parent
 
 
@@ -52,22 +56,34 @@ class PrivateCluster:
         if self._as:
             user = pwd.getpwnam("postgres")
             os.chown(self.root, user.pw_uid, user.pw_gid)
-        self._pg("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
-                 timeout=120)
+        self._pg("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", timeout=120)
 
     def _pg(self, tool: str, *args, timeout: float = 60) -> None:
         cmd = [*self._as, str(self.bin / tool), *map(str, args)]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if done.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}"
-                               f"\nlog: {self.log}")
+            raise RuntimeError(
+                f"{tool} failed ({done.returncode}): {(done.stderr or done.stdout).strip()[-800:]}\nlog: {self.log}"
+            )
 
     def start(self, timeout: float = 60) -> None:
         # fsync off: the cluster is thrown away, and an immediate stop must still recover (WAL replay
         # does not need fsync when the OS itself does not crash)
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off -c max_connections=200"
-        self._pg("pg_ctl", "-D", self.data, "-l", self.log, "-o", options, "-w", "-t", int(timeout), "start",
-                 timeout=timeout + 10)
+        self._pg(
+            "pg_ctl",
+            "-D",
+            self.data,
+            "-l",
+            self.log,
+            "-o",
+            options,
+            "-w",
+            "-t",
+            int(timeout),
+            "start",
+            timeout=timeout + 10,
+        )
 
     def stop(self, mode: str = "fast", timeout: float = 60) -> float:
         """Stop the server (`immediate`: no shutdown checkpoint, clients cut off as by a crash);

@@ -67,8 +67,10 @@ class ChaosConfig(_Model):
         if counted > self.trials:
             raise ValueError(f"the fault counts add up to {counted}, more than --trials {self.trials}")
         if counted < self.trials and all(n is not None for n in self.faults.values()):
-            raise ValueError(f"the fault counts add up to {counted} of {self.trials} trials and no kind "
-                             "is left without a count to take the rest")
+            raise ValueError(
+                f"the fault counts add up to {counted} of {self.trials} trials and no kind "
+                "is left without a count to take the rest"
+            )
         if not self.specs:
             raise ValueError("give at least one spec kind")
         return self
@@ -101,8 +103,11 @@ class TrialPlan(_Model):
         return f"v{self.at_version}+{self.after_s:.1f}s"
 
     def fault_label(self) -> str:
-        down = "" if self.fault == "worker" else f", {'outage' if self.fault == 'db' else 'restart after'} " \
-                                                   f"{self.restart_delay_s:.1f}s"
+        down = (
+            ""
+            if self.fault == "worker"
+            else f", {'outage' if self.fault == 'db' else 'restart after'} {self.restart_delay_s:.1f}s"
+        )
         return f"{self.fault}{down}"
 
 
@@ -124,12 +129,18 @@ def make_plan(config: ChaosConfig) -> list[TrialPlan]:
     specs = _spread(list(config.specs), config.trials, rng)
     plans = []
     for i, (fault, spec) in enumerate(zip(faults, specs)):
-        plans.append(TrialPlan(
-            index=i, seed=rng.randrange(1_000_000), spec=spec,
-            max_staleness={"sync": 0, "async": 2, "april": rng.choice((0, 1))}[spec],
-            fault=fault, at_version=rng.randrange(2 * config.steps // 3),  # the last third is room to land
-            after_s=round(rng.uniform(0.0, config.max_moment_delay_s), 1),
-            restart_delay_s=(config.outage_s if fault == "db"
-                             else round(rng.uniform(0.0, config.max_restart_delay_s), 1)),
-        ))
+        plans.append(
+            TrialPlan(
+                index=i,
+                seed=rng.randrange(1_000_000),
+                spec=spec,
+                max_staleness={"sync": 0, "async": 2, "april": rng.choice((0, 1))}[spec],
+                fault=fault,
+                at_version=rng.randrange(2 * config.steps // 3),  # the last third is room to land
+                after_s=round(rng.uniform(0.0, config.max_moment_delay_s), 1),
+                restart_delay_s=(
+                    config.outage_s if fault == "db" else round(rng.uniform(0.0, config.max_restart_delay_s), 1)
+                ),
+            )
+        )
     return plans

@@ -33,8 +33,18 @@ def _invariants(r: TrialResult) -> str:
 
 
 def rows(results: list[TrialResult]) -> list[tuple[str, ...]]:
-    return [(str(r.plan.index), _spec(r), r.plan.fault_label(), r.plan.moment(), r.outcome, _invariants(r),
-             f"{r.duration_s:.0f} s") for r in results]
+    return [
+        (
+            str(r.plan.index),
+            _spec(r),
+            r.plan.fault_label(),
+            r.plan.moment(),
+            r.outcome,
+            _invariants(r),
+            f"{r.duration_s:.0f} s",
+        )
+        for r in results
+    ]
 
 
 def progress_line(r: TrialResult, total: int, markup: bool = True) -> str:
@@ -42,8 +52,10 @@ def progress_line(r: TrialResult, total: int, markup: bool = True) -> str:
     went wrong: the fault as done, the last progress, the failed checks and the notes."""
     colour = COLOURS.get(r.outcome, "red")
     outcome = f"[{colour}]{r.outcome}[/{colour}]" if markup else r.outcome
-    line = (f"trial {r.plan.index + 1}/{total}  {_spec(r)}  {r.plan.fault_label()} at {r.plan.moment()}: "
-            f"{outcome}  invariants {_invariants(r)}  {r.duration_s:.0f} s  ({r.run_id})")
+    line = (
+        f"trial {r.plan.index + 1}/{total}  {_spec(r)}  {r.plan.fault_label()} at {r.plan.moment()}: "
+        f"{outcome}  invariants {_invariants(r)}  {r.duration_s:.0f} s  ({r.run_id})"
+    )
     details = [f"{c.name}: {c.detail}" for c in r.checks if not c.ok] + r.notes
     if r.outcome != "ok":
         details = [r.fault, r.progress, *details]
@@ -54,9 +66,11 @@ def summary(results: list[TrialResult]) -> str:
     counts = Counter(r.outcome for r in results)
     seconds = [r.duration_s for r in results]
     mean = sum(seconds) / len(seconds) if seconds else 0.0
-    return (f"{len(results)} trial{'' if len(results) == 1 else 's'}: "
-            + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
-            + f"; {mean:.0f} s per trial on average, {sum(seconds) / 60:.1f} min in all")
+    return (
+        f"{len(results)} trial{'' if len(results) == 1 else 's'}: "
+        + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+        + f"; {mean:.0f} s per trial on average, {sum(seconds) / 60:.1f} min in all"
+    )
 
 
 def rich_table(results: list[TrialResult], config: ChaosConfig) -> Table:
@@ -72,16 +86,23 @@ def rich_table(results: list[TrialResult], config: ChaosConfig) -> Table:
 def markdown(results: list[TrialResult], config: ChaosConfig) -> str:
     lines = [f"| {' | '.join(HEADERS)} |", f"|{'---|' * len(HEADERS)}"]
     lines += [f"| {' | '.join(row)} |" for row in rows(results)]
-    return (f"`jetrl chaos` seed {config.seed}, {config.steps} versions per run, outage {config.outage_s:g} s, "
-            f"restart delay up to {config.max_restart_delay_s:g} s\n\n" + "\n".join(lines)
-            + f"\n\n{summary(results)}\n")
+    return (
+        f"`jetrl chaos` seed {config.seed}, {config.steps} versions per run, outage {config.outage_s:g} s, "
+        f"restart delay up to {config.max_restart_delay_s:g} s\n\n" + "\n".join(lines) + f"\n\n{summary(results)}\n"
+    )
 
 
 def write(out: Path, results: list[TrialResult], config: ChaosConfig) -> None:
     """chaos.json (the config and every trial) and chaos.md (the table) under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    (out / "chaos.json").write_text(json.dumps({
-        "config": config.model_dump(mode="json"),
-        "trials": [r.model_dump(mode="json") | {"passed": r.passed} for r in results],
-    }, indent=2) + "\n")
+    (out / "chaos.json").write_text(
+        json.dumps(
+            {
+                "config": config.model_dump(mode="json"),
+                "trials": [r.model_dump(mode="json") | {"passed": r.passed} for r in results],
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     (out / "chaos.md").write_text(markdown(results, config))

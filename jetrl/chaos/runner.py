@@ -34,28 +34,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults = ChaosConfig()
     p.add_argument("--trials", type=int, default=defaults.trials, help=f"trials in all (default {defaults.trials})")
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the plan (default 0)")
-    p.add_argument("--faults", nargs="+", default=[KILL], metavar="KIND[=N]",
-                   help=f"fault kinds: {KILL} (a random service) {' '.join(FAULT_KINDS)}; KIND=N gives exactly N "
-                        "trials, the rest are shared evenly among the kinds without N (default: kill)")
-    p.add_argument("--specs", nargs="+", choices=SPEC_KINDS, default=list(SPEC_KINDS),
-                   help="spec kinds, shared evenly (default: sync async april)")
-    p.add_argument("--outage-s", type=float, default=defaults.outage_s,
-                   help=f"length of a Postgres outage (default {defaults.outage_s:g})")
-    p.add_argument("--max-restart-delay-s", type=float, default=defaults.max_restart_delay_s,
-                   help=f"a killed process comes back after 0..this (default {defaults.max_restart_delay_s:g})")
+    p.add_argument(
+        "--faults",
+        nargs="+",
+        default=[KILL],
+        metavar="KIND[=N]",
+        help=f"fault kinds: {KILL} (a random service) {' '.join(FAULT_KINDS)}; KIND=N gives exactly N "
+        "trials, the rest are shared evenly among the kinds without N (default: kill)",
+    )
+    p.add_argument(
+        "--specs",
+        nargs="+",
+        choices=SPEC_KINDS,
+        default=list(SPEC_KINDS),
+        help="spec kinds, shared evenly (default: sync async april)",
+    )
+    p.add_argument(
+        "--outage-s",
+        type=float,
+        default=defaults.outage_s,
+        help=f"length of a Postgres outage (default {defaults.outage_s:g})",
+    )
+    p.add_argument(
+        "--max-restart-delay-s",
+        type=float,
+        default=defaults.max_restart_delay_s,
+        help=f"a killed process comes back after 0..this (default {defaults.max_restart_delay_s:g})",
+    )
     p.add_argument("--steps", type=int, default=defaults.steps, help=f"versions per run (default {defaults.steps})")
-    p.add_argument("--run-timeout-s", type=float, default=defaults.run_timeout_s,
-                   help="a run still RUNNING this long after its fault is a stall "
-                        f"(default {defaults.run_timeout_s:g})")
+    p.add_argument(
+        "--run-timeout-s",
+        type=float,
+        default=defaults.run_timeout_s,
+        help=f"a run still RUNNING this long after its fault is a stall (default {defaults.run_timeout_s:g})",
+    )
     p.add_argument("--only", type=int, nargs="+", metavar="I", help="run only these trials of the plan")
     p.add_argument("--model", type=Path, help="a starting checkpoint (default: a tiny one made for the session)")
     p.add_argument("--out", type=Path, help="write chaos.json, chaos.md and the services' logs here")
 
 
 def config_from(args: argparse.Namespace) -> ChaosConfig:
-    return ChaosConfig(trials=args.trials, seed=args.seed, faults=parse_faults(args.faults), specs=tuple(args.specs),
-                       outage_s=args.outage_s, max_restart_delay_s=args.max_restart_delay_s, steps=args.steps,
-                       run_timeout_s=args.run_timeout_s, out=args.out)
+    return ChaosConfig(
+        trials=args.trials,
+        seed=args.seed,
+        faults=parse_faults(args.faults),
+        specs=tuple(args.specs),
+        outage_s=args.outage_s,
+        max_restart_delay_s=args.max_restart_delay_s,
+        steps=args.steps,
+        run_timeout_s=args.run_timeout_s,
+        out=args.out,
+    )
 
 
 def tiny_model(out: Path) -> Path:
@@ -67,8 +96,9 @@ def tiny_model(out: Path) -> Path:
     return out
 
 
-async def run_trials(stack: ChaosStack, config: ChaosConfig, plans: list[TrialPlan],
-                     on_result: Callable[[TrialResult], None]) -> list[TrialResult]:
+async def run_trials(
+    stack: ChaosStack, config: ChaosConfig, plans: list[TrialPlan], on_result: Callable[[TrialResult], None]
+) -> list[TrialResult]:
     from jetrl.chaos.trial import run_trial
 
     results = []
@@ -98,8 +128,9 @@ def run(args: argparse.Namespace) -> int:
                 model = tiny_model(Path(tmp) / "tiny-arith")
         logs = config.out / "logs" if config.out else None
         with chaos_stack(model.resolve(), logs_to=logs) as stack:
-            results = asyncio.run(run_trials(stack, config, plans,
-                                             lambda r: console.print(progress_line(r, config.trials))))
+            results = asyncio.run(
+                run_trials(stack, config, plans, lambda r: console.print(progress_line(r, config.trials)))
+            )
     show(rich_table(results, config))
     if config.out:
         write(config.out, results, config)

@@ -118,8 +118,10 @@ class ChaosStack:
                 code, alive = None, pid_alive(pid)
             if alive:
                 continue
-            notes.append(f"{name} exited on its own (code {'unknown' if code is None else code}); "
-                         f"its last error: {self.last_error(name)}")
+            notes.append(
+                f"{name} exited on its own (code {'unknown' if code is None else code}); "
+                f"its last error: {self.last_error(name)}"
+            )
             if name == "nats-server":
                 self.restart_broker()
             else:
@@ -137,6 +139,5 @@ def chaos_stack(model_dir: Path, logs_to: Path | None = None) -> Iterator[ChaosS
     """Cluster, then stack; torn down the other way round. Logs are copied to `logs_to`."""
     from jetrl.bench.stack import private_stack
 
-    with PrivateCluster() as cluster, \
-            private_stack(cluster.url, logs_to=logs_to, torch_threads=1) as settings:
+    with PrivateCluster() as cluster, private_stack(cluster.url, logs_to=logs_to, torch_threads=1) as settings:
         yield ChaosStack(settings, cluster, model_dir)

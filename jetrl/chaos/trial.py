@@ -71,13 +71,23 @@ def trial_spec(plan: TrialPlan, config: ChaosConfig, stack: ChaosStack) -> RunSp
     samples to recycle; there B = 2 groups of G = 4 already take ~1 s a version."""
     april = plan.spec == "april"
     return RunSpec(
-        name=f"chaos{plan.index}-{plan.spec}", seed=plan.seed, model=ModelSpec(path=str(stack.model_dir)),
+        name=f"chaos{plan.index}-{plan.spec}",
+        seed=plan.seed,
+        model=ModelSpec(path=str(stack.model_dir)),
         task=TaskSpec(heldout_size=HELDOUT),
         rollout=RolloutSpec(group_size=4 if april else 8, max_new_tokens=40 if april else 5),
         train=TrainSpec(steps=config.steps, batch_groups=2 if april else 8, lr=2e-4),
         schedule=ScheduleSpec(max_staleness=plan.max_staleness, over_provision=2.0 if april else 1.0, eval_every=0),
-        simulation=SimulationSpec(decode_step_s=0.02, length_median=10, length_sigma=0.8, max_length=40,
-                                  train_s_per_token=0.0, train_s_per_step=0.2) if april else None,
+        simulation=SimulationSpec(
+            decode_step_s=0.02,
+            length_median=10,
+            length_sigma=0.8,
+            max_length=40,
+            train_s_per_token=0.0,
+            train_s_per_step=0.2,
+        )
+        if april
+        else None,
     )
 
 
@@ -99,7 +109,8 @@ class _Follower:
         try:
             async with channel(self.addr) as ch:
                 run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(
-                    svc.GetRunRequest(run_id=self.run_id), timeout=10)
+                    svc.GetRunRequest(run_id=self.run_id), timeout=10
+                )
         except grpc.aio.AioRpcError as exc:
             self.error = f"GetRun: {exc.code().name} {exc.details()}"
             return None
@@ -128,8 +139,10 @@ async def _inject(stack: ChaosStack, plan: TrialPlan) -> str:
         await asyncio.sleep(plan.restart_delay_s)
         began = time.monotonic()
         await stack.restart(module)
-        return (f"SIGKILL {module}, restarted after {plan.restart_delay_s:.1f}s, "
-                f"serving {time.monotonic() - began:.1f}s later")
+        return (
+            f"SIGKILL {module}, restarted after {plan.restart_delay_s:.1f}s, "
+            f"serving {time.monotonic() - began:.1f}s later"
+        )
     if plan.fault == "nats":
         stack.kill("nats-server")
         await asyncio.sleep(plan.restart_delay_s)
@@ -147,7 +160,8 @@ async def _trainer_count(stack: ChaosStack, run_id: str) -> tuple[int | None, st
     try:
         async with channel(stack.settings.trainer_addr) as ch:
             status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
-                svc.TrainerStatusRequest(run_id=run_id), timeout=10)
+                svc.TrainerStatusRequest(run_id=run_id), timeout=10
+            )
         return status.samples_trained, ""
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.NOT_FOUND:
@@ -159,7 +173,8 @@ async def _stop(stack: ChaosStack, run_id: str) -> str:
     try:
         async with channel(stack.settings.scheduler_addr) as ch:
             await services_pb2_grpc.SchedulerServiceStub(ch).StopRun(
-                svc.StopRunRequest(run_id=run_id, reason="chaos: stalled"), timeout=30)
+                svc.StopRunRequest(run_id=run_id, reason="chaos: stalled"), timeout=30
+            )
         return "the stalled run was stopped"
     except grpc.aio.AioRpcError as exc:
         return f"the stalled run could not be stopped: {exc.code().name} {exc.details()}"
@@ -172,8 +187,9 @@ async def _late(stack: ChaosStack, engine: AsyncEngine, run_id: str, spec: RunSp
     trainer, trainer_error = await _trainer_count(stack, run_id)
     again = await check_run(engine, run_id, spec, trainer, trainer_error)
     still = [c.name for c in again if not c.ok]
-    return (f"{LATE_CHECK_S:.0f}s later " + (f"still failing: {', '.join(still)}" if still else
-                                               "every check holds: lineage caught up after the run ended"))
+    return f"{LATE_CHECK_S:.0f}s later " + (
+        f"still failing: {', '.join(still)}" if still else "every check holds: lineage caught up after the run ended"
+    )
 
 
 async def run_trial(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan) -> TrialResult:
@@ -192,8 +208,11 @@ async def run_trial(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan) -> 
     except Exception as exc:
         result.outcome, result.notes = "error", [*result.notes, f"stack not restored: {type(exc).__name__}: {exc}"]
     # a service must ride out every fault in its process (issue 10: "keeps its process")
-    result.checks.append(CheckResult(name="no crash", ok=not crashed,
-                                     detail="; ".join(crashed) or "no process exited without being killed"))
+    result.checks.append(
+        CheckResult(
+            name="no crash", ok=not crashed, detail="; ".join(crashed) or "no process exited without being killed"
+        )
+    )
     if crashed and result.outcome in ("ok", "missed"):
         result.outcome = "violated"
     if result.outcome == "stall":  # after revive: a scheduler that died could not have stopped it
@@ -202,14 +221,16 @@ async def run_trial(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan) -> 
     return result
 
 
-async def _run(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan, spec: RunSpec, result: TrialResult,
-               began: float) -> None:
+async def _run(
+    stack: ChaosStack, config: ChaosConfig, plan: TrialPlan, spec: RunSpec, result: TrialResult, began: float
+) -> None:
     await stack.wait_whole()  # a service restarted after the last trial may still be loading
     if plan.fault == "worker":
         await stack.start_extra_worker()
     async with channel(stack.settings.scheduler_addr) as ch:
         await services_pb2_grpc.SchedulerServiceStub(ch).CreateRun(
-            svc.CreateRunRequest(spec_yaml=dump_spec(spec), run_id=result.run_id), timeout=60)
+            svc.CreateRunRequest(spec_yaml=dump_spec(spec), run_id=result.run_id), timeout=60
+        )
     follow = _Follower(stack, result.run_id)
     reached = await follow.until(lambda p: p.policy_version >= plan.at_version, config.run_timeout_s)
     if reached:
@@ -223,13 +244,15 @@ async def _run(stack: ChaosStack, config: ChaosConfig, plan: TrialPlan, spec: Ru
         result.fault = "not injected: " + ("the run ended first" if reached else "the moment never came")
         done = reached
     p = follow.last
-    result.progress = (f"v{p.policy_version}/{p.total_steps} {describe(p)}" if p else follow.error)
+    result.progress = f"v{p.policy_version}/{p.total_steps} {describe(p)}" if p else follow.error
     engine = make_engine(stack.settings.database_url)
     try:
         if not done:
             stuck = await stranded(engine, result.run_id, spec)
-            result.notes.append(f"stall: still RUNNING at the timeout ({config.run_timeout_s:.0f}s), the last progress "
-                                f"{time.monotonic() - follow.changed_at:.0f}s ago; {len(stuck)} stranded groups")
+            result.notes.append(
+                f"stall: still RUNNING at the timeout ({config.run_timeout_s:.0f}s), the last progress "
+                f"{time.monotonic() - follow.changed_at:.0f}s ago; {len(stuck)} stranded groups"
+            )
         trainer, trainer_error = await _trainer_count(stack, result.run_id)
         checks = await check_run(engine, result.run_id, spec, trainer, trainer_error)
         if done and not all(c.ok for c in checks):

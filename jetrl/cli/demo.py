@@ -70,15 +70,21 @@ def report(settings: Settings, run_id: str, evaluations, rows, trainer, seconds:
         table.add_row(str(version), f"{correct}/{total}", f"{accuracy:.1%}")
     console.print(table)
     first, last = evaluations[0], evaluations[-1]
-    console.print(f"version {first[0]}: [bold]{first[3]:.1%}[/bold]  →  version {last[0]}: [bold]{last[3]:.1%}[/bold]"
-                  f"  ({(last[3] - first[3]) * 100:+.1f} points) in {seconds / 60:.1f} min")
+    console.print(
+        f"version {first[0]}: [bold]{first[3]:.1%}[/bold]  →  version {last[0]}: [bold]{last[3]:.1%}[/bold]"
+        f"  ({(last[3] - first[3]) * 100:+.1f} points) in {seconds / 60:.1f} min"
+    )
     complete = sum(r.reward is not None and r.advantage is not None and r.trained_version is not None for r in rows)
     agree = "[green]agree[/green]" if len(rows) == trainer.samples_trained == complete else "[red]DISAGREE[/red]"
-    console.print(f"lineage: {len(rows)} trained samples recorded, {complete} with generating version, reward, "
-                  f"advantage and trained version; the trainer counts {trainer.samples_trained}: {agree}")
-    console.print(f"lineage is in {settings.database_url}, e.g.\n  psql {_psql_url(settings.database_url)} -c "
-                  f"\"SELECT sample_id, min_version, reward, advantage, trained_version FROM samples "
-                  f"WHERE run_id = '{run_id}' LIMIT 10\"")
+    console.print(
+        f"lineage: {len(rows)} trained samples recorded, {complete} with generating version, reward, "
+        f"advantage and trained version; the trainer counts {trainer.samples_trained}: {agree}"
+    )
+    console.print(
+        f"lineage is in {settings.database_url}, e.g.\n  psql {_psql_url(settings.database_url)} -c "
+        f'"SELECT sample_id, min_version, reward, advantage, trained_version FROM samples '
+        f"WHERE run_id = '{run_id}' LIMIT 10\""
+    )
     console.print(f"checkpoints are in {trainer.checkpoint_dir}")
 
 

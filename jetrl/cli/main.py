@@ -1,3 +1,5 @@
+# argparse prints this docstring as it is (RawDescriptionHelpFormatter): the formatter must keep its indent.
+# fmt: off
 """The `jetrl` command.
 
   jetrl up [--rewards]     start NATS (if none), migrate Postgres, start the four services (and the reward servers)
@@ -12,6 +14,7 @@
   jetrl bench rewards      verify vs label-free rewards (majority, co_reward, teacher); grpo vs mc_grpo at G = 2
   jetrl chaos              randomized fault trials on a private stack, invariants checked from lineage
 """
+# fmt: on
 
 from __future__ import annotations
 
@@ -32,8 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="jetrl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start the local stack")
-    up.add_argument("--rewards", action="store_true",
-                    help="also start the majority, co_reward, teacher and process reward servers (:50055-:50058)")
+    up.add_argument(
+        "--rewards",
+        action="store_true",
+        help="also start the majority, co_reward, teacher and process reward servers (:50055-:50058)",
+    )
     sub.add_parser("down", help="stop the local stack")
     sub.add_parser("status", help="service health and runs")
     boot = sub.add_parser("bootstrap", help="make the tiny starting checkpoint")
@@ -44,8 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", default="")
     run.add_argument("--detach", action="store_true", help="submit and return")
     demo = sub.add_parser("demo", help="up, bootstrap, run the example, report, down")
-    demo.add_argument("--spec", type=Path, default=DEMO_SPEC,
-                      help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)")
+    demo.add_argument(
+        "--spec",
+        type=Path,
+        default=DEMO_SPEC,
+        help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)",
+    )
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
     db = sub.add_parser("db", help="lineage database")
     db.add_argument("action", choices=["upgrade"])
@@ -59,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     add_bench_commands(sub.add_parser("bench", help="benchmarks on a private stack"))
     from jetrl.chaos.runner import __doc__ as chaos_doc, add_arguments as add_chaos_arguments
 
-    add_chaos_arguments(sub.add_parser("chaos", help="randomized fault trials, invariants checked from lineage",
-                                       description=chaos_doc, formatter_class=argparse.RawDescriptionHelpFormatter))
+    add_chaos_arguments(
+        sub.add_parser(
+            "chaos",
+            help="randomized fault trials, invariants checked from lineage",
+            description=chaos_doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     return p
 
 

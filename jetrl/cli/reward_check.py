@@ -42,19 +42,32 @@ class Check:
     detail: str
 
 
-def _request(describe: reward_pb2.DescribeResponse, group: str = "check.g0", reverse: bool = False,
-             **fields) -> reward_pb2.ScoreRequest:
+def _request(
+    describe: reward_pb2.DescribeResponse, group: str = "check.g0", reverse: bool = False, **fields
+) -> reward_pb2.ScoreRequest:
     """The synthetic group; `reverse` sends every view's samples in the opposite order."""
-    order = list(enumerate(TEXTS))[::-1 if reverse else 1]
+    order = list(enumerate(TEXTS))[:: -1 if reverse else 1]
 
     def view(name: str, prefix: str) -> reward_pb2.RewardView:
-        return reward_pb2.RewardView(view=name, prompt="5+7=", samples=[
-            reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in order])
+        return reward_pb2.RewardView(
+            view=name,
+            prompt="5+7=",
+            samples=[reward_pb2.RewardSample(sample_id=f"{prefix}.{i}", text=t) for i, t in order],
+        )
 
-    views = [view("main", group)] + ([view("analogous", f"{group}a")] if describe.needs_views else []) + \
-        ([view("teacher", f"{group}t")] if describe.needs_teacher_samples else [])
-    base = {"contract_version": 1, "run_id": "reward-check", "group_id": group, "policy_version": 0,
-            "reference": "12" if describe.needs_reference else "", "views": views}
+    views = (
+        [view("main", group)]
+        + ([view("analogous", f"{group}a")] if describe.needs_views else [])
+        + ([view("teacher", f"{group}t")] if describe.needs_teacher_samples else [])
+    )
+    base = {
+        "contract_version": 1,
+        "run_id": "reward-check",
+        "group_id": group,
+        "policy_version": 0,
+        "reference": "12" if describe.needs_reference else "",
+        "views": views,
+    }
     return reward_pb2.ScoreRequest(**(base | fields))
 
 
@@ -63,8 +76,10 @@ def _check_reply(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreRespon
     sent = [s.sample_id for s in request.views[0].samples]
     got = [s.sample_id for s in reply.scores]
     assert len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each"
-    assert any(got), ("no score names its sample: set SampleScore.sample_id (runs still match a reply naming none "
-                      "by position, as contract 1 did, but any reordering would then train wrong rewards)")
+    assert any(got), (
+        "no score names its sample: set SampleScore.sample_id (runs still match a reply naming none "
+        "by position, as contract 1 did, but any reordering would then train wrong rewards)"
+    )
     assert all(got), f"{got.count('')} of {len(got)} scores name no sample: name every one"
     twice = sorted(i for i, n in Counter(got).items() if n > 1)
     assert not twice, f"samples {twice} are scored more than once: one score per sample"
@@ -73,8 +88,9 @@ def _check_reply(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreRespon
     assert got == sent, f"scores name samples {got}, want {sent} in that order"
     rewards = [s.reward for s in reply.scores]
     assert all(math.isfinite(r) for r in rewards), f"rewards {rewards}: every reward must be a finite number"
-    assert all(abs(r) <= max_abs_reward for r in rewards), \
+    assert all(abs(r) <= max_abs_reward for r in rewards), (
         f"rewards {rewards}: a run refuses any beyond ±{max_abs_reward:g} (reward.max_abs_reward)"
+    )
     assert reply.server, "ScoreResponse.server must say name@version"
 
 
@@ -90,8 +106,11 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
             except AssertionError as exc:
                 checks.append(Check(name, False, str(exc)))
             except grpc.aio.AioRpcError as exc:
-                what = "no answer within the deadline" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else \
-                    f"{exc.code().name}: {exc.details()}"
+                what = (
+                    "no answer within the deadline"
+                    if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    else f"{exc.code().name}: {exc.details()}"
+                )
                 checks.append(Check(name, False, what))
 
         describe = reward_pb2.DescribeResponse()
@@ -101,8 +120,10 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
             describe = await stub.Describe(reward_pb2.DescribeRequest(), timeout=deadline_s)
             assert describe.name and describe.version, "Describe must name the server and its version"
             assert 1 in describe.contract_versions, f"contract_versions {list(describe.contract_versions)} lack 1"
-            return (f"{describe.name}@{describe.version}, needs reference: {describe.needs_reference}, "
-                    f"views: {describe.needs_views}, teacher samples: {describe.needs_teacher_samples}")
+            return (
+                f"{describe.name}@{describe.version}, needs reference: {describe.needs_reference}, "
+                f"views: {describe.needs_views}, teacher samples: {describe.needs_teacher_samples}"
+            )
 
         await attempt("Describe", do_describe)
         if not checks[-1].ok:
@@ -113,18 +134,23 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
             reply = await stub.Score(request, timeout=deadline_s)
             took = time.monotonic() - start
             _check_reply(request, reply, max_abs_reward)
-            return (f"{len(reply.scores)} rewards within ±{max_abs_reward:g}, named and in order, in "
-                    f"{took * 1000:.0f} ms: {[round(s.reward, 3) for s in reply.scores]}")
+            return (
+                f"{len(reply.scores)} rewards within ±{max_abs_reward:g}, named and in order, in "
+                f"{took * 1000:.0f} ms: {[round(s.reward, 3) for s in reply.scores]}"
+            )
 
         async def do_refuse() -> str:
             try:
                 await stub.Score(_request(describe, contract_version=999), timeout=deadline_s)
             except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, \
+                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (
                     f"an unknown contract version got {exc.code().name}, want INVALID_ARGUMENT"
+                )
                 return "INVALID_ARGUMENT: " + exc.details()
-            raise AssertionError("contract_version 999 was scored: refuse versions you do not know "
-                                 "(INVALID_ARGUMENT), so an old server never misreads a new request")
+            raise AssertionError(
+                "contract_version 999 was scored: refuse versions you do not know "
+                "(INVALID_ARGUMENT), so an old server never misreads a new request"
+            )
 
         await attempt("Score", lambda: do_score(_request(describe)))
         await attempt("Score, samples in another order", lambda: do_score(_request(describe, "check.g1", reverse=True)))
@@ -138,6 +164,9 @@ async def main(addr: str, deadline_s: float) -> int:
         mark = "[green]pass[/green]" if c.ok else "[red]FAIL[/red]"
         console.print(f"{mark}  {c.name}: {c.detail}", highlight=False)
     failed = sum(not c.ok for c in checks)
-    console.print(f"{addr}: {len(checks) - failed}/{len(checks)} checks passed" if not failed else
-                  f"[red]{addr}: {failed} of {len(checks)} checks failed[/red]")
+    console.print(
+        f"{addr}: {len(checks) - failed}/{len(checks)} checks passed"
+        if not failed
+        else f"[red]{addr}: {failed} of {len(checks)} checks failed[/red]"
+    )
     return 1 if failed else 0

@@ -47,8 +47,10 @@ async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, r
         except grpc.aio.AioRpcError as exc:
             console.print(f"[red]run refused[/red] ({exc.code().name}): {exc.details()}")
             return 2
-    console.print(f"run [bold]{run.run_id}[/bold] created ({spec.train.steps} steps, "
-                  f"B={spec.train.batch_groups} groups × G={spec.rollout.group_size})")
+    console.print(
+        f"run [bold]{run.run_id}[/bold] created ({spec.train.steps} steps, "
+        f"B={spec.train.batch_groups} groups × G={spec.rollout.group_size})"
+    )
     if detach:
         print(run.run_id)
         return 0

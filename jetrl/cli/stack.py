@@ -75,8 +75,13 @@ def ensure_database(settings: Settings) -> str:
     return f"lineage database ready at {settings.database_url} (migrated)"
 
 
-def start_service(settings: Settings, module: str, listen: str | None = None,
-                  env: dict[str, str] | None = None, name: str | None = None) -> subprocess.Popen:
+def start_service(
+    settings: Settings,
+    module: str,
+    listen: str | None = None,
+    env: dict[str, str] | None = None,
+    name: str | None = None,
+) -> subprocess.Popen:
     """Start one service in the background; its pid goes to the pid file, its output to its log.
     `listen`: where it binds, for a module that is not one of the four (a reward server run alone);
     `env`: more environment (a test's JETRL_CRASH_AT); `name`: of its pid and log files and its
@@ -87,7 +92,10 @@ def start_service(settings: Settings, module: str, listen: str | None = None,
     env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{name}-local", **(env or {})}
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", module], env=env, stdout=log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", module],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,  # outlives `jetrl up`; `jetrl down` ends it by pid
         )
     (pids / f"{name}.pid").write_text(str(proc.pid))
@@ -117,10 +125,9 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
 
 
-
-
-def start_reward_servers(settings: Settings, modules: list[str], timeout: float = 60.0,
-                         default_ports: bool = False) -> dict[str, str]:
+def start_reward_servers(
+    settings: Settings, modules: list[str], timeout: float = 60.0, default_ports: bool = False
+) -> dict[str, str]:
     """Start reward servers that run alone (`svc_reward.majority`, ...) beside the stack, each on a
     free local port (or, with `default_ports`, on its REWARD_SERVERS port) with the stack's
     settings, and wait until each is SERVING; module -> address. `down` ends them with the rest,
@@ -139,9 +146,14 @@ def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
     on free ports, data under `root`, so a stack already running is never disturbed. `up` starts
     it (its own nats-server included) and `down` ends exactly what `up` started."""
     return Settings(
-        nats_url=f"nats://127.0.0.1:{free_port()}", database_url=database_url, data_dir=root / "data",
-        scheduler_addr=f"127.0.0.1:{free_port()}", rollout_addr=f"127.0.0.1:{free_port()}",
-        reward_addr=f"127.0.0.1:{free_port()}", trainer_addr=f"127.0.0.1:{free_port()}", **overrides,
+        nats_url=f"nats://127.0.0.1:{free_port()}",
+        database_url=database_url,
+        data_dir=root / "data",
+        scheduler_addr=f"127.0.0.1:{free_port()}",
+        rollout_addr=f"127.0.0.1:{free_port()}",
+        reward_addr=f"127.0.0.1:{free_port()}",
+        trainer_addr=f"127.0.0.1:{free_port()}",
+        **overrides,
     )
 
 
@@ -154,8 +166,9 @@ def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> Non
         if rewards:
             for module, addr in start_reward_servers(settings, list(REWARD_SERVERS), default_ports=True).items():
                 console.print(f"  {module} serving at {addr}")
-    console.print("[green]stack is up[/green]: all four services report SERVING"
-                  + (", and the reward servers" if rewards else ""))
+    console.print(
+        "[green]stack is up[/green]: all four services report SERVING" + (", and the reward servers" if rewards else "")
+    )
 
 
 def down(settings: Settings, timeout: float = 20.0) -> None:
@@ -199,7 +212,11 @@ def status(settings: Settings) -> bool:
         ok = asyncio.run(is_serving(addr))
         healthy &= ok
         pid_file = pids / f"{module}.pid"
-        table.add_row(module, addr, "[green]SERVING[/green]" if ok else "[red]down[/red]",
-                      pid_file.read_text() if pid_file.exists() else "-")
+        table.add_row(
+            module,
+            addr,
+            "[green]SERVING[/green]" if ok else "[red]down[/red]",
+            pid_file.read_text() if pid_file.exists() else "-",
+        )
     console.print(table)
     return healthy

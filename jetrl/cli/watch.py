@@ -17,24 +17,32 @@ def describe(p: services_pb2.RunProgress) -> str:
     acc = f"{p.heldout_accuracy:.1%} (v{p.heldout_version})" if p.heldout_version >= 0 else "pending"
     reward = "-" if math.isnan(p.mean_reward) else f"{p.mean_reward:.3f}"
     dead = f"  [red]dead letters {p.dead_letters}[/red]" if p.dead_letters else ""
-    stale = (f"  staleness {p.mean_staleness:.2f}/{p.max_staleness}  off-policy {p.offpolicy_token_share:.0%}"
-             if p.max_staleness or p.offpolicy_token_share else "")
+    stale = (
+        f"  staleness {p.mean_staleness:.2f}/{p.max_staleness}  off-policy {p.offpolicy_token_share:.0%}"
+        if p.max_staleness or p.offpolicy_token_share
+        else ""
+    )
     masked = f"  stale-masked {p.stale_masked_tokens}" if p.stale_masked_tokens else ""
     partial = f"  partial {p.partial_groups}" if p.partial_groups else ""
-    failed = (f"  [red]reward failures {p.reward_failures} (dropped {p.groups_dropped})[/red]"
-              if p.reward_failures else "")
+    failed = (
+        f"  [red]reward failures {p.reward_failures} (dropped {p.groups_dropped})[/red]" if p.reward_failures else ""
+    )
     filtered = f"  filtered {p.groups_filtered}" if p.groups_filtered else ""
     teacher = f"  teacher v{p.teacher_version}" if p.teacher_version >= 0 else ""
-    return (f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
-            f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
-            f"{partial}{stale}{masked}{filtered}{teacher}{failed}{dead}")
+    return (
+        f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
+        f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
+        f"{partial}{stale}{masked}{filtered}{teacher}{failed}{dead}"
+    )
 
 
 def reward_failure(p: services_pb2.RunProgress) -> str:
     """A line for a new reward failure: what failed, what the run does, what to do about it."""
-    return (f"[red]reward failed: {p.last_reward_error}[/red] ({p.reward_failures} groups so far, "
-            f"{p.groups_dropped} dropped); the run follows its reward.on_failure. Bring the server back "
-            f"(`jetrl reward check HOST:PORT` tells when it answers) and the run uses it again.")
+    return (
+        f"[red]reward failed: {p.last_reward_error}[/red] ({p.reward_failures} groups so far, "
+        f"{p.groups_dropped} dropped); the run follows its reward.on_failure. Bring the server back "
+        f"(`jetrl reward check HOST:PORT` tells when it answers) and the run uses it again."
+    )
 
 
 async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
@@ -43,18 +51,27 @@ async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
     async with channel(scheduler_addr) as ch:
         stub = services_pb2_grpc.SchedulerServiceStub(ch)
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[status]}"),
+            TimeElapsedColumn(),
+            console=console,
         ) as bar:
             task = bar.add_task(f"{run_id} version", total=None, status="starting…")
             async for progress in stub.WatchRun(services_pb2.WatchRunRequest(run_id=run_id)):
                 if progress.heldout_version >= 0 and (last is None or progress.heldout_version != last.heldout_version):
                     # each evaluation gets its own line, so the accuracy curve stays on screen
-                    bar.console.log(f"version {progress.heldout_version}: held-out accuracy "
-                                    f"{progress.heldout_accuracy:.1%}, mean reward {progress.mean_reward:.3f}")
-                if progress.last_reward_error and (last is None or progress.last_reward_error != last.last_reward_error):
+                    bar.console.log(
+                        f"version {progress.heldout_version}: held-out accuracy "
+                        f"{progress.heldout_accuracy:.1%}, mean reward {progress.mean_reward:.3f}"
+                    )
+                if progress.last_reward_error and (
+                    last is None or progress.last_reward_error != last.last_reward_error
+                ):
                     bar.console.log(reward_failure(progress))
                 last = progress
-                bar.update(task, total=progress.total_steps, completed=progress.policy_version,
-                           status=describe(progress))
+                bar.update(
+                    task, total=progress.total_steps, completed=progress.policy_version, status=describe(progress)
+                )
     return last

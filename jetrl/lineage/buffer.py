@@ -41,9 +41,16 @@ class PartialBuffer:
     async def abort(self, run_id: str, group_ids: list[str]) -> list[tuple[str, int]]:
         """Move generating groups to the buffer; (group id, attempt) of those that moved."""
         async with self.engine.begin() as conn:
-            rows = await conn.execute(update(PromptGroup).where(
-                PromptGroup.run_id == run_id, PromptGroup.group_id.in_(group_ids), PromptGroup.state == GroupState.ADMITTED)
-                .values(state=GroupState.PARTIAL).returning(PromptGroup.group_id, PromptGroup.attempt))
+            rows = await conn.execute(
+                update(PromptGroup)
+                .where(
+                    PromptGroup.run_id == run_id,
+                    PromptGroup.group_id.in_(group_ids),
+                    PromptGroup.state == GroupState.ADMITTED,
+                )
+                .values(state=GroupState.PARTIAL)
+                .returning(PromptGroup.group_id, PromptGroup.attempt)
+            )
             return [tuple(r) for r in rows]
 
     async def resumable(self, run_id: str, limit: int) -> list[str]:
@@ -53,8 +60,10 @@ class PartialBuffer:
         async with self.engine.connect() as conn:
             found = []
             for group_id, attempt in await conn.execute(
-                    select(PromptGroup.group_id, PromptGroup.attempt)
-                    .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL).order_by(PromptGroup.n)):
+                select(PromptGroup.group_id, PromptGroup.attempt)
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
+                .order_by(PromptGroup.n)
+            ):
                 if await accounted(conn, group_id, attempt):
                     found.append(group_id)
                     if len(found) == limit:
@@ -65,14 +74,22 @@ class PartialBuffer:
         """(group id, attempt) of buffered groups still waiting for the aborted attempt's samples:
         the ABORT that stops that attempt must have gone out, or they would wait for ever."""
         async with self.engine.connect() as conn:
-            rows = list(await conn.execute(select(PromptGroup.group_id, PromptGroup.attempt).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL).order_by(PromptGroup.n)))
+            rows = list(
+                await conn.execute(
+                    select(PromptGroup.group_id, PromptGroup.attempt)
+                    .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
+                    .order_by(PromptGroup.n)
+                )
+            )
             return [(g, a) for g, a in rows if not await accounted(conn, g, a)]
 
     async def size(self, run_id: str) -> int:
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(func.count()).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL))).scalar_one()
+            return (
+                await conn.execute(
+                    select(func.count()).where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
+                )
+            ).scalar_one()
 
     async def resume(self, group_id: str, version: int, stale_before: int | None) -> Resumed | None:
         """Start the group's next attempt at `version`; None if it is not resumable (any more).
@@ -82,14 +99,23 @@ class PartialBuffer:
         too stale when it trains.
         """
         async with self.engine.begin() as conn:
-            row = (await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id)
-                                      .with_for_update())).one_or_none()
+            row = (
+                await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id).with_for_update())
+            ).one_or_none()
             if row is None or row.state != GroupState.PARTIAL or not await accounted(conn, group_id, row.attempt):
                 return None
             prefixes, dropped = await self._prefixes(conn, group_id, row.attempt, stale_before)
             attempt = row.attempt + 1
-            await conn.execute(update(PromptGroup).where(PromptGroup.group_id == group_id).values(
-                state=GroupState.ADMITTED, attempt=attempt, attempt_version=version, recycled=PromptGroup.recycled + 1))
+            await conn.execute(
+                update(PromptGroup)
+                .where(PromptGroup.group_id == group_id)
+                .values(
+                    state=GroupState.ADMITTED,
+                    attempt=attempt,
+                    attempt_version=version,
+                    recycled=PromptGroup.recycled + 1,
+                )
+            )
             return Resumed(row.n, attempt, version, row.traceparent, prefixes, dropped)
 
     async def current(self, group_id: str) -> Resumed:
@@ -101,8 +127,12 @@ class PartialBuffer:
 
     async def _prefixes(self, conn, group_id: str, attempt: int, stale_before: int | None):
         """Prefixes of the samples not yet finished, from what attempt `attempt` handed back."""
-        handed = {p.index: p for p in await conn.execute(select(PartialSample).where(
-            PartialSample.group_id == group_id, PartialSample.attempt == attempt))}
+        handed = {
+            p.index: p
+            for p in await conn.execute(
+                select(PartialSample).where(PartialSample.group_id == group_id, PartialSample.attempt == attempt)
+            )
+        }
         prefixes, dropped = [], 0
         for index in await unfinished(conn, group_id):
             p = handed.get(index)
@@ -113,13 +143,20 @@ class PartialBuffer:
                 prefixes.append(events_pb2.Prefix(index=index))
                 # lineage says which: every stretch of this sample so far was dropped, not trained;
                 # the emptied buffer row makes a re-published attempt drop it too
-                await conn.execute(update(SampleSegment).where(
-                    SampleSegment.sample_id == p.sample_id, SampleSegment.attempt <= attempt)
-                    .values(finish_reason=FinishReason.DROPPED))
-                await conn.execute(update(PartialSample).where(
-                    PartialSample.sample_id == p.sample_id, PartialSample.attempt == attempt)
-                    .values(token_ids=[], logprobs=[], token_versions=[]))
+                await conn.execute(
+                    update(SampleSegment)
+                    .where(SampleSegment.sample_id == p.sample_id, SampleSegment.attempt <= attempt)
+                    .values(finish_reason=FinishReason.DROPPED)
+                )
+                await conn.execute(
+                    update(PartialSample)
+                    .where(PartialSample.sample_id == p.sample_id, PartialSample.attempt == attempt)
+                    .values(token_ids=[], logprobs=[], token_versions=[])
+                )
             else:
-                prefixes.append(events_pb2.Prefix(index=index, token_ids=p.token_ids, logprobs=p.logprobs,
-                                                  token_versions=p.token_versions))
+                prefixes.append(
+                    events_pb2.Prefix(
+                        index=index, token_ids=p.token_ids, logprobs=p.logprobs, token_versions=p.token_versions
+                    )
+                )
         return prefixes, dropped

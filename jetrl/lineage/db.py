@@ -38,8 +38,13 @@ def make_engine(url: str) -> AsyncEngine:
     A row-lock wait gives up after 15 s with an error (the event is retried) instead of hanging a
     handler, and with it everything waiting behind it, forever.
     """
-    return create_async_engine(_driver_url(url), pool_size=5, max_overflow=5, pool_pre_ping=True,
-                               connect_args={"options": "-c lock_timeout=15000"})
+    return create_async_engine(
+        _driver_url(url),
+        pool_size=5,
+        max_overflow=5,
+        pool_pre_ping=True,
+        connect_args={"options": "-c lock_timeout=15000"},
+    )
 
 
 def _alembic_config(url: str):

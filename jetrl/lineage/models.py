@@ -14,10 +14,19 @@ from sqlalchemy import ARRAY, JSON, BigInteger, DateTime, Float, ForeignKey, Int
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
-    "Base", "Run", "Prompt", "PromptGroup", "Sample", "SampleSegment", "PartialSample", "Reward", "Batch",
-    "PolicyVersion", "Evaluation", "DeadLetter",
+    "Base",
+    "Run",
+    "Prompt",
+    "PromptGroup",
+    "Sample",
+    "SampleSegment",
+    "PartialSample",
+    "Reward",
+    "Batch",
+    "PolicyVersion",
+    "Evaluation",
+    "DeadLetter",
 ]
-
 
 
 def _now() -> Mapped[datetime]:

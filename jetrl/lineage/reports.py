@@ -21,7 +21,6 @@ from jetrl.views import TEACHER
 __all__ = ["LineageReports", "RunStats"]
 
 
-
 @dataclass(frozen=True)
 class RunStats:
     """A run's numbers as progress shows them."""
@@ -47,14 +46,20 @@ class LineageReports:
 
     async def record_evaluation(self, run_id: str, version: int, correct: int, total: int) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(insert(Evaluation).values(run_id=run_id, version=version, correct=correct, total=total)
-                               .on_conflict_do_nothing())
+            await conn.execute(
+                insert(Evaluation)
+                .values(run_id=run_id, version=version, correct=correct, total=total)
+                .on_conflict_do_nothing()
+            )
 
     async def evaluations(self, run_id: str) -> list[tuple[int, int, int, float]]:
         """(version, correct, total, accuracy) in version order."""
         async with self.engine.connect() as conn:
-            rows = await conn.execute(select(Evaluation.version, Evaluation.correct, Evaluation.total)
-                                      .where(Evaluation.run_id == run_id).order_by(Evaluation.version))
+            rows = await conn.execute(
+                select(Evaluation.version, Evaluation.correct, Evaluation.total)
+                .where(Evaluation.run_id == run_id)
+                .order_by(Evaluation.version)
+            )
             return [(v, c, t, c / t if t else 0.0) for v, c, t in rows]
 
     async def latest_evaluation(self, run_id: str) -> tuple[int, float] | None:
@@ -64,59 +69,127 @@ class LineageReports:
 
     async def record_dead_letter(self, dlq_id: str, run_id: str, subject: str, reason: str, payload: bytes) -> None:
         async with self.engine.begin() as conn:
-            await conn.execute(insert(DeadLetter).values(
-                dlq_id=dlq_id, run_id=run_id, subject=subject, reason=reason, payload=payload,
-            ).on_conflict_do_nothing())
+            await conn.execute(
+                insert(DeadLetter)
+                .values(
+                    dlq_id=dlq_id,
+                    run_id=run_id,
+                    subject=subject,
+                    reason=reason,
+                    payload=payload,
+                )
+                .on_conflict_do_nothing()
+            )
 
     async def dead_letters(self, run_id: str) -> list:
         async with self.engine.connect() as conn:
-            return list(await conn.execute(select(DeadLetter).where(DeadLetter.run_id == run_id)
-                                           .order_by(DeadLetter.created_at)))
+            return list(
+                await conn.execute(
+                    select(DeadLetter).where(DeadLetter.run_id == run_id).order_by(DeadLetter.created_at)
+                )
+            )
 
     async def run_stats(self, run_id: str) -> RunStats:
         async with self.engine.connect() as conn:
-            generated, trained, first, last = (await conn.execute(select(
-                func.count(), func.count(Sample.trained_version), func.min(Sample.created_at),
-                func.max(Sample.created_at)).where(Sample.run_id == run_id))).one()
+            generated, trained, first, last = (
+                await conn.execute(
+                    select(
+                        func.count(),
+                        func.count(Sample.trained_version),
+                        func.min(Sample.created_at),
+                        func.max(Sample.created_at),
+                    ).where(Sample.run_id == run_id)
+                )
+            ).one()
             dead = (await conn.execute(select(func.count()).where(DeadLetter.run_id == run_id))).scalar_one()
-            last_batch = (select(Batch.batch_id).where(Batch.run_id == run_id)
-                          .order_by(Batch.step.desc()).limit(1).scalar_subquery())
-            mean = (await conn.execute(select(func.avg(Sample.reward)).where(
-                Sample.batch_id == last_batch, Sample.view != TEACHER))).scalar()
+            last_batch = (
+                select(Batch.batch_id)
+                .where(Batch.run_id == run_id)
+                .order_by(Batch.step.desc())
+                .limit(1)
+                .scalar_subquery()
+            )
+            mean = (
+                await conn.execute(
+                    select(func.avg(Sample.reward)).where(Sample.batch_id == last_batch, Sample.view != TEACHER)
+                )
+            ).scalar()
             failed = (PromptGroup.run_id == run_id, PromptGroup.reward_error.is_not(None))
             failures = (await conn.execute(select(func.count()).where(*failed))).scalar_one()
-            last_error = (await conn.execute(select(PromptGroup.reward_error).where(*failed)
-                                             .order_by(PromptGroup.n.desc()).limit(1))).scalar()
+            last_error = (
+                await conn.execute(
+                    select(PromptGroup.reward_error).where(*failed).order_by(PromptGroup.n.desc()).limit(1)
+                )
+            ).scalar()
             teacher = (await conn.execute(select(Run.teacher_version).where(Run.run_id == run_id))).scalar()
-            stale_mean, stale_max, tokens, offpolicy, masked = (await conn.execute(select(
-                func.avg(Sample.staleness), func.max(Sample.staleness), func.sum(Sample.trained_tokens),
-                func.sum(Sample.offpolicy_tokens), func.sum(Sample.stale_masked_tokens),
-            ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None)))).one()
-        return RunStats(generated, trained, dead, float(mean) if mean is not None else None, first, last,
-                        float(stale_mean or 0.0), int(stale_max or 0),
-                        float(offpolicy or 0) / tokens if tokens else 0.0, int(masked or 0), failures, last_error,
-                        teacher)
+            stale_mean, stale_max, tokens, offpolicy, masked = (
+                await conn.execute(
+                    select(
+                        func.avg(Sample.staleness),
+                        func.max(Sample.staleness),
+                        func.sum(Sample.trained_tokens),
+                        func.sum(Sample.offpolicy_tokens),
+                        func.sum(Sample.stale_masked_tokens),
+                    ).where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+                )
+            ).one()
+        return RunStats(
+            generated,
+            trained,
+            dead,
+            float(mean) if mean is not None else None,
+            first,
+            last,
+            float(stale_mean or 0.0),
+            int(stale_max or 0),
+            float(offpolicy or 0) / tokens if tokens else 0.0,
+            int(masked or 0),
+            failures,
+            last_error,
+            teacher,
+        )
 
     async def reward_failure_share(self, run_id: str) -> tuple[int, int]:
         """(groups some reward endpoint failed for, groups) among the run's scored groups kept for
         training; the share `reward.max_failed_share` bounds."""
         async with self.engine.connect() as conn:
-            failed, kept = (await conn.execute(select(
-                func.count().filter(PromptGroup.reward_error.is_not(None)), func.count())
-                .where(PromptGroup.run_id == run_id, PromptGroup.state.in_(SCORED_KEPT)))).one()
+            failed, kept = (
+                await conn.execute(
+                    select(func.count().filter(PromptGroup.reward_error.is_not(None)), func.count()).where(
+                        PromptGroup.run_id == run_id, PromptGroup.state.in_(SCORED_KEPT)
+                    )
+                )
+            ).one()
         return failed, kept
 
     async def segments(self, sample_id: str) -> list:
         """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""
         async with self.engine.connect() as conn:
-            return list(await conn.execute(select(SampleSegment).where(SampleSegment.sample_id == sample_id)
-                                           .order_by(SampleSegment.attempt)))
+            return list(
+                await conn.execute(
+                    select(SampleSegment).where(SampleSegment.sample_id == sample_id).order_by(SampleSegment.attempt)
+                )
+            )
 
     async def trained_sample_rows(self, run_id: str) -> list:
         """Every trained sample: id, generating versions, reward, advantage, trained version."""
         async with self.engine.connect() as conn:
-            return list(await conn.execute(
-                select(Sample.sample_id, Sample.min_version, Sample.max_version, Sample.reward, Sample.advantage,
-                       Sample.trained_version, Sample.batch_id, Sample.staleness, Sample.trained_tokens,
-                       Sample.stale_masked_tokens, Sample.attempts)
-                .where(Sample.run_id == run_id, Sample.trained_version.is_not(None)).order_by(Sample.sample_id)))
+            return list(
+                await conn.execute(
+                    select(
+                        Sample.sample_id,
+                        Sample.min_version,
+                        Sample.max_version,
+                        Sample.reward,
+                        Sample.advantage,
+                        Sample.trained_version,
+                        Sample.batch_id,
+                        Sample.staleness,
+                        Sample.trained_tokens,
+                        Sample.stale_masked_tokens,
+                        Sample.attempts,
+                    )
+                    .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+                    .order_by(Sample.sample_id)
+                )
+            )

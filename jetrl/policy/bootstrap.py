@@ -117,12 +117,18 @@ def bootstrap_with_progress(out_dir: str | Path, task_spec: TaskSpec, console=No
     console = console or Console(stderr=True)
     steps = kwargs.get("steps", DEFAULT_STEPS)
     with Progress(
-        TextColumn("bootstrap: warm-up on the teacher"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"), TimeRemainingColumn(), console=console,
+        TextColumn("bootstrap: warm-up on the teacher"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        TimeRemainingColumn(),
+        console=console,
     ) as bar:
         job = bar.add_task("warm-up", total=steps, loss=float("nan"))
         metrics = bootstrap(
-            out_dir, task_spec, progress=lambda step, _total, loss: bar.update(job, completed=step, loss=loss),
+            out_dir,
+            task_spec,
+            progress=lambda step, _total, loss: bar.update(job, completed=step, loss=loss),
             **kwargs,
         )
     console.print(
@@ -137,8 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="directory to write the Hugging Face checkpoint to")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="supervised warm-up steps")
     parser.add_argument("--seed", type=int, default=0, help="initialisation seed")
-    parser.add_argument("--teacher-error", type=float, default=DEFAULT_TEACHER_ERROR,
-                        help="share of the teacher's answers that are off by one (0 = correct teacher)")
+    parser.add_argument(
+        "--teacher-error",
+        type=float,
+        default=DEFAULT_TEACHER_ERROR,
+        help="share of the teacher's answers that are off by one (0 = correct teacher)",
+    )
     parser.add_argument("--digits", type=int, default=TaskSpec().digits, help="arithmetic digits per operand")
     parser.add_argument("--terms", type=int, default=TaskSpec().terms, help="arithmetic operands per problem")
     parser.add_argument("--task-seed", type=int, default=0, help="seed of the task's data")

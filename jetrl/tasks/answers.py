@@ -32,8 +32,16 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from jetrl.tasks import Problem
 
-__all__ = ["answer_of", "ascii_signs", "extract_final_number", "gsm8k_reference", "is_correct", "majority_answer",
-           "numbers_equal", "read_number"]
+__all__ = [
+    "answer_of",
+    "ascii_signs",
+    "extract_final_number",
+    "gsm8k_reference",
+    "is_correct",
+    "majority_answer",
+    "numbers_equal",
+    "read_number",
+]
 
 _MINUS_SIGNS = "\u2212\u2013\ufe63\uff0d"  # minus sign, en dash, small and fullwidth hyphen-minus
 _SIGN = f"[-+{_MINUS_SIGNS}]"
@@ -43,7 +51,8 @@ _GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?:\.\d+)?|\.\d+|\d+(?:\.\d+)?")
 # number (a sign before a dollar sign too: `-$18`), optionally over another
 _TOKEN = re.compile(
     rf"(?P<fsign>{_SIGN})?\\[dt]?frac(?![A-Za-z])"
-    rf"|(?:(?P<sign>{_SIGN})(?:\\?\$)?)?(?P<num>{_UNSIGNED})(?:\s*/\s*(?P<dsign>{_SIGN})?(?P<den>{_UNSIGNED}))?")
+    rf"|(?:(?P<sign>{_SIGN})(?:\\?\$)?)?(?P<num>{_UNSIGNED})(?:\s*/\s*(?P<dsign>{_SIGN})?(?P<den>{_UNSIGNED}))?"
+)
 _SIGNED = re.compile(rf"\s*(?P<sign>{_SIGN})?(?P<num>{_UNSIGNED})\s*")
 _LATEX_ARG = re.compile(r"\s*(?:\\[A-Za-z]+|.)", re.DOTALL)
 _TO_HYPHEN = str.maketrans(dict.fromkeys(_MINUS_SIGNS, "-"))
@@ -97,7 +106,7 @@ def _latex_fraction(text: str, command: re.Match) -> _Span:
             args.append(None)
         elif arg.group().strip() == "{":
             close = _closing(text, arg.end() - 1)
-            args.append(text[arg.end():close])
+            args.append(text[arg.end() : close])
             pos = close + 1
         else:
             args.append(arg.group())
@@ -136,7 +145,7 @@ def _read(text: str, span: _Span) -> tuple[str, Fraction | None]:
         value = _signed(m["sign"], _unsigned(m["num"]))
         if value is not None:  # the digits as written (`18.50` stays `18.50`), the sign canonical
             return ("-" if value < 0 else "") + m["num"].replace(",", ""), value
-    return (str(value) if value is not None else text[m.start():span.end]), value
+    return (str(value) if value is not None else text[m.start() : span.end]), value
 
 
 def _final(text: str) -> tuple[str, Fraction | None] | None:
@@ -145,7 +154,7 @@ def _final(text: str) -> tuple[str, Fraction | None] | None:
     if _GSM8K_MARK in text:
         text = text.rsplit(_GSM8K_MARK, 1)[1]
     elif (at := text.rfind(_BOXED)) >= 0:
-        text = text[at + len(_BOXED):_closing(text, at + len(_BOXED) - 1)]
+        text = text[at + len(_BOXED) : _closing(text, at + len(_BOXED) - 1)]
     text = text.replace(_LATEX_COMMA, ",")
     last = None
     for last in _spans(text):
@@ -168,7 +177,7 @@ def read_number(s: str) -> Fraction | None:
     space around it), else None."""
     s = s.replace(_LATEX_COMMA, ",")
     found = list(islice(_spans(s), 2))
-    if len(found) != 1 or s[:found[0].match.start()].strip() or s[found[0].end:].strip():
+    if len(found) != 1 or s[: found[0].match.start()].strip() or s[found[0].end :].strip():
         return None
     return _read(s, found[0])[1]
 

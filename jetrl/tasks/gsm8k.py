@@ -41,8 +41,9 @@ def _rows(p: Path) -> list[tuple[int, dict]]:
     return rows
 
 
-def load_gsm8k(path: str | Path, rephrase_field: str = "rephrased_question",
-               rephrase_path: str | Path | None = None) -> list[Problem]:
+def load_gsm8k(
+    path: str | Path, rephrase_field: str = "rephrased_question", rephrase_path: str | Path | None = None
+) -> list[Problem]:
     """Every problem of a GSM8K JSONL file, prompt_id = `gsm8k-<line number>`, with its
     rephrasing from `rephrase_field` or, line by line, from the file `rephrase_path`."""
     p = Path(path)
@@ -51,7 +52,9 @@ def load_gsm8k(path: str | Path, rephrase_field: str = "rephrased_question",
     if rephrase_path is not None:
         other = _rows(Path(rephrase_path))
         if len(other) != len(rows):
-            raise ValueError(f"{rephrase_path} has {len(other)} records, {p} has {len(rows)}: they must pair line by line")
+            raise ValueError(
+                f"{rephrase_path} has {len(other)} records, {p} has {len(rows)}: they must pair line by line"
+            )
         for i, (lineno, row) in enumerate(other):
             if not isinstance(row, dict) or not isinstance(row.get("question"), str):
                 raise ValueError(f"{rephrase_path}:{lineno}: no `question` string")
@@ -60,8 +63,14 @@ def load_gsm8k(path: str | Path, rephrase_field: str = "rephrased_question",
     for i, (lineno, row) in enumerate(rows):
         try:
             view = rephrased[i] or row.get(rephrase_field)
-            problems.append(Problem(f"gsm8k-{lineno}", format_prompt(row["question"]), gsm8k_reference(row["answer"]),
-                                    format_prompt(view) if view else None))
+            problems.append(
+                Problem(
+                    f"gsm8k-{lineno}",
+                    format_prompt(row["question"]),
+                    gsm8k_reference(row["answer"]),
+                    format_prompt(view) if view else None,
+                )
+            )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{p}:{lineno}: not a GSM8K record ({exc})") from None
     if not problems:
@@ -79,7 +88,9 @@ class Gsm8kTask:
         problems = load_gsm8k(spec.path, spec.rephrase_field, spec.rephrase_path)
         self.has_analogous = all(p.analogous for p in problems)
         if spec.heldout_size >= len(problems):
-            raise ValueError(f"heldout_size {spec.heldout_size} leaves no training problems in {spec.path} ({len(problems)})")
+            raise ValueError(
+                f"heldout_size {spec.heldout_size} leaves no training problems in {spec.path} ({len(problems)})"
+            )
         self.spec = spec
         order = list(range(len(problems)))
         random.Random(f"gsm8k:{spec.seed}:split").shuffle(order)

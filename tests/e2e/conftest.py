@@ -29,7 +29,8 @@ class Stack:
     def spec_yaml(self, name: str, steps: int = 3, batch_groups: int = 2, group_size: int = 4, **extra) -> str:
         """A small run spec on the stack's tiny model (extra: yaml lines appended as is)."""
         lines = [
-            f"name: {name}", f"model: {{path: {self.model_dir}}}",
+            f"name: {name}",
+            f"model: {{path: {self.model_dir}}}",
             f"task: {{name: arithmetic, heldout_size: {HELDOUT}}}",
             f"rollout: {{group_size: {group_size}, max_new_tokens: 5}}",
             f"train: {{steps: {steps}, batch_groups: {batch_groups}, lr: 0.001}}",

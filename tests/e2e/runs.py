@@ -46,5 +46,7 @@ def finished(p: svc.RunProgress) -> bool:
 
 async def trainer_count(stack, rid: str) -> int:
     async with channel(stack.settings.trainer_addr) as ch:
-        status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(svc.TrainerStatusRequest(run_id=rid), timeout=10)
+        status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
+            svc.TrainerStatusRequest(run_id=rid), timeout=10
+        )
     return status.samples_trained

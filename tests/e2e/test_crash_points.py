@@ -25,7 +25,7 @@ APRIL = dict(
     schedule="schedule: {eval_every: 0, max_staleness: 0, over_provision: 4.0}",
     rollout="rollout: {group_size: 4, max_new_tokens: 40}",
     simulation="simulation: {decode_step_s: 0.02, length_median: 10, length_sigma: 0.8, max_length: 40, "
-               "train_s_per_token: 0.0, train_s_per_step: 0.2}",
+    "train_s_per_token: 0.0, train_s_per_step: 0.2}",
 )
 # point -> (service it is in, run spec extras that reach it)
 CASES = {

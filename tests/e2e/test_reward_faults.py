@@ -37,8 +37,10 @@ HANG_S = 60.0  # far past any deadline below
 
 
 def right_rewards(request: reward_pb2.ScoreRequest) -> list[reward_pb2.SampleScore]:
-    return [reward_pb2.SampleScore(sample_id=s.sample_id, reward=score(request.reference, s.text).reward + i / 100)
-            for i, s in enumerate(request.views[0].samples)]
+    return [
+        reward_pb2.SampleScore(sample_id=s.sample_id, reward=score(request.reference, s.text).reward + i / 100)
+        for i, s in enumerate(request.views[0].samples)
+    ]
 
 
 class Faulty(reward_pb2_grpc.RewardServiceServicer):
@@ -80,7 +82,6 @@ async def serve(fault: str, port: int, log: Path | None) -> None:
     await server.wait_for_termination()
 
 
-
 @contextmanager
 def fault_server(fault: str, log: Path | None = None):
     """This file as a reward server with `fault`, on a free port; yields its address; ended by its pid."""
@@ -100,13 +101,27 @@ async def ready(addr: str) -> None:
         await asyncio.wait_for(ch.channel_ready(), 60)
 
 
-async def run(stack, name: str, addr: str, reward: str = "", steps: int = 2, batch_groups: int = 2,
-              group_size: int = 4, advantage: str = "grpo", timeout: float = 180.0) -> tuple[str, svc.RunProgress, float]:
+async def run(
+    stack,
+    name: str,
+    addr: str,
+    reward: str = "",
+    steps: int = 2,
+    batch_groups: int = 2,
+    group_size: int = 4,
+    advantage: str = "grpo",
+    timeout: float = 180.0,
+) -> tuple[str, svc.RunProgress, float]:
     """Submit a tiny run scored by `addr` alone; (run id, its last progress, seconds until it ended)."""
     await ready(addr)
     rid = run_id(name)
-    spec = stack.spec_yaml(name, steps=steps, batch_groups=batch_groups, group_size=group_size,
-                           reward=f"reward: {{endpoint: '{addr}', {reward}}}")
+    spec = stack.spec_yaml(
+        name,
+        steps=steps,
+        batch_groups=batch_groups,
+        group_size=group_size,
+        reward=f"reward: {{endpoint: '{addr}', {reward}}}",
+    )
     spec = spec.replace("lr: 0.001}", f"lr: 0.001, advantage: {advantage}}}")
     start = time.monotonic()
     await create_run(stack, spec, rid)
@@ -117,11 +132,14 @@ async def run(stack, name: str, addr: str, reward: str = "", steps: int = 2, bat
 async def lineage_rewards(store, rid: str) -> list[tuple[float | None, float | None, bool]]:
     """(reward in lineage, what the right server gives, trained) of every sample of the run."""
     async with store.engine.connect() as conn:
-        rows = (await conn.execute(
-            select(Sample.reward, Sample.text, Sample.index, Prompt.reference, Sample.trained_version)
-            .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
-            .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
-            .where(Sample.run_id == rid))).all()
+        rows = (
+            await conn.execute(
+                select(Sample.reward, Sample.text, Sample.index, Prompt.reference, Sample.trained_version)
+                .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                .join(Prompt, (Prompt.run_id == PromptGroup.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
+                .where(Sample.run_id == rid)
+            )
+        ).all()
     return [(r, score(ref, text).reward + i / 100, trained is not None) for r, text, i, ref, trained in rows]
 
 
@@ -136,15 +154,17 @@ async def assert_failed_loudly(store, rid: str, last: svc.RunProgress, addr: str
 async def test_a_nan_reward_fails_the_run_naming_the_endpoint_never_a_dead_letter(stack, store):
     with fault_server("nan") as addr:
         rid, last, _ = await run(stack, "reward-nan", addr, "deadline_s: 5, retries: 0")
-    await assert_failed_loudly(store, rid, last, addr, "every reward must be a finite number",
-                               "reward.max_failed_share: 0.9")
+    await assert_failed_loudly(
+        store, rid, last, addr, "every reward must be a finite number", "reward.max_failed_share: 0.9"
+    )
 
 
 async def test_scores_in_another_order_are_trained_on_the_right_samples(stack, store):
     steps, b, g = 2, 2, 4
     with fault_server("reversed") as addr:
-        rid, last, _ = await run(stack, "reward-reversed", addr, "deadline_s: 5", steps=steps, batch_groups=b,
-                                 group_size=g)
+        rid, last, _ = await run(
+            stack, "reward-reversed", addr, "deadline_s: 5", steps=steps, batch_groups=b, group_size=g
+        )
     assert last.state == svc.COMPLETED, last.message
     rows = [(got, right) for got, right, trained in await lineage_rewards(store, rid) if trained]
     assert len(rows) == steps * b * g == await trainer_count(stack, rid)
@@ -161,8 +181,15 @@ async def test_a_hanging_server_costs_one_deadline_budget_at_a_time_not_one_per_
     steps, b, g, deadline, retries = 2, 4, 2, 2.0, 1
     log = tmp_path / "calls"
     with fault_server("slow-first", log) as addr:
-        rid, last, took = await run(stack, "reward-hang", addr, f"deadline_s: {deadline}, retries: {retries}",
-                                    steps=steps, batch_groups=b, group_size=g)
+        rid, last, took = await run(
+            stack,
+            "reward-hang",
+            addr,
+            f"deadline_s: {deadline}, retries: {retries}",
+            steps=steps,
+            batch_groups=b,
+            group_size=g,
+        )
     assert last.state == svc.COMPLETED, last.message
     rows = [(got, right) for got, right, trained in await lineage_rewards(store, rid) if trained]
     assert len(rows) == steps * b * g and all(got == pytest.approx(right, abs=1e-6) for got, right in rows)

@@ -48,8 +48,11 @@ async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, s
             reward=f"reward: {{endpoints: [{{address: '{co}'}}, {{address: '{teacher}', weight: 0.5}}]}}",
             schedule="schedule: {eval_every: 0, prompt_selection: thompson, prompt_pool: 16}",
         )
-        spec = stack.spec_yaml("label-free", steps=steps, batch_groups=b, group_size=g).replace(
-            f"rollout: {{group_size: {g}, max_new_tokens: 5}}\n", "").replace("schedule: {eval_every: 0}\n", "")
+        spec = (
+            stack.spec_yaml("label-free", steps=steps, batch_groups=b, group_size=g)
+            .replace(f"rollout: {{group_size: {g}, max_new_tokens: 5}}\n", "")
+            .replace("schedule: {eval_every: 0}\n", "")
+        )
         await create_run(stack, spec + "\n".join(extra.values()) + "\n", rid)
         last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
@@ -58,12 +61,25 @@ async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, s
     rows = await store.trained_sample_rows(rid)
     assert len(rows) == steps * b * 2 * g == await trainer_count(stack, rid)
     async with store.engine.connect() as conn:
-        views = dict((await conn.execute(select(Sample.view, func.count()).where(Sample.run_id == rid)
-                                         .group_by(Sample.view))).all())
-        trained_teacher = (await conn.execute(select(func.count()).where(
-            Sample.run_id == rid, Sample.view == "teacher", Sample.trained_version.is_not(None)))).scalar_one()
-        scorers = set((await conn.execute(select(Reward.server).join(Sample, Sample.sample_id == Reward.sample_id)
-                                          .where(Sample.run_id == rid))).scalars())
+        views = dict(
+            (
+                await conn.execute(select(Sample.view, func.count()).where(Sample.run_id == rid).group_by(Sample.view))
+            ).all()
+        )
+        trained_teacher = (
+            await conn.execute(
+                select(func.count()).where(
+                    Sample.run_id == rid, Sample.view == "teacher", Sample.trained_version.is_not(None)
+                )
+            )
+        ).scalar_one()
+        scorers = set(
+            (
+                await conn.execute(
+                    select(Reward.server).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.run_id == rid)
+                )
+            ).scalars()
+        )
         problems = set((await conn.execute(select(PromptGroup.problem).where(PromptGroup.run_id == rid))).scalars())
     assert views["main"] == views["analogous"] and views["teacher"] * g == views["main"] * g_teacher
     assert trained_teacher == 0
@@ -99,8 +115,13 @@ async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_onc
         last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
     async with store.engine.connect() as conn:
-        groups = (await conn.execute(select(PromptGroup.n, PromptGroup.state, PromptGroup.reward_error).where(
-            PromptGroup.run_id == rid).order_by(PromptGroup.n))).all()
+        groups = (
+            await conn.execute(
+                select(PromptGroup.n, PromptGroup.state, PromptGroup.reward_error)
+                .where(PromptGroup.run_id == rid)
+                .order_by(PromptGroup.n)
+            )
+        ).all()
     failed = [n for n, _, error in groups if error]
     assert failed and all("127.0.0.1" in error for _, _, error in groups if error)
     trained = [(n, error) for n, state, error in groups if state == "trained"]

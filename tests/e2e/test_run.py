@@ -122,7 +122,9 @@ async def test_one_group_is_one_trace_and_batches_link_to_them(stack, store):
 
         from jetrl.lineage.models import PromptGroup, Sample
 
-        group_trace = (await conn.execute(select(PromptGroup.trace_id).where(PromptGroup.run_id == rid))).scalars().first()
+        group_trace = (
+            (await conn.execute(select(PromptGroup.trace_id).where(PromptGroup.run_id == rid))).scalars().first()
+        )
         sample_traces = set((await conn.execute(select(Sample.trace_id).where(Sample.run_id == rid))).scalars())
     assert group_trace and group_trace in sample_traces
 
@@ -158,11 +160,12 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
         schedule="schedule: {eval_every: 0, max_staleness: 0, over_provision: 4.0}",
         rollout=f"rollout: {{group_size: {g}, max_new_tokens: 40}}",
         simulation="simulation: {decode_step_s: 0.02, length_median: 10, length_sigma: 0.8, max_length: 40, "
-                   "train_s_per_token: 0.0, train_s_per_step: 0.2}",
+        "train_s_per_token: 0.0, train_s_per_step: 0.2}",
     )
     await create_run(stack, stack.spec_yaml("april", steps=steps, batch_groups=b, group_size=g, **extra), rid)
-    await wait_until(stack, rid, lambda p: p.partial_groups > 0 and p.policy_version >= 1 or p.policy_version >= 3
-                     or finished(p))
+    await wait_until(
+        stack, rid, lambda p: p.partial_groups > 0 and p.policy_version >= 1 or p.policy_version >= 3 or finished(p)
+    )
     stack.kill("svc_scheduler")
     await stack.restart("svc_scheduler")
     last = await wait_until(stack, rid, finished)
@@ -176,10 +179,22 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
         from sqlalchemy import func, select
 
         from jetrl.lineage.models import PromptGroup, SampleSegment
-        recycled = (await conn.execute(select(func.sum(PromptGroup.recycled))
-                                       .where(PromptGroup.run_id == rid))).scalar()
-        multi = (await conn.execute(select(SampleSegment.sample_id).where(SampleSegment.run_id == rid)
-                                    .group_by(SampleSegment.sample_id).having(func.count() > 1))).scalars().all()
+
+        recycled = (
+            await conn.execute(select(func.sum(PromptGroup.recycled)).where(PromptGroup.run_id == rid))
+        ).scalar()
+        multi = (
+            (
+                await conn.execute(
+                    select(SampleSegment.sample_id)
+                    .where(SampleSegment.run_id == rid)
+                    .group_by(SampleSegment.sample_id)
+                    .having(func.count() > 1)
+                )
+            )
+            .scalars()
+            .all()
+        )
     assert recycled > 0  # over-provisioned groups were aborted and resumed
     trained = {r.sample_id for r in rows}
     for sample_id in multi:
@@ -220,8 +235,16 @@ async def test_a_run_trains_on_a_third_party_reward_server(stack, store):
         from sqlalchemy import select
 
         from jetrl.lineage.models import Reward, Sample
-        scorers = set((await conn.execute(select(Reward.server, Reward.endpoint).join(
-            Sample, Sample.sample_id == Reward.sample_id).where(Sample.run_id == rid))).all())
+
+        scorers = set(
+            (
+                await conn.execute(
+                    select(Reward.server, Reward.endpoint)
+                    .join(Sample, Sample.sample_id == Reward.sample_id)
+                    .where(Sample.run_id == rid)
+                )
+            ).all()
+        )
     assert scorers == {("exact-text@1", f"127.0.0.1:{port}")}
 
 

@@ -22,9 +22,14 @@ B, G = 2, 2
 @pytest.fixture
 async def world(js, lineage, untrained_model_dir):
     """A run that a first scheduler started (groups admitted, tasks out), then lost."""
-    spec = RunSpec.model_validate({
-        "model": {"path": str(untrained_model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 4},
-        "train": {"steps": 2, "batch_groups": B}, "schedule": {"eval_every": 0}})
+    spec = RunSpec.model_validate(
+        {
+            "model": {"path": str(untrained_model_dir)},
+            "rollout": {"group_size": G, "max_new_tokens": 4},
+            "train": {"steps": 2, "batch_groups": B},
+            "schedule": {"eval_every": 0},
+        }
+    )
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await lineage.create_run(run_id, "t", "", 2, B, G, "")
     first = Coordinator(js, lineage)
@@ -35,9 +40,24 @@ async def world(js, lineage, untrained_model_dir):
 def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:
     gid = group_id(run_id, n)
     delivery = Delivery(f"jetrl.{run_id}.rollouts", run_id, Kind.ROLLOUTS, {}, 1, 1)
-    return [(ev.Sample(run_id=run_id, group_id=gid, sample_id=f"{gid}.{i}", index=i, prompt_token_ids=[1],
-                       completion_token_ids=[3], logprobs=[-1.0], token_versions=[0], finish_reason="eos",
-                       worker_id="w"), delivery) for i in range(G)]
+    return [
+        (
+            ev.Sample(
+                run_id=run_id,
+                group_id=gid,
+                sample_id=f"{gid}.{i}",
+                index=i,
+                prompt_token_ids=[1],
+                completion_token_ids=[3],
+                logprobs=[-1.0],
+                token_versions=[0],
+                finish_reason="eos",
+                worker_id="w",
+            ),
+            delivery,
+        )
+        for i in range(G)
+    ]
 
 
 async def groups_published(js) -> list[str]:
@@ -97,15 +117,30 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     await coordinator.start(prepare(run_id, spec))
 
     async def announce(version: int) -> None:
-        await store.record_version(ev.WeightsAnnouncement(
-            run_id=run_id, version=version, parent_version=version - 1, batch_id=f"{run_id}.b{version - 1:06d}",
-            uri="file:///x", sha256="0" * 64, size_bytes=1), "")
+        await store.record_version(
+            ev.WeightsAnnouncement(
+                run_id=run_id,
+                version=version,
+                parent_version=version - 1,
+                batch_id=f"{run_id}.b{version - 1:06d}",
+                uri="file:///x",
+                sha256="0" * 64,
+                size_bytes=1,
+            ),
+            "",
+        )
         await coordinator.on_version(run_id, version)
 
     async def final_evaluation_requested() -> bool:
         info = await js.stream_info(stream_name(Kind.EVALS))
-        requested = [ev.EvalRequest.FromString((await js.get_msg(stream_name(Kind.EVALS), seq)).data).min_version
-                     for seq in range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+        requested = (
+            [
+                ev.EvalRequest.FromString((await js.get_msg(stream_name(Kind.EVALS), seq)).data).min_version
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            ]
+            if info.state.messages
+            else []
+        )
         return 2 in requested
 
     await announce(2)  # the last version, before the first

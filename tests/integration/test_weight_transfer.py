@@ -29,8 +29,9 @@ async def trainer_addr(tmp_path):
 
 
 def announcement(uri: str, endpoint: str, sha: str = hashlib.sha256(BLOB).hexdigest()):
-    return events_pb2.WeightsAnnouncement(run_id="run1", version=1, uri=uri, grpc_endpoint=endpoint, sha256=sha,
-                                          size_bytes=len(BLOB))
+    return events_pb2.WeightsAnnouncement(
+        run_id="run1", version=1, uri=uri, grpc_endpoint=endpoint, sha256=sha, size_bytes=len(BLOB)
+    )
 
 
 async def test_the_shared_file_is_read_when_it_is_there(tmp_path):
@@ -49,8 +50,14 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
 
     teacher = BLOB[::-1]
     atomic_write(teacher_path(tmp_path, "run1", 1), teacher)
-    ann = events_pb2.WeightsAnnouncement(run_id="run1", version=1, uri="file:///elsewhere", grpc_endpoint=trainer_addr,
-                                         sha256=hashlib.sha256(teacher).hexdigest(), size_bytes=len(teacher))
+    ann = events_pb2.WeightsAnnouncement(
+        run_id="run1",
+        version=1,
+        uri="file:///elsewhere",
+        grpc_endpoint=trainer_addr,
+        sha256=hashlib.sha256(teacher).hexdigest(),
+        size_bytes=len(teacher),
+    )
     assert await fetch_weights(ann, teacher=True) == teacher  # not the policy's v1
     with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
         await stream_weights(trainer_addr, "run1", 2, teacher=True)
@@ -81,8 +88,13 @@ async def test_missing_versions_and_bad_requests_are_refused(trainer_addr):
 
 
 def test_trainer_state_survives_a_restart(tmp_path):
-    state = TrainerState(version=3, samples_trained=96, batches_trained=3, trained_batches=["r.b0", "r.b1", "r.b2"],
-                         announcement=b"\x08\x03")
+    state = TrainerState(
+        version=3,
+        samples_trained=96,
+        batches_trained=3,
+        trained_batches=["r.b0", "r.b1", "r.b2"],
+        announcement=b"\x08\x03",
+    )
     save_state(tmp_path, "r", state)
     assert load_state(tmp_path, "r") == state
     assert load_state(tmp_path, "other") is None

@@ -30,11 +30,17 @@ DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 
 # The gRPC services and the port each listens on by default (jetrl/ports.py).
-GRPC_SERVICES = {"scheduler": ports.SCHEDULER, "rollout": ports.ROLLOUT, "reward": ports.REWARD, "trainer": ports.TRAINER}
+GRPC_SERVICES = {
+    "scheduler": ports.SCHEDULER,
+    "rollout": ports.ROLLOUT,
+    "reward": ports.REWARD,
+    "trainer": ports.TRAINER,
+}
 CONDITIONS = {"service_started", "service_healthy", "service_completed_successfully"}
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
 
 def _compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())  # safe_load resolves the `<<:` merge keys
@@ -150,6 +156,7 @@ def _port(addr: str) -> int:
 
 # ---- the compose file ----------------------------------------------------------------------
 
+
 def test_compose_file_matches_the_compose_spec():
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft7Validator.check_schema(schema)
@@ -183,8 +190,12 @@ def test_image_services_run_commands_that_exist():
             module = ROOT / argv[2].replace(".", "/")
             # a package with a __main__, or a module that runs itself (svc_reward.majority)
             runnable = (module / "__main__.py").is_file() or (
-                module.with_suffix(".py").is_file() and '__name__ == "__main__"' in module.with_suffix(".py").read_text())
-            assert runnable, f"{name}: `python -m {argv[2]}` is neither a package with __main__.py nor a runnable module"
+                module.with_suffix(".py").is_file()
+                and '__name__ == "__main__"' in module.with_suffix(".py").read_text()
+            )
+            assert runnable, (
+                f"{name}: `python -m {argv[2]}` is neither a package with __main__.py nor a runnable module"
+            )
         else:
             assert argv[0] in scripts, f"{name}: {argv[0]!r} is not a console script in pyproject.toml"
         checked += 1
@@ -239,8 +250,11 @@ def test_depends_on_has_no_cycle():
 def test_startup_order():
     services = _services()
     sched = services["scheduler"]["depends_on"]
-    for dep, cond in [("nats", "service_healthy"), ("postgres", "service_healthy"),
-                      ("migrate", "service_completed_successfully")]:
+    for dep, cond in [
+        ("nats", "service_healthy"),
+        ("postgres", "service_healthy"),
+        ("migrate", "service_completed_successfully"),
+    ]:
         assert sched.get(dep, {}).get("condition") == cond, f"scheduler must wait for {dep}: {cond}"
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
     for name in ("rollout", "reward", "trainer"):
@@ -302,8 +316,10 @@ def test_traces_go_to_jaeger_otlp_grpc():
 
 
 def test_scheduler_port_is_published():
-    ports = [str(p) if not isinstance(p, dict) else f"{p.get('published')}:{p['target']}"
-             for p in _services()["scheduler"].get("ports", [])]
+    ports = [
+        str(p) if not isinstance(p, dict) else f"{p.get('published')}:{p['target']}"
+        for p in _services()["scheduler"].get("ports", [])
+    ]
     assert any(p.split(":")[-1].split("/")[0] == "50051" for p in ports), ports
 
 
@@ -342,6 +358,7 @@ def test_compose_cli_accepts_the_file():
 
 
 # ---- the image -----------------------------------------------------------------------------
+
 
 def test_dockerfile_exists_on_python_311_slim():
     assert DOCKERFILE.is_file()
@@ -390,14 +407,20 @@ def test_reward_servers_listen_where_jetrl_up_and_their_modules_say():
 
     from jetrl.ports import REWARD_SERVERS
 
-    by_module = {_argv(s["command"])[2]: s for s in _services().values()
-                 if _uses_our_image(s) and _argv(s.get("command", ["x"]))[:2] == ["python", "-m"]}
+    by_module = {
+        _argv(s["command"])[2]: s
+        for s in _services().values()
+        if _uses_our_image(s) and _argv(s.get("command", ["x"]))[:2] == ["python", "-m"]
+    }
     for module, port in REWARD_SERVERS.items():
         assert _env(by_module[module])["JETRL_LISTEN"].endswith(f":{port}"), module
         source = (ROOT / (module.replace(".", "/") + ".py")).read_text()
         assert "serve_alone(" in source, f"{module} is not started by serve_alone"
-        servicers = [v for v in vars(importlib.import_module(module)).values() if hasattr(v, "Score")
-                     and isinstance(getattr(v, "name", None), str)]
+        servicers = [
+            v
+            for v in vars(importlib.import_module(module)).values()
+            if hasattr(v, "Score") and isinstance(getattr(v, "name", None), str)
+        ]
         assert any(f"svc_reward.{s.name}" == module for s in servicers), f"{module}'s servicer is not named for it"
 
 
@@ -408,6 +431,10 @@ def test_each_service_listens_on_the_port_others_reach_it_by():
     assert settings.listen_as(settings.scheduler_addr) == "0.0.0.0:6001"
     assert settings.listen_as(settings.reward_addr) == "0.0.0.0:6003"  # `python -m svc_reward` follows it
     assert Settings().listen_as(Settings().trainer_addr) == f"0.0.0.0:{ports.TRAINER}"
-    for module, field in {"svc_scheduler": "scheduler_addr", "svc_rollout": "rollout_addr",
-                          "svc_reward": "reward_addr", "svc_trainer": "trainer_addr"}.items():
+    for module, field in {
+        "svc_scheduler": "scheduler_addr",
+        "svc_rollout": "rollout_addr",
+        "svc_reward": "reward_addr",
+        "svc_trainer": "trainer_addr",
+    }.items():
         assert f"settings.listen_as(settings.{field})" in (ROOT / module / "app.py").read_text(), module

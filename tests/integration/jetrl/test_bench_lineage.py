@@ -20,31 +20,109 @@ def _seed_run(url: str) -> str:
     t0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
     engine = create_engine(url)
     meta = MetaData()
-    t = {n: Table(n, meta, autoload_with=engine)
-         for n in ("runs", "prompt_groups", "samples", "policy_versions", "evaluations")}
+    t = {
+        n: Table(n, meta, autoload_with=engine)
+        for n in ("runs", "prompt_groups", "samples", "policy_versions", "evaluations")
+    }
     with engine.begin() as conn:
-        _insert(conn, t["runs"], [dict(run_id=run_id, name="b", spec_yaml="", state="COMPLETED", message="",
-                                       policy_version=4, total_steps=4, batch_groups=1, group_size=2, trace_id="",
-                                       created_at=t0, updated_at=t0)])
-        groups = [dict(group_id=f"{run_id}.g{n}", run_id=run_id, n=n, prompt_id=f"p{n}", step=n, admitted_version=0,
-                       state="trained", view="main", traceparent="", trace_id="", recycled=r)
-                  for n, r in enumerate([2, 0, 1])]
+        _insert(
+            conn,
+            t["runs"],
+            [
+                dict(
+                    run_id=run_id,
+                    name="b",
+                    spec_yaml="",
+                    state="COMPLETED",
+                    message="",
+                    policy_version=4,
+                    total_steps=4,
+                    batch_groups=1,
+                    group_size=2,
+                    trace_id="",
+                    created_at=t0,
+                    updated_at=t0,
+                )
+            ],
+        )
+        groups = [
+            dict(
+                group_id=f"{run_id}.g{n}",
+                run_id=run_id,
+                n=n,
+                prompt_id=f"p{n}",
+                step=n,
+                admitted_version=0,
+                state="trained",
+                view="main",
+                traceparent="",
+                trace_id="",
+                recycled=r,
+            )
+            for n, r in enumerate([2, 0, 1])
+        ]
         _insert(conn, t["prompt_groups"], groups)
         # (trained_version, min_version, length, trained_tokens, staleness, masked, offpolicy); the last is untrained
-        samples = [(1, 0, 5, 5, 0, 0, 0), (3, 1, 10, 9, 1, 1, 9), (3, 2, 20, 20, 0, 0, 0), (4, 1, 30, 30, 2, 0, 30),
-                   (None, 3, 7, None, None, None, None)]
-        _insert(conn, t["samples"], [dict(
-            sample_id=f"{run_id}.s{i}", run_id=run_id, group_id=groups[i % 3]["group_id"], index=i,
-            prompt_token_ids=[1], completion_token_ids=[5] * n, logprobs=[-0.5] * n, token_versions=[mv] * n,
-            min_version=mv, max_version=mv, text="", finish_reason="eos", worker_id="w", trained_version=tv,
-            trained_tokens=tt, staleness=st, stale_masked_tokens=ma, offpolicy_tokens=op, trace_id="",
-        ) for i, (tv, mv, n, tt, st, ma, op) in enumerate(samples)])
-        _insert(conn, t["policy_versions"], [dict(
-            run_id=run_id, version=v, parent_version=v - 1, batch_id=f"b{v}", uri="", sha256="", size_bytes=0,
-            metrics={}, samples_trained_total=v, trace_id="", created_at=t0 + timedelta(seconds=s),
-        ) for v, s in [(1, 10), (2, 12), (3, 13), (4, 15)]])
-        _insert(conn, t["evaluations"], [dict(run_id=run_id, version=v, correct=c, total=10, created_at=t0)
-                                          for v, c in [(0, 1), (2, 7), (4, 6)]])
+        samples = [
+            (1, 0, 5, 5, 0, 0, 0),
+            (3, 1, 10, 9, 1, 1, 9),
+            (3, 2, 20, 20, 0, 0, 0),
+            (4, 1, 30, 30, 2, 0, 30),
+            (None, 3, 7, None, None, None, None),
+        ]
+        _insert(
+            conn,
+            t["samples"],
+            [
+                dict(
+                    sample_id=f"{run_id}.s{i}",
+                    run_id=run_id,
+                    group_id=groups[i % 3]["group_id"],
+                    index=i,
+                    prompt_token_ids=[1],
+                    completion_token_ids=[5] * n,
+                    logprobs=[-0.5] * n,
+                    token_versions=[mv] * n,
+                    min_version=mv,
+                    max_version=mv,
+                    text="",
+                    finish_reason="eos",
+                    worker_id="w",
+                    trained_version=tv,
+                    trained_tokens=tt,
+                    staleness=st,
+                    stale_masked_tokens=ma,
+                    offpolicy_tokens=op,
+                    trace_id="",
+                )
+                for i, (tv, mv, n, tt, st, ma, op) in enumerate(samples)
+            ],
+        )
+        _insert(
+            conn,
+            t["policy_versions"],
+            [
+                dict(
+                    run_id=run_id,
+                    version=v,
+                    parent_version=v - 1,
+                    batch_id=f"b{v}",
+                    uri="",
+                    sha256="",
+                    size_bytes=0,
+                    metrics={},
+                    samples_trained_total=v,
+                    trace_id="",
+                    created_at=t0 + timedelta(seconds=s),
+                )
+                for v, s in [(1, 10), (2, 12), (3, 13), (4, 15)]
+            ],
+        )
+        _insert(
+            conn,
+            t["evaluations"],
+            [dict(run_id=run_id, version=v, correct=c, total=10, created_at=t0) for v, c in [(0, 1), (2, 7), (4, 6)]],
+        )
     engine.dispose()
     return run_id
 

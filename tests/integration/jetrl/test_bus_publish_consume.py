@@ -7,8 +7,24 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from jetrl.bus import (
-    CAUSE_FAILED, DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, ROLLOUT_WORKERS, SCHEDULER_DLQ, ConsumerSpec, InvalidEvent, Kind,
-    Wait, connect, consume, consume_together, declare, follow, publish, stream_name,
+    CAUSE_FAILED,
+    DLQ_CAUSE,
+    DLQ_REASON,
+    DLQ_SEQ,
+    DLQ_SUBJECT,
+    ROLLOUT_WORKERS,
+    SCHEDULER_DLQ,
+    ConsumerSpec,
+    InvalidEvent,
+    Kind,
+    Wait,
+    connect,
+    consume,
+    consume_together,
+    declare,
+    follow,
+    publish,
+    stream_name,
 )
 from jetrl.bus.publish import Unpublishable
 from jetrl.config import Settings
@@ -137,10 +153,14 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
     assert (await js.consumer_info(spec.stream, spec.name)).num_ack_pending == 0
 
 
-@pytest.mark.parametrize("early", [
-    Wait("the batch before it comes first"),
-    OperationalError("SELECT 1", {}, ConnectionRefusedError("postgres is restarting")),
-], ids=["wait", "outage"])
+@pytest.mark.parametrize(
+    "early",
+    [
+        Wait("the batch before it comes first"),
+        OperationalError("SELECT 1", {}, ConnectionRefusedError("postgres is restarting")),
+    ],
+    ids=["wait", "outage"],
+)
 async def test_waiting_and_outages_never_spend_the_failures_that_dead_letter(js, make_event, early):
     # twice max_failures early answers, then success: acked, never dead-lettered
     spec = ConsumerSpec("test-waiting", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=2)
@@ -191,11 +211,14 @@ async def test_replicas_of_one_durable_split_the_work(js, nats_url, make_event):
         async def handler(message, delivery):
             await asyncio.sleep(0.01)
             handled[name].append(message.group_id)
+
         return handler
 
     try:
-        async with consuming(js, ROLLOUT_WORKERS, handler_for("a"), batch=1), \
-                consuming(other.jetstream(), ROLLOUT_WORKERS, handler_for("b"), batch=1):
+        async with (
+            consuming(js, ROLLOUT_WORKERS, handler_for("a"), batch=1),
+            consuming(other.jetstream(), ROLLOUT_WORKERS, handler_for("b"), batch=1),
+        ):
             for i in range(40):
                 await publish(js, "run1", Kind.TASKS, task(make_event, f"g{i}"), msg_id=f"g{i}")
             await until(lambda: len(handled["a"]) + len(handled["b"]) >= 40)
@@ -286,8 +309,9 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
     for name in ("a", "bad", "c"):
         await publish(js, "run1", Kind.TASKS, task(make_event, name), msg_id=name)
     stop = asyncio.Event()
-    worker = asyncio.create_task(consume_together(js, ROLLOUT_WORKERS, handler, stop, fetch_timeout=0.2,
-                                                  retry_delay=0.05))
+    worker = asyncio.create_task(
+        consume_together(js, ROLLOUT_WORKERS, handler, stop, fetch_timeout=0.2, retry_delay=0.05)
+    )
     try:
         letters = await dead_letters(js, 2)
         await until(lambda: drained(js, Kind.TASKS))
@@ -300,6 +324,7 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
 
 
 # ---- consume(concurrency=N) ----------------------------------------------------------------
+
 
 async def test_concurrent_handlers_overlap_and_only_free_slots_are_fetched(js, make_event):
     started, release = [], asyncio.Event()

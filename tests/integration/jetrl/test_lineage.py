@@ -26,21 +26,40 @@ async def store(database_url):
 @pytest.fixture
 async def run_id(store):
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G,
-                           trace_id="ab" * 16)
+    await store.create_run(
+        run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G, trace_id="ab" * 16
+    )
     return run_id
 
 
 def task(run_id: str, n: int, step: int = 0) -> ev.Task:
-    return ev.Task(run_id=run_id, group_id=f"{run_id}.g{n:06d}", prompt_id=f"train-{n}", prompt=f"{n}+1=",
-                   prompt_token_ids=[5, 6], num_samples=G, policy_version=0, step=step)
+    return ev.Task(
+        run_id=run_id,
+        group_id=f"{run_id}.g{n:06d}",
+        prompt_id=f"train-{n}",
+        prompt=f"{n}+1=",
+        prompt_token_ids=[5, 6],
+        num_samples=G,
+        policy_version=0,
+        step=step,
+    )
 
 
 def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
     group_id = f"{run_id}.g{n:06d}"
-    return ev.Sample(run_id=run_id, group_id=group_id, sample_id=f"{group_id}.{index}", index=index,
-                     prompt_token_ids=[5, 6], completion_token_ids=[7, 2], logprobs=[-0.5, -0.25],
-                     token_versions=list(versions), text=str(n + 1), finish_reason="eos", worker_id="w1")
+    return ev.Sample(
+        run_id=run_id,
+        group_id=group_id,
+        sample_id=f"{group_id}.{index}",
+        index=index,
+        prompt_token_ids=[5, 6],
+        completion_token_ids=[7, 2],
+        logprobs=[-0.5, -0.25],
+        token_versions=list(versions),
+        text=str(n + 1),
+        finish_reason="eos",
+        worker_id="w1",
+    )
 
 
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:
@@ -79,14 +98,18 @@ async def test_samples_are_counted_once_and_a_group_loads_back_in_order(store, r
 async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(store, run_id):
     await store.admit_group(task(run_id, 1), "2", "", "")
     counts = await store.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
-    assert counts == {(f"{run_id}.g000099", run_id): None,
-                      (f"{run_id}.g000001", run_id): GroupProgress(1, "admitted", False)}
+    assert counts == {
+        (f"{run_id}.g000099", run_id): None,
+        (f"{run_id}.g000001", run_id): GroupProgress(1, "admitted", False),
+    }
     # a sample claiming another run's group is not that group's either
     forged = sample(run_id, 1, 1)
     forged.run_id = f"{run_id}x"
     counts = await store.record_samples([(forged, ""), (sample(run_id, 1, 2), "")])
-    assert counts == {(f"{run_id}.g000001", f"{run_id}x"): None,
-                      (f"{run_id}.g000001", run_id): GroupProgress(2, "admitted", False)}
+    assert counts == {
+        (f"{run_id}.g000001", f"{run_id}x"): None,
+        (f"{run_id}.g000001", run_id): GroupProgress(2, "admitted", False),
+    }
     assert [s.index for s in (await store.load_group(f"{run_id}.g000001")).samples] == [0, 2]
 
 
@@ -100,9 +123,15 @@ async def test_group_states_only_move_forward(store, run_id):
 async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     group = await admitted_and_generated(store, run_id)
     await store.mark_group(group.group_id, "generated")
-    scored = ev.ScoredGroup(group=group, rewards=[1.0, 0.0], reward_server="verify@1",
-                            details=[SampleScore(extracted_answer="1", detail="correct"),
-                                     SampleScore(extracted_answer="", detail="no answer")])
+    scored = ev.ScoredGroup(
+        group=group,
+        rewards=[1.0, 0.0],
+        reward_server="verify@1",
+        details=[
+            SampleScore(extracted_answer="1", detail="correct"),
+            SampleScore(extracted_answer="", detail="no answer"),
+        ],
+    )
     await store.record_scored(scored, "")
     await store.record_scored(scored, "")  # redelivered
     batch_id = f"{run_id}.b000000"
@@ -117,11 +146,28 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     assert loaded.reward_server == "verify@1"
 
     ann = ev.WeightsAnnouncement(
-        run_id=run_id, version=1, parent_version=0, batch_id=batch.batch_id, uri="file:///w/v1", sha256="0" * 64,
-        size_bytes=10, metrics={"loss": 0.5}, samples_trained_total=2,
-        advantages=[ev.SampleAdvantage(sample_id=s.sample_id, reward=r, advantage=a, staleness=st, trained_tokens=2 - m,
-                                       stale_masked_tokens=m, offpolicy_tokens=st and 2 - m)
-                    for s, r, a, st, m in zip(group.samples, [1.0, 0.0], [0.7071, -0.7071], [0, 1], [0, 1])])
+        run_id=run_id,
+        version=1,
+        parent_version=0,
+        batch_id=batch.batch_id,
+        uri="file:///w/v1",
+        sha256="0" * 64,
+        size_bytes=10,
+        metrics={"loss": 0.5},
+        samples_trained_total=2,
+        advantages=[
+            ev.SampleAdvantage(
+                sample_id=s.sample_id,
+                reward=r,
+                advantage=a,
+                staleness=st,
+                trained_tokens=2 - m,
+                stale_masked_tokens=m,
+                offpolicy_tokens=st and 2 - m,
+            )
+            for s, r, a, st, m in zip(group.samples, [1.0, 0.0], [0.7071, -0.7071], [0, 1], [0, 1])
+        ],
+    )
     await store.record_version(ann, "")
     await store.record_version(ann, "")  # redelivered
     assert await store.untrained_batches(run_id) == []
@@ -129,9 +175,20 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     assert (await store.get_run(run_id)).policy_version == 1
 
     rows = await store.trained_sample_rows(run_id)
-    assert [(r.min_version, r.reward, round(r.advantage, 4), r.trained_version, r.batch_id, r.staleness,
-             r.trained_tokens, r.stale_masked_tokens, r.attempts) for r in rows] == [
-        (0, 1.0, 0.7071, 1, batch.batch_id, 0, 2, 0, 1), (0, 0.0, -0.7071, 1, batch.batch_id, 1, 1, 1, 1)]
+    assert [
+        (
+            r.min_version,
+            r.reward,
+            round(r.advantage, 4),
+            r.trained_version,
+            r.batch_id,
+            r.staleness,
+            r.trained_tokens,
+            r.stale_masked_tokens,
+            r.attempts,
+        )
+        for r in rows
+    ] == [(0, 1.0, 0.7071, 1, batch.batch_id, 0, 2, 0, 1), (0, 0.0, -0.7071, 1, batch.batch_id, 1, 1, 1, 1)]
     stats = await store.run_stats(run_id)
     assert (stats.samples_generated, stats.samples_trained, stats.mean_reward_last_batch) == (2, 2, 0.5)
     # staleness 0 and 1; 1 of 3 trained tokens came from an older version; 1 token was too stale
@@ -182,7 +239,9 @@ async def test_evaluations_dead_letters_and_run_state(store, run_id):
     other = f"{run_id}x"
     await store.create_run(other, "test", "model: {path: /m}\n", 1, 1, G, "")
     for rid in (run_id, run_id, other):  # redelivered once; another run's letter with the same seq
-        await store.record_dead_letter(dead_letter_id(rid, 7), rid, f"jetrl.{rid}.rollouts", "not a valid Sample", b"\xff")
+        await store.record_dead_letter(
+            dead_letter_id(rid, 7), rid, f"jetrl.{rid}.rollouts", "not a valid Sample", b"\xff"
+        )
     assert len(await store.dead_letters(other)) == 1
     assert [d.reason for d in await store.dead_letters(run_id)] == ["not a valid Sample"]
     assert (await store.run_stats(run_id)).dead_letters == 1
@@ -194,25 +253,39 @@ async def test_evaluations_dead_letters_and_run_state(store, run_id):
 
 async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_recorded(store, run_id):
     group = await admitted_and_generated(store, run_id, 0)
-    calls = [ev.RewardCall(endpoint="a:1", server="verify@1", weight=1.0, ok=True, rewards=[1.0, 0.0]),
-             ev.RewardCall(endpoint="b:2", weight=0.5, ok=False, error="UNAVAILABLE: down", attempts=4,
-                           rewards=[0.0, 0.0]),
-             ev.RewardCall(endpoint="c:3", server="majority@1", weight=0.5, ok=True, rewards=[1.0, 1.0])]
-    state = await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.5, 0.5], reward_server="verify@1",
-                                                     reward_endpoint="a:1", calls=calls), "")
+    calls = [
+        ev.RewardCall(endpoint="a:1", server="verify@1", weight=1.0, ok=True, rewards=[1.0, 0.0]),
+        ev.RewardCall(endpoint="b:2", weight=0.5, ok=False, error="UNAVAILABLE: down", attempts=4, rewards=[0.0, 0.0]),
+        ev.RewardCall(endpoint="c:3", server="majority@1", weight=0.5, ok=True, rewards=[1.0, 1.0]),
+    ]
+    state = await store.record_scored(
+        ev.ScoredGroup(group=group, rewards=[1.5, 0.5], reward_server="verify@1", reward_endpoint="a:1", calls=calls),
+        "",
+    )
     assert state == "scored"  # on_failure zero: kept, the dead endpoint's share is 0
     async with store.engine.connect() as conn:
         from sqlalchemy import select
 
         from jetrl.lineage.models import PromptGroup, Reward, Sample
-        rows = sorted((r.sample_id[-1], r.server, r.endpoint, r.reward) for r in await conn.execute(select(Reward).where(
-            Reward.sample_id.in_([s.sample_id for s in group.samples]))))
-        assert rows == [("0", "majority@1", "c:3", 1.0), ("0", "verify@1", "a:1", 1.0),
-                        ("1", "majority@1", "c:3", 1.0), ("1", "verify@1", "a:1", 0.0)]
-        assert sorted((await conn.execute(select(Sample.reward).where(Sample.group_id == group.group_id))).scalars()) \
-            == [0.5, 1.5]
-        error = (await conn.execute(select(PromptGroup.reward_error)
-                                    .where(PromptGroup.group_id == group.group_id))).scalar()
+
+        rows = sorted(
+            (r.sample_id[-1], r.server, r.endpoint, r.reward)
+            for r in await conn.execute(
+                select(Reward).where(Reward.sample_id.in_([s.sample_id for s in group.samples]))
+            )
+        )
+        assert rows == [
+            ("0", "majority@1", "c:3", 1.0),
+            ("0", "verify@1", "a:1", 1.0),
+            ("1", "majority@1", "c:3", 1.0),
+            ("1", "verify@1", "a:1", 0.0),
+        ]
+        assert sorted(
+            (await conn.execute(select(Sample.reward).where(Sample.group_id == group.group_id))).scalars()
+        ) == [0.5, 1.5]
+        error = (
+            await conn.execute(select(PromptGroup.reward_error).where(PromptGroup.group_id == group.group_id))
+        ).scalar()
     assert error == "b:2: UNAVAILABLE: down"
     stats = await store.run_stats(run_id)
     assert (stats.reward_failures, stats.last_reward_error) == (1, "b:2: UNAVAILABLE: down")
@@ -229,7 +302,10 @@ async def test_views_load_back_and_teacher_samples_get_no_reward(store, run_id):
     await store.record_samples([(ev.Sample(**{**_fields(sample(run_id, 0, i)), "view": v}), "") for v, i in views])
     group = await store.load_group(t.group_id)
     assert [(v.view, v.prompt, v.first_index, v.size, v.trained) for v in group.views] == [
-        ("main", "0+1=", 0, 1, True), ("analogous", "1+0=", 1, 1, True), ("teacher", "0+1=", 2, 2, False)]
+        ("main", "0+1=", 0, 1, True),
+        ("analogous", "1+0=", 1, 1, True),
+        ("teacher", "0+1=", 2, 2, False),
+    ]
     await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0, 0.0, 0.0], reward_server="x@1"), "")
     assert await store.prompt_evidence(run_id) == [(7, 0, 1, 1)]  # the two trained samples only
     await store.record_teacher(run_id, 3)

@@ -23,19 +23,37 @@ async def stores(database_url):
 async def group(stores):
     store, _ = stores
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G,
-                           trace_id="")
-    task = ev.Task(run_id=run_id, group_id=f"{run_id}.g000000", prompt_id="p0", prompt="1+1=",
-                   prompt_token_ids=[5, 6], num_samples=G, policy_version=2)
+    await store.create_run(
+        run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G, trace_id=""
+    )
+    task = ev.Task(
+        run_id=run_id,
+        group_id=f"{run_id}.g000000",
+        prompt_id="p0",
+        prompt="1+1=",
+        prompt_token_ids=[5, 6],
+        num_samples=G,
+        policy_version=2,
+    )
     await store.admit_group(task, "2", "", "")
     return run_id, task.group_id
 
 
 def sample(run_id, group_id, index, tokens, versions, *, attempt=0, prefix_len=0, reason="aborted", worker="w1"):
-    return ev.Sample(run_id=run_id, group_id=group_id, sample_id=f"{group_id}.{index}", index=index,
-                     prompt_token_ids=[5, 6], completion_token_ids=tokens, logprobs=[-0.5] * len(tokens),
-                     token_versions=versions, finish_reason=reason, worker_id=worker, attempt=attempt,
-                     prefix_len=prefix_len)
+    return ev.Sample(
+        run_id=run_id,
+        group_id=group_id,
+        sample_id=f"{group_id}.{index}",
+        index=index,
+        prompt_token_ids=[5, 6],
+        completion_token_ids=tokens,
+        logprobs=[-0.5] * len(tokens),
+        token_versions=versions,
+        finish_reason=reason,
+        worker_id=worker,
+        attempt=attempt,
+        prefix_len=prefix_len,
+    )
 
 
 async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(stores, group):
@@ -44,8 +62,9 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
     assert await buffer.abort(run_id, [gid]) == [(gid, 0)]
     assert await buffer.abort(run_id, [gid]) == []  # already in the buffer
     # sample 0 finished before the abort reached the worker; 1 and 2 are handed back
-    got = await store.record_samples([(sample(run_id, gid, 0, [7, 2], [2, 2], reason="eos"), ""),
-                                      (sample(run_id, gid, 1, [8, 9], [2, 2]), "")])
+    got = await store.record_samples(
+        [(sample(run_id, gid, 0, [7, 2], [2, 2], reason="eos"), ""), (sample(run_id, gid, 1, [8, 9], [2, 2]), "")]
+    )
     assert got == {(gid, run_id): GroupProgress(1, "partial", False)}
     assert await buffer.resumable(run_id, 10) == [] and await buffer.resume(gid, 3, None) is None
     got = await store.record_samples([(sample(run_id, gid, 2, [], []), "")])  # aborted before its first token
@@ -55,22 +74,32 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
     resumed = await buffer.resume(gid, 3, None)
     assert (resumed.attempt, resumed.version, resumed.dropped) == (1, 3, 0)
     assert [(p.index, list(p.token_ids), list(p.token_versions)) for p in resumed.prefixes] == [
-        (1, [8, 9], [2, 2]), (2, [], [])]
+        (1, [8, 9], [2, 2]),
+        (2, [], []),
+    ]
     assert await store.group_state(gid) == "admitted" and await buffer.resume(gid, 3, None) is None
     # a restarted scheduler re-publishes exactly the same attempt
     again = await buffer.current(gid)
     assert (again.attempt, again.prefixes) == (1, resumed.prefixes)
 
     # attempt 1 finishes both; sample 1 has tokens from two versions and two segments
-    got = await store.record_samples([
-        (sample(run_id, gid, 1, [8, 9, 4, 2], [2, 2, 3, 3], attempt=1, prefix_len=2, reason="eos", worker="w2"), ""),
-        (sample(run_id, gid, 2, [4, 2], [3, 3], attempt=1, reason="eos"), "")])
+    got = await store.record_samples(
+        [
+            (
+                sample(run_id, gid, 1, [8, 9, 4, 2], [2, 2, 3, 3], attempt=1, prefix_len=2, reason="eos", worker="w2"),
+                "",
+            ),
+            (sample(run_id, gid, 2, [4, 2], [3, 3], attempt=1, reason="eos"), ""),
+        ]
+    )
     assert got[(gid, run_id)].complete == G
     loaded = await store.load_group(gid)
     assert list(loaded.samples[1].completion_token_ids) == [8, 9, 4, 2]
     assert list(loaded.samples[1].token_versions) == [2, 2, 3, 3]
-    segments = [(s.attempt, s.worker_id, s.start, s.end, s.min_version, s.max_version, s.finish_reason)
-                for s in await store.segments(f"{gid}.1")]
+    segments = [
+        (s.attempt, s.worker_id, s.start, s.end, s.min_version, s.max_version, s.finish_reason)
+        for s in await store.segments(f"{gid}.1")
+    ]
     assert segments == [(0, "w1", 0, 2, 2, 2, "aborted"), (1, "w2", 2, 4, 3, 3, "eos")]
 
 
@@ -78,8 +107,10 @@ async def test_regenerate_drops_a_stale_prefix_and_lineage_says_so(stores, group
     store, buffer = stores
     run_id, gid = group
     await buffer.abort(run_id, [gid])
-    await store.record_samples([(sample(run_id, gid, i, [8, 9], [1, 2]), "") for i in range(G - 1)]
-                               + [(sample(run_id, gid, G - 1, [8, 9], [2, 2]), "")])
+    await store.record_samples(
+        [(sample(run_id, gid, i, [8, 9], [1, 2]), "") for i in range(G - 1)]
+        + [(sample(run_id, gid, G - 1, [8, 9], [2, 2]), "")]
+    )
     resumed = await buffer.resume(gid, 4, stale_before=2)  # a token of version 1 would be too old
     assert resumed.dropped == G - 1
     assert [len(p.token_ids) for p in resumed.prefixes] == [0] * (G - 1) + [2]

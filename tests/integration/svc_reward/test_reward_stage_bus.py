@@ -28,20 +28,42 @@ class Echo(reward_pb2_grpc.RewardServiceServicer):
 
     async def Score(self, request, context):
         self.seen.append([v.view for v in request.views])
-        return reward_pb2.ScoreResponse(server=f"{self.name}@1", scores=[
-            reward_pb2.SampleScore(sample_id=s.sample_id, reward=float(s.text), extracted_answer=s.text)
-            for s in request.views[0].samples])
+        return reward_pb2.ScoreResponse(
+            server=f"{self.name}@1",
+            scores=[
+                reward_pb2.SampleScore(sample_id=s.sample_id, reward=float(s.text), extracted_answer=s.text)
+                for s in request.views[0].samples
+            ],
+        )
 
 
 def viewed_group() -> events_pb2.PromptGroup:
     texts = ["1", "2", "3", "4", "9", "9"]  # main 0-1, analogous 2-3, teacher 4-5
-    samples = [events_pb2.Sample(run_id="r", group_id="r.g0", sample_id=f"r.g0.{i}", index=i, text=t,
-                                 completion_token_ids=[5], logprobs=[-0.1], token_versions=[0])
-               for i, t in enumerate(texts)]
-    return events_pb2.PromptGroup(run_id="r", group_id="r.g0", prompt="1+2=", reference="3", samples=samples, views=[
-        events_pb2.ViewPrompt(view="main", prompt="1+2=", first_index=0, size=2, trained=True),
-        events_pb2.ViewPrompt(view="analogous", prompt="2+1=", first_index=2, size=2, trained=True),
-        events_pb2.ViewPrompt(view="teacher", prompt="1+2=", first_index=4, size=2, trained=False)])
+    samples = [
+        events_pb2.Sample(
+            run_id="r",
+            group_id="r.g0",
+            sample_id=f"r.g0.{i}",
+            index=i,
+            text=t,
+            completion_token_ids=[5],
+            logprobs=[-0.1],
+            token_versions=[0],
+        )
+        for i, t in enumerate(texts)
+    ]
+    return events_pb2.PromptGroup(
+        run_id="r",
+        group_id="r.g0",
+        prompt="1+2=",
+        reference="3",
+        samples=samples,
+        views=[
+            events_pb2.ViewPrompt(view="main", prompt="1+2=", first_index=0, size=2, trained=True),
+            events_pb2.ViewPrompt(view="analogous", prompt="2+1=", first_index=2, size=2, trained=True),
+            events_pb2.ViewPrompt(view="teacher", prompt="1+2=", first_index=4, size=2, trained=False),
+        ],
+    )
 
 
 async def scored_after(js, stage, group) -> events_pb2.ScoredGroup:
@@ -58,8 +80,9 @@ async def test_every_endpoint_scores_every_trained_view_and_rewards_add_up_by_we
     a, b = Echo("a"), Echo("b")
     sa, addr_a = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(a, s))
     sb, addr_b = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(b, s))
-    spec = parse_spec(f"model: {{path: /m}}\nreward: {{endpoints: [{{address: '{addr_a}'}}, "
-                      f"{{address: '{addr_b}', weight: -0.5}}]}}")
+    spec = parse_spec(
+        f"model: {{path: /m}}\nreward: {{endpoints: [{{address: '{addr_a}'}}, {{address: '{addr_b}', weight: -0.5}}]}}"
+    )
     stage = RewardStage(js, Specs(spec), default_endpoint="unused:1")
     try:
         scored = await scored_after(js, stage, viewed_group())
@@ -69,7 +92,8 @@ async def test_every_endpoint_scores_every_trained_view_and_rewards_add_up_by_we
         assert list(scored.rewards) == [0.5, 1.0, 1.5, 2.0, 0.0, 0.0]
         assert [(c.endpoint, c.server, c.weight, c.ok, list(c.rewards)) for c in scored.calls] == [
             (addr_a, "a@1", 1.0, True, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]),
-            (addr_b, "b@1", -0.5, True, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0])]
+            (addr_b, "b@1", -0.5, True, [1.0, 2.0, 3.0, 4.0, 0.0, 0.0]),
+        ]
         assert scored.reward_server == "a@1" and scored.details[2].extracted_answer == "3"
     finally:
         await stage.close()
@@ -83,8 +107,10 @@ async def test_a_dead_endpoint_is_a_failed_call_within_its_retries_not_a_stall(j
     a = Echo("a")
     sa, addr_a = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(a, s))
     dead = f"127.0.0.1:{free_port()}"  # nothing listens there
-    spec = parse_spec(f"model: {{path: /m}}\nreward: {{endpoints: [{{address: '{dead}'}}, {{address: '{addr_a}'}}], "
-                      "deadline_s: 0.5, retries: 1}")
+    spec = parse_spec(
+        f"model: {{path: /m}}\nreward: {{endpoints: [{{address: '{dead}'}}, {{address: '{addr_a}'}}], "
+        "deadline_s: 0.5, retries: 1}"
+    )
     stage = RewardStage(js, Specs(spec), default_endpoint="unused:1")
     try:
         t0 = time.monotonic()
@@ -103,8 +129,9 @@ async def test_a_dead_endpoint_is_a_failed_call_within_its_retries_not_a_stall(j
 async def test_a_nan_reward_is_published_as_a_failed_call_never_as_a_reward(js):
     from jetrl.config import parse_spec
 
-    fake = FakeReward(reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=math.nan)
-                                             for s in samples])
+    fake = FakeReward(
+        reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=math.nan) for s in samples]
+    )
     sf, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
     spec = parse_spec(f"model: {{path: /m}}\nreward: {{endpoint: '{addr}', retries: 0}}")
     stage = RewardStage(js, Specs(spec), default_endpoint="unused:1")

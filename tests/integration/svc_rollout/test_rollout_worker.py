@@ -45,6 +45,7 @@ class HeldEngine(TorchEngine):
                 while not should_stop() and time.monotonic() < deadline:
                     time.sleep(0.01)
             return should_stop()
+
         return super().generate(requests, held)
 
 
@@ -69,6 +70,7 @@ async def until(predicate, timeout: float = 10.0) -> None:
 
 async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
     """The first `count` published samples, with their message ids."""
+
     async def enough():
         return (await js.stream_info(stream_name(Kind.ROLLOUTS))).state.messages >= count
 
@@ -81,16 +83,21 @@ async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
 
 
 def abort(*refs):
-    return ev.Control(run_id=RUN, kind=ev.Control.ABORT, reason="batch sealed",
-                      aborted=[ev.TaskRef(group_id=g, attempt=a) for g, a in refs])
+    return ev.Control(
+        run_id=RUN,
+        kind=ev.Control.ABORT,
+        reason="batch sealed",
+        aborted=[ev.TaskRef(group_id=g, attempt=a) for g, a in refs],
+    )
 
 
 async def test_a_task_aborted_before_it_is_taken_hands_back_its_prefixes(js):
     stop = asyncio.Event()
     worker, loops = await running_worker(js, tiny_engine(), stop)
-    prefixes = [ev.Prefix(index=1, token_ids=encode_prompt(TOK, "46")[-2:], logprobs=[-0.5, -1.25],
-                          token_versions=[0, 1]),
-                ev.Prefix(index=3, token_ids=encode_prompt(TOK, "5")[-1:], logprobs=[-2.0], token_versions=[1])]
+    prefixes = [
+        ev.Prefix(index=1, token_ids=encode_prompt(TOK, "46")[-2:], logprobs=[-0.5, -1.25], token_versions=[0, 1]),
+        ev.Prefix(index=3, token_ids=encode_prompt(TOK, "5")[-1:], logprobs=[-2.0], token_versions=[1]),
+    ]
     try:
         await publish(js, RUN, Kind.CONTROL, abort(("run1.g0", 1)), msg_id="abort-1")
         await until(lambda: (RUN, "run1.g0", 1) in worker.aborted)
@@ -124,8 +131,13 @@ async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_tok
     engine = tiny_engine(HeldEngine, hold_at=4)  # the abort lands before the 4th decode step
     worker, loops = await running_worker(js, engine, stop)
     try:
-        await publish(js, RUN, Kind.TASKS, make_task("run1.g5", num_samples=3, max_new_tokens=20, temperature=0.0),
-                      msg_id="run1.g5")
+        await publish(
+            js,
+            RUN,
+            Kind.TASKS,
+            make_task("run1.g5", num_samples=3, max_new_tokens=20, temperature=0.0),
+            msg_id="run1.g5",
+        )
         assert await asyncio.to_thread(engine.holding.wait, 30)
         await publish(js, RUN, Kind.CONTROL, abort(("run1.g5", 0)), msg_id="abort-g5")
         partials = await rollouts(js, 3)

@@ -36,9 +36,9 @@ class Cluster:
     def __init__(self, rng, store, coordinator, run_id, eta, regenerate, dynamic):
         self.rng, self.store, self.coordinator, self.run_id, self.eta = rng, store, coordinator, run_id, eta
         self.regenerate, self.dynamic = regenerate, dynamic
-        self.targets: dict[tuple[str, int], int] = {}   # (group, index) -> completion length
+        self.targets: dict[tuple[str, int], int] = {}  # (group, index) -> completion length
         self.work: dict[tuple[str, int, int], list[int]] = {}  # (group, index, attempt) -> token versions so far
-        self.handed_back: dict[str, list[int]] = {}      # sample id -> versions of the prefix handed back
+        self.handed_back: dict[str, list[int]] = {}  # sample id -> versions of the prefix handed back
 
     async def version(self) -> int:
         return (await self.store.get_run(self.run_id)).policy_version
@@ -75,17 +75,30 @@ class Cluster:
 
     def sample(self, gid, i, attempt, reason):
         versions = self.work[(gid, i, attempt)]
-        return ev.Sample(run_id=self.run_id, group_id=gid, sample_id=f"{gid}.{i}", index=i, prompt_token_ids=[1],
-                         completion_token_ids=[3] * len(versions), logprobs=[-1.0] * len(versions),
-                         token_versions=versions, finish_reason=reason, worker_id="w", attempt=attempt)
+        return ev.Sample(
+            run_id=self.run_id,
+            group_id=gid,
+            sample_id=f"{gid}.{i}",
+            index=i,
+            prompt_token_ids=[1],
+            completion_token_ids=[3] * len(versions),
+            logprobs=[-1.0] * len(versions),
+            token_versions=versions,
+            finish_reason=reason,
+            worker_id="w",
+            attempt=attempt,
+        )
 
     async def hand_back(self) -> None:
         """Workers answer an abort: every unfinished sample of the aborted attempt, as it is."""
         store = self.store
         for gid, attempt in await self.aborted():
             finished = {s.index for s in (await store.load_group(gid)).samples}
-            partial = [self.sample(gid, i, attempt, "aborted") for i in await self.start_attempt(gid, attempt)
-                       if i not in finished]
+            partial = [
+                self.sample(gid, i, attempt, "aborted")
+                for i in await self.start_attempt(gid, attempt)
+                if i not in finished
+            ]
             for s in partial:
                 self.handed_back[s.sample_id] = list(s.token_versions)
             await self.record(partial)
@@ -94,9 +107,15 @@ class Cluster:
         from sqlalchemy import select
 
         from jetrl.lineage.models import PromptGroup
+
         async with self.store.engine.connect() as conn:
-            return list(await conn.execute(select(PromptGroup.group_id, PromptGroup.attempt).where(
-                PromptGroup.run_id == self.run_id, PromptGroup.state == "partial")))
+            return list(
+                await conn.execute(
+                    select(PromptGroup.group_id, PromptGroup.attempt).where(
+                        PromptGroup.run_id == self.run_id, PromptGroup.state == "partial"
+                    )
+                )
+            )
 
     async def record(self, samples) -> None:
         if not samples:
@@ -114,14 +133,26 @@ class Cluster:
         from sqlalchemy import select
 
         from jetrl.lineage.models import PromptGroup
+
         async with self.store.engine.connect() as conn:
-            ids = (await conn.execute(select(PromptGroup.group_id).where(
-                PromptGroup.run_id == self.run_id, PromptGroup.state == "generated"))).scalars().all()
+            ids = (
+                (
+                    await conn.execute(
+                        select(PromptGroup.group_id).where(
+                            PromptGroup.run_id == self.run_id, PromptGroup.state == "generated"
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
         group = await self.store.load_group(self.rng.choice(ids))
         # with dynamic sampling, some groups get rewards that are all equal (and are filtered)
         rewards = [float(self.rng.random() < 0.5) if self.dynamic else float(i % 2) for i in range(G)]
         scored = ev.ScoredGroup(group=group, rewards=rewards)
-        await self.store.record_scored(scored, "", scored_state(scored, dynamic_sampling=self.dynamic, drop_failed=False))
+        await self.store.record_scored(
+            scored, "", scored_state(scored, dynamic_sampling=self.dynamic, drop_failed=False)
+        )
         await self.coordinator.seal_batches(self.run_id)
         await self.coordinator.admit(self.run_id)
 
@@ -138,30 +169,62 @@ class Cluster:
                 # the trainer's rule: a token older than η versions is masked, never trained
                 kept = [v for v in s.token_versions if version - v <= self.eta]
                 trained.extend((version, v) for v in kept)
-                advantages.append(ev.SampleAdvantage(
-                    sample_id=s.sample_id, staleness=max((version - v for v in kept), default=0),
-                    trained_tokens=len(kept), stale_masked_tokens=len(s.token_versions) - len(kept),
-                    offpolicy_tokens=sum(v < version for v in kept)))
-        await self.store.record_version(ev.WeightsAnnouncement(
-            run_id=self.run_id, version=version + 1, parent_version=version, batch_id=batch.batch_id, uri="file:///x",
-            sha256="0" * 64, advantages=advantages), "")
+                advantages.append(
+                    ev.SampleAdvantage(
+                        sample_id=s.sample_id,
+                        staleness=max((version - v for v in kept), default=0),
+                        trained_tokens=len(kept),
+                        stale_masked_tokens=len(s.token_versions) - len(kept),
+                        offpolicy_tokens=sum(v < version for v in kept),
+                    )
+                )
+        await self.store.record_version(
+            ev.WeightsAnnouncement(
+                run_id=self.run_id,
+                version=version + 1,
+                parent_version=version,
+                batch_id=batch.batch_id,
+                uri="file:///x",
+                sha256="0" * 64,
+                advantages=advantages,
+            ),
+            "",
+        )
         await self.coordinator.admit(self.run_id)
 
 
 @pytest.mark.parametrize("seed", range(4))
-@pytest.mark.parametrize(("eta", "rho", "stale", "dynamic", "selection"), [
-    (0, 1.0, "mask", False, "uniform"), (2, 1.0, "mask", False, "uniform"), (0, 2.0, "mask", False, "uniform"),
-    (1, 2.0, "regenerate", False, "uniform"), (1, 1.0, "mask", True, "uniform"), (1, 2.0, "mask", False, "thompson"),
-])
-async def test_random_schedules_keep_every_promise(js, lineage, untrained_model_dir, seed, eta, rho, stale, dynamic,
-                                                   selection):
+@pytest.mark.parametrize(
+    ("eta", "rho", "stale", "dynamic", "selection"),
+    [
+        (0, 1.0, "mask", False, "uniform"),
+        (2, 1.0, "mask", False, "uniform"),
+        (0, 2.0, "mask", False, "uniform"),
+        (1, 2.0, "regenerate", False, "uniform"),
+        (1, 1.0, "mask", True, "uniform"),
+        (1, 2.0, "mask", False, "thompson"),
+    ],
+)
+async def test_random_schedules_keep_every_promise(
+    js, lineage, untrained_model_dir, seed, eta, rho, stale, dynamic, selection
+):
     rng = random.Random(seed)
     store, engine, model_dir = lineage, lineage.engine, untrained_model_dir
-    spec = RunSpec.model_validate({
-        "model": {"path": str(model_dir)}, "rollout": {"group_size": G, "max_new_tokens": 8},
-        "train": {"steps": STEPS, "batch_groups": B, "dynamic_sampling": dynamic},
-        "schedule": {"max_staleness": eta, "over_provision": rho, "stale_partials": stale, "eval_every": 0,
-                     "prompt_selection": selection, "prompt_pool": POOL}})
+    spec = RunSpec.model_validate(
+        {
+            "model": {"path": str(model_dir)},
+            "rollout": {"group_size": G, "max_new_tokens": 8},
+            "train": {"steps": STEPS, "batch_groups": B, "dynamic_sampling": dynamic},
+            "schedule": {
+                "max_staleness": eta,
+                "over_provision": rho,
+                "stale_partials": stale,
+                "eval_every": 0,
+                "prompt_selection": selection,
+                "prompt_pool": POOL,
+            },
+        }
+    )
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await store.create_run(run_id, "t", "", STEPS, B, G, "")
 
@@ -212,9 +275,14 @@ async def test_random_schedules_keep_every_promise(js, lineage, untrained_model_
             from sqlalchemy import func, select
 
             from jetrl.lineage.models import PromptGroup, Sample
-            filtered = (await conn.execute(select(func.count(Sample.trained_version)).join(
-                PromptGroup, PromptGroup.group_id == Sample.group_id).where(
-                PromptGroup.run_id == run_id, PromptGroup.state == "filtered"))).scalar()
+
+            filtered = (
+                await conn.execute(
+                    select(func.count(Sample.trained_version))
+                    .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                    .where(PromptGroup.run_id == run_id, PromptGroup.state == "filtered")
+                )
+            ).scalar()
         assert filtered == 0 and (await store.group_counts(run_id))["filtered"] > 0
     if eta == 0 and rho == 1.0:
         assert stats.stale_masked_tokens == 0 and stats.offpolicy_token_share == 0.0

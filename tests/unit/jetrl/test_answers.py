@@ -17,8 +17,10 @@ from jetrl.tasks.answers import answer_of, extract_final_number, gsm8k_reference
 from svc_reward.verify import score
 
 REPO = Path(__file__).resolve().parents[3]
-GSM8K_FILES = {"sample": REPO / "tests" / "data" / "gsm8k_sample.jsonl",
-               "shared": REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"}
+GSM8K_FILES = {
+    "sample": REPO / "tests" / "data" / "gsm8k_sample.jsonl",
+    "shared": REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl",
+}
 MINUS_SIGNS = {"hyphen-minus": "-", "U+2212": "\u2212", "U+2013": "\u2013", "U+FE63": "\ufe63", "U+FF0D": "\uff0d"}
 
 # (format, reference, completion, correct)
@@ -94,30 +96,56 @@ TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("fmt", "reference", "completion", "correct"), TABLE,
-                         ids=[f"{f}:{c!r}->{r}" for f, r, c, _ in TABLE])
+@pytest.mark.parametrize(
+    ("fmt", "reference", "completion", "correct"), TABLE, ids=[f"{f}:{c!r}->{r}" for f, r, c, _ in TABLE]
+)
 def test_format_table(fmt, reference, completion, correct):
     assert is_correct(Problem("p", "q", reference), completion) is correct
     assert (score(reference, completion).reward == 1.0) is correct
 
 
-@pytest.mark.parametrize(("text", "answer"), [
-    ("1,8", None), ("5,4,0", None), ("\u221218", "-18"), (r"\frac{5}{2}", "5/2"), ("10 / 4", "5/2"),
-    (r"\frac{\sqrt{2}}{2}", None), ("5/0", None), ("+7", "7"), ("#### 1,234", "1234"), (r"\boxed{2.50} or 3", "5/2"),
-])
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("1,8", None),
+        ("5,4,0", None),
+        ("\u221218", "-18"),
+        (r"\frac{5}{2}", "5/2"),
+        ("10 / 4", "5/2"),
+        (r"\frac{\sqrt{2}}{2}", None),
+        ("5/0", None),
+        ("+7", "7"),
+        ("#### 1,234", "1234"),
+        (r"\boxed{2.50} or 3", "5/2"),
+    ],
+)
 def test_the_label_free_vote_reads_answers_alike(text, answer):
     assert answer_of(text) == answer
 
 
 def test_what_equals_nothing_is_reported_as_written():
     assert [extract_final_number(t) for t in ("1,8", r"$\frac{\sqrt{2}}{2}$", "\u221218", r"\dfrac{10}{4}")] == [
-        "1,8", r"\frac{\sqrt{2}}{2}", "-18", "5/2"]
+        "1,8",
+        r"\frac{\sqrt{2}}{2}",
+        "-18",
+        "5/2",
+    ]
 
 
-@pytest.mark.parametrize(("text", "value"), [
-    ("1,000", Fraction(1000)), (" -3 ", Fraction(-3)), (r"\frac{1}{2}", Fraction(1, 2)), ("1/2", Fraction(1, 2)),
-    ("1,8", None), ("1 2", None), (r"\frac{1}{2}x", None), ("abc", None), ("", None),
-])
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1,000", Fraction(1000)),
+        (" -3 ", Fraction(-3)),
+        (r"\frac{1}{2}", Fraction(1, 2)),
+        ("1/2", Fraction(1, 2)),
+        ("1,8", None),
+        ("1 2", None),
+        (r"\frac{1}{2}x", None),
+        ("abc", None),
+        ("", None),
+    ],
+)
 def test_read_number_takes_exactly_one_number(text, value):
     assert read_number(text) == value
 
@@ -155,7 +183,12 @@ def _wrong(gold: str) -> list[str]:
 
 
 def _written(answer: str) -> list[str]:
-    return [answer, f"The answer is {answer}.", f"So it is 3 + 4.\n#### {answer}", rf"The answer is \boxed{{{answer}}}."]
+    return [
+        answer,
+        f"The answer is {answer}.",
+        f"So it is 3 + 4.\n#### {answer}",
+        rf"The answer is \boxed{{{answer}}}.",
+    ]
 
 
 @pytest.mark.parametrize("name", GSM8K_FILES)

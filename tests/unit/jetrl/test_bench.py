@@ -25,12 +25,20 @@ def bench_args(*argv: str) -> argparse.Namespace:
 
 # ---- ideal bound ------------------------------------------------------------------------------
 
+
 def test_ideal_bound_hand_worked_with_exact_lengths():
     # σ = 0: every completion is exactly 40 tokens, so a batch of B·G = 4·8 samples is 1280 tokens;
     # the trainer takes 0.1 + 0.0004·1280 = 0.612 s for it: 2091.5 tok/s; the generator could
     # do 512 / 0.005 = 102,400 tok/s, so the trainer bounds the pipeline.
-    sim = SimulationSpec(decode_step_s=0.005, capacity=512, length_median=40, length_sigma=0.0, max_length=512,
-                         train_s_per_token=0.0004, train_s_per_step=0.1)
+    sim = SimulationSpec(
+        decode_step_s=0.005,
+        capacity=512,
+        length_median=40,
+        length_sigma=0.0,
+        max_length=512,
+        train_s_per_token=0.0004,
+        train_s_per_step=0.1,
+    )
     ideal = ideal_bound(sim, batch_groups=4, group_size=8)
     assert ideal.tokens_per_batch == 1280
     assert ideal.generator_tps == pytest.approx(102_400)
@@ -63,6 +71,7 @@ def test_expected_length_is_what_the_simulated_engine_draws():
 
 # ---- windows ----------------------------------------------------------------------------------
 
+
 def test_steady_window_from_synthetic_versions():
     rows = [(0, 100.0, 0), (1, 103.0, 500), (2, 105.0, 600), (3, 106.0, 700), (4, 108.0, 800)]
     w = steady_window(rows, warmup=2)
@@ -92,10 +101,16 @@ def test_time_to_target():
 
 # ---- command line, specs, outputs -------------------------------------------------------------
 
+
 def test_configurations_and_arguments():
     assert {n: (c.max_staleness, c.over_provision) for n, c in CONFIGS.items()} == {
-        "sync": (0, 1.0), "sync-april": (0, 2.0), "async-1": (1, 1.0), "async-2": (2, 1.0), "async-4": (4, 1.0),
-        "async-8": (8, 1.0), "async-april": (4, 2.0),
+        "sync": (0, 1.0),
+        "sync-april": (0, 2.0),
+        "async-1": (1, 1.0),
+        "async-2": (2, 1.0),
+        "async-4": (4, 1.0),
+        "async-8": (8, 1.0),
+        "async-april": (4, 2.0),
     }
     args = bench_args()
     assert args.configs == list(CONFIGS) and args.steps is None and not args.real
@@ -139,10 +154,27 @@ def test_bench_database_url():
 
 
 def test_markdown_and_plot(tmp_path):
-    rows = [{"config": "sync", "max_staleness": 0, "over_provision": 1.0, "train_tps": 900.0, "rollout_tps": 950.0,
-             "utilisation": 0.5, "speedup": 1.0, "ideal_ratio": 0.36},
-            {"config": "async-4", "max_staleness": 4, "over_provision": 1.0, "train_tps": 2400.0,
-             "rollout_tps": 2500.0, "mean_staleness": None, "speedup": 2.67}]
+    rows = [
+        {
+            "config": "sync",
+            "max_staleness": 0,
+            "over_provision": 1.0,
+            "train_tps": 900.0,
+            "rollout_tps": 950.0,
+            "utilisation": 0.5,
+            "speedup": 1.0,
+            "ideal_ratio": 0.36,
+        },
+        {
+            "config": "async-4",
+            "max_staleness": 4,
+            "over_provision": 1.0,
+            "train_tps": 2400.0,
+            "rollout_tps": 2500.0,
+            "mean_staleness": None,
+            "speedup": 2.67,
+        },
+    ]
     md = markdown_table(rows, SIM_COLUMNS, "caption")
     lines = md.splitlines()
     assert len(lines[0].split("|")) == len(SIM_COLUMNS) + 2 and lines[-1] == "caption"

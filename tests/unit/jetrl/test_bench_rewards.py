@@ -11,8 +11,11 @@ from jetrl.cli.main import _parser
 from jetrl.config import load_spec
 from jetrl.examples import DEMO_SPEC
 
-SERVERS = {"svc_reward.majority": "127.0.0.1:6001", "svc_reward.co_reward": "127.0.0.1:6002",
-           "svc_reward.teacher": "127.0.0.1:6003"}
+SERVERS = {
+    "svc_reward.majority": "127.0.0.1:6001",
+    "svc_reward.co_reward": "127.0.0.1:6002",
+    "svc_reward.teacher": "127.0.0.1:6003",
+}
 
 
 def bench_args(*argv: str):
@@ -25,11 +28,19 @@ def test_arguments_and_arms():
     assert (args.seeds, args.steps, args.batch_groups, args.group_size, args.eval_every) == ([0, 1, 2], 50, 16, 8, 5)
     assert (args.digits, args.terms, args.bootstrap_steps, args.teacher_samples) == (1, 4, 300, 8)
     assert bench_args("--arms", "verify", "co_reward", "--seeds", "4").arms == ["verify", "co_reward"]
-    assert args.from_json is None and str(bench_args("--from-json", "docs/rewards.json").from_json) == "docs/rewards.json"
+    assert (
+        args.from_json is None and str(bench_args("--from-json", "docs/rewards.json").from_json) == "docs/rewards.json"
+    )
     with pytest.raises(SystemExit):
         bench_args("--arms", "rloo")
-    assert [a.server for a in ARMS.values()] == [None, "svc_reward.majority", "svc_reward.co_reward",
-                                                 "svc_reward.teacher", None, None]
+    assert [a.server for a in ARMS.values()] == [
+        None,
+        "svc_reward.majority",
+        "svc_reward.co_reward",
+        "svc_reward.teacher",
+        None,
+        None,
+    ]
 
 
 def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
@@ -52,13 +63,18 @@ def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
     same = {"name", "reward", "rollout", "teacher", "train"}
     assert all(s.model_dump(exclude=same) == v.model_dump(exclude=same) for s in specs.values())
     assert task_spec(bench_args("--digits", "2", "--terms", "3")).model_dump(include={"digits", "terms"}) == {
-        "digits": 2, "terms": 3}
+        "digits": 2,
+        "terms": 3,
+    }
 
 
 def group(admitted, reference, **views):
     """(admitted version, reference, view -> [(text, reward)]); rewards 1 where the text ends in '*'."""
-    return (admitted, reference, {v: [(t.rstrip("*"), 1.0 if t.endswith("*") else 0.0) for t in texts]
-                                  for v, texts in views.items()})
+    return (
+        admitted,
+        reference,
+        {v: [(t.rstrip("*"), 1.0 if t.endswith("*") else 0.0) for t in texts] for v, texts in views.items()},
+    )
 
 
 def test_labels_of_each_rule():
@@ -76,8 +92,10 @@ def test_label_stats_hand_worked():
     # co_reward: group 1 (early): main is labelled by the analogous majority (5, right), the
     # analogous view by main's (4, wrong); group 2 (late): main labelled 9 (wrong), analogous has
     # no number in main, so no label.
-    groups = [group(0, "5", main=["5*", "4", "4"], analogous=["5*", "5*", "3"]),
-              group(3, "2", main=["x", "y", "x"], analogous=["9", "2", "9"])]
+    groups = [
+        group(0, "5", main=["5*", "4", "4"], analogous=["5*", "5*", "3"]),
+        group(3, "2", main=["x", "y", "x"], analogous=["9", "2", "9"]),
+    ]
     stats = label_stats(groups, "co_reward", split_version=2)
     every = stats["all"]
     assert (every["groups"], every["samples"]) == (2, 12)
@@ -99,16 +117,33 @@ def test_label_stats_hand_worked():
 
 def run(arm, seed, v0, final, label=None, wall=10.0):
     labels = {"all": {"label_accuracy": label}} if label is not None else None
-    return {"arm": arm, "seed": seed, "v0_accuracy": v0, "final_accuracy": final, "wall_s": wall, "labels": labels,
-            "group_size": 8, "advantage": "grpo", "labels_used": arm == "verify",
-            "curve": [{"version": 0, "accuracy": v0}, {"version": 5, "accuracy": (v0 + final) / 2},
-                      {"version": 10, "accuracy": final}]}
+    return {
+        "arm": arm,
+        "seed": seed,
+        "v0_accuracy": v0,
+        "final_accuracy": final,
+        "wall_s": wall,
+        "labels": labels,
+        "group_size": 8,
+        "advantage": "grpo",
+        "labels_used": arm == "verify",
+        "curve": [
+            {"version": 0, "accuracy": v0},
+            {"version": 5, "accuracy": (v0 + final) / 2},
+            {"version": 10, "accuracy": final},
+        ],
+    }
 
 
 def test_summary_gain_as_share_of_verify():
-    rows = [run("verify", 0, 0.2, 0.5, 1.0), run("verify", 1, 0.2, 0.4, 1.0),  # gains 0.3, 0.2: mean 0.25
-            run("co_reward", 0, 0.2, 0.45, 0.6), run("co_reward", 1, 0.2, 0.37, 0.4),  # 0.25, 0.17: 0.21
-            run("majority", 0, 0.2, 0.1, 0.2), {**run("teacher", 0, 0.2, 0.3), "final_accuracy": None}]
+    rows = [
+        run("verify", 0, 0.2, 0.5, 1.0),
+        run("verify", 1, 0.2, 0.4, 1.0),  # gains 0.3, 0.2: mean 0.25
+        run("co_reward", 0, 0.2, 0.45, 0.6),
+        run("co_reward", 1, 0.2, 0.37, 0.4),  # 0.25, 0.17: 0.21
+        run("majority", 0, 0.2, 0.1, 0.2),
+        {**run("teacher", 0, 0.2, 0.3), "final_accuracy": None},
+    ]
     summary = summarize(rows, ["verify", "majority", "co_reward", "teacher"])
     assert [s["arm"] for s in summary] == ["verify", "majority", "co_reward"]  # teacher: no completed run
     verify, majority, co = summary
@@ -145,8 +180,13 @@ def test_sampling_at_temperature_zero_is_greedy():
     tokenizer = make_char_tokenizer()
     model = make_tiny_model(tokenizer, seed=1).eval()
     prompts = ["1+2=", "7-2+5+3=", "9-9="]
-    greedy = greedy_complete(model, [encode_prompt(tokenizer, p) for p in prompts], eos_id=tokenizer.eos_token_id,
-                             pad_id=tokenizer.pad_token_id, max_new_tokens=4)
+    greedy = greedy_complete(
+        model,
+        [encode_prompt(tokenizer, p) for p in prompts],
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        max_new_tokens=4,
+    )
     texts = sample_texts(model, tokenizer, prompts, 2, temperature=0.0, max_new_tokens=4, seed=0)
     assert texts == [[t, t] for t in tokenizer.batch_decode(greedy, skip_special_tokens=True)]
     hot = sample_texts(model, tokenizer, prompts, 3, temperature=1.0, max_new_tokens=4, seed=5, batch_size=4)
@@ -155,8 +195,12 @@ def test_sampling_at_temperature_zero_is_greedy():
 
 
 def test_plot(tmp_path):
-    rows = [run("verify", 0, 0.2, 0.5), run("co_reward", 0, 0.2, 0.3), run("grpo-g2", 0, 0.2, 0.3),
-            run("mc_grpo-g2", 0, 0.2, 0.4)]
+    rows = [
+        run("verify", 0, 0.2, 0.5),
+        run("co_reward", 0, 0.2, 0.3),
+        run("grpo-g2", 0, 0.2, 0.3),
+        run("mc_grpo-g2", 0, 0.2, 0.4),
+    ]
     out = tmp_path / "img" / "rewards.png"
     plot_curves(out, rows, ["verify", "co_reward", "grpo-g2", "mc_grpo-g2"], 0.2, "test")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -171,7 +215,12 @@ def test_v0_diagnostics_shape(tmp_path):
     spec = TaskSpec(digits=1, terms=4, heldout_size=6)
     bootstrap(tmp_path / "v0", spec, steps=2, batch_size=8, teacher_error=0.0)
     diag = v0_diagnostics(tmp_path / "v0", spec, samples=3, train_prompts=10)
-    assert (diag["samples"], diag["train_prompts"], diag["heldout"]["prompts"], diag["main"]["prompts"]) == (3, 10, 6, 10)
+    assert (diag["samples"], diag["train_prompts"], diag["heldout"]["prompts"], diag["main"]["prompts"]) == (
+        3,
+        10,
+        6,
+        10,
+    )
     for name in ("heldout", "main", "analogous"):
         figures = diag[name]
         assert all(0.0 <= figures[k] <= 1.0 for k in ("greedy", "single", "majority", "pass"))

@@ -12,12 +12,13 @@ from jetrl.policy.generate import heldout_accuracy
 from jetrl.tasks import make_task
 
 
-
 def test_bootstrap_writes_a_loadable_model_with_its_metrics(tmp_path):
     spec = TaskSpec(heldout_size=8)
     calls = []
     out = tmp_path / "v0"
-    metrics = bootstrap(out, spec, steps=5, batch_size=8, progress=lambda step, total, loss: calls.append((step, total, loss)))
+    metrics = bootstrap(
+        out, spec, steps=5, batch_size=8, progress=lambda step, total, loss: calls.append((step, total, loss))
+    )
     assert [c[:2] for c in calls] == [(i, 5) for i in range(1, 6)]
     assert all(math.isfinite(c[2]) and c[2] > 0 for c in calls)
 

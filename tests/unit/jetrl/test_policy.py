@@ -34,12 +34,12 @@ TEXTS = [
 ]
 
 
-
 def tiny(seed=0):
     return make_tiny_model(TOK, hidden_size=32, layers=1, heads=2, intermediate_size=64, max_positions=64, seed=seed)
 
 
 # ---- tokenizer ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_char_tokenizer_round_trip(text):
@@ -69,6 +69,7 @@ def test_characters_outside_the_charset_become_unk():
 
 
 # ---- encode_prompt -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("text", TEXTS)
 def test_encode_prompt_starts_with_bos_and_never_ends_with_eos(text):
@@ -102,6 +103,7 @@ def test_encode_prompt_never_ends_with_eos_even_for_text_that_spells_it():
 
 
 # ---- save / load ---------------------------------------------------------------------------
+
 
 def test_save_and_load_policy_round_trip(tmp_path):
     model = tiny(seed=3).eval()
@@ -156,6 +158,7 @@ def test_missing_weights_is_a_policy_load_error(tmp_path):
 
 
 # ---- weight blobs --------------------------------------------------------------------------
+
 
 def test_state_bytes_round_trip_gives_identical_weights_and_logits():
     source, target = tiny(seed=1).eval(), tiny(seed=2).eval()

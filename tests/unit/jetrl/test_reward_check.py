@@ -30,8 +30,10 @@ class Broken(reward_pb2_grpc.RewardServiceServicer):
 
     async def Score(self, request, context):
         await asyncio.sleep(self.delay_s)
-        return reward_pb2.ScoreResponse(server="broken@0", scores=[
-            reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in request.views[0].samples[:-1]])
+        return reward_pb2.ScoreResponse(
+            server="broken@0",
+            scores=[reward_pb2.SampleScore(sample_id=s.sample_id, reward=1.0) for s in request.views[0].samples[:-1]],
+        )
 
 
 class Misbehaving(reward_pb2_grpc.RewardServiceServicer):
@@ -55,6 +57,7 @@ def _set(index: int, **fields):
         for name, value in fields.items():
             setattr(scores[index], name, value)
         return scores
+
     return mangle
 
 
@@ -73,8 +76,12 @@ async def test_the_example_third_party_server_passes_as_its_own_process():
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             await asyncio.wait_for(ch.channel_ready(), 30)
         checks = await check_server(f"127.0.0.1:{port}")
-        assert [c.name for c in checks] == ["Describe", "Score", "Score, samples in another order",
-                                            "refuses an unknown contract version"]
+        assert [c.name for c in checks] == [
+            "Describe",
+            "Score",
+            "Score, samples in another order",
+            "refuses an unknown contract version",
+        ]
         assert all(c.ok for c in checks), checks
         assert "exact-text@1" in checks[0].detail and "[1.0, 1.0, 0.0, 0.0]" in checks[1].detail
     finally:
@@ -129,21 +136,42 @@ async def test_a_server_that_answers_too_late_fails_on_its_deadline():
         await server.stop(None)
 
 
-@pytest.mark.parametrize(("mangle", "score_fails", "detail"), [
-    (lambda scores: scores[::-1], "Score",
-     "scores name samples ['check.g0.3', 'check.g0.2', 'check.g0.1', 'check.g0.0'], want ['check.g0.0', "
-     "'check.g0.1', 'check.g0.2', 'check.g0.3'] in that order"),
-    (lambda scores: sorted(scores, key=lambda s: s.sample_id), "Score, samples in another order",
-     "scores name samples ['check.g1.0', 'check.g1.1', 'check.g1.2', 'check.g1.3'], want ['check.g1.3', "
-     "'check.g1.2', 'check.g1.1', 'check.g1.0'] in that order"),
-    (_set(0, sample_id="check.g0.1"), "Score", "samples ['check.g0.1'] are scored more than once: one score per sample"),
-    (_set(2, sample_id="someone-else"), "Score", "scores name ['someone-else'], which are not samples of the request"),
-    (_set(1, sample_id=""), "Score", "1 of 4 scores name no sample: name every one"),
-    (lambda scores: [reward_pb2.SampleScore(reward=s.reward) for s in scores], "Score", "no score names its sample"),
-    (_set(3, reward=math.nan), "Score", "rewards [1.0, 1.0, 1.0, nan]: every reward must be a finite number"),
-    (_set(0, reward=math.inf), "Score", "rewards [inf, 1.0, 1.0, 1.0]: every reward must be a finite number"),
-    (_set(1, reward=1e30), "Score", "a run refuses any beyond ±100 (reward.max_abs_reward)"),
-])
+@pytest.mark.parametrize(
+    ("mangle", "score_fails", "detail"),
+    [
+        (
+            lambda scores: scores[::-1],
+            "Score",
+            "scores name samples ['check.g0.3', 'check.g0.2', 'check.g0.1', 'check.g0.0'], want ['check.g0.0', "
+            "'check.g0.1', 'check.g0.2', 'check.g0.3'] in that order",
+        ),
+        (
+            lambda scores: sorted(scores, key=lambda s: s.sample_id),
+            "Score, samples in another order",
+            "scores name samples ['check.g1.0', 'check.g1.1', 'check.g1.2', 'check.g1.3'], want ['check.g1.3', "
+            "'check.g1.2', 'check.g1.1', 'check.g1.0'] in that order",
+        ),
+        (
+            _set(0, sample_id="check.g0.1"),
+            "Score",
+            "samples ['check.g0.1'] are scored more than once: one score per sample",
+        ),
+        (
+            _set(2, sample_id="someone-else"),
+            "Score",
+            "scores name ['someone-else'], which are not samples of the request",
+        ),
+        (_set(1, sample_id=""), "Score", "1 of 4 scores name no sample: name every one"),
+        (
+            lambda scores: [reward_pb2.SampleScore(reward=s.reward) for s in scores],
+            "Score",
+            "no score names its sample",
+        ),
+        (_set(3, reward=math.nan), "Score", "rewards [1.0, 1.0, 1.0, nan]: every reward must be a finite number"),
+        (_set(0, reward=math.inf), "Score", "rewards [inf, 1.0, 1.0, 1.0]: every reward must be a finite number"),
+        (_set(1, reward=1e30), "Score", "a run refuses any beyond ±100 (reward.max_abs_reward)"),
+    ],
+)
 async def test_a_reply_the_reward_stage_would_refuse_fails_the_check(mangle, score_fails, detail):
     server, addr = await serving(Misbehaving(mangle))
     try:

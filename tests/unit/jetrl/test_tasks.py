@@ -10,7 +10,12 @@ from pydantic import ValidationError
 from jetrl.config import TaskSpec
 from jetrl.tasks import Problem, make_task
 from jetrl.tasks.answers import (
-    answer_of, extract_final_number, gsm8k_reference, is_correct, majority_answer, numbers_equal,
+    answer_of,
+    extract_final_number,
+    gsm8k_reference,
+    is_correct,
+    majority_answer,
+    numbers_equal,
 )
 from jetrl.tasks.arithmetic import ArithmeticTask
 from jetrl.tasks.gsm8k import Gsm8kTask, format_prompt, load_gsm8k
@@ -25,8 +30,10 @@ def gsm8k_file(tmp_path):
     if GSM8K_SAMPLE.is_file():
         return GSM8K_SAMPLE
     rows = [
-        {"question": "Janet has 16 eggs, eats 3, bakes 4 and sells the rest at $2. Dollars?",
-         "answer": "16 - 3 - 4 = 9, 9 * 2 = 18\n#### 18"},
+        {
+            "question": "Janet has 16 eggs, eats 3, bakes 4 and sells the rest at $2. Dollars?",
+            "answer": "16 - 3 - 4 = 9, 9 * 2 = 18\n#### 18",
+        },
         {"question": "A robe takes 2 bolts and half that much. Total?", "answer": "2 + 1 = 3\n#### 3"},
         {"question": "A house costs 80,000 and earns 150%. Profit?", "answer": "...\n#### 70,000"},
         {"question": "James runs 3 sprints of 60 m 3 times. Meters?", "answer": "3*3*60\n#### 540"},
@@ -38,6 +45,7 @@ def gsm8k_file(tmp_path):
 
 
 # ---- arithmetic ----------------------------------------------------------------------------
+
 
 def test_make_task_builds_arithmetic():
     task = make_task(TaskSpec())
@@ -103,6 +111,7 @@ def test_too_large_heldout_size_is_a_clear_error():
 
 # ---- gsm8k ---------------------------------------------------------------------------------
 
+
 def test_gsm8k_loads_a_jsonl_file_with_references(gsm8k_file):
     problems = load_gsm8k(gsm8k_file)
     assert len(problems) == 5
@@ -157,6 +166,7 @@ def test_format_prompt():
 
 
 # ---- answers -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     "text, expected",
@@ -247,7 +257,14 @@ def test_is_correct(answer, completion, correct):
 
 def test_answers_are_read_and_written_canonically():
     assert [answer_of(t) for t in ["82", "1,000", "1000.0", "2.50", "x = -3", "#### 7 then 9", "none"]] == [
-        "82", "1000", "1000", "5/2", "-3", "9", None]
+        "82",
+        "1000",
+        "1000",
+        "5/2",
+        "-3",
+        "9",
+        None,
+    ]
 
 
 def test_ties_go_to_the_smallest_value_whatever_the_order():

@@ -21,16 +21,23 @@ def test_layout_puts_views_one_after_another():
     both = spec(rollout=RolloutSpec(group_size=4, analogous_view=True), teacher=TeacherSpec(samples=3))
     assert layout(both) == [View("main", 0, 4, True), View("analogous", 4, 4, True), View("teacher", 8, 3, False)]
     assert group_size(both) == 11
-    assert layout(spec(rollout=RolloutSpec(group_size=2), teacher=TeacherSpec(samples=5)))[1] == View("teacher", 2, 5, False)
+    assert layout(spec(rollout=RolloutSpec(group_size=2), teacher=TeacherSpec(samples=5)))[1] == View(
+        "teacher", 2, 5, False
+    )
 
 
 def test_split_finds_each_views_samples_and_a_plain_group_is_all_main():
     samples = [ev.Sample(sample_id=f"g.{i}", index=i) for i in range(5)]
     plain = ev.PromptGroup(prompt="1+1=", samples=samples)
     assert [(v.view, v.trained, idx) for v, idx in split(plain)] == [("main", True, [0, 1, 2, 3, 4])]
-    viewed = ev.PromptGroup(prompt="1+1=", samples=samples, views=[
-        ev.ViewPrompt(view="main", first_index=0, size=2, trained=True),
-        ev.ViewPrompt(view="teacher", first_index=2, size=3, trained=False)])
+    viewed = ev.PromptGroup(
+        prompt="1+1=",
+        samples=samples,
+        views=[
+            ev.ViewPrompt(view="main", first_index=0, size=2, trained=True),
+            ev.ViewPrompt(view="teacher", first_index=2, size=3, trained=False),
+        ],
+    )
     assert [(v.view, idx) for v, idx in split(viewed)] == [("main", [0, 1]), ("teacher", [2, 3, 4])]
 
 
@@ -63,12 +70,15 @@ def test_arithmetic_rephrasing_by_order_rotates_the_terms_keeping_their_signs():
     assert (p.prompt, p.analogous) == ("27+29-91=", "29-91+27=")
 
 
-@pytest.mark.parametrize(("terms", "expected"), [
-    ([("+", 12), ("-", 7), ("+", 5), ("+", 3)], "5+3+12-7="),  # rotated to the next added term
-    ([("+", 12), ("-", 7), ("-", 5), ("-", 3)], "12-3-5-7="),  # none: the subtracted terms reversed
-    ([("+", 9), ("-", 4), ("-", 4)], "-4-4+9="),  # reversing changes nothing: rotated by one
-    ([("+", 37), ("-", 45)], "-45+37="),
-])
+@pytest.mark.parametrize(
+    ("terms", "expected"),
+    [
+        ([("+", 12), ("-", 7), ("+", 5), ("+", 3)], "5+3+12-7="),  # rotated to the next added term
+        ([("+", 12), ("-", 7), ("-", 5), ("-", 3)], "12-3-5-7="),  # none: the subtracted terms reversed
+        ([("+", 9), ("-", 4), ("-", 4)], "-4-4+9="),  # reversing changes nothing: rotated by one
+        ([("+", 37), ("-", 45)], "-45+37="),
+    ],
+)
 def test_arithmetic_rephrasing_by_order_starts_with_an_added_term_where_it_can(terms, expected):
     assert _write(_reorder(terms)) == expected
 
@@ -81,8 +91,10 @@ def test_arithmetic_rephrasings_rarely_start_with_a_sign():
 
 
 def _gsm8k(path, n, **extra):
-    rows = [{"question": f"What is {i} + {i}?", "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}", **extra}
-            for i in range(n)]
+    rows = [
+        {"question": f"What is {i} + {i}?", "answer": f"{i}+{i}=<<{i}+{i}={2 * i}>>{2 * i}\n#### {2 * i}", **extra}
+        for i in range(n)
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows))
     return path
 
@@ -102,16 +114,19 @@ def test_gsm8k_rephrasing_from_a_column_or_a_parallel_file(tmp_path):
         make_task(TaskSpec(name="gsm8k", path=str(plain), heldout_size=1, rephrase_path=str(views)))
 
 
-@pytest.mark.parametrize(("text", "needle"), [
-    ("rollout: {analogous_view: true}\nschedule: {over_provision: 2}", "APRIL"),
-    ("teacher: {samples: 2}\nschedule: {over_provision: 2}", "APRIL"),
-    ("teacher: {ema_start: 0.9, ema_end: 0.5}", "ema_end"),
-    ("reward: {endpoint: 'a:1', endpoints: [{address: 'b:2'}]}", "not both"),
-    ("reward: {endpoints: [{address: 'a:1'}, {address: 'a:1', weight: 2}]}", "twice"),
-    ("reward: {endpoints: [{address: 'nohost'}]}", "address"),
-    ("reward: {max_dropped: 3}", "needs on_failure: drop"),
-    ("reward: {on_failure: drop, max_dropped: 0}", "max_dropped"),
-])
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("rollout: {analogous_view: true}\nschedule: {over_provision: 2}", "APRIL"),
+        ("teacher: {samples: 2}\nschedule: {over_provision: 2}", "APRIL"),
+        ("teacher: {ema_start: 0.9, ema_end: 0.5}", "ema_end"),
+        ("reward: {endpoint: 'a:1', endpoints: [{address: 'b:2'}]}", "not both"),
+        ("reward: {endpoints: [{address: 'a:1'}, {address: 'a:1', weight: 2}]}", "twice"),
+        ("reward: {endpoints: [{address: 'nohost'}]}", "address"),
+        ("reward: {max_dropped: 3}", "needs on_failure: drop"),
+        ("reward: {on_failure: drop, max_dropped: 0}", "max_dropped"),
+    ],
+)
 def test_specs_that_cannot_run_their_views_or_rewards_are_refused(text, needle):
     with pytest.raises(SpecError, match=needle):
         parse_spec("model: {path: /m}\n" + text)

@@ -5,7 +5,9 @@ from jetrl.v1 import services_pb2 as svc
 
 
 def progress(**fields) -> svc.RunProgress:
-    return svc.RunProgress(**{"run_id": "r", "heldout_version": -1, "teacher_version": -1, "mean_reward": 0.5, **fields})
+    return svc.RunProgress(
+        **{"run_id": "r", "heldout_version": -1, "teacher_version": -1, "mean_reward": 0.5, **fields}
+    )
 
 
 def test_a_healthy_run_shows_no_failure_counters():
@@ -20,7 +22,8 @@ def test_reward_failures_drops_filters_and_the_teacher_show_when_present():
 
 
 def test_a_reward_failure_says_which_endpoint_why_and_what_to_do():
-    line = reward_failure(progress(reward_failures=2, groups_dropped=1,
-                                   last_reward_error="127.0.0.1:50056: UNAVAILABLE after 2 tries"))
+    line = reward_failure(
+        progress(reward_failures=2, groups_dropped=1, last_reward_error="127.0.0.1:50056: UNAVAILABLE after 2 tries")
+    )
     assert "127.0.0.1:50056: UNAVAILABLE after 2 tries" in line and "2 groups so far, 1 dropped" in line
     assert "reward.on_failure" in line and "jetrl reward check" in line

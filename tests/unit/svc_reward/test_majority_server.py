@@ -45,7 +45,9 @@ async def in_process(servicer):
 def request(*texts: str, **fields) -> reward_pb2.ScoreRequest:
     samples = [reward_pb2.RewardSample(sample_id=f"g.{i}", text=t) for i, t in enumerate(texts)]
     view = reward_pb2.RewardView(view="main", prompt="12+30=", samples=samples)
-    return reward_pb2.ScoreRequest(**({"contract_version": 1, "run_id": "r", "group_id": "g", "views": [view]} | fields))
+    return reward_pb2.ScoreRequest(
+        **({"contract_version": 1, "run_id": "r", "group_id": "g", "views": [view]} | fields)
+    )
 
 
 async def test_describe_needs_no_reference(stub):
@@ -57,11 +59,17 @@ async def test_scores_agreement_with_the_majority_without_a_reference(stub):
     reply = await stub.Score(request("42", "42.0", "41", ""), timeout=5)
     assert reply.server == "majority@1"
     assert [(s.sample_id, s.reward, s.extracted_answer, s.pseudo_label) for s in reply.scores] == [
-        ("g.0", 1.0, "42", "42"), ("g.1", 1.0, "42", "42"), ("g.2", 0.0, "41", "42"), ("g.3", 0.0, "", "42")]
+        ("g.0", 1.0, "42", "42"),
+        ("g.1", 1.0, "42", "42"),
+        ("g.2", 0.0, "41", "42"),
+        ("g.3", 0.0, "", "42"),
+    ]
     assert reply.scores[3].detail == "no answer" and reply.scores[2].detail == "pseudo-label is 42"
 
 
-@pytest.mark.parametrize(("fields", "needle"), [({"contract_version": 9}, "contract_version 9"), ({"views": []}, "no views")])
+@pytest.mark.parametrize(
+    ("fields", "needle"), [({"contract_version": 9}, "contract_version 9"), ({"views": []}, "no views")]
+)
 async def test_bad_requests_say_what_to_send(stub, fields, needle):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Score(request("1", **fields), timeout=5)
@@ -74,8 +82,11 @@ async def test_co_reward_scores_the_main_view_against_the_other_view():
     async with in_process(SERVICER) as stub:
         assert (await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)).needs_views
         main = request("42", "42", "41").views[0]
-        other = reward_pb2.RewardView(view="rephrased", prompt="30+12=", samples=[
-            reward_pb2.RewardSample(sample_id=f"h.{i}", text=t) for i, t in enumerate(["41", "41", "42"])])
+        other = reward_pb2.RewardView(
+            view="rephrased",
+            prompt="30+12=",
+            samples=[reward_pb2.RewardSample(sample_id=f"h.{i}", text=t) for i, t in enumerate(["41", "41", "42"])],
+        )
         reply = await stub.Score(request(views=[main, other]), timeout=5)
         # the main view's own majority is 42, but it is scored against the other view's: 41
         assert [(s.reward, s.pseudo_label) for s in reply.scores] == [(0.0, "41"), (0.0, "41"), (1.0, "41")]
@@ -89,8 +100,11 @@ async def test_co_reward_scores_the_main_view_against_the_other_view():
 
 
 def view(name: str, *texts: str, first: int = 4) -> reward_pb2.RewardView:
-    return reward_pb2.RewardView(view=name, prompt="12+30=", samples=[
-        reward_pb2.RewardSample(sample_id=f"g.{first + i}", text=t) for i, t in enumerate(texts)])
+    return reward_pb2.RewardView(
+        view=name,
+        prompt="12+30=",
+        samples=[reward_pb2.RewardSample(sample_id=f"g.{first + i}", text=t) for i, t in enumerate(texts)],
+    )
 
 
 async def test_teacher_scores_against_the_teachers_majority_and_refuses_without_its_samples():
@@ -100,13 +114,18 @@ async def test_teacher_scores_against_the_teachers_majority_and_refuses_without_
         d = await stub.Describe(reward_pb2.DescribeRequest(), timeout=5)
         assert (d.name, d.needs_teacher_samples, d.needs_views) == ("teacher", True, False)
         # teacher: 41 twice, 42 once, one empty answer (which never wins) -> the label is 41
-        reply = await stub.Score(request(views=[view("main", "42", "42", "41", "", first=0),
-                                                view("teacher", "41", "", "42", "41")]), timeout=5)
+        reply = await stub.Score(
+            request(views=[view("main", "42", "42", "41", "", first=0), view("teacher", "41", "", "42", "41")]),
+            timeout=5,
+        )
         assert [(s.reward, s.pseudo_label) for s in reply.scores] == [
-            (0.0, "41"), (0.0, "41"), (1.0, "41"), (0.0, "41")]
+            (0.0, "41"),
+            (0.0, "41"),
+            (1.0, "41"),
+            (0.0, "41"),
+        ]
         # a tie among the teacher's answers goes to the smallest: 7 over 9
-        reply = await stub.Score(request(views=[view("main", "7", "9", first=0), view("teacher", "9", "7")]),
-                                 timeout=5)
+        reply = await stub.Score(request(views=[view("main", "7", "9", first=0), view("teacher", "9", "7")]), timeout=5)
         assert [s.reward for s in reply.scores] == [1.0, 0.0]
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.Score(request("1"), timeout=5)

@@ -56,19 +56,23 @@ async def test_outcome_plus_clipped_steps_for_every_sample_in_order(stub):
 
 
 async def test_gsm8k_reference_and_boxed_answers(stub):
-    reply = await stub.Score(request(GSM8K_REFERENCE, "48/2 = <<48/2=24>>24\n48+24 = 72\n#### 72",
-                                     r"48+24 = 72, so \boxed{72}"), timeout=5)
+    reply = await stub.Score(
+        request(GSM8K_REFERENCE, "48/2 = <<48/2=24>>24\n48+24 = 72\n#### 72", r"48+24 = 72, so \boxed{72}"), timeout=5
+    )
     assert [(list(s.step_scores), s.reward) for s in reply.scores] == [([1, 1], 1.0), ([1], 0.0)]
     assert "use verify" in reply.scores[1].detail
 
 
-@pytest.mark.parametrize(("fields", "needle"), [
-    ({"reference": ""}, "needs a reference answer"),
-    ({"reference": "#### none"}, "bad reference"),
-    ({"reference": r"\frac{\sqrt{2}}{2}"}, "use verify"),  # a fraction of numbers is a number
-    ({"contract_version": 9}, "contract_version 9"),
-    ({"views": []}, "no views"),
-])
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"reference": ""}, "needs a reference answer"),
+        ({"reference": "#### none"}, "bad reference"),
+        ({"reference": r"\frac{\sqrt{2}}{2}"}, "use verify"),  # a fraction of numbers is a number
+        ({"contract_version": 9}, "contract_version 9"),
+        ({"views": []}, "no views"),
+    ],
+)
 async def test_bad_requests_say_what_to_send(stub, fields, needle):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Score(request(**({"reference": "14"} | fields)), timeout=5)
@@ -100,7 +104,8 @@ async def test_started_alone_with_delta_shaping(alone):
     await wait_serving(alone, timeout=60, what="svc_reward.process")
     async with grpc.aio.insecure_channel(alone) as ch:
         reply = await reward_pb2_grpc.RewardServiceStub(ch).Score(
-            request("14", "12+7=19\n19-5=14", "2+2=4\n" * 50 + "15", "12+7=20\n20-5=15"), timeout=5)
+            request("14", "12+7=19\n19-5=14", "2+2=4\n" * 50 + "15", "12+7=20\n20-5=15"), timeout=5
+        )
     # outcome + 2 * s_1: fifty correct steps are worth what one is
     assert [s.reward for s in reply.scores] == [3.0, 2.0, 0.0]
     assert reply.scores[1].detail.endswith("50 steps, 0 wrong, delta +2")

@@ -24,8 +24,9 @@ async def score_with(fake: FakeReward, deadline: float, retries: int, texts=("7"
     server, addr = await start(lambda s: reward_pb2_grpc.add_RewardServiceServicer_to_server(fake, s))
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        return await stage.score(addr, score_requests(group("7", *texts))[0][1],
-                                 RewardSpec(deadline_s=deadline, retries=retries, **spec))
+        return await stage.score(
+            addr, score_requests(group("7", *texts))[0][1], RewardSpec(deadline_s=deadline, retries=retries, **spec)
+        )
     finally:
         await stage.close()
         await server.stop(None)
@@ -56,8 +57,7 @@ async def test_a_reply_with_the_wrong_number_of_scores_is_refused():
 def indexed(samples, ids=None):
     """Each sample's reward is its index in the group (`g.<i>`), named by `ids` (default: its own id)."""
     ids = [s.sample_id for s in samples] if ids is None else ids
-    return [reward_pb2.SampleScore(sample_id=i, reward=float(s.sample_id.split(".")[1]))
-            for s, i in zip(samples, ids)]
+    return [reward_pb2.SampleScore(sample_id=i, reward=float(s.sample_id.split(".")[1])) for s, i in zip(samples, ids)]
 
 
 async def test_scores_in_another_order_are_matched_to_their_samples_by_id():
@@ -81,25 +81,31 @@ async def test_a_server_that_names_no_sample_is_matched_by_position_and_logged_o
         await server.stop(None)
 
 
-@pytest.mark.parametrize(("ids", "error"), [
-    (["g.0", "", "g.2"], "1 of 3 scores name no sample_id"),
-    (["g.0", "g.0", "g.2"], "more than one score for sample 'g.0'"),
-    (["g.0", "g.1", "g.9"], "scores for samples not in the request: 'g.9'"),
-    (["g.2", "g.1"], "no score for 1 of 3 samples: 'g.0'"),
-    (["", ""], "2 scores for 3 samples: one each"),
-])
+@pytest.mark.parametrize(
+    ("ids", "error"),
+    [
+        (["g.0", "", "g.2"], "1 of 3 scores name no sample_id"),
+        (["g.0", "g.0", "g.2"], "more than one score for sample 'g.0'"),
+        (["g.0", "g.1", "g.9"], "scores for samples not in the request: 'g.9'"),
+        (["g.2", "g.1"], "no score for 1 of 3 samples: 'g.0'"),
+        (["", ""], "2 scores for 3 samples: one each"),
+    ],
+)
 async def test_a_reply_with_unknown_missing_or_duplicate_ids_is_a_failed_call(ids, error):
     fake = FakeReward(reply=lambda samples: indexed(samples, ids))
     with pytest.raises(RewardUnavailable, match=f"^bad reply: {error}"):
         await score_with(fake, deadline=1.0, retries=0, texts=("a", "b", "c"))
 
 
-@pytest.mark.parametrize(("reward", "error"), [
-    (math.nan, "reward nan for sample 'g.1': every reward must be a finite number"),
-    (-math.inf, "reward -inf for sample 'g.1': every reward must be a finite number"),
-    (1e30, r"reward 1e\+30 for sample 'g.1' is beyond the run's bound \(reward.max_abs_reward: 100\)"),
-    (-100.5, r"reward -100.5 for sample 'g.1' is beyond"),
-])
+@pytest.mark.parametrize(
+    ("reward", "error"),
+    [
+        (math.nan, "reward nan for sample 'g.1': every reward must be a finite number"),
+        (-math.inf, "reward -inf for sample 'g.1': every reward must be a finite number"),
+        (1e30, r"reward 1e\+30 for sample 'g.1' is beyond the run's bound \(reward.max_abs_reward: 100\)"),
+        (-100.5, r"reward -100.5 for sample 'g.1' is beyond"),
+    ],
+)
 async def test_a_reward_that_is_not_finite_or_beyond_the_bound_is_a_failed_call(reward, error):
     def reply(samples):
         scores = indexed(samples)
@@ -113,8 +119,9 @@ async def test_a_reward_that_is_not_finite_or_beyond_the_bound_is_a_failed_call(
 
 
 async def test_the_bound_is_the_runs_option():
-    fake = FakeReward(reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=-250.0)
-                                             for s in samples])
+    fake = FakeReward(
+        reply=lambda samples: [reward_pb2.SampleScore(sample_id=s.sample_id, reward=-250.0) for s in samples]
+    )
     reply = await score_with(fake, deadline=1.0, retries=0, max_abs_reward=250.0)
     assert [s.reward for s in reply.scores] == [-250.0, -250.0]
 
@@ -123,7 +130,9 @@ async def test_stage_and_verify_server_together():
     server, addr = await start(register)
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
-        reply = await stage.score(addr, score_requests(group("7", "7", "8", ""))[0][1], RewardSpec(deadline_s=5, retries=0))
+        reply = await stage.score(
+            addr, score_requests(group("7", "7", "8", ""))[0][1], RewardSpec(deadline_s=5, retries=0)
+        )
         assert [s.reward for s in reply.scores] == [1.0, 0.0, 0.0]
         # a request the server refuses is not retried: it would be refused again
         start_t = time.monotonic()

@@ -53,13 +53,22 @@ def test_money_and_thousands_separators():
     assert scored("$5 + $3 = $8, and 1,200*2 = 2,400") == [("5+3=8", 1.0), ("1200*2=2400", 1.0)]
 
 
-@pytest.mark.parametrize("text", [
-    "3+=4", "<<3+=4>>", "<<(2+1=3>>", "age = 5 = 5", "82", "", "no numbers here",
-    "x * 2 + 3 = 7",       # the tail of an expression with a word in it
-    "5 - 1 - 1/2 = 3 1/2",  # a mixed number
-    "3 / 6 = 50%",          # a percentage
-    "$400 000 x 3/100 = $12 000",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "3+=4",
+        "<<3+=4>>",
+        "<<(2+1=3>>",
+        "age = 5 = 5",
+        "82",
+        "",
+        "no numbers here",
+        "x * 2 + 3 = 7",  # the tail of an expression with a word in it
+        "5 - 1 - 1/2 = 3 1/2",  # a mixed number
+        "3 / 6 = 50%",  # a percentage
+        "$400 000 x 3/100 = $12 000",
+    ],
+)
 def test_malformed_or_partial_equations_are_not_steps(text):
     assert steps(text) == []
 
@@ -75,8 +84,12 @@ def test_hostile_input_is_refused_not_recursed():
 def test_every_gsm8k_calculator_annotation_holds(path):
     if not path.exists():
         pytest.skip(f"{path} is not here")
-    annotations = [a for line in path.read_text().splitlines() if line.strip()
-                   for a in re.findall(r"<<[^<>]*>>", json.loads(line)["answer"])]
+    annotations = [
+        a
+        for line in path.read_text().splitlines()
+        if line.strip()
+        for a in re.findall(r"<<[^<>]*>>", json.loads(line)["answer"])
+    ]
     assert annotations
     wrong = [a for a in annotations if [s.score for s in steps(a)] != [1.0]]
     assert wrong == []
@@ -88,18 +101,19 @@ def test_evaluate_is_exact():
 
 # ---- shaping ----------------------------------------------------------------------------------
 
+
 def test_clip_hand_worked():
     assert clip([1.0, 0.0, 1.0], 0.5) == [0.0, -0.5, 0.0]
-    assert clip([1.0, 1.0], 0.5) == [0.0, 0.0]           # all correct: nothing to add or lose
-    assert clip([0.0, 0.0, 0.0], 0.5) == [-0.5] * 3      # all wrong: each costs η
-    assert clip([0.0], 0.0) == [0.0]                      # η = 0 turns the penalty off
+    assert clip([1.0, 1.0], 0.5) == [0.0, 0.0]  # all correct: nothing to add or lose
+    assert clip([0.0, 0.0, 0.0], 0.5) == [-0.5] * 3  # all wrong: each costs η
+    assert clip([0.0], 0.0) == [0.0]  # η = 0 turns the penalty off
 
 
 def test_delta_hand_worked():
-    assert delta([1.0, 0.0, 1.0]) == [1.0, -1.0, 1.0]    # sum 1 = s_1
-    assert delta([0.0, 1.0]) == [-1.0, 1.0]              # sum 0 = s_1
-    assert delta([1.0, 1.0, 1.0]) == [0.0, 0.0, 1.0]     # all correct
-    assert delta([0.0, 0.0]) == [0.0, 0.0]               # all wrong
+    assert delta([1.0, 0.0, 1.0]) == [1.0, -1.0, 1.0]  # sum 1 = s_1
+    assert delta([0.0, 1.0]) == [-1.0, 1.0]  # sum 0 = s_1
+    assert delta([1.0, 1.0, 1.0]) == [0.0, 0.0, 1.0]  # all correct
+    assert delta([0.0, 0.0]) == [0.0, 0.0]  # all wrong
     assert delta([]) == [] and clip([], 0.5) == []
 
 
@@ -107,8 +121,8 @@ def test_delta_hand_worked():
 def test_repeating_a_correct_step_cannot_farm(n):
     scores = [s.score for s in steps("2+2=4\n" * n)]
     assert scores == [1.0] * n
-    assert sum(delta(scores)) == scores[0] == 1.0       # Delta: never above s_1
-    assert sum(clip(scores, 0.5)) == 0.0                # Clip: never above 0
+    assert sum(delta(scores)) == scores[0] == 1.0  # Delta: never above s_1
+    assert sum(clip(scores, 0.5)) == 0.0  # Clip: never above 0
     # after a wrong step, more correct ones still add nothing
     assert sum(delta([0.0, *scores])) == 0.0 and sum(clip([0.0, *scores], 0.5)) == -0.5
 

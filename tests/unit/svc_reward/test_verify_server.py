@@ -58,13 +58,16 @@ async def test_latex_in_worker_processes_and_hostile_input_returns(stub):
     assert time.monotonic() - start < 15  # the alarm stops the tower after 1 s; the rest is starting workers
 
 
-@pytest.mark.parametrize("bad, says", [
-    (request("7", "7", contract_version=2), "contract_version 2"),
-    (request("7", "7", contract_version=0), "contract_version 0"),
-    (request("7", views=[]), "views[0]"),
-    (request(" ", "7"), "reference"),
-    (request("so\n#### none", "7"), "bad reference"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (request("7", "7", contract_version=2), "contract_version 2"),
+        (request("7", "7", contract_version=0), "contract_version 0"),
+        (request("7", views=[]), "views[0]"),
+        (request(" ", "7"), "reference"),
+        (request("so\n#### none", "7"), "bad reference"),
+    ],
+)
 async def test_refuses_what_it_cannot_score(stub, bad, says):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.Score(bad, timeout=5)

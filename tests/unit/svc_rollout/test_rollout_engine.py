@@ -76,7 +76,7 @@ class Rig:
 
     def _boost(self, module, args, out):
         out = out.clone()
-        inputs = self.last_ids[:, -out.shape[1]:]
+        inputs = self.last_ids[:, -out.shape[1] :]
         for i in range(out.shape[0]):
             for j in range(out.shape[1]):
                 target = self.target(int(inputs[i, j]))
@@ -201,7 +201,9 @@ def test_stops_on_eos_mid_sequence_in_a_mixed_batch():
 def test_tiny_top_p_equals_greedy():
     engine = TorchEngine(make_model(), TOK)
     greedy = engine.generate([GenRequest(ids(p), 10, temperature=0.0) for p in PROMPTS])
-    nucleus = engine.generate([GenRequest(ids(p), 10, temperature=1.0, top_p=1e-6, seed=s) for s, p in enumerate(PROMPTS)])
+    nucleus = engine.generate(
+        [GenRequest(ids(p), 10, temperature=1.0, top_p=1e-6, seed=s) for s, p in enumerate(PROMPTS)]
+    )
     for g, n in zip(greedy, nucleus):
         assert n.token_ids == g.token_ids
         # log-probs are still the full (unrestricted) temperature-1 distribution's
@@ -307,6 +309,7 @@ def test_evaluate_on_an_unrigged_model_counts_like_the_reference_decoder():
 
 # ---- resumed samples (token-in prefixes) and aborts ---------------------------------------
 
+
 def stop_after(steps):
     """A should_stop that lets exactly `steps` decode steps run (it is asked before each one)."""
     calls = []
@@ -314,14 +317,22 @@ def stop_after(steps):
     def should_stop():
         calls.append(1)
         return len(calls) > steps
+
     return should_stop
 
 
 def resume(request, partial, max_new_tokens):
     """`request` continued from `partial`'s tokens, as the worker builds it for a later attempt."""
-    return GenRequest(request.prompt_token_ids, max_new_tokens, request.temperature, request.top_p, request.seed,
-                      prefix_token_ids=partial.token_ids, prefix_logprobs=partial.logprobs,
-                      prefix_versions=partial.versions)
+    return GenRequest(
+        request.prompt_token_ids,
+        max_new_tokens,
+        request.temperature,
+        request.top_p,
+        request.seed,
+        prefix_token_ids=partial.token_ids,
+        prefix_logprobs=partial.logprobs,
+        prefix_versions=partial.versions,
+    )
 
 
 class ForwardCounter:
@@ -367,8 +378,11 @@ def test_should_stop_takes_effect_before_the_next_decode_step():
     rig = Rig(model, lambda last: seven)  # never EOS: only the abort or the length cap stop a row
     try:
         short, long_a, long_b = engine.generate(
-            [GenRequest(ids("1+1="), 2, seed=1), GenRequest(ids("12+34="), 20, seed=2),
-             GenRequest(ids("9="), 20, temperature=0.0)],
+            [
+                GenRequest(ids("1+1="), 2, seed=1),
+                GenRequest(ids("12+34="), 20, seed=2),
+                GenRequest(ids("9="), 20, temperature=0.0),
+            ],
             should_stop=aborted.is_set,
         )
     finally:
@@ -392,7 +406,12 @@ def test_an_abort_before_the_first_step_returns_the_prefixes_untouched():
         counter.remove()
     assert counter.n == 0
     assert (res.token_ids, res.logprobs, res.versions, res.finish_reason, res.text) == (
-        ids("42"), [-0.5, -1.5], [2, 3], "aborted", "42")
+        ids("42"),
+        [-0.5, -1.5],
+        [2, 3],
+        "aborted",
+        "42",
+    )
 
 
 @pytest.mark.parametrize("temperature", [0.0, 0.7])
@@ -406,8 +425,9 @@ def test_prefix_logprobs_and_versions_are_carried_over_not_recomputed(temperatur
     new = res.token_ids[2:]
     assert 1 <= len(new) <= 5 and res.versions[2:] == [9] * len(new)
     # the new tokens are conditioned on prompt + prefix: the model saw the prefix as input
-    assert res.logprobs[2:] == pytest.approx(reference_logprobs(model, prompt + prefix_ids, new, temperature or 1.0),
-                                             abs=1e-5)
+    assert res.logprobs[2:] == pytest.approx(
+        reference_logprobs(model, prompt + prefix_ids, new, temperature or 1.0), abs=1e-5
+    )
 
 
 def test_finished_prefixes_are_not_generated_further():
@@ -417,8 +437,9 @@ def test_finished_prefixes_are_not_generated_further():
     ended = GenResult([*ids("7")[-1:], EOS], [-0.1, -0.2], [0, 0], "aborted", "")
     capped = GenResult(ids("77")[-2:], [-0.3, -0.4], [1, 1], "aborted", "")
     try:
-        eos, length = engine.generate([resume(GenRequest(ids("1+1="), 0), ended, 4),
-                                       resume(GenRequest(ids("1+1="), 0), capped, 0)])
+        eos, length = engine.generate(
+            [resume(GenRequest(ids("1+1="), 0), ended, 4), resume(GenRequest(ids("1+1="), 0), capped, 0)]
+        )
     finally:
         counter.remove()
     assert counter.n == 0
@@ -427,6 +448,7 @@ def test_finished_prefixes_are_not_generated_further():
 
 
 # ---- new weights mid-generation: interrupt or finish ---------------------------------------
+
 
 def test_interrupt_mode_switches_weights_between_two_tokens():
     model, other = make_model(seed=0), make_model(seed=5)
@@ -473,6 +495,7 @@ def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls()
         def started():
             late_started.set()
             return False
+
         late_results.extend(engine.generate([GenRequest(prompt, 3, temperature=0.0)], should_stop=started))
 
     late = threading.Thread(target=late_call)
@@ -510,8 +533,9 @@ def test_a_load_holds_the_weights_lock_only_for_the_copy(monkeypatch, interrupt)
 
     def parse_while_generating(m, data):
         # generation must go on while the blob is parsed: a blocked generate never returns here
-        worker = threading.Thread(target=lambda: during_parse.extend(
-            engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)])))
+        worker = threading.Thread(
+            target=lambda: during_parse.extend(engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)]))
+        )
         worker.start()
         worker.join(30)
         assert not worker.is_alive(), "generation was blocked during the parse"
@@ -551,6 +575,7 @@ def test_busy_seconds_counts_wall_time_with_any_call_decoding_not_the_sum(monkey
                 if then_wait_for is not None:
                     assert then_wait_for.wait(30)
             return False
+
         return should_stop
 
     request = GenRequest(ids("1+1="), 3, temperature=0.0)
@@ -606,8 +631,10 @@ def test_bfloat16_on_cuda_gives_the_greedy_tokens_of_float32_on_the_cpu(tmp_path
         top2 = full_logits(model, prompt + want.token_ids)[len(prompt) - 1 : -1].topk(2, dim=-1).values
         for t, margin in enumerate((top2[:, 0] - top2[:, 1]).tolist()):
             if got.token_ids[t : t + 1] != want.token_ids[t : t + 1]:
-                assert margin < NEAR_TIE, (f"{tokenizer.decode(prompt)!r}: token {t} is {got.token_ids[t:t + 1]} in "
-                                           f"bfloat16, {want.token_ids[t]} in float32, whose margin is {margin:.3f}")
+                assert margin < NEAR_TIE, (
+                    f"{tokenizer.decode(prompt)!r}: token {t} is {got.token_ids[t : t + 1]} in "
+                    f"bfloat16, {want.token_ids[t]} in float32, whose margin is {margin:.3f}"
+                )
                 break
             assert got.logprobs[t] == pytest.approx(want.logprobs[t], abs=0.15)
             compared += 1

@@ -23,8 +23,9 @@ PROMPT = TOK("1+2=")["input_ids"]
 
 
 def sim(**kw) -> SimulationSpec:
-    return SimulationSpec(**{"decode_step_s": 0.002, "capacity": 64, "length_median": 6.0, "length_sigma": 1.0,
-                             "max_length": 20, **kw})
+    return SimulationSpec(
+        **{"decode_step_s": 0.002, "capacity": 64, "length_median": 6.0, "length_sigma": 1.0, "max_length": 20, **kw}
+    )
 
 
 def req(seed=0, max_new=100, **kw) -> GenRequest:
@@ -88,10 +89,17 @@ def test_a_resumed_request_finishes_at_the_same_total_length():
     start = engine.ticks
     (part,) = engine.generate([req(seed)], should_stop=lambda: engine.ticks >= start + 4)
     assert part.finish_reason == "aborted" and 0 < len(part.token_ids) < len(whole.token_ids)
-    (resumed,) = engine.generate([req(
-        seed, max_new=100 - len(part.token_ids), prefix_token_ids=part.token_ids,
-        prefix_logprobs=part.logprobs, prefix_versions=part.versions,
-    )])
+    (resumed,) = engine.generate(
+        [
+            req(
+                seed,
+                max_new=100 - len(part.token_ids),
+                prefix_token_ids=part.token_ids,
+                prefix_logprobs=part.logprobs,
+                prefix_versions=part.versions,
+            )
+        ]
+    )
     assert len(resumed.token_ids) == len(whole.token_ids) and resumed.finish_reason == "eos"
     assert resumed.token_ids[: len(part.token_ids)] == part.token_ids  # the prefix comes back unchanged
 
@@ -180,11 +188,17 @@ def test_busy_seconds_counts_decoding_time_only():
 
 def test_prefix_edge_cases_and_evaluate():
     engine = SimulatedEngine(sim(), TOK)
-    done, capped = engine.generate([
-        req(0, prefix_token_ids=[TOK.convert_tokens_to_ids("7"), EOS], prefix_logprobs=[-1.0, -1.0],
-            prefix_versions=[0, 0]),
-        req(0, max_new=0),
-    ])
+    done, capped = engine.generate(
+        [
+            req(
+                0,
+                prefix_token_ids=[TOK.convert_tokens_to_ids("7"), EOS],
+                prefix_logprobs=[-1.0, -1.0],
+                prefix_versions=[0, 0],
+            ),
+            req(0, max_new=0),
+        ]
+    )
     assert done.finish_reason == "eos" and len(done.token_ids) == 2 and done.text == "7"
     assert capped.finish_reason == "length" and capped.token_ids == []
     assert engine.ticks == 0  # nothing to decode: the clock never started

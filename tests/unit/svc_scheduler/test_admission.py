@@ -46,8 +46,11 @@ def test_regenerate_marks_prefixes_the_next_batch_could_not_train():
 
 
 @given(
-    eta=st.integers(0, 8), b=st.integers(1, 16), version=st.integers(0, 50),
-    accepted=st.integers(0, 2000), running=st.integers(0, 200),
+    eta=st.integers(0, 8),
+    b=st.integers(1, 16),
+    version=st.integers(0, 50),
+    accepted=st.integers(0, 2000),
+    running=st.integers(0, 200),
 )
 def test_admitted_groups_never_exceed_the_staleness_bound(eta, b, version, accepted, running):
     """ρ = 1 is AReaL's bound: started groups never exceed (η + v + 1)·B, and it never aborts."""

@@ -35,8 +35,9 @@ def test_evidence_from_rewards_counts_rewards_above_one_half():
     assert Evidence.from_rewards(3, 2, [1.0, 0.0, 0.6, 0.5]) == Evidence(3, 2, 2, 2)
 
 
-@pytest.mark.parametrize("bad", [dict(prompt_index=-1), dict(version=-1), dict(successes=-1.0),
-                                 dict(failures=float("nan"))])
+@pytest.mark.parametrize(
+    "bad", [dict(prompt_index=-1), dict(version=-1), dict(successes=-1.0), dict(failures=float("nan"))]
+)
 def test_evidence_is_validated(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         Evidence(**{**dict(prompt_index=0, version=0, successes=1.0, failures=1.0), **bad})
@@ -74,7 +75,8 @@ def test_same_seed_same_choices():
     sel = ThompsonSelector(32, 0.8)
     first, second = random.Random(7), random.Random(7)
     assert [sel.choose(ev, 3, {5}, first, k=4) for _ in range(10)] == [
-        sel.choose(ev, 3, {5}, second, k=4) for _ in range(10)]
+        sel.choose(ev, 3, {5}, second, k=4) for _ in range(10)
+    ]
 
 
 def test_choose_many_is_without_replacement():

@@ -112,6 +112,7 @@ def test_every_estimator_a_run_spec_may_name_exists():
 
 # ---- mc_grpo: G+1 samples, median baseline, pivot excluded ------------------------------------
 
+
 def test_mc_grpo_std_hand_worked():
     # r = [1, 0, 1, 0, 1] (G+1 = 5): sorted by (reward, index) -> indices [1, 3, 0, 2, 4], the
     # middle one (position 2) is index 0: the pivot, baseline 1.
@@ -146,6 +147,16 @@ def test_compute_passes_the_mc_scale_and_the_spec_needs_an_odd_group():
     from jetrl.config import RunSpec
 
     with pytest.raises(ValueError, match="odd"):
-        RunSpec.model_validate({"model": {"path": "/m"}, "rollout": {"group_size": 8}, "train": {"advantage": "mc_grpo"}})
-    assert RunSpec.model_validate({"model": {"path": "/m"}, "rollout": {"group_size": 9},
-                                   "train": {"advantage": "mc_grpo", "mc_scale": "mad"}}).train.mc_scale == "mad"
+        RunSpec.model_validate(
+            {"model": {"path": "/m"}, "rollout": {"group_size": 8}, "train": {"advantage": "mc_grpo"}}
+        )
+    assert (
+        RunSpec.model_validate(
+            {
+                "model": {"path": "/m"},
+                "rollout": {"group_size": 9},
+                "train": {"advantage": "mc_grpo", "mc_scale": "mad"},
+            }
+        ).train.mc_scale
+        == "mad"
+    )

@@ -200,16 +200,26 @@ def test_nothing_kept_gives_zero_loss_and_zero_gradient():
 def test_capped_token_with_infinite_weight_does_not_poison_the_loss_value():
     # b = -inf (or p - b = 1000) -> w = inf -> the token is capped; the loss is the other token's
     theta = _t([0.0, 0.0, 0.0], True)
-    out = decoupled_ppo_loss(theta, _t([0.0, 0.0, 0.0]), _t([0.0, -math.inf, -1000.0]), _t([1.0, 1.0, 1.0]),
-                             torch.tensor([[True, True, True]]))
+    out = decoupled_ppo_loss(
+        theta,
+        _t([0.0, 0.0, 0.0]),
+        _t([0.0, -math.inf, -1000.0]),
+        _t([1.0, 1.0, 1.0]),
+        torch.tensor([[True, True, True]]),
+    )
     assert out.loss.item() == pytest.approx(-1.0)
     assert out.metrics["masked_fraction"] == pytest.approx(2 / 3)
 
 
 def test_capped_token_with_infinite_weight_gets_zero_gradient():
     theta = _t([0.0, 0.0, 0.0], True)
-    out = decoupled_ppo_loss(theta, _t([0.0, 0.0, 0.0]), _t([0.0, -math.inf, -1000.0]), _t([1.0, 1.0, 1.0]),
-                             torch.tensor([[True, True, True]]))
+    out = decoupled_ppo_loss(
+        theta,
+        _t([0.0, 0.0, 0.0]),
+        _t([0.0, -math.inf, -1000.0]),
+        _t([1.0, 1.0, 1.0]),
+        torch.tensor([[True, True, True]]),
+    )
     out.loss.backward()
     # only token 0 is kept: dθ = [-1, 0, 0], no nan from the masked ones (a fixed bug)
     assert theta.grad[0].tolist() == [-1.0, 0.0, 0.0]

@@ -36,7 +36,10 @@ def test_resumed_sample_has_its_stale_prefix_masked():
     # trainable: lag <= 2 -> the last four; staleness max(2, 1, 0, 0) = 2; off-policy: lags 2 and 1
     assert token_staleness([3, 3, 4, 5, 6, 7, 7], version=7, max_staleness=2) == TokenStaleness(
         trainable=(False, False, False, True, True, True, True),
-        staleness=2, trained_tokens=4, stale_masked_tokens=3, offpolicy_tokens=2,
+        staleness=2,
+        trained_tokens=4,
+        stale_masked_tokens=3,
+        offpolicy_tokens=2,
     )
 
 

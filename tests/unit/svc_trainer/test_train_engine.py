@@ -38,7 +38,6 @@ def loss_calls(monkeypatch):
     return calls
 
 
-
 def make_model(seed=0, std=0.3):
     model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed)
     with torch.random.fork_rng(), torch.no_grad():
@@ -181,7 +180,9 @@ def test_synchronous_rollouts_have_behaviour_weight_one(loss_calls, minibatches)
     prompts = [encode_prompt(TOK, p) for p in PROMPTS]
     engine = TorchEngine(copy.deepcopy(model), TOK)
     reqs = [
-        GenRequest(p, 8, temperature=1.0, top_p=1.0, seed=100 + 10 * i + k) for i, p in enumerate(prompts) for k in range(2)
+        GenRequest(p, 8, temperature=1.0, top_p=1.0, seed=100 + 10 * i + k)
+        for i, p in enumerate(prompts)
+        for k in range(2)
     ]
     results = engine.generate(reqs)
     checked = [token_staleness([0] * len(r.token_ids), version=0, max_staleness=0) for r in results]
@@ -288,7 +289,10 @@ def test_one_hopelessly_stale_token_does_not_poison_the_model():
 def test_empty_completion_in_a_batch_is_ignored():
     model = make_model()
     prompts, results = rollouts(model, 1.0)
-    samples = [TrainSample(prompts[0], [], [], 1.0), TrainSample(prompts[1], results[1].token_ids, results[1].logprobs, 1.0)]
+    samples = [
+        TrainSample(prompts[0], [], [], 1.0),
+        TrainSample(prompts[1], results[1].token_ids, results[1].logprobs, 1.0),
+    ]
     metrics = TorchTrainEngine(model, TrainSpec()).train_step(samples)
     assert metrics["tokens"] == len(results[1].token_ids)
     assert all(math.isfinite(v) for v in metrics.values())

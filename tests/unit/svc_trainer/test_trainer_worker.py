@@ -23,14 +23,26 @@ def spec(path="unused", **fields):
 def batch(step, versions, policy_version=None):
     """One group of samples with completions of len(versions[i]) tokens, rewards 1, 0, 1, 0..."""
     samples = [
-        ev.Sample(sample_id=f"r.g0.{i}", prompt_token_ids=[1, 5], completion_token_ids=[6] * len(v),
-                  logprobs=[-0.5] * len(v), token_versions=v)
+        ev.Sample(
+            sample_id=f"r.g0.{i}",
+            prompt_token_ids=[1, 5],
+            completion_token_ids=[6] * len(v),
+            logprobs=[-0.5] * len(v),
+            token_versions=v,
+        )
         for i, v in enumerate(versions)
     ]
-    group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=samples),
-                           rewards=[float(i % 2 == 0) for i in range(len(versions))])
-    return ev.Batch(run_id="r", batch_id=f"r.b{step}", step=step,
-                    policy_version=step if policy_version is None else policy_version, groups=[group])
+    group = ev.ScoredGroup(
+        group=ev.PromptGroup(group_id="r.g0", samples=samples),
+        rewards=[float(i % 2 == 0) for i in range(len(versions))],
+    )
+    return ev.Batch(
+        run_id="r",
+        batch_id=f"r.b{step}",
+        step=step,
+        policy_version=step if policy_version is None else policy_version,
+        groups=[group],
+    )
 
 
 def test_samples_carry_the_staleness_mask_and_counts(tmp_path):
@@ -45,7 +57,8 @@ def test_samples_carry_the_staleness_mask_and_counts(tmp_path):
     assert [(a.sample_id, a.reward) for a in advs] == [("r.g0.0", 1.0), ("r.g0.1", 0.0)]
     assert [a.advantage for a in advs] == pytest.approx([0.70711, -0.70711], abs=1e-5)
     assert [(a.staleness, a.trained_tokens, a.stale_masked_tokens, a.offpolicy_tokens) for a in advs] == [
-        (1, 3, 0, 1), (1, 1, 2, 1),
+        (1, 3, 0, 1),
+        (1, 1, 2, 1),
     ]
     # off-policy share (1 + 1) / (3 + 1) trained tokens; 2 tokens masked
     assert metrics == {"offpolicy_token_share": 0.5, "stale_masked_tokens": 2.0}
@@ -104,14 +117,26 @@ def test_real_runs_get_the_torch_engine_with_its_normaliser(tmp_path, model_dir)
 
 def test_advantages_are_per_trained_view_and_teacher_samples_are_never_trained(tmp_path):
     trainer = Trainer(None, None, tmp_path, "127.0.0.1:1")
-    samples = [ev.Sample(sample_id=f"r.g0.{i}", index=i, prompt_token_ids=[1, 5], completion_token_ids=[6],
-                         logprobs=[-0.5], token_versions=[0]) for i in range(6)]
-    views = [ev.ViewPrompt(view="main", first_index=0, size=2, trained=True),
-             ev.ViewPrompt(view="analogous", first_index=2, size=2, trained=True),
-             ev.ViewPrompt(view="teacher", first_index=4, size=2, trained=False)]
+    samples = [
+        ev.Sample(
+            sample_id=f"r.g0.{i}",
+            index=i,
+            prompt_token_ids=[1, 5],
+            completion_token_ids=[6],
+            logprobs=[-0.5],
+            token_versions=[0],
+        )
+        for i in range(6)
+    ]
+    views = [
+        ev.ViewPrompt(view="main", first_index=0, size=2, trained=True),
+        ev.ViewPrompt(view="analogous", first_index=2, size=2, trained=True),
+        ev.ViewPrompt(view="teacher", first_index=4, size=2, trained=False),
+    ]
     # main [1, 0], analogous [1, 1] (no signal within its view), teacher samples unscored (0)
-    group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=samples, views=views),
-                           rewards=[1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
+    group = ev.ScoredGroup(
+        group=ev.PromptGroup(group_id="r.g0", samples=samples, views=views), rewards=[1.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+    )
     b = ev.Batch(run_id="r", batch_id="r.b0", step=0, policy_version=0, groups=[group])
     out, advs, _ = trainer._samples(b, spec(train=TrainSpec(advantage="dr_grpo")))
     assert [a.sample_id for a in advs] == [f"r.g0.{i}" for i in range(4)]
