@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     for res in results:
         acc = list(res["accuracy"].values())
         print(
-            f"{res['seed']:<5} {acc[0]:6.1%}  {acc[-1]:6.1%}  {(acc[-1] - acc[0]) * 100:+5.1f}pt  {res['total_seconds']:5.0f}s"
+            f"{res['seed']:<5} {acc[0]:6.1%}  {acc[-1]:6.1%}  "
+            f"{(acc[-1] - acc[0]) * 100:+5.1f}pt  {res['total_seconds']:5.0f}s"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

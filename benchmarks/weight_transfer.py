@@ -30,10 +30,14 @@ from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
 
-async def timed(fn) -> float:
+async def timed(fn, *args) -> float:
     start = time.perf_counter()
-    await fn()
+    await fn(*args)
     return time.perf_counter() - start
+
+
+def rate(mb: int, seconds: float | None) -> str:
+    return f"{mb / seconds:,.0f}" if seconds else "skipped"
 
 
 async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
@@ -54,16 +58,15 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
             blob = os.urandom(mb << 20)
             digest = hashlib.sha256(blob).hexdigest()
             path = save_weights(tmp, "bench", mb, blob)
-            t_file = await timed(lambda: asyncio.to_thread(_read_file, path.as_uri(), digest))
-            t_grpc = await timed(lambda: stream_weights(f"127.0.0.1:{grpc_port}", "bench", mb))
+            t_file = await timed(asyncio.to_thread, _read_file, path.as_uri(), digest)
+            t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", "bench", mb)
             t_obj = None
             if mb <= objstore_max_mb:  # the object store's get is so slow that big sizes take minutes
                 store = await js.create_object_store(f"bench{mb}")
                 await store.put("w", blob)
-                t_obj = await timed(lambda: store.get("w"))
-            rate = lambda t: f"{mb / t:,.0f}" if t else "skipped"
+                t_obj = await timed(store.get, "w")
             ratio = f"{t_obj / t_grpc:,.1f}x" if t_obj else "-"
-            table.add_row(f"{mb} MiB", rate(t_file), rate(t_grpc), rate(t_obj), ratio)
+            table.add_row(f"{mb} MiB", rate(mb, t_file), rate(mb, t_grpc), rate(mb, t_obj), ratio)
     finally:
         await server.stop(None)
         await nc.close()

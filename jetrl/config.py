@@ -122,7 +122,7 @@ class TaskSpec(_Spec):
         return os.path.expandvars(os.path.expanduser(v)) if v else v
 
     @model_validator(mode="after")
-    def _needs_path(self) -> "TaskSpec":
+    def _needs_path(self) -> TaskSpec:
         if self.name == "gsm8k" and not self.path:
             raise ValueError("task 'gsm8k' needs `path` to a JSONL file")
         return self
@@ -227,7 +227,7 @@ class RewardSpec(_Spec):
         return raw
 
     @model_validator(mode="after")
-    def _drop_limit(self) -> "RewardSpec":
+    def _drop_limit(self) -> RewardSpec:
         if self.max_dropped is not None and self.on_failure != "drop":
             raise ValueError(
                 f"reward.max_dropped limits dropped groups; it needs on_failure: drop, not {self.on_failure}"
@@ -235,7 +235,7 @@ class RewardSpec(_Spec):
         return self
 
     @model_validator(mode="after")
-    def _distinct(self) -> "RewardSpec":
+    def _distinct(self) -> RewardSpec:
         addresses = [e.address for e in self.endpoints]
         if len(set(addresses)) != len(addresses):
             raise ValueError("reward.endpoints names an address twice; give it one weight")
@@ -321,7 +321,7 @@ class RunSpec(_Spec):
     """When set, rollout workers and the trainer run the simulated-hardware engines (benchmarks)."""
 
     @model_validator(mode="after")
-    def _simulation_fits(self) -> "RunSpec":
+    def _simulation_fits(self) -> RunSpec:
         if self.simulation is not None and self.simulation.max_length > self.rollout.max_new_tokens:
             raise ValueError("simulation.max_length must not exceed rollout.max_new_tokens")
         if self.train.dynamic_sampling and self.rollout.group_size < 2:

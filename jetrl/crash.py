@@ -2,8 +2,9 @@
 
 Each place where a service has recorded a decision and not yet published it calls
 `crash_point("<name>")`. With `JETRL_CRASH_AT=<name>` in its environment (for tests only, read
-here and nowhere else, so it is not one of the Settings) the process dies right there, as a SIGKILL would leave it: no cleanup, no
-ack, no flush. `JETRL_CRASH_AT=<name>@<k>` dies at the k-th time the point is reached (1-based).
+here and nowhere else, so it is not one of the Settings) the process dies right there, as a
+SIGKILL would leave it: no cleanup, no ack, no flush. `JETRL_CRASH_AT=<name>@<k>` dies at the
+k-th time the point is reached (1-based).
 Unset, a crash point costs one dictionary lookup.
 """
 

@@ -141,7 +141,7 @@ class TorchEngine:
             copy_state(self.model, tensors)
             self.version = version
 
-    def _step(self, seq: "_Sequences") -> tuple[torch.Tensor, int]:
+    def _step(self, seq: _Sequences) -> tuple[torch.Tensor, int]:
         """One forward under the weights lock: last-position logits and the version used. The
         first step, and the first after a weight switch, run over the whole sequences (a new
         cache from these weights); the others feed only the newest token."""

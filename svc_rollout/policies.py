@@ -17,7 +17,6 @@ from jetrl.config import RunSpec
 from jetrl.logs import log_fields
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
-
 from jetrl.views import TEACHER
 from svc_rollout.api import GenerationEngine
 from svc_rollout.weights import fetch_weights

@@ -30,8 +30,8 @@ from jetrl.states import FinishReason
 from jetrl.tasks import make_task
 from jetrl.telemetry import tracer
 from jetrl.v1 import events_pb2
-from svc_rollout.api import GenRequest, GenResult
 from jetrl.views import TEACHER
+from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.policies import Policies
 
 log = logging.getLogger(__name__)

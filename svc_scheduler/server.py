@@ -11,8 +11,8 @@ import grpc
 from jetrl.bus import Kind, subject
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.lineage.store import LineageStore
-from jetrl.states import GroupState, RunState
 from jetrl.service import Register, registering
+from jetrl.states import GroupState, RunState
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size

@@ -239,7 +239,10 @@ def label_stats(groups: Sequence[GroupRecord], reward: str, split_version: int) 
                     agree += got == ok
                     rewarded += got
                     rewarded_right += got and ok
-        ratio = lambda a, b: a / b if b else None
+
+        def ratio(a: float, b: float) -> float | None:
+            return a / b if b else None
+
         top = next(((a, c) for a, c in answers.most_common() if a is not None), None)
         return {
             "groups": len(subset),

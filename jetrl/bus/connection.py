@@ -99,7 +99,7 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
             ),
             timeout,
         )
-    except (asyncio.TimeoutError, OSError, nats.errors.Error) as exc:
+    except (TimeoutError, OSError, nats.errors.Error) as exc:
         await nc.close()
         cause = last_error[0] if last_error else exc
         raise BusUnreachable(

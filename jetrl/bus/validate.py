@@ -116,7 +116,8 @@ def _sample(s: events_pb2.Sample) -> None:
         raise InvalidEvent(f"Sample {s.sample_id}: prefix_len {s.prefix_len} / attempt {s.attempt} out of range")
     if not n == len(s.logprobs) == len(s.token_versions):
         raise InvalidEvent(
-            f"Sample {s.sample_id}: {n} tokens but {len(s.logprobs)} logprobs and {len(s.token_versions)} token versions"
+            f"Sample {s.sample_id}: {n} tokens but {len(s.logprobs)} logprobs "
+            f"and {len(s.token_versions)} token versions"
         )
     if s.index < 0:
         raise InvalidEvent(f"Sample {s.sample_id}: index {s.index} < 0")

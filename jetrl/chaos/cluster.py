@@ -103,7 +103,7 @@ class PrivateCluster:
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self) -> "PrivateCluster":
+    def __enter__(self) -> PrivateCluster:
         self.start()
         return self
 

@@ -59,7 +59,7 @@ class ChaosConfig(_Model):
     """Where the JSON, the markdown table and the services' logs go."""
 
     @model_validator(mode="after")
-    def _known(self) -> "ChaosConfig":
+    def _known(self) -> ChaosConfig:
         unknown = set(self.faults) - {*FAULT_KINDS, KILL}
         if unknown:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; choose from {KILL} {' '.join(FAULT_KINDS)}")

@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     from jetrl.bench import add_commands as add_bench_commands
 
     add_bench_commands(sub.add_parser("bench", help="benchmarks on a private stack"))
-    from jetrl.chaos.runner import __doc__ as chaos_doc, add_arguments as add_chaos_arguments
+    from jetrl.chaos.runner import __doc__ as chaos_doc
+    from jetrl.chaos.runner import add_arguments as add_chaos_arguments
 
     add_chaos_arguments(
         sub.add_parser(

@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.config import Settings
-from jetrl.ports import REWARD_SERVERS
 from jetrl.localstack import free_port, pid_alive, start_nats_server, tcp_reachable
+from jetrl.ports import REWARD_SERVERS
 from jetrl.rpc import is_serving, wait_serving
 
 SERVICES = {  # module -> setting holding its address

@@ -157,8 +157,8 @@ def _final(text: str) -> tuple[str, Fraction | None] | None:
         text = text[at + len(_BOXED) : _closing(text, at + len(_BOXED) - 1)]
     text = text.replace(_LATEX_COMMA, ",")
     last = None
-    for last in _spans(text):
-        pass
+    for span in _spans(text):
+        last = span
     return _read(text, last) if last is not None else None
 
 

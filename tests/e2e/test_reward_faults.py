@@ -26,9 +26,8 @@ from jetrl.lineage.models import Prompt, PromptGroup, Sample
 from jetrl.localstack import free_port
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from jetrl.v1 import services_pb2 as svc
-from svc_reward.verify import score
-
 from runs import create_run, finished, run_id, trainer_count, wait_until
+from svc_reward.verify import score
 
 pytestmark = pytest.mark.timeout(600)
 

@@ -17,7 +17,6 @@ from jetrl.lineage.models import PromptGroup, Reward, Sample
 from jetrl.localstack import free_port
 from jetrl.rpc import wait_serving
 from jetrl.v1 import services_pb2 as svc
-
 from runs import create_run, finished, run_id, trainer_count, wait_until
 
 pytestmark = pytest.mark.timeout(600)

@@ -2,7 +2,7 @@
 its accuracy curve (the rest of the bench tests need no service: tests/unit/jetrl/test_bench.py)."""
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import MetaData, Table, create_engine
@@ -17,7 +17,7 @@ def _insert(conn, table: Table, rows: list[dict]) -> None:
 
 def _seed_run(url: str) -> str:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
-    t0 = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+    t0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     engine = create_engine(url)
     meta = MetaData()
     t = {

@@ -3,7 +3,6 @@ import time
 from contextlib import asynccontextmanager
 
 import pytest
-
 from sqlalchemy.exc import OperationalError
 
 from jetrl.bus import (

@@ -20,8 +20,8 @@ import uuid
 import pytest
 
 from jetrl.config import RunSpec
-from jetrl.v1 import events_pb2 as ev
 from jetrl.ids import group_id
+from jetrl.v1 import events_pb2 as ev
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import scored_state

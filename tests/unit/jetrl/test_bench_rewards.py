@@ -47,7 +47,7 @@ def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
     base = load_spec(DEMO_SPEC)
     args = bench_args("--steps", "7", "--batch-groups", "3")
     specs = {name: arm_spec(base, tmp_path, arm, 2, args, SERVERS) for name, arm in ARMS.items()}
-    for name, spec in specs.items():
+    for spec in specs.values():
         assert spec.seed == 2 and spec.model.path == str(tmp_path) and len(spec.name) <= 64
         assert (spec.task.digits, spec.task.terms, spec.task.rephrase) == (1, 4, "order")
         assert (spec.train.steps, spec.train.batch_groups, spec.train.lr) == (7, 3, base.train.lr)

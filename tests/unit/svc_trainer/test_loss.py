@@ -27,7 +27,7 @@ def _table():
     Trained at version S = 3 with η = 2, ε_low = ε_high = 0.2, cap 5. The mask is what the trainer
     passes: real tokens within the staleness bound (svc_trainer.staleness).
 
-    tok | version   | u   | w | A  | unclipped | clipped      | min   | loss_t | d loss_t / dθ (= -w·u·A when unclipped wins)
+    tok | version   | u   | w | A  | unclipped | clipped      | min   | loss_t | d loss_t / dθ
     0   | 0 (lag 3) | 2   | 1 | -1 | stale-masked (lag 3 > η): would add +2 and dθ +2 | 0
     1   | 1 (lag 2) | 1   | 6 | +1 | masked: w = 6 > cap 5                            | 0
     2   | 2 (lag 1) | 0.9 | 2 | -2 | -1.8      | -1.8         | -1.8  | +3.6   | +3.6
@@ -35,7 +35,7 @@ def _table():
     4   | 3         | 1.5 | 1 | +1 | 1.5       | 1.2 (above)  | 1.2   | -1.2   | 0    (clipped above)
     5   | 3         | 0.5 | 1 | -1 | -0.5      | -0.8 (below) | -0.8  | +0.8   | 0    (clipped below)
     6   | pad       | -   | - | +1 | padding (not a token)                            | 0
-    kept tokens N = 4 (2..5); tokens in the mask = 5 (1..5)
+    kept tokens N = 4 (2..5); tokens in the mask = 5 (1..5); d loss_t / dθ = -w·u·A when unclipped wins
     """
     p = [0.0, LN(6), LN(2), 0.0, 0.0, 0.0, -0.3]
     b = [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -7.0]

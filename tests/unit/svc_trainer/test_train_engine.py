@@ -10,11 +10,11 @@ import math
 import pytest
 import torch
 
+import svc_trainer.engine
 from jetrl.config import TrainSpec
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
 from svc_rollout.api import GenRequest
 from svc_rollout.engine import TorchEngine
-import svc_trainer.engine
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.loss import decoupled_ppo_loss
