@@ -97,7 +97,10 @@ def rl_step(step: int, spec: RunSpec, task, engine: TorchEngine, trainer: TorchT
         mixed += len(set(group)) > 1
         rewards += group
         for res, adv in zip(results, advantages.compute(spec.train.advantage, group)):
-            samples.append(TrainSample(prompt, res.token_ids, res.logprobs, adv))
+            if adv is None:  # mc_grpo's pivot: no gradient, as the trainer does (svc_trainer/worker.py)
+                samples.append(TrainSample(prompt, res.token_ids, res.logprobs, 0.0, [False] * len(res.token_ids)))
+            else:
+                samples.append(TrainSample(prompt, res.token_ids, res.logprobs, adv))
     started = time.perf_counter()
     metrics = trainer.train_step(samples)
     clock["train"] += time.perf_counter() - started

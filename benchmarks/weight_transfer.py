@@ -42,12 +42,13 @@ def rate(mb: int, seconds: float | None) -> str:
 
 async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
     tmp = Path(tempfile.mkdtemp(prefix="jetrl-bench-"))
-    nats_proc = start_nats_server(free_port(), tmp / "js")
-    port = nats_proc.args[nats_proc.args.index("-p") + 1]
+    port = free_port()
+    nats_proc = start_nats_server(port, tmp / "js")
     nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
     js = nc.jetstream()
     server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
-    register(TrainerServicer(Trainer(None, None, tmp, "")))(server)
+    # FetchWeights reads the checkpoint directory only: the trainer needs no bus and no run specs here
+    register(TrainerServicer(Trainer(None, None, tmp, "")))(server)  # type: ignore[arg-type]
     grpc_port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     table = Table(title="weight transfer, MB/s (higher is better)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,7 +22,7 @@ CHANNEL_OPTIONS = [
 ]
 
 
-def channel(addr: str, options: list[tuple[str, int]] = ()) -> grpc.aio.Channel:
+def channel(addr: str, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Channel:
     """An insecure aio channel whose calls carry the trace context in their metadata."""
     return grpc.aio.insecure_channel(
         addr, options=CHANNEL_OPTIONS + list(options), interceptors=aio_client_interceptors()
@@ -31,7 +32,9 @@ def channel(addr: str, options: list[tuple[str, int]] = ()) -> grpc.aio.Channel:
 async def is_serving(addr: str, timeout: float = 1.0) -> bool:
     async with grpc.aio.insecure_channel(addr) as ch:
         try:
-            reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+            # types-grpcio-health-checking's HealthStub declares no methods; the generated one has Check
+            stub = health_pb2_grpc.HealthStub(ch)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)  # type: ignore[attr-defined]
         except grpc.aio.AioRpcError:
             return False
         return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -14,7 +14,7 @@ import asyncio
 import importlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -30,7 +30,7 @@ from jetrl.telemetry import setup_tracing, shutdown_tracing
 log = logging.getLogger(__name__)
 
 Register = Callable[[grpc.aio.Server], Iterable[str]]
-Worker = Callable[[asyncio.Event], Awaitable[None]]
+Worker = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 # None when the service's dependencies answer, else what is wrong (it goes in the log)
 Probe = Callable[[], Awaitable[str | None]]
 PROBE_EVERY_S = 2.0
@@ -226,7 +226,7 @@ def run_app(name: str) -> None:
     run_service(name, lambda settings: importlib.import_module(f"{name}.app").main(settings))
 
 
-def run_service(name: str, main: Callable[[Settings], Awaitable[None]]) -> None:
+def run_service(name: str, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
     """Entry point body of `python -m svc_<name>`: settings, logs, tracing, then `main`."""
     settings = Settings()
     setup_logging(name, settings.log_level)

@@ -28,7 +28,14 @@ def teacher_view(request: reward_pb2.ScoreRequest) -> reward_pb2.RewardView | No
     return next((v for v in request.views if v.view == TEACHER), None)
 
 
-class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
+class BuiltinServicer(reward_pb2_grpc.RewardServiceServicer):
+    """A built-in RewardService servicer: `name` and `version` say which (and name its process)."""
+
+    name: str
+    version: str
+
+
+class AgreementServicer(BuiltinServicer):
     def __init__(
         self, name: str, version: str, rule: Rule, needs_views: bool = False, needs_teacher_samples: bool = False
     ):
@@ -79,7 +86,7 @@ class AgreementServicer(reward_pb2_grpc.RewardServiceServicer):
         )
 
 
-def serve_alone(servicer: reward_pb2_grpc.RewardServiceServicer) -> None:
+def serve_alone(servicer: BuiltinServicer) -> None:
     """`python -m svc_reward.<name>`: this one server on JETRL_LISTEN (default: every interface on
     its port in jetrl/ports.py).
 

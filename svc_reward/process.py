@@ -23,9 +23,9 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jetrl.tasks.answers import read_number
-from jetrl.v1 import reward_pb2, reward_pb2_grpc
+from jetrl.v1 import reward_pb2
 from svc_reward import steps, verify
-from svc_reward.agreement import serve_alone
+from svc_reward.agreement import BuiltinServicer, serve_alone
 from svc_reward.server import CONTRACT_VERSIONS, reference_problem
 
 NAME, VERSION = "process", "1"
@@ -55,7 +55,7 @@ def _invalid(request: reward_pb2.ScoreRequest) -> str | None:
     return None
 
 
-class ProcessServicer(reward_pb2_grpc.RewardServiceServicer):
+class ProcessServicer(BuiltinServicer):
     name, version = NAME, VERSION
 
     def __init__(self, options: ProcessOptions) -> None:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -160,6 +161,6 @@ def reward_register(servicer: reward_pb2_grpc.RewardServiceServicer) -> Register
     )
 
 
-def register(server: grpc.aio.Server) -> list[str]:
+def register(server: grpc.aio.Server) -> Iterable[str]:
     """The verify server's Register (its process pool is made when the server starts)."""
     return reward_register(VerifyServicer())(server)

@@ -8,15 +8,19 @@ Run alone:  JETRL_LISTEN=0.0.0.0:50057 python -m svc_reward.teacher
 and give the run a teacher:  teacher: {samples: 4}  (G~ teacher samples per question).
 """
 
+from jetrl.v1 import reward_pb2
 from svc_reward.agreement import AgreementServicer, serve_alone, teacher_view, texts
-from svc_reward.consensus import label_rewards
+from svc_reward.consensus import Vote, label_rewards
 
-SERVICER = AgreementServicer(
-    "teacher",
-    "1",
-    lambda request: label_rewards(texts(request.views[0]), texts(teacher_view(request))),
-    needs_teacher_samples=True,
-)
+
+def _rule(request: reward_pb2.ScoreRequest) -> Vote:
+    teacher = teacher_view(request)
+    if teacher is None:  # Score refuses such a request before asking the rule
+        raise ValueError("no teacher view")
+    return label_rewards(texts(request.views[0]), texts(teacher))
+
+
+SERVICER = AgreementServicer("teacher", "1", _rule, needs_teacher_samples=True)
 
 if __name__ == "__main__":
     serve_alone(SERVICER)

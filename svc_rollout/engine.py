@@ -181,7 +181,8 @@ class TorchEngine:
             with self._gate.call():
                 self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or _never)
         for res in results:
-            res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)
+            # one id list decodes to one str; transformers types decode's result str | list[str]
+            res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)  # type: ignore[assignment]
         return results
 
     def _decode(

@@ -7,6 +7,7 @@ group's tasks are the same whenever they are (re)published.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from transformers import PreTrainedTokenizerBase
@@ -14,7 +15,7 @@ from transformers import PreTrainedTokenizerBase
 from jetrl.config import RunSpec
 from jetrl.ids import group_id
 from jetrl.policy.load import encode_prompt, load_tokenizer
-from jetrl.tasks import Task, make_task
+from jetrl.tasks import Problem, Task, make_task
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, TEACHER, View, layout
 from svc_scheduler.admission import Admission
@@ -66,13 +67,23 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
     return run
 
 
+def _prompt(p: Problem, view: str) -> str:
+    """The prompt of `view`: the analogous rephrasing for the analogous view (prepare refuses that
+    view for a task without one), else the problem's own."""
+    if view != ANALOGOUS:
+        return p.prompt
+    if p.analogous is None:
+        raise ValueError(f"{p.prompt_id} has no analogous rephrasing")
+    return p.analogous
+
+
 def make_tasks(
     run: ActiveRun,
     n: int,
     version: int,
     problem: int | None = None,
     attempt: int = 0,
-    resume: list[events_pb2.Prefix] = (),
+    resume: Sequence[events_pb2.Prefix] = (),
 ) -> list[events_pb2.Task]:
     """Tasks for attempt `attempt` of group n (deterministic), one per view at attempt 0 (a
     resumed attempt exists only for single-view runs: RunSpec refuses APRIL with views)."""
@@ -80,8 +91,8 @@ def make_tasks(
     r = run.spec.rollout
     tasks = []
     for view in run.views if attempt == 0 else run.views[:1]:
-        prompt = p.analogous if view.name == ANALOGOUS else p.prompt
-        teacher = view.name == TEACHER
+        prompt = _prompt(p, view.name)
+        teacher = run.spec.teacher if view.name == TEACHER else None  # a teacher view exists only with one
         tasks.append(
             events_pb2.Task(
                 run_id=run.run_id,
@@ -93,7 +104,7 @@ def make_tasks(
                 policy_version=version,
                 step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete
                 sampling=events_pb2.SamplingParams(
-                    temperature=run.spec.teacher.temperature if teacher else r.temperature,
+                    temperature=teacher.temperature if teacher is not None else r.temperature,
                     top_p=r.top_p,
                     max_new_tokens=r.max_new_tokens,
                     seed=(run.spec.seed * 1_000_003 + n) % (1 << 63),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 
 from opentelemetry import context as otel_context
 
@@ -23,6 +24,7 @@ from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import abort_msg_id, batch_id, end_msg_id, eval_msg_id, group_id, task_msg_id
 from jetrl.lineage.buffer import PartialBuffer, Resumed
+from jetrl.lineage.models import Run
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
@@ -56,7 +58,7 @@ class Coordinator:
         """Begin (or, after a restart, resume) a run whose row exists: make it active, re-publish
         what may not have gone out, admit, seal."""
         self.runs[run.run_id] = run
-        record = await self.store.get_run(run.run_id)
+        record = await self._record(run.run_id)
         if record.policy_version >= run.spec.train.steps:
             await self.finish(run.run_id)
             return
@@ -67,6 +69,13 @@ class Coordinator:
         due = record.policy_version - record.policy_version % every if every else 0
         if evaluated is None or evaluated[0] < due:
             await self.request_evaluation(run.run_id, due)
+
+    async def _record(self, run_id: str) -> Run:
+        """The lineage row of an active run (a run is active only once its row exists)."""
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise LookupError(f"run {run_id} is active but has no row in lineage")
+        return record
 
     def spec(self, run_id: str) -> RunSpec | None:
         """The spec of an active run; None when this scheduler is not deciding for it (ended, or
@@ -83,7 +92,7 @@ class Coordinator:
         run = self.runs.get(run_id)
         if run is None:
             return
-        if (await self.store.get_run(run_id)).policy_version >= run.spec.train.steps:
+        if (await self._record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
         for group in await self.store.complete_groups(run_id, group_size(run.spec)):
@@ -99,7 +108,7 @@ class Coordinator:
 
     async def _problems(
         self, run: ActiveRun, first: int, count: int, version: int, exclude: set[int]
-    ) -> list[int | None]:
+    ) -> Sequence[int | None]:
         """The task problem of each of `count` new groups: None (group n takes problem n of the
         task's stream) or, with Thompson sampling, the pool prompts the posterior picks."""
         if run.selector is None or count == 0:
@@ -115,7 +124,7 @@ class Coordinator:
         if run is None:
             return 0
         async with run.lock:
-            record = await self.store.get_run(run_id)
+            record = await self._record(run_id)
             if record.state != RunState.RUNNING:
                 return 0
             counts = await self.store.group_counts(run_id)
@@ -271,7 +280,7 @@ class Coordinator:
         every = run.spec.schedule.eval_every
         if every and version % every == 0 and version < run.spec.train.steps:
             await self.request_evaluation(run_id, version)
-        if (await self.store.get_run(run_id)).policy_version >= run.spec.train.steps:
+        if (await self._record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
         await self.admit(run_id)

@@ -20,7 +20,8 @@ from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.reward_needs import check_reward_needs
 
-STATES = {state: services_pb2.RunState.Value(state) for state in RunState}  # the proto enum, same names
+# the proto enum, same names; keyed by str, as lineage rows carry the state
+STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
@@ -41,7 +42,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         generating = (stats.last_sample_at.timestamp() - record.created_at.timestamp()) if stats.last_sample_at else 0.0
         return services_pb2.RunProgress(
             run_id=run_id,
-            state=STATES[record.state],
+            # protobuf's stubs type Value() as int, the generated stub the field as the enum class
+            state=STATES[record.state],  # type: ignore[arg-type]
             policy_version=record.policy_version,
             total_steps=record.total_steps,
             mean_reward=stats.mean_reward_last_batch if stats.mean_reward_last_batch is not None else float("nan"),
@@ -66,13 +68,13 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,
         )
 
-    async def _run(self, run_id: str, context) -> services_pb2.Run:
+    async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> services_pb2.Run:
         record = await self.store.get_run(run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}; ListRuns shows the known runs")
         return services_pb2.Run(run_id=run_id, spec_yaml=record.spec_yaml, progress=await self.progress(run_id))
 
-    async def CreateRun(self, request, context):
+    async def CreateRun(self, request, context: grpc.aio.ServicerContext):
         try:
             spec = parse_spec(request.spec_yaml)
         except SpecError as exc:
@@ -103,10 +105,10 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         await self.coordinator.start(run)
         return await self._run(run_id, context)
 
-    async def GetRun(self, request, context):
+    async def GetRun(self, request, context: grpc.aio.ServicerContext):
         return await self._run(request.run_id, context)
 
-    async def ListRuns(self, request, context):
+    async def ListRuns(self, request, context: grpc.aio.ServicerContext):
         records = await self.store.list_runs()
         return services_pb2.ListRunsResponse(
             runs=[
@@ -115,7 +117,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             ]
         )
 
-    async def StopRun(self, request, context):
+    async def StopRun(self, request, context: grpc.aio.ServicerContext):
         record = await self.store.get_run(request.run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
@@ -124,7 +126,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         await self.coordinator.stop(request.run_id, request.reason or "stopped by request")
         return await self._run(request.run_id, context)
 
-    async def WatchRun(self, request, context):
+    async def WatchRun(self, request, context: grpc.aio.ServicerContext):
         last = None
         while True:
             progress = await self.progress(request.run_id)

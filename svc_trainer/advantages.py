@@ -75,7 +75,7 @@ def mc_grpo(rewards: Sequence[float], scale: str = "std") -> list[float | None]:
     return [None if i == pivot else (r - base) / denom for i, r in enumerate(rewards)]
 
 
-ESTIMATORS: dict[str, Callable[..., list[float | None]]] = {
+ESTIMATORS: dict[str, Callable[..., Sequence[float | None]]] = {
     "grpo": grpo,
     "dr_grpo": dr_grpo,
     "rloo": rloo,
@@ -83,7 +83,7 @@ ESTIMATORS: dict[str, Callable[..., list[float | None]]] = {
 }
 
 
-def compute(name: str, rewards: Sequence[float], *, mc_scale: str = "std") -> list[float | None]:
+def compute(name: str, rewards: Sequence[float], *, mc_scale: str = "std") -> Sequence[float | None]:
     """Advantages of one group of rewards with the estimator a run spec names (None: excluded)."""
     try:
         estimator = ESTIMATORS[name]

@@ -38,8 +38,12 @@ class TrainEngine(Protocol):
     `optimizer`'s state_dict is what a restart restores.
     """
 
-    model: PreTrainedModel
-    optimizer: torch.optim.Optimizer
+    # read-only to the trainer, so an engine may hold a subclass (AdamW, a model class)
+    @property
+    def model(self) -> PreTrainedModel: ...
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer: ...
 
     def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
         """Train one version on the batch's samples; the step's metrics (loss, clip fraction,

@@ -109,6 +109,9 @@ class TorchTrainEngine:
                 behaviour[j, :n] = torch.tensor(s.logprobs, dtype=current.dtype)
                 trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
+            # max_new_tokens is set whenever loss_agg is "constant" (__init__ refuses it otherwise)
+            tokens = self.max_new_tokens if self.spec.loss_agg == "constant" else None
+            constant = len(rows) * tokens if tokens else None
             out = decoupled_ppo_loss(
                 current,
                 current.detach() if proximal is None else proximal[rows, :t],
@@ -119,7 +122,7 @@ class TorchTrainEngine:
                 eps_high=self.spec.clip_eps_high,
                 weight_cap=self.spec.behaviour_weight_cap,
                 aggregation=self.spec.loss_agg,
-                constant=(len(rows) * self.max_new_tokens) if self.spec.loss_agg == "constant" else None,
+                constant=constant,
             )
             for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(parts))

@@ -65,7 +65,8 @@ def decoupled_ppo_loss(
     per_token = -w_kept * torch.minimum(unclipped, clipped)
     total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
     n_keep = int(keep.sum())
-    denom = float(max(n_keep, 1)) if aggregation == "token_mean" else float(constant)
+    # `constant` is positive whenever aggregation is "constant" (refused above otherwise)
+    denom = float(constant) if aggregation == "constant" and constant else float(max(n_keep, 1))
     loss = total / denom
     with torch.no_grad():
         n_valid = max(int(valid.sum()), 1)

@@ -21,7 +21,7 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
-    async def _check_run_id(self, run_id: str, context) -> None:
+    async def _check_run_id(self, run_id: str, context: grpc.aio.ServicerContext) -> None:
         """A run id becomes a directory name: refuse anything that is not one subject token (no
         path separators, no dots), so no request can point the trainer at another directory."""
         try:
@@ -29,7 +29,7 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
 
-    async def GetStatus(self, request, context):
+    async def GetStatus(self, request, context: grpc.aio.ServicerContext):
         await self._check_run_id(request.run_id, context)
         rt = self.trainer.runs.get(request.run_id)
         state = rt.state if rt else await asyncio.to_thread(load_state, self.trainer.data_dir, request.run_id)
@@ -43,7 +43,7 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
             checkpoint_dir=str(run_dir(self.trainer.data_dir, request.run_id)),
         )
 
-    async def FetchWeights(self, request, context):
+    async def FetchWeights(self, request, context: grpc.aio.ServicerContext):
         await self._check_run_id(request.run_id, context)
         if request.version < 1 or request.chunk_bytes < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")

@@ -83,6 +83,7 @@ class Trainer:
         state = load_state(self.data_dir, run_id) or TrainerState()
         if state.version:
             load_state_bytes(model, weights_path(self.data_dir, run_id, state.version).read_bytes())
+        engine: TrainEngine
         if spec.simulation is not None:
             engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
         else:

@@ -179,8 +179,8 @@ def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None,
 def criterion(summary: list[dict], arm: str = "co_reward", share: float = 0.8) -> str:
     """The done criterion of the experiment, as measured: does `arm` reach `share` of verify's gain?"""
     entry = next((s for s in summary if s["arm"] == arm), None)
-    ratio = entry and entry["gain_vs_reference"]
-    if ratio is None:
+    ratio = entry["gain_vs_reference"] if entry is not None else None
+    if entry is None or ratio is None:
         return f"criterion: not measured ({arm} and verify both need completed runs)"
     verdict = "met" if ratio >= share else "not met"
     return (

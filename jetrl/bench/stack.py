@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -160,9 +161,7 @@ def follow_all(settings: Settings, title: str, runs: list[tuple[str, RunSpec]], 
     with Live(get_renderable=status.render, console=console, refresh_per_second=4):
         for label, spec in runs:
             run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-            record = asyncio.run(
-                follow_run(settings, run_id, dump_spec(spec), timeout, lambda r, label=label: status.update(label, r))
-            )
+            record = asyncio.run(follow_run(settings, run_id, dump_spec(spec), timeout, partial(status.update, label)))
             status.update(label, record)
             records.append(record)
     console.line()  # the live view's last frame ends without one

@@ -81,7 +81,8 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
         log.warning("disconnected from nats, reconnecting", extra=log_fields(url=url))
 
     async def on_reconnected() -> None:
-        log.info("reconnected to nats", extra=log_fields(url=redact(str(nc.connected_url.geturl()))))
+        now = redact(str(nc.connected_url.geturl())) if nc.connected_url is not None else url
+        log.info("reconnected to nats", extra=log_fields(url=now))
 
     async def on_closed() -> None:
         log.info("nats connection closed", extra=log_fields(url=url))

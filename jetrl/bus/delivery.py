@@ -11,6 +11,7 @@ from typing import Any
 
 from nats.aio.msg import Msg
 from opentelemetry import trace
+from opentelemetry.util.types import AttributeValue
 
 from jetrl.bus.publish import MSG_ID, messaging_attributes
 from jetrl.bus.topology import Kind
@@ -51,7 +52,7 @@ def decode_payload(kind: Kind, data: bytes, run_id: str) -> Any:
 
 
 def consumer_span(delivery: Delivery, consumer: str | None = None):
-    attributes = {
+    attributes: dict[str, AttributeValue] = {
         **messaging_attributes(delivery.subject, delivery.headers.get(MSG_ID, "")),
         "messaging.operation.type": "process",
         "messaging.nats.stream.sequence": delivery.stream_seq,

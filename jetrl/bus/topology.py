@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
+from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -43,7 +44,7 @@ class Kind(StrEnum):
     DLQ = "dlq"
 
 
-MESSAGE_TYPES: dict[Kind, type] = {
+MESSAGE_TYPES: dict[Kind, type[Message]] = {
     Kind.TASKS: events_pb2.Task,
     Kind.ROLLOUTS: events_pb2.Sample,
     Kind.GROUPS: events_pb2.PromptGroup,

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -46,7 +48,8 @@ def check(kind: Kind, message: Message, run_id: str) -> None:
     if cls is None or not isinstance(message, cls):
         raise TypeError(f"{kind} events are {cls and cls.__name__}, got {type(message).__name__}")
     _CHECKS[Kind(kind)](message)
-    own = message.group.run_id if isinstance(message, events_pb2.ScoredGroup) else message.run_id
+    # every event but ScoredGroup carries its run_id at the top; Message itself declares no field
+    own = message.group.run_id if isinstance(message, events_pb2.ScoredGroup) else message.run_id  # type: ignore[attr-defined]
     try:
         check_run_id(own)
     except ValueError as exc:
@@ -192,7 +195,8 @@ def _evaluation(e: events_pb2.Evaluation) -> None:
         raise InvalidEvent(f"Evaluation has {e.correct} correct of {e.total}")
 
 
-_CHECKS = {
+# each check takes its kind's message class (MESSAGE_TYPES), which check() has just made sure of
+_CHECKS: dict[Kind, Callable[[Any], None]] = {
     Kind.TASKS: _task,
     Kind.ROLLOUTS: _sample,
     Kind.GROUPS: _group,

@@ -27,6 +27,11 @@ KILLS = tuple(k for k in FAULT_KINDS if k.startswith("kill-"))
 KILL = "kill"  # on the command line: a service drawn at random, the four in turn
 
 
+def _kills_only() -> dict[str, int | None]:
+    """The default `faults`: `kill` in all the trials."""
+    return {KILL: None}
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,7 +43,7 @@ class ChaosConfig(_Model):
     """Trials in all (faults given with a count are part of them)."""
     seed: int = Field(0, ge=0)
     """Seed of the plan: specs, faults, moments, delays."""
-    faults: dict[str, int | None] = Field(default_factory=lambda: {KILL: None})
+    faults: dict[str, int | None] = Field(default_factory=_kills_only)
     """Fault kind (FAULT_KINDS, or `kill`) -> exact number of trials, or None: the trials left
     over are shared evenly among the kinds without a count."""
     specs: tuple[SpecKind, ...] = SPEC_KINDS

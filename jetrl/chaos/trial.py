@@ -236,7 +236,7 @@ async def _run(
     if reached:
         await asyncio.sleep(plan.after_s)
         reached = await follow.poll() is not None
-    if reached and follow.last.state == svc.RUNNING:
+    if reached and follow.last is not None and follow.last.state == svc.RUNNING:  # reached: last is set
         result.fault_at_s = round(time.monotonic() - began, 1)
         result.fault = await _inject(stack, plan)
         done = await follow.until(lambda p: False, config.run_timeout_s)

@@ -21,6 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from rich.console import Console
@@ -60,7 +61,7 @@ def _request(
         + ([view("analogous", f"{group}a")] if describe.needs_views else [])
         + ([view("teacher", f"{group}t")] if describe.needs_teacher_samples else [])
     )
-    base = {
+    base: dict[str, Any] = {
         "contract_version": 1,
         "run_id": "reward-check",
         "group_id": group,
@@ -146,7 +147,7 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
                 assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (
                     f"an unknown contract version got {exc.code().name}, want INVALID_ARGUMENT"
                 )
-                return "INVALID_ARGUMENT: " + exc.details()
+                return "INVALID_ARGUMENT: " + (exc.details() or "")
             raise AssertionError(
                 "contract_version 999 was scored: refuse versions you do not know "
                 "(INVALID_ARGUMENT), so an old server never misreads a new request"

@@ -74,4 +74,6 @@ async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
                 bar.update(
                     task, total=progress.total_steps, completed=progress.policy_version, status=describe(progress)
                 )
+    if last is None:
+        raise RuntimeError(f"the scheduler ended WatchRun of {run_id} without sending any progress")
     return last

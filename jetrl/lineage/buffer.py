@@ -51,7 +51,7 @@ class PartialBuffer:
                 .values(state=GroupState.PARTIAL)
                 .returning(PromptGroup.group_id, PromptGroup.attempt)
             )
-            return [tuple(r) for r in rows]
+            return [(gid, attempt) for gid, attempt in rows]
 
     async def resumable(self, run_id: str, limit: int) -> list[str]:
         """Accounted groups of the buffer, oldest first: served before any new group."""

@@ -60,7 +60,10 @@ def _alembic_config(url: str):
 def head_revision() -> str:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(_alembic_config("postgresql://x/x")).get_current_head()
+    head = ScriptDirectory.from_config(_alembic_config("postgresql://x/x")).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migration under {MIGRATIONS}")
+    return head
 
 
 def _unreachable(url: str, exc: Exception) -> DatabaseUnreachable:

@@ -131,7 +131,8 @@ class LineageStore(LineageReports):
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self.engine.connect() as conn:
-            return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()
+            # a Core connection returns the runs row's columns (what callers read), not a Run entity
+            return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()  # type: ignore[return-value]
 
     async def list_runs(self) -> list:
         async with self.engine.connect() as conn:
@@ -201,7 +202,7 @@ class LineageStore(LineageReports):
                 .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.ADMITTED)
                 .order_by(PromptGroup.n)
             )
-            return [tuple(r) for r in rows]
+            return [(n, attempt, version, traceparent) for n, attempt, version, traceparent in rows]
 
     async def complete_groups(self, run_id: str, size: int) -> list[str]:
         """Groups still generating (or buffered) whose `size` samples are all recorded: their
@@ -652,23 +653,22 @@ class LineageStore(LineageReports):
                 .where(PromptGroup.run_id == run_id, PromptGroup.problem.is_not(None), Sample.reward.is_not(None))
                 .group_by(PromptGroup.group_id, PromptGroup.problem, PromptGroup.admitted_version)
             )
-            return [tuple(r) for r in rows]
+            # the WHERE leaves out groups without a problem; the row type cannot know
+            return [(p, v, s, f) for p, v, s, f in rows]  # type: ignore[misc]
 
     async def group_problems(self, run_id: str) -> dict[int, int]:
         """n -> problem index of the run's groups in flight (generating or partial) whose problem
         the scheduler chose."""
         async with self.engine.connect() as conn:
-            return dict(
-                (
-                    await conn.execute(
-                        select(PromptGroup.n, PromptGroup.problem).where(
-                            PromptGroup.run_id == run_id,
-                            PromptGroup.state.in_(IN_FLIGHT),
-                            PromptGroup.problem.is_not(None),
-                        )
-                    )
-                ).all()
+            rows = await conn.execute(
+                select(PromptGroup.n, PromptGroup.problem).where(
+                    PromptGroup.run_id == run_id,
+                    PromptGroup.state.in_(IN_FLIGHT),
+                    PromptGroup.problem.is_not(None),
+                )
             )
+            # the WHERE leaves out groups without a problem; the row type cannot know
+            return dict(rows.all())  # type: ignore[arg-type]
 
 
 async def unfinished(conn, group_id: str) -> list[int]:

@@ -67,7 +67,8 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel,
         model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise PolicyLoadError(f"cannot load a causal LM from {p}: {exc}") from exc
-    return model.to(device), tokenizer
+    # transformers wraps PreTrainedModel.to with functools.wraps, whose signature the checker then misreads
+    return model.to(device), tokenizer  # type: ignore[arg-type]
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:

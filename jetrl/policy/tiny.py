@@ -40,7 +40,7 @@ def make_tiny_model(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
-        rope_theta=10000.0,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
     )
     # fork_rng keeps the seeding local: callers' global RNG state is left as it was.
     with torch.random.fork_rng():
