@@ -26,30 +26,12 @@ run-following they share stack.py, the formulas metrics.py, the output report.py
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
+from jetrl.bench.configs import CONFIGS
 from jetrl.bench.report import OUT_HELP
 
-__all__ = ["CONFIGS", "BenchConfig", "add_arguments", "main", "run"]
-
-
-@dataclass(frozen=True)
-class BenchConfig:
-    name: str
-    max_staleness: int  # η
-    over_provision: float  # ρ
-
-
-CONFIGS = {
-    c.name: c
-    for c in [
-        BenchConfig("sync", 0, 1.0),
-        BenchConfig("sync-april", 0, 2.0),
-        *(BenchConfig(f"async-{eta}", eta, 1.0) for eta in (1, 2, 4, 8)),
-        BenchConfig("async-april", 4, 2.0),
-    ]
-}
+__all__ = ["add_arguments", "main", "run"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,7 +13,7 @@ import platform
 import time
 from pathlib import Path
 
-from jetrl.bench.async_cli import CONFIGS, BenchConfig
+from jetrl.bench.configs import CONFIGS, BenchConfig
 from jetrl.bench.metrics import Ideal, ideal_bound, read_run_metrics
 from jetrl.bench.report import (
     SIM_COLUMNS,

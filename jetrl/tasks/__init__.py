@@ -2,39 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 from jetrl.config import TaskSpec
+from jetrl.tasks.problem import Problem, Task
 
 __all__ = ["Problem", "Task", "make_task"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One prompt with its reference answer (a number, as text), and its analogous rephrasing
-    (same answer, different surface; Co-Reward's view q') when the task has one."""
-
-    prompt_id: str
-    prompt: str
-    answer: str
-    analogous: str | None = None
-
-
-class Task(Protocol):
-    """What the scheduler, reward and evaluation code need from a task."""
-
-    name: str
-    has_analogous: bool
-    """Whether every training problem carries an analogous rephrasing."""
-
-    def train_problem(self, index: int) -> Problem:
-        """Training problem number `index` (deterministic)."""
-        ...
-
-    def heldout(self) -> list[Problem]:
-        """The fixed held-out evaluation set."""
-        ...
 
 
 def make_task(spec: TaskSpec) -> Task:

@@ -30,7 +30,7 @@ from itertools import islice
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
-    from jetrl.tasks import Problem
+    from jetrl.tasks.problem import Problem
 
 __all__ = [
     "answer_of",

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 
 from jetrl.config import TaskSpec
-from jetrl.tasks import Problem
+from jetrl.tasks.problem import Problem
 
 __all__ = ["ArithmeticTask"]
 

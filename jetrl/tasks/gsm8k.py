@@ -16,8 +16,8 @@ import random
 from pathlib import Path
 
 from jetrl.config import TaskSpec
-from jetrl.tasks import Problem
 from jetrl.tasks.answers import gsm8k_reference
+from jetrl.tasks.problem import Problem
 
 __all__ = ["Gsm8kTask", "load_gsm8k", "format_prompt"]
 

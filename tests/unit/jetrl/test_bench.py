@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from jetrl.bench.async_cli import CONFIGS, add_arguments
+from jetrl.bench.async_cli import add_arguments
+from jetrl.bench.configs import CONFIGS
 from jetrl.bench.metrics import expected_length, ideal_bound, steady_window, time_to_target
 from jetrl.bench.real import real_spec
 from jetrl.bench.report import SIM_COLUMNS, markdown_table, out_dir, plot, require_plotting
