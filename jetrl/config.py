@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     (up to (retries + 1) x deadline_s for one that hangs), so they overlap: a slow server costs
     the run about one deadline budget per this many groups, not one per group."""
     torch_threads: int = Field(0, ge=0, le=256)
-    """torch intra-op threads for this process; 0 leaves torch's default."""
+    """torch intra-op threads of a rollout worker or trainer; 0 leaves torch's default."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the structured (JSON) logs on stderr."""
 

@@ -209,6 +209,14 @@ async def serve(
         await on_stop()
 
 
+def use_torch_threads(settings: Settings) -> None:
+    """Apply `torch_threads` (the services that run a model call this; the scheduler never loads torch)."""
+    if settings.torch_threads:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+
+
 def registering(add: Callable[[Any, grpc.aio.Server], None], servicer: Any, service: str) -> Register:
     """The Register of one servicer: `add` is its generated add_*Servicer_to_server, `service`
     the full name of its service (for reflection and health)."""
@@ -231,10 +239,6 @@ def run_service(name: str, main: Callable[[Settings], Coroutine[Any, Any, None]]
     settings = Settings()
     setup_logging(name, settings.log_level)
     setup_tracing(name)
-    if settings.torch_threads:
-        import torch  # late: the scheduler never needs it
-
-        torch.set_num_threads(settings.torch_threads)
     try:
         asyncio.run(main(settings))
     finally:

@@ -8,7 +8,7 @@ from jetrl.bus import Kind, bus_probe, connect, consume, declare, follow
 from jetrl.bus.topology import ROLLOUT_EVALS, ROLLOUT_WORKERS
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
-from jetrl.service import serve
+from jetrl.service import serve, use_torch_threads
 from jetrl.views import TEACHER
 from svc_rollout.policies import Policies
 from svc_rollout.server import RolloutServicer, register
@@ -16,6 +16,7 @@ from svc_rollout.worker import RolloutWorker
 
 
 async def main(settings: Settings) -> None:
+    use_torch_threads(settings)
     nc = await connect(settings, f"svc_rollout-{settings.worker_id}")
     js = nc.jetstream()
     await declare(js)

@@ -10,11 +10,9 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from transformers import PreTrainedTokenizerBase
-
 from jetrl.config import RunSpec
 from jetrl.ids import group_id
-from jetrl.policy.load import encode_prompt, load_tokenizer
+from jetrl.policy.prompts import PromptTokenizer
 from jetrl.tasks import Problem, Task, make_task
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, TEACHER, View, layout
@@ -31,7 +29,7 @@ class ActiveRun:
     run_id: str
     spec: RunSpec
     task: Task
-    tokenizer: PreTrainedTokenizerBase
+    tokenizer: PromptTokenizer  # no torch in the scheduler
     admission: Admission
     views: list[View]
     selector: ThompsonSelector | None  # None: problem n of the task's own stream for group n
@@ -54,7 +52,7 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
         task=task,
         views=layout(spec),
         selector=ThompsonSelector(s.prompt_pool, s.thompson_decay) if s.prompt_selection == "thompson" else None,
-        tokenizer=load_tokenizer(spec.model.path),
+        tokenizer=PromptTokenizer.load(spec.model.path),
         admission=Admission(
             max_staleness=spec.schedule.max_staleness,
             batch_groups=spec.train.batch_groups,
@@ -99,7 +97,7 @@ def make_tasks(
                 group_id=group_id(run.run_id, n),
                 prompt_id=p.prompt_id,
                 prompt=prompt,
-                prompt_token_ids=encode_prompt(run.tokenizer, prompt),
+                prompt_token_ids=run.tokenizer.encode(prompt),
                 num_samples=view.size,
                 policy_version=version,
                 step=n // run.spec.train.batch_groups,  # expected; the batch it joins is decided when complete

@@ -8,12 +8,13 @@ from jetrl.bus import bus_probe, connect, consume, declare
 from jetrl.bus.topology import TRAINER
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
-from jetrl.service import serve
+from jetrl.service import serve, use_torch_threads
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
 
 async def main(settings: Settings) -> None:
+    use_torch_threads(settings)
     nc = await connect(settings, "svc_trainer")
     js = nc.jetstream()
     await declare(js)

@@ -15,6 +15,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from jetrl.policy.prompts import PolicyLoadError, model_dir, prompt_ids
+
 __all__ = [
     "PolicyLoadError",
     "encode_prompt",
@@ -29,26 +31,9 @@ __all__ = [
 ]
 
 
-class PolicyLoadError(ValueError):
-    """The directory is missing or is not a Hugging Face causal LM with its tokenizer."""
-
-
-def _model_dir(path: str | Path) -> Path:
-    """`path` as a directory that looks like a Hugging Face model, or a PolicyLoadError saying why not."""
-    p = Path(path).expanduser()
-    if not p.is_dir():
-        raise PolicyLoadError(
-            f"policy directory {p} does not exist; make one with "
-            f"`python -m jetrl.policy.bootstrap {p}` or point model.path at a Hugging Face model directory"
-        )
-    if not (p / "config.json").is_file():
-        raise PolicyLoadError(f"{p} is not a Hugging Face model directory (no config.json)")
-    return p
-
-
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a local Hugging Face model directory (for services that never run the model)."""
-    p = _model_dir(path)
+    p = model_dir(path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(p, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
@@ -61,7 +46,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load (model, tokenizer) from a local Hugging Face model directory, in float32 on `device`."""
-    p = _model_dir(path)
+    p = model_dir(path)
     tokenizer = load_tokenizer(p)
     try:
         model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
@@ -72,19 +57,11 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel,
 
 
 def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """The token ids of a prompt, the one encoding used everywhere: bootstrap, rollout, evaluation.
-
-    A model is trained on prompts in one encoding and must be sampled and scored in that same
-    encoding. Keep the tokenizer's own leading special token (BOS for Llama-style tokenizers and
-    the built-in char tokenizer), drop any trailing one (an EOS or SEP some tokenizers append):
-    the completion continues the prompt, so nothing may close it.
-    """
-    # split_special_tokens: prompt text that spells "<eos>" stays text, never a control token
-    body = tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    bos = tokenizer.bos_token_id
-    if bos is not None and body[:1] != [bos] and tokenizer(text, split_special_tokens=True)["input_ids"][:1] == [bos]:
-        return [bos, *body]
-    return body
+    """The token ids of a prompt (jetrl.policy.prompts.prompt_ids, the one rule), from a transformers
+    fast tokenizer's own backend."""
+    if not tokenizer.is_fast:
+        raise PolicyLoadError(f"{type(tokenizer).__name__} is not a fast tokenizer; jetrl needs tokenizer.json")
+    return prompt_ids(tokenizer.backend_tokenizer, tokenizer.bos_token_id, text)
 
 
 def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:
