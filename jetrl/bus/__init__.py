@@ -1,7 +1,8 @@
 """The bus: every stream, subject and consumer is declared here, every publish and consume goes through here."""
 
 from jetrl.bus.connection import BusUnreachable, bus_probe, connect
-from jetrl.bus.consume import DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT, consume, consume_together
+from jetrl.bus.consume import consume, consume_together
+from jetrl.bus.dead_letter import DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler
 from jetrl.bus.follow import follow
 from jetrl.bus.publish import publish

@@ -21,22 +21,15 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from opentelemetry import trace
 
+from jetrl.bus.dead_letter import failures, give_up, not_done
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler, consumer_span, decode_payload, delivery_of
-from jetrl.bus.publish import MSG_ID
-from jetrl.bus.retry import CAUSE_FAILED, CAUSE_INVALID, FailureCounter, Wait, failure_delay, is_transient, wait_delay
-from jetrl.bus.topology import PREFIX, ConsumerSpec, Kind
+from jetrl.bus.retry import CAUSE_INVALID
+from jetrl.bus.topology import ConsumerSpec
 from jetrl.bus.validate import InvalidEvent
-from jetrl.ids import dead_letter_msg_id
 from jetrl.logs import log_fields
 from jetrl.telemetry import link_from, tracer
 
 log = logging.getLogger(__name__)
-
-DLQ_REASON = "Jetrl-Dlq-Reason"
-DLQ_SUBJECT = "Jetrl-Dlq-Subject"
-DLQ_SEQ = "Jetrl-Dlq-Seq"
-DLQ_CAUSE = "Jetrl-Dlq-Cause"  # retry.CAUSE_INVALID or retry.CAUSE_FAILED
-_failures = FailureCounter()
 
 
 async def consume(
@@ -196,13 +189,13 @@ async def _process(
             await handler(decode_payload(consumer.kind, msg.data, delivery.run_id), delivery)
         except InvalidEvent as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
-            await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
+            await give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
-            await _not_done(js, consumer, [(delivery, msg)], exc, retry_delay)
+            await not_done(js, consumer, [(delivery, msg)], exc, retry_delay)
         else:
-            _failures.settle(consumer.name, delivery.stream_seq)
+            failures.settle(consumer.name, delivery.stream_seq)
             await msg.ack()
 
 
@@ -216,7 +209,7 @@ async def _process_together(
             items.append((decode_payload(consumer.kind, msg.data, delivery.run_id), delivery, msg))
         except InvalidEvent as exc:
             with consumer_span(delivery, consumer.name):
-                await _give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
+                await give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
     if not items:
         return
     # one step consumes many messages: its span links to each producer's context
@@ -232,74 +225,14 @@ async def _process_together(
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
-            await _not_done(js, consumer, [(d, m) for _, d, m in items], exc, retry_delay)
+            await not_done(js, consumer, [(d, m) for _, d, m in items], exc, retry_delay)
             return
     for i, (_, delivery, msg) in enumerate(items):
-        _failures.settle(consumer.name, delivery.stream_seq)
+        failures.settle(consumer.name, delivery.stream_seq)
         if i in rejected:
-            await _give_up(js, msg, delivery, rejected[i], retry_delay, CAUSE_INVALID)
+            await give_up(js, msg, delivery, rejected[i], retry_delay, CAUSE_INVALID)
         else:
             await msg.ack()
-
-
-async def _not_done(
-    js: JetStreamContext,
-    consumer: ConsumerSpec,
-    messages: list[tuple[Delivery, Msg]],
-    exc: Exception,
-    retry_delay: float,
-) -> None:
-    """A handler raised for these messages: wait, retry, or (after max_failures) dead-letter them."""
-    if isinstance(exc, Wait) or is_transient(exc):
-        # not the event's fault: retried for as long as it takes, never counted, never an error
-        level = logging.DEBUG if isinstance(exc, Wait) else logging.WARNING
-        log.log(
-            level,
-            "waiting",
-            extra=log_fields(
-                consumer=consumer.name, messages=len(messages), reason=f"{type(exc).__name__}: {exc}"[:300]
-            ),
-        )
-        for delivery, msg in messages:
-            await msg.nak(delay=wait_delay(delivery.num_delivered, retry_delay))
-        return
-    log.error("handler failed", exc_info=exc, extra=log_fields(consumer=consumer.name, messages=len(messages)))
-    for delivery, msg in messages:
-        n = _failures.fail(consumer.name, delivery.stream_seq)
-        if n >= consumer.max_failures:
-            _failures.settle(consumer.name, delivery.stream_seq)
-            await _give_up(
-                js, msg, delivery, f"handler failed {n} times: {type(exc).__name__}: {exc}", retry_delay, CAUSE_FAILED
-            )
-        else:
-            await msg.nak(delay=failure_delay(n, retry_delay))
-
-
-async def _give_up(
-    js: JetStreamContext, msg: Msg, delivery: Delivery, reason: str, retry_delay: float, cause: str
-) -> None:
-    """Dead-letter then ack; a dead letter that cannot be handled stays in its stream, logged."""
-    if delivery.kind is Kind.DLQ:
-        log.error("dead letter not handled", extra=log_fields(seq=delivery.stream_seq, reason=reason))
-        await msg.term()
-        return
-    seq = delivery.stream_seq
-    headers = {k: v for k, v in delivery.headers.items() if not k.startswith("Nats-")}
-    headers |= {
-        DLQ_REASON: " ".join(reason.split())[:2000],  # one header line: no CR/LF
-        DLQ_SUBJECT: msg.subject,
-        DLQ_SEQ: str(seq),
-        DLQ_CAUSE: cause,
-        MSG_ID: dead_letter_msg_id(msg.metadata.stream, seq),
-    }
-    try:
-        await js.publish(f"{PREFIX}.{delivery.run_id}.{Kind.DLQ}", msg.data, headers=headers)
-    except Exception:
-        log.exception("could not dead-letter, will retry", extra=log_fields(subject=msg.subject, seq=seq))
-        await msg.nak(delay=retry_delay)
-        return
-    log.warning("dead-lettered", extra=log_fields(subject=msg.subject, seq=seq, reason=reason))
-    await msg.ack()
 
 
 async def _keep_alive(pending: list[Msg], interval: float) -> None:
