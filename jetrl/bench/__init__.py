@@ -6,7 +6,9 @@
     metrics.py          ideal bound, steady-state window, metrics read back from lineage
     report.py           tables, JSON, markdown and plots; where the outputs go (--out)
     rewards.py          `jetrl bench rewards`: verify vs label-free rewards, grpo vs mc_grpo at G = 2
-    rewards_metrics.py  version 0's vote diagnostics, pseudo-label accuracy from lineage, summary
+    rewards_arms.py     its arms, options, version 0's checkpoint and each arm's spec
+    rewards_v0.py       version 0's vote diagnostics, in process
+    rewards_metrics.py  pseudo-label accuracy from lineage, summary over seeds
     rewards_report.py   its tables, plot and the experiment's criterion as measured
     stack.py            the private stack (also `jetrl chaos`'s) and following runs on it
 
@@ -27,7 +29,7 @@ __all__ = ["add_commands", "run"]
 
 def add_commands(bench: argparse.ArgumentParser) -> None:
     """`jetrl bench`'s subcommands (`async`, `rewards`) on its parser."""
-    from jetrl.bench import async_cli, rewards
+    from jetrl.bench import async_cli, rewards, rewards_arms
 
     sub = bench.add_subparsers(dest="benchmark", required=True)
     formatter = argparse.RawDescriptionHelpFormatter
@@ -39,7 +41,7 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
             formatter_class=formatter,
         )
     )
-    rewards.add_arguments(
+    rewards_arms.add_arguments(
         sub.add_parser(
             "rewards",
             help="rewards with and without labels, grpo vs mc_grpo",

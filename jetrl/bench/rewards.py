@@ -34,11 +34,9 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-from jetrl.bench.report import OUT_HELP
-from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize, v0_diagnostics
+from jetrl.bench.rewards_arms import ARMS, Arm, add_arguments, arm_spec, starting_checkpoint, task_spec
+from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize
 from jetrl.bench.rewards_report import (
     LABEL_COLUMNS,
     RUN_COLUMNS,
@@ -50,92 +48,11 @@ from jetrl.bench.rewards_report import (
     summary_rows,
     v0_rows,
 )
-from jetrl.config import RunSpec, Settings, TaskSpec, load_spec, parse_spec
+from jetrl.bench.rewards_v0 import v0_diagnostics
+from jetrl.config import RunSpec, Settings, load_spec, parse_spec
 from jetrl.examples import DEMO_SPEC
 
-__all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "run", "main"]
-
-
-@dataclass(frozen=True)
-class Arm:
-    name: str
-    reward: str  # verify | majority | co_reward | teacher
-    advantage: str = "grpo"
-    group_size: int | None = None  # None: --group-size
-
-    @property
-    def labels(self) -> bool:
-        return self.reward == "verify"
-
-    @property
-    def server(self) -> str | None:
-        """The module of the reward server the arm needs beside the stack (verify is the stack's)."""
-        return None if self.labels else f"svc_reward.{self.reward}"
-
-
-ARMS = {
-    a.name: a
-    for a in [
-        Arm("verify", "verify"),
-        Arm("majority", "majority"),
-        Arm("co_reward", "co_reward"),
-        Arm("teacher", "teacher"),
-        Arm("grpo-g2", "verify", "grpo", 2),
-        Arm("mc_grpo-g2", "verify", "mc_grpo", 3),
-    ]
-}
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of `jetrl bench rewards` (also benchmarks/rewards_bench.py)."""
-    p.add_argument(
-        "--arms",
-        nargs="+",
-        choices=list(ARMS),
-        default=list(ARMS),
-        metavar="ARM",
-        help=f"arms to run (default all: {' '.join(ARMS)})",
-    )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
-    p.add_argument("--steps", type=int, default=50, help="versions per run (default 50, as the demo)")
-    p.add_argument("--batch-groups", type=int, default=16, help="B: groups per batch (default 16, as the demo)")
-    p.add_argument("--group-size", type=int, default=8, help="G of the G = 8 arms, per view (default 8)")
-    p.add_argument("--teacher-samples", type=int, default=8, help="G~: the teacher arm's samples (default 8)")
-    p.add_argument("--eval-every", type=int, default=5, help="held-out evaluation every N versions (default 5)")
-    p.add_argument("--lr", type=float, help="learning rate (default: the demo spec's)")
-    task = p.add_argument_group("task and version 0")
-    task.add_argument("--digits", type=int, default=1, help="digits per operand (default 1)")
-    task.add_argument("--terms", type=int, default=4, help="operands per problem (default 4: `7-2+5+3=`)")
-    task.add_argument(
-        "--bootstrap-steps",
-        type=int,
-        default=300,
-        help="warm-up steps on correct answers that make version 0 (default 300)",
-    )
-    task.add_argument(
-        "--diag-samples", type=int, default=8, help="samples per prompt of the v0 diagnostics (default 8)"
-    )
-    task.add_argument(
-        "--diag-prompts", type=int, default=200, help="training prompts of the v0 label diagnostics (default 200)"
-    )
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument("--json", type=Path, help="results (default DIR/rewards.json)")
-    out.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
-    out.add_argument("--plot", type=Path, help="accuracy over versions per arm (default DIR/img/rewards.png)")
-    out.add_argument(
-        "--database-url",
-        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
-    )
-    out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
-    out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
-    out.add_argument(
-        "--from-json",
-        type=Path,
-        metavar="PATH",
-        help="run nothing: measure again, from lineage, the runs a previous results file lists "
-        "(its arms, seeds and settings), and write the outputs anew",
-    )
+__all__ = ["main", "run", "run_row", "recorded_spec"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,45 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     add_arguments(p)
     return run(p.parse_args(argv))
-
-
-def task_spec(args: argparse.Namespace) -> TaskSpec:
-    return TaskSpec(name="arithmetic", digits=args.digits, terms=args.terms, rephrase="order")
-
-
-def starting_checkpoint(user: Settings, task: TaskSpec, steps: int, seed: int = 0) -> Path:
-    """Version 0: `steps` warm-up steps on correct answers (teacher_error 0), made once and kept
-    under the user's JETRL_DATA_DIR/models, keyed by everything that shapes it."""
-    from jetrl.bench.stack import console
-    from jetrl.policy.bootstrap import bootstrap_with_progress
-
-    key = f"tiny-arith-d{task.digits}t{task.terms}-task{task.seed}-h{task.heldout_size}-steps{steps}-seed{seed}-exact"
-    out = user.data_dir.resolve() / "models" / key
-    if (out / "bootstrap.json").exists():  # written last: the checkpoint is complete
-        console.print(f"version 0 already at {out}")
-        return out
-    bootstrap_with_progress(out, task, console, steps=steps, seed=seed, teacher_error=0.0)
-    return out
-
-
-def arm_spec(
-    base: RunSpec, model_dir: Path, arm: Arm, seed: int, args: argparse.Namespace, servers: dict[str, str]
-) -> RunSpec:
-    """The demo spec on the bench's task with this arm's reward, estimator and group size.
-    `servers`: module -> address of the label-free reward servers."""
-    raw = base.model_dump()
-    raw["name"] = f"rw-{arm.name.replace('_', '')}-s{seed}"
-    raw["seed"] = seed
-    raw["model"]["path"] = str(model_dir)
-    raw["task"] = task_spec(args).model_dump()
-    raw["rollout"].update(group_size=arm.group_size or args.group_size, analogous_view=arm.reward == "co_reward")
-    raw["teacher"] = {"samples": args.teacher_samples} if arm.reward == "teacher" else None
-    raw["train"].update(steps=args.steps, batch_groups=args.batch_groups, advantage=arm.advantage)
-    if args.lr:
-        raw["train"]["lr"] = args.lr
-    raw["reward"]["endpoints"] = [{"address": servers[arm.server], "weight": 1.0}] if arm.server else []
-    raw["schedule"].update(eval_every=args.eval_every)
-    return RunSpec.model_validate(raw)
 
 
 def run_row(

@@ -4,9 +4,10 @@ summary over seeds, sampling, outputs."""
 import pytest
 
 from jetrl.bench.report import markdown_table
-from jetrl.bench.rewards import ARMS, arm_spec, task_spec
-from jetrl.bench.rewards_metrics import label_of, label_stats, mean_curve, sample_texts, summarize
+from jetrl.bench.rewards_arms import ARMS, arm_spec, task_spec
+from jetrl.bench.rewards_metrics import label_of, label_stats, mean_curve, summarize
 from jetrl.bench.rewards_report import SUMMARY_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows
+from jetrl.bench.rewards_v0 import sample_texts
 from jetrl.cli.main import _parser
 from jetrl.config import load_spec
 from jetrl.examples import DEMO_SPEC
@@ -207,8 +208,8 @@ def test_plot(tmp_path):
 
 
 def test_v0_diagnostics_shape(tmp_path):
-    from jetrl.bench.rewards_metrics import v0_diagnostics
     from jetrl.bench.rewards_report import v0_rows
+    from jetrl.bench.rewards_v0 import v0_diagnostics
     from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
 
