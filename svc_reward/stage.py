@@ -24,10 +24,10 @@ import logging
 import grpc
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
-from jetrl.config import RewardEndpoint, RewardSpec
 from jetrl.logs import log_fields
 from jetrl.rpc import channel
 from jetrl.runs import RunNotFound, RunSpecs
+from jetrl.spec_sections import RewardEndpoint, RewardSpec
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
 from jetrl.views import split
 from svc_reward.replies import BadReply, match_scores

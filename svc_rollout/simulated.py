@@ -22,7 +22,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from jetrl.config import SimulationSpec
+from jetrl.spec_sections import SimulationSpec
 from jetrl.states import FinishReason
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.engine import CallGate

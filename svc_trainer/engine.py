@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedModel
 
-from jetrl.config import TrainSpec
 from jetrl.policy.temperature import logprob_temperature
+from jetrl.spec_sections import TrainSpec
 from svc_trainer.api import TrainSample
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 

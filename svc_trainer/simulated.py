@@ -15,7 +15,7 @@ from time import sleep
 import torch
 from transformers import PreTrainedModel
 
-from jetrl.config import SimulationSpec, TrainSpec
+from jetrl.spec_sections import SimulationSpec, TrainSpec
 from svc_trainer.api import TrainSample
 
 __all__ = ["SimulatedTrainEngine"]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from jetrl.config import TeacherSpec
+from jetrl.spec_sections import TeacherSpec
 from svc_trainer.checkpoint import run_dir
 
 __all__ = ["ema_rate", "EmaTeacher", "teacher_path"]

@@ -14,8 +14,8 @@ from statistics import NormalDist
 
 from sqlalchemy import create_engine, func, select
 
-from jetrl.config import SimulationSpec
 from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample
+from jetrl.spec_sections import SimulationSpec
 
 __all__ = [
     "Ideal",

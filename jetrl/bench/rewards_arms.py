@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jetrl.bench.report import OUT_HELP
-from jetrl.config import RunSpec, Settings, TaskSpec
+from jetrl.config import RunSpec, Settings
+from jetrl.spec_sections import TaskSpec
 
 __all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "task_spec"]
 

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from jetrl.bench.rewards_metrics import correct
-from jetrl.config import TaskSpec
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import answer_of, majority_answer
 

@@ -27,7 +27,8 @@ from jetrl.bench.report import (
     write_json,
 )
 from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
-from jetrl.config import RunSpec, Settings, SimulationSpec
+from jetrl.config import RunSpec, Settings
+from jetrl.spec_sections import SimulationSpec
 
 __all__ = ["run_simulated", "simulation_from", "sim_spec"]
 

@@ -89,8 +89,8 @@ def config_from(args: argparse.Namespace) -> ChaosConfig:
 
 def tiny_model(out: Path) -> Path:
     from jetrl.chaos.trial import HELDOUT
-    from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
+    from jetrl.spec_sections import TaskSpec
 
     bootstrap(out, TaskSpec(heldout_size=HELDOUT), steps=BOOTSTRAP_STEPS)
     return out

@@ -23,9 +23,10 @@ from jetrl.chaos.invariants import check_run, stranded
 from jetrl.chaos.plan import ChaosConfig, TrialPlan
 from jetrl.chaos.stack import ChaosStack
 from jetrl.cli.watch import describe
-from jetrl.config import ModelSpec, RolloutSpec, RunSpec, ScheduleSpec, SimulationSpec, TaskSpec, TrainSpec, dump_spec
+from jetrl.config import RunSpec, dump_spec
 from jetrl.lineage.db import make_engine
 from jetrl.rpc import channel
+from jetrl.spec_sections import ModelSpec, RolloutSpec, ScheduleSpec, SimulationSpec, TaskSpec, TrainSpec
 from jetrl.v1 import services_pb2 as svc
 from jetrl.v1 import services_pb2_grpc
 

@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 from rich.console import Console
 
-from jetrl.config import RewardSpec
+from jetrl.spec_sections import RewardSpec
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 
 __all__ = ["Check", "check_server", "main"]

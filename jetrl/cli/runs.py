@@ -10,8 +10,9 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.cli.watch import describe, watch
-from jetrl.config import RunSpec, Settings, TaskSpec
+from jetrl.config import RunSpec, Settings
 from jetrl.rpc import channel
+from jetrl.spec_sections import TaskSpec
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 console = Console(stderr=True)

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
-from jetrl.config import TaskSpec
 from jetrl.policy.generate import heldout_accuracy
 from jetrl.policy.load import encode_prompt, save_policy
 from jetrl.policy.tiny import make_tiny_model
 from jetrl.policy.tokenizer import make_char_tokenizer
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks import make_task
 
 __all__ = ["bootstrap", "bootstrap_with_progress", "DEFAULT_STEPS", "DEFAULT_TEACHER_ERROR", "main"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jetrl.config import TaskSpec
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks.problem import Problem, Task
 
 __all__ = ["Problem", "Task", "make_task"]

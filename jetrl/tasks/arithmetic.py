@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 
-from jetrl.config import TaskSpec
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks.problem import Problem
 
 __all__ = ["ArithmeticTask"]

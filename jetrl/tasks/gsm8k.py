@@ -15,7 +15,7 @@ import json
 import random
 from pathlib import Path
 
-from jetrl.config import TaskSpec
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks.answers import gsm8k_reference
 from jetrl.tasks.problem import Problem
 

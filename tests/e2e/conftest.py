@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from jetrl.config import Settings, TaskSpec
+from jetrl.config import Settings
+from jetrl.spec_sections import TaskSpec
 
 HELDOUT = 40
 

@@ -15,8 +15,9 @@ from jetrl.bench.report import SIM_COLUMNS, markdown_table, out_dir, plot, requi
 from jetrl.bench.sim import sim_spec, simulation_from
 from jetrl.bench.stack import RunRecord, bench_database_url
 from jetrl.cli.main import _parser
-from jetrl.config import Settings, SimulationSpec, load_spec
+from jetrl.config import Settings, load_spec
 from jetrl.examples import DEMO_SPEC
+from jetrl.spec_sections import SimulationSpec
 from svc_rollout.simulated import target_length
 
 

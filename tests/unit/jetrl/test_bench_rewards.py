@@ -210,8 +210,8 @@ def test_plot(tmp_path):
 def test_v0_diagnostics_shape(tmp_path):
     from jetrl.bench.rewards_report import v0_rows
     from jetrl.bench.rewards_v0 import v0_diagnostics
-    from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
+    from jetrl.spec_sections import TaskSpec
 
     spec = TaskSpec(digits=1, terms=4, heldout_size=6)
     bootstrap(tmp_path / "v0", spec, steps=2, batch_size=8, teacher_error=0.0)

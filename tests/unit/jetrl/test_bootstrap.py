@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from jetrl.config import TaskSpec
 from jetrl.policy import load_policy
 from jetrl.policy.bootstrap import bootstrap
 from jetrl.policy.generate import heldout_accuracy
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks import make_task
 
 

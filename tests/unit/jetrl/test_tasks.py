@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from jetrl.config import TaskSpec
+from jetrl.spec_sections import TaskSpec
 from jetrl.tasks import Problem, make_task
 from jetrl.tasks.answers import (
     answer_of,

@@ -5,7 +5,8 @@ from fractions import Fraction
 
 import pytest
 
-from jetrl.config import ModelSpec, RolloutSpec, RunSpec, SpecError, TaskSpec, TeacherSpec, parse_spec
+from jetrl.config import RunSpec, SpecError, parse_spec
+from jetrl.spec_sections import ModelSpec, RolloutSpec, TaskSpec, TeacherSpec
 from jetrl.tasks import make_task
 from jetrl.tasks.arithmetic import _reorder, _write
 from jetrl.v1 import events_pb2 as ev

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from fake_reward import FakeReward, start
-from jetrl.config import RewardSpec
+from jetrl.spec_sections import RewardSpec
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
 from svc_reward.server import register
 from svc_reward.stage import RewardStage, RewardUnavailable, score_requests

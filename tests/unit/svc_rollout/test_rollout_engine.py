@@ -612,9 +612,9 @@ def test_bfloat16_on_cuda_gives_the_greedy_tokens_of_float32_on_the_cpu(tmp_path
     """The tiny policy (a 60-step bootstrap, as the e2e tests' model) answers the held-out problems
     greedily on the GPU in bfloat16 as on the CPU in float32: the same tokens except after a near
     tie of float32's top two logits, where either may win; log-probs within bfloat16's error."""
-    from jetrl.config import TaskSpec
     from jetrl.policy.bootstrap import bootstrap
     from jetrl.policy.load import load_policy
+    from jetrl.spec_sections import TaskSpec
     from jetrl.tasks import make_task
 
     if not torch.cuda.is_bf16_supported():

@@ -33,8 +33,9 @@ def test_requests_for_attempt_zero_and_for_a_resumed_attempt():
 
 @pytest.mark.parametrize("on_new_weights", ["interrupt", "finish"])
 def test_the_engine_follows_the_run_spec(tmp_path, on_new_weights):
-    from jetrl.config import ModelSpec, RolloutSpec, RunSpec, SimulationSpec
+    from jetrl.config import RunSpec
     from jetrl.policy import save_policy
+    from jetrl.spec_sections import ModelSpec, RolloutSpec, SimulationSpec
     from svc_rollout.policies import _build_engine
     from svc_rollout.simulated import SimulatedEngine
 

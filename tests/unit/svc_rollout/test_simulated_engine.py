@@ -11,8 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from jetrl.config import SimulationSpec
 from jetrl.policy import make_char_tokenizer
+from jetrl.spec_sections import SimulationSpec
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest
 from svc_rollout.simulated import LOGPROB, SimulatedEngine, target_length

@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from jetrl.config import TrainSpec
+from jetrl.spec_sections import TrainSpec
 from svc_trainer.advantages import ESTIMATORS, compute, dr_grpo, grpo, mc_grpo, rloo
 
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import svc_trainer.simulated
-from jetrl.config import SimulationSpec, TrainSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model
+from jetrl.spec_sections import SimulationSpec, TrainSpec
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.simulated import SimulatedTrainEngine

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from jetrl.config import TeacherSpec
+from jetrl.spec_sections import TeacherSpec
 from svc_trainer.teacher import EmaTeacher, ema_rate
 
 

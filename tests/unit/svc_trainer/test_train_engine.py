@@ -11,8 +11,8 @@ import pytest
 import torch
 
 import svc_trainer.engine
-from jetrl.config import TrainSpec
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
+from jetrl.spec_sections import TrainSpec
 from svc_rollout.api import GenRequest
 from svc_rollout.engine import TorchEngine
 from svc_trainer.api import TrainSample

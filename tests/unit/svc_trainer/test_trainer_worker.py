@@ -8,8 +8,9 @@ unique across folders.)
 import pytest
 
 from jetrl.bus import InvalidEvent
-from jetrl.config import ModelSpec, RunSpec, ScheduleSpec, SimulationSpec, TrainSpec
+from jetrl.config import RunSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
+from jetrl.spec_sections import ModelSpec, ScheduleSpec, SimulationSpec, TrainSpec
 from jetrl.v1 import events_pb2 as ev
 from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.simulated import SimulatedTrainEngine

@@ -1,0 +1,250 @@
+"""The sections of a run spec (jetrl.config.RunSpec): each field with its bounds and meaning.
+
+A section validates its own fields; the checks across sections are RunSpec's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "SpecModel",
+    "ModelSpec",
+    "TaskSpec",
+    "RolloutSpec",
+    "TrainSpec",
+    "RewardEndpoint",
+    "RewardSpec",
+    "ScheduleSpec",
+    "TeacherSpec",
+    "SimulationSpec",
+]
+
+
+class SpecModel(BaseModel):
+    """The base of every part of a run spec: unknown fields refused, values frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(SpecModel):
+    path: str = Field(min_length=1)
+    """Local directory of a Hugging Face causal LM (config, weights, tokenizer). `$VARS` are expanded."""
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, v: str) -> str:
+        return os.path.expandvars(os.path.expanduser(v))
+
+
+class TaskSpec(SpecModel):
+    name: Literal["arithmetic", "gsm8k"] = "arithmetic"
+    """Prompt source: the synthetic arithmetic task, or a GSM8K-format JSONL file."""
+    path: str | None = None
+    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line). `$VARS` are expanded."""
+    digits: int = Field(2, ge=1, le=6)
+    """Arithmetic: digits per operand."""
+    terms: int = Field(2, ge=2, le=6)
+    """Arithmetic: operands per problem (2 = `a+b=`, more = a chain)."""
+    heldout_size: int = Field(200, ge=1, le=100_000)
+    """Problems in the fixed held-out evaluation set (never trained on)."""
+    seed: int = Field(0, ge=0)
+    """Seed of the task's data (held-out set and training prompts)."""
+    rephrase: Literal["order", "words"] = "order"
+    """Arithmetic's analogous view: the terms in another order (`7-5+12=` for `12+7-5=`), or the
+    expression in words (`12 plus 7 minus 5 =`)."""
+    rephrase_field: str = Field("rephrased_question", min_length=1, max_length=128)
+    """File tasks: the column holding each question's analogous rephrasing (Co-Reward's view q')."""
+    rephrase_path: str | None = None
+    """File tasks: a JSONL file of rephrasings instead of a column, line i rephrasing line i of
+    `path` (`question` field). Arithmetic makes its own (operand order, wording)."""
+
+    @field_validator("path", "rephrase_path")
+    @classmethod
+    def _expand(cls, v: str | None) -> str | None:
+        return os.path.expandvars(os.path.expanduser(v)) if v else v
+
+    @model_validator(mode="after")
+    def _needs_path(self) -> TaskSpec:
+        if self.name == "gsm8k" and not self.path:
+            raise ValueError("task 'gsm8k' needs `path` to a JSONL file")
+        return self
+
+
+class RolloutSpec(SpecModel):
+    group_size: int = Field(8, ge=1, le=1024)
+    """G: completions sampled per prompt."""
+    temperature: float = Field(1.0, ge=0.0, le=4.0)
+    """Sampling temperature of the behaviour policy (0 = greedy)."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    max_new_tokens: int = Field(8, ge=1, le=32_768)
+    """Completion length cap (of the whole completion, across resumed attempts)."""
+    on_new_weights: Literal["interrupt", "finish"] = "interrupt"
+    """When a new version arrives mid-generation: switch at the next token boundary (AReaL's
+    interruptible generation), or finish in-flight samples on the old weights first."""
+    analogous_view: bool = False
+    """Also sample the task's analogous rephrasing of every prompt (view "analogous", G samples,
+    trained like the main view, advantages per view). `co_reward` needs it."""
+
+
+class TrainSpec(SpecModel):
+    steps: int = Field(30, ge=1, le=1_000_000)
+    """Optimizer steps, i.e. policy versions to publish."""
+    batch_groups: int = Field(16, ge=1, le=100_000)
+    """B: prompt groups per training batch."""
+    lr: float = Field(1e-4, gt=0.0, le=1.0)
+    """AdamW learning rate."""
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0)
+    """AdamW weight decay."""
+    grad_clip: float = Field(1.0, gt=0.0, le=1e6)
+    """Max global gradient norm."""
+    clip_eps_low: float = Field(0.2, ge=0.0, le=1.0)
+    """PPO ratio clip below 1 (ε_low)."""
+    clip_eps_high: float = Field(0.2, ge=0.0, le=10.0)
+    """PPO ratio clip above 1 (ε_high)."""
+    behaviour_weight_cap: float = Field(5.0, gt=0.0)
+    """Tokens whose w = exp(p - b) exceeds this are masked (docs/design.md §5)."""
+    advantage: Literal["grpo", "dr_grpo", "rloo", "mc_grpo"] = "grpo"
+    """Advantage estimator per prompt group; `mc_grpo` wants an odd rollout.group_size (G+1)."""
+    dynamic_sampling: bool = False
+    """Drop groups whose rewards are all equal (DAPO): they carry no signal. They are recorded
+    (state "filtered"), never trained, and fresh groups take their place."""
+    mc_scale: Literal["std", "mad"] = "std"
+    """mc_grpo's scale: the group's std, or the median absolute deviation + 1e-3 (0 + 1e-3 for
+    binary rewards whenever a majority agrees)."""
+    loss_agg: Literal["token_mean", "constant"] = "token_mean"
+    """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+    minibatches: int = Field(1, ge=1, le=1024)
+    """Optimizer steps per version, each on a slice of the batch; proximal log-probs are taken
+    once before the first, so with more than one the PPO clip binds."""
+
+
+class RewardEndpoint(SpecModel):
+    address: str = Field(min_length=3, pattern=r"^[^\s:]+:\d+$")
+    """host:port of a RewardService (any implementation of protos/jetrl/v1/reward.proto)."""
+    weight: float = Field(1.0, ge=-1e6, le=1e6)
+    """A sample's reward is the weighted sum of every endpoint's reward for it."""
+
+
+class RewardSpec(SpecModel):
+    endpoints: tuple[RewardEndpoint, ...] = ()
+    """The reward servers scoring every group, combined by weight; empty means the built-in
+    `verify` server (JETRL_REWARD_ADDR). `endpoint: host:port` is short for one of weight 1."""
+    deadline_s: float = Field(10.0, gt=0.0, le=3600.0)
+    """Deadline of one Score call."""
+    retries: int = Field(3, ge=0, le=100)
+    """Retries (with backoff) after a failed or timed-out Score call."""
+    on_failure: Literal["zero", "drop", "fail"] = "zero"
+    """An endpoint that still fails after its retries: its share of the group's rewards is 0
+    ("zero"), the group is dropped and replaced ("drop"), or the run fails ("fail"). Either way
+    the group's lineage row names the failure and progress counts it."""
+    max_dropped: int | None = Field(None, ge=1, le=1_000_000)
+    """With `on_failure: drop`, fail the run once this many groups have been dropped, so a server
+    that never comes back ends the run with its error instead of consuming generation forever.
+    None: no limit (the run waits for the server, dropping and replacing groups)."""
+    max_abs_reward: float = Field(100.0, gt=0.0, le=1e6)
+    """The largest |reward| one endpoint may give a sample. A reply with a reward beyond it, or
+    one that is not a finite number (NaN, inf), is a failed call under `on_failure`: a 1e30 reward
+    makes the gradient infinite (with `dr_grpo`, which does not divide by the group's std)."""
+    max_failed_share: float = Field(0.9, ge=0.0, le=1.0)
+    """Fail the run, naming the endpoint and its error, once more than this share of the groups
+    scored and kept (every scored group but those `drop` dropped, which are never trained) had a
+    failed endpoint; judged from `train.batch_groups` scored groups on. So a run whose server
+    fails on (nearly) every call ends FAILED instead of training on zeros, while one whose server
+    was down for a while and came back goes on: the default leaves room for an outage several
+    times as long as the good stretch before it (at 0.5, a 16-group run whose server was killed
+    after its first version and restarted failed in 4 tries of 6). Lower it to also stop a server
+    that fails often; 1 turns the check off."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_endpoint(cls, raw):
+        if isinstance(raw, dict) and "endpoint" in raw:
+            raw = dict(raw)
+            one = raw.pop("endpoint")
+            if one and raw.get("endpoints"):
+                raise ValueError("give either `endpoint` or `endpoints`, not both")
+            if one:
+                raw["endpoints"] = [{"address": one}]
+        return raw
+
+    @model_validator(mode="after")
+    def _drop_limit(self) -> RewardSpec:
+        if self.max_dropped is not None and self.on_failure != "drop":
+            raise ValueError(
+                f"reward.max_dropped limits dropped groups; it needs on_failure: drop, not {self.on_failure}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _distinct(self) -> RewardSpec:
+        addresses = [e.address for e in self.endpoints]
+        if len(set(addresses)) != len(addresses):
+            raise ValueError("reward.endpoints names an address twice; give it one weight")
+        return self
+
+
+class ScheduleSpec(SpecModel):
+    max_staleness: int = Field(0, ge=0, le=1000)
+    """η: versions a trained token may lag the trainer (0 = synchronous). Tokens older than this
+    are never trained: the trainer masks them, whatever else happened."""
+    max_concurrent: int = Field(64, ge=1, le=1_000_000)
+    """Groups in flight at most."""
+    over_provision: float = Field(1.0, ge=1.0, le=16.0)
+    """ρ (APRIL): keep up to ρ times the groups still needed in flight; once they are complete
+    the rest are aborted and their partial samples resumed first next time (1 = off)."""
+    stale_partials: Literal["mask", "regenerate"] = "mask"
+    """A resumed partial sample whose oldest token is already older than η versions: keep it and
+    mask the stale prefix in the loss, or drop the prefix and generate the sample again."""
+    eval_every: int = Field(5, ge=0, le=1_000_000)
+    """Held-out evaluation of version 0, of every this many versions, and of the last; 0 = of
+    version 0 and the last only."""
+    prompt_selection: Literal["uniform", "thompson"] = "uniform"
+    """Which training prompt each new group gets: the task's own stream, or Thompson sampling
+    over a pool of `prompt_pool` prompts preferring those solved about half the time
+    (svc_scheduler/selection.py)."""
+    prompt_pool: int = Field(512, ge=2, le=1_000_000)
+    """Thompson sampling: the training prompts it chooses among (the task's first N)."""
+    thompson_decay: float = Field(0.9, gt=0.0, le=1.0)
+    """Thompson sampling: per policy version, evidence about a prompt keeps this share of its
+    weight, so the posterior drifts back toward the Beta(1, 1) prior as the policy changes."""
+
+
+class TeacherSpec(SpecModel):
+    """Co-rewarding-II's teacher: an EMA of the policy, published as a second weight stream and
+    sampled for the `teacher` reward server's pseudo-labels (never trained on)."""
+
+    samples: int = Field(4, ge=1, le=1024)
+    """G~: teacher samples of each question."""
+    ema_start: float = Field(0.9, ge=0.0, lt=1.0)
+    """EMA rate m at step 0: teacher <- m * teacher + (1 - m) * policy after every step."""
+    ema_end: float = Field(0.99, ge=0.0, le=1.0)
+    """EMA rate at the last step; m follows a cosine from ema_start to ema_end, so the teacher
+    tracks the early policy closely and settles later."""
+    temperature: float = Field(1.0, ge=0.0, le=4.0)
+    """Sampling temperature of the teacher's samples."""
+
+
+class SimulationSpec(SpecModel):
+    """Simulated hardware (benchmarks only): engines that spend modelled time instead of
+    computing. Decode is memory-bound, so one decode step costs the same for any batch up to
+    `capacity` sequences; completion lengths are lognormal, capped at `max_length`."""
+
+    decode_step_s: float = Field(0.005, gt=0.0, le=10.0)
+    """Seconds per decode step of the whole running batch."""
+    capacity: int = Field(256, ge=1, le=1_000_000)
+    """Sequences decoded together at most; the rest wait their turn."""
+    length_median: float = Field(40.0, gt=0.0, le=1e6)
+    """Median completion length in tokens (exp(μ) of the lognormal)."""
+    length_sigma: float = Field(1.0, ge=0.0, le=5.0)
+    """σ of the lognormal completion length: the long tail."""
+    max_length: int = Field(512, ge=1, le=1_000_000)
+    """Length cap; must not exceed rollout.max_new_tokens."""
+    train_s_per_token: float = Field(0.0005, ge=0.0, le=10.0)
+    """Trainer seconds per completion token of a batch."""
+    train_s_per_step: float = Field(0.0, ge=0.0, le=3600.0)
+    """Fixed trainer seconds per optimizer step."""
