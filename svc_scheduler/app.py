@@ -38,7 +38,7 @@ async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
     """Pick up every run that was RUNNING when the last scheduler stopped, and tell the workers
     again of runs that ended lately (the last scheduler may have died before it did)."""
     recent = datetime.now(UTC) - timedelta(seconds=DUPLICATE_WINDOW_S)
-    for record in await store.list_runs():
+    for record in await store.runs.list_runs():
         if record.state != RunState.RUNNING:
             if record.updated_at >= recent:
                 await coordinator.announce_end(record.run_id, RunState(record.state), record.message)

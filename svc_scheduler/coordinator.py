@@ -65,14 +65,14 @@ class Coordinator:
         await self.republish(run)
         await self.reconcile(run.run_id)
         every = run.spec.schedule.eval_every
-        evaluated = await self.store.latest_evaluation(run.run_id)
+        evaluated = await self.store.reports.latest_evaluation(run.run_id)
         due = record.policy_version - record.policy_version % every if every else 0
         if evaluated is None or evaluated[0] < due:
             await self.request_evaluation(run.run_id, due)
 
     async def _record(self, run_id: str) -> Run:
         """The lineage row of an active run (a run is active only once its row exists)."""
-        record = await self.store.get_run(run_id)
+        record = await self.store.runs.get_run(run_id)
         if record is None:
             raise LookupError(f"run {run_id} is active but has no row in lineage")
         return record
@@ -95,7 +95,7 @@ class Coordinator:
         if (await self._record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
-        for group in await self.store.complete_groups(run_id, group_size(run.spec)):
+        for group in await self.store.groups.complete_groups(run_id, group_size(run.spec)):
             await self.publish_group(run_id, group)
         await self.seal_batches(run_id)
         await self.admit(run_id)
@@ -113,7 +113,7 @@ class Coordinator:
         task's stream) or, with Thompson sampling, the pool prompts the posterior picks."""
         if run.selector is None or count == 0:
             return [None] * count
-        evidence = [Evidence(p, v, s, f) for p, v, s, f in await self.store.prompt_evidence(run.run_id)]
+        evidence = [Evidence(p, v, s, f) for p, v, s, f in await self.store.groups.prompt_evidence(run.run_id)]
         rng = random.Random(f"{run.spec.seed}:select:{first}")  # a restart re-deciding group n draws alike
         return run.selector.choose(evidence, version, exclude, rng, k=count)
 
@@ -127,7 +127,7 @@ class Coordinator:
             record = await self._record(run_id)
             if record.state != RunState.RUNNING:
                 return 0
-            counts = await self.store.group_counts(run_id)
+            counts = await self.store.groups.group_counts(run_id)
             # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
             # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
             running = counts[GroupState.ADMITTED]
@@ -139,9 +139,11 @@ class Coordinator:
             slots = run.admission.slots(version, accepted, running)
             resumable = await self.buffer.resumable(run_id, slots)
             # the sealed-batch count matters only to what resumes (and only with `regenerate`)
-            stale_before = run.admission.stale_before(await self.store.batches_sealed(run_id)) if resumable else None
+            stale_before = (
+                run.admission.stale_before(await self.store.batches.batches_sealed(run_id)) if resumable else None
+            )
             resumed = 0
-            in_flight = await self.store.group_problems(run_id) if run.selector else {}
+            in_flight = await self.store.groups.group_problems(run_id) if run.selector else {}
             for gid in resumable:
                 if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
                     crash_point("resume.recorded")
@@ -155,7 +157,7 @@ class Coordinator:
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
                     span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": tasks[0].group_id})
-                    await self.store.admit_group(
+                    await self.store.groups.admit_group(
                         tasks[0],
                         p.answer,
                         current_traceparent(),
@@ -172,7 +174,7 @@ class Coordinator:
 
     async def _abort_generating(self, run: ActiveRun) -> None:
         """APRIL: the open batches are full; stop every group still generating, keep its partials."""
-        generating = [group_id(run.run_id, n) for n, *_ in await self.store.admitted_groups(run.run_id)]
+        generating = [group_id(run.run_id, n) for n, *_ in await self.store.groups.admitted_groups(run.run_id)]
         aborted = await self.buffer.abort(run.run_id, generating)
         if not aborted:
             return
@@ -207,23 +209,23 @@ class Coordinator:
         """After a restart: tasks, aborts and batches decided before it may never have been
         published; their ids are deterministic, so JetStream drops the ones that were (an abort
         sent twice stops nothing more: workers skip attempts they do not hold)."""
-        problems = await self.store.group_problems(run.run_id)
-        for n, *_ in await self.store.admitted_groups(run.run_id):
+        problems = await self.store.groups.group_problems(run.run_id)
+        for n, *_ in await self.store.groups.admitted_groups(run.run_id):
             await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)), problems.get(n))
         if waiting := await self.buffer.unaccounted(run.run_id):
             await self._publish_abort(run.run_id, waiting)
-        for batch in await self.store.untrained_batches(run.run_id):
-            await self._publish_batch(await self.store.load_batch(batch))
+        for batch in await self.store.batches.untrained_batches(run.run_id):
+            await self._publish_batch(await self.store.batches.load_batch(batch))
 
     async def publish_group(self, run_id: str, group_id: str) -> None:
         """A group has all its samples: out to the reward stage, then marked generated."""
-        group = await self.store.load_group(group_id)
+        group = await self.store.samples.load_group(group_id)
         # back into the group's own trace: the fetch's span is shared by many groups
-        parent = extract({"traceparent": await self.store.group_traceparent(group_id) or ""})
+        parent = extract({"traceparent": await self.store.groups.group_traceparent(group_id) or ""})
         with tracer.start_as_current_span("group assemble", context=parent) as span:
             span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
             await publish(self.js, run_id, Kind.GROUPS, group, msg_id=group_id)
-        await self.store.mark_group(group_id, GroupState.GENERATED)
+        await self.store.groups.mark_group(group_id, GroupState.GENERATED)
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -234,29 +236,29 @@ class Coordinator:
             return
         async with run.lock:
             while True:
-                step = await self.store.batches_sealed(run_id)
+                step = await self.store.batches.batches_sealed(run_id)
                 if step >= run.spec.train.steps:
                     return
                 # decided and recorded first, published second: a restart re-publishes the same batch
-                if not await self.store.seal_batch(
+                if not await self.store.batches.seal_batch(
                     run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
                 ):
                     return
                 crash_point("seal.recorded")
-                await self._publish_batch(await self.store.load_batch(batch_id(run_id, step)))
+                await self._publish_batch(await self.store.batches.load_batch(batch_id(run_id, step)))
                 log.info("batch sealed", extra=log_fields(run=run_id, step=step))
 
     async def _publish_batch(self, batch: events_pb2.Batch) -> None:
         links = []
         for g in batch.groups:
-            tp = await self.store.group_traceparent(g.group.group_id)
+            tp = await self.store.groups.group_traceparent(g.group.group_id)
             if (link := link_from({"traceparent": tp or ""})) is not None:
                 links.append(link)
         # a batch joins B group traces: its own trace, linked to each of them
         with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
             span.set_attributes({"jetrl.run_id": batch.run_id, "jetrl.batch_id": batch.batch_id})
             await publish(self.js, batch.run_id, Kind.BATCHES, batch, msg_id=batch.batch_id)
-            await self.store.set_batch_trace(batch.batch_id, current_trace_id())
+            await self.store.batches.set_batch_trace(batch.batch_id, current_trace_id())
 
     # ---- evaluation and the end of a run ----------------------------------------------------
 
@@ -304,11 +306,11 @@ class Coordinator:
         if run is None:
             return
         final = run.spec.train.steps
-        if (missing := final - await self.store.versions_recorded(run_id)) > 0:
+        if (missing := final - await self.store.versions.versions_recorded(run_id)) > 0:
             # an earlier announcement is still on its way: its arrival calls on_version again
             log.info("last version in, waiting for earlier ones", extra=log_fields(run=run_id, missing=missing))
             return
-        latest = await self.store.latest_evaluation(run_id)
+        latest = await self.store.reports.latest_evaluation(run_id)
         if not message and (latest is None or latest[0] < final):
             await self.request_evaluation(run_id, final)
             return
@@ -320,7 +322,7 @@ class Coordinator:
 
     async def end(self, run_id: str, state: RunState, message: str) -> None:
         """Record the run's end, then tell every worker (again, after a restart: `announce_end`)."""
-        await self.store.set_run_state(run_id, state, message)
+        await self.store.runs.set_run_state(run_id, state, message)
         crash_point("end.recorded")
         self.runs.pop(run_id, None)
         await self.announce_end(run_id, state, message)

@@ -26,7 +26,8 @@ from jetrl.bus import (
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
-from jetrl.lineage.store import LineageStore, UnknownGroup
+from jetrl.lineage.samples import UnknownGroup
+from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
@@ -58,7 +59,7 @@ class Recorder:
         """The spec of a RUNNING run; None when the run has ended (late events are kept, not acted on)."""
         if (spec := self.coordinator.spec(run_id)) is not None:
             return spec
-        record = await self.store.get_run(run_id)
+        record = await self.store.runs.get_run(run_id)
         if record is None:
             raise InvalidEvent(f"unknown run {run_id!r}")
         if record.state == RunState.RUNNING:
@@ -83,7 +84,7 @@ class Recorder:
             else:
                 accepted.append((i, sample))
         # each sample keeps the trace of its own group, whatever else came in the same fetch
-        progress = await self.store.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
+        progress = await self.store.samples.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
         crash_point("samples.recorded")
         for i, sample in accepted:
             if progress[(sample.group_id, sample.run_id)] is None:
@@ -111,7 +112,7 @@ class Recorder:
             raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}")
         on_failure = spec.reward.on_failure if spec is not None else "zero"
         try:
-            state = await self.store.record_scored(
+            state = await self.store.batches.record_scored(
                 scored,
                 current_trace_id(),
                 scored_state(
@@ -140,7 +141,10 @@ class Recorder:
                 )
                 return
             limit = spec.reward.max_dropped
-            if limit is not None and (dropped := (await self.store.group_counts(run_id))[GroupState.DROPPED]) >= limit:
+            if (
+                limit is not None
+                and (dropped := (await self.store.groups.group_counts(run_id))[GroupState.DROPPED]) >= limit
+            ):
                 await self.coordinator.fail(
                     run_id,
                     f"{dropped} groups dropped for failed rewards, the newest by "
@@ -150,7 +154,7 @@ class Recorder:
                 return
             # judged only on a failure (only a failure raises the share), and from one batch's worth of groups on
             share = spec.reward.max_failed_share
-            failing, kept = await self.store.reward_failure_share(run_id)
+            failing, kept = await self.store.reports.reward_failure_share(run_id)
             if kept >= spec.train.batch_groups and failing > share * kept:
                 await self.coordinator.fail(
                     run_id,
@@ -164,19 +168,19 @@ class Recorder:
 
     async def on_teacher(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         await self._run_spec(ann.run_id)
-        await self.store.record_teacher(ann.run_id, ann.version)
+        await self.store.versions.record_teacher(ann.run_id, ann.version)
         await self.coordinator.notify()
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         await self._run_spec(ann.run_id)
-        await self.store.record_version(ann, current_trace_id())
+        await self.store.versions.record_version(ann, current_trace_id())
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
         await self.coordinator.notify()
         await self.coordinator.on_version(ann.run_id, ann.version)
 
     async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:
         await self._run_spec(ev.run_id)
-        await self.store.record_evaluation(ev.run_id, ev.version, ev.correct, ev.total)
+        await self.store.reports.record_evaluation(ev.run_id, ev.version, ev.correct, ev.total)
         log.info(
             "evaluated",
             extra=log_fields(
@@ -194,7 +198,7 @@ class Recorder:
     async def on_dead_letter(self, payload: bytes, delivery: Delivery) -> None:
         reason = delivery.headers.get(DLQ_REASON) or "published straight to the dead-letter subject, no reason given"
         subject = delivery.headers.get(DLQ_SUBJECT, delivery.subject)
-        await self.store.record_dead_letter(
+        await self.store.reports.record_dead_letter(
             dead_letter_id(delivery.run_id, delivery.stream_seq), delivery.run_id, subject, reason, payload
         )
         log.warning("dead letter", extra=log_fields(run=delivery.run_id, subject=subject, reason=reason))

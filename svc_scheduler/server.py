@@ -31,12 +31,12 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         self.reward_addr = reward_addr  # the built-in reward server, for runs that name none
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
-        record = await self.store.get_run(run_id)
+        record = await self.store.runs.get_run(run_id)
         if record is None:
             return None
-        stats = await self.store.run_stats(run_id)
-        counts = await self.store.group_counts(run_id)
-        latest = await self.store.latest_evaluation(run_id)
+        stats = await self.store.reports.run_stats(run_id)
+        counts = await self.store.groups.group_counts(run_id)
+        latest = await self.store.reports.latest_evaluation(run_id)
         end = time.time() if record.state == RunState.RUNNING else record.updated_at.timestamp()
         elapsed = max(end - record.created_at.timestamp(), 1e-9)
         generating = (stats.last_sample_at.timestamp() - record.created_at.timestamp()) if stats.last_sample_at else 0.0
@@ -69,7 +69,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         )
 
     async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> services_pb2.Run:
-        record = await self.store.get_run(run_id)
+        record = await self.store.runs.get_run(run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}; ListRuns shows the known runs")
         return services_pb2.Run(run_id=run_id, spec_yaml=record.spec_yaml, progress=await self.progress(run_id))
@@ -84,7 +84,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             subject(run_id, Kind.TASKS)
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
-        if await self.store.get_run(run_id) is not None:
+        if await self.store.runs.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
         if problems := await check_reward_needs(spec, self.reward_addr):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
@@ -92,7 +92,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             run = await asyncio.to_thread(prepare, run_id, spec)
         except (OSError, ValueError) as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"cannot start the run: {exc}")
-        await self.store.create_run(
+        await self.store.runs.create_run(
             run_id,
             spec.name,
             dump_spec(spec),
@@ -109,7 +109,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         return await self._run(request.run_id, context)
 
     async def ListRuns(self, request, context: grpc.aio.ServicerContext):
-        records = await self.store.list_runs()
+        records = await self.store.runs.list_runs()
         return services_pb2.ListRunsResponse(
             runs=[
                 services_pb2.Run(run_id=r.run_id, spec_yaml=r.spec_yaml, progress=await self.progress(r.run_id))
@@ -118,7 +118,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         )
 
     async def StopRun(self, request, context: grpc.aio.ServicerContext):
-        record = await self.store.get_run(request.run_id)
+        record = await self.store.runs.get_run(request.run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
         if record.state != RunState.RUNNING:

@@ -28,8 +28,8 @@ async def _audit(settings: Settings, run_id: str):
     engine = make_engine(settings.database_url)
     try:
         store = LineageStore(engine)
-        evaluations = await store.evaluations(run_id)
-        rows = await store.trained_sample_rows(run_id)
+        evaluations = await store.reports.evaluations(run_id)
+        rows = await store.reports.trained_sample_rows(run_id)
     finally:
         await engine.dispose()
     async with channel(settings.trainer_addr) as ch:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
-from jetrl.lineage.store import accounted, unfinished
+from jetrl.lineage.samples import accounted, unfinished
 from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2
 

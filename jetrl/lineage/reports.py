@@ -1,8 +1,8 @@
-"""LineageReports: what a person or a test reads back about a run: held-out evaluations, dead
-letters, run statistics (the progress numbers), each sample's segments and the trained samples.
+"""Reports: what a person or a test reads back about a run: held-out evaluations, dead letters,
+run statistics (the progress numbers), each sample's segments and the trained samples.
 
-The scheduler's writes and the queries its decisions rest on are `LineageStore`'s, which extends
-this class; every method here is one read or one idempotent insert.
+The scheduler's writes and the queries its decisions rest on are the other roles of
+`LineageStore` (`jetrl.lineage.store`); every method here is one read or one idempotent insert.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
 
-__all__ = ["LineageReports", "RunStats"]
+__all__ = ["Reports", "RunStats"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class RunStats:
     teacher_version: int | None
 
 
-class LineageReports:
+class Reports:
     def __init__(self, engine: AsyncEngine):
         self.engine = engine
 

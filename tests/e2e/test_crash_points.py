@@ -70,7 +70,7 @@ async def test_a_crash_at_each_point_loses_nothing(stack, store, point):
     await stack.restart(module)
     last = await wait_until(stack, rid, finished, timeout=240)
     assert last.state == svc.COMPLETED, last.message
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == len({r.sample_id for r in rows}) == steps * b * g == await trainer_count(stack, rid)
-    counts = await store.group_counts(rid)
+    counts = await store.groups.group_counts(rid)
     assert counts["trained"] == steps * b and counts["admitted"] == counts["generated"] == counts["scored"] == 0

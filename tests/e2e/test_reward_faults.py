@@ -146,7 +146,7 @@ async def assert_failed_loudly(store, rid: str, last: svc.RunProgress, addr: str
     assert last.state == svc.FAILED, last
     assert addr in last.message and all(r in last.message for r in reasons), last.message
     assert last.policy_version == 0  # it failed before a batch of failed groups was trained
-    assert not await store.dead_letters(rid)
+    assert not await store.reports.dead_letters(rid)
     assert all(r is None or math.isfinite(r) for r, _, _ in await lineage_rewards(store, rid))
 
 

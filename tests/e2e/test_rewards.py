@@ -57,7 +57,7 @@ async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, s
     assert last.state == svc.COMPLETED, last.message
     assert last.teacher_version == steps  # the teacher absorbed every version, on its own stream
     # both trained views of every batched group were trained; the teacher's samples never
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == steps * b * 2 * g == await trainer_count(stack, rid)
     async with store.engine.connect() as conn:
         views = dict(

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(600)
 
 async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b: int, g: int) -> None:
     """Lineage holds exactly steps·B·G trained samples, each complete, in the right version."""
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == steps * b * g == await trainer_count(stack, rid)
     per_version = defaultdict(int)
     for r in rows:
@@ -30,7 +30,7 @@ async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b
         assert r.trained_version == r.min_version + 1 == r.max_version + 1  # synchronous: η = 0
         per_version[r.trained_version] += 1
     assert per_version == {v: b * g for v in range(1, steps + 1)}
-    stats = await store.run_stats(rid)
+    stats = await store.reports.run_stats(rid)
     assert stats.samples_generated == steps * b * g  # nothing generated twice
 
 
@@ -48,9 +48,9 @@ async def test_a_short_run_trains_and_records_every_sample(stack, store):
     assert last.policy_version == 3 and last.samples_trained == 24 and last.heldout_version == 3
     assert [p.policy_version for p in seen] == sorted(p.policy_version for p in seen)
     await assert_every_sample_trained_once(stack, store, rid, steps=3, b=2, g=4)
-    evaluations = await store.evaluations(rid)
+    evaluations = await store.reports.evaluations(rid)
     assert [e[0] for e in evaluations] == [0, 3] and all(e[2] == 40 for e in evaluations)
-    groups = await store.group_counts(rid)
+    groups = await store.groups.group_counts(rid)
     assert groups["trained"] == 6 and sum(groups.values()) == 6  # synchronous: nothing admitted past the end
 
 
@@ -104,7 +104,7 @@ async def test_malformed_events_are_dead_lettered_and_the_run_goes_on(stack, sto
     last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
     deadline = time.monotonic() + 30
-    while len(letters := await store.dead_letters(rid)) < len(Kind):
+    while len(letters := await store.reports.dead_letters(rid)) < len(Kind):
         assert time.monotonic() < deadline, [d.subject for d in letters]
         await asyncio.sleep(0.5)
     assert sorted(d.subject for d in letters) == sorted(f"jetrl.{rid}.{k}" for k in Kind)
@@ -170,7 +170,7 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
     await stack.restart("svc_scheduler")
     last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == steps * b * g == await trainer_count(stack, rid)
     assert len({r.sample_id for r in rows}) == len(rows)
     assert all(r.staleness == 0 and r.trained_tokens + r.stale_masked_tokens > 0 for r in rows)
@@ -200,7 +200,7 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
     for sample_id in multi:
         if sample_id not in trained:
             continue
-        segments = await store.segments(sample_id)
+        segments = await store.reports.segments(sample_id)
         kept = [s for s in segments if s.finish_reason != "dropped"]
         # token-in: each resumed stretch starts where the last one handed back stopped
         assert all(a.end == b.start for a, b in zip(kept, kept[1:])), segments
@@ -229,7 +229,7 @@ async def test_a_run_trains_on_a_third_party_reward_server(stack, store):
     finally:
         server.send_signal(signal.SIGTERM)  # the process this test started, by its pid
         server.wait(timeout=30)
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == 2 * 2 * 4 == await trainer_count(stack, rid)
     async with store.engine.connect() as conn:
         from sqlalchemy import select
@@ -270,5 +270,5 @@ async def test_evaluation_is_served_by_whichever_rollout_worker_is_alive(stack, 
         second.kill()  # the process this test started, by its pid
         second.wait(timeout=30)
         await stack.restart("svc_rollout")
-    rows = await store.trained_sample_rows(rid)
+    rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == 3 * 2 * 4 == len({r.sample_id for r in rows})

@@ -31,7 +31,7 @@ async def world(js, lineage, untrained_model_dir):
         }
     )
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await lineage.create_run(run_id, "t", "", 2, B, G, "")
+    await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
     first = Coordinator(js, lineage)
     await first.start(prepare(run_id, spec))
     return js, lineage, spec, run_id
@@ -74,21 +74,21 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
     recorder = Recorder(second, store)
     with pytest.raises(Wait):
         await recorder.on_samples(samples(run_id, 0))
-    assert (await store.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
+    assert (await store.groups.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
     await second.start(prepare(run_id, spec))
     await recorder.on_samples(samples(run_id, 0))  # redelivered once the run is active
-    assert await store.group_state(group_id(run_id, 0)) == "generated"
+    assert await store.groups.group_state(group_id(run_id, 0)) == "generated"
     assert group_id(run_id, 0) in await groups_published(js)
 
 
 async def test_a_group_completed_just_before_a_crash_is_published_on_restart(world):
     js, store, spec, run_id = world
     # the dead scheduler committed the last samples (crash point samples.recorded) and published nothing
-    await store.record_samples([(s, "") for s, _ in samples(run_id, 1)])
-    assert await store.group_state(group_id(run_id, 1)) == "admitted"
+    await store.samples.record_samples([(s, "") for s, _ in samples(run_id, 1)])
+    assert await store.groups.group_state(group_id(run_id, 1)) == "admitted"
     restarted = Coordinator(js, store)
     await restarted.start(prepare(run_id, spec))
-    assert await store.group_state(group_id(run_id, 1)) == "generated"
+    assert await store.groups.group_state(group_id(run_id, 1)) == "generated"
     assert await groups_published(js) == [group_id(run_id, 1)]
 
 
@@ -103,9 +103,9 @@ async def test_a_run_is_active_only_once_its_row_exists(js, lineage, untrained_m
     assert rid not in coordinator.runs
     await coordinator.reconcile(rid)  # the tick that used to crash: nothing to do yet
     assert await coordinator.admit(rid) == 0
-    await lineage.create_run(rid, "t", "", spec.train.steps, spec.train.batch_groups, 8, "")
+    await lineage.runs.create_run(rid, "t", "", spec.train.steps, spec.train.batch_groups, 8, "")
     await coordinator.start(run)
-    assert coordinator.runs[rid] is run and (await lineage.group_counts(rid))["admitted"] > 0
+    assert coordinator.runs[rid] is run and (await lineage.groups.group_counts(rid))["admitted"] > 0
 
 
 async def test_a_run_completes_only_once_every_version_is_recorded(world):
@@ -117,7 +117,7 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     await coordinator.start(prepare(run_id, spec))
 
     async def announce(version: int) -> None:
-        await store.record_version(
+        await store.versions.record_version(
             ev.WeightsAnnouncement(
                 run_id=run_id,
                 version=version,
@@ -147,6 +147,6 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     assert not await final_evaluation_requested() and run_id in coordinator.runs
     await announce(1)  # the late one: now every version is in lineage
     assert await final_evaluation_requested()
-    await store.record_evaluation(run_id, 2, 1, 2)
+    await store.reports.record_evaluation(run_id, 2, 1, 2)
     await coordinator.on_evaluation(run_id, 2)
-    assert (await store.get_run(run_id)).state == "COMPLETED"
+    assert (await store.runs.get_run(run_id)).state == "COMPLETED"

@@ -8,7 +8,8 @@ from sqlalchemy import create_engine
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.db import check_database, make_engine, migrate
 from jetrl.lineage.models import Base
-from jetrl.lineage.store import GroupProgress, LineageStore, UnknownGroup
+from jetrl.lineage.samples import GroupProgress, UnknownGroup
+from jetrl.lineage.store import LineageStore
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
 from svc_scheduler.recorder import scored_state
@@ -26,7 +27,7 @@ async def store(database_url):
 @pytest.fixture
 async def run_id(store):
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(
+    await store.runs.create_run(
         run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G, trace_id="ab" * 16
     )
     return run_id
@@ -63,10 +64,10 @@ def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
 
 
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:
-    await store.admit_group(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)
-    counts = await store.record_samples([(sample(run_id, n, i), "ef" * 16) for i in range(G)])
+    await store.groups.admit_group(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)
+    counts = await store.samples.record_samples([(sample(run_id, n, i), "ef" * 16) for i in range(G)])
     assert counts == {(f"{run_id}.g{n:06d}", run_id): GroupProgress(G, "admitted", False)}
-    return await store.load_group(f"{run_id}.g{n:06d}")
+    return await store.samples.load_group(f"{run_id}.g{n:06d}")
 
 
 def test_migrations_match_the_models(database_url):
@@ -87,17 +88,17 @@ async def test_migrating_twice_changes_nothing_and_the_schema_checks_out(databas
 
 async def test_samples_are_counted_once_and_a_group_loads_back_in_order(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    redelivered = await store.record_samples([(sample(run_id, 0, 1), "")])
+    redelivered = await store.samples.record_samples([(sample(run_id, 0, 1), "")])
     assert redelivered == {(group.group_id, run_id): GroupProgress(G, "admitted", False)}
     assert [s.index for s in group.samples] == [0, 1]
     assert group.reference == "1" and group.prompt == "0+1=" and list(group.samples[0].logprobs) == [-0.5, -0.25]
-    assert (await store.group_counts(run_id))["admitted"] == 1
-    assert await store.admitted_groups(run_id) == [(0, 0, 0, "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")]
+    assert (await store.groups.group_counts(run_id))["admitted"] == 1
+    assert await store.groups.admitted_groups(run_id) == [(0, 0, 0, "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01")]
 
 
 async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(store, run_id):
-    await store.admit_group(task(run_id, 1), "2", "", "")
-    counts = await store.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
+    await store.groups.admit_group(task(run_id, 1), "2", "", "")
+    counts = await store.samples.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
     assert counts == {
         (f"{run_id}.g000099", run_id): None,
         (f"{run_id}.g000001", run_id): GroupProgress(1, "admitted", False),
@@ -105,24 +106,24 @@ async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(st
     # a sample claiming another run's group is not that group's either
     forged = sample(run_id, 1, 1)
     forged.run_id = f"{run_id}x"
-    counts = await store.record_samples([(forged, ""), (sample(run_id, 1, 2), "")])
+    counts = await store.samples.record_samples([(forged, ""), (sample(run_id, 1, 2), "")])
     assert counts == {
         (f"{run_id}.g000001", f"{run_id}x"): None,
         (f"{run_id}.g000001", run_id): GroupProgress(2, "admitted", False),
     }
-    assert [s.index for s in (await store.load_group(f"{run_id}.g000001")).samples] == [0, 2]
+    assert [s.index for s in (await store.samples.load_group(f"{run_id}.g000001")).samples] == [0, 2]
 
 
 async def test_group_states_only_move_forward(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    await store.mark_group(group.group_id, "scored")
-    await store.mark_group(group.group_id, "generated")
-    assert await store.group_state(group.group_id) == "scored"
+    await store.groups.mark_group(group.group_id, "scored")
+    await store.groups.mark_group(group.group_id, "generated")
+    assert await store.groups.group_state(group.group_id) == "scored"
 
 
 async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    await store.mark_group(group.group_id, "generated")
+    await store.groups.mark_group(group.group_id, "generated")
     scored = ev.ScoredGroup(
         group=group,
         rewards=[1.0, 0.0],
@@ -132,14 +133,16 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
             SampleScore(extracted_answer="", detail="no answer"),
         ],
     )
-    await store.record_scored(scored, "")
-    await store.record_scored(scored, "")  # redelivered
+    await store.batches.record_scored(scored, "")
+    await store.batches.record_scored(scored, "")  # redelivered
     batch_id = f"{run_id}.b000000"
-    assert not await store.seal_batch(run_id, 0, 2, batch_id, 0)  # only one group is scored
-    assert await store.seal_batch(run_id, 0, 1, batch_id, 0)
-    assert not await store.seal_batch(run_id, 0, 1, batch_id, 0)  # decided once
-    assert await store.batches_sealed(run_id) == 1 and await store.untrained_batches(run_id) == [batch_id]
-    batch = await store.load_batch(batch_id)
+    assert not await store.batches.seal_batch(run_id, 0, 2, batch_id, 0)  # only one group is scored
+    assert await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)
+    assert not await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)  # decided once
+    assert await store.batches.batches_sealed(run_id) == 1 and await store.batches.untrained_batches(run_id) == [
+        batch_id
+    ]
+    batch = await store.batches.load_batch(batch_id)
     [loaded] = batch.groups
     assert (batch.step, batch.policy_version, loaded.group.step) == (0, 0, 0)
     assert list(loaded.rewards) == [1.0, 0.0] and loaded.details[1].detail == "no answer"
@@ -168,13 +171,13 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
             for s, r, a, st, m in zip(group.samples, [1.0, 0.0], [0.7071, -0.7071], [0, 1], [0, 1])
         ],
     )
-    await store.record_version(ann, "")
-    await store.record_version(ann, "")  # redelivered
-    assert await store.untrained_batches(run_id) == []
-    assert (await store.group_counts(run_id))["trained"] == 1
-    assert (await store.get_run(run_id)).policy_version == 1
+    await store.versions.record_version(ann, "")
+    await store.versions.record_version(ann, "")  # redelivered
+    assert await store.batches.untrained_batches(run_id) == []
+    assert (await store.groups.group_counts(run_id))["trained"] == 1
+    assert (await store.runs.get_run(run_id)).policy_version == 1
 
-    rows = await store.trained_sample_rows(run_id)
+    rows = await store.reports.trained_sample_rows(run_id)
     assert [
         (
             r.min_version,
@@ -189,7 +192,7 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
         )
         for r in rows
     ] == [(0, 1.0, 0.7071, 1, batch.batch_id, 0, 2, 0, 1), (0, 0.0, -0.7071, 1, batch.batch_id, 1, 1, 1, 1)]
-    stats = await store.run_stats(run_id)
+    stats = await store.reports.run_stats(run_id)
     assert (stats.samples_generated, stats.samples_trained, stats.mean_reward_last_batch) == (2, 2, 0.5)
     # staleness 0 and 1; 1 of 3 trained tokens came from an older version; 1 token was too stale
     assert (stats.mean_staleness, stats.max_staleness, stats.stale_masked_tokens) == (0.5, 1, 1)
@@ -200,55 +203,57 @@ async def test_dynamic_sampling_records_uniform_groups_as_filtered(store, run_id
     uniform = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 0), rewards=[1.0, 1.0])
     mixed = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 1), rewards=[1.0, 0.0])
     for scored in (uniform, mixed):
-        await store.record_scored(scored, "", scored_state(scored, dynamic_sampling=True, drop_failed=False))
-    assert await store.group_state(uniform.group.group_id) == "filtered"
-    assert await store.group_state(mixed.group.group_id) == "scored"
-    assert [r for r in (await store.load_group(uniform.group.group_id)).samples]  # kept in lineage
+        await store.batches.record_scored(scored, "", scored_state(scored, dynamic_sampling=True, drop_failed=False))
+    assert await store.groups.group_state(uniform.group.group_id) == "filtered"
+    assert await store.groups.group_state(mixed.group.group_id) == "scored"
+    assert [r for r in (await store.samples.load_group(uniform.group.group_id)).samples]  # kept in lineage
     other = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 2), rewards=[0.0, 0.0])
-    await store.record_scored(other, "")  # without dynamic sampling a uniform group is scored
-    assert await store.group_state(other.group.group_id) == "scored"
+    await store.batches.record_scored(other, "")  # without dynamic sampling a uniform group is scored
+    assert await store.groups.group_state(other.group.group_id) == "scored"
 
 
 async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_batch(store, run_id):
     fresh, stale = ev.ScoredGroup(rewards=[1.0, 0.0]), ev.ScoredGroup(rewards=[1.0, 0.0])
     stale.group.CopyFrom(await admitted_and_generated(store, run_id, 0))  # tokens of version 0
-    await store.admit_group(task(run_id, 1), "2", "", "")
-    await store.record_samples([(sample(run_id, 1, i, versions=(0, 1)), "") for i in range(G)])
-    fresh.group.CopyFrom(await store.load_group(f"{run_id}.g000001"))
+    await store.groups.admit_group(task(run_id, 1), "2", "", "")
+    await store.samples.record_samples([(sample(run_id, 1, i, versions=(0, 1)), "") for i in range(G)])
+    fresh.group.CopyFrom(await store.samples.load_group(f"{run_id}.g000001"))
     for scored in (stale, fresh):
-        await store.record_scored(scored, "")
+        await store.batches.record_scored(scored, "")
     # batch 2 with η = 1 may train tokens of version 1 and newer: group 0 has none
-    assert await store.seal_batch(run_id, 2, 1, f"{run_id}.b000002", max_staleness=1)
-    assert [g.group.group_id for g in (await store.load_batch(f"{run_id}.b000002")).groups] == [fresh.group.group_id]
-    assert await store.group_state(stale.group.group_id) == "expired"
+    assert await store.batches.seal_batch(run_id, 2, 1, f"{run_id}.b000002", max_staleness=1)
+    assert [g.group.group_id for g in (await store.batches.load_batch(f"{run_id}.b000002")).groups] == [
+        fresh.group.group_id
+    ]
+    assert await store.groups.group_state(stale.group.group_id) == "expired"
 
 
 async def test_scores_for_unrecorded_samples_are_refused(store, run_id):
     group = await admitted_and_generated(store, run_id)
     group.samples[1].sample_id = "bogus"
     with pytest.raises(UnknownGroup):
-        await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0]), "")
+        await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0]), "")
 
 
 async def test_evaluations_dead_letters_and_run_state(store, run_id):
-    await store.record_evaluation(run_id, 0, 50, 200)
-    await store.record_evaluation(run_id, 5, 120, 200)
-    await store.record_evaluation(run_id, 5, 1, 200)  # first write wins
-    assert await store.evaluations(run_id) == [(0, 50, 200, 0.25), (5, 120, 200, 0.6)]
-    assert await store.latest_evaluation(run_id) == (5, 0.6)
+    await store.reports.record_evaluation(run_id, 0, 50, 200)
+    await store.reports.record_evaluation(run_id, 5, 120, 200)
+    await store.reports.record_evaluation(run_id, 5, 1, 200)  # first write wins
+    assert await store.reports.evaluations(run_id) == [(0, 50, 200, 0.25), (5, 120, 200, 0.6)]
+    assert await store.reports.latest_evaluation(run_id) == (5, 0.6)
     other = f"{run_id}x"
-    await store.create_run(other, "test", "model: {path: /m}\n", 1, 1, G, "")
+    await store.runs.create_run(other, "test", "model: {path: /m}\n", 1, 1, G, "")
     for rid in (run_id, run_id, other):  # redelivered once; another run's letter with the same seq
-        await store.record_dead_letter(
+        await store.reports.record_dead_letter(
             dead_letter_id(rid, 7), rid, f"jetrl.{rid}.rollouts", "not a valid Sample", b"\xff"
         )
-    assert len(await store.dead_letters(other)) == 1
-    assert [d.reason for d in await store.dead_letters(run_id)] == ["not a valid Sample"]
-    assert (await store.run_stats(run_id)).dead_letters == 1
-    await store.set_run_state(run_id, "COMPLETED", "done")
-    record = await store.get_run(run_id)
+    assert len(await store.reports.dead_letters(other)) == 1
+    assert [d.reason for d in await store.reports.dead_letters(run_id)] == ["not a valid Sample"]
+    assert (await store.reports.run_stats(run_id)).dead_letters == 1
+    await store.runs.set_run_state(run_id, "COMPLETED", "done")
+    record = await store.runs.get_run(run_id)
     assert (record.state, record.message) == ("COMPLETED", "done")
-    assert run_id in [r.run_id for r in await store.list_runs()]
+    assert run_id in [r.run_id for r in await store.runs.list_runs()]
 
 
 async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_recorded(store, run_id):
@@ -258,7 +263,7 @@ async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_re
         ev.RewardCall(endpoint="b:2", weight=0.5, ok=False, error="UNAVAILABLE: down", attempts=4, rewards=[0.0, 0.0]),
         ev.RewardCall(endpoint="c:3", server="majority@1", weight=0.5, ok=True, rewards=[1.0, 1.0]),
     ]
-    state = await store.record_scored(
+    state = await store.batches.record_scored(
         ev.ScoredGroup(group=group, rewards=[1.5, 0.5], reward_server="verify@1", reward_endpoint="a:1", calls=calls),
         "",
     )
@@ -287,30 +292,36 @@ async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_re
             await conn.execute(select(PromptGroup.reward_error).where(PromptGroup.group_id == group.group_id))
         ).scalar()
     assert error == "b:2: UNAVAILABLE: down"
-    stats = await store.run_stats(run_id)
+    stats = await store.reports.run_stats(run_id)
     assert (stats.reward_failures, stats.last_reward_error) == (1, "b:2: UNAVAILABLE: down")
     dropped = await admitted_and_generated(store, run_id, 1)
     failed = ev.ScoredGroup(group=dropped, rewards=[1.0, 0.0], calls=calls)
-    state = await store.record_scored(failed, "", scored_state(failed, dynamic_sampling=False, drop_failed=True))
-    assert state == "dropped" and (await store.group_counts(run_id))["dropped"] == 1
+    state = await store.batches.record_scored(
+        failed, "", scored_state(failed, dynamic_sampling=False, drop_failed=True)
+    )
+    assert state == "dropped" and (await store.groups.group_counts(run_id))["dropped"] == 1
 
 
 async def test_views_load_back_and_teacher_samples_get_no_reward(store, run_id):
     t = task(run_id, 0)
-    await store.admit_group(t, "1", "", "", analogous="1+0=", problem=7)
+    await store.groups.admit_group(t, "1", "", "", analogous="1+0=", problem=7)
     views = [("main", 0), ("analogous", 1), ("teacher", 2), ("teacher", 3)]
-    await store.record_samples([(ev.Sample(**{**_fields(sample(run_id, 0, i)), "view": v}), "") for v, i in views])
-    group = await store.load_group(t.group_id)
+    await store.samples.record_samples(
+        [(ev.Sample(**{**_fields(sample(run_id, 0, i)), "view": v}), "") for v, i in views]
+    )
+    group = await store.samples.load_group(t.group_id)
     assert [(v.view, v.prompt, v.first_index, v.size, v.trained) for v in group.views] == [
         ("main", "0+1=", 0, 1, True),
         ("analogous", "1+0=", 1, 1, True),
         ("teacher", "0+1=", 2, 2, False),
     ]
-    await store.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0, 0.0, 0.0], reward_server="x@1"), "")
-    assert await store.prompt_evidence(run_id) == [(7, 0, 1, 1)]  # the two trained samples only
-    await store.record_teacher(run_id, 3)
-    await store.record_teacher(run_id, 2)  # late and older: ignored
-    assert (await store.run_stats(run_id)).teacher_version == 3
+    await store.batches.record_scored(
+        ev.ScoredGroup(group=group, rewards=[1.0, 0.0, 0.0, 0.0], reward_server="x@1"), ""
+    )
+    assert await store.groups.prompt_evidence(run_id) == [(7, 0, 1, 1)]  # the two trained samples only
+    await store.versions.record_teacher(run_id, 3)
+    await store.versions.record_teacher(run_id, 2)  # late and older: ignored
+    assert (await store.reports.run_stats(run_id)).teacher_version == 3
 
 
 def _fields(message) -> dict:

@@ -6,7 +6,8 @@ import pytest
 
 from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.db import make_engine
-from jetrl.lineage.store import GroupProgress, LineageStore
+from jetrl.lineage.samples import GroupProgress
+from jetrl.lineage.store import LineageStore
 from jetrl.v1 import events_pb2 as ev
 
 G = 3
@@ -23,7 +24,7 @@ async def stores(database_url):
 async def group(stores):
     store, _ = stores
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(
+    await store.runs.create_run(
         run_id, "test", "model: {path: /m}\n", total_steps=3, batch_groups=1, group_size=G, trace_id=""
     )
     task = ev.Task(
@@ -35,7 +36,7 @@ async def group(stores):
         num_samples=G,
         policy_version=2,
     )
-    await store.admit_group(task, "2", "", "")
+    await store.groups.admit_group(task, "2", "", "")
     return run_id, task.group_id
 
 
@@ -62,12 +63,12 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
     assert await buffer.abort(run_id, [gid]) == [(gid, 0)]
     assert await buffer.abort(run_id, [gid]) == []  # already in the buffer
     # sample 0 finished before the abort reached the worker; 1 and 2 are handed back
-    got = await store.record_samples(
+    got = await store.samples.record_samples(
         [(sample(run_id, gid, 0, [7, 2], [2, 2], reason="eos"), ""), (sample(run_id, gid, 1, [8, 9], [2, 2]), "")]
     )
     assert got == {(gid, run_id): GroupProgress(1, "partial", False)}
     assert await buffer.resumable(run_id, 10) == [] and await buffer.resume(gid, 3, None) is None
-    got = await store.record_samples([(sample(run_id, gid, 2, [], []), "")])  # aborted before its first token
+    got = await store.samples.record_samples([(sample(run_id, gid, 2, [], []), "")])  # aborted before its first token
     assert got == {(gid, run_id): GroupProgress(1, "partial", True)}
     assert await buffer.resumable(run_id, 10) == [gid] and await buffer.size(run_id) == 1
 
@@ -77,13 +78,13 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
         (1, [8, 9], [2, 2]),
         (2, [], []),
     ]
-    assert await store.group_state(gid) == "admitted" and await buffer.resume(gid, 3, None) is None
+    assert await store.groups.group_state(gid) == "admitted" and await buffer.resume(gid, 3, None) is None
     # a restarted scheduler re-publishes exactly the same attempt
     again = await buffer.current(gid)
     assert (again.attempt, again.prefixes) == (1, resumed.prefixes)
 
     # attempt 1 finishes both; sample 1 has tokens from two versions and two segments
-    got = await store.record_samples(
+    got = await store.samples.record_samples(
         [
             (
                 sample(run_id, gid, 1, [8, 9, 4, 2], [2, 2, 3, 3], attempt=1, prefix_len=2, reason="eos", worker="w2"),
@@ -93,12 +94,12 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
         ]
     )
     assert got[(gid, run_id)].complete == G
-    loaded = await store.load_group(gid)
+    loaded = await store.samples.load_group(gid)
     assert list(loaded.samples[1].completion_token_ids) == [8, 9, 4, 2]
     assert list(loaded.samples[1].token_versions) == [2, 2, 3, 3]
     segments = [
         (s.attempt, s.worker_id, s.start, s.end, s.min_version, s.max_version, s.finish_reason)
-        for s in await store.segments(f"{gid}.1")
+        for s in await store.reports.segments(f"{gid}.1")
     ]
     assert segments == [(0, "w1", 0, 2, 2, 2, "aborted"), (1, "w2", 2, 4, 3, 3, "eos")]
 
@@ -107,7 +108,7 @@ async def test_regenerate_drops_a_stale_prefix_and_lineage_says_so(stores, group
     store, buffer = stores
     run_id, gid = group
     await buffer.abort(run_id, [gid])
-    await store.record_samples(
+    await store.samples.record_samples(
         [(sample(run_id, gid, i, [8, 9], [1, 2]), "") for i in range(G - 1)]
         + [(sample(run_id, gid, G - 1, [8, 9], [2, 2]), "")]
     )
@@ -115,7 +116,7 @@ async def test_regenerate_drops_a_stale_prefix_and_lineage_says_so(stores, group
     assert resumed.dropped == G - 1
     assert [len(p.token_ids) for p in resumed.prefixes] == [0] * (G - 1) + [2]
     assert [len(p.token_ids) for p in (await buffer.current(gid)).prefixes] == [0] * (G - 1) + [2]
-    assert [s.finish_reason for s in await store.segments(f"{gid}.0")] == ["dropped"]
-    await store.record_samples([(sample(run_id, gid, 0, [4, 2], [4, 4], attempt=1, reason="eos"), "")])
-    [row] = [r for r in (await store.load_group(gid)).samples]
+    assert [s.finish_reason for s in await store.reports.segments(f"{gid}.0")] == ["dropped"]
+    await store.samples.record_samples([(sample(run_id, gid, 0, [4, 2], [4, 4], attempt=1, reason="eos"), "")])
+    [row] = [r for r in (await store.samples.load_group(gid)).samples]
     assert list(row.token_versions) == [4, 4]

@@ -41,11 +41,11 @@ class Cluster:
         self.handed_back: dict[str, list[int]] = {}  # sample id -> versions of the prefix handed back
 
     async def version(self) -> int:
-        return (await self.store.get_run(self.run_id)).policy_version
+        return (await self.store.runs.get_run(self.run_id)).policy_version
 
     async def generate(self) -> None:
         """One decode step of a random generating group (its unfinished samples, one token each)."""
-        generating = await self.store.admitted_groups(self.run_id)
+        generating = await self.store.groups.admitted_groups(self.run_id)
         if not generating:
             return
         n, attempt, _, _ = self.rng.choice(generating)
@@ -93,7 +93,7 @@ class Cluster:
         """Workers answer an abort: every unfinished sample of the aborted attempt, as it is."""
         store = self.store
         for gid, attempt in await self.aborted():
-            finished = {s.index for s in (await store.load_group(gid)).samples}
+            finished = {s.index for s in (await store.samples.load_group(gid)).samples}
             partial = [
                 self.sample(gid, i, attempt, "aborted")
                 for i in await self.start_attempt(gid, attempt)
@@ -120,14 +120,14 @@ class Cluster:
     async def record(self, samples) -> None:
         if not samples:
             return
-        progress = await self.store.record_samples([(s, "") for s in samples])
+        progress = await self.store.samples.record_samples([(s, "") for s in samples])
         for (gid, _), p in progress.items():
             if p.complete >= G and p.state in ("admitted", "partial"):
-                await self.store.mark_group(gid, "generated")
+                await self.store.groups.mark_group(gid, "generated")
         await self.coordinator.admit(self.run_id)
 
     async def score(self) -> None:
-        counts = await self.store.group_counts(self.run_id)
+        counts = await self.store.groups.group_counts(self.run_id)
         if not counts["generated"]:
             return
         from sqlalchemy import select
@@ -146,11 +146,11 @@ class Cluster:
                 .scalars()
                 .all()
             )
-        group = await self.store.load_group(self.rng.choice(ids))
+        group = await self.store.samples.load_group(self.rng.choice(ids))
         # with dynamic sampling, some groups get rewards that are all equal (and are filtered)
         rewards = [float(self.rng.random() < 0.5) if self.dynamic else float(i % 2) for i in range(G)]
         scored = ev.ScoredGroup(group=group, rewards=rewards)
-        await self.store.record_scored(
+        await self.store.batches.record_scored(
             scored, "", scored_state(scored, dynamic_sampling=self.dynamic, drop_failed=False)
         )
         await self.coordinator.seal_batches(self.run_id)
@@ -158,10 +158,10 @@ class Cluster:
 
     async def train(self, trained: list) -> None:
         version = await self.version()
-        batches = await self.store.untrained_batches(self.run_id)
+        batches = await self.store.batches.untrained_batches(self.run_id)
         if not batches:
             return
-        batch = await self.store.load_batch(batches[0])
+        batch = await self.store.batches.load_batch(batches[0])
         assert batch.step == version and len(batch.groups) == B
         advantages = []
         for scored in batch.groups:
@@ -178,7 +178,7 @@ class Cluster:
                         offpolicy_tokens=sum(v < version for v in kept),
                     )
                 )
-        await self.store.record_version(
+        await self.store.versions.record_version(
             ev.WeightsAnnouncement(
                 run_id=self.run_id,
                 version=version + 1,
@@ -226,7 +226,7 @@ async def test_random_schedules_keep_every_promise(
         }
     )
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    await store.create_run(run_id, "t", "", STEPS, B, G, "")
+    await store.runs.create_run(run_id, "t", "", STEPS, B, G, "")
 
     async def scheduler() -> Coordinator:
         c = Coordinator(js, store)
@@ -235,12 +235,12 @@ async def test_random_schedules_keep_every_promise(
         async def checked_admit(rid: str) -> int:
             started = await admit(rid)
             if started:  # what it just started stays within the bound: ρ × the groups still needed
-                counts = await store.group_counts(rid)
+                counts = await store.groups.group_counts(rid)
                 accepted = counts["generated"] + counts["scored"] + counts["batched"] + counts["trained"]
                 need = max(0, min(eta + await cluster.version() + 1, STEPS) * B - accepted)
                 assert counts["admitted"] <= math.ceil(rho * need)
                 if selection == "thompson":
-                    in_flight = list((await store.group_problems(rid)).values())
+                    in_flight = list((await store.groups.group_problems(rid)).values())
                     assert len(set(in_flight)) == len(in_flight) and all(0 <= p < POOL for p in in_flight)
                     assert len(in_flight) == counts["admitted"] + counts["partial"]  # every group got one
             return started
@@ -267,7 +267,7 @@ async def test_random_schedules_keep_every_promise(
 
     assert all(version - v <= eta for version, v in trained)
     assert len(trained) > 0
-    stats = await store.run_stats(run_id)
+    stats = await store.reports.run_stats(run_id)
     assert stats.samples_trained == STEPS * B * G  # each trained once: B groups of G per version
     assert stats.max_staleness <= eta
     if dynamic:  # filtered groups are kept in lineage and never trained
@@ -283,7 +283,7 @@ async def test_random_schedules_keep_every_promise(
                     .where(PromptGroup.run_id == run_id, PromptGroup.state == "filtered")
                 )
             ).scalar()
-        assert filtered == 0 and (await store.group_counts(run_id))["filtered"] > 0
+        assert filtered == 0 and (await store.groups.group_counts(run_id))["filtered"] > 0
     if eta == 0 and rho == 1.0:
         assert stats.stale_masked_tokens == 0 and stats.offpolicy_token_share == 0.0
-        assert (await store.group_counts(run_id))["partial"] == 0
+        assert (await store.groups.group_counts(run_id))["partial"] == 0

@@ -1,0 +1,147 @@
+"""Groups: admitting prompt groups, moving their state forward, and the group queries the
+scheduler decides on (counts, groups generating, complete, their problems and evidence).
+
+Writes are idempotent; each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.ids import group_number
+from jetrl.lineage.models import Prompt, PromptGroup, Sample
+from jetrl.states import IN_FLIGHT, GroupState
+from jetrl.v1 import events_pb2
+
+__all__ = ["Groups"]
+
+
+class Groups:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def admit_group(
+        self,
+        task: events_pb2.Task,
+        reference: str,
+        traceparent: str,
+        trace_id: str,
+        analogous: str | None = None,
+        problem: int | None = None,
+    ) -> None:
+        """A new group from its main-view task; `analogous` is the rephrased prompt when that view
+        is sampled, `problem` the task's problem index when the scheduler chose it (not n)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(Prompt)
+                .values(
+                    run_id=task.run_id,
+                    prompt_id=task.prompt_id,
+                    prompt=task.prompt,
+                    reference=reference,
+                    analogous=analogous,
+                )
+                .on_conflict_do_nothing()
+            )
+            await conn.execute(
+                insert(PromptGroup)
+                .values(
+                    group_id=task.group_id,
+                    run_id=task.run_id,
+                    n=group_number(task.group_id),
+                    problem=problem,
+                    prompt_id=task.prompt_id,
+                    admitted_version=task.policy_version,
+                    attempt_version=task.policy_version,
+                    state=GroupState.ADMITTED,
+                    view=task.view or "main",
+                    traceparent=traceparent,
+                    trace_id=trace_id,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    async def group_counts(self, run_id: str) -> dict[str, int]:
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(PromptGroup.state, func.count()).where(PromptGroup.run_id == run_id).group_by(PromptGroup.state)
+            )
+            return {state: 0 for state in GroupState} | dict(rows.all())
+
+    async def admitted_groups(self, run_id: str) -> list[tuple[int, int, int, str]]:
+        """(n, attempt, version it started on, traceparent) of groups generating now, in admission order."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(PromptGroup.n, PromptGroup.attempt, PromptGroup.attempt_version, PromptGroup.traceparent)
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.ADMITTED)
+                .order_by(PromptGroup.n)
+            )
+            return [(n, attempt, version, traceparent) for n, attempt, version, traceparent in rows]
+
+    async def complete_groups(self, run_id: str, size: int) -> list[str]:
+        """Groups still generating (or buffered) whose `size` samples are all recorded: their
+        completion was decided but maybe never published (a crash right after the commit)."""
+        finished = select(func.count()).where(Sample.group_id == PromptGroup.group_id).scalar_subquery()
+        async with self.engine.connect() as conn:
+            return list(
+                (
+                    await conn.execute(
+                        select(PromptGroup.group_id)
+                        .where(PromptGroup.run_id == run_id, PromptGroup.state.in_(IN_FLIGHT), finished >= size)
+                        .order_by(PromptGroup.n)
+                    )
+                ).scalars()
+            )
+
+    async def group_state(self, group_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group_id))).scalar()
+
+    async def group_traceparent(self, group_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            return (
+                await conn.execute(select(PromptGroup.traceparent).where(PromptGroup.group_id == group_id))
+            ).scalar()
+
+    async def mark_group(self, group_id: str, state: GroupState) -> None:
+        """Move a group forward to `state`; a group already there or further stays put."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(PromptGroup)
+                .where(PromptGroup.group_id == group_id, PromptGroup.state.in_(GroupState(state).earlier()))
+                .values(state=state)
+            )
+
+    async def prompt_evidence(self, run_id: str) -> list[tuple[int, int, int, int]]:
+        """(problem, version generated at, successes, failures) of every scored group whose problem
+        the scheduler chose, over its trained views' samples (reward > 0.5 counts as a success)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    PromptGroup.problem,
+                    PromptGroup.admitted_version,
+                    func.count().filter(Sample.reward > 0.5),
+                    func.count().filter(Sample.reward <= 0.5),
+                )
+                .join(Sample, Sample.group_id == PromptGroup.group_id)
+                .where(PromptGroup.run_id == run_id, PromptGroup.problem.is_not(None), Sample.reward.is_not(None))
+                .group_by(PromptGroup.group_id, PromptGroup.problem, PromptGroup.admitted_version)
+            )
+            # the WHERE leaves out groups without a problem; the row type cannot know
+            return [(p, v, s, f) for p, v, s, f in rows]  # type: ignore[misc]
+
+    async def group_problems(self, run_id: str) -> dict[int, int]:
+        """n -> problem index of the run's groups in flight (generating or partial) whose problem
+        the scheduler chose."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(PromptGroup.n, PromptGroup.problem).where(
+                    PromptGroup.run_id == run_id,
+                    PromptGroup.state.in_(IN_FLIGHT),
+                    PromptGroup.problem.is_not(None),
+                )
+            )
+            # the WHERE leaves out groups without a problem; the row type cannot know
+            return dict(rows.all())  # type: ignore[arg-type]

@@ -1,0 +1,63 @@
+"""Runs: a run's row (created once, its state moved by the scheduler), and reading it back.
+
+Each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import Run
+from jetrl.states import RunState
+
+__all__ = ["Runs"]
+
+
+class Runs:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def create_run(
+        self,
+        run_id: str,
+        name: str,
+        spec_yaml: str,
+        total_steps: int,
+        batch_groups: int,
+        group_size: int,
+        trace_id: str,
+    ) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(Run)
+                .values(
+                    run_id=run_id,
+                    name=name,
+                    spec_yaml=spec_yaml,
+                    state=RunState.RUNNING,
+                    message="",
+                    policy_version=0,
+                    total_steps=total_steps,
+                    batch_groups=batch_groups,
+                    group_size=group_size,
+                    trace_id=trace_id,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    async def get_run(self, run_id: str) -> Run | None:
+        async with self.engine.connect() as conn:
+            # a Core connection returns the runs row's columns (what callers read), not a Run entity
+            return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()  # type: ignore[return-value]
+
+    async def list_runs(self) -> list:
+        async with self.engine.connect() as conn:
+            return list(await conn.execute(select(Run).order_by(Run.created_at)))
+
+    async def set_run_state(self, run_id: str, state: RunState, message: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(Run).where(Run.run_id == run_id).values(state=state, message=message, updated_at=func.now())
+            )

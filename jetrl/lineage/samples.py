@@ -1,0 +1,234 @@
+"""Samples: recording what the rollout workers generated (finished samples, the partial buffer's
+prefixes, every attempt's segment) and reading a group back with its samples.
+
+`accounted` and `unfinished` are the partial buffer's questions too (`jetrl.lineage.buffer`).
+Writes are idempotent; each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import PartialSample, Prompt, PromptGroup, Run, Sample, SampleSegment
+from jetrl.states import FinishReason, GroupState
+from jetrl.v1 import events_pb2
+from jetrl.views import ANALOGOUS, MAIN, TEACHER
+
+__all__ = ["GroupProgress", "Samples", "UnknownGroup", "accounted", "read_group", "unfinished"]
+
+
+class UnknownGroup(LookupError):
+    """An event names a prompt group the scheduler never admitted."""
+
+
+@dataclass(frozen=True)
+class GroupProgress:
+    """Where a group stands after a write of its samples."""
+
+    complete: int  # samples finished (eos or length)
+    state: str
+    accounted: bool  # every sample is finished or reported by the current attempt (resumable)
+
+
+def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
+    versions = list(sample.token_versions) or [0]
+    return dict(
+        sample_id=sample.sample_id,
+        run_id=sample.run_id,
+        group_id=sample.group_id,
+        index=sample.index,
+        prompt_token_ids=list(sample.prompt_token_ids),
+        completion_token_ids=list(sample.completion_token_ids),
+        logprobs=list(sample.logprobs),
+        token_versions=list(sample.token_versions),
+        min_version=min(versions),
+        max_version=max(versions),
+        text=sample.text,
+        finish_reason=sample.finish_reason,
+        worker_id=sample.worker_id,
+        trace_id=trace_id,
+        view=sample.view or MAIN,
+    )
+
+
+def _partial_row(sample: events_pb2.Sample) -> dict:
+    return dict(
+        sample_id=sample.sample_id,
+        attempt=sample.attempt,
+        run_id=sample.run_id,
+        group_id=sample.group_id,
+        index=sample.index,
+        token_ids=list(sample.completion_token_ids),
+        logprobs=list(sample.logprobs),
+        token_versions=list(sample.token_versions),
+    )
+
+
+def _segment_row(sample: events_pb2.Sample) -> dict:
+    """This attempt's own stretch of the sample: the tokens after the prefix it was given."""
+    own = list(sample.token_versions)[sample.prefix_len :]
+    return dict(
+        sample_id=sample.sample_id,
+        attempt=sample.attempt,
+        run_id=sample.run_id,
+        group_id=sample.group_id,
+        worker_id=sample.worker_id,
+        start=sample.prefix_len,
+        end=len(sample.completion_token_ids),
+        min_version=min(own) if own else None,
+        max_version=max(own) if own else None,
+        finish_reason=sample.finish_reason,
+    )
+
+
+class Samples:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def record_samples(
+        self, samples: list[tuple[events_pb2.Sample, str]]
+    ) -> dict[tuple[str, str], GroupProgress | None]:
+        """Store (sample, trace id) pairs in one transaction: finished samples as samples, aborted
+        ones in the partial buffer, every one as a segment. Returns, per (group id, run id) the
+        samples name, the group's progress, or None when that run never admitted that group (such
+        samples are not stored)."""
+        pairs = sorted({(s.group_id, s.run_id) for s, _ in samples})
+        async with self.engine.begin() as conn:
+            # row locks, taken in one order: the samples of a group are serialised across
+            # transactions, so exactly one of them sees the group complete
+            known = {
+                (g, r): (state, attempt)
+                for g, r, state, attempt in await conn.execute(
+                    select(PromptGroup.group_id, PromptGroup.run_id, PromptGroup.state, PromptGroup.attempt)
+                    .where(tuple_(PromptGroup.group_id, PromptGroup.run_id).in_(pairs))
+                    .order_by(PromptGroup.group_id)
+                    .with_for_update()
+                )
+            }
+            ours = [(s, t) for s, t in samples if (s.group_id, s.run_id) in known]
+            if ours:
+                await conn.execute(insert(SampleSegment).on_conflict_do_nothing(), [_segment_row(s) for s, _ in ours])
+            finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != FinishReason.ABORTED]
+            if finished:
+                await conn.execute(insert(Sample).on_conflict_do_nothing(), finished)
+                ids = [r["sample_id"] for r in finished]
+                await conn.execute(
+                    update(Sample)
+                    .where(Sample.sample_id.in_(ids))
+                    .values(
+                        attempts=select(func.count())
+                        .where(SampleSegment.sample_id == Sample.sample_id)
+                        .scalar_subquery(),
+                        regenerated=select(func.count())
+                        .where(
+                            SampleSegment.sample_id == Sample.sample_id,
+                            SampleSegment.finish_reason == FinishReason.DROPPED,
+                        )
+                        .scalar_subquery(),
+                    )
+                )
+            partial = [_partial_row(s) for s, _ in ours if s.finish_reason == FinishReason.ABORTED]
+            if partial:
+                await conn.execute(insert(PartialSample).on_conflict_do_nothing(), partial)
+            groups = [g for g, _ in known]
+            complete = dict(
+                (
+                    await conn.execute(
+                        select(Sample.group_id, func.count())
+                        .where(Sample.group_id.in_(groups))
+                        .group_by(Sample.group_id)
+                    )
+                ).all()
+            )
+            progress = {}
+            for (g, r), (state, attempt) in known.items():
+                progress[(g, r)] = GroupProgress(
+                    complete.get(g, 0), state, state == GroupState.PARTIAL and await accounted(conn, g, attempt)
+                )
+        return {pair: progress.get(pair) for pair in pairs}
+
+    async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
+        async with self.engine.connect() as conn:
+            return await read_group(conn, group_id)
+
+
+async def read_group(conn, group_id: str) -> events_pb2.PromptGroup:
+    """A group with its prompt and finished samples, read on `conn` (inside its caller's transaction)."""
+    head = (
+        await conn.execute(
+            select(PromptGroup, Prompt.prompt, Prompt.reference, Prompt.analogous)
+            .join(Prompt, and_(Prompt.run_id == PromptGroup.run_id, Prompt.prompt_id == PromptGroup.prompt_id))
+            .where(PromptGroup.group_id == group_id)
+        )
+    ).one_or_none()
+    if head is None:
+        raise UnknownGroup(f"unknown group {group_id!r}")
+    rows = list(await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index)))
+    views: list[events_pb2.ViewPrompt] = []
+    for s in rows:  # the samples are in index order, so each view's are contiguous
+        if not views or views[-1].view != s.view:
+            views.append(
+                events_pb2.ViewPrompt(
+                    view=s.view,
+                    prompt=head.analogous if s.view == ANALOGOUS else head.prompt,
+                    first_index=s.index,
+                    trained=s.view != TEACHER,
+                )
+            )
+        views[-1].size += 1
+    return events_pb2.PromptGroup(
+        run_id=head.run_id,
+        group_id=group_id,
+        prompt_id=head.prompt_id,
+        prompt=head.prompt,
+        reference=head.reference,
+        step=head.step if head.step is not None else -1,
+        policy_version=head.admitted_version,
+        samples=[
+            events_pb2.Sample(
+                run_id=s.run_id,
+                group_id=group_id,
+                sample_id=s.sample_id,
+                index=s.index,
+                prompt_token_ids=s.prompt_token_ids,
+                completion_token_ids=s.completion_token_ids,
+                logprobs=s.logprobs,
+                token_versions=s.token_versions,
+                text=s.text,
+                finish_reason=s.finish_reason,
+                worker_id=s.worker_id,
+                view=s.view,
+            )
+            for s in rows
+        ],
+        views=views if [v.view for v in views] != [MAIN] else [],
+    )
+
+
+async def unfinished(conn, group_id: str) -> list[int]:
+    """Indices of the group's samples not finished yet (no row in `samples`), in order."""
+    size = (
+        await conn.execute(
+            select(Run.group_size)
+            .join(PromptGroup, PromptGroup.run_id == Run.run_id)
+            .where(PromptGroup.group_id == group_id)
+        )
+    ).scalar_one()
+    finished = set((await conn.execute(select(Sample.index).where(Sample.group_id == group_id))).scalars())
+    return [i for i in range(size) if i not in finished]
+
+
+async def accounted(conn, group_id: str, attempt: int) -> bool:
+    """Has every sample of the group finished, or been handed back by attempt `attempt`?"""
+    reported = set(
+        (
+            await conn.execute(
+                select(PartialSample.index).where(PartialSample.group_id == group_id, PartialSample.attempt == attempt)
+            )
+        ).scalars()
+    )
+    return set(await unfinished(conn, group_id)) <= reported

@@ -1,0 +1,108 @@
+"""Versions: each policy version the trainer announced (its row, the trained samples' advantages,
+the run's head) and the EMA teacher's version.
+
+Writes are idempotent; each method is one transaction.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from jetrl.lineage.models import PolicyVersion, PromptGroup, Run, Sample
+from jetrl.states import GroupState
+from jetrl.v1 import events_pb2
+
+__all__ = ["Versions"]
+
+
+class Versions:
+    def __init__(self, engine: AsyncEngine):
+        self.engine = engine
+
+    async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
+        """A new version: its row, each trained sample's advantage and trained version, the run's head."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                insert(PolicyVersion)
+                .values(
+                    run_id=ann.run_id,
+                    version=ann.version,
+                    parent_version=ann.parent_version,
+                    batch_id=ann.batch_id,
+                    uri=ann.uri,
+                    sha256=ann.sha256,
+                    size_bytes=ann.size_bytes,
+                    metrics=dict(ann.metrics),
+                    samples_trained_total=ann.samples_trained_total,
+                    trace_id=trace_id,
+                )
+                .on_conflict_do_nothing()
+            )
+            # the groups' rows first, then their samples: the order record_samples takes them in
+            await conn.execute(
+                select(PromptGroup.group_id)
+                .where(
+                    PromptGroup.group_id.in_(
+                        select(Sample.group_id).where(Sample.sample_id.in_([a.sample_id for a in ann.advantages]))
+                    )
+                )
+                .order_by(PromptGroup.group_id)
+                .with_for_update()
+            )
+            if ann.advantages:
+                await conn.execute(
+                    update(Sample)
+                    .where(Sample.sample_id == bindparam("sid"), Sample.run_id == ann.run_id)
+                    .values(
+                        advantage=bindparam("adv"),
+                        trained_version=ann.version,
+                        staleness=bindparam("stale"),
+                        trained_tokens=bindparam("trained"),
+                        stale_masked_tokens=bindparam("masked"),
+                        offpolicy_tokens=bindparam("offpolicy"),
+                    )
+                    .execution_options(synchronize_session=False),
+                    [
+                        dict(
+                            sid=a.sample_id,
+                            adv=a.advantage,
+                            stale=a.staleness,
+                            trained=a.trained_tokens,
+                            masked=a.stale_masked_tokens,
+                            offpolicy=a.offpolicy_tokens,
+                        )
+                        for a in ann.advantages
+                    ],
+                )
+            # by sample, not by batch id: the announcement may be recorded before its batch row
+            trained_groups = (
+                select(Sample.group_id)
+                .where(Sample.sample_id.in_([a.sample_id for a in ann.advantages]))
+                .scalar_subquery()
+            )
+            await conn.execute(
+                update(PromptGroup)
+                .where(PromptGroup.group_id.in_(trained_groups), PromptGroup.state.in_(GroupState.TRAINED.earlier()))
+                .values(state=GroupState.TRAINED)
+            )
+            await conn.execute(
+                update(Run)
+                .where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
+                .values(policy_version=ann.version, updated_at=func.now())
+            )
+
+    async def versions_recorded(self, run_id: str) -> int:
+        """How many of the run's versions have their row (announcements may arrive out of order)."""
+        async with self.engine.connect() as conn:
+            return (await conn.execute(select(func.count()).where(PolicyVersion.run_id == run_id))).scalar_one()
+
+    async def record_teacher(self, run_id: str, version: int) -> None:
+        """The EMA teacher absorbed policy version `version` (its weights are the teacher stream's)."""
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                update(Run)
+                .where(Run.run_id == run_id, func.coalesce(Run.teacher_version, -1) < version)
+                .values(teacher_version=version)
+            )
