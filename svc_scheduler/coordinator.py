@@ -22,8 +22,8 @@ from opentelemetry import context as otel_context
 from jetrl.bus import Kind, publish
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
-from jetrl.ids import abort_msg_id, batch_id, end_msg_id, eval_msg_id, group_id, task_msg_id
-from jetrl.lineage.buffer import PartialBuffer, Resumed
+from jetrl.ids import batch_id, group_id
+from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.models import Run
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
@@ -32,16 +32,10 @@ from jetrl.telemetry import current_trace_id, current_traceparent, extract, link
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size
 from svc_scheduler.active import ActiveRun, make_tasks
+from svc_scheduler.publishing import publish_abort, publish_end, publish_eval_request, publish_task, publish_tasks
 from svc_scheduler.selection import Evidence
 
 log = logging.getLogger(__name__)
-
-
-ENDED_CONTROL = {
-    RunState.COMPLETED: events_pb2.Control.COMPLETED,
-    RunState.STOPPED: events_pb2.Control.STOP,
-    RunState.FAILED: events_pb2.Control.STOP,
-}
 
 
 class Coordinator:
@@ -147,7 +141,7 @@ class Coordinator:
             for gid in resumable:
                 if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
                     crash_point("resume.recorded")
-                    await self._publish_task(run, r, in_flight.get(r.n))
+                    await publish_task(self.js, run, r, in_flight.get(r.n))
                     resumed += 1
             first = sum(counts.values())
             problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
@@ -166,7 +160,7 @@ class Coordinator:
                         problem=problem,
                     )
                     crash_point("admit.recorded")
-                    await self._publish_tasks(run_id, tasks)
+                    await publish_tasks(self.js, run_id, tasks)
         if slots:
             log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
             await self.notify()
@@ -179,31 +173,8 @@ class Coordinator:
         if not aborted:
             return
         crash_point("abort.recorded")
-        await self._publish_abort(run.run_id, aborted)
+        await publish_abort(self.js, run.run_id, aborted)
         log.info("aborted", extra=log_fields(run=run.run_id, groups=len(aborted)))
-
-    async def _publish_abort(self, run_id: str, aborted: list[tuple[str, int]]) -> None:
-        control = events_pb2.Control(
-            run_id=run_id,
-            kind=events_pb2.Control.ABORT,
-            reason="batch sealed: over-provisioned groups",
-            aborted=[events_pb2.TaskRef(group_id=g, attempt=a) for g, a in aborted],
-        )
-        await publish(self.js, run_id, Kind.CONTROL, control, msg_id=abort_msg_id(min(aborted)))
-
-    async def _publish_tasks(self, run_id: str, tasks: list[events_pb2.Task]) -> None:
-        for task in tasks:
-            await publish(self.js, run_id, Kind.TASKS, task, msg_id=task_msg_id(task.group_id, task.attempt, task.view))
-
-    async def _publish_task(self, run: ActiveRun, r: Resumed, problem: int | None = None) -> None:
-        """(Re-)publish a group's current attempt inside the group's own trace."""
-        tasks = make_tasks(run, r.n, r.version, problem, r.attempt, r.prefixes)
-        name = "group resume" if r.attempt else "group republish"
-        with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
-            span.set_attributes(
-                {"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt, "jetrl.prefixes_dropped": r.dropped}
-            )
-            await self._publish_tasks(run.run_id, tasks)
 
     async def republish(self, run: ActiveRun) -> None:
         """After a restart: tasks, aborts and batches decided before it may never have been
@@ -211,9 +182,9 @@ class Coordinator:
         sent twice stops nothing more: workers skip attempts they do not hold)."""
         problems = await self.store.groups.group_problems(run.run_id)
         for n, *_ in await self.store.groups.admitted_groups(run.run_id):
-            await self._publish_task(run, await self.buffer.current(group_id(run.run_id, n)), problems.get(n))
+            await publish_task(self.js, run, await self.buffer.current(group_id(run.run_id, n)), problems.get(n))
         if waiting := await self.buffer.unaccounted(run.run_id):
-            await self._publish_abort(run.run_id, waiting)
+            await publish_abort(self.js, run.run_id, waiting)
         for batch in await self.store.batches.untrained_batches(run.run_id):
             await self._publish_batch(await self.store.batches.load_batch(batch))
 
@@ -265,13 +236,7 @@ class Coordinator:
     async def request_evaluation(self, run_id: str, version: int) -> None:
         """Ask whichever rollout worker is alive for the held-out accuracy of `version` (or newer);
         its result comes back as an Evaluation event (Recorder.on_evaluated)."""
-        await publish(
-            self.js,
-            run_id,
-            Kind.EVALS,
-            events_pb2.EvalRequest(run_id=run_id, min_version=version),
-            msg_id=eval_msg_id(run_id, version),
-        )
+        await publish_eval_request(self.js, run_id, version)
 
     async def on_version(self, run_id: str, version: int) -> None:
         """A version was recorded; announcements may come out of order (one held by a scheduler
@@ -329,11 +294,4 @@ class Coordinator:
         await self.notify()
 
     async def announce_end(self, run_id: str, state: RunState, message: str) -> None:
-        kind = ENDED_CONTROL[state]
-        await publish(
-            self.js,
-            run_id,
-            Kind.CONTROL,
-            events_pb2.Control(run_id=run_id, kind=kind, reason=message),
-            msg_id=end_msg_id(run_id, kind == events_pb2.Control.COMPLETED),
-        )
+        await publish_end(self.js, run_id, state, message)
