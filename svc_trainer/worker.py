@@ -175,7 +175,7 @@ class Trainer:
         return samples, advs, staleness.batch_metrics(checked)
 
     async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict, spec) -> None:
-        from jetrl.policy.load import sha256, state_to_bytes
+        from jetrl.policy.load import state_to_bytes
 
         state = rt.state
         version = state.version + 1
@@ -190,32 +190,10 @@ class Trainer:
             tpath = teacher_path(self.data_dir, batch.run_id, version)
             await asyncio.to_thread(atomic_write, tpath, tblob)
             # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
-            teacher_ann = events_pb2.WeightsAnnouncement(
-                run_id=batch.run_id,
-                version=version,
-                parent_version=state.version,
-                batch_id=batch.batch_id,
-                uri=tpath.as_uri(),
-                grpc_endpoint=self.advertised_addr,
-                size_bytes=len(tblob),
-                sha256=sha256(tblob),
-                format="safetensors",
-                metrics={"ema_rate": m},
-            )
-        ann = events_pb2.WeightsAnnouncement(
-            run_id=batch.run_id,
-            version=version,
-            parent_version=state.version,
-            batch_id=batch.batch_id,
-            uri=path.as_uri(),
-            grpc_endpoint=self.advertised_addr,
-            size_bytes=len(blob),
-            sha256=sha256(blob),
-            format="safetensors",
-            metrics={k: float(v) for k, v in metrics.items()},
-            advantages=advs,
-            samples_trained_total=state.samples_trained + len(advs),
-        )
+            teacher_ann = self._announcement(batch, version, tpath, tblob, {"ema_rate": m})
+        ann = self._announcement(batch, version, path, blob, {k: float(v) for k, v in metrics.items()})
+        ann.advantages.extend(advs)
+        ann.samples_trained_total = state.samples_trained + len(advs)
         state.version = version
         state.samples_trained += len(advs)
         state.batches_trained += 1
@@ -227,6 +205,24 @@ class Trainer:
         crash_point("train.saved")
         await self._publish(batch.run_id, ann, teacher_ann)
         log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
+
+    def _announcement(self, batch, version: int, path: Path, blob: bytes, metrics: dict[str, float]):
+        """A version's weights announcement (the policy's or the teacher's): where its safetensors
+        file is, how to stream it from this trainer, and its sha256."""
+        from jetrl.policy.load import sha256
+
+        return events_pb2.WeightsAnnouncement(
+            run_id=batch.run_id,
+            version=version,
+            parent_version=version - 1,
+            batch_id=batch.batch_id,
+            uri=path.as_uri(),
+            grpc_endpoint=self.advertised_addr,
+            size_bytes=len(blob),
+            sha256=sha256(blob),
+            format="safetensors",
+            metrics=metrics,
+        )
 
     async def _publish(self, run_id: str, ann, teacher_ann) -> None:
         await publish(self.js, run_id, Kind.WEIGHTS, ann, msg_id=weights_msg_id(run_id, ann.version))
