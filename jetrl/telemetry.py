@@ -20,6 +20,22 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 tracer = trace.get_tracer("jetrl")
 
 
+class Attr:
+    """Every span attribute key jetrl sets, declared once (Jaeger searches by these)."""
+
+    RUN_ID = "jetrl.run_id"
+    GROUP_ID = "jetrl.group_id"
+    BATCH_ID = "jetrl.batch_id"
+    ATTEMPT = "jetrl.attempt"  # a group's task attempt (0, then each resume)
+    PREFIXES_DROPPED = "jetrl.prefixes_dropped"  # stale prefixes a resume generated again
+    SAMPLES = "jetrl.samples"
+    VIEW = "jetrl.view"
+    VERSION = "jetrl.version"
+    TEACHER = "jetrl.teacher"  # the weights are the EMA teacher's
+    BYTES = "jetrl.bytes"
+    WEIGHTS_PATH = "jetrl.weights_path"  # how a version's weights came: the shared file or the stream
+
+
 def setup_tracing(service_name: str) -> TracerProvider:
     """Install the process-wide tracer provider; OTLP export only when an endpoint is configured."""
     provider = TracerProvider(resource=Resource.create({"service.name": service_name, "service.namespace": "jetrl"}))

@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from jetrl.rpc import channel
-from jetrl.telemetry import tracer
+from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 
 
@@ -58,20 +58,20 @@ async def fetch_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = Fal
     with tracer.start_as_current_span("weights fetch") as span:
         span.set_attributes(
             {
-                "jetrl.run_id": ann.run_id,
-                "jetrl.version": ann.version,
-                "jetrl.bytes": ann.size_bytes,
-                "jetrl.teacher": teacher,
+                Attr.RUN_ID: ann.run_id,
+                Attr.VERSION: ann.version,
+                Attr.BYTES: ann.size_bytes,
+                Attr.TEACHER: teacher,
             }
         )
         if ann.uri:
             data = await asyncio.to_thread(_read_file, ann.uri, ann.sha256)
             if data is not None:
-                span.set_attribute("jetrl.weights_path", "file")
+                span.set_attribute(Attr.WEIGHTS_PATH, "file")
                 return data
         if not ann.grpc_endpoint:
             raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: {ann.uri} unreadable and no gRPC endpoint")
-        span.set_attribute("jetrl.weights_path", "grpc")
+        span.set_attribute(Attr.WEIGHTS_PATH, "grpc")
         data = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version, teacher=teacher)
         if hashlib.sha256(data).hexdigest() != ann.sha256:
             raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")

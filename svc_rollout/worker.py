@@ -28,7 +28,7 @@ from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound
 from jetrl.states import FinishReason
 from jetrl.tasks import make_task
-from jetrl.telemetry import tracer
+from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import TEACHER
 from svc_rollout.api import GenRequest, GenResult
@@ -128,10 +128,10 @@ class RolloutWorker:
             with tracer.start_as_current_span("generate") as span:
                 span.set_attributes(
                     {
-                        "jetrl.group_id": task.group_id,
-                        "jetrl.samples": len(requests),
-                        "jetrl.attempt": task.attempt,
-                        "jetrl.view": task.view,
+                        Attr.GROUP_ID: task.group_id,
+                        Attr.SAMPLES: len(requests),
+                        Attr.ATTEMPT: task.attempt,
+                        Attr.VIEW: task.view,
                     }
                 )
                 context = contextvars.copy_context()  # the trace context, as asyncio.to_thread would pass it

@@ -28,7 +28,7 @@ from jetrl.lineage.models import Run
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
-from jetrl.telemetry import current_trace_id, current_traceparent, extract, link_from, tracer
+from jetrl.telemetry import Attr, current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size
 from svc_scheduler.active import ActiveRun, make_tasks
@@ -150,7 +150,7 @@ class Coordinator:
                 p = run.task.train_problem(n if problem is None else problem)
                 # each group is its own trace: its whole life hangs under this root span
                 with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
-                    span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": tasks[0].group_id})
+                    span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: tasks[0].group_id})
                     await self.store.groups.admit_group(
                         tasks[0],
                         p.answer,
@@ -194,7 +194,7 @@ class Coordinator:
         # back into the group's own trace: the fetch's span is shared by many groups
         parent = extract({"traceparent": await self.store.groups.group_traceparent(group_id) or ""})
         with tracer.start_as_current_span("group assemble", context=parent) as span:
-            span.set_attributes({"jetrl.run_id": run_id, "jetrl.group_id": group_id})
+            span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: group_id})
             await publish(self.js, run_id, Kind.GROUPS, group, msg_id=group_id)
         await self.store.groups.mark_group(group_id, GroupState.GENERATED)
 
@@ -227,7 +227,7 @@ class Coordinator:
                 links.append(link)
         # a batch joins B group traces: its own trace, linked to each of them
         with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
-            span.set_attributes({"jetrl.run_id": batch.run_id, "jetrl.batch_id": batch.batch_id})
+            span.set_attributes({Attr.RUN_ID: batch.run_id, Attr.BATCH_ID: batch.batch_id})
             await publish(self.js, batch.run_id, Kind.BATCHES, batch, msg_id=batch.batch_id)
             await self.store.batches.set_batch_trace(batch.batch_id, current_trace_id())
 

@@ -9,7 +9,7 @@ from jetrl.bus import Kind, publish
 from jetrl.ids import abort_msg_id, end_msg_id, eval_msg_id, task_msg_id
 from jetrl.lineage.buffer import Resumed
 from jetrl.states import RunState
-from jetrl.telemetry import extract, tracer
+from jetrl.telemetry import Attr, extract, tracer
 from jetrl.v1 import events_pb2
 from svc_scheduler.active import ActiveRun, make_tasks
 
@@ -43,7 +43,7 @@ async def publish_task(js, run: ActiveRun, r: Resumed, problem: int | None = Non
     name = "group resume" if r.attempt else "group republish"
     with tracer.start_as_current_span(name, context=extract({"traceparent": r.traceparent})) as span:
         span.set_attributes(
-            {"jetrl.group_id": tasks[0].group_id, "jetrl.attempt": r.attempt, "jetrl.prefixes_dropped": r.dropped}
+            {Attr.GROUP_ID: tasks[0].group_id, Attr.ATTEMPT: r.attempt, Attr.PREFIXES_DROPPED: r.dropped}
         )
         await publish_tasks(js, run.run_id, tasks)
 

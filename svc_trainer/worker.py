@@ -24,7 +24,7 @@ from jetrl.crash import crash_point
 from jetrl.ids import teacher_msg_id, weights_msg_id
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
-from jetrl.telemetry import tracer
+from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import split
 from svc_trainer import advantages, staleness
@@ -122,7 +122,7 @@ class Trainer:
                 )
             samples, advs, stale_metrics = self._samples(batch, spec)
             with tracer.start_as_current_span("train step") as span:
-                span.set_attributes({"jetrl.batch_id": batch.batch_id, "jetrl.samples": len(samples)})
+                span.set_attributes({Attr.BATCH_ID: batch.batch_id, Attr.SAMPLES: len(samples)})
                 # Never empty-handed: a batch with no trainable token still makes a version
                 # (the engine skips the optimizer step, so its weights are the previous ones).
                 metrics = await asyncio.to_thread(rt.engine.train_step, samples)

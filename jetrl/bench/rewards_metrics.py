@@ -2,7 +2,7 @@
 on (read back from lineage) and the summary over seeds; version 0's, before the runs, are in
 jetrl.bench.rewards_v0.
 
-The answer rule is the label-free servers' (svc_reward/consensus.py, DESIGN §6): a completion's
+The answer rule is the label-free servers' (svc_reward/consensus.py, docs/design.md §6): a completion's
 answer is its last number, compared as an exact fraction; no number, no answer, never a winner;
 ties go to the smallest value (`jetrl.tasks.answers.answer_of` and `majority_answer`, which
 the servers use too).
