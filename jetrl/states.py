@@ -7,7 +7,16 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["RunState", "GroupState", "FinishReason", "IN_FLIGHT", "ACCEPTED", "SCORED_KEPT"]
+__all__ = [
+    "RunState",
+    "GroupState",
+    "FinishReason",
+    "ViewName",
+    "WIRE_FINISH_REASONS",
+    "IN_FLIGHT",
+    "ACCEPTED",
+    "SCORED_KEPT",
+]
 
 
 class RunState(StrEnum):
@@ -52,3 +61,15 @@ class FinishReason(StrEnum):
     LENGTH = "length"  # max_new_tokens reached
     ABORTED = "aborted"  # APRIL: a partial sample, handed back to be resumed
     DROPPED = "dropped"  # a segment whose prefix was too stale and was generated again (lineage only)
+
+
+# what a Sample event may say (DROPPED is lineage's word for a segment, never on the bus)
+WIRE_FINISH_REASONS = frozenset({FinishReason.EOS, FinishReason.LENGTH, FinishReason.ABORTED})
+
+
+class ViewName(StrEnum):
+    """The views of a prompt group (jetrl.views): strings on the wire, checked against these."""
+
+    MAIN = "main"
+    ANALOGOUS = "analogous"  # the task's rephrasing (Co-rewarding-I)
+    TEACHER = "teacher"  # the EMA teacher's samples (Co-rewarding-II), never trained

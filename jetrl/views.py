@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from jetrl.config import RunSpec
+from jetrl.states import ViewName
 from jetrl.v1 import events_pb2
 
 __all__ = ["MAIN", "ANALOGOUS", "TEACHER", "View", "layout", "group_size", "views_of", "split"]
 
-MAIN, ANALOGOUS, TEACHER = "main", "analogous", "teacher"
+MAIN, ANALOGOUS, TEACHER = ViewName.MAIN, ViewName.ANALOGOUS, ViewName.TEACHER
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from jetrl.bus.topology import MESSAGE_TYPES, Kind, check_run_id
-from jetrl.states import FinishReason
+from jetrl.states import WIRE_FINISH_REASONS, FinishReason, ViewName
 from jetrl.v1 import events_pb2
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -100,12 +100,18 @@ def _task(t: events_pb2.Task) -> None:
         raise InvalidEvent(f"Task.sampling.top_p is {s.top_p}, must be in (0, 1]")
     if t.attempt < 0 or t.first_index < 0:
         raise InvalidEvent(f"Task.attempt {t.attempt} / first_index {t.first_index} must be >= 0")
+    _view(t.view, f"Task {t.group_id}")
     last = t.first_index + t.num_samples - 1
     for p in t.resume:
         if not t.first_index <= p.index <= last:
             raise InvalidEvent(f"Task.resume index {p.index} is outside {t.first_index}..{last}")
         if not len(p.token_ids) == len(p.logprobs) == len(p.token_versions):
             raise InvalidEvent(f"Task.resume[{p.index}]: token ids, logprobs and versions differ in length")
+
+
+def _view(view: str, what: str) -> None:
+    if view and view not in set(ViewName):
+        raise InvalidEvent(f"{what}: view {view!r} is not one of {sorted(ViewName)}")
 
 
 def _sample(s: events_pb2.Sample) -> None:
@@ -124,6 +130,11 @@ def _sample(s: events_pb2.Sample) -> None:
         )
     if s.index < 0:
         raise InvalidEvent(f"Sample {s.sample_id}: index {s.index} < 0")
+    if s.finish_reason not in WIRE_FINISH_REASONS:
+        raise InvalidEvent(
+            f"Sample {s.sample_id}: finish_reason {s.finish_reason!r} is not one of {sorted(WIRE_FINISH_REASONS)}"
+        )
+    _view(s.view, f"Sample {s.sample_id}")
     if not all(math.isfinite(lp) and lp <= 0 for lp in s.logprobs):
         raise InvalidEvent(f"Sample {s.sample_id}: logprobs must be finite and <= 0")
     if n and min(s.token_versions) < 0:

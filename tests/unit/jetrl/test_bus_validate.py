@@ -109,3 +109,19 @@ def test_random_bytes_never_crash_decode(kind, data, prefix, make_event):
     except InvalidEvent:
         return
     check(kind, message, "run1")
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "value", "reason"),
+    [
+        (Kind.ROLLOUTS, "finish_reason", "stop", "finish_reason 'stop' is not one of"),
+        (Kind.ROLLOUTS, "finish_reason", "dropped", "finish_reason 'dropped' is not one of"),  # lineage's word only
+        (Kind.ROLLOUTS, "view", "sideways", "view 'sideways' is not one of"),
+        (Kind.TASKS, "view", "sideways", "view 'sideways' is not one of"),
+    ],
+)
+def test_finish_reasons_and_views_are_the_declared_ones(make_event, kind, field, value, reason):
+    event = make_event(kind, "run1")
+    setattr(event, field, value)
+    with pytest.raises(InvalidEvent, match=reason):
+        check(kind, event, "run1")
