@@ -130,7 +130,7 @@ def _sample(s: events_pb2.Sample) -> None:
         )
     if s.index < 0:
         raise InvalidEvent(f"Sample {s.sample_id}: index {s.index} < 0")
-    if s.finish_reason not in WIRE_FINISH_REASONS:
+    if s.finish_reason and s.finish_reason not in WIRE_FINISH_REASONS:  # unset: a producer that says nothing
         raise InvalidEvent(
             f"Sample {s.sample_id}: finish_reason {s.finish_reason!r} is not one of {sorted(WIRE_FINISH_REASONS)}"
         )
