@@ -1,11 +1,11 @@
 """The one way a jetrl service process runs: logs, tracing, a gRPC server with health and
 reflection, supervised background workers, and a graceful stop on SIGTERM.
 
-Each `svc_<name>/__main__.py` calls `run_service` with its servicers and its bus workers. A
-service rides out its dependencies: a worker that raises (Postgres or NATS away, say) is started
-again with backoff instead of taking the process down, health says NOT_SERVING while a worker is
-failing or the service's own probe fails, and an RPC that fails because a dependency is away
-answers UNAVAILABLE, which clients retry, instead of UNKNOWN.
+Each `svc_<name>/__main__.py` calls `run_app`, whose `app.main` calls `serve` with its servicers
+and its bus workers. A service rides out its dependencies: a worker that raises (Postgres or NATS
+away, say) is started again with backoff instead of taking the process down, health says
+NOT_SERVING while a worker is failing or the service's own probe fails, and an RPC that fails
+because a dependency is away answers UNAVAILABLE, which clients retry, instead of UNKNOWN.
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 RECOVERED_AFTER_S = 5.0  # a restarted worker that ran this long is well again: its backoff starts over
 
 
+async def _unavailable_if_transient(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Re-raise `exc` unless a dependency is away; then answer UNAVAILABLE, which clients retry."""
+    if not is_transient(exc):
+        raise exc
+    await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
+
+
 class _Unavailable(grpc.aio.ServerInterceptor):
     """Answers UNAVAILABLE (retry later) when a handler fails because a dependency is away."""
 
@@ -52,11 +59,7 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                 try:
                     return await inner(request, context)
                 except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500]
-                    )
+                    await _unavailable_if_transient(exc, context)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
@@ -67,11 +70,7 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                     async for item in stream(request, context):
                         yield item
                 except Exception as exc:
-                    if not is_transient(exc):
-                        raise
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500]
-                    )
+                    await _unavailable_if_transient(exc, context)
 
             return grpc.unary_stream_rpc_method_handler(
                 streaming, handler.request_deserializer, handler.response_serializer
