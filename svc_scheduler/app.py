@@ -44,11 +44,14 @@ async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
                 await coordinator.announce_end(record.run_id, RunState(record.state), record.message)
             continue
         try:
-            run = await asyncio.to_thread(prepare, record.run_id, parse_spec(record.spec_yaml))
-        except Exception as exc:  # one broken run must not keep the others from resuming
-            await coordinator.end(record.run_id, RunState.FAILED, f"cannot resume: {exc}")
+            await coordinator.start(await asyncio.to_thread(prepare, record.run_id, parse_spec(record.spec_yaml)))
+        except Exception as exc:
+            if is_transient(exc):
+                raise  # an outage: the resume worker is started again and retries every run
+            # a run that can never be resumed would leave its events waiting for ever, and one
+            # broken run must not keep the others from resuming
+            await coordinator.end(record.run_id, RunState.FAILED, f"cannot resume: {type(exc).__name__}: {exc}")
             continue
-        await coordinator.start(run)
         log.info("run resumed", extra=log_fields(run=record.run_id, version=record.policy_version))
 
 

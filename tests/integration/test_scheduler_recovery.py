@@ -150,3 +150,34 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     await store.reports.record_evaluation(run_id, 2, 1, 2)
     await coordinator.on_evaluation(run_id, 2)
     assert (await store.runs.get_run(run_id)).state == "COMPLETED"
+
+
+async def test_a_run_that_cannot_be_resumed_fails_with_the_reason(js, lineage, untrained_model_dir, monkeypatch):
+    """A restarted scheduler that keeps failing to start one run (a bug, not an outage) used to
+    retry its resume worker for ever while that run's events waited: the run must end FAILED.
+    An outage during the resume is retried instead, and leaves the run RUNNING."""
+    from sqlalchemy.exc import OperationalError
+
+    from jetrl.config import dump_spec
+    from svc_scheduler.app import resume_runs
+
+    spec = RunSpec.model_validate({"model": {"path": str(untrained_model_dir)}, "schedule": {"eval_every": 0}})
+    rid = f"r{uuid.uuid4().hex[:8]}"
+    await lineage.runs.create_run(rid, "t", dump_spec(spec), spec.train.steps, spec.train.batch_groups, 8, "")
+    coordinator = Coordinator(js, lineage)
+
+    async def outage(run):
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("postgres is restarting"))
+
+    monkeypatch.setattr(coordinator, "start", outage)
+    with pytest.raises(OperationalError):
+        await resume_runs(coordinator, lineage)
+    assert (await lineage.runs.get_run(rid)).state == "RUNNING"
+
+    async def bug(run):
+        raise RuntimeError("a bug in start")
+
+    monkeypatch.setattr(coordinator, "start", bug)
+    await resume_runs(coordinator, lineage)
+    record = await lineage.runs.get_run(rid)
+    assert record.state == "FAILED" and "cannot resume" in record.message and "a bug in start" in record.message
