@@ -36,6 +36,15 @@ TEXTS = ["12", "12", "13", "no answer"]
 MAX_ABS_REWARD = RewardSpec.model_fields["max_abs_reward"].default
 
 
+class CheckFailed(Exception):
+    """A check's verdict and what to fix (raised, not asserted: `python -O` must not pass a server)."""
+
+
+def _require(ok: object, message: str) -> None:
+    if not ok:
+        raise CheckFailed(message)
+
+
 @dataclass(frozen=True)
 class Check:
     name: str
@@ -73,26 +82,28 @@ def _request(
 
 
 def _check_reply(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreResponse, max_abs_reward: float) -> None:
-    """AssertionError saying what is wrong with the reply, if anything."""
+    """CheckFailed saying what is wrong with the reply, if anything."""
     sent = [s.sample_id for s in request.views[0].samples]
     got = [s.sample_id for s in reply.scores]
-    assert len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each"
-    assert any(got), (
+    _require(len(got) == len(sent), f"{len(got)} scores for {len(sent)} samples of the main view: one each")
+    _require(
+        any(got),
         "no score names its sample: set SampleScore.sample_id (runs still match a reply naming none "
-        "by position, as contract 1 did, but any reordering would then train wrong rewards)"
+        "by position, as contract 1 did, but any reordering would then train wrong rewards)",
     )
-    assert all(got), f"{got.count('')} of {len(got)} scores name no sample: name every one"
+    _require(all(got), f"{got.count('')} of {len(got)} scores name no sample: name every one")
     twice = sorted(i for i, n in Counter(got).items() if n > 1)
-    assert not twice, f"samples {twice} are scored more than once: one score per sample"
+    _require(not twice, f"samples {twice} are scored more than once: one score per sample")
     unknown = [i for i in got if i not in sent]
-    assert not unknown, f"scores name {unknown}, which are not samples of the request"
-    assert got == sent, f"scores name samples {got}, want {sent} in that order"
+    _require(not unknown, f"scores name {unknown}, which are not samples of the request")
+    _require(got == sent, f"scores name samples {got}, want {sent} in that order")
     rewards = [s.reward for s in reply.scores]
-    assert all(math.isfinite(r) for r in rewards), f"rewards {rewards}: every reward must be a finite number"
-    assert all(abs(r) <= max_abs_reward for r in rewards), (
-        f"rewards {rewards}: a run refuses any beyond ±{max_abs_reward:g} (reward.max_abs_reward)"
+    _require(all(math.isfinite(r) for r in rewards), f"rewards {rewards}: every reward must be a finite number")
+    _require(
+        all(abs(r) <= max_abs_reward for r in rewards),
+        f"rewards {rewards}: a run refuses any beyond ±{max_abs_reward:g} (reward.max_abs_reward)",
     )
-    assert reply.server, "ScoreResponse.server must say name@version"
+    _require(reply.server, "ScoreResponse.server must say name@version")
 
 
 async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: float = MAX_ABS_REWARD) -> list[Check]:
@@ -104,7 +115,7 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
         async def attempt(name: str, call: Callable[[], Awaitable[str]]) -> None:
             try:
                 checks.append(Check(name, True, await call()))
-            except AssertionError as exc:
+            except CheckFailed as exc:
                 checks.append(Check(name, False, str(exc)))
             except grpc.aio.AioRpcError as exc:
                 what = (
@@ -119,8 +130,8 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
         async def do_describe() -> str:
             nonlocal describe
             describe = await stub.Describe(reward_pb2.DescribeRequest(), timeout=deadline_s)
-            assert describe.name and describe.version, "Describe must name the server and its version"
-            assert 1 in describe.contract_versions, f"contract_versions {list(describe.contract_versions)} lack 1"
+            _require(describe.name and describe.version, "Describe must name the server and its version")
+            _require(1 in describe.contract_versions, f"contract_versions {list(describe.contract_versions)} lack 1")
             return (
                 f"{describe.name}@{describe.version}, needs reference: {describe.needs_reference}, "
                 f"views: {describe.needs_views}, teacher samples: {describe.needs_teacher_samples}"
@@ -144,11 +155,12 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
             try:
                 await stub.Score(_request(describe, contract_version=999), timeout=deadline_s)
             except grpc.aio.AioRpcError as exc:
-                assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (
-                    f"an unknown contract version got {exc.code().name}, want INVALID_ARGUMENT"
+                _require(
+                    exc.code() == grpc.StatusCode.INVALID_ARGUMENT,
+                    f"an unknown contract version got {exc.code().name}, want INVALID_ARGUMENT",
                 )
                 return "INVALID_ARGUMENT: " + (exc.details() or "")
-            raise AssertionError(
+            raise CheckFailed(
                 "contract_version 999 was scored: refuse versions you do not know "
                 "(INVALID_ARGUMENT), so an old server never misreads a new request"
             )

@@ -192,3 +192,19 @@ async def test_a_well_behaved_reply_passes_with_its_latency():
         assert " ms: [1.0, 1.0, 1.0, 1.0]" in checks[1].detail
     finally:
         await server.stop(None)
+
+
+def test_a_bad_reply_fails_the_check_under_python_dash_o_too():
+    """The checks used to be `assert`s, which `python -O` strips: every server passed."""
+    import subprocess
+    import sys
+
+    code = (
+        "from jetrl.cli.reward_check import CheckFailed, _check_reply\n"
+        "from jetrl.v1 import reward_pb2 as r\n"
+        "req = r.ScoreRequest(views=[r.RewardView(samples=[r.RewardSample(sample_id='a')])])\n"
+        "rep = r.ScoreResponse(server='x@1', scores=[r.SampleScore(sample_id='a', reward=float('nan'))])\n"
+        "try:\n    _check_reply(req, rep, 100.0)\nexcept CheckFailed as exc:\n    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=60)
+    assert "every reward must be a finite number" in out.stdout, out
