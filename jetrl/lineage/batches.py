@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Batch, PromptGroup, Reward, Sample
 from jetrl.lineage.samples import UnknownGroup, read_group
 from jetrl.states import GroupState
@@ -19,10 +19,7 @@ from jetrl.views import split
 __all__ = ["Batches"]
 
 
-class Batches:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Batches(EngineRole):
     async def record_scored(
         self, scored: events_pb2.ScoredGroup, trace_id: str, state: GroupState = GroupState.SCORED
     ) -> str:

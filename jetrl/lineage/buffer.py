@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
 from jetrl.lineage.samples import accounted, unfinished
 from jetrl.states import FinishReason, GroupState
@@ -34,10 +34,7 @@ class Resumed:
     dropped: int = 0  # stale prefixes dropped by this resume
 
 
-class PartialBuffer:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class PartialBuffer(EngineRole):
     async def abort(self, run_id: str, group_ids: list[str]) -> list[tuple[str, int]]:
         """Move generating groups to the buffer; (group id, attempt) of those that moved."""
         async with self.engine.begin() as conn:

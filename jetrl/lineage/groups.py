@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.ids import group_number
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Prompt, PromptGroup, Sample
 from jetrl.states import IN_FLIGHT, GroupState
 from jetrl.v1 import events_pb2
@@ -18,10 +18,7 @@ from jetrl.v1 import events_pb2
 __all__ = ["Groups"]
 
 
-class Groups:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Groups(EngineRole):
     async def admit_group(
         self,
         task: events_pb2.Task,

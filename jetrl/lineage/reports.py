@@ -12,8 +12,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run, Sample, SampleSegment
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
@@ -40,10 +40,7 @@ class RunStats:
     teacher_version: int | None
 
 
-class Reports:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Reports(EngineRole):
     async def record_evaluation(self, run_id: str, version: int, correct: int, total: int) -> None:
         async with self.engine.begin() as conn:
             await conn.execute(

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Run
 from jetrl.states import RunState
 
 __all__ = ["Runs"]
 
 
-class Runs:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Runs(EngineRole):
     async def create_run(
         self,
         run_id: str,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PartialSample, Prompt, PromptGroup, Run, Sample, SampleSegment
 from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2
@@ -34,33 +34,27 @@ class GroupProgress:
     accounted: bool  # every sample is finished or reported by the current attempt (resumable)
 
 
+# The fields a Sample message and its `samples` row share, by name (the repeated ones are lists in
+# the row): a sample is written from its message and read back into one through these.
+_SHARED = ("sample_id", "run_id", "group_id", "index", "text", "finish_reason", "worker_id")
+_SHARED_LISTS = ("prompt_token_ids", "completion_token_ids", "logprobs", "token_versions")
+
+
 def _sample_row(sample: events_pb2.Sample, trace_id: str) -> dict:
     versions = list(sample.token_versions) or [0]
-    return dict(
-        sample_id=sample.sample_id,
-        run_id=sample.run_id,
-        group_id=sample.group_id,
-        index=sample.index,
-        prompt_token_ids=list(sample.prompt_token_ids),
-        completion_token_ids=list(sample.completion_token_ids),
-        logprobs=list(sample.logprobs),
-        token_versions=list(sample.token_versions),
-        min_version=min(versions),
-        max_version=max(versions),
-        text=sample.text,
-        finish_reason=sample.finish_reason,
-        worker_id=sample.worker_id,
-        trace_id=trace_id,
-        view=sample.view or MAIN,
+    shared = {f: getattr(sample, f) for f in _SHARED} | {f: list(getattr(sample, f)) for f in _SHARED_LISTS}
+    return shared | dict(
+        min_version=min(versions), max_version=max(versions), trace_id=trace_id, view=sample.view or MAIN
     )
 
 
+def _attempt_key(sample: events_pb2.Sample) -> dict:
+    """Which attempt at which sample: the key of its partial and of its segment, with their run and group."""
+    return dict(sample_id=sample.sample_id, attempt=sample.attempt, run_id=sample.run_id, group_id=sample.group_id)
+
+
 def _partial_row(sample: events_pb2.Sample) -> dict:
-    return dict(
-        sample_id=sample.sample_id,
-        attempt=sample.attempt,
-        run_id=sample.run_id,
-        group_id=sample.group_id,
+    return _attempt_key(sample) | dict(
         index=sample.index,
         token_ids=list(sample.completion_token_ids),
         logprobs=list(sample.logprobs),
@@ -71,11 +65,7 @@ def _partial_row(sample: events_pb2.Sample) -> dict:
 def _segment_row(sample: events_pb2.Sample) -> dict:
     """This attempt's own stretch of the sample: the tokens after the prefix it was given."""
     own = list(sample.token_versions)[sample.prefix_len :]
-    return dict(
-        sample_id=sample.sample_id,
-        attempt=sample.attempt,
-        run_id=sample.run_id,
-        group_id=sample.group_id,
+    return _attempt_key(sample) | dict(
         worker_id=sample.worker_id,
         start=sample.prefix_len,
         end=len(sample.completion_token_ids),
@@ -85,10 +75,7 @@ def _segment_row(sample: events_pb2.Sample) -> dict:
     )
 
 
-class Samples:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Samples(EngineRole):
     async def record_samples(
         self, samples: list[tuple[events_pb2.Sample, str]]
     ) -> dict[tuple[str, str], GroupProgress | None]:
@@ -188,23 +175,7 @@ async def read_group(conn, group_id: str) -> events_pb2.PromptGroup:
         reference=head.reference,
         step=head.step if head.step is not None else -1,
         policy_version=head.admitted_version,
-        samples=[
-            events_pb2.Sample(
-                run_id=s.run_id,
-                group_id=group_id,
-                sample_id=s.sample_id,
-                index=s.index,
-                prompt_token_ids=s.prompt_token_ids,
-                completion_token_ids=s.completion_token_ids,
-                logprobs=s.logprobs,
-                token_versions=s.token_versions,
-                text=s.text,
-                finish_reason=s.finish_reason,
-                worker_id=s.worker_id,
-                view=s.view,
-            )
-            for s in rows
-        ],
+        samples=[events_pb2.Sample(**{f: getattr(s, f) for f in _SHARED + _SHARED_LISTS}, view=s.view) for s in rows],
         views=views if [v.view for v in views] != [MAIN] else [],
     )
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
+from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PolicyVersion, PromptGroup, Run, Sample
 from jetrl.states import GroupState
 from jetrl.v1 import events_pb2
@@ -17,10 +17,7 @@ from jetrl.v1 import events_pb2
 __all__ = ["Versions"]
 
 
-class Versions:
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
-
+class Versions(EngineRole):
     async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
         """A new version: its row, each trained sample's advantage and trained version, the run's head."""
         async with self.engine.begin() as conn:
