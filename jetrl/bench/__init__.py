@@ -23,8 +23,9 @@ parser and to run a bench); the suites are imported when one runs.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 
-__all__ = ["add_commands", "run"]
+__all__ = ["add_commands", "add_selection", "run"]
 
 
 def add_commands(bench: argparse.ArgumentParser) -> None:
@@ -32,22 +33,22 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
     from jetrl.bench import async_cli, rewards, rewards_arms
 
     sub = bench.add_subparsers(dest="benchmark", required=True)
-    formatter = argparse.RawDescriptionHelpFormatter
-    async_cli.add_arguments(
-        sub.add_parser(
-            "async",
-            help="sync vs async training and APRIL, side by side",
-            description=async_cli.__doc__,
-            formatter_class=formatter,
+    for name, options, summary, description in [
+        ("async", async_cli, "sync vs async training and APRIL, side by side", async_cli.__doc__),
+        ("rewards", rewards_arms, "rewards with and without labels, grpo vs mc_grpo", rewards.__doc__),
+    ]:
+        options.add_arguments(
+            sub.add_parser(
+                name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+            )
         )
-    )
-    rewards_arms.add_arguments(
-        sub.add_parser(
-            "rewards",
-            help="rewards with and without labels, grpo vs mc_grpo",
-            description=rewards.__doc__,
-            formatter_class=formatter,
-        )
+
+
+def add_selection(p: argparse.ArgumentParser, flag: str, names: Iterable[str], metavar: str, what: str) -> None:
+    """An option `flag` choosing which of `names` a bench runs, all of them by default."""
+    names = list(names)
+    p.add_argument(
+        flag, nargs="+", choices=names, default=names, metavar=metavar, help=f"{what} (default all: {' '.join(names)})"
     )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from jetrl.bench import add_selection
 from jetrl.bench.configs import CONFIGS
 from jetrl.bench.report import OUT_HELP
 
@@ -39,14 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     defaults make a trainer-bound pipeline whose lognormal length tail stalls the synchronous
     loop: a batch of 32 samples waits for its longest (about 300 tokens, 1.5 s of decoding) while
     the trainer needs about 0.8 s for the batch's ~2,000 tokens."""
-    p.add_argument(
-        "--configs",
-        nargs="+",
-        choices=list(CONFIGS),
-        default=list(CONFIGS),
-        metavar="NAME",
-        help=f"configurations to run, in order (default all: {' '.join(CONFIGS)})",
-    )
+    add_selection(p, "--configs", CONFIGS, "NAME", "configurations to run, in order")
     p.add_argument("--steps", type=int, help="versions per run (default 16; --real: the demo spec's)")
     p.add_argument("--warmup", type=int, default=2, help="versions before the steady-state window (default 2)")
     p.add_argument("--batch-groups", type=int, default=4, help="B: groups per batch (default 4)")

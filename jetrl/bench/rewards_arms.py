@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
+from jetrl.bench import add_selection
 from jetrl.bench.report import OUT_HELP
 from jetrl.config import RunSpec, Settings
 from jetrl.spec_sections import TaskSpec
@@ -46,14 +47,7 @@ ARMS = {
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `jetrl bench rewards` (also benchmarks/rewards_bench.py)."""
-    p.add_argument(
-        "--arms",
-        nargs="+",
-        choices=list(ARMS),
-        default=list(ARMS),
-        metavar="ARM",
-        help=f"arms to run (default all: {' '.join(ARMS)})",
-    )
+    add_selection(p, "--arms", ARMS, "ARM", "arms to run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="versions per run (default 50, as the demo)")
     p.add_argument("--batch-groups", type=int, default=16, help="B: groups per batch (default 16, as the demo)")

@@ -37,15 +37,8 @@ DEFAULT_STEPS = 16
 
 
 def simulation_from(args: argparse.Namespace) -> SimulationSpec:
-    return SimulationSpec(
-        decode_step_s=args.decode_step_s,
-        capacity=args.capacity,
-        length_median=args.length_median,
-        length_sigma=args.length_sigma,
-        max_length=args.max_length,
-        train_s_per_token=args.train_s_per_token,
-        train_s_per_step=args.train_s_per_step,
-    )
+    """The simulated hardware from its options: each field from the option of the same name."""
+    return SimulationSpec(**{field: getattr(args, field) for field in SimulationSpec.model_fields})
 
 
 def sim_spec(cfg: BenchConfig, args: argparse.Namespace, model_dir: Path, sim: SimulationSpec) -> RunSpec:
