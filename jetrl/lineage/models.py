@@ -85,6 +85,15 @@ class PromptGroup(Base):
     created_at: Mapped[datetime] = _now()
 
 
+class _AttemptKey:
+    """The key of one attempt at a sample (its segment, its partial), with the sample's run and group."""
+
+    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
+
+
 class Sample(Base):
     __tablename__ = "samples"
     sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
@@ -115,14 +124,10 @@ class Sample(Base):
     created_at: Mapped[datetime] = _now()
 
 
-class SampleSegment(Base):
+class SampleSegment(_AttemptKey, Base):
     """One attempt's stretch of a sample: which worker generated tokens [start, end), with which versions."""
 
     __tablename__ = "sample_segments"
-    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
-    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
-    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
     worker_id: Mapped[str] = mapped_column(String(128))
     start: Mapped[int] = mapped_column(Integer)
     end: Mapped[int] = mapped_column(Integer)
@@ -132,14 +137,10 @@ class SampleSegment(Base):
     created_at: Mapped[datetime] = _now()
 
 
-class PartialSample(Base):
+class PartialSample(_AttemptKey, Base):
     """APRIL's partial buffer: a sample's completion so far when its attempt was aborted."""
 
     __tablename__ = "partial_samples"
-    sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
-    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
-    group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
     token_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer))
     logprobs: Mapped[list[float]] = mapped_column(ARRAY(Float))
