@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Batch, PromptGroup, Reward, Sample
+from jetrl.lineage.role import EngineRole
 from jetrl.lineage.samples import UnknownGroup, read_group
 from jetrl.states import GroupState
 from jetrl.v1 import events_pb2, reward_pb2

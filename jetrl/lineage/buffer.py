@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
+from jetrl.lineage.role import EngineRole
 from jetrl.lineage.samples import accounted, unfinished
 from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2

@@ -13,29 +13,13 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-__all__ = [
-    "DatabaseUnreachable",
-    "EngineRole",
-    "make_engine",
-    "ensure_database",
-    "check_database",
-    "migrate",
-    "head_revision",
-]
+__all__ = ["DatabaseUnreachable", "make_engine", "ensure_database", "check_database", "migrate", "head_revision"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 class DatabaseUnreachable(RuntimeError):
     """Postgres cannot be reached, or the lineage schema is missing or old."""
-
-
-class EngineRole:
-    """One role of the lineage store (jetrl.lineage.store): its methods open their transactions
-    on the engine it is given, shared by every role."""
-
-    def __init__(self, engine: AsyncEngine):
-        self.engine = engine
 
 
 def _driver_url(url: str) -> str:

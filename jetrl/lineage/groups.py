@@ -10,8 +10,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from jetrl.ids import group_number
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Prompt, PromptGroup, Sample
+from jetrl.lineage.role import EngineRole
 from jetrl.states import IN_FLIGHT, GroupState
 from jetrl.v1 import events_pb2
 

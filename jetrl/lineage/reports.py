@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run, Sample, SampleSegment
+from jetrl.lineage.role import EngineRole
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
 
@@ -42,12 +41,7 @@ class RunStats:
 
 class Reports(EngineRole):
     async def record_evaluation(self, run_id: str, version: int, correct: int, total: int) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(Evaluation)
-                .values(run_id=run_id, version=version, correct=correct, total=total)
-                .on_conflict_do_nothing()
-            )
+        await self.insert_once(Evaluation, run_id=run_id, version=version, correct=correct, total=total)
 
     async def evaluations(self, run_id: str) -> list[tuple[int, int, int, float]]:
         """(version, correct, total, accuracy) in version order."""
@@ -65,26 +59,12 @@ class Reports(EngineRole):
         return (found[-1][0], found[-1][3]) if found else None
 
     async def record_dead_letter(self, dlq_id: str, run_id: str, subject: str, reason: str, payload: bytes) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(DeadLetter)
-                .values(
-                    dlq_id=dlq_id,
-                    run_id=run_id,
-                    subject=subject,
-                    reason=reason,
-                    payload=payload,
-                )
-                .on_conflict_do_nothing()
-            )
+        await self.insert_once(
+            DeadLetter, dlq_id=dlq_id, run_id=run_id, subject=subject, reason=reason, payload=payload
+        )
 
     async def dead_letters(self, run_id: str) -> list:
-        async with self.engine.connect() as conn:
-            return list(
-                await conn.execute(
-                    select(DeadLetter).where(DeadLetter.run_id == run_id).order_by(DeadLetter.created_at)
-                )
-            )
+        return await self.rows(select(DeadLetter).where(DeadLetter.run_id == run_id).order_by(DeadLetter.created_at))
 
     async def run_stats(self, run_id: str) -> RunStats:
         async with self.engine.connect() as conn:
@@ -161,32 +141,26 @@ class Reports(EngineRole):
 
     async def segments(self, sample_id: str) -> list:
         """Every attempt's stretch of one sample: worker, token range, versions, how it ended."""
-        async with self.engine.connect() as conn:
-            return list(
-                await conn.execute(
-                    select(SampleSegment).where(SampleSegment.sample_id == sample_id).order_by(SampleSegment.attempt)
-                )
-            )
+        return await self.rows(
+            select(SampleSegment).where(SampleSegment.sample_id == sample_id).order_by(SampleSegment.attempt)
+        )
 
     async def trained_sample_rows(self, run_id: str) -> list:
         """Every trained sample: id, generating versions, reward, advantage, trained version."""
-        async with self.engine.connect() as conn:
-            return list(
-                await conn.execute(
-                    select(
-                        Sample.sample_id,
-                        Sample.min_version,
-                        Sample.max_version,
-                        Sample.reward,
-                        Sample.advantage,
-                        Sample.trained_version,
-                        Sample.batch_id,
-                        Sample.staleness,
-                        Sample.trained_tokens,
-                        Sample.stale_masked_tokens,
-                        Sample.attempts,
-                    )
-                    .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
-                    .order_by(Sample.sample_id)
-                )
+        return await self.rows(
+            select(
+                Sample.sample_id,
+                Sample.min_version,
+                Sample.max_version,
+                Sample.reward,
+                Sample.advantage,
+                Sample.trained_version,
+                Sample.batch_id,
+                Sample.staleness,
+                Sample.trained_tokens,
+                Sample.stale_masked_tokens,
+                Sample.attempts,
             )
+            .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+            .order_by(Sample.sample_id)
+        )

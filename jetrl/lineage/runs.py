@@ -6,10 +6,9 @@ Each method is one transaction.
 from __future__ import annotations
 
 from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import Run
+from jetrl.lineage.role import EngineRole
 from jetrl.states import RunState
 
 __all__ = ["Runs"]
@@ -26,23 +25,19 @@ class Runs(EngineRole):
         group_size: int,
         trace_id: str,
     ) -> None:
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                insert(Run)
-                .values(
-                    run_id=run_id,
-                    name=name,
-                    spec_yaml=spec_yaml,
-                    state=RunState.RUNNING,
-                    message="",
-                    policy_version=0,
-                    total_steps=total_steps,
-                    batch_groups=batch_groups,
-                    group_size=group_size,
-                    trace_id=trace_id,
-                )
-                .on_conflict_do_nothing()
-            )
+        await self.insert_once(
+            Run,
+            run_id=run_id,
+            name=name,
+            spec_yaml=spec_yaml,
+            state=RunState.RUNNING,
+            message="",
+            policy_version=0,
+            total_steps=total_steps,
+            batch_groups=batch_groups,
+            group_size=group_size,
+            trace_id=trace_id,
+        )
 
     async def get_run(self, run_id: str) -> Run | None:
         async with self.engine.connect() as conn:
@@ -50,8 +45,7 @@ class Runs(EngineRole):
             return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()  # type: ignore[return-value]
 
     async def list_runs(self) -> list:
-        async with self.engine.connect() as conn:
-            return list(await conn.execute(select(Run).order_by(Run.created_at)))
+        return await self.rows(select(Run).order_by(Run.created_at))
 
     async def set_run_state(self, run_id: str, state: RunState, message: str) -> None:
         async with self.engine.begin() as conn:

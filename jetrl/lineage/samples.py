@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PartialSample, Prompt, PromptGroup, Run, Sample, SampleSegment
+from jetrl.lineage.role import EngineRole
 from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER

@@ -9,8 +9,8 @@ from __future__ import annotations
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.db import EngineRole
 from jetrl.lineage.models import PolicyVersion, PromptGroup, Run, Sample
+from jetrl.lineage.role import EngineRole
 from jetrl.states import GroupState
 from jetrl.v1 import events_pb2
 
