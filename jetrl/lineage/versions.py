@@ -16,25 +16,18 @@ from jetrl.v1 import events_pb2
 
 __all__ = ["Versions"]
 
+# The fields of a WeightsAnnouncement its policy_versions row keeps as they are, by name.
+_ANNOUNCED = ("run_id", "version", "parent_version", "batch_id", "uri", "sha256", "size_bytes", "samples_trained_total")
+
 
 class Versions(EngineRole):
     async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
         """A new version: its row, each trained sample's advantage and trained version, the run's head."""
         async with self.engine.begin() as conn:
+            announced = {f: getattr(ann, f) for f in _ANNOUNCED}
             await conn.execute(
                 insert(PolicyVersion)
-                .values(
-                    run_id=ann.run_id,
-                    version=ann.version,
-                    parent_version=ann.parent_version,
-                    batch_id=ann.batch_id,
-                    uri=ann.uri,
-                    sha256=ann.sha256,
-                    size_bytes=ann.size_bytes,
-                    metrics=dict(ann.metrics),
-                    samples_trained_total=ann.samples_trained_total,
-                    trace_id=trace_id,
-                )
+                .values(**announced, metrics=dict(ann.metrics), trace_id=trace_id)
                 .on_conflict_do_nothing()
             )
             # the groups' rows first, then their samples: the order record_samples takes them in
