@@ -8,17 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is_transient
-from jetrl.bus.topology import (
-    DUPLICATE_WINDOW_S,
-    SCHEDULER_CONTROL,
-    SCHEDULER_DLQ,
-    SCHEDULER_EVALUATED,
-    SCHEDULER_ROLLOUTS,
-    SCHEDULER_SCORED,
-    SCHEDULER_TEACHER,
-    SCHEDULER_WEIGHTS,
-)
+from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is_transient, topology
 from jetrl.config import Settings, parse_spec
 from jetrl.lineage.db import check_database, make_engine
 from jetrl.lineage.store import LineageStore
@@ -37,7 +27,7 @@ RECONCILE_EVERY_S = 5.0
 async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
     """Pick up every run that was RUNNING when the last scheduler stopped, and tell the workers
     again of runs that ended lately (the last scheduler may have died before it did)."""
-    recent = datetime.now(UTC) - timedelta(seconds=DUPLICATE_WINDOW_S)
+    recent = datetime.now(UTC) - timedelta(seconds=topology.DUPLICATE_WINDOW_S)
     for record in await store.runs.list_runs():
         if record.state != RunState.RUNNING:
             if record.updated_at >= recent:
@@ -65,17 +55,11 @@ async def main(settings: Settings) -> None:
     coordinator = Coordinator(js, store)
     recorder = Recorder(coordinator, store)
 
-    def worker(spec, handler):
-        async def run(stop: asyncio.Event) -> None:
-            await consume(js, spec, handler, stop)
+    def worker(spec, handler, consumes=consume, **options):
+        """A worker named after its consumer that runs `consumes` (one event at a time by default)."""
 
-        run.__name__ = spec.name
-        return run
-
-    def together(spec, handler):
-        # samples are the bulk of the traffic: one transaction per fetch instead of per sample
         async def run(stop: asyncio.Event) -> None:
-            await consume_together(js, spec, handler, stop, batch=128)
+            await consumes(js, spec, handler, stop, **options)
 
         run.__name__ = spec.name
         return run
@@ -121,13 +105,14 @@ async def main(settings: Settings) -> None:
         [
             resume,
             reconcile,
-            together(SCHEDULER_ROLLOUTS, recorder.on_samples),
-            worker(SCHEDULER_SCORED, recorder.on_scored),
-            worker(SCHEDULER_WEIGHTS, recorder.on_weights),
-            worker(SCHEDULER_TEACHER, recorder.on_teacher),
-            worker(SCHEDULER_CONTROL, recorder.on_control),
-            worker(SCHEDULER_DLQ, recorder.on_dead_letter),
-            worker(SCHEDULER_EVALUATED, recorder.on_evaluated),
+            # samples are the bulk of the traffic: one transaction per fetch instead of per sample
+            worker(topology.SCHEDULER_ROLLOUTS, recorder.on_samples, consume_together, batch=128),
+            worker(topology.SCHEDULER_SCORED, recorder.on_scored),
+            worker(topology.SCHEDULER_WEIGHTS, recorder.on_weights),
+            worker(topology.SCHEDULER_TEACHER, recorder.on_teacher),
+            worker(topology.SCHEDULER_CONTROL, recorder.on_control),
+            worker(topology.SCHEDULER_DLQ, recorder.on_dead_letter),
+            worker(topology.SCHEDULER_EVALUATED, recorder.on_evaluated),
         ],
         on_stop=close,
         probe=probe,
