@@ -25,43 +25,21 @@ pytestmark = pytest.mark.timeout(600)
 # within the timeout instead of hanging the suite
 CONFIG = ChaosConfig(trials=4, steps=16, run_timeout_s=150)
 PLANS = [
-    # the trainer dies holding a batch: it comes back after the ack wait, trained once
     TrialPlan(
-        index=0,
-        seed=0,
-        spec="sync",
-        max_staleness=0,
-        fault="kill-trainer",
-        at_version=4,
-        after_s=0.3,
-        restart_delay_s=2.0,
-    ),
-    # the scheduler dies with groups and batches in flight ahead of the trainer
-    TrialPlan(
-        index=1,
-        seed=1,
-        spec="async",
-        max_staleness=2,
-        fault="kill-scheduler",
-        at_version=3,
-        after_s=0.2,
-        restart_delay_s=1.0,
-    ),
-    # the rollout worker dies while over-provisioned groups generate and partials wait
-    TrialPlan(
-        index=2,
-        seed=2,
-        spec="april",
-        max_staleness=1,
-        fault="kill-rollout",
-        at_version=5,
-        after_s=0.5,
-        restart_delay_s=3.0,
-    ),
-    # the broker dies; it comes back on its port with its JetStream store
-    TrialPlan(
-        index=3, seed=3, spec="sync", max_staleness=0, fault="nats", at_version=5, after_s=0.2, restart_delay_s=2.0
-    ),
+        index=i, seed=i, spec=spec, max_staleness=eta, fault=fault, at_version=at, after_s=after, restart_delay_s=down
+    )
+    for i, (spec, eta, fault, at, after, down) in enumerate(
+        [
+            # the trainer dies holding a batch: it comes back after the ack wait, trained once
+            ("sync", 0, "kill-trainer", 4, 0.3, 2.0),
+            # the scheduler dies with groups and batches in flight ahead of the trainer
+            ("async", 2, "kill-scheduler", 3, 0.2, 1.0),
+            # the rollout worker dies while over-provisioned groups generate and partials wait
+            ("april", 1, "kill-rollout", 5, 0.5, 3.0),
+            # the broker dies; it comes back on its port with its JetStream store
+            ("sync", 0, "nats", 5, 0.2, 2.0),
+        ]
+    )
 ]
 
 

@@ -197,29 +197,27 @@ def test_nothing_kept_gives_zero_loss_and_zero_gradient():
     assert out.metrics["tokens"] == 0.0 and out.metrics["mean_w"] == 1.0
 
 
-def test_capped_token_with_infinite_weight_does_not_poison_the_loss_value():
-    # b = -inf (or p - b = 1000) -> w = inf -> the token is capped; the loss is the other token's
-    theta = _t([0.0, 0.0, 0.0], True)
-    out = decoupled_ppo_loss(
+def _loss_with_two_capped_tokens(theta):
+    # b = -inf (or p - b = 1000) -> w = inf -> tokens 1 and 2 are capped; token 0 is kept
+    return decoupled_ppo_loss(
         theta,
         _t([0.0, 0.0, 0.0]),
         _t([0.0, -math.inf, -1000.0]),
         _t([1.0, 1.0, 1.0]),
         torch.tensor([[True, True, True]]),
     )
+
+
+def test_capped_token_with_infinite_weight_does_not_poison_the_loss_value():
+    out = _loss_with_two_capped_tokens(_t([0.0, 0.0, 0.0], True))
+    # the loss is the kept token's
     assert out.loss.item() == pytest.approx(-1.0)
     assert out.metrics["masked_fraction"] == pytest.approx(2 / 3)
 
 
 def test_capped_token_with_infinite_weight_gets_zero_gradient():
     theta = _t([0.0, 0.0, 0.0], True)
-    out = decoupled_ppo_loss(
-        theta,
-        _t([0.0, 0.0, 0.0]),
-        _t([0.0, -math.inf, -1000.0]),
-        _t([1.0, 1.0, 1.0]),
-        torch.tensor([[True, True, True]]),
-    )
+    out = _loss_with_two_capped_tokens(theta)
     out.loss.backward()
     # only token 0 is kept: dθ = [-1, 0, 0], no nan from the masked ones (a fixed bug)
     assert theta.grad[0].tolist() == [-1.0, 0.0, 0.0]
