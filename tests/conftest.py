@@ -141,21 +141,19 @@ def _valid_event(kind, run_id: str = "run1"):
     """A minimal event of `kind` that passes jetrl.bus validation."""
     from jetrl.bus import Kind
     from jetrl.v1 import events_pb2 as ev
+    from sample_events import sample_event
 
     group_id = f"{run_id}.s0.g0"
 
     def sample(index: int) -> ev.Sample:
-        return ev.Sample(
-            run_id=run_id,
-            group_id=group_id,
-            sample_id=f"{group_id}.{index}",
-            index=index,
+        return sample_event(
+            run_id,
+            group_id,
+            index,
             prompt_token_ids=[1, 2],
             completion_token_ids=[3, 4],
             logprobs=[-0.5, -0.1],
-            token_versions=[0, 0],
             text="7",
-            finish_reason="eos",
             worker_id="w",
         )
 

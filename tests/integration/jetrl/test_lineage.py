@@ -12,6 +12,7 @@ from jetrl.lineage.samples import GroupProgress, UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
+from sample_events import sample_event
 from svc_scheduler.recorder import scored_state
 
 G = 2
@@ -47,20 +48,7 @@ def task(run_id: str, n: int, step: int = 0) -> ev.Task:
 
 
 def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
-    group_id = f"{run_id}.g{n:06d}"
-    return ev.Sample(
-        run_id=run_id,
-        group_id=group_id,
-        sample_id=f"{group_id}.{index}",
-        index=index,
-        prompt_token_ids=[5, 6],
-        completion_token_ids=[7, 2],
-        logprobs=[-0.5, -0.25],
-        token_versions=list(versions),
-        text=str(n + 1),
-        finish_reason="eos",
-        worker_id="w1",
-    )
+    return sample_event(run_id, f"{run_id}.g{n:06d}", index, token_versions=list(versions), text=str(n + 1))
 
 
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:

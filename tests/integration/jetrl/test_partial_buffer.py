@@ -9,6 +9,7 @@ from jetrl.lineage.db import make_engine
 from jetrl.lineage.samples import GroupProgress
 from jetrl.lineage.store import LineageStore
 from jetrl.v1 import events_pb2 as ev
+from sample_events import sample_event
 
 G = 3
 
@@ -41,12 +42,10 @@ async def group(stores):
 
 
 def sample(run_id, group_id, index, tokens, versions, *, attempt=0, prefix_len=0, reason="aborted", worker="w1"):
-    return ev.Sample(
-        run_id=run_id,
-        group_id=group_id,
-        sample_id=f"{group_id}.{index}",
-        index=index,
-        prompt_token_ids=[5, 6],
+    return sample_event(
+        run_id,
+        group_id,
+        index,
         completion_token_ids=tokens,
         logprobs=[-0.5] * len(tokens),
         token_versions=versions,
