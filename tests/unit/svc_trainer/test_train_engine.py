@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import svc_trainer.engine
-from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
+from jetrl.policy import encode_prompt
 from jetrl.spec_sections import TrainSpec
 from svc_rollout.api import GenRequest
 from svc_rollout.engine import TorchEngine
@@ -19,8 +19,8 @@ from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.loss import decoupled_ppo_loss
 from svc_trainer.staleness import batch_metrics, token_staleness
+from tiny_models import TOK, spread_model
 
-TOK = make_char_tokenizer()
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
 METRIC_KEYS = {"loss", "tokens", "clip_fraction", "masked_fraction", "mean_w", "grad_norm"}
 
@@ -38,16 +38,6 @@ def loss_calls(monkeypatch):
     return calls
 
 
-def make_model(seed=0, std=0.3):
-    model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed)
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std)
-    return model
-
-
 def rollouts(model, temperature, max_new=(3, 9, 5, 7), seed=0):
     """Samples from the rollout engine on a copy of `model` (different prompt and completion lengths)."""
     engine = TorchEngine(copy.deepcopy(model), TOK)
@@ -63,7 +53,7 @@ def sum_logprob(engine, prompt, completion):
 
 @pytest.mark.parametrize("temperature", [1.0, 0.7, 0.0])
 def test_token_logprobs_equal_the_rollout_behaviour_logprobs(temperature):
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, temperature)
     trainer = TorchTrainEngine(copy.deepcopy(model), TrainSpec(), temperature=temperature)
     lp, mask = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=False)
@@ -77,7 +67,7 @@ def test_token_logprobs_equal_the_rollout_behaviour_logprobs(temperature):
 
 
 def test_token_logprobs_grad_flag():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     trainer = TorchTrainEngine(model, TrainSpec())
     with_grad, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=True)
@@ -88,7 +78,7 @@ def test_token_logprobs_grad_flag():
 
 @pytest.mark.parametrize("advantage, direction", [(1.0, 1), (-1.0, -1)])
 def test_one_step_moves_the_sample_log_prob_with_the_advantage(advantage, direction):
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[1]
     trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2))
@@ -108,7 +98,7 @@ def test_one_step_moves_the_sample_log_prob_with_the_advantage(advantage, direct
 
 
 def test_group_step_raises_positive_and_lowers_negative_samples():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0, max_new=(6, 6, 6, 6))
     advantages = [1.0, -1.0, 0.5, -0.5]
     trainer = TorchTrainEngine(model, TrainSpec(lr=5e-3))
@@ -124,7 +114,7 @@ def test_group_step_raises_positive_and_lowers_negative_samples():
 
 
 def test_constant_aggregation_normalises_by_batch_size_times_max_new_tokens():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0, max_new=(3, 5, 3, 5))
     samples = [TrainSample(p, r.token_ids, r.logprobs, 1.0) for p, r in zip(prompts[:2], results[:2])]
     assert [len(s.completion_token_ids) for s in samples] == [3, 5]
@@ -136,11 +126,11 @@ def test_constant_aggregation_normalises_by_batch_size_times_max_new_tokens():
 
 def test_constant_aggregation_needs_max_new_tokens():
     with pytest.raises(ValueError, match="max_new_tokens"):
-        TorchTrainEngine(make_model(), TrainSpec(loss_agg="constant"))
+        TorchTrainEngine(spread_model(), TrainSpec(loss_agg="constant"))
 
 
 def test_minibatches_take_several_optimizer_steps():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0, max_new=(4, 6, 2, 5))
     samples = [TrainSample(p, r.token_ids, r.logprobs, a) for p, r, a in zip(prompts, results, [1.0, -1.0, 1.0, -1.0])]
     trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2, minibatches=2))
@@ -153,7 +143,7 @@ def test_minibatches_take_several_optimizer_steps():
 
 
 def test_second_minibatch_is_clipped_against_the_proximal_policy_of_before_the_first(loss_calls):
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0, max_new=(6, 6, 6, 6))
     r = results[1]
     # the same sample in both minibatches, A = +1: the first step raises its log-probs, so the
@@ -176,7 +166,7 @@ def test_second_minibatch_is_clipped_against_the_proximal_policy_of_before_the_f
 @pytest.mark.parametrize("minibatches", [1, 2])
 def test_synchronous_rollouts_have_behaviour_weight_one(loss_calls, minibatches):
     # η = 0, no interruption: the rollout engine's log-probs are the trainer's proximal ones, w = 1
-    model = make_model()
+    model = spread_model()
     prompts = [encode_prompt(TOK, p) for p in PROMPTS]
     engine = TorchEngine(copy.deepcopy(model), TOK)
     reqs = [
@@ -202,7 +192,7 @@ def test_synchronous_rollouts_have_behaviour_weight_one(loss_calls, minibatches)
 
 
 def test_stale_tokens_never_reach_the_loss():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[1]
     # a resumed sample whose first two tokens are stale: their behaviour log-probs are garbage
@@ -219,7 +209,7 @@ def test_stale_tokens_never_reach_the_loss():
 def test_masking_the_tail_trains_exactly_like_the_truncated_sample():
     # causal LM: the log-probs of the first 3 tokens do not depend on later ones, so masking
     # tokens 3.. gives the same loss and the same gradient as a completion cut after token 3
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[1]
     assert len(r.token_ids) > 3
@@ -236,7 +226,7 @@ def test_masking_the_tail_trains_exactly_like_the_truncated_sample():
 
 
 def test_batch_with_no_trainable_token_changes_nothing():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     trainer = TorchTrainEngine(model, TrainSpec(lr=1e-2, weight_decay=0.1, minibatches=2))
     # a real step first, so AdamW has momentum that a zero-gradient step would still apply
@@ -252,7 +242,7 @@ def test_batch_with_no_trainable_token_changes_nothing():
 
 
 def test_stale_behaviour_log_probs_are_importance_weighted():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[0]
     # behaviour log-probs ln 2 below the proximal ones: w = 2 on every token
@@ -264,7 +254,7 @@ def test_stale_behaviour_log_probs_are_importance_weighted():
 
 
 def test_tokens_above_the_weight_cap_are_masked():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[0]
     # first token: w = e^3 ≈ 20 > cap 5 -> masked; the others on-policy
@@ -276,7 +266,7 @@ def test_tokens_above_the_weight_cap_are_masked():
 
 
 def test_one_hopelessly_stale_token_does_not_poison_the_model():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     r = results[0]
     stale = [r.logprobs[0] - 1000.0] + list(r.logprobs[1:])  # w = e^1000 = inf in float32: must be masked
@@ -287,7 +277,7 @@ def test_one_hopelessly_stale_token_does_not_poison_the_model():
 
 
 def test_empty_completion_in_a_batch_is_ignored():
-    model = make_model()
+    model = spread_model()
     prompts, results = rollouts(model, 1.0)
     samples = [
         TrainSample(prompts[0], [], [], 1.0),
@@ -299,7 +289,7 @@ def test_empty_completion_in_a_batch_is_ignored():
 
 
 def test_train_step_rejects_bad_batches():
-    trainer = TorchTrainEngine(make_model(), TrainSpec())
+    trainer = TorchTrainEngine(spread_model(), TrainSpec())
     with pytest.raises(ValueError, match="at least one sample"):
         trainer.train_step([])
     with pytest.raises(ValueError, match="log-prob"):
