@@ -77,8 +77,11 @@ def evaluate(engine: TorchEngine, spec: RunSpec, heldout, clock: dict) -> float:
     return correct / total
 
 
-def rl_step(step: int, spec: RunSpec, task, engine: TorchEngine, trainer: TorchTrainEngine, clock: dict) -> dict:
-    """One synchronous version: B groups of G samples, rewards, advantages, one train step."""
+def rl_step(
+    step: int, spec: RunSpec, task, engine: TorchEngine, trainer: TorchTrainEngine, clock: dict, weights: Path
+) -> dict:
+    """One synchronous version: B groups of G samples, rewards, advantages, one train step; the
+    new version reaches the engine through the file `weights`, as a trainer's would."""
     r, b = spec.rollout, spec.train.batch_groups
     samples, rewards, mixed = [], [], 0
     for n in range(step * b, (step + 1) * b):
@@ -105,7 +108,8 @@ def rl_step(step: int, spec: RunSpec, task, engine: TorchEngine, trainer: TorchT
     metrics = trainer.train_step(samples)
     clock["train"] += time.perf_counter() - started
     started = time.perf_counter()
-    engine.load_weights(state_to_bytes(trainer.model), step + 1)
+    weights.write_bytes(state_to_bytes(trainer.model))
+    engine.load_weights(weights, step + 1)
     clock["sync"] += time.perf_counter() - started
     return {"reward": sum(rewards) / len(rewards), "mixed": mixed / b, **metrics}
 
@@ -146,7 +150,7 @@ def run(args: argparse.Namespace, seed: int, workdir: Path) -> dict:
     print(f"[seed {seed}] v0 held-out accuracy {accuracy[0]:.1%}")
     every = spec.schedule.eval_every
     for step in range(spec.train.steps):
-        m = rl_step(step, spec, task, engine, trainer, clock)
+        m = rl_step(step, spec, task, engine, trainer, clock, workdir / "weights.safetensors")
         version = step + 1
         line = (
             f"[seed {seed}] v{version:<4} reward {m['reward']:.3f}  mixed groups {m['mixed']:.2f}  "

@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.localstack import free_port, start_nats_server, stop_process
-from svc_rollout.weights import _read_file, stream_weights
+from svc_rollout.weights import _shared_file, stream_weights
 from svc_trainer.checkpoint import save_weights
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
@@ -59,8 +59,8 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
             blob = os.urandom(mb << 20)
             digest = hashlib.sha256(blob).hexdigest()
             path = save_weights(tmp, "bench", mb, blob)
-            t_file = await timed(asyncio.to_thread, _read_file, path.as_uri(), digest)
-            t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", "bench", mb)
+            t_file = await timed(asyncio.to_thread, _shared_file, path.as_uri(), digest)
+            t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", "bench", mb, tmp / "streamed")
             t_obj = None
             if mb <= objstore_max_mb:  # the object store's get is so slow that big sizes take minutes
                 store = await js.create_object_store(f"bench{mb}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from transformers import PreTrainedTokenizerBase
@@ -62,8 +63,8 @@ class GenerationEngine(Protocol):
     def busy_seconds(self) -> float:
         """Wall time spent generating (for throughput and utilisation)."""
 
-    def load_weights(self, state_bytes: bytes, version: int) -> None:
-        """Take a new version's weights (a safetensors blob) in place."""
+    def load_weights(self, path: Path, version: int) -> None:
+        """Take a new version's weights (a local, verified safetensors file) in place."""
 
     def generate(self, requests: Sequence[GenRequest], should_stop: Callable[[], bool] = ...) -> list[GenResult]:
         """One result per request, in order; asks `should_stop` before every decode step and ends

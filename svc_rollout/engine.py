@@ -17,21 +17,21 @@ the in-place copy: decoding the blob happens before, while generation goes on.
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.generate import left_pad
-from jetrl.policy.load import copy_state, encode_prompt, parse_state_bytes
+from jetrl.policy.load import copy_state, encode_prompt, read_state_file
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
 from svc_rollout.api import GenRequest, GenResult
+from svc_rollout.gate import CallGate
 
 __all__ = ["TorchEngine"]
 
@@ -47,64 +47,6 @@ def _top_p_mask(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
 
 def _never() -> bool:
     return False
-
-
-class CallGate:
-    """Generate calls in flight against weight loads, shared by every engine.
-
-    `interrupt=True`: a load never waits here (it lands between two decode steps, under the
-    engine's own lock). `interrupt=False` ("finish"): a load waits until no generate call is in
-    flight, and new calls wait for a pending load, so a stream of calls cannot starve it. The gate
-    also clocks the wall time with at least one call in flight (not a sum over calls).
-    """
-
-    def __init__(self, interrupt: bool):
-        self.interrupt = interrupt
-        self.pending_loads = 0
-        self._cond = threading.Condition()
-        self._active = 0
-        self._busy_since = 0.0
-        self._busy_total = 0.0
-
-    @property
-    def busy_seconds(self) -> float:
-        with self._cond:
-            running = time.perf_counter() - self._busy_since if self._active else 0.0
-            return self._busy_total + running
-
-    @contextmanager
-    def call(self) -> Iterator[None]:
-        """Around one generate call: admitted after any pending load in finish mode."""
-        with self._cond:
-            if not self.interrupt:
-                self._cond.wait_for(lambda: self.pending_loads == 0)
-            if self._active == 0:
-                self._busy_since = time.perf_counter()
-            self._active += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self._active -= 1
-                if self._active == 0:
-                    self._busy_total += time.perf_counter() - self._busy_since
-                    self._cond.notify_all()
-
-    @contextmanager
-    def load(self) -> Iterator[None]:
-        """Around applying new weights: in finish mode, once no call is in flight."""
-        if self.interrupt:
-            yield
-            return
-        with self._cond:
-            self.pending_loads += 1
-            self._cond.wait_for(lambda: self._active == 0)
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.pending_loads -= 1
-                self._cond.notify_all()
 
 
 class TorchEngine:
@@ -133,10 +75,10 @@ class TorchEngine:
         """Wall time during which at least one generate call was decoding (not a sum over calls)."""
         return self._gate.busy_seconds
 
-    def load_weights(self, state_bytes: bytes, version: int) -> None:
-        """Swap in new weights (a safetensors blob) as `version`: at the next token boundary, or
+    def load_weights(self, path: Path, version: int) -> None:
+        """Swap in new weights (a safetensors file) as `version`: at the next token boundary, or
         once no generate call is in flight (finish mode)."""
-        tensors = parse_state_bytes(self.model, state_bytes)  # the slow part, outside every lock
+        tensors = read_state_file(self.model, path)  # the slow part, outside every lock
         with self._gate.load(), self._weights_lock:
             copy_state(self.model, tensors)
             self.version = version
@@ -213,7 +155,11 @@ class TorchEngine:
                 # Per-row generators: a request's samples do not depend on its batch neighbours.
                 if active[i] and not greedy[i]:
                     chosen[i] = torch.multinomial(probs[i], 1, generator=gens[i])[0]
-            chosen_lp = logprobs.gather(-1, chosen[:, None])[:, 0].tolist()
+            # The behaviour log-prob as sampled: of the renormalised nucleus where top-p cut the
+            # tail (vLLM's processed_logprobs); greedy rows keep the full distribution at T=1.
+            cut = (top_p < 1.0) & ~greedy
+            sampled_from = torch.where(cut[:, None], (probs / probs.sum(-1, keepdim=True)).log(), logprobs)
+            chosen_lp = sampled_from.gather(-1, chosen[:, None])[:, 0].tolist()
             for i, tok in enumerate(chosen.tolist()):
                 if not active[i]:
                     continue

@@ -19,7 +19,7 @@ from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 from jetrl.views import TEACHER
 from svc_rollout.api import GenerationEngine
-from svc_rollout.weights import fetch_weights
+from svc_rollout.weights import fetched_weights
 
 log = logging.getLogger(__name__)
 POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TEACHER
@@ -62,9 +62,9 @@ class Policies:
             ann = self.announced.get(key)
             if ann is None or ann.version <= engine.version:
                 return
-            data = await fetch_weights(ann, teacher=key[1] == TEACHER)
-            await asyncio.to_thread(engine.load_weights, data, ann.version)
-        log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=len(data)))
+            async with fetched_weights(ann, teacher=key[1] == TEACHER) as path:
+                await asyncio.to_thread(engine.load_weights, path, ann.version)
+        log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=ann.size_bytes))
         async with self._changed:
             self._changed.notify_all()
 

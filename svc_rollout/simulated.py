@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 from jetrl.spec_sections import SimulationSpec
 from jetrl.states import FinishReason
 from svc_rollout.api import GenRequest, GenResult
-from svc_rollout.engine import CallGate
+from svc_rollout.gate import CallGate
 
 __all__ = ["SimulatedEngine", "target_length"]
 
@@ -106,7 +107,7 @@ class SimulatedEngine:
         """Wall time during which at least one generate call was on the device."""
         return self._gate.busy_seconds
 
-    def load_weights(self, state_bytes: bytes, version: int) -> None:
+    def load_weights(self, path: Path, version: int) -> None:
         """Switch to `version` (simulated weights: nothing to copy). With `interrupt` it takes
         effect at the next decode step; otherwise once no generate call is in flight, and new
         calls wait for it."""

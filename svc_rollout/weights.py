@@ -1,4 +1,9 @@
-"""Fetching an announced policy version: the shared file when it is readable, else a gRPC stream.
+"""Fetching an announced policy version as a local, verified safetensors file.
+
+The shared file is used in place when it is readable and matches the announced sha256; else the
+version is streamed from TrainerService.FetchWeights into a temporary file. Either way the
+checksum is computed chunk by chunk and nothing holds the whole model as one `bytes`: an engine
+loads from the file (mmap for torch, its own loader for vLLM).
 
 Measured on this 2-core machine (benchmarks/weight_transfer.py): reading the trainer's file and
 streaming it from TrainerService are both far faster than the nats-py object store's get()
@@ -9,6 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -16,63 +25,79 @@ from jetrl.rpc import channel
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 
+_CHUNK = 1 << 20
+
 
 class WeightsUnavailable(RuntimeError):
     """Neither the file nor the trainer's stream gave bytes with the announced checksum."""
 
 
-def _read_file(uri: str, sha256: str) -> bytes | None:
+def file_sha256(path: Path) -> str:
+    """The hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _shared_file(uri: str, sha256: str) -> Path | None:
+    """The announced file when this process can read it and it holds the announced bytes."""
     parsed = urlparse(uri)
-    if parsed.scheme != "file" or not Path(parsed.path).is_file():
+    path = Path(parsed.path)
+    if parsed.scheme != "file" or not path.is_file():
         return None
-    data = Path(parsed.path).read_bytes()
-    return data if hashlib.sha256(data).hexdigest() == sha256 else None
+    return path if file_sha256(path) == sha256 else None
 
 
 async def stream_weights(
-    endpoint: str, run_id: str, version: int, chunk_bytes: int = 0, teacher: bool = False
-) -> bytes:
-    """All bytes of one version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights,
-    checked against its sha256."""
+    endpoint: str, run_id: str, version: int, dest: Path, chunk_bytes: int = 0, teacher: bool = False
+) -> str:
+    """Write one version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights to
+    `dest`, checked against the sha256 the stream carries; returns that sha256."""
+    digest = hashlib.sha256()
+    expected, written = "", 0
     async with channel(endpoint) as ch:
         stub = services_pb2_grpc.TrainerServiceStub(ch)
-        buf = bytearray()
-        expected = ""
         request = services_pb2.FetchWeightsRequest(
             run_id=run_id, version=version, chunk_bytes=chunk_bytes, teacher=teacher
         )
-        async for chunk in stub.FetchWeights(request, timeout=300):
-            if chunk.offset != len(buf):
-                raise WeightsUnavailable(f"weights stream out of order at {chunk.offset}")
-            expected = expected or chunk.sha256
-            buf += chunk.data
-    data = bytes(buf)
-    if hashlib.sha256(data).hexdigest() != expected:
+        with dest.open("wb") as out:
+            async for chunk in stub.FetchWeights(request, timeout=300):
+                if chunk.offset != written:
+                    raise WeightsUnavailable(f"weights stream out of order at {chunk.offset}")
+                expected = expected or chunk.sha256
+                digest.update(chunk.data)
+                out.write(chunk.data)
+                written += len(chunk.data)
+    if digest.hexdigest() != expected:
         raise WeightsUnavailable(f"weights v{version} of {run_id} from {endpoint} fail their checksum")
-    return data
+    return expected
 
 
-async def fetch_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = False) -> bytes:
-    """The announced version's safetensors bytes (of the EMA teacher's stream when `teacher`),
-    verified against the announcement."""
+@asynccontextmanager
+async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = False) -> AsyncIterator[Path]:
+    """The announced version (of the EMA teacher's stream when `teacher`) as a verified local
+    file: the shared file itself, or a temporary copy from the trainer's stream, removed on exit."""
     with tracer.start_as_current_span("weights fetch") as span:
         span.set_attributes(
-            {
-                Attr.RUN_ID: ann.run_id,
-                Attr.VERSION: ann.version,
-                Attr.BYTES: ann.size_bytes,
-                Attr.TEACHER: teacher,
-            }
+            {Attr.RUN_ID: ann.run_id, Attr.VERSION: ann.version, Attr.BYTES: ann.size_bytes, Attr.TEACHER: teacher}
         )
-        if ann.uri:
-            data = await asyncio.to_thread(_read_file, ann.uri, ann.sha256)
-            if data is not None:
-                span.set_attribute(Attr.WEIGHTS_PATH, "file")
-                return data
+        shared = await asyncio.to_thread(_shared_file, ann.uri, ann.sha256) if ann.uri else None
+        if shared is not None:
+            span.set_attribute(Attr.WEIGHTS_PATH, "file")
+            yield shared
+            return
         if not ann.grpc_endpoint:
             raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: {ann.uri} unreadable and no gRPC endpoint")
         span.set_attribute(Attr.WEIGHTS_PATH, "grpc")
-        data = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version, teacher=teacher)
-        if hashlib.sha256(data).hexdigest() != ann.sha256:
-            raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")
-        return data
+        fd, name = tempfile.mkstemp(prefix=f"jetrl-{ann.run_id}-v{ann.version}-", suffix=".safetensors")
+        os.close(fd)
+        spool = Path(name)
+        try:
+            streamed = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version, spool, teacher=teacher)
+            if streamed != ann.sha256:
+                raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")
+            yield spool
+        finally:
+            spool.unlink(missing_ok=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
+from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -25,7 +26,7 @@ __all__ = [
     "save_policy",
     "state_to_bytes",
     "load_state_bytes",
-    "parse_state_bytes",
+    "read_state_file",
     "copy_state",
     "sha256",
 ]
@@ -88,13 +89,16 @@ def state_to_bytes(model: torch.nn.Module) -> bytes:
     return st_save(tensors)
 
 
-def parse_state_bytes(model: torch.nn.Module, data: bytes) -> dict[str, torch.Tensor]:
-    """The tensors of a `state_to_bytes` blob, checked to fit `model`; the model is not touched.
+def read_state_file(model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, checked to fit `model`; the model is not touched.
 
-    The slow half of a weight load (decoding, checking). It only reads the model's parameter
+    The slow half of a weight load (reading, checking). It only reads the model's parameter
     names and shapes, which never change, so it may run while the model is generating.
     """
-    tensors = st_load(data)
+    return _fitting(model, st_load_file(str(path)))
+
+
+def _fitting(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     state = model.state_dict()
     # Missing keys are only acceptable for tied parameters that share storage with a loaded one.
     loaded = {state[n].data_ptr() for n in tensors if n in state}
@@ -110,7 +114,7 @@ def parse_state_bytes(model: torch.nn.Module, data: bytes) -> dict[str, torch.Te
 
 @torch.no_grad()
 def copy_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Copy `parse_state_bytes` tensors into `model`'s parameters in place: the fast half of a load."""
+    """Copy `read_state_file` tensors into `model`'s parameters in place: the fast half of a load."""
     state = model.state_dict()  # detached views of the parameters: copying into them updates the model
     for name, tensor in tensors.items():
         state[name].copy_(tensor)  # a tied parameter shares storage, so it follows its loaded twin
@@ -118,7 +122,7 @@ def copy_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None
 
 def load_state_bytes(model: torch.nn.Module, data: bytes) -> None:
     """Copy the weights in a `state_to_bytes` blob into `model` in place (same architecture)."""
-    copy_state(model, parse_state_bytes(model, data))
+    copy_state(model, _fitting(model, st_load(data)))
 
 
 def sha256(data: bytes) -> str:

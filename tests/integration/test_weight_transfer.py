@@ -7,7 +7,7 @@ import pytest
 
 from jetrl.localstack import free_port
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
-from svc_rollout.weights import WeightsUnavailable, fetch_weights, stream_weights
+from svc_rollout.weights import WeightsUnavailable, fetched_weights, stream_weights
 from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
@@ -34,14 +34,27 @@ def announcement(uri: str, endpoint: str, sha: str = hashlib.sha256(BLOB).hexdig
     )
 
 
-async def test_the_shared_file_is_read_when_it_is_there(tmp_path):
+async def fetched(ann, teacher=False) -> bytes:
+    async with fetched_weights(ann, teacher) as path:
+        return path.read_bytes()
+
+
+async def test_the_shared_file_is_used_in_place_when_it_is_there(tmp_path):
     path = save_weights(tmp_path, "run1", 1, BLOB)
-    assert await fetch_weights(announcement(path.as_uri(), "")) == BLOB
+    async with fetched_weights(announcement(path.as_uri(), "")) as local:
+        assert local == path  # no copy
 
 
-async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr):
-    assert await fetch_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
-    assert await stream_weights(trainer_addr, "run1", 1, chunk_bytes=4096) == BLOB
+async def test_a_streamed_copy_is_removed_after_use(trainer_addr):
+    async with fetched_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) as local:
+        assert local.read_bytes() == BLOB
+    assert not local.exists()
+
+
+async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr, tmp_path):
+    assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
+    digest = await stream_weights(trainer_addr, "run1", 1, tmp_path / "v1", chunk_bytes=4096)
+    assert (tmp_path / "v1").read_bytes() == BLOB and digest == hashlib.sha256(BLOB).hexdigest()
 
 
 async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer_addr):
@@ -58,17 +71,17 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
         sha256=hashlib.sha256(teacher).hexdigest(),
         size_bytes=len(teacher),
     )
-    assert await fetch_weights(ann, teacher=True) == teacher  # not the policy's v1
+    assert await fetched(ann, teacher=True) == teacher  # not the policy's v1
     with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
-        await stream_weights(trainer_addr, "run1", 2, teacher=True)
+        await stream_weights(trainer_addr, "run1", 2, tmp_path / "v2", teacher=True)
 
 
 async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):
     path = save_weights(tmp_path, "run1", 1, BLOB)
     with pytest.raises(WeightsUnavailable, match="differ from the announcement"):
-        await fetch_weights(announcement(path.as_uri(), trainer_addr, sha="0" * 64))
+        await fetched(announcement(path.as_uri(), trainer_addr, sha="0" * 64))
     with pytest.raises(WeightsUnavailable, match="no gRPC endpoint"):
-        await fetch_weights(announcement("file:///nowhere", ""))
+        await fetched(announcement("file:///nowhere", ""))
 
 
 async def test_missing_versions_and_bad_requests_are_refused(trainer_addr):

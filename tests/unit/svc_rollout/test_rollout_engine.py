@@ -37,6 +37,13 @@ def ids(text):
     return encode_prompt(TOK, text)
 
 
+def weights_file(model, tmp_path):
+    """`model`'s weights as the safetensors file an engine loads a version from."""
+    path = tmp_path / f"weights-{len(list(tmp_path.iterdir()))}.safetensors"
+    path.write_bytes(state_to_bytes(model))
+    return path
+
+
 @torch.no_grad()
 def full_logits(model, seq):
     """Logits of every position of one unpadded sequence: a plain forward, no cache."""
@@ -206,23 +213,28 @@ def test_tiny_top_p_equals_greedy():
     )
     for g, n in zip(greedy, nucleus):
         assert n.token_ids == g.token_ids
-        # log-probs are still the full (unrestricted) temperature-1 distribution's
-        assert n.logprobs == pytest.approx(g.logprobs, abs=1e-6)
+        # the behaviour log-prob as sampled: a one-token nucleus is certain (greedy's are the
+        # full distribution's at temperature 1)
+        assert n.logprobs == pytest.approx([0.0] * len(n.token_ids), abs=1e-6)
+        assert max(g.logprobs) < -1e-3
 
 
-def test_top_p_samples_stay_inside_the_nucleus():
+def test_top_p_samples_stay_inside_the_nucleus_with_its_renormalised_log_probs():
     model = make_model(std=0.5)
     prompt = ids("12+34=")
-    top_p = 0.6
+    top_p, temperature = 0.6, 0.7
     for seed in range(4):
-        res = TorchEngine(model, TOK).generate([GenRequest(prompt, 8, temperature=1.0, top_p=top_p, seed=seed)])[0]
+        request = GenRequest(prompt, 8, temperature=temperature, top_p=top_p, seed=seed)
+        res = TorchEngine(model, TOK).generate([request])[0]
         logits = full_logits(model, prompt + res.token_ids)
         for t, tok in enumerate(res.token_ids):
-            probs = torch.softmax(logits[len(prompt) - 1 + t], -1)
+            probs = torch.softmax(logits[len(prompt) - 1 + t] / temperature, -1)
             sorted_p, order = probs.sort(descending=True)
             before = sorted_p.cumsum(0) - sorted_p
-            nucleus = set(order[before < top_p].tolist())
-            assert tok in nucleus
+            nucleus = order[before < top_p]
+            assert tok in set(nucleus.tolist())
+            # what the loss needs: the log-prob of the distribution it was drawn from
+            assert res.logprobs[t] == pytest.approx(float((probs[tok] / probs[nucleus].sum()).log()), abs=1e-5)
 
 
 def test_batched_equals_one_by_one_left_padding():
@@ -256,13 +268,13 @@ def test_result_text_is_the_decoded_completion():
         assert res.text == TOK.decode(res.token_ids, skip_special_tokens=True)
 
 
-def test_load_weights_changes_version_outputs_and_recorded_versions():
+def test_load_weights_changes_version_outputs_and_recorded_versions(tmp_path):
     model, other = make_model(seed=0), make_model(seed=5)
     engine = TorchEngine(model, TOK, version=0)
     request = GenRequest(ids("12+34="), 8, temperature=0.0)
     before = engine.generate([request])[0]
     assert engine.version == 0 and before.versions == [0] * len(before.token_ids)
-    engine.load_weights(state_to_bytes(other), version=3)
+    engine.load_weights(weights_file(other, tmp_path), version=3)
     assert engine.version == 3
     after = engine.generate([request])[0]
     assert after.versions == [3] * len(after.token_ids)
@@ -450,16 +462,16 @@ def test_finished_prefixes_are_not_generated_further():
 # ---- new weights mid-generation: interrupt or finish ---------------------------------------
 
 
-def test_interrupt_mode_switches_weights_between_two_tokens():
+def test_interrupt_mode_switches_weights_between_two_tokens(tmp_path):
     model, other = make_model(seed=0), make_model(seed=5)
     engine = TorchEngine(model, TOK, version=0, interrupt=True)
-    blob, prompt = state_to_bytes(other), ids("12+34=")
+    path, prompt = weights_file(other, tmp_path), ids("12+34=")
     calls = []
 
     def load_before_the_4th_step():
         calls.append(1)
         if len(calls) == 4:
-            engine.load_weights(blob, version=1)  # must not wait for the generate call to end
+            engine.load_weights(path, version=1)  # must not wait for the generate call to end
         return False
 
     res = engine.generate([GenRequest(prompt, 7, temperature=0.0)], should_stop=load_before_the_4th_step)[0]
@@ -484,11 +496,11 @@ def wait_for(predicate, timeout=30.0):
     assert done.is_set(), "condition not met in time"
 
 
-def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls():
+def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls(tmp_path):
     model, other = make_model(seed=0), make_model(seed=5)
     engine = TorchEngine(model, TOK, version=0, interrupt=False)
     prompt = ids("12+34=")
-    loader = threading.Thread(target=engine.load_weights, args=(state_to_bytes(other), 1))
+    loader = threading.Thread(target=engine.load_weights, args=(weights_file(other, tmp_path), 1))
     late_results, late_started = [], threading.Event()
 
     def late_call():
@@ -523,32 +535,32 @@ def test_finish_mode_load_waits_for_the_call_in_flight_and_holds_off_new_calls()
 
 
 @pytest.mark.parametrize("interrupt", [True, False])
-def test_a_load_holds_the_weights_lock_only_for_the_copy(monkeypatch, interrupt):
+def test_a_load_holds_the_weights_lock_only_for_the_copy(monkeypatch, interrupt, tmp_path):
     import svc_rollout.engine as engine_module
 
     model, other = make_model(seed=0), make_model(seed=5)
     engine = TorchEngine(model, TOK, interrupt=interrupt)
-    parse, copy_state = engine_module.parse_state_bytes, engine_module.copy_state
-    during_parse = []
+    read, copy_state = engine_module.read_state_file, engine_module.copy_state
+    during_read = []
 
-    def parse_while_generating(m, data):
-        # generation must go on while the blob is parsed: a blocked generate never returns here
+    def read_while_generating(m, path):
+        # generation must go on while the file is read: a blocked generate never returns here
         worker = threading.Thread(
-            target=lambda: during_parse.extend(engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)]))
+            target=lambda: during_read.extend(engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)]))
         )
         worker.start()
         worker.join(30)
-        assert not worker.is_alive(), "generation was blocked during the parse"
-        return parse(m, data)
+        assert not worker.is_alive(), "generation was blocked during the read"
+        return read(m, path)
 
     def copy_under_the_lock(m, tensors):
         assert engine._weights_lock.locked()
         copy_state(m, tensors)
 
-    monkeypatch.setattr(engine_module, "parse_state_bytes", parse_while_generating)
+    monkeypatch.setattr(engine_module, "read_state_file", read_while_generating)
     monkeypatch.setattr(engine_module, "copy_state", copy_under_the_lock)
-    engine.load_weights(state_to_bytes(other), version=4)
-    assert engine.version == 4 and during_parse[0].versions == [0, 0, 0]
+    engine.load_weights(weights_file(other, tmp_path), version=4)
+    assert engine.version == 4 and during_read[0].versions == [0, 0, 0]
     assert engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)])[0].versions == [4, 4, 4]
 
 
@@ -561,10 +573,10 @@ class FakeClock:
 
 
 def test_busy_seconds_counts_wall_time_with_any_call_decoding_not_the_sum(monkeypatch):
-    import svc_rollout.engine as engine_module
+    import svc_rollout.gate as gate_module
 
     clock = FakeClock()
-    monkeypatch.setattr(engine_module, "time", clock)
+    monkeypatch.setattr(gate_module, "time", clock)
     engine = TorchEngine(make_model(), TOK)
     a_in, b_in, b_go = threading.Event(), threading.Event(), threading.Event()
 

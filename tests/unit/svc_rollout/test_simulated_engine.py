@@ -7,6 +7,7 @@ loaded machine; the step is a few milliseconds only to keep the tests short.
 import math
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,7 +151,7 @@ def test_interrupt_switches_version_at_the_next_tick():
     engine = SimulatedEngine(spec, TOK, interrupt=True)
     t, box = in_thread(engine.generate, [req(0)])
     wait_ticks(engine, 10)
-    engine.load_weights(b"", 1)
+    engine.load_weights(Path("unused"), 1)
     t.join()
     versions = box["out"][0].versions
     assert len(versions) == 40 and versions == sorted(versions) and set(versions) == {0, 1}
@@ -162,7 +163,7 @@ def test_finish_mode_loads_between_calls():
     engine = SimulatedEngine(spec, TOK, interrupt=False)
     t, box = in_thread(engine.generate, [req(0)])
     wait_ticks(engine, 10)
-    loader, _ = in_thread(engine.load_weights, b"", 1)
+    loader, _ = in_thread(engine.load_weights, Path("unused"), 1)
     deadline = time.monotonic() + 10
     while not engine._gate.pending_loads:  # the load is now waiting for the call in flight
         assert time.monotonic() < deadline
