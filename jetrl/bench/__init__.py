@@ -10,6 +10,7 @@
     rewards_v0.py       version 0's vote diagnostics, in process
     rewards_metrics.py  pseudo-label accuracy from lineage, summary over seeds
     rewards_report.py   its tables, plot and the experiment's criterion as measured
+    options.py          the options both benches declare alike (which configurations or arms to run)
     stack.py            the private stack (also `jetrl chaos`'s) and following runs on it
 
 Every output goes under `--out DIR`, by default $JETRL_DATA_DIR/bench (`.jetrl/bench` under the
@@ -23,9 +24,8 @@ parser and to run a bench); the suites are imported when one runs.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
 
-__all__ = ["add_commands", "add_selection", "run"]
+__all__ = ["add_commands", "run"]
 
 
 def add_commands(bench: argparse.ArgumentParser) -> None:
@@ -42,14 +42,6 @@ def add_commands(bench: argparse.ArgumentParser) -> None:
                 name, help=summary, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
             )
         )
-
-
-def add_selection(p: argparse.ArgumentParser, flag: str, names: Iterable[str], metavar: str, what: str) -> None:
-    """An option `flag` choosing which of `names` a bench runs, all of them by default."""
-    names = list(names)
-    p.add_argument(
-        flag, nargs="+", choices=names, default=names, metavar=metavar, help=f"{what} (default all: {' '.join(names)})"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

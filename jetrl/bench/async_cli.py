@@ -28,8 +28,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jetrl.bench import add_selection
 from jetrl.bench.configs import CONFIGS
+from jetrl.bench.options import add_selection
 from jetrl.bench.report import OUT_HELP
 
 __all__ = ["add_arguments", "main", "run"]

@@ -7,7 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from jetrl.bench import add_selection
+from jetrl.bench.options import add_selection
 from jetrl.bench.report import OUT_HELP
 from jetrl.config import RunSpec, Settings
 from jetrl.spec_sections import TaskSpec
