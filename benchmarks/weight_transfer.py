@@ -24,7 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from jetrl.localstack import free_port, start_nats_server, stop_process
-from svc_rollout.weights import _shared_file, stream_weights
+from jetrl.weights import stream_weights
+from svc_rollout.weights import _shared_file
 from svc_trainer.checkpoint import save_weights
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer

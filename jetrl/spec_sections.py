@@ -14,6 +14,7 @@ __all__ = [
     "SpecModel",
     "ModelSpec",
     "TaskSpec",
+    "VllmSpec",
     "RolloutSpec",
     "TrainSpec",
     "RewardEndpoint",
@@ -74,7 +75,31 @@ class TaskSpec(SpecModel):
         return self
 
 
+class VllmSpec(SpecModel):
+    """vLLM's own settings, used when `rollout.engine` is `vllm` (svc_rollout/vllm_engine.py)."""
+
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Weights and activations; `auto` takes the model's config (the trainer publishes weights in it)."""
+    max_model_len: int | None = Field(None, ge=16, le=1_048_576)
+    """Prompt + completion tokens per sequence; unset: the model's own maximum."""
+    memory_fraction: float = Field(0.3, gt=0.0, le=0.95)
+    """Share of the device's memory vLLM may take for weights and KV cache (vLLM's
+    gpu_memory_utilization; on the CPU backend, of the NUMA node's memory)."""
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    """Devices one engine shards the model over."""
+    enforce_eager: bool = True
+    """No CUDA graphs or torch.compile: starts in seconds instead of minutes (turn off for
+    long runs on GPUs, where graphs pay)."""
+    max_num_seqs: int = Field(256, ge=1, le=65_536)
+    """Sequences decoded in one step (continuous batching)."""
+
+
 class RolloutSpec(SpecModel):
+    engine: Literal["torch", "vllm"] = "torch"
+    """Generation engine of the rollout workers: jetrl's torch loop, or vLLM (scripts/setup_vllm.sh
+    installs it; settings in `vllm`)."""
+    vllm: VllmSpec = VllmSpec()
+    """vLLM's settings (engine `vllm` only)."""
     group_size: int = Field(8, ge=1, le=1024)
     """G: completions sampled per prompt."""
     temperature: float = Field(1.0, ge=0.0, le=4.0)

@@ -70,6 +70,10 @@ class GenerationEngine(Protocol):
         """One result per request, in order; asks `should_stop` before every decode step and ends
         the still-running ones as FinishReason.ABORTED (their tokens so far kept) when it is true."""
 
+    def close(self) -> None:
+        """Free what the engine holds beyond its Python objects (vLLM's processes); called once
+        its run has ended, after which it is not called again."""
+
     def evaluate(
         self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
     ) -> tuple[int, int]:

@@ -25,13 +25,13 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.generate import left_pad
-from jetrl.policy.load import copy_state, encode_prompt, read_state_file
+from jetrl.policy.load import copy_state, read_state_file
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
-from jetrl.tasks.answers import is_correct
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
+from svc_rollout.results import greedy_score, set_texts, start_results
 
 __all__ = ["TorchEngine"]
 
@@ -107,24 +107,11 @@ class TorchEngine:
     ) -> list[GenResult]:
         """Complete every request as one batch; a row stops on EOS, on its max_new_tokens, or
         ("aborted") when `should_stop()`, asked before every decode step, returns true."""
-        results = [
-            GenResult(
-                list(r.prefix_token_ids), list(r.prefix_logprobs), list(r.prefix_versions), FinishReason.LENGTH, ""
-            )
-            for r in requests
-        ]
-        todo = []
-        for i, (req, res) in enumerate(zip(requests, results)):
-            if res.token_ids[-1:] == [self.eos_id]:
-                res.finish_reason = FinishReason.EOS  # the prefix already ended the sample
-            elif req.max_new_tokens > 0:
-                todo.append(i)
+        results, todo = start_results(requests, self.eos_id)
         if todo:
             with self._gate.call():
                 self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or _never)
-        for res in results:
-            # one id list decodes to one str; transformers types decode's result str | list[str]
-            res.text = self.tokenizer.decode(res.token_ids, skip_special_tokens=True)  # type: ignore[assignment]
+        set_texts(results, self.tokenizer)
         return results
 
     def _decode(
@@ -178,18 +165,16 @@ class TorchEngine:
                 torch.tensor(active, device=self.device),
             )
 
+    def close(self) -> None:
+        """Nothing to free: the model goes with the engine object."""
+
     def evaluate(
         self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
     ) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
-        correct = 0
-        for start in range(0, len(problems), batch_size):
-            chunk = problems[start : start + batch_size]
-            requests = [
-                GenRequest(encode_prompt(self.tokenizer, p.prompt), max_new_tokens, temperature=0.0) for p in chunk
-            ]
-            correct += sum(is_correct(p, r.text) for p, r in zip(chunk, self.generate(requests)))
-        return correct, len(problems)
+        return greedy_score(
+            self.generate, self.tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size
+        )
 
 
 @dataclass

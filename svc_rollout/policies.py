@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 from jetrl.config import RunSpec
 from jetrl.logs import log_fields
@@ -22,6 +23,12 @@ from svc_rollout.api import GenerationEngine
 from svc_rollout.weights import fetched_weights
 
 log = logging.getLogger(__name__)
+
+
+class EngineUnavailable(RuntimeError):
+    """This worker cannot build the engine a run asks for; retrying will not help."""
+
+
 POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TEACHER
 
 
@@ -32,6 +39,7 @@ class Policies:
         self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
         self._changed = asyncio.Condition()
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._unavailable: dict[tuple[str, str], EngineUnavailable] = {}
 
     def _lock(self, key: tuple[str, str]) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -41,9 +49,15 @@ class Policies:
         key = (run_id, role)
         if key not in self.engines:
             async with self._lock(key):
+                if key in self._unavailable:  # the message's retries fail at once, not one build each
+                    raise self._unavailable[key]
                 if key not in self.engines:
                     spec = await self.specs.get(run_id)
-                    self.engines[key] = await asyncio.to_thread(_build_engine, spec)
+                    try:
+                        self.engines[key] = await asyncio.to_thread(_build_engine, spec)
+                    except EngineUnavailable as exc:
+                        self._unavailable[key] = exc
+                        raise
                     log.info("policy loaded", extra=log_fields(run=run_id, role=role, path=spec.model.path))
         return self.engines[key]
 
@@ -81,11 +95,14 @@ class Policies:
         keys = [k for k in self.engines if k[0] == run_id]
         for k in [k for k in self.announced if k[0] == run_id]:
             del self.announced[k]
+        for k in [k for k in self._unavailable if k[0] == run_id]:
+            del self._unavailable[k]
         return [self.engines.pop(k) for k in keys]
 
 
 def _build_engine(spec: RunSpec) -> GenerationEngine:
-    """The run's engine at version 0: simulated hardware when the spec asks for it, else torch."""
+    """The run's engine at version 0: simulated hardware when the spec asks for it, else the
+    spec's `rollout.engine`. Raises EngineUnavailable when this worker cannot build it."""
     from jetrl.policy.load import load_policy, load_tokenizer  # late: transformers is slow to import
 
     interrupt = spec.rollout.on_new_weights == "interrupt"
@@ -93,7 +110,26 @@ def _build_engine(spec: RunSpec) -> GenerationEngine:
         from svc_rollout.simulated import SimulatedEngine  # benchmarks only
 
         return SimulatedEngine(spec.simulation, load_tokenizer(spec.model.path), version=0, interrupt=interrupt)
+    if spec.rollout.engine == "vllm":
+        return _vllm_engine(spec, load_tokenizer(spec.model.path), interrupt)
     from svc_rollout.engine import TorchEngine
 
     model, tokenizer = load_policy(spec.model.path)
     return TorchEngine(model, tokenizer, version=0, interrupt=interrupt)
+
+
+def _vllm_engine(spec: RunSpec, tokenizer, interrupt: bool) -> GenerationEngine:
+    try:
+        from svc_rollout.vllm_engine import VllmEngine
+    except ImportError as exc:
+        raise EngineUnavailable(
+            f"rollout.engine is vllm, but this rollout worker cannot import vLLM ({exc}): run it from "
+            "the environment scripts/setup_vllm.sh makes (.venv-vllm), or from the CUDA image "
+            "(deploy/docker/Dockerfile.cuda), or set rollout.engine: torch"
+        ) from exc
+    try:
+        return VllmEngine(
+            Path(spec.model.path), tokenizer, spec.rollout.vllm, seed=spec.seed, version=0, interrupt=interrupt
+        )
+    except Exception as exc:  # vLLM reports a model it cannot serve in many ways, all fatal to the run
+        raise EngineUnavailable(f"vLLM cannot serve the model at {spec.model.path}: {exc}") from exc

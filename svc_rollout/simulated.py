@@ -135,6 +135,9 @@ class SimulatedEngine:
             row.result.text = self.tokenizer.decode(row.result.token_ids, skip_special_tokens=True)
         return [row.result for row in rows]
 
+    def close(self) -> None:
+        """Nothing to free."""
+
     def evaluate(self, problems, *, max_new_tokens: int = 8, batch_size: int = 256) -> tuple[int, int]:
         """(0, len(problems)): simulated tokens answer nothing, so a simulated run has no accuracy."""
         return 0, len(problems)

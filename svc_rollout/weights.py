@@ -13,7 +13,6 @@ streaming it from TrainerService are both far faster than the nats-py object sto
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -21,24 +20,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
-from jetrl.rpc import channel
 from jetrl.telemetry import Attr, tracer
-from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
+from jetrl.v1 import events_pb2
+from jetrl.weights import WeightsUnavailable, file_sha256, stream_weights
 
-_CHUNK = 1 << 20
-
-
-class WeightsUnavailable(RuntimeError):
-    """Neither the file nor the trainer's stream gave bytes with the announced checksum."""
-
-
-def file_sha256(path: Path) -> str:
-    """The hex sha256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+__all__ = ["WeightsUnavailable", "fetched_weights"]
 
 
 def _shared_file(uri: str, sha256: str) -> Path | None:
@@ -48,31 +34,6 @@ def _shared_file(uri: str, sha256: str) -> Path | None:
     if parsed.scheme != "file" or not path.is_file():
         return None
     return path if file_sha256(path) == sha256 else None
-
-
-async def stream_weights(
-    endpoint: str, run_id: str, version: int, dest: Path, chunk_bytes: int = 0, teacher: bool = False
-) -> str:
-    """Write one version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights to
-    `dest`, checked against the sha256 the stream carries; returns that sha256."""
-    digest = hashlib.sha256()
-    expected, written = "", 0
-    async with channel(endpoint) as ch:
-        stub = services_pb2_grpc.TrainerServiceStub(ch)
-        request = services_pb2.FetchWeightsRequest(
-            run_id=run_id, version=version, chunk_bytes=chunk_bytes, teacher=teacher
-        )
-        with dest.open("wb") as out:
-            async for chunk in stub.FetchWeights(request, timeout=300):
-                if chunk.offset != written:
-                    raise WeightsUnavailable(f"weights stream out of order at {chunk.offset}")
-                expected = expected or chunk.sha256
-                digest.update(chunk.data)
-                out.write(chunk.data)
-                written += len(chunk.data)
-    if digest.hexdigest() != expected:
-        raise WeightsUnavailable(f"weights v{version} of {run_id} from {endpoint} fail their checksum")
-    return expected
 
 
 @asynccontextmanager

@@ -210,6 +210,7 @@ class RolloutWorker:
             self.aborted.forget(control.run_id)
             for engine in self.policies.forget(control.run_id):
                 self._busy_retired += engine.busy_seconds
+                await asyncio.to_thread(engine.close)
 
 
 def _unstarted(request: GenRequest, tokenizer) -> GenResult:

@@ -7,7 +7,8 @@ import pytest
 
 from jetrl.localstack import free_port
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
-from svc_rollout.weights import WeightsUnavailable, fetched_weights, stream_weights
+from jetrl.weights import stream_weights
+from svc_rollout.weights import WeightsUnavailable, fetched_weights
 from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
