@@ -8,6 +8,7 @@
   jetrl demo               all of it: up, bootstrap, run examples/arithmetic.yaml, report, down
   jetrl status             health of the services and the known runs
   jetrl down               stop what `jetrl up` started
+  jetrl export RUN OUT_DIR a run's version (--version N, default the newest) as a Hugging Face model directory
   jetrl db upgrade         create and migrate the lineage database
   jetrl reward check ADDR  check any RewardService against the Reward contract
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
@@ -57,6 +58,10 @@ def _parser() -> argparse.ArgumentParser:
         help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)",
     )
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    export = sub.add_parser("export", help="a run's version as a Hugging Face model directory")
+    export.add_argument("run_id", metavar="RUN")
+    export.add_argument("out", metavar="OUT_DIR", type=Path)
+    export.add_argument("--version", type=int, help="policy version (default: the newest published)")
     db = sub.add_parser("db", help="lineage database")
     db.add_argument("action", choices=["upgrade"])
     reward = sub.add_parser("reward", help="reward servers")
@@ -109,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.demo import demo
 
             return demo(settings, args.spec, args.keep_running)
+        elif args.command == "export":
+            from jetrl.cli.export import main as export
+
+            return asyncio.run(export(settings, args.run_id, args.version, args.out))
         elif args.command == "db":
             from jetrl.cli.stack import ensure_database
 

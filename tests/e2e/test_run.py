@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
 
 import grpc
 import pytest
@@ -15,23 +14,9 @@ import pytest
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2 as svc
 from jetrl.v1 import services_pb2_grpc
-from runs import create_run, finished, run_id, trainer_count, wait_until
+from runs import assert_every_sample_trained_once, create_run, finished, run_id, trainer_count, wait_until
 
 pytestmark = pytest.mark.timeout(600)
-
-
-async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b: int, g: int) -> None:
-    """Lineage holds exactly steps·B·G trained samples, each complete, in the right version."""
-    rows = await store.reports.trained_sample_rows(rid)
-    assert len(rows) == steps * b * g == await trainer_count(stack, rid)
-    per_version = defaultdict(int)
-    for r in rows:
-        assert r.reward in (0.0, 1.0) and r.advantage is not None
-        assert r.trained_version == r.min_version + 1 == r.max_version + 1  # synchronous: η = 0
-        per_version[r.trained_version] += 1
-    assert per_version == {v: b * g for v in range(1, steps + 1)}
-    stats = await store.reports.run_stats(rid)
-    assert stats.samples_generated == steps * b * g  # nothing generated twice
 
 
 async def test_a_short_run_trains_and_records_every_sample(stack, store):
