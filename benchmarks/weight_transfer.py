@@ -26,7 +26,7 @@ from rich.table import Table
 from jetrl.localstack import free_port, start_nats_server, stop_process
 from jetrl.weights import stream_weights
 from svc_rollout.weights import _shared_file
-from svc_trainer.checkpoint import save_weights
+from svc_trainer.checkpoint import atomic_write, weights_path
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
@@ -59,7 +59,8 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
         for mb in sizes_mb:
             blob = os.urandom(mb << 20)
             digest = hashlib.sha256(blob).hexdigest()
-            path = save_weights(tmp, "bench", mb, blob)
+            path = weights_path(tmp, "bench", mb)
+            atomic_write(path, blob)
             t_file = await timed(asyncio.to_thread, _shared_file, path.as_uri(), digest)
             t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", "bench", mb, tmp / "streamed")
             t_obj = None

@@ -143,9 +143,21 @@ class TrainSpec(SpecModel):
     binary rewards whenever a majority agrees)."""
     loss_agg: Literal["token_mean", "constant"] = "token_mean"
     """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+    keep_last_versions: int = Field(0, ge=0, le=1_000_000)
+    """Per-version weight files the trainer keeps on disk: the newest K (0: every version). At
+    least 2, so a rollout worker still reading the previous version finds it."""
+    keep_every_versions: int = Field(0, ge=0, le=1_000_000)
+    """And every N-th version besides (0: none), e.g. to export later (`jetrl export`)."""
     minibatches: int = Field(1, ge=1, le=1024)
     """Optimizer steps per version, each on a slice of the batch; proximal log-probs are taken
     once before the first, so with more than one the PPO clip binds."""
+
+    @field_validator("keep_last_versions")
+    @classmethod
+    def _keeps_two(cls, v: int) -> int:
+        if v == 1:
+            raise ValueError("keep 0 (every version) or at least 2: a rollout worker may still be reading the previous")
+        return v
 
 
 class RewardEndpoint(SpecModel):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import grpc
 
 from jetrl.bus.topology import check_run_id
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
+from jetrl.weights import file_sha256
 from svc_trainer.checkpoint import load_state, run_dir, weights_path
 from svc_trainer.teacher import teacher_path
 from svc_trainer.worker import Trainer
@@ -52,17 +52,16 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         if not path.is_file():
             what = "teacher weights" if request.teacher else "weights"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} for {request.run_id} v{request.version}")
-        data = await asyncio.to_thread(path.read_bytes)
+        # read in chunks, the checksum first: no copy of the whole file in memory
+        digest = await asyncio.to_thread(file_sha256, path)
         step = request.chunk_bytes or DEFAULT_CHUNK
-        digest = hashlib.sha256(data).hexdigest()
-        view = memoryview(data)
-        for offset in range(0, len(data), step):
-            yield services_pb2.WeightsChunk(
-                offset=offset,
-                data=bytes(view[offset : offset + step]),
-                total_bytes=len(data),
-                sha256=digest if offset == 0 else "",
-            )
+        total = path.stat().st_size
+        with path.open("rb") as f:
+            for offset in range(0, max(total, 1), step):
+                data = await asyncio.to_thread(f.read, step)
+                yield services_pb2.WeightsChunk(
+                    offset=offset, data=data, total_bytes=total, sha256=digest if offset == 0 else ""
+                )
 
 
 def register(servicer: TrainerServicer) -> Register:

@@ -27,11 +27,22 @@ from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import split
+from jetrl.weights import file_sha256
 from svc_trainer import advantages, staleness
-from svc_trainer.checkpoint import TrainerState, atomic_write, load_state, save_state, save_weights
+from svc_trainer.checkpoint import (
+    TrainerState,
+    load_state,
+    master_path,
+    prune_versions,
+    save_state,
+    save_weights,
+    weights_path,
+)
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 
 if TYPE_CHECKING:  # torch loads when a run needs it, not at import
+    import torch
+
     from svc_trainer.api import TrainEngine
 
 log = logging.getLogger(__name__)
@@ -51,6 +62,7 @@ class RunTrainer:
     engine: TrainEngine
     state: TrainerState
     teacher: EmaTeacher | None = None  # runs with a `teacher` only
+    publish_dtype: torch.dtype | None = None  # the starting model's, when not float32 (bf16 models)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -74,15 +86,21 @@ class Trainer:
         With `spec.simulation` set the engine is the simulated-hardware one: the weights never
         change, but versions are published as usual.
         """
-        from jetrl.policy.load import load_policy, load_state_bytes
-        from svc_trainer.checkpoint import weights_path
+        import torch
+
+        from jetrl.policy.load import config_dtype, copy_state, load_policy, read_state_file
         from svc_trainer.engine import TorchTrainEngine
         from svc_trainer.simulated import SimulatedTrainEngine
 
-        model, _ = load_policy(spec.model.path)
+        model, _ = load_policy(spec.model.path)  # trained in float32
+        dtype = config_dtype(spec.model.path)
+        publish_dtype = dtype if dtype is not None and dtype != torch.float32 else None
         state = load_state(self.data_dir, run_id) or TrainerState()
         if state.version:
-            load_state_bytes(model, weights_path(self.data_dir, run_id, state.version).read_bytes())
+            exact = master_path(self.data_dir, run_id, state.version)
+            if not exact.is_file():
+                exact = weights_path(self.data_dir, run_id, state.version)
+            copy_state(model, read_state_file(model, exact))
         engine: TrainEngine
         if spec.simulation is not None:
             engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
@@ -96,9 +114,11 @@ class Trainer:
         if spec.teacher is not None:
             teacher = EmaTeacher(model)  # version 0: the model directory's weights
             if state.version:
-                load_state_bytes(teacher.model, teacher_path(self.data_dir, run_id, state.version).read_bytes())
+                copy_state(
+                    teacher.model, read_state_file(teacher.model, teacher_path(self.data_dir, run_id, state.version))
+                )
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
-        return RunTrainer(engine=engine, state=state, teacher=teacher)
+        return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
 
     async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
         try:
@@ -159,6 +179,7 @@ class Trainer:
                         logprobs=list(sample.logprobs),
                         advantage=float(adv),
                         trainable=st.trainable,
+                        fresh=[v == batch.step for v in sample.token_versions],
                     )
                 )
                 advs.append(
@@ -175,23 +196,24 @@ class Trainer:
         return samples, advs, staleness.batch_metrics(checked)
 
     async def _commit(self, batch, rt: RunTrainer, advs, metrics: dict, spec) -> None:
-        from jetrl.policy.load import state_to_bytes
-
         state = rt.state
         version = state.version + 1
-        blob = await asyncio.to_thread(state_to_bytes, rt.engine.model)
-        path = await asyncio.to_thread(save_weights, self.data_dir, batch.run_id, version, blob)
+        run_id = batch.run_id
+        path = await asyncio.to_thread(
+            save_weights, weights_path(self.data_dir, run_id, version), rt.engine.model, rt.publish_dtype
+        )
+        if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
+            await asyncio.to_thread(save_weights, master_path(self.data_dir, run_id, version), rt.engine.model)
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
             await asyncio.to_thread(rt.teacher.update, rt.engine.model, m)
             metrics = {**metrics, "teacher_ema": m}
-            tblob = await asyncio.to_thread(state_to_bytes, rt.teacher.model)
-            tpath = teacher_path(self.data_dir, batch.run_id, version)
-            await asyncio.to_thread(atomic_write, tpath, tblob)
+            tpath = teacher_path(self.data_dir, run_id, version)
+            await asyncio.to_thread(save_weights, tpath, rt.teacher.model)
             # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
-            teacher_ann = self._announcement(batch, version, tpath, tblob, {"ema_rate": m})
-        ann = self._announcement(batch, version, path, blob, {k: float(v) for k, v in metrics.items()})
+            teacher_ann = await self._announcement(batch, version, tpath, {"ema_rate": m})
+        ann = await self._announcement(batch, version, path, {k: float(v) for k, v in metrics.items()})
         ann.advantages.extend(advs)
         ann.samples_trained_total = state.samples_trained + len(advs)
         state.version = version
@@ -201,16 +223,24 @@ class Trainer:
         state.optimizer = rt.engine.optimizer.state_dict()
         state.announcement = ann.SerializeToString()
         state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
-        await asyncio.to_thread(save_state, self.data_dir, batch.run_id, state)
+        await asyncio.to_thread(save_state, self.data_dir, run_id, state)
         crash_point("train.saved")
-        await self._publish(batch.run_id, ann, teacher_ann)
-        log.info("version published", extra=log_fields(run=batch.run_id, version=version, **metrics))
+        await self._publish(run_id, ann, teacher_ann)
+        await asyncio.to_thread(self._prune, run_id, version, spec.train)
+        log.info("version published", extra=log_fields(run=run_id, version=version, **metrics))
 
-    def _announcement(self, batch, version: int, path: Path, blob: bytes, metrics: dict[str, float]):
+    def _prune(self, run_id: str, version: int, train) -> None:
+        """Once the state says `version`: older master copies go, and the version files outside
+        the retention rule (train.keep_last_versions, keep_every_versions)."""
+        for old in prune_versions(master_path(self.data_dir, run_id, version).parent, version, 1, 0):
+            log.debug("master copy dropped", extra=log_fields(run=run_id, version=old))
+        for folder in (weights_path, teacher_path):
+            where = folder(self.data_dir, run_id, version).parent
+            prune_versions(where, version, train.keep_last_versions, train.keep_every_versions)
+
+    async def _announcement(self, batch, version: int, path: Path, metrics: dict[str, float]):
         """A version's weights announcement (the policy's or the teacher's): where its safetensors
-        file is, how to stream it from this trainer, and its sha256."""
-        from jetrl.policy.load import sha256
-
+        file is, how to stream it from this trainer, and its sha256 (read from the file in chunks)."""
         return events_pb2.WeightsAnnouncement(
             run_id=batch.run_id,
             version=version,
@@ -218,8 +248,8 @@ class Trainer:
             batch_id=batch.batch_id,
             uri=path.as_uri(),
             grpc_endpoint=self.advertised_addr,
-            size_bytes=len(blob),
-            sha256=sha256(blob),
+            size_bytes=path.stat().st_size,
+            sha256=await asyncio.to_thread(file_sha256, path),
             format="safetensors",
             metrics=metrics,
         )

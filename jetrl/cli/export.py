@@ -15,10 +15,9 @@ import tempfile
 from pathlib import Path
 
 import grpc
-import torch
 
 from jetrl.config import Settings, parse_spec
-from jetrl.policy.load import copy_state, load_policy, read_state_file, save_policy
+from jetrl.policy.load import config_dtype, copy_state, load_policy, read_state_file, save_policy
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.weights import file_sha256, stream_weights
@@ -53,7 +52,7 @@ async def export(settings: Settings, run_id: str, version: int | None, out: Path
             await stream_weights(settings.trainer_addr, run_id, version, weights)
             copy_state(model, read_state_file(model, weights))
             sha256 = file_sha256(weights)
-    dtype = _config_dtype(base)
+    dtype = config_dtype(base)
     if dtype is not None:
         model = model.to(dtype)  # type: ignore[arg-type]  # transformers' wrapped .to, as in load_policy
     save_policy(model, tokenizer, out)
@@ -74,10 +73,3 @@ async def main(settings: Settings, run_id: str, version: int | None, out: Path) 
         return 2
     print(f"wrote {written}: loads with transformers' from_pretrained and with vLLM")
     return 0
-
-
-def _config_dtype(model_dir: Path) -> torch.dtype | None:
-    """The dtype the starting model's config declares (jetrl trains in float32)."""
-    config = json.loads((model_dir / "config.json").read_text())
-    name = config.get("dtype") or config.get("torch_dtype")
-    return getattr(torch, name) if isinstance(name, str) and hasattr(torch, name) else None

@@ -8,12 +8,14 @@ safe to load (no pickle) and identical in bytes for identical weights, so a sha2
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
+from safetensors.torch import save_file as st_save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.prompts import PolicyLoadError, model_dir, prompt_ids
@@ -25,6 +27,9 @@ __all__ = [
     "load_tokenizer",
     "save_policy",
     "state_to_bytes",
+    "weight_tensors",
+    "save_weights_file",
+    "config_dtype",
     "load_state_bytes",
     "read_state_file",
     "copy_state",
@@ -74,19 +79,38 @@ def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     return p
 
 
-def state_to_bytes(model: torch.nn.Module) -> bytes:
-    """All weights as one safetensors blob (tied tensors stored once, on CPU, contiguous)."""
-    seen: dict[int, str] = {}
+def weight_tensors(model: torch.nn.Module, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    """All weights by name, on CPU and contiguous, tied tensors once, floating ones in `dtype`
+    (None: as they are). What a version's safetensors file holds."""
+    seen: set[int] = set()
     tensors: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         # safetensors refuses shared storage; tied weights (embeddings/lm_head) are sent once
         # and `copy_state` restores the tie by copying into the storage both names share.
-        key = tensor.data_ptr()
-        if key in seen:
+        if tensor.data_ptr() in seen:
             continue
-        seen[key] = name
-        tensors[name] = tensor.detach().to("cpu").contiguous()
-    return st_save(tensors)
+        seen.add(tensor.data_ptr())
+        t = tensor.detach().to("cpu")
+        tensors[name] = (t.to(dtype) if dtype is not None and t.is_floating_point() else t).contiguous()
+    return tensors
+
+
+def state_to_bytes(model: torch.nn.Module) -> bytes:
+    """All weights as one safetensors blob (tests and small models; services write files)."""
+    return st_save(weight_tensors(model))
+
+
+def save_weights_file(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
+    """Write the weights to a safetensors file, tensor by tensor (no whole-model blob)."""
+    st_save_file(weight_tensors(model, dtype), str(path))
+
+
+def config_dtype(model_dir: str | Path) -> torch.dtype | None:
+    """The dtype a model directory's config.json declares (`dtype`, or the older `torch_dtype`)."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    name = config.get("dtype") or config.get("torch_dtype")
+    found = getattr(torch, name, None) if isinstance(name, str) else None
+    return found if isinstance(found, torch.dtype) else None
 
 
 def read_state_file(model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:

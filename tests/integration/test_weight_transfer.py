@@ -9,7 +9,7 @@ from jetrl.localstack import free_port
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 from jetrl.weights import stream_weights
 from svc_rollout.weights import WeightsUnavailable, fetched_weights
-from svc_trainer.checkpoint import TrainerState, load_state, save_state, save_weights
+from svc_trainer.checkpoint import TrainerState, atomic_write, load_state, save_state, weights_path
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
 
@@ -19,7 +19,7 @@ BLOB = bytes(range(256)) * 5000  # 1.28 MB: several chunks
 @pytest.fixture
 async def trainer_addr(tmp_path):
     trainer = Trainer(js=None, specs=None, data_dir=tmp_path, advertised_addr="")
-    save_weights(tmp_path, "run1", 1, BLOB)
+    atomic_write(weights_path(tmp_path, "run1", 1), BLOB)
     server = grpc.aio.server()
     register(TrainerServicer(trainer))(server)
     addr = f"127.0.0.1:{free_port()}"
@@ -41,7 +41,8 @@ async def fetched(ann, teacher=False) -> bytes:
 
 
 async def test_the_shared_file_is_used_in_place_when_it_is_there(tmp_path):
-    path = save_weights(tmp_path, "run1", 1, BLOB)
+    path = weights_path(tmp_path, "run1", 1)
+    atomic_write(path, BLOB)
     async with fetched_weights(announcement(path.as_uri(), "")) as local:
         assert local == path  # no copy
 
@@ -59,7 +60,6 @@ async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr,
 
 
 async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer_addr):
-    from svc_trainer.checkpoint import atomic_write
     from svc_trainer.teacher import teacher_path
 
     teacher = BLOB[::-1]
@@ -78,7 +78,8 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
 
 
 async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):
-    path = save_weights(tmp_path, "run1", 1, BLOB)
+    path = weights_path(tmp_path, "run1", 1)
+    atomic_write(path, BLOB)
     with pytest.raises(WeightsUnavailable, match="differ from the announcement"):
         await fetched(announcement(path.as_uri(), trainer_addr, sha="0" * 64))
     with pytest.raises(WeightsUnavailable, match="no gRPC endpoint"):

@@ -1,0 +1,108 @@
+"""The trainer's weight files (svc_trainer/worker.py, checkpoint.py): written tensor by tensor in
+the starting model's dtype, announced with the file's own checksum, pruned by the retention
+rule, and a restart resuming from the exact float32 weights when it published bf16."""
+
+import hashlib
+from types import SimpleNamespace
+
+import pytest
+import torch
+from nats.js.api import PubAck
+from pydantic import ValidationError
+from safetensors import safe_open
+
+from jetrl.config import RunSpec
+from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
+from jetrl.v1 import events_pb2 as ev
+from svc_trainer.api import TrainSample
+from svc_trainer.checkpoint import master_path, prune_versions, weights_path
+from svc_trainer.worker import Trainer
+
+TOK = make_char_tokenizer()
+
+
+class Bus:
+    """Takes what the trainer publishes (weights announcements) and acks it."""
+
+    def __init__(self):
+        self.sent = []
+
+    async def publish(self, subject, payload, headers=None):
+        self.sent.append(ev.WeightsAnnouncement.FromString(payload))
+        return PubAck(stream="s", seq=len(self.sent))
+
+
+class Specs:
+    def __init__(self, spec):
+        self.spec = spec
+
+    async def get(self, run_id):
+        return self.spec
+
+
+def model_dir(tmp_path, dtype):
+    model = make_tiny_model(TOK, hidden_size=32, heads=2, layers=1, intermediate_size=64)
+    return save_policy(model.to(dtype), TOK, tmp_path / f"model-{dtype}")
+
+
+def run_spec(path, **train) -> RunSpec:
+    return RunSpec.model_validate({"name": "w", "model": {"path": str(path)}, "train": {"lr": 0.01, **train}})
+
+
+async def train(trainer, run_id, steps):
+    """`steps` versions through the real commit path, each on one sample."""
+    rt = await trainer.run(run_id)
+    spec = await trainer.specs.get(run_id)
+    for step in range(steps):
+        sample = TrainSample([1, 5, 6], [7, 8], [-1.0, -1.0], 1.0)
+        metrics = rt.engine.train_step([sample])
+        await trainer._commit(SimpleNamespace(run_id=run_id, batch_id=f"b{step}"), rt, [], metrics, spec)
+    return rt
+
+
+def dtypes(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {f.get_slice(n).get_dtype() for n in f.keys()}
+
+
+async def test_a_float32_model_publishes_float32_with_the_files_checksum(tmp_path):
+    bus = Bus()
+    trainer = Trainer(bus, Specs(run_spec(model_dir(tmp_path, torch.float32))), tmp_path / "data", "")
+    await train(trainer, "r", 2)
+    ann = bus.sent[-1]
+    path = weights_path(tmp_path / "data", "r", 2)
+    assert ann.uri == path.as_uri() and ann.size_bytes == path.stat().st_size
+    assert ann.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert dtypes(path) == {"F32"} and not master_path(tmp_path / "data", "r", 2).exists()
+
+
+async def test_a_bf16_model_publishes_bf16_and_a_restart_resumes_from_the_exact_weights(tmp_path):
+    data, spec = tmp_path / "data", run_spec(model_dir(tmp_path, torch.bfloat16))
+    rt = await train(Trainer(Bus(), Specs(spec), data, ""), "r", 3)
+    assert dtypes(weights_path(data, "r", 3)) == {"BF16"}  # half the bytes on the way to the engines
+    assert dtypes(master_path(data, "r", 3)) == {"F32"}
+    assert not master_path(data, "r", 2).exists()  # only the saved version's exact copy is kept
+    restarted = await Trainer(Bus(), Specs(spec), data, "").run("r")
+    trained, resumed = rt.engine.model.state_dict(), restarted.engine.model.state_dict()
+    assert restarted.state.version == 3 and all(torch.equal(trained[n], resumed[n]) for n in trained)
+
+
+async def test_old_version_files_are_pruned_by_the_retention_rule(tmp_path):
+    data = tmp_path / "data"
+    spec = run_spec(model_dir(tmp_path, torch.float32), keep_last_versions=2, keep_every_versions=3)
+    await train(Trainer(Bus(), Specs(spec), data, ""), "r", 7)
+    kept = sorted(int(p.stem[1:]) for p in weights_path(data, "r", 1).parent.glob("v*.safetensors"))
+    assert kept == [3, 6, 7]
+
+
+def test_prune_versions_keeps_the_newest_k_and_every_nth(tmp_path):
+    for v in range(1, 11):
+        (tmp_path / f"v{v:06d}.safetensors").write_bytes(b"")
+    assert prune_versions(tmp_path, 10, 0, 4) == []  # 0: keep every version
+    assert prune_versions(tmp_path, 10, 3, 4) == [1, 2, 3, 5, 6, 7]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"v{v:06d}.safetensors" for v in (4, 8, 9, 10)]
+
+
+def test_keeping_only_the_newest_version_is_refused():
+    with pytest.raises(ValidationError, match="at least 2"):
+        run_spec("m", keep_last_versions=1)
