@@ -29,6 +29,10 @@ class TrainSample:
     logprobs: Sequence[float]
     advantage: float
     trainable: Sequence[bool] | None = None
+    fresh: Sequence[bool] | None = None
+    """Per completion token: made by the very weights being trained (the proximal policy), so
+    its behaviour log-prob and the trainer's should agree; the gap between them measures how far
+    the generation engine's numerics are from the trainer's (metrics logprob_gap_*)."""
 
 
 class TrainEngine(Protocol):

@@ -6,6 +6,10 @@ is split into `train.minibatches` slices, each followed by an AdamW step with gl
 clipping, so from the second slice on u = exp(θ - p) moves away from 1 and the PPO clip binds.
 With one minibatch θ == p at the update, so p is that forward detached (exact, and one pass
 cheaper), u = 1 and the step is the plain importance-weighted policy gradient.
+
+It also reports how far the behaviour log-probs of fresh tokens (made by these very weights) are
+from its own: the generation engine's numerical disagreement, which the behaviour weight
+w = exp(p - b) absorbs (logprob_gap_mean, logprob_gap_max).
 """
 
 from __future__ import annotations
@@ -98,23 +102,28 @@ class TorchTrainEngine:
         # Proximal log-probs: the weights as they are before this version's first update.
         proximal = self.token_logprobs(prompts, completions, grad=False)[0] if len(parts) > 1 else None
         totals: dict[str, float] = {}
+        gap = _Gap()
         for rows in parts:
             current, real = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
             t = current.shape[1]  # a minibatch may have shorter completions than the batch
             behaviour = torch.zeros_like(current)
             trainable = torch.zeros_like(real)
+            fresh = torch.zeros_like(real)
             for j, i in enumerate(rows):
                 s = samples[i]
                 n = len(s.completion_token_ids)
                 behaviour[j, :n] = torch.tensor(s.logprobs, dtype=current.dtype)
                 trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
+                fresh[j, :n] = False if s.fresh is None else torch.tensor(s.fresh, dtype=torch.bool)
+            prox = current.detach() if proximal is None else proximal[rows, :t]
+            gap.add((behaviour - prox).abs()[real & fresh])
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
             # max_new_tokens is set whenever loss_agg is "constant" (__init__ refuses it otherwise)
             tokens = self.max_new_tokens if self.spec.loss_agg == "constant" else None
             constant = len(rows) * tokens if tokens else None
             out = decoupled_ppo_loss(
                 current,
-                current.detach() if proximal is None else proximal[rows, :t],
+                prox,
                 behaviour,
                 advantages.expand_as(current),
                 real & trainable,
@@ -126,7 +135,7 @@ class TorchTrainEngine:
             )
             for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(parts))
-        return totals
+        return {**totals, **gap.metrics()}
 
     def _update(self, out: LossOutput) -> float:
         """One AdamW step on the loss unless it kept no token or its gradient is not finite; returns
@@ -143,3 +152,22 @@ class TorchTrainEngine:
             return float(grad_norm)
         self.optimizer.step()
         return float(grad_norm)
+
+
+class _Gap:
+    """|behaviour - proximal| log-prob over the batch's fresh tokens (TrainSample.fresh)."""
+
+    def __init__(self) -> None:
+        self.total, self.count, self.max = 0.0, 0, 0.0
+
+    def add(self, gaps: torch.Tensor) -> None:
+        if gaps.numel():
+            self.total += float(gaps.sum())
+            self.count += gaps.numel()
+            self.max = max(self.max, float(gaps.max()))
+
+    def metrics(self) -> dict[str, float]:
+        """Mean and max per fresh token; none when no token was fresh (nothing to compare)."""
+        if not self.count:
+            return {}
+        return {"logprob_gap_mean": self.total / self.count, "logprob_gap_max": self.max}

@@ -29,10 +29,11 @@ def describe(p: services_pb2.RunProgress) -> str:
     )
     filtered = f"  filtered {p.groups_filtered}" if p.groups_filtered else ""
     teacher = f"  teacher v{p.teacher_version}" if p.teacher_version >= 0 else ""
+    gap = f"  logprob gap {p.logprob_gap_mean:.1e} (max {p.logprob_gap_max:.1e})" if p.logprob_gap_mean >= 0 else ""
     return (
         f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
         f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
-        f"{partial}{stale}{masked}{filtered}{teacher}{failed}{dead}"
+        f"{partial}{stale}{masked}{filtered}{teacher}{gap}{failed}{dead}"
     )
 
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PromptGroup, Run, Sample, SampleSegment
+from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PolicyVersion, PromptGroup, Run, Sample, SampleSegment
 from jetrl.lineage.role import EngineRole
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
@@ -37,6 +37,8 @@ class RunStats:
     reward_failures: int  # groups some reward endpoint failed for
     last_reward_error: str | None  # the newest of them, `endpoint: error`
     teacher_version: int | None
+    logprob_gap_mean: float | None  # |behaviour - trainer| log-prob on fresh tokens, mean of the versions'
+    logprob_gap_max: float | None  # and the largest of any version
 
 
 class Reports(EngineRole):
@@ -99,6 +101,14 @@ class Reports(EngineRole):
                 )
             ).scalar()
             teacher = (await conn.execute(select(Run.teacher_version).where(Run.run_id == run_id))).scalar()
+            gap_mean, gap_max = (
+                await conn.execute(
+                    select(
+                        func.avg(PolicyVersion.metrics["logprob_gap_mean"].as_float()),
+                        func.max(PolicyVersion.metrics["logprob_gap_max"].as_float()),
+                    ).where(PolicyVersion.run_id == run_id)
+                )
+            ).one()
             stale_mean, stale_max, tokens, offpolicy, masked = (
                 await conn.execute(
                     select(
@@ -124,6 +134,8 @@ class Reports(EngineRole):
             failures,
             last_error,
             teacher,
+            gap_mean,
+            gap_max,
         )
 
     async def reward_failure_share(self, run_id: str) -> tuple[int, int]:

@@ -34,6 +34,8 @@ async def test_a_run_on_vllm_trains_every_sample_once_and_its_export_loads_into_
     last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
     await assert_every_sample_trained_once(stack, store, rid, steps=3, b=2, g=4)
+    # vLLM's kernels against the trainer's torch on the same weights: small, measured, shown in progress
+    assert 0 <= last.logprob_gap_mean <= last.logprob_gap_max < 1e-3
     spec = parse_spec(yaml)
     out = await export(stack.settings, rid, None, tmp_path / "export")
     engine = VllmEngine(out, load_tokenizer(out), spec.rollout.vllm)
