@@ -11,6 +11,7 @@ engine holds at least v: in synchronous mode that is exactly the version it was 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 from pathlib import Path
 
@@ -98,6 +99,11 @@ class Policies:
         for k in [k for k in self._unavailable if k[0] == run_id]:
             del self._unavailable[k]
         return [self.engines.pop(k) for k in keys]
+
+
+def available_engines() -> list[str]:
+    """The `rollout.engine` values this worker can build: torch always, vllm where vLLM imports."""
+    return ["torch", *(["vllm"] if importlib.util.find_spec("vllm") is not None else [])]
 
 
 def _build_engine(spec: RunSpec) -> GenerationEngine:

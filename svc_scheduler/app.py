@@ -101,7 +101,7 @@ async def main(settings: Settings) -> None:
     await serve(
         "svc_scheduler",
         settings.listen_as(settings.scheduler_addr),
-        register(SchedulerServicer(coordinator, store, settings.reward_addr)),
+        register(SchedulerServicer(coordinator, store, settings.reward_addr, settings.rollout_addr)),
         [
             resume,
             reconcile,

@@ -18,17 +18,18 @@ from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
-from svc_scheduler.reward_needs import check_reward_needs
+from svc_scheduler.preflight import check_reward_needs, check_rollout_engine
 
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, coordinator: Coordinator, store: LineageStore, reward_addr: str):
+    def __init__(self, coordinator: Coordinator, store: LineageStore, reward_addr: str, rollout_addr: str):
         self.coordinator = coordinator
         self.store = store
         self.reward_addr = reward_addr  # the built-in reward server, for runs that name none
+        self.rollout_addr = rollout_addr  # asked which engines the rollout workers can build
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
         record = await self.store.runs.get_run(run_id)
@@ -66,6 +67,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             groups_dropped=counts[GroupState.DROPPED],
             groups_filtered=counts[GroupState.FILTERED],
             teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,
+            logprob_gap_mean=-1.0 if stats.logprob_gap_mean is None else stats.logprob_gap_mean,
+            logprob_gap_max=-1.0 if stats.logprob_gap_max is None else stats.logprob_gap_max,
         )
 
     async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> services_pb2.Run:
@@ -86,7 +89,9 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
         if await self.store.runs.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
-        if problems := await check_reward_needs(spec, self.reward_addr):
+        problems = await check_reward_needs(spec, self.reward_addr)
+        problems += await check_rollout_engine(spec, self.rollout_addr)
+        if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:
             run = await asyncio.to_thread(prepare, run_id, spec)

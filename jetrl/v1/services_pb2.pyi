@@ -21,7 +21,7 @@ STOPPED: RunState
 FAILED: RunState
 
 class RunProgress(_message.Message):
-    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version", "last_reward_error")
+    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version", "last_reward_error", "logprob_gap_mean", "logprob_gap_max")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class RunProgress(_message.Message):
     GROUPS_FILTERED_FIELD_NUMBER: _ClassVar[int]
     TEACHER_VERSION_FIELD_NUMBER: _ClassVar[int]
     LAST_REWARD_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_GAP_MEAN_FIELD_NUMBER: _ClassVar[int]
+    LOGPROB_GAP_MAX_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     policy_version: int
@@ -70,7 +72,9 @@ class RunProgress(_message.Message):
     groups_filtered: int
     teacher_version: int
     last_reward_error: str
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ...) -> None: ...
+    logprob_gap_mean: float
+    logprob_gap_max: float
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ..., logprob_gap_mean: _Optional[float] = ..., logprob_gap_max: _Optional[float] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "spec_yaml", "progress")
@@ -173,7 +177,7 @@ class RolloutStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated", "busy_seconds", "samples_aborted")
+    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated", "busy_seconds", "samples_aborted", "engines")
     class LoadedVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -187,13 +191,15 @@ class RolloutStatus(_message.Message):
     TOKENS_GENERATED_FIELD_NUMBER: _ClassVar[int]
     BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_ABORTED_FIELD_NUMBER: _ClassVar[int]
+    ENGINES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     loaded_versions: _containers.ScalarMap[str, int]
     samples_generated: int
     tokens_generated: int
     busy_seconds: float
     samples_aborted: int
-    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., samples_aborted: _Optional[int] = ...) -> None: ...
+    engines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., samples_aborted: _Optional[int] = ..., engines: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class TrainerStatusRequest(_message.Message):
     __slots__ = ("run_id",)

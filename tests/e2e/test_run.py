@@ -6,6 +6,7 @@ Each test submits its own run to the module's stack (tests/e2e/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import time
 
 import grpc
@@ -31,6 +32,8 @@ async def test_a_short_run_trains_and_records_every_sample(stack, store):
     last = seen[-1]
     assert last.state == svc.COMPLETED, last.message
     assert last.policy_version == 3 and last.samples_trained == 24 and last.heldout_version == 3
+    # every token is fresh (synchronous) and rollout and trainer are the same torch code: no gap
+    assert 0 <= last.logprob_gap_mean <= last.logprob_gap_max < 1e-4
     assert [p.policy_version for p in seen] == sorted(p.policy_version for p in seen)
     await assert_every_sample_trained_once(stack, store, rid, steps=3, b=2, g=4)
     evaluations = await store.reports.evaluations(rid)
@@ -54,6 +57,15 @@ async def test_an_invalid_run_is_refused_with_what_is_wrong(stack, spec_yaml, ne
         await create_run(stack, spec_yaml)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert needle in err.value.details()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="the stack's rollout workers have vLLM")
+async def test_a_vllm_run_on_workers_without_vllm_is_refused_with_how_to_install_it(stack):
+    yaml = stack.spec_yaml("novllm").replace("rollout: {", "rollout: {engine: vllm, ")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await create_run(stack, yaml)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "can build only torch" in err.value.details() and "scripts/setup_vllm.sh" in err.value.details()
 
 
 async def test_killed_trainer_and_rollout_worker_lose_nothing(stack, store):

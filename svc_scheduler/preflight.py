@@ -1,0 +1,83 @@
+"""Before a run starts, CreateRun asks the services it will use whether they can serve it.
+
+- Each reward server (`Describe`): does the run give it what it needs? A co_reward server on a
+  run without the analogous view, or a teacher server on a run without a teacher, would refuse
+  every group and the run would go on with the failure policy's zeros.
+- A rollout worker (`GetStatus`): can it build the run's `rollout.engine`? A `vllm` run on
+  workers without vLLM would fail at its first task.
+
+Each finding becomes a clear INVALID_ARGUMENT saying what to change. A service that cannot be
+reached now is not a reason to refuse: it may come up later (from another image, say), and the
+run's own failure paths cover it meanwhile (the reward failure policy; for the engine,
+svc_rollout/policies.py:EngineUnavailable, which fails the run with the same advice).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+
+from jetrl.config import RunSpec
+from jetrl.logs import log_fields
+from jetrl.rpc import channel
+from jetrl.v1 import reward_pb2, reward_pb2_grpc, services_pb2, services_pb2_grpc
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _ask(address: str, call: Callable[[grpc.aio.Channel], Awaitable[T]]) -> T | None:
+    """`call` on a channel to `address`; None when the service does not answer."""
+    async with channel(address) as ch:
+        try:
+            return await call(ch)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("not checked before the run", extra=log_fields(endpoint=address, error=exc.code().name))
+            return None
+
+
+def unmet(spec: RunSpec, describe: reward_pb2.DescribeResponse) -> list[str]:
+    """What the server needs that this run does not give it, each as what to change. (Every task
+    has reference answers today, so `needs_reference` is always met.)"""
+    name = f"{describe.name}@{describe.version}"
+    problems = []
+    if describe.needs_views and not spec.rollout.analogous_view:
+        problems.append(f"{name} needs the analogous view: set rollout.analogous_view: true")
+    if describe.needs_teacher_samples and spec.teacher is None:
+        problems.append(f"{name} needs the EMA teacher's samples: add a `teacher:` section")
+    return problems
+
+
+async def check_reward_needs(spec: RunSpec, default_endpoint: str, timeout: float = 3.0) -> list[str]:
+    """Every unmet need of every reachable reward endpoint of the run."""
+    problems = []
+    for address in [e.address for e in spec.reward.endpoints] or [default_endpoint]:
+        describe = await _ask(
+            address,
+            lambda ch: reward_pb2_grpc.RewardServiceStub(ch).Describe(reward_pb2.DescribeRequest(), timeout=timeout),
+        )
+        if describe is not None:
+            problems += [f"reward endpoint {address}: {p}" for p in unmet(spec, describe)]
+    return problems
+
+
+async def check_rollout_engine(spec: RunSpec, rollout_addr: str, timeout: float = 3.0) -> list[str]:
+    """Why the rollout workers at `rollout_addr` cannot build the run's engine, as what to do."""
+    if spec.simulation is not None:
+        return []  # simulated hardware: every worker has that engine
+    status = await _ask(
+        rollout_addr,
+        lambda ch: services_pb2_grpc.RolloutServiceStub(ch).GetStatus(
+            services_pb2.RolloutStatusRequest(), timeout=timeout
+        ),
+    )
+    if status is None or spec.rollout.engine in status.engines:
+        return []
+    return [
+        f"rollout.engine {spec.rollout.engine}: the rollout workers at {rollout_addr} can build only "
+        f"{', '.join(status.engines)}; install vLLM where they run (scripts/setup_vllm.sh and start them "
+        "from .venv-vllm, or the CUDA image deploy/Dockerfile.cuda), or set rollout.engine: torch"
+    ]
