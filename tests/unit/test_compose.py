@@ -438,3 +438,33 @@ def test_each_service_listens_on_the_port_others_reach_it_by():
         "svc_trainer": "trainer_addr",
     }.items():
         assert f"settings.listen_as(settings.{field})" in (ROOT / module / "app.py").read_text(), module
+
+
+# ---- the GPU rollout (profile gpu, deploy/Dockerfile.cuda) ----------------------------------
+
+CUDA_DOCKERFILE = ROOT / "deploy" / "Dockerfile.cuda"
+
+
+def test_the_gpu_rollout_is_the_rollout_service_on_the_cuda_image_with_a_gpu():
+    services = _services()
+    gpu, cpu = services["rollout-gpu"], services["rollout"]
+    build = gpu["build"]
+    assert (ROOT / build["context"] / build["dockerfile"]).resolve() == CUDA_DOCKERFILE
+    assert gpu["profiles"] == ["gpu"] and gpu["image"] != cpu["image"]
+    assert _argv(gpu["command"]) == _argv(cpu["command"]) and _env(gpu) == _env(cpu)
+    assert gpu["networks"]["default"]["aliases"] == ["rollout"]  # the others reach it as `rollout`
+    assert _mounts(gpu) == _mounts(cpu) and gpu["depends_on"] == cpu["depends_on"]
+    [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_the_cuda_image_installs_vllm_and_jetrl_with_the_constraints_as_non_root():
+    text = CUDA_DOCKERFILE.read_text()
+    assert "'vllm==0.32.0'" in text and "download.pytorch.org/whl/cpu" not in text
+    runs = [line for line in text.replace("\\\n", " ").splitlines() if line.startswith("RUN")]
+    installs = [cmd for run in runs for cmd in run.split("pip install")[1:]]
+    assert installs and all("-c constraints.txt" in cmd.split("&&")[0] for cmd in installs)
+    for src in [line.split()[1] for line in text.splitlines() if line.startswith("COPY")]:
+        assert (ROOT / src).exists(), src
+    users = [line.split()[1] for line in text.splitlines() if line.startswith("USER")]
+    assert users and users[-1] not in ("root", "0")
