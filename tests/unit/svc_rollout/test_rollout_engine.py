@@ -10,27 +10,18 @@ import threading
 import pytest
 import torch
 
-from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model, state_to_bytes
+from jetrl.policy import encode_prompt, state_to_bytes
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.engine import TorchEngine
-
-TOK = make_char_tokenizer()
-
+from tiny_models import TOK, spread_model
 
 EOS = TOK.eos_token_id
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
 
 
 def make_model(seed=0, std=0.3):
-    """A tiny Llama with larger-than-default random weights, so its distributions are far from uniform."""
-    model = make_tiny_model(TOK, hidden_size=32, layers=2, heads=2, intermediate_size=64, max_positions=64, seed=seed)
-    with torch.random.fork_rng(), torch.no_grad():
-        torch.manual_seed(seed)
-        for p in model.parameters():
-            if p.dim() >= 2:
-                p.normal_(0.0, std)
-    return model.eval()
+    return spread_model(seed, std).eval()
 
 
 def ids(text):
