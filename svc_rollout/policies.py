@@ -11,7 +11,6 @@ engine holds at least v: in synchronous mode that is exactly the version it was 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 from jetrl.views import TEACHER
 from svc_rollout.api import GenerationEngine
+from svc_rollout.checks import INSTALL_VLLM
 from svc_rollout.weights import fetched_weights
 
 log = logging.getLogger(__name__)
@@ -101,11 +101,6 @@ class Policies:
         return [self.engines.pop(k) for k in keys]
 
 
-def available_engines() -> list[str]:
-    """The `rollout.engine` values this worker can build: torch always, vllm where vLLM imports."""
-    return ["torch", *(["vllm"] if importlib.util.find_spec("vllm") is not None else [])]
-
-
 def _build_engine(spec: RunSpec) -> GenerationEngine:
     """The run's engine at version 0: simulated hardware when the spec asks for it, else the
     spec's `rollout.engine`. Raises EngineUnavailable when this worker cannot build it."""
@@ -129,9 +124,8 @@ def _vllm_engine(spec: RunSpec, tokenizer, interrupt: bool) -> GenerationEngine:
         from svc_rollout.vllm_engine import VllmEngine
     except ImportError as exc:
         raise EngineUnavailable(
-            f"rollout.engine is vllm, but this rollout worker cannot import vLLM ({exc}): run it from "
-            "the environment scripts/setup_vllm.sh makes (.venv-vllm), or from the CUDA image "
-            "(deploy/docker/Dockerfile.cuda), or set rollout.engine: torch"
+            f"rollout.engine is vllm, but this rollout worker cannot import vLLM ({exc}): {INSTALL_VLLM}, "
+            "or set rollout.engine: torch"
         ) from exc
     try:
         return VllmEngine(

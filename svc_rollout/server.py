@@ -6,12 +6,14 @@ import asyncio
 
 import grpc
 
+from jetrl.config import SpecError, parse_spec
 from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_rollout.api import GenRequest
-from svc_rollout.policies import POLICY, available_engines
+from svc_rollout.checks import available_engines, run_problems
+from svc_rollout.policies import POLICY
 from svc_rollout.worker import RolloutWorker
 
 
@@ -47,9 +49,20 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         )
 
     async def Generate(self, request, context):
-        if not request.prompts or request.max_new_tokens < 1 or not 0 < (request.top_p or 1.0) <= 1:
+        if (
+            not request.prompts
+            or not 1 <= request.max_new_tokens <= 4096
+            or not 0 < (request.top_p or 1.0) <= 1
+            or not 0 <= request.temperature <= 4
+        ):
             await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, "need prompts, max_new_tokens >= 1 and top_p in (0, 1]"
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "need prompts, max_new_tokens in [1, 4096], temperature in [0, 4] and top_p in (0, 1]",
+            )
+        if request.run_id in self.worker.ended_runs:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"run {request.run_id} has ended; `jetrl export` takes its versions out",
             )
         engine = await self._engine(request.run_id, 0, context)
         requests = [
@@ -64,6 +77,13 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         ]
         results = await asyncio.to_thread(engine.generate, requests)
         return services_pb2.GenerateResponse(version=engine.version, completions=[r.text for r in results])
+
+    async def CheckRun(self, request, context):
+        try:
+            spec = parse_spec(request.spec_yaml)
+        except SpecError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        return services_pb2.CheckRunResponse(problems=await asyncio.to_thread(run_problems, spec))
 
     async def GetStatus(self, request, context):
         return services_pb2.RolloutStatus(

@@ -3,8 +3,8 @@
 - Each reward server (`Describe`): does the run give it what it needs? A co_reward server on a
   run without the analogous view, or a teacher server on a run without a teacher, would refuse
   every group and the run would go on with the failure policy's zeros.
-- A rollout worker (`GetStatus`): can it build the run's `rollout.engine`? A `vllm` run on
-  workers without vLLM would fail at its first task.
+- A rollout worker (`CheckRun`): can it build the run's `rollout.engine`, read its model
+  directory, and (vLLM) serve its architecture? Otherwise the run would fail at its first task.
 
 Each finding becomes a clear INVALID_ARGUMENT saying what to change. A service that cannot be
 reached now is not a reason to refuse: it may come up later (from another image, say), and the
@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import grpc
 
-from jetrl.config import RunSpec
+from jetrl.config import RunSpec, dump_spec
 from jetrl.logs import log_fields
 from jetrl.rpc import channel
 from jetrl.v1 import reward_pb2, reward_pb2_grpc, services_pb2, services_pb2_grpc
@@ -64,20 +64,14 @@ async def check_reward_needs(spec: RunSpec, default_endpoint: str, timeout: floa
     return problems
 
 
-async def check_rollout_engine(spec: RunSpec, rollout_addr: str, timeout: float = 3.0) -> list[str]:
-    """Why the rollout workers at `rollout_addr` cannot build the run's engine, as what to do."""
-    if spec.simulation is not None:
-        return []  # simulated hardware: every worker has that engine
-    status = await _ask(
+async def check_rollout(spec: RunSpec, rollout_addr: str, timeout: float = 60.0) -> list[str]:
+    """Why a rollout worker at `rollout_addr` cannot serve the run, as it sees things (the engine,
+    the model directory, vLLM's architectures: svc_rollout/checks.py). The first vLLM check imports
+    vLLM in the worker, which takes seconds: hence the longer timeout."""
+    reply = await _ask(
         rollout_addr,
-        lambda ch: services_pb2_grpc.RolloutServiceStub(ch).GetStatus(
-            services_pb2.RolloutStatusRequest(), timeout=timeout
+        lambda ch: services_pb2_grpc.RolloutServiceStub(ch).CheckRun(
+            services_pb2.CheckRunRequest(spec_yaml=dump_spec(spec)), timeout=timeout
         ),
     )
-    if status is None or spec.rollout.engine in status.engines:
-        return []
-    return [
-        f"rollout.engine {spec.rollout.engine}: the rollout workers at {rollout_addr} can build only "
-        f"{', '.join(status.engines)}; install vLLM where they run (scripts/setup_vllm.sh and start them "
-        "from .venv-vllm, or the CUDA image deploy/Dockerfile.cuda), or set rollout.engine: torch"
-    ]
+    return [f"rollout worker at {rollout_addr}: {p}" for p in reply.problems] if reply is not None else []

@@ -18,7 +18,7 @@ from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
-from svc_scheduler.preflight import check_reward_needs, check_rollout_engine
+from svc_scheduler.preflight import check_reward_needs, check_rollout
 
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
@@ -90,7 +90,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         if await self.store.runs.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
         problems = await check_reward_needs(spec, self.reward_addr)
-        problems += await check_rollout_engine(spec, self.rollout_addr)
+        problems += await check_rollout(spec, self.rollout_addr)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:

@@ -8,6 +8,7 @@
   jetrl demo               all of it: up, bootstrap, run examples/arithmetic.yaml, report, down
   jetrl status             health of the services and the known runs
   jetrl down               stop what `jetrl up` started
+  jetrl generate RUN P...  sample from a running run's current policy (greedy by default)
   jetrl export RUN OUT_DIR a run's version (--version N, default the newest) as a Hugging Face model directory
   jetrl db upgrade         create and migrate the lineage database
   jetrl reward check ADDR  check any RewardService against the Reward contract
@@ -58,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)",
     )
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    generate = sub.add_parser("generate", help="sample from a running run's current policy")
+    generate.add_argument("run_id", metavar="RUN")
+    generate.add_argument("prompts", metavar="PROMPT", nargs="+")
+    generate.add_argument("--max-new-tokens", type=int, default=32)
+    generate.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    generate.add_argument("--seed", type=int, default=0)
     export = sub.add_parser("export", help="a run's version as a Hugging Face model directory")
     export.add_argument("run_id", metavar="RUN")
     export.add_argument("out", metavar="OUT_DIR", type=Path)
@@ -114,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.demo import demo
 
             return demo(settings, args.spec, args.keep_running)
+        elif args.command == "generate":
+            from jetrl.cli.generate import main as generate
+
+            return asyncio.run(
+                generate(settings, args.run_id, args.prompts, args.max_new_tokens, args.temperature, args.seed)
+            )
         elif args.command == "export":
             from jetrl.cli.export import main as export
 

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jetrl/v1/services.proto\x12\x08jetrl.v1\"\x91\x05\n\x0bRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.jetrl.v1.RunState\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12\x13\n\x0bmean_reward\x18\x05 \x01(\x01\x12\x18\n\x10heldout_accuracy\x18\x06 \x01(\x01\x12\x17\n\x0fheldout_version\x18\x07 \x01(\x05\x12\x1a\n\x12samples_per_second\x18\x08 \x01(\x01\x12\x19\n\x11samples_generated\x18\t \x01(\x03\x12\x17\n\x0fsamples_trained\x18\n \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x0b \x01(\x01\x12\x16\n\x0egroups_running\x18\x0c \x01(\x05\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\r \x01(\x03\x12\x0f\n\x07message\x18\x0e \x01(\t\x12\x16\n\x0emean_staleness\x18\x0f \x01(\x01\x12\x15\n\rmax_staleness\x18\x10 \x01(\x05\x12\x16\n\x0epartial_groups\x18\x11 \x01(\x05\x12\x1d\n\x15offpolicy_token_share\x18\x12 \x01(\x01\x12\x1b\n\x13stale_masked_tokens\x18\x13 \x01(\x03\x12\x17\n\x0freward_failures\x18\x14 \x01(\x03\x12\x16\n\x0egroups_dropped\x18\x15 \x01(\x05\x12\x17\n\x0fgroups_filtered\x18\x16 \x01(\x05\x12\x17\n\x0fteacher_version\x18\x17 \x01(\x05\x12\x19\n\x11last_reward_error\x18\x18 \x01(\t\x12\x18\n\x10logprob_gap_mean\x18\x19 \x01(\x01\x12\x17\n\x0flogprob_gap_max\x18\x1a \x01(\x01\"Q\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tspec_yaml\x18\x02 \x01(\t\x12\'\n\x08progress\x18\x03 \x01(\x0b\x32\x15.jetrl.v1.RunProgress\"5\n\x10\x43reateRunRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x11\n\x0fListRunsRequest\"/\n\x10ListRunsResponse\x12\x1b\n\x04runs\x18\x01 \x03(\x0b\x32\r.jetrl.v1.Run\"0\n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"E\n\x0f\x45valuateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bmin_version\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"e\n\x10\x45valuateResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x05\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\"|\n\x0fGenerateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"8\n\x10GenerateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x13\n\x0b\x63ompletions\x18\x02 \x03(\t\"\x16\n\x14RolloutStatusRequest\"\x94\x02\n\rRolloutStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x44\n\x0floaded_versions\x18\x02 \x03(\x0b\x32+.jetrl.v1.RolloutStatus.LoadedVersionsEntry\x12\x19\n\x11samples_generated\x18\x03 \x01(\x03\x12\x18\n\x10tokens_generated\x18\x04 \x01(\x03\x12\x14\n\x0c\x62usy_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fsamples_aborted\x18\x06 \x01(\x03\x12\x0f\n\x07\x65ngines\x18\x07 \x03(\t\x1a\x35\n\x13LoadedVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"&\n\x14TrainerStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"z\n\rTrainerStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x17\n\x0fsamples_trained\x18\x03 \x01(\x03\x12\x17\n\x0f\x62\x61tches_trained\x18\x04 \x01(\x05\x12\x16\n\x0e\x63heckpoint_dir\x18\x05 \x01(\t\"\\\n\x13\x46\x65tchWeightsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x05\x12\x0f\n\x07teacher\x18\x04 \x01(\x08\"Q\n\x0cWeightsChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t*Z\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x32\xb3\x02\n\x10SchedulerService\x12\x36\n\tCreateRun\x12\x1a.jetrl.v1.CreateRunRequest\x1a\r.jetrl.v1.Run\x12\x30\n\x06GetRun\x12\x17.jetrl.v1.GetRunRequest\x1a\r.jetrl.v1.Run\x12\x41\n\x08ListRuns\x12\x19.jetrl.v1.ListRunsRequest\x1a\x1a.jetrl.v1.ListRunsResponse\x12\x32\n\x07StopRun\x12\x18.jetrl.v1.StopRunRequest\x1a\r.jetrl.v1.Run\x12>\n\x08WatchRun\x12\x19.jetrl.v1.WatchRunRequest\x1a\x15.jetrl.v1.RunProgress0\x01\x32\xdc\x01\n\x0eRolloutService\x12\x41\n\x08\x45valuate\x12\x19.jetrl.v1.EvaluateRequest\x1a\x1a.jetrl.v1.EvaluateResponse\x12\x41\n\x08Generate\x12\x19.jetrl.v1.GenerateRequest\x1a\x1a.jetrl.v1.GenerateResponse\x12\x44\n\tGetStatus\x12\x1e.jetrl.v1.RolloutStatusRequest\x1a\x17.jetrl.v1.RolloutStatus2\x9f\x01\n\x0eTrainerService\x12\x44\n\tGetStatus\x12\x1e.jetrl.v1.TrainerStatusRequest\x1a\x17.jetrl.v1.TrainerStatus\x12G\n\x0c\x46\x65tchWeights\x12\x1d.jetrl.v1.FetchWeightsRequest\x1a\x16.jetrl.v1.WeightsChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17jetrl/v1/services.proto\x12\x08jetrl.v1\"\x91\x05\n\x0bRunProgress\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12!\n\x05state\x18\x02 \x01(\x0e\x32\x12.jetrl.v1.RunState\x12\x16\n\x0epolicy_version\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12\x13\n\x0bmean_reward\x18\x05 \x01(\x01\x12\x18\n\x10heldout_accuracy\x18\x06 \x01(\x01\x12\x17\n\x0fheldout_version\x18\x07 \x01(\x05\x12\x1a\n\x12samples_per_second\x18\x08 \x01(\x01\x12\x19\n\x11samples_generated\x18\t \x01(\x03\x12\x17\n\x0fsamples_trained\x18\n \x01(\x03\x12\x17\n\x0f\x65lapsed_seconds\x18\x0b \x01(\x01\x12\x16\n\x0egroups_running\x18\x0c \x01(\x05\x12\x14\n\x0c\x64\x65\x61\x64_letters\x18\r \x01(\x03\x12\x0f\n\x07message\x18\x0e \x01(\t\x12\x16\n\x0emean_staleness\x18\x0f \x01(\x01\x12\x15\n\rmax_staleness\x18\x10 \x01(\x05\x12\x16\n\x0epartial_groups\x18\x11 \x01(\x05\x12\x1d\n\x15offpolicy_token_share\x18\x12 \x01(\x01\x12\x1b\n\x13stale_masked_tokens\x18\x13 \x01(\x03\x12\x17\n\x0freward_failures\x18\x14 \x01(\x03\x12\x16\n\x0egroups_dropped\x18\x15 \x01(\x05\x12\x17\n\x0fgroups_filtered\x18\x16 \x01(\x05\x12\x17\n\x0fteacher_version\x18\x17 \x01(\x05\x12\x19\n\x11last_reward_error\x18\x18 \x01(\t\x12\x18\n\x10logprob_gap_mean\x18\x19 \x01(\x01\x12\x17\n\x0flogprob_gap_max\x18\x1a \x01(\x01\"Q\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x11\n\tspec_yaml\x18\x02 \x01(\t\x12\'\n\x08progress\x18\x03 \x01(\x0b\x32\x15.jetrl.v1.RunProgress\"5\n\x10\x43reateRunRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\x12\x0e\n\x06run_id\x18\x02 \x01(\t\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x11\n\x0fListRunsRequest\"/\n\x10ListRunsResponse\x12\x1b\n\x04runs\x18\x01 \x03(\x0b\x32\r.jetrl.v1.Run\"0\n\x0eStopRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"!\n\x0fWatchRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"E\n\x0f\x45valuateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bmin_version\x18\x02 \x01(\x05\x12\r\n\x05limit\x18\x03 \x01(\x05\"e\n\x10\x45valuateResponse\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0f\n\x07\x63orrect\x18\x03 \x01(\x05\x12\r\n\x05total\x18\x04 \x01(\x05\x12\x10\n\x08\x61\x63\x63uracy\x18\x05 \x01(\x01\"|\n\x0fGenerateRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\x13\n\x0btemperature\x18\x03 \x01(\x02\x12\r\n\x05top_p\x18\x04 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x05 \x01(\x05\x12\x0c\n\x04seed\x18\x06 \x01(\x04\"8\n\x10GenerateResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\x12\x13\n\x0b\x63ompletions\x18\x02 \x03(\t\"$\n\x0f\x43heckRunRequest\x12\x11\n\tspec_yaml\x18\x01 \x01(\t\"$\n\x10\x43heckRunResponse\x12\x10\n\x08problems\x18\x01 \x03(\t\"\x16\n\x14RolloutStatusRequest\"\x94\x02\n\rRolloutStatus\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x44\n\x0floaded_versions\x18\x02 \x03(\x0b\x32+.jetrl.v1.RolloutStatus.LoadedVersionsEntry\x12\x19\n\x11samples_generated\x18\x03 \x01(\x03\x12\x18\n\x10tokens_generated\x18\x04 \x01(\x03\x12\x14\n\x0c\x62usy_seconds\x18\x05 \x01(\x01\x12\x17\n\x0fsamples_aborted\x18\x06 \x01(\x03\x12\x0f\n\x07\x65ngines\x18\x07 \x03(\t\x1a\x35\n\x13LoadedVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"&\n\x14TrainerStatusRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"z\n\rTrainerStatus\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x17\n\x0fsamples_trained\x18\x03 \x01(\x03\x12\x17\n\x0f\x62\x61tches_trained\x18\x04 \x01(\x05\x12\x16\n\x0e\x63heckpoint_dir\x18\x05 \x01(\t\"\\\n\x13\x46\x65tchWeightsRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x13\n\x0b\x63hunk_bytes\x18\x03 \x01(\x05\x12\x0f\n\x07teacher\x18\x04 \x01(\x08\"Q\n\x0cWeightsChunk\x12\x0e\n\x06offset\x18\x01 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x13\n\x0btotal_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06sha256\x18\x04 \x01(\t*Z\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x0b\n\x07RUNNING\x10\x01\x12\r\n\tCOMPLETED\x10\x02\x12\x0b\n\x07STOPPED\x10\x03\x12\n\n\x06\x46\x41ILED\x10\x04\x32\xb3\x02\n\x10SchedulerService\x12\x36\n\tCreateRun\x12\x1a.jetrl.v1.CreateRunRequest\x1a\r.jetrl.v1.Run\x12\x30\n\x06GetRun\x12\x17.jetrl.v1.GetRunRequest\x1a\r.jetrl.v1.Run\x12\x41\n\x08ListRuns\x12\x19.jetrl.v1.ListRunsRequest\x1a\x1a.jetrl.v1.ListRunsResponse\x12\x32\n\x07StopRun\x12\x18.jetrl.v1.StopRunRequest\x1a\r.jetrl.v1.Run\x12>\n\x08WatchRun\x12\x19.jetrl.v1.WatchRunRequest\x1a\x15.jetrl.v1.RunProgress0\x01\x32\x9f\x02\n\x0eRolloutService\x12\x41\n\x08\x45valuate\x12\x19.jetrl.v1.EvaluateRequest\x1a\x1a.jetrl.v1.EvaluateResponse\x12\x41\n\x08Generate\x12\x19.jetrl.v1.GenerateRequest\x1a\x1a.jetrl.v1.GenerateResponse\x12\x44\n\tGetStatus\x12\x1e.jetrl.v1.RolloutStatusRequest\x1a\x17.jetrl.v1.RolloutStatus\x12\x41\n\x08\x43heckRun\x12\x19.jetrl.v1.CheckRunRequest\x1a\x1a.jetrl.v1.CheckRunResponse2\x9f\x01\n\x0eTrainerService\x12\x44\n\tGetStatus\x12\x1e.jetrl.v1.TrainerStatusRequest\x1a\x17.jetrl.v1.TrainerStatus\x12G\n\x0c\x46\x65tchWeights\x12\x1d.jetrl.v1.FetchWeightsRequest\x1a\x16.jetrl.v1.WeightsChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,8 +33,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._loaded_options = None
   _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_RUNSTATE']._serialized_start=2023
-  _globals['_RUNSTATE']._serialized_end=2113
+  _globals['_RUNSTATE']._serialized_start=2099
+  _globals['_RUNSTATE']._serialized_end=2189
   _globals['_RUNPROGRESS']._serialized_start=38
   _globals['_RUNPROGRESS']._serialized_end=695
   _globals['_RUN']._serialized_start=697
@@ -59,24 +59,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_end=1319
   _globals['_GENERATERESPONSE']._serialized_start=1321
   _globals['_GENERATERESPONSE']._serialized_end=1377
-  _globals['_ROLLOUTSTATUSREQUEST']._serialized_start=1379
-  _globals['_ROLLOUTSTATUSREQUEST']._serialized_end=1401
-  _globals['_ROLLOUTSTATUS']._serialized_start=1404
-  _globals['_ROLLOUTSTATUS']._serialized_end=1680
-  _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._serialized_start=1627
-  _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._serialized_end=1680
-  _globals['_TRAINERSTATUSREQUEST']._serialized_start=1682
-  _globals['_TRAINERSTATUSREQUEST']._serialized_end=1720
-  _globals['_TRAINERSTATUS']._serialized_start=1722
-  _globals['_TRAINERSTATUS']._serialized_end=1844
-  _globals['_FETCHWEIGHTSREQUEST']._serialized_start=1846
-  _globals['_FETCHWEIGHTSREQUEST']._serialized_end=1938
-  _globals['_WEIGHTSCHUNK']._serialized_start=1940
-  _globals['_WEIGHTSCHUNK']._serialized_end=2021
-  _globals['_SCHEDULERSERVICE']._serialized_start=2116
-  _globals['_SCHEDULERSERVICE']._serialized_end=2423
-  _globals['_ROLLOUTSERVICE']._serialized_start=2426
-  _globals['_ROLLOUTSERVICE']._serialized_end=2646
-  _globals['_TRAINERSERVICE']._serialized_start=2649
-  _globals['_TRAINERSERVICE']._serialized_end=2808
+  _globals['_CHECKRUNREQUEST']._serialized_start=1379
+  _globals['_CHECKRUNREQUEST']._serialized_end=1415
+  _globals['_CHECKRUNRESPONSE']._serialized_start=1417
+  _globals['_CHECKRUNRESPONSE']._serialized_end=1453
+  _globals['_ROLLOUTSTATUSREQUEST']._serialized_start=1455
+  _globals['_ROLLOUTSTATUSREQUEST']._serialized_end=1477
+  _globals['_ROLLOUTSTATUS']._serialized_start=1480
+  _globals['_ROLLOUTSTATUS']._serialized_end=1756
+  _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._serialized_start=1703
+  _globals['_ROLLOUTSTATUS_LOADEDVERSIONSENTRY']._serialized_end=1756
+  _globals['_TRAINERSTATUSREQUEST']._serialized_start=1758
+  _globals['_TRAINERSTATUSREQUEST']._serialized_end=1796
+  _globals['_TRAINERSTATUS']._serialized_start=1798
+  _globals['_TRAINERSTATUS']._serialized_end=1920
+  _globals['_FETCHWEIGHTSREQUEST']._serialized_start=1922
+  _globals['_FETCHWEIGHTSREQUEST']._serialized_end=2014
+  _globals['_WEIGHTSCHUNK']._serialized_start=2016
+  _globals['_WEIGHTSCHUNK']._serialized_end=2097
+  _globals['_SCHEDULERSERVICE']._serialized_start=2192
+  _globals['_SCHEDULERSERVICE']._serialized_end=2499
+  _globals['_ROLLOUTSERVICE']._serialized_start=2502
+  _globals['_ROLLOUTSERVICE']._serialized_end=2789
+  _globals['_TRAINERSERVICE']._serialized_start=2792
+  _globals['_TRAINERSERVICE']._serialized_end=2951
 # @@protoc_insertion_point(module_scope)

@@ -172,6 +172,18 @@ class GenerateResponse(_message.Message):
     completions: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, version: _Optional[int] = ..., completions: _Optional[_Iterable[str]] = ...) -> None: ...
 
+class CheckRunRequest(_message.Message):
+    __slots__ = ("spec_yaml",)
+    SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
+    spec_yaml: str
+    def __init__(self, spec_yaml: _Optional[str] = ...) -> None: ...
+
+class CheckRunResponse(_message.Message):
+    __slots__ = ("problems",)
+    PROBLEMS_FIELD_NUMBER: _ClassVar[int]
+    problems: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class RolloutStatusRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

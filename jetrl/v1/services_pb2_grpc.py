@@ -294,6 +294,11 @@ class RolloutServiceStub:
                 request_serializer=jetrl_dot_v1_dot_services__pb2.RolloutStatusRequest.SerializeToString,
                 response_deserializer=jetrl_dot_v1_dot_services__pb2.RolloutStatus.FromString,
                 _registered_method=True)
+        self.CheckRun = channel.unary_unary(
+                '/jetrl.v1.RolloutService/CheckRun',
+                request_serializer=jetrl_dot_v1_dot_services__pb2.CheckRunRequest.SerializeToString,
+                response_deserializer=jetrl_dot_v1_dot_services__pb2.CheckRunResponse.FromString,
+                _registered_method=True)
 
 
 class RolloutServiceServicer:
@@ -317,6 +322,12 @@ class RolloutServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RolloutServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -334,6 +345,11 @@ def add_RolloutServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=jetrl_dot_v1_dot_services__pb2.RolloutStatusRequest.FromString,
                     response_serializer=jetrl_dot_v1_dot_services__pb2.RolloutStatus.SerializeToString,
+            ),
+            'CheckRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRun,
+                    request_deserializer=jetrl_dot_v1_dot_services__pb2.CheckRunRequest.FromString,
+                    response_serializer=jetrl_dot_v1_dot_services__pb2.CheckRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -417,6 +433,33 @@ class RolloutService:
             '/jetrl.v1.RolloutService/GetStatus',
             jetrl_dot_v1_dot_services__pb2.RolloutStatusRequest.SerializeToString,
             jetrl_dot_v1_dot_services__pb2.RolloutStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jetrl.v1.RolloutService/CheckRun',
+            jetrl_dot_v1_dot_services__pb2.CheckRunRequest.SerializeToString,
+            jetrl_dot_v1_dot_services__pb2.CheckRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

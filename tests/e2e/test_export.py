@@ -1,4 +1,5 @@
-"""`jetrl export`: a run's version out of jetrl as a standard Hugging Face model directory."""
+"""`jetrl export`: a run's version out of jetrl as a standard Hugging Face model directory; and
+`jetrl generate`, which samples from a running run and sends an ended one to export."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from jetrl.cli.export import MANIFEST, ExportError, export
 from jetrl.config import parse_spec
 from jetrl.policy.generate import heldout_accuracy
+from jetrl.rpc import channel
 from jetrl.tasks import make_task
 from jetrl.v1 import services_pb2 as svc
+from jetrl.v1 import services_pb2_grpc
 from runs import create_run, finished, run_id, wait_until
 
 pytestmark = pytest.mark.timeout(600)
@@ -71,3 +74,18 @@ async def test_what_cannot_be_exported_is_refused_with_the_reason(stack, trained
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await export(stack.settings, "no-such-run", None, tmp_path / "none")
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_generate_samples_a_running_run_and_points_an_ended_one_to_export(stack, trained, capsys):
+    from jetrl.cli.generate import main as generate
+
+    rid = run_id("generate")
+    await create_run(stack, stack.spec_yaml("generate", steps=40), rid)
+    await wait_until(stack, rid, lambda p: p.policy_version >= 1)
+    assert await generate(stack.settings, rid, ["12+34=", "7-5="], 5, 0.0, 0) == 0
+    out = capsys.readouterr().out
+    assert f"{rid} at version" in out and "12+34=" in out and "7-5=" in out
+    async with channel(stack.settings.scheduler_addr) as ch:
+        await services_pb2_grpc.SchedulerServiceStub(ch).StopRun(svc.StopRunRequest(run_id=rid, reason="test done"))
+    assert await generate(stack.settings, trained, ["1+1="], 5, 0.0, 0) == 2
+    assert f"jetrl export {trained} OUT_DIR" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Policies (svc_rollout/policies.py): which engine a run spec gets, and an engine this worker
-cannot build failing the run's events at once with what to do."""
+cannot build failing the run's events at once with what to do; and the checks CreateRun asks a
+worker for before a run starts (svc_rollout/checks.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pytest
 
 from jetrl.config import RunSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
+from svc_rollout.checks import available_engines, run_problems
 from svc_rollout.engine import TorchEngine
 from svc_rollout.policies import EngineUnavailable, Policies
 
@@ -43,7 +45,7 @@ async def test_the_torch_engine_is_the_default(model_dir):
 async def test_vllm_where_it_is_not_installed_says_how_to_get_it_and_fails_at_once(model_dir):
     specs = Specs(spec(model_dir, engine="vllm"))
     policies = Policies(specs)
-    with pytest.raises(EngineUnavailable, match="cannot import vLLM .* scripts/setup_vllm.sh"):
+    with pytest.raises(EngineUnavailable, match="cannot import vLLM .*scripts/setup_vllm.sh"):
         await policies.engine("run1")
     # the event's redeliveries fail at once: no second build, no second spec lookup
     with pytest.raises(EngineUnavailable):
@@ -53,3 +55,22 @@ async def test_vllm_where_it_is_not_installed_says_how_to_get_it_and_fails_at_on
     with pytest.raises(EngineUnavailable):
         await policies.engine("run1")
     assert specs.gets == 2
+
+
+# ---- CheckRun: what CreateRun asks a worker before the run starts (svc_rollout/checks.py) ----
+
+
+def test_a_run_this_worker_can_serve_has_no_problem(model_dir):
+    assert run_problems(spec(model_dir)) == []
+
+
+def test_a_model_directory_the_worker_cannot_see_is_a_problem(tmp_path):
+    [problem] = run_problems(spec(tmp_path / "elsewhere"))
+    assert "no config.json where the rollout workers run" in problem
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_vllm_without_vllm_is_a_problem_that_says_how_to_install_it(model_dir):
+    assert available_engines() == ["torch"]
+    [problem] = run_problems(spec(model_dir, engine="vllm"))
+    assert "can build only torch" in problem and "scripts/setup_vllm.sh" in problem

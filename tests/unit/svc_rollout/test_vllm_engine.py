@@ -267,3 +267,59 @@ async def test_a_model_directory_vllm_cannot_serve_is_refused_with_the_reason(tm
 
     with pytest.raises(EngineUnavailable, match=f"vLLM cannot serve the model at {tmp_path}"):
         await Policies(Specs()).engine("run1")
+
+
+def test_an_architecture_vllm_does_not_know_is_refused_before_the_run_starts(tmp_path):
+    from jetrl.config import RunSpec
+    from svc_rollout.checks import run_problems
+
+    (tmp_path / "config.json").write_text('{"architectures": ["NoSuchModelForCausalLM"], "model_type": "nosuch"}')
+    spec = RunSpec.model_validate({"name": "v", "model": {"path": str(tmp_path)}, "rollout": {"engine": "vllm"}})
+    [problem] = run_problems(spec)
+    assert "vLLM cannot serve its architecture ['NoSuchModelForCausalLM']" in problem
+    llama = spec.model_copy(update={"model": spec.model.model_copy(update={"path": str(_llama_dir(tmp_path))})})
+    assert run_problems(llama) == []
+
+
+def _llama_dir(tmp_path):
+    return save_policy(make_tiny_model(TOK, max_positions=64), TOK, tmp_path / "llama")
+
+
+@pytest.mark.parametrize("family", ["qwen2", "mistral"])
+def test_other_model_families_generate_as_the_torch_engine_does(family, tmp_path):
+    """Qwen2 (attention biases, grouped KV heads) and Mistral, as vLLM and transformers build them."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}[
+        family
+    ]
+    config = config_cls(
+        vocab_size=len(TOK),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        eos_token_id=TOK.eos_token_id,
+        bos_token_id=TOK.bos_token_id,
+        pad_token_id=TOK.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(3)
+        model = model_cls(config).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    p.mul_(8.0)
+    save_policy(model, TOK, tmp_path / family)
+    engine = VllmEngine(tmp_path / family, TOK, VllmSpec(dtype="float32", memory_fraction=0.1, max_model_len=64))
+    try:
+        ours = engine.generate([greedy(p) for p in PROMPTS])
+    finally:
+        engine.close()
+    theirs = TorchEngine(model, TOK).generate([greedy(p) for p in PROMPTS])
+    assert [r.token_ids for r in ours] == [r.token_ids for r in theirs]
+    for v, t in zip(ours, theirs):
+        assert v.logprobs == pytest.approx(t.logprobs, abs=LOGPROB_TOL)

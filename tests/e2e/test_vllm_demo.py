@@ -1,0 +1,55 @@
+"""The demo on vLLM, whole (bash scripts/test_vllm.sh; `slow`: about 4 minutes): `jetrl demo` with
+examples/arithmetic-vllm.yaml on a stack of its own gains at least 25 held-out points, and its
+last version, exported, scores the run's last evaluation in vLLM."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm: bash scripts/setup_vllm.sh, then scripts/test_vllm.sh")
+
+from jetrl.cli.demo import demo  # noqa: E402
+from jetrl.cli.export import export  # noqa: E402
+from jetrl.cli.stack import down, isolated_settings, up  # noqa: E402
+from jetrl.config import load_spec  # noqa: E402
+from jetrl.lineage.db import make_engine  # noqa: E402
+from jetrl.lineage.store import LineageStore  # noqa: E402
+from jetrl.policy.load import load_tokenizer  # noqa: E402
+from jetrl.tasks import make_task  # noqa: E402
+from svc_rollout.vllm_engine import VllmEngine  # noqa: E402
+
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
+SPEC = Path(__file__).resolve().parents[2] / "examples" / "arithmetic-vllm.yaml"
+
+
+async def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluation(
+    database_url, tmp_path, monkeypatch
+):
+    settings = isolated_settings(tmp_path, database_url, torch_threads=1)
+    monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
+    assert demo(settings, SPEC, keep_running=False) == 0
+    engine = make_engine(settings.database_url)
+    try:
+        store = LineageStore(engine)
+        [run] = [r for r in await store.runs.list_runs() if r.name == "arithmetic-vllm"]
+        evaluations = await store.reports.evaluations(run.run_id)
+    finally:
+        await engine.dispose()
+    (first, *_, last) = evaluations
+    assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
+    # the last version out of jetrl and into vLLM: the same greedy answers as the run's evaluation
+    # (the stack is down: export reads the trainer's file through a stack brought up again)
+    up(settings)
+    try:
+        out = await export(settings, run.run_id, None, tmp_path / "export")
+    finally:
+        down(settings)
+    spec = load_spec(SPEC)
+    llm = VllmEngine(out, load_tokenizer(out), spec.rollout.vllm)
+    try:
+        correct, total = llm.evaluate(make_task(spec.task).heldout(), max_new_tokens=spec.rollout.max_new_tokens)
+    finally:
+        llm.close()
+    assert (correct, total) == (last[1], last[2])
