@@ -54,6 +54,9 @@ class TaskSpec(SpecModel):
     """Problems in the fixed held-out evaluation set (never trained on)."""
     seed: int = Field(0, ge=0)
     """Seed of the task's data (held-out set and training prompts)."""
+    chat_template: bool = False
+    """Give each prompt as the user's turn of the model's chat template, the assistant's turn
+    opened (instruction-tuned models; the model directory must ship a template)."""
     rephrase: Literal["order", "words"] = "order"
     """Arithmetic's analogous view: the terms in another order (`7-5+12=` for `12+7-5=`), or the
     expression in words (`12 plus 7 minus 5 =`)."""

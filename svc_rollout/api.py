@@ -75,6 +75,7 @@ class GenerationEngine(Protocol):
         its run has ended, after which it is not called again."""
 
     def evaluate(
-        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
+        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256, chat: bool = False
     ) -> tuple[int, int]:
-        """(correct, total) of greedy answers on `problems`."""
+        """(correct, total) of greedy answers on `problems` (with `chat`, prompts through the
+        model's chat template, as the run's tasks were given)."""

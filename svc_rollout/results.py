@@ -1,19 +1,16 @@
 """What every real generation engine does around its decode loop: results that start as the
-requests' prefixes, their texts, and the greedy held-out score."""
+requests' prefixes, and their texts."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from jetrl.policy.load import encode_prompt
 from jetrl.states import FinishReason
-from jetrl.tasks import Problem
-from jetrl.tasks.answers import is_correct
 from svc_rollout.api import GenRequest, GenResult
 
-__all__ = ["start_results", "set_texts", "greedy_score"]
+__all__ = ["start_results", "set_texts"]
 
 
 def start_results(requests: Sequence[GenRequest], eos_id: int) -> tuple[list[GenResult], list[int]]:
@@ -37,20 +34,3 @@ def set_texts(results: Sequence[GenResult], tokenizer: PreTrainedTokenizerBase) 
     for res in results:
         # one id list decodes to one str; transformers types decode's result str | list[str]
         res.text = tokenizer.decode(res.token_ids, skip_special_tokens=True)  # type: ignore[assignment]
-
-
-def greedy_score(
-    generate: Callable[[Sequence[GenRequest]], list[GenResult]],
-    tokenizer: PreTrainedTokenizerBase,
-    problems: Sequence[Problem],
-    *,
-    max_new_tokens: int,
-    batch_size: int,
-) -> tuple[int, int]:
-    """(number correct, number of problems) of greedy completions, `batch_size` prompts a call."""
-    correct = 0
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        requests = [GenRequest(encode_prompt(tokenizer, p.prompt), max_new_tokens, temperature=0.0) for p in chunk]
-        correct += sum(is_correct(p, r.text) for p, r in zip(chunk, generate(requests)))
-    return correct, len(problems)

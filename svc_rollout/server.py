@@ -65,9 +65,10 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
                 f"run {request.run_id} has ended; `jetrl export` takes its versions out",
             )
         engine = await self._engine(request.run_id, 0, context)
+        chat = (await self.policies.specs.get(request.run_id)).task.chat_template
         requests = [
             GenRequest(
-                prompt_token_ids=encode_prompt(engine.tokenizer, p),
+                prompt_token_ids=encode_prompt(engine.tokenizer, p, chat),
                 max_new_tokens=request.max_new_tokens,
                 temperature=request.temperature,
                 top_p=request.top_p or 1.0,

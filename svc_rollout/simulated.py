@@ -138,7 +138,9 @@ class SimulatedEngine:
     def close(self) -> None:
         """Nothing to free."""
 
-    def evaluate(self, problems, *, max_new_tokens: int = 8, batch_size: int = 256) -> tuple[int, int]:
+    def evaluate(
+        self, problems, *, max_new_tokens: int = 8, batch_size: int = 256, chat: bool = False
+    ) -> tuple[int, int]:
         """(0, len(problems)): simulated tokens answer nothing, so a simulated run has no accuracy."""
         return 0, len(problems)
 

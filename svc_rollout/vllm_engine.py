@@ -22,6 +22,7 @@ import asyncio
 import itertools
 import threading
 from collections.abc import Callable, Coroutine, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,12 +34,13 @@ from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
+from jetrl.policy.generate import greedy_score
 from jetrl.spec_sections import VllmSpec
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
-from svc_rollout.results import greedy_score, set_texts, start_results
+from svc_rollout.results import set_texts, start_results
 
 __all__ = ["VllmEngine"]
 
@@ -201,11 +203,16 @@ class VllmEngine:
             outputs.close()
 
     def evaluate(
-        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256
+        self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256, chat: bool = False
     ) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
+        requests = partial(GenRequest, max_new_tokens=max_new_tokens, temperature=0.0)
         return greedy_score(
-            self.generate, self.tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size
+            lambda prompts: [r.text for r in self.generate([requests(p) for p in prompts])],
+            self.tokenizer,
+            problems,
+            batch_size=batch_size,
+            chat=chat,
         )
 
     def close(self) -> None:

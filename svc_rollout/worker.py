@@ -180,7 +180,9 @@ class RolloutWorker:
         if limit:
             problems = problems[:limit]
         version = engine.version  # evaluate exactly what the engine holds now
-        correct, total = await asyncio.to_thread(engine.evaluate, problems, max_new_tokens=spec.rollout.max_new_tokens)
+        correct, total = await asyncio.to_thread(
+            engine.evaluate, problems, max_new_tokens=spec.rollout.max_new_tokens, chat=spec.task.chat_template
+        )
         return version, correct, total
 
     async def on_eval_request(self, request: events_pb2.EvalRequest, delivery: Delivery) -> None:

@@ -52,7 +52,7 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
         task=task,
         views=layout(spec),
         selector=ThompsonSelector(s.prompt_pool, s.thompson_decay) if s.prompt_selection == "thompson" else None,
-        tokenizer=PromptTokenizer.load(spec.model.path),
+        tokenizer=PromptTokenizer.load(spec.model.path, chat=spec.task.chat_template),
         admission=Admission(
             max_staleness=spec.schedule.max_staleness,
             batch_groups=spec.train.batch_groups,

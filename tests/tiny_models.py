@@ -21,9 +21,18 @@ def spread_model(seed=0, std=0.3):
     return model
 
 
+# Qwen2's ChatML template, shortened: a system turn when none is given, the turns, the assistant's
+CHATML = (
+    "{% if messages[0]['role'] != 'system' %}<|im_start|>system\nYou are helpful.<|im_end|>\n{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
 def scratch_qwen2(out, texts, vocab_size: int = 512, seed: int = 0):
     """A randomly initialised Qwen2-architecture model with a byte-level BPE tokenizer trained on
-    the spot from `texts` (no download of any kind), saved to `out` as a standard model directory."""
+    the spot from `texts` (no download of any kind) and Qwen's ChatML turn markers and template,
+    saved to `out` as a standard model directory."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
@@ -34,11 +43,17 @@ def scratch_qwen2(out, texts, vocab_size: int = 512, seed: int = 0):
         texts,
         trainers.BpeTrainer(
             vocab_size=vocab_size,
-            special_tokens=["<|endoftext|>"],
+            special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
+    tokenizer.chat_template = CHATML
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=128,

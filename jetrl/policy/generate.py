@@ -1,4 +1,4 @@
-"""Reference greedy decoding without a KV cache, and held-out accuracy on top of it.
+"""Reference greedy decoding without a KV cache, and the greedy held-out score every engine uses.
 
 Deliberately the simplest correct decoder: every step re-runs the whole sequence. The
 bootstrap uses it to score version 0 (jetrl must not import a service), and the rollout
@@ -7,7 +7,7 @@ engine's tests use it as the ground truth its KV-cache loop must reproduce token
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,7 +16,7 @@ from jetrl.policy.load import encode_prompt
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
 
-__all__ = ["left_pad", "greedy_complete", "heldout_accuracy"]
+__all__ = ["left_pad", "greedy_complete", "greedy_score", "heldout_accuracy"]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -56,6 +56,25 @@ def greedy_complete(
     return out
 
 
+def greedy_score(
+    complete: Callable[[list[list[int]]], list[str]],
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    *,
+    batch_size: int = 256,
+    chat: bool = False,
+) -> tuple[int, int]:
+    """(number correct, number of problems) of greedy completions: `complete` maps a batch of
+    prompt ids to their completions' texts, `batch_size` prompts at a time; with `chat`, each
+    prompt goes through the model's chat template. Every engine's evaluation and the bootstrap's."""
+    correct = 0
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start : start + batch_size]
+        texts = complete([encode_prompt(tokenizer, p.prompt, chat) for p in chunk])
+        correct += sum(is_correct(p, t) for p, t in zip(chunk, texts))
+    return correct, len(problems)
+
+
 def heldout_accuracy(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -64,14 +83,13 @@ def heldout_accuracy(
     max_new_tokens: int,
     batch_size: int = 256,
 ) -> float:
-    """Fraction of `problems` whose greedy completion `is_correct`."""
-    correct = 0
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start : start + batch_size]
-        prompts = [encode_prompt(tokenizer, p.prompt) for p in chunk]
-        completions = greedy_complete(
+    """Fraction of `problems` whose greedy completion (`greedy_complete`) `is_correct`."""
+
+    def complete(prompts: list[list[int]]) -> list[str]:
+        ids = greedy_complete(
             model, prompts, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens
         )
-        texts = tokenizer.batch_decode(completions, skip_special_tokens=True)
-        correct += sum(is_correct(p, t) for p, t in zip(chunk, texts))
-    return correct / max(len(problems), 1)
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+    correct, total = greedy_score(complete, tokenizer, problems, batch_size=batch_size)
+    return correct / max(total, 1)

@@ -18,6 +18,7 @@ from safetensors.torch import save as st_save
 from safetensors.torch import save_file as st_save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from jetrl.policy.chat import ChatTemplate
 from jetrl.policy.prompts import PolicyLoadError, model_dir, prompt_ids
 
 __all__ = [
@@ -62,12 +63,18 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel,
     return model.to(device), tokenizer  # type: ignore[arg-type]
 
 
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, text: str, chat: bool = False) -> list[int]:
     """The token ids of a prompt (jetrl.policy.prompts.prompt_ids, the one rule), from a transformers
-    fast tokenizer's own backend."""
+    fast tokenizer's own backend; with `chat`, through the tokenizer's chat template."""
     if not tokenizer.is_fast:
         raise PolicyLoadError(f"{type(tokenizer).__name__} is not a fast tokenizer; jetrl needs tokenizer.json")
-    return prompt_ids(tokenizer.backend_tokenizer, tokenizer.bos_token_id, text)
+    template = None
+    if chat:
+        source = tokenizer.chat_template
+        if not isinstance(source, str):
+            raise PolicyLoadError("the model's tokenizer has no chat template; set task.chat_template: false")
+        template = ChatTemplate(source, tokenizer.bos_token, tokenizer.eos_token)
+    return prompt_ids(tokenizer.backend_tokenizer, tokenizer.bos_token_id, text, template)
 
 
 def save_policy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path: str | Path) -> Path:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from jetrl.policy.chat import ChatTemplate, read_chat_template
+
 __all__ = ["PolicyLoadError", "PromptTokenizer", "model_dir", "prompt_ids"]
 
 
@@ -33,7 +35,7 @@ def model_dir(path: str | Path) -> Path:
     return p
 
 
-def prompt_ids(backend: Tokenizer, bos_id: int | None, text: str) -> list[int]:
+def prompt_ids(backend: Tokenizer, bos_id: int | None, text: str, chat: ChatTemplate | None = None) -> list[int]:
     """The token ids of a prompt, the one encoding used everywhere: bootstrap, rollout, evaluation.
 
     A model is trained on prompts in one encoding and must be sampled and scored in that same
@@ -41,7 +43,12 @@ def prompt_ids(backend: Tokenizer, bos_id: int | None, text: str) -> list[int]:
     the built-in char tokenizer), drop any trailing one (an EOS or SEP some tokenizers append):
     the completion continues the prompt, so nothing may close it. Prompt text that spells a
     special token ("<eos>") stays text, never a control token.
+
+    With `chat`, the prompt is first rendered as the user's turn of the model's chat template;
+    the template's own special tokens (turn markers, its BOS if it writes one) are control tokens.
     """
+    if chat is not None:
+        return backend.encode(chat.render(text), add_special_tokens=False).ids
     split = backend.encode_special_tokens
     backend.encode_special_tokens = True
     try:
@@ -56,13 +63,15 @@ def prompt_ids(backend: Tokenizer, bos_id: int | None, text: str) -> list[int]:
 class PromptTokenizer:
     """A model directory's fast tokenizer, loaded from its files with no transformers and no torch."""
 
-    def __init__(self, backend: Tokenizer, bos_id: int | None, eos_id: int | None):
+    def __init__(self, backend: Tokenizer, bos_id: int | None, eos_id: int | None, chat: ChatTemplate | None = None):
         self.backend = backend
         self.bos_id = bos_id
         self.eos_id = eos_id
+        self.chat = chat
 
     @classmethod
-    def load(cls, path: str | Path) -> PromptTokenizer:
+    def load(cls, path: str | Path, chat: bool = False) -> PromptTokenizer:
+        """The directory's tokenizer; with `chat`, prompts go through its chat template."""
         p = model_dir(path)
         if not (p / "tokenizer.json").is_file():
             raise PolicyLoadError(f"{p} has no tokenizer.json (a fast tokenizer); save the tokenizer with transformers")
@@ -76,13 +85,22 @@ class PromptTokenizer:
                 found = json.loads((p / name).read_text())
                 special |= {k: v for k, v in found.items() if k in ("bos_token", "eos_token")}
 
+        def token(key: str) -> str | None:
+            found = special.get(key)
+            return found.get("content") if isinstance(found, dict) else found
+
         def token_id(key: str) -> int | None:
-            token = special.get(key)
-            content = token.get("content") if isinstance(token, dict) else token
+            content = token(key)
             return backend.token_to_id(content) if content else None
 
-        return cls(backend, token_id("bos_token"), token_id("eos_token"))
+        template = None
+        if chat:
+            source = read_chat_template(p)
+            if source is None:
+                raise PolicyLoadError(f"{p} ships no chat template; set task.chat_template: false")
+            template = ChatTemplate(source, token("bos_token"), token("eos_token"))
+        return cls(backend, token_id("bos_token"), token_id("eos_token"), template)
 
     def encode(self, text: str) -> list[int]:
         """The prompt's token ids (`prompt_ids`)."""
-        return prompt_ids(self.backend, self.bos_id, text)
+        return prompt_ids(self.backend, self.bos_id, text, self.chat)

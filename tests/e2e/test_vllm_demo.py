@@ -4,6 +4,7 @@ last version, exported, scores the run's last evaluation in vLLM."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -24,26 +25,21 @@ pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "arithmetic-vllm.yaml"
 
 
-async def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluation(
+def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluation(
     database_url, tmp_path, monkeypatch
 ):
+    # not a coroutine: `jetrl demo` runs its own event loops
     settings = isolated_settings(tmp_path, database_url, torch_threads=1)
     monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
     assert demo(settings, SPEC, keep_running=False) == 0
-    engine = make_engine(settings.database_url)
-    try:
-        store = LineageStore(engine)
-        [run] = [r for r in await store.runs.list_runs() if r.name == "arithmetic-vllm"]
-        evaluations = await store.reports.evaluations(run.run_id)
-    finally:
-        await engine.dispose()
+    run_id, evaluations = asyncio.run(_evaluations(settings.database_url))
     (first, *_, last) = evaluations
     assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
     # the last version out of jetrl and into vLLM: the same greedy answers as the run's evaluation
     # (the stack is down: export reads the trainer's file through a stack brought up again)
     up(settings)
     try:
-        out = await export(settings, run.run_id, None, tmp_path / "export")
+        out = asyncio.run(export(settings, run_id, None, tmp_path / "export"))
     finally:
         down(settings)
     spec = load_spec(SPEC)
@@ -53,3 +49,14 @@ async def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_e
     finally:
         llm.close()
     assert (correct, total) == (last[1], last[2])
+
+
+async def _evaluations(database_url: str) -> tuple[str, list[tuple[int, int, int, float]]]:
+    """The demo run's id and its evaluations, from lineage."""
+    engine = make_engine(database_url)
+    try:
+        store = LineageStore(engine)
+        [run] = [r for r in await store.runs.list_runs() if r.name == "arithmetic-vllm"]
+        return run.run_id, await store.reports.evaluations(run.run_id)
+    finally:
+        await engine.dispose()

@@ -51,7 +51,7 @@ GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "tes
 
 
 @pytest.mark.skipif(not GSM8K.is_file(), reason=f"needs the GSM8K file at {GSM8K}")
-async def test_gsm8k_on_a_scratch_qwen2_with_its_own_bpe_tokenizer_completes_with_full_lineage(stack, store, tmp_path):
+async def test_gsm8k_on_a_scratch_qwen2_with_its_bpe_tokenizer_and_chat_template_completes(stack, store, tmp_path):
     rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
     model_dir = scratch_qwen2(tmp_path / "qwen2", [f"{r['question']}\n{r['answer']}" for r in rows])
     assert json.loads((model_dir / "config.json").read_text())["model_type"] == "qwen2"
@@ -60,7 +60,7 @@ async def test_gsm8k_on_a_scratch_qwen2_with_its_own_bpe_tokenizer_completes_wit
         [
             "name: qwen2-gsm8k",
             f"model: {{path: {model_dir}}}",
-            f"task: {{name: gsm8k, path: {GSM8K}, heldout_size: 8}}",
+            f"task: {{name: gsm8k, path: {GSM8K}, heldout_size: 8, chat_template: true}}",
             "rollout: {group_size: 2, max_new_tokens: 24, engine: vllm, vllm: {dtype: float32, memory_fraction: 0.1}}",
             "train: {steps: 2, batch_groups: 2, lr: 0.001}",
             "schedule: {eval_every: 0}",
