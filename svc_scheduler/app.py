@@ -22,6 +22,7 @@ from svc_scheduler.server import SchedulerServicer, register
 
 log = logging.getLogger(__name__)
 RECONCILE_EVERY_S = 5.0
+RECONCILE_GIVE_UP = 3  # ticks in a row a run's reconcile may fail (not for an outage) before it fails
 
 
 async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
@@ -43,6 +44,27 @@ async def resume_runs(coordinator: Coordinator, store: LineageStore) -> None:
             await coordinator.end(record.run_id, RunState.FAILED, f"cannot resume: {type(exc).__name__}: {exc}")
             continue
         log.info("run resumed", extra=log_fields(run=record.run_id, version=record.policy_version))
+
+
+async def reconcile_runs(coordinator: Coordinator, failures: dict[str, int]) -> None:
+    """One reconcile tick over every active run. An outage postpones a run's reconcile to the next
+    tick; any other error counts against the run alone (`failures`, per run, reset on success),
+    and a run that fails RECONCILE_GIVE_UP ticks in a row ends FAILED with the error, so neither
+    it nor the scheduler stays stuck on it."""
+    for run_id in coordinator.active():
+        try:
+            await coordinator.reconcile(run_id)
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning("reconcile postponed", extra=log_fields(run=run_id, error=repr(exc)[:300]))
+                continue
+            failures[run_id] = failures.get(run_id, 0) + 1
+            log.error("reconcile failed", exc_info=exc, extra=log_fields(run=run_id, times=failures[run_id]))
+            if failures[run_id] >= RECONCILE_GIVE_UP:
+                await coordinator.fail(run_id, f"the scheduler cannot reconcile the run: {type(exc).__name__}: {exc}")
+                del failures[run_id]
+        else:
+            failures.pop(run_id, None)
 
 
 async def main(settings: Settings) -> None:
@@ -70,17 +92,12 @@ async def main(settings: Settings) -> None:
     async def reconcile(stop: asyncio.Event) -> None:
         # Decisions are driven by events; this re-takes them from lineage every few seconds, so a
         # reaction lost between a commit and its publish cannot leave the run waiting.
+        failures: dict[str, int] = {}
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
             except TimeoutError:
-                for run_id in coordinator.active():
-                    try:
-                        await coordinator.reconcile(run_id)
-                    except Exception as exc:
-                        if not is_transient(exc):
-                            raise
-                        log.warning("reconcile postponed", extra=log_fields(run=run_id, error=repr(exc)[:300]))
+                await reconcile_runs(coordinator, failures)
 
     bus = bus_probe(nc)
 
