@@ -4,6 +4,7 @@ rollout workers generating through vLLM, and the exported version loads back int
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -47,12 +48,20 @@ async def test_a_run_on_vllm_trains_every_sample_once_and_its_export_loads_into_
     assert version == 3 and (correct, total) == (evaluated_correct, evaluated_total)
 
 
-GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "test.jsonl"  # beside the checkout
+def gsm8k_file(path: Path, n: int = 64) -> Path:
+    """A GSM8K-format JSONL file (`question`, `answer` ending in `#### n`) of small word problems."""
+    rng = random.Random(0)
+    with path.open("w") as f:
+        for _ in range(n):
+            a, b = rng.randint(2, 60), rng.randint(2, 60)
+            question = f"Tom has {a} apples. He buys {b} more. How many apples does Tom have now?"
+            f.write(json.dumps({"question": question, "answer": f"{a} + {b} = {a + b}\n#### {a + b}"}) + "\n")
+    return path
 
 
-@pytest.mark.skipif(not GSM8K.is_file(), reason=f"needs the GSM8K file at {GSM8K}")
 async def test_gsm8k_on_a_scratch_qwen2_with_its_bpe_tokenizer_and_chat_template_completes(stack, store, tmp_path):
-    rows = [json.loads(line) for line in GSM8K.read_text().splitlines()]
+    data = gsm8k_file(tmp_path / "gsm8k.jsonl")
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
     model_dir = scratch_qwen2(tmp_path / "qwen2", [f"{r['question']}\n{r['answer']}" for r in rows])
     assert json.loads((model_dir / "config.json").read_text())["model_type"] == "qwen2"
     rid = run_id("qwen2")
@@ -60,7 +69,7 @@ async def test_gsm8k_on_a_scratch_qwen2_with_its_bpe_tokenizer_and_chat_template
         [
             "name: qwen2-gsm8k",
             f"model: {{path: {model_dir}}}",
-            f"task: {{name: gsm8k, path: {GSM8K}, heldout_size: 8, chat_template: true}}",
+            f"task: {{name: gsm8k, path: {data}, heldout_size: 8, chat_template: true}}",
             "rollout: {group_size: 2, max_new_tokens: 24, engine: vllm, vllm: {dtype: float32, memory_fraction: 0.1}}",
             "train: {steps: 2, batch_groups: 2, lr: 0.001}",
             "schedule: {eval_every: 0}",

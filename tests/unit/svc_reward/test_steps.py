@@ -1,6 +1,7 @@
 """Step scores (which equations a completion writes, and whether each holds) and the two shapings."""
 
 import json
+import os
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -10,7 +11,10 @@ import pytest
 from svc_reward.steps import clip, delta, evaluate, shape, steps
 
 REPO = Path(__file__).resolve().parents[3]
-GSM8K_FILES = [REPO / "tests" / "data" / "gsm8k_sample.jsonl", REPO.parent / "shared" / "data" / "gsm8k" / "test.jsonl"]
+# the sample in the repo, and a whole GSM8K file when JETRL_GSM8K_FILE names one (e.g. the test split)
+GSM8K_FILES = [REPO / "tests" / "data" / "gsm8k_sample.jsonl"] + (
+    [Path(os.environ["JETRL_GSM8K_FILE"])] if os.environ.get("JETRL_GSM8K_FILE") else []
+)
 
 
 def scored(text: str) -> list[tuple[str, float]]:
@@ -82,8 +86,6 @@ def test_hostile_input_is_refused_not_recursed():
 
 @pytest.mark.parametrize("path", GSM8K_FILES, ids=lambda p: p.name)
 def test_every_gsm8k_calculator_annotation_holds(path):
-    if not path.exists():
-        pytest.skip(f"{path} is not here")
     annotations = [
         a
         for line in path.read_text().splitlines()
