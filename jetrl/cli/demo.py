@@ -46,8 +46,8 @@ def demo(settings: Settings, spec_path: Path, keep_running: bool) -> int:
     started = time.monotonic()
     export_data_dir(settings)
     spec = load_spec(spec_path)
-    up(settings)
     try:
+        up(settings)  # inside: whatever it started before a failure is stopped too
         bootstrap(settings, Path(spec.model.path), force=False, task=spec.task)
         run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         code = asyncio.run(submit_and_watch(settings, spec, spec_path, run_id, detach=False))
