@@ -451,7 +451,10 @@ def test_the_gpu_rollout_is_the_rollout_service_on_the_cuda_image_with_a_gpu():
     build = gpu["build"]
     assert (ROOT / build["context"] / build["dockerfile"]).resolve() == CUDA_DOCKERFILE
     assert gpu["profiles"] == ["gpu"] and gpu["image"] != cpu["image"]
-    assert _argv(gpu["command"]) == _argv(cpu["command"]) and _env(gpu) == _env(cpu)
+    concurrency = "JETRL_ROLLOUT_CONCURRENCY"  # the one difference: vLLM batches many tasks at once
+    assert _argv(gpu["command"]) == _argv(cpu["command"])
+    assert {k: v for k, v in _env(gpu).items() if k != concurrency} == _env(cpu)
+    assert int(_env(gpu)[concurrency].split(":-")[-1].rstrip("}")) > 1
     assert gpu["networks"]["default"]["aliases"] == ["rollout"]  # the others reach it as `rollout`
     assert _mounts(gpu) == _mounts(cpu) and gpu["depends_on"] == cpu["depends_on"]
     [device] = gpu["deploy"]["resources"]["reservations"]["devices"]
