@@ -146,6 +146,8 @@ class TrainSpec(SpecModel):
     binary rewards whenever a majority agrees)."""
     loss_agg: Literal["token_mean", "constant"] = "token_mean"
     """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+    weights_shard_mb: int = Field(4096, ge=1, le=1_000_000)
+    """A version bigger than this is published as shards of at most this size and an index."""
     keep_last_versions: int = Field(0, ge=0, le=1_000_000)
     """Per-version weight files the trainer keeps on disk: the newest K (0: every version). At
     least 2, so a rollout worker still reading the previous version finds it."""

@@ -38,6 +38,7 @@ from jetrl.policy.generate import greedy_score
 from jetrl.spec_sections import VllmSpec
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
+from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
 from svc_rollout.results import set_texts, start_results
@@ -108,7 +109,7 @@ class VllmEngine:
         """Load a safetensors file into the live model as `version`: at once, ending the segments
         in flight (they continue on the new weights), or once no call is in flight (finish).
         Raises ValueError, the engine untouched, when the file's tensors are not the model's."""
-        found = tensor_layout([path])
+        found = tensor_layout(version_files(path))
         if found != self._layout:
             missing, unexpected = sorted(self._layout.keys() - found.keys()), sorted(found.keys() - self._layout.keys())
             wrong_shape = sorted(n for n in found.keys() & self._layout.keys() if found[n] != self._layout[n])

@@ -9,9 +9,12 @@ config or tokenizer. vLLM's in-place reload maps Hugging Face names onto its fus
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors import safe_open
+
+from jetrl.weights import version_files
 
 if TYPE_CHECKING:
     import torch
@@ -23,13 +26,12 @@ class WeightLoader:
     model_runner: object  # vLLM's model runner (set by the worker class this is mixed into)
 
     def jetrl_load_weights(self, path: str) -> None:
-        """Reload the model in place from the tensors of `path` (checkpoint names and layout;
-        the caller checked that they fit). vLLM's reload re-runs the per-layer processing its
-        loader did at start (fused layers, the CPU backend's repacked GEMM weights)."""
+        """Reload the model in place from the tensors of the version at `path` (its file, or its
+        index's shards; checkpoint names and layout, which the caller checked). vLLM's reload
+        re-runs the per-layer processing its loader did at start (fused layers, the CPU backend's
+        repacked GEMM weights)."""
         runner = self.model_runner
-        with safe_open(path, framework="pt") as f:
-            tensors: Iterator[tuple[str, torch.Tensor]] = ((name, f.get_tensor(name)) for name in f.keys())
-            runner.reload_weights(weights_iterator=tensors)  # type: ignore[attr-defined]
+        runner.reload_weights(weights_iterator=_tensors(version_files(Path(path))))  # type: ignore[attr-defined]
         model = runner.get_model()  # type: ignore[attr-defined]
         if runner.model_config.hf_config.get_text_config().tie_word_embeddings:  # type: ignore[attr-defined]
             # The reload restores each layer on its own: a head tied to the embeddings loads no
@@ -38,3 +40,11 @@ class WeightLoader:
             head = model.lm_head
             head.weight = model.model.embed_tokens.weight  # the Llama, Qwen2 and Mistral layout
             head.quant_method.process_weights_after_loading(head)
+
+
+def _tensors(files: list[Path]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of `files`, one at a time (safetensors' mmap)."""
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for name in f.keys():
+                yield name, f.get_tensor(name)

@@ -1,9 +1,9 @@
-"""Fetching an announced policy version as a local, verified safetensors file.
+"""Fetching an announced policy version as local, verified safetensors files.
 
-The shared file is used in place when it is readable and matches the announced sha256; else the
-version is streamed from TrainerService.FetchWeights into a temporary file. Either way the
-checksum is computed chunk by chunk and nothing holds the whole model as one `bytes`: an engine
-loads from the file (mmap for torch, its own loader for vLLM).
+The shared files are used in place when they are readable and match the announced sha256 (an
+index's shards their own); else the version is streamed from TrainerService.FetchWeights into a
+temporary directory. Either way checksums are computed chunk by chunk and nothing holds the whole
+model as one `bytes`: an engine loads from the files (jetrl.weights.version_files).
 
 Measured on this 2-core machine (benchmarks/weight_transfer.py): reading the trainer's file and
 streaming it from TrainerService are both far faster than the nats-py object store's get()
@@ -13,7 +13,6 @@ streaming it from TrainerService are both far faster than the nats-py object sto
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,24 +21,25 @@ from urllib.parse import urlparse
 
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
-from jetrl.weights import WeightsUnavailable, file_sha256, stream_weights
+from jetrl.weights import WeightsUnavailable, fetch_version, file_sha256, verified
 
 __all__ = ["WeightsUnavailable", "fetched_weights"]
 
 
 def _shared_file(uri: str, sha256: str) -> Path | None:
-    """The announced file when this process can read it and it holds the announced bytes."""
+    """The announced version when this process can read it and it holds the announced bytes."""
     parsed = urlparse(uri)
     path = Path(parsed.path)
-    if parsed.scheme != "file" or not path.is_file():
+    if parsed.scheme != "file":
         return None
-    return path if file_sha256(path) == sha256 else None
+    return path if verified(path, sha256) else None
 
 
 @asynccontextmanager
 async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = False) -> AsyncIterator[Path]:
-    """The announced version (of the EMA teacher's stream when `teacher`) as a verified local
-    file: the shared file itself, or a temporary copy from the trainer's stream, removed on exit."""
+    """The announced version (of the EMA teacher's stream when `teacher`) as verified local files,
+    named by the single file or the shards' index: the shared ones in place, or copies from the
+    trainer's stream in a temporary directory, removed on exit."""
     with tracer.start_as_current_span("weights fetch") as span:
         span.set_attributes(
             {Attr.RUN_ID: ann.run_id, Attr.VERSION: ann.version, Attr.BYTES: ann.size_bytes, Attr.TEACHER: teacher}
@@ -50,15 +50,13 @@ async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = F
             yield shared
             return
         if not ann.grpc_endpoint:
-            raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: {ann.uri} unreadable and no gRPC endpoint")
+            raise WeightsUnavailable(
+                f"v{ann.version} of {ann.run_id}: {ann.uri} is not here or not the announced bytes, "
+                "and no gRPC endpoint"
+            )
         span.set_attribute(Attr.WEIGHTS_PATH, "grpc")
-        fd, name = tempfile.mkstemp(prefix=f"jetrl-{ann.run_id}-v{ann.version}-", suffix=".safetensors")
-        os.close(fd)
-        spool = Path(name)
-        try:
-            streamed = await stream_weights(ann.grpc_endpoint, ann.run_id, ann.version, spool, teacher=teacher)
-            if streamed != ann.sha256:
+        with tempfile.TemporaryDirectory(prefix=f"jetrl-{ann.run_id}-v{ann.version}-") as spool:
+            main = await fetch_version(ann.grpc_endpoint, ann.run_id, ann.version, Path(spool), teacher=teacher)
+            if await asyncio.to_thread(file_sha256, main) != ann.sha256:
                 raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")
-            yield spool
-        finally:
-            spool.unlink(missing_ok=True)
+            yield main

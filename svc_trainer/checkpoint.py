@@ -2,7 +2,9 @@
 
 Layout under JETRL_DATA_DIR:
     runs/<run>/weights/v000001.safetensors   the policy after step 1 (served to rollout workers), in
-                                             the starting model's dtype; old ones pruned by
+                                             the starting model's dtype; above train.weights_shard_mb
+                                             shards v000001-0000i-of-0000n.safetensors and their index
+                                             v000001.safetensors.index.json; old versions pruned by
                                              train.keep_last_versions / keep_every_versions
     runs/<run>/master/v000001.safetensors    the saved version in float32, when published in another
     runs/<run>/trainer.pt                    optimizer, version, counters, trained batch ids
@@ -14,11 +16,15 @@ version), which is why batches are acked only after the state is saved.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
+
+from jetrl.weights import INDEX_SUFFIX, file_sha256
 
 
 @dataclass
@@ -50,17 +56,49 @@ def atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def save_weights(path: Path, model: torch.nn.Module, dtype: torch.dtype | None = None) -> Path:
-    """A model's weights as a safetensors file at `path`, written atomically, in `dtype`."""
-    from jetrl.policy.load import save_weights_file
+def save_weights(path: Path, model: torch.nn.Module, dtype: torch.dtype | None = None, shard_bytes: int = 0) -> Path:
+    """A model's weights at `path` (a `v000001.safetensors` name) in `dtype`: one file, or when
+    they exceed `shard_bytes` (> 0), shards and an index beside them, the index written last (the
+    version exists once it does). Every file is written atomically. Returns the file or the index."""
+    from jetrl.policy.load import weight_tensors
 
+    tensors = weight_tensors(model, dtype)
+    sizes = {name: t.numel() * t.element_size() for name, t in tensors.items()}
+    if not shard_bytes or sum(sizes.values()) <= shard_bytes:
+        _write_tensors(path, tensors)
+        return path
+    groups: list[list[str]] = [[]]
+    for name in tensors:  # in the model's order, a new shard when the next tensor would not fit
+        if groups[-1] and sum(sizes[n] for n in groups[-1]) + sizes[name] > shard_bytes:
+            groups.append([])
+        groups[-1].append(name)
+    stem = path.name.removesuffix(".safetensors")
+    weight_map: dict[str, str] = {}
+    checksums: dict[str, str] = {}
+    for i, group in enumerate(groups, 1):
+        shard = path.with_name(f"{stem}-{i:05d}-of-{len(groups):05d}.safetensors")
+        _write_tensors(shard, {n: tensors[n] for n in group})
+        checksums[shard.name] = file_sha256(shard)
+        weight_map |= dict.fromkeys(group, shard.name)
+    index = {"metadata": {"total_size": sum(sizes.values()), "jetrl_sha256": checksums}, "weight_map": weight_map}
+    index_path = path.with_name(stem + INDEX_SUFFIX)
+    atomic_write(index_path, json.dumps(index, indent=1).encode())
+    return index_path
+
+
+def _write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_weights_file(model, tmp, dtype)
+    save_file(tensors, str(tmp))
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
-    return path
+
+
+def published(path: Path) -> Path:
+    """The version at a `v000001.safetensors` name as it was written: the file, or its index."""
+    index = path.with_name(path.name.removesuffix(".safetensors") + INDEX_SUFFIX)
+    return index if index.is_file() else path
 
 
 def master_path(data_dir: Path, run_id: str, version: int) -> Path:
@@ -70,17 +108,17 @@ def master_path(data_dir: Path, run_id: str, version: int) -> Path:
 
 
 def prune_versions(folder: Path, newest: int, keep_last: int, keep_every: int) -> list[int]:
-    """Delete the per-version files in `folder` outside the retention rule: the newest
-    `keep_last` (0: every version) and every `keep_every`-th. Returns the versions deleted."""
+    """Delete the versions in `folder` (their file, or shards and index) outside the retention rule:
+    the newest `keep_last` (0: every version) and every `keep_every`-th. Returns those deleted."""
     if not keep_last:
         return []
-    deleted = []
-    for file in folder.glob("v*.safetensors"):
-        version = int(file.stem[1:])
+    deleted = set()
+    for file in folder.glob("v*.safetensors*"):
+        version = int(file.name[1:7])
         if version > newest - keep_last or (keep_every and version % keep_every == 0):
             continue
         file.unlink(missing_ok=True)
-        deleted.append(version)
+        deleted.add(version)
     return sorted(deleted)
 
 

@@ -9,8 +9,8 @@ import grpc
 from jetrl.bus.topology import check_run_id
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
-from jetrl.weights import file_sha256
-from svc_trainer.checkpoint import load_state, run_dir, weights_path
+from jetrl.weights import file_sha256, version_files
+from svc_trainer.checkpoint import load_state, published, run_dir, weights_path
 from svc_trainer.teacher import teacher_path
 from svc_trainer.worker import Trainer
 
@@ -48,10 +48,17 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         if request.version < 1 or request.chunk_bytes < 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")
         where = teacher_path if request.teacher else weights_path
-        path = where(self.trainer.data_dir, request.run_id, request.version)
+        path = published(where(self.trainer.data_dir, request.run_id, request.version))
+        what = "teacher weights" if request.teacher else "weights"
         if not path.is_file():
-            what = "teacher weights" if request.teacher else "weights"
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no {what} for {request.run_id} v{request.version}")
+        if request.file:  # a shard: only a name the version's index lists (never a path elsewhere)
+            if request.file not in {f.name for f in version_files(path)} - {path.name}:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"{request.file!r} is not a shard of {request.run_id} v{request.version}'s {what}",
+                )
+            path = path.parent / request.file
         # read in chunks, the checksum first: no copy of the whole file in memory
         digest = await asyncio.to_thread(file_sha256, path)
         step = request.chunk_bytes or DEFAULT_CHUNK
@@ -59,8 +66,13 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
         with path.open("rb") as f:
             for offset in range(0, max(total, 1), step):
                 data = await asyncio.to_thread(f.read, step)
+                first = offset == 0
                 yield services_pb2.WeightsChunk(
-                    offset=offset, data=data, total_bytes=total, sha256=digest if offset == 0 else ""
+                    offset=offset,
+                    data=data,
+                    total_bytes=total,
+                    sha256=digest if first else "",
+                    name=path.name if first else "",
                 )
 
 

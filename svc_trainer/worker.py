@@ -27,13 +27,14 @@ from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import split
-from jetrl.weights import file_sha256
+from jetrl.weights import file_sha256, version_files
 from svc_trainer import advantages, staleness
 from svc_trainer.checkpoint import (
     TrainerState,
     load_state,
     master_path,
     prune_versions,
+    published,
     save_state,
     save_weights,
     weights_path,
@@ -97,10 +98,10 @@ class Trainer:
         publish_dtype = dtype if dtype is not None and dtype != torch.float32 else None
         state = load_state(self.data_dir, run_id) or TrainerState()
         if state.version:
-            exact = master_path(self.data_dir, run_id, state.version)
+            exact = published(master_path(self.data_dir, run_id, state.version))
             if not exact.is_file():
-                exact = weights_path(self.data_dir, run_id, state.version)
-            copy_state(model, read_state_file(model, exact))
+                exact = published(weights_path(self.data_dir, run_id, state.version))
+            copy_state(model, read_state_file(model, *version_files(exact)))
         engine: TrainEngine
         if spec.simulation is not None:
             engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
@@ -114,9 +115,8 @@ class Trainer:
         if spec.teacher is not None:
             teacher = EmaTeacher(model)  # version 0: the model directory's weights
             if state.version:
-                copy_state(
-                    teacher.model, read_state_file(teacher.model, teacher_path(self.data_dir, run_id, state.version))
-                )
+                saved = published(teacher_path(self.data_dir, run_id, state.version))
+                copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
         return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
 
@@ -199,18 +199,21 @@ class Trainer:
         state = rt.state
         version = state.version + 1
         run_id = batch.run_id
+        shard = spec.train.weights_shard_mb << 20
         path = await asyncio.to_thread(
-            save_weights, weights_path(self.data_dir, run_id, version), rt.engine.model, rt.publish_dtype
+            save_weights, weights_path(self.data_dir, run_id, version), rt.engine.model, rt.publish_dtype, shard
         )
         if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
-            await asyncio.to_thread(save_weights, master_path(self.data_dir, run_id, version), rt.engine.model)
+            master = master_path(self.data_dir, run_id, version)
+            await asyncio.to_thread(save_weights, master, rt.engine.model, None, shard)
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
             await asyncio.to_thread(rt.teacher.update, rt.engine.model, m)
             metrics = {**metrics, "teacher_ema": m}
-            tpath = teacher_path(self.data_dir, run_id, version)
-            await asyncio.to_thread(save_weights, tpath, rt.teacher.model)
+            tpath = await asyncio.to_thread(
+                save_weights, teacher_path(self.data_dir, run_id, version), rt.teacher.model, None, shard
+            )
             # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
             teacher_ann = await self._announcement(batch, version, tpath, {"ema_rate": m})
         ann = await self._announcement(batch, version, path, {k: float(v) for k, v in metrics.items()})
@@ -240,7 +243,8 @@ class Trainer:
 
     async def _announcement(self, batch, version: int, path: Path, metrics: dict[str, float]):
         """A version's weights announcement (the policy's or the teacher's): where its safetensors
-        file is, how to stream it from this trainer, and its sha256 (read from the file in chunks)."""
+        file (or shards' index) is, how to stream it from this trainer, its sha256 (read from the
+        file in chunks; an index carries its shards') and the bytes of its tensors."""
         return events_pb2.WeightsAnnouncement(
             run_id=batch.run_id,
             version=version,
@@ -248,7 +252,7 @@ class Trainer:
             batch_id=batch.batch_id,
             uri=path.as_uri(),
             grpc_endpoint=self.advertised_addr,
-            size_bytes=path.stat().st_size,
+            size_bytes=sum(f.stat().st_size for f in version_files(path)),
             sha256=await asyncio.to_thread(file_sha256, path),
             format="safetensors",
             metrics=metrics,

@@ -15,7 +15,6 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
-from safetensors.torch import save_file as st_save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from jetrl.policy.chat import ChatTemplate
@@ -29,7 +28,6 @@ __all__ = [
     "save_policy",
     "state_to_bytes",
     "weight_tensors",
-    "save_weights_file",
     "config_dtype",
     "load_state_bytes",
     "read_state_file",
@@ -107,11 +105,6 @@ def state_to_bytes(model: torch.nn.Module) -> bytes:
     return st_save(weight_tensors(model))
 
 
-def save_weights_file(model: torch.nn.Module, path: str | Path, dtype: torch.dtype | None = None) -> None:
-    """Write the weights to a safetensors file, tensor by tensor (no whole-model blob)."""
-    st_save_file(weight_tensors(model, dtype), str(path))
-
-
 def config_dtype(model_dir: str | Path) -> torch.dtype | None:
     """The dtype a model directory's config.json declares (`dtype`, or the older `torch_dtype`)."""
     config = json.loads((Path(model_dir) / "config.json").read_text())
@@ -120,13 +113,17 @@ def config_dtype(model_dir: str | Path) -> torch.dtype | None:
     return found if isinstance(found, torch.dtype) else None
 
 
-def read_state_file(model: torch.nn.Module, path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file, checked to fit `model`; the model is not touched.
+def read_state_file(model: torch.nn.Module, *paths: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a version's safetensors files (one, or its shards), checked to fit `model`;
+    the model is not touched.
 
     The slow half of a weight load (reading, checking). It only reads the model's parameter
     names and shapes, which never change, so it may run while the model is generating.
     """
-    return _fitting(model, st_load_file(str(path)))
+    tensors: dict[str, torch.Tensor] = {}
+    for path in paths:
+        tensors |= st_load_file(str(path))
+    return _fitting(model, tensors)
 
 
 def _fitting(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -234,25 +234,29 @@ class TrainerStatus(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., samples_trained: _Optional[int] = ..., batches_trained: _Optional[int] = ..., checkpoint_dir: _Optional[str] = ...) -> None: ...
 
 class FetchWeightsRequest(_message.Message):
-    __slots__ = ("run_id", "version", "chunk_bytes", "teacher")
+    __slots__ = ("run_id", "version", "chunk_bytes", "teacher", "file")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
     TEACHER_FIELD_NUMBER: _ClassVar[int]
+    FILE_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     version: int
     chunk_bytes: int
     teacher: bool
-    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., teacher: _Optional[bool] = ...) -> None: ...
+    file: str
+    def __init__(self, run_id: _Optional[str] = ..., version: _Optional[int] = ..., chunk_bytes: _Optional[int] = ..., teacher: _Optional[bool] = ..., file: _Optional[str] = ...) -> None: ...
 
 class WeightsChunk(_message.Message):
-    __slots__ = ("offset", "data", "total_bytes", "sha256")
+    __slots__ = ("offset", "data", "total_bytes", "sha256", "name")
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
     offset: int
     data: bytes
     total_bytes: int
     sha256: str
-    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+    name: str
+    def __init__(self, offset: _Optional[int] = ..., data: _Optional[bytes] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...

@@ -55,8 +55,8 @@ async def test_a_streamed_copy_is_removed_after_use(trainer_addr):
 
 async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr, tmp_path):
     assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
-    digest = await stream_weights(trainer_addr, "run1", 1, tmp_path / "v1", chunk_bytes=4096)
-    assert (tmp_path / "v1").read_bytes() == BLOB and digest == hashlib.sha256(BLOB).hexdigest()
+    streamed = await stream_weights(trainer_addr, "run1", 1, tmp_path, chunk_bytes=4096)
+    assert streamed == tmp_path / "v000001.safetensors" and streamed.read_bytes() == BLOB
 
 
 async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer_addr):
@@ -74,7 +74,7 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
     )
     assert await fetched(ann, teacher=True) == teacher  # not the policy's v1
     with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
-        await stream_weights(trainer_addr, "run1", 2, tmp_path / "v2", teacher=True)
+        await stream_weights(trainer_addr, "run1", 2, tmp_path, teacher=True)
 
 
 async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):

@@ -171,6 +171,18 @@ def test_an_in_place_update_gives_the_new_weights_outputs_without_a_restart(vllm
         assert v.logprobs == pytest.approx(t.logprobs, abs=LOGPROB_TOL) and v.versions == [6] * len(v.token_ids)
 
 
+def test_a_sharded_version_loads_in_place_like_a_single_file(vllm_engine, models, tmp_path):
+    from svc_trainer.checkpoint import save_weights
+
+    on(vllm_engine, models, "a", 15)
+    index = save_weights(tmp_path / "v000016.safetensors", models["b"], None, shard_bytes=1 << 20)
+    assert index.name.endswith(".index.json")
+    vllm_engine.load_weights(index, 16)
+    [got] = vllm_engine.generate([greedy("12+34=")])
+    [want] = TorchEngine(models["b"], TOK).generate([greedy("12+34=")])
+    assert got.token_ids == want.token_ids and got.versions == [16] * len(got.token_ids)
+
+
 def test_a_load_mid_generation_continues_on_the_new_weights_from_the_tokens_so_far(vllm_engine, models):
     on(vllm_engine, models, "a", 7)
     asks = []

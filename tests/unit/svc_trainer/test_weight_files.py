@@ -14,8 +14,9 @@ from safetensors import safe_open
 from jetrl.config import RunSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
 from jetrl.v1 import events_pb2 as ev
+from jetrl.weights import INDEX_SUFFIX, file_sha256, version_files
 from svc_trainer.api import TrainSample
-from svc_trainer.checkpoint import master_path, prune_versions, weights_path
+from svc_trainer.checkpoint import master_path, prune_versions, published, weights_path
 from svc_trainer.worker import Trainer
 
 TOK = make_char_tokenizer()
@@ -106,3 +107,21 @@ def test_prune_versions_keeps_the_newest_k_and_every_nth(tmp_path):
 def test_keeping_only_the_newest_version_is_refused():
     with pytest.raises(ValidationError, match="at least 2"):
         run_spec("m", keep_last_versions=1)
+
+
+async def test_a_version_over_the_shard_size_is_announced_by_its_index_and_resumed_and_pruned_whole(tmp_path):
+    data = tmp_path / "data"
+    big = save_policy(make_tiny_model(TOK), TOK, tmp_path / "big")  # the demo's shape: 1.8 MB in float32
+    spec = run_spec(big, weights_shard_mb=1, keep_last_versions=2)
+    bus = Bus()
+    rt = await train(Trainer(bus, Specs(spec), data, ""), "r", 3)
+    index = published(weights_path(data, "r", 3))
+    assert index.name.endswith(INDEX_SUFFIX) and len(version_files(index)) == 2
+    ann = bus.sent[-1]
+    assert ann.uri == index.as_uri() and ann.sha256 == file_sha256(index)
+    assert ann.size_bytes == sum(f.stat().st_size for f in version_files(index))
+    restarted = await Trainer(Bus(), Specs(spec), data, "").run("r")
+    trained, resumed = rt.engine.model.state_dict(), restarted.engine.model.state_dict()
+    assert all(torch.equal(trained[n], resumed[n]) for n in trained)
+    # version 1 went whole (index and shards); 2 and 3 stay
+    assert sorted({p.name[:7] for p in weights_path(data, "r", 1).parent.iterdir()}) == ["v000002", "v000003"]
