@@ -19,13 +19,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from jetrl.policy.generate import greedy_score, left_pad
+from jetrl.policy.generate import left_pad
 from jetrl.policy.load import copy_state, read_state_file
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
@@ -33,7 +32,7 @@ from jetrl.tasks import Problem
 from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
-from svc_rollout.results import set_texts, start_results
+from svc_rollout.results import greedy_evaluation, set_texts, start_results
 
 __all__ = ["TorchEngine"]
 
@@ -174,13 +173,8 @@ class TorchEngine:
         self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256, chat: bool = False
     ) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
-        requests = partial(GenRequest, max_new_tokens=max_new_tokens, temperature=0.0)
-        return greedy_score(
-            lambda prompts: [r.text for r in self.generate([requests(p) for p in prompts])],
-            self.tokenizer,
-            problems,
-            batch_size=batch_size,
-            chat=chat,
+        return greedy_evaluation(
+            self.generate, self.tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size, chat=chat
         )
 
 

@@ -1,16 +1,19 @@
 """What every real generation engine does around its decode loop: results that start as the
-requests' prefixes, and their texts."""
+requests' prefixes, their texts, and the greedy evaluation on top of `generate`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from transformers import PreTrainedTokenizerBase
 
+from jetrl.policy.generate import greedy_score
 from jetrl.states import FinishReason
+from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
 
-__all__ = ["start_results", "set_texts"]
+__all__ = ["start_results", "set_texts", "greedy_evaluation"]
 
 
 def start_results(requests: Sequence[GenRequest], eos_id: int) -> tuple[list[GenResult], list[int]]:
@@ -34,3 +37,24 @@ def set_texts(results: Sequence[GenResult], tokenizer: PreTrainedTokenizerBase) 
     for res in results:
         # one id list decodes to one str; transformers types decode's result str | list[str]
         res.text = tokenizer.decode(res.token_ids, skip_special_tokens=True)  # type: ignore[assignment]
+
+
+def greedy_evaluation(
+    generate: Callable[[Sequence[GenRequest]], list[GenResult]],
+    tokenizer: PreTrainedTokenizerBase,
+    problems: Sequence[Problem],
+    *,
+    max_new_tokens: int,
+    batch_size: int,
+    chat: bool,
+) -> tuple[int, int]:
+    """An engine's `evaluate`: the greedy held-out score (jetrl.policy.generate.greedy_score) of
+    completions from its own `generate`."""
+    request = partial(GenRequest, max_new_tokens=max_new_tokens, temperature=0.0)
+    return greedy_score(
+        lambda prompts: [r.text for r in generate([request(p) for p in prompts])],
+        tokenizer,
+        problems,
+        batch_size=batch_size,
+        chat=chat,
+    )

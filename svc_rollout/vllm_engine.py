@@ -22,7 +22,6 @@ import asyncio
 import itertools
 import threading
 from collections.abc import Callable, Coroutine, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,14 +33,13 @@ from vllm.inputs import TokensPrompt
 from vllm.sampling_params import RequestOutputKind
 from vllm.v1.engine.async_llm import AsyncLLM
 
-from jetrl.policy.generate import greedy_score
 from jetrl.spec_sections import VllmSpec
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
-from svc_rollout.results import set_texts, start_results
+from svc_rollout.results import greedy_evaluation, set_texts, start_results
 
 __all__ = ["VllmEngine"]
 
@@ -207,13 +205,8 @@ class VllmEngine:
         self, problems: Sequence[Problem], *, max_new_tokens: int = 8, batch_size: int = 256, chat: bool = False
     ) -> tuple[int, int]:
         """Greedy held-out score: (number correct, number of problems)."""
-        requests = partial(GenRequest, max_new_tokens=max_new_tokens, temperature=0.0)
-        return greedy_score(
-            lambda prompts: [r.text for r in self.generate([requests(p) for p in prompts])],
-            self.tokenizer,
-            problems,
-            batch_size=batch_size,
-            chat=chat,
+        return greedy_evaluation(
+            self.generate, self.tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size, chat=chat
         )
 
     def close(self) -> None:

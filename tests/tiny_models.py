@@ -34,7 +34,7 @@ def scratch_qwen2(out, texts, vocab_size: int = 512, seed: int = 0):
     the spot from `texts` (no download of any kind) and Qwen's ChatML turn markers and template,
     saved to `out` as a standard model directory."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -54,21 +54,33 @@ def scratch_qwen2(out, texts, vocab_size: int = 512, seed: int = 0):
         additional_special_tokens=["<|im_start|>", "<|im_end|>"],
     )
     tokenizer.chat_template = CHATML
-    config = Qwen2Config(
+    model = small_model("qwen2", tokenizer, max_positions=512, tie=True, seed=seed)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def small_model(family: str, tokenizer, *, max_positions: int, tie: bool, seed: int = 0):
+    """A small randomly initialised model of another family than the built-in Llama: `qwen2`
+    (attention biases, grouped KV heads) or `mistral`, sized for vLLM's CPU kernels (head dim 32)."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}[
+        family
+    ]
+    config = config_cls(
         vocab_size=len(tokenizer),
         hidden_size=128,
         intermediate_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=512,
+        max_position_embeddings=max_positions,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+        return model_cls(config).eval()

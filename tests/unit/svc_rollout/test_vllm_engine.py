@@ -128,9 +128,10 @@ def test_an_aborted_greedy_sample_resumed_token_in_equals_the_uninterrupted_one(
     assert rest.logprobs == pytest.approx(whole.logprobs, abs=LOGPROB_TOL)
 
 
-def test_abort_takes_effect_within_one_decode_step(vllm_engine, models, monkeypatch):
-    on(vllm_engine, models, "a", 4)
-    llm, delivered = vllm_engine._llm, []
+@pytest.fixture
+def delivered(vllm_engine, monkeypatch):
+    """The token ids vLLM has handed the engine so far (every request's), as they arrive."""
+    llm, tokens = vllm_engine._llm, []
     add_request = llm.add_request
 
     async def counting_add_request(*args, **kwargs):
@@ -139,7 +140,7 @@ def test_abort_takes_effect_within_one_decode_step(vllm_engine, models, monkeypa
 
         def count(out):
             if out is not None:
-                delivered.extend(out.outputs[0].token_ids)
+                tokens.extend(out.outputs[0].token_ids)
             return out
 
         async def counted_get():
@@ -150,11 +151,16 @@ def test_abort_takes_effect_within_one_decode_step(vllm_engine, models, monkeypa
         return outputs
 
     monkeypatch.setattr(llm, "add_request", counting_add_request)
+    return tokens
+
+
+def test_abort_takes_effect_within_one_decode_step(vllm_engine, models, delivered):
+    on(vllm_engine, models, "a", 4)
     [res] = vllm_engine.generate([greedy("7-5+9+13=", 40)], should_stop=lambda: len(delivered) >= 2)
     assert res.finish_reason == FinishReason.ABORTED
     # stopped as the second token arrived: nothing after it was taken, and vLLM holds nothing more
     assert len(res.token_ids) == len(delivered) == 2
-    assert llm.get_num_unfinished_requests() == 0
+    assert vllm_engine._llm.get_num_unfinished_requests() == 0
 
 
 def test_an_in_place_update_gives_the_new_weights_outputs_without_a_restart(vllm_engine, models):
@@ -183,22 +189,20 @@ def test_a_sharded_version_loads_in_place_like_a_single_file(vllm_engine, models
     assert got.token_ids == want.token_ids and got.versions == [16] * len(got.token_ids)
 
 
-def test_a_load_mid_generation_continues_on_the_new_weights_from_the_tokens_so_far(vllm_engine, models):
+def test_a_load_mid_generation_continues_on_the_new_weights_from_the_tokens_so_far(vllm_engine, models, delivered):
     on(vllm_engine, models, "a", 7)
-    asks = []
     loader = threading.Thread(target=vllm_engine.load_weights, args=(models["files"]["b"], 8))
 
-    def load_once_generating():
-        asks.append(1)
-        if len(asks) == 2:  # should_stop runs on the engine's loop: the load must not be awaited here
-            loader.start()
+    def load_after_three_tokens():
+        if len(delivered) >= 3 and loader.ident is None:
+            loader.start()  # should_stop runs on the engine's loop: the load must not be awaited here
         return False
 
-    [res] = vllm_engine.generate([greedy("12+34=", 40)], should_stop=load_once_generating)
+    [res] = vllm_engine.generate([greedy("12+34=", 40)], should_stop=load_after_three_tokens)
     loader.join(60)
     old = res.versions.count(7)
     assert res.versions == [7] * old + [8] * (len(res.token_ids) - old)
-    assert 0 < old < len(res.token_ids), "the load landed mid-generation"
+    assert 3 <= old < len(res.token_ids), "the load landed mid-generation"
     assert res.token_ids[:old] == TorchEngine(models["a"], TOK).generate([greedy("12+34=", old)])[0].token_ids
     head = ids("12+34=") + res.token_ids[:old]
     [tail] = TorchEngine(models["b"], TOK).generate([GenRequest(head, len(res.token_ids) - old, temperature=0.0)])
@@ -300,31 +304,13 @@ def _llama_dir(tmp_path):
 @pytest.mark.parametrize("family", ["qwen2", "mistral"])
 def test_other_model_families_generate_as_the_torch_engine_does(family, tmp_path):
     """Qwen2 (attention biases, grouped KV heads) and Mistral, as vLLM and transformers build them."""
-    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from tiny_models import small_model
 
-    config_cls, model_cls = {"qwen2": (Qwen2Config, Qwen2ForCausalLM), "mistral": (MistralConfig, MistralForCausalLM)}[
-        family
-    ]
-    config = config_cls(
-        vocab_size=len(TOK),
-        hidden_size=128,
-        intermediate_size=256,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        eos_token_id=TOK.eos_token_id,
-        bos_token_id=TOK.bos_token_id,
-        pad_token_id=TOK.pad_token_id,
-        tie_word_embeddings=False,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(3)
-        model = model_cls(config).eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                if p.dim() >= 2:
-                    p.mul_(8.0)
+    model = small_model(family, TOK, max_positions=64, tie=False, seed=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() >= 2:
+                p.mul_(8.0)
     save_policy(model, TOK, tmp_path / family)
     engine = VllmEngine(tmp_path / family, TOK, VllmSpec(dtype="float32", memory_fraction=0.1, max_model_len=64))
     try:
