@@ -129,6 +129,8 @@ class RunSpec(SpecModel):
                 "train.advantage mc_grpo samples G+1 completions around a median pivot: "
                 "set rollout.group_size to an odd number, at least 3 (1 would train nothing)"
             )
+        if self.train.kl_coef and self.train.kl_reference == "teacher" and self.teacher is None:
+            raise ValueError("train.kl_reference teacher needs a `teacher:` section (or kl_reference: initial)")
         return self
 
 

@@ -146,6 +146,12 @@ class TrainSpec(SpecModel):
     binary rewards whenever a majority agrees)."""
     loss_agg: Literal["token_mean", "constant"] = "token_mean"
     """Token-mean, or Dr.GRPO's constant normaliser (batch size × max_new_tokens)."""
+    kl_coef: float = Field(0.0, ge=0.0, le=10.0)
+    """β of the KL anchor to a reference policy in the loss (0: none, and no reference is kept)."""
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    """How the KL is estimated per token (svc_trainer/kl.py); k3 is verl's `low_var_kl`."""
+    kl_reference: Literal["initial", "teacher"] = "initial"
+    """The reference: the run's starting model, or the EMA teacher (Co-rewarding-II; needs `teacher`)."""
     weights_shard_mb: int = Field(4096, ge=1, le=1_000_000)
     """A version bigger than this is published as shards of at most this size and an index."""
     keep_last_versions: int = Field(0, ge=0, le=1_000_000)

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.spec_sections import TrainSpec
 from svc_trainer.api import TrainSample
+from svc_trainer.kl import kl_per_token
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 
 __all__ = ["TorchTrainEngine"]
@@ -37,6 +38,7 @@ class TorchTrainEngine:
         temperature: float = 1.0,
         *,
         max_new_tokens: int | None = None,
+        reference: torch.nn.Module | None = None,
     ):
         if train_spec.loss_agg == "constant" and not max_new_tokens:
             raise ValueError("loss_agg 'constant' needs max_new_tokens for its normaliser")
@@ -46,11 +48,20 @@ class TorchTrainEngine:
         self.max_new_tokens = max_new_tokens
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
+        if train_spec.kl_coef and reference is None:
+            raise ValueError("train.kl_coef needs a reference model")
+        # the KL anchor's policy: frozen, never optimised (the initial policy or the EMA teacher)
+        self.reference = reference if train_spec.kl_coef else None
 
     def token_logprobs(
-        self, prompt_ids_list: Sequence[Sequence[int]], completion_ids_list: Sequence[Sequence[int]], grad: bool
+        self,
+        prompt_ids_list: Sequence[Sequence[int]],
+        completion_ids_list: Sequence[Sequence[int]],
+        grad: bool,
+        model: torch.nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """([N, T] log-prob of each completion token, [N, T] mask of real tokens), T = longest completion."""
+        """([N, T] log-prob of each completion token, [N, T] mask of real tokens), T = longest
+        completion; of the trained model, or of `model` (the reference)."""
         rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
         width = max(len(r) for r in rows)
         t_max = max(max(len(c) for c in completion_ids_list), 1)
@@ -74,7 +85,7 @@ class TorchTrainEngine:
             mask.to(self.device),
         )
         with torch.set_grad_enabled(grad):
-            logits = self.model(input_ids=ids, attention_mask=attn).logits
+            logits = (model or self.model)(input_ids=ids, attention_mask=attn).logits
             picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
             logprobs = torch.log_softmax(picked / self.temperature, dim=-1)
             targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
@@ -121,6 +132,12 @@ class TorchTrainEngine:
             # max_new_tokens is set whenever loss_agg is "constant" (__init__ refuses it otherwise)
             tokens = self.max_new_tokens if self.spec.loss_agg == "constant" else None
             constant = len(rows) * tokens if tokens else None
+            kl = None
+            if self.reference is not None:
+                ref = self.token_logprobs(
+                    [prompts[i] for i in rows], [completions[i] for i in rows], grad=False, model=self.reference
+                )[0]
+                kl = kl_per_token(current, ref, self.spec.kl_estimator)
             out = decoupled_ppo_loss(
                 current,
                 prox,
@@ -132,6 +149,8 @@ class TorchTrainEngine:
                 weight_cap=self.spec.behaviour_weight_cap,
                 aggregation=self.spec.loss_agg,
                 constant=constant,
+                kl=kl,
+                kl_coef=self.spec.kl_coef,
             )
             for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(parts))

@@ -6,6 +6,7 @@ behaviour policy b that actually sampled the token (stale or interrupted generat
 loss_t = -w · min(u·A, clip(u, 1-ε_low, 1+ε_high)·A); tokens with w above a cap are masked,
 since a huge w means the sample says little about the current policy and would dominate.
 Tokens outside `mask` (padding, and tokens the staleness bound masks) take no part at all.
+With a reference policy, β · KL per token (svc_trainer/kl.py) joins each kept token's loss.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def decoupled_ppo_loss(
     weight_cap: float = 5.0,
     aggregation: str = "token_mean",
     constant: float | None = None,
+    kl: torch.Tensor | None = None,
+    kl_coef: float = 0.0,
 ) -> LossOutput:
     """Decoupled PPO loss over [N, T] per-token tensors; `mask` marks the tokens to train (real
     completion tokens within the staleness bound).
@@ -46,6 +49,9 @@ def decoupled_ppo_loss(
     aggregation "token_mean" averages over unmasked tokens; "constant" divides the sum by
     `constant` (Dr. GRPO: batch size × max_new_tokens), so every token weighs the same
     whatever the lengths in the batch.
+
+    `kl` (per token, svc_trainer/kl.py) adds `kl_coef` times its aggregate over the kept tokens,
+    by the same rule: the anchor to a reference policy.
     """
     if aggregation not in ("token_mean", "constant"):
         raise ValueError(f"unknown loss aggregation {aggregation!r}")
@@ -63,6 +69,8 @@ def decoupled_ppo_loss(
     # (0 · w) would be nan and poison every parameter through backward.
     w_kept = torch.where(keep, w, torch.zeros_like(w))
     per_token = -w_kept * torch.minimum(unclipped, clipped)
+    if kl is not None and kl_coef:
+        per_token = per_token + kl_coef * kl
     total = torch.where(keep, per_token, torch.zeros_like(per_token)).sum()
     n_keep = int(keep.sum())
     # `constant` is positive whenever aggregation is "constant" (refused above otherwise)
@@ -78,4 +86,6 @@ def decoupled_ppo_loss(
             "masked_fraction": float(capped.sum()) / n_valid,
             "mean_w": float(w[keep].mean()) if keep.any() else 1.0,  # masked w may be inf
         }
+        if kl is not None:
+            metrics["kl"] = float(kl[keep].mean()) if keep.any() else 0.0
     return LossOutput(loss, metrics, n_keep)

@@ -39,6 +39,7 @@ from svc_trainer.checkpoint import (
     save_weights,
     weights_path,
 )
+from svc_trainer.kl import kl_reference
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 
 if TYPE_CHECKING:  # torch loads when a run needs it, not at import
@@ -102,21 +103,25 @@ class Trainer:
             if not exact.is_file():
                 exact = published(weights_path(self.data_dir, run_id, state.version))
             copy_state(model, read_state_file(model, *version_files(exact)))
-        engine: TrainEngine
-        if spec.simulation is not None:
-            engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
-        else:
-            engine = TorchTrainEngine(
-                model, spec.train, temperature=spec.rollout.temperature, max_new_tokens=spec.rollout.max_new_tokens
-            )
-        if state.optimizer:
-            engine.optimizer.load_state_dict(state.optimizer)
         teacher = None
         if spec.teacher is not None:
             teacher = EmaTeacher(model)  # version 0: the model directory's weights
             if state.version:
                 saved = published(teacher_path(self.data_dir, run_id, state.version))
                 copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
+        engine: TrainEngine
+        if spec.simulation is not None:
+            engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
+        else:
+            engine = TorchTrainEngine(
+                model,
+                spec.train,
+                temperature=spec.rollout.temperature,
+                max_new_tokens=spec.rollout.max_new_tokens,
+                reference=kl_reference(spec, teacher.model if teacher else None),
+            )
+        if state.optimizer:
+            engine.optimizer.load_state_dict(state.optimizer)
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
         return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
 
