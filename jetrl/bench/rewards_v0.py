@@ -31,38 +31,27 @@ def sample_texts(
     seed: int,
     batch_size: int = 1024,
 ) -> list[list[str]]:
-    """`n` completions of each prompt sampled at `temperature` (no KV cache: the reference
-    decoder's loop, jetrl/policy/generate.py, with sampling instead of argmax)."""
+    """`n` completions of each prompt sampled at `temperature` (greedy at 0) by the reference
+    decoder (jetrl/policy/generate.py:complete), `batch_size` sequences at a time."""
     import torch
 
-    from jetrl.policy.generate import left_pad
+    from jetrl.policy.generate import complete
     from jetrl.policy.load import encode_prompt
 
     generator = torch.Generator().manual_seed(seed)
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     rows = [encode_prompt(tokenizer, p) for p in prompts for _ in range(n)]
     texts: list[str] = []
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            seqs = [list(r) for r in rows[start : start + batch_size]]
-            out: list[list[int]] = [[] for _ in seqs]
-            done = [False] * len(seqs)
-            for _ in range(max_new_tokens):
-                ids, mask, pos = left_pad(seqs, pad)
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
-                if temperature > 0:
-                    probs = torch.softmax(logits / temperature, dim=-1)
-                    tokens = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
-                else:
-                    tokens = logits.argmax(-1).tolist()
-                for i, tok in enumerate(tokens):
-                    if not done[i]:
-                        out[i].append(tok)
-                        done[i] = tok == eos
-                    seqs[i].append(tok)
-                if all(done):
-                    break
-            texts += tokenizer.batch_decode(out, skip_special_tokens=True)
+    for start in range(0, len(rows), batch_size):
+        out = complete(
+            model,
+            rows[start : start + batch_size],
+            eos_id=tokenizer.eos_token_id,
+            pad_id=tokenizer.pad_token_id,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            generator=generator,
+        )
+        texts += tokenizer.batch_decode(out, skip_special_tokens=True)
     return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 

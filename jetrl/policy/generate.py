@@ -1,8 +1,9 @@
-"""Reference greedy decoding without a KV cache, and the greedy held-out score every engine uses.
+"""Reference decoding without a KV cache, and the greedy held-out score every engine uses.
 
 Deliberately the simplest correct decoder: every step re-runs the whole sequence. The
-bootstrap uses it to score version 0 (jetrl must not import a service), and the rollout
-engine's tests use it as the ground truth its KV-cache loop must reproduce token by token.
+bootstrap uses it to score version 0 and the rewards bench to sample version 0 (jetrl must not
+import a service), and the engine tests use it as the ground truth a KV-cache loop must
+reproduce token by token.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from jetrl.policy.load import encode_prompt
 from jetrl.tasks import Problem
 from jetrl.tasks.answers import is_correct
 
-__all__ = ["left_pad", "greedy_complete", "greedy_score", "heldout_accuracy"]
+__all__ = ["left_pad", "complete", "greedy_score", "heldout_accuracy"]
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -33,18 +34,31 @@ def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 @torch.inference_mode()
-def greedy_complete(
-    model: PreTrainedModel, prompts: Sequence[Sequence[int]], *, eos_id: int, pad_id: int, max_new_tokens: int
+def complete(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    *,
+    eos_id: int,
+    pad_id: int,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
 ) -> list[list[int]]:
-    """Greedy completion ids per prompt (EOS included when produced), no cache."""
+    """Completion ids per prompt (EOS included when produced), no cache: greedy at temperature 0,
+    else sampled at `temperature` from `generator`."""
     device = next(model.parameters()).device
     seqs = [list(p) for p in prompts]
     done = [False] * len(seqs)
     out: list[list[int]] = [[] for _ in seqs]
     for _ in range(max_new_tokens):
         ids, mask, pos = (t.to(device) for t in left_pad(seqs, pad_id))
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :]
-        for i, tok in enumerate(logits.argmax(-1).tolist()):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits[:, -1, :].float()
+        if temperature > 0:
+            probs = torch.softmax(logits / temperature, dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=generator)[:, 0].tolist()
+        else:
+            tokens = logits.argmax(-1).tolist()
+        for i, tok in enumerate(tokens):
             if not done[i]:
                 out[i].append(tok)
                 done[i] = tok == eos_id
@@ -83,13 +97,13 @@ def heldout_accuracy(
     max_new_tokens: int,
     batch_size: int = 256,
 ) -> float:
-    """Fraction of `problems` whose greedy completion (`greedy_complete`) `is_correct`."""
+    """Fraction of `problems` whose greedy completion (`complete`) `is_correct`."""
 
-    def complete(prompts: list[list[int]]) -> list[str]:
-        ids = greedy_complete(
+    def texts(prompts: list[list[int]]) -> list[str]:
+        ids = complete(
             model, prompts, eos_id=tokenizer.eos_token_id, pad_id=tokenizer.pad_token_id, max_new_tokens=max_new_tokens
         )
         return tokenizer.batch_decode(ids, skip_special_tokens=True)
 
-    correct, total = greedy_score(complete, tokenizer, problems, batch_size=batch_size)
+    correct, total = greedy_score(texts, tokenizer, problems, batch_size=batch_size)
     return correct / max(total, 1)

@@ -173,7 +173,7 @@ def test_mean_curve_over_the_versions_every_run_has():
 
 
 def test_sampling_at_temperature_zero_is_greedy():
-    from jetrl.policy.generate import greedy_complete
+    from jetrl.policy.generate import complete
     from jetrl.policy.load import encode_prompt
     from jetrl.policy.tiny import make_tiny_model
     from jetrl.policy.tokenizer import make_char_tokenizer
@@ -181,7 +181,7 @@ def test_sampling_at_temperature_zero_is_greedy():
     tokenizer = make_char_tokenizer()
     model = make_tiny_model(tokenizer, seed=1).eval()
     prompts = ["1+2=", "7-2+5+3=", "9-9="]
-    greedy = greedy_complete(
+    greedy = complete(
         model,
         [encode_prompt(tokenizer, p) for p in prompts],
         eos_id=tokenizer.eos_token_id,
