@@ -12,7 +12,7 @@ from jetrl.runs import RunNotFound
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from svc_rollout.api import GenRequest
-from svc_rollout.checks import available_engines, run_problems
+from svc_rollout.checks import run_problems
 from svc_rollout.policies import POLICY
 from svc_rollout.worker import RolloutWorker
 
@@ -94,7 +94,6 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
             tokens_generated=self.worker.tokens_generated,
             busy_seconds=self.worker.busy_seconds,
             samples_aborted=self.worker.samples_aborted,
-            engines=available_engines(),
         )
 
 

@@ -189,7 +189,7 @@ class RolloutStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RolloutStatus(_message.Message):
-    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated", "busy_seconds", "samples_aborted", "engines")
+    __slots__ = ("worker_id", "loaded_versions", "samples_generated", "tokens_generated", "busy_seconds", "samples_aborted")
     class LoadedVersionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -203,15 +203,13 @@ class RolloutStatus(_message.Message):
     TOKENS_GENERATED_FIELD_NUMBER: _ClassVar[int]
     BUSY_SECONDS_FIELD_NUMBER: _ClassVar[int]
     SAMPLES_ABORTED_FIELD_NUMBER: _ClassVar[int]
-    ENGINES_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     loaded_versions: _containers.ScalarMap[str, int]
     samples_generated: int
     tokens_generated: int
     busy_seconds: float
     samples_aborted: int
-    engines: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., samples_aborted: _Optional[int] = ..., engines: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., loaded_versions: _Optional[_Mapping[str, int]] = ..., samples_generated: _Optional[int] = ..., tokens_generated: _Optional[int] = ..., busy_seconds: _Optional[float] = ..., samples_aborted: _Optional[int] = ...) -> None: ...
 
 class TrainerStatusRequest(_message.Message):
     __slots__ = ("run_id",)
