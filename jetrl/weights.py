@@ -75,10 +75,11 @@ async def stream_weights(
     file: str = "",
     chunk_bytes: int = 0,
     teacher: bool = False,
-) -> Path:
+) -> tuple[Path, str]:
     """One file of a version (the policy's, or the EMA teacher's) from TrainerService.FetchWeights
     into `dest_dir`, under the name the stream gives, checked against the sha256 it carries: the
-    version's single file or index when `file` is empty, else that shard."""
+    version's single file or index when `file` is empty, else that shard. Returns the file and
+    its sha256 (hashed as it streamed: no second read)."""
     digest = hashlib.sha256()
     expected, name, written = "", "", 0
     async with channel(endpoint) as ch:
@@ -102,16 +103,21 @@ async def stream_weights(
                 out.close()
     if out is None or digest.hexdigest() != expected:
         raise WeightsUnavailable(f"weights v{version} of {run_id} from {endpoint} fail their checksum")
-    return dest_dir / name
+    return dest_dir / name, expected
 
 
-async def fetch_version(endpoint: str, run_id: str, version: int, dest_dir: Path, teacher: bool = False) -> Path:
-    """Every file of a version from the trainer's stream into `dest_dir`, each checked; returns
-    the single file or the index, as an engine loads it."""
-    main = await stream_weights(endpoint, run_id, version, dest_dir, teacher=teacher)
+async def fetch_version(
+    endpoint: str, run_id: str, version: int, dest_dir: Path, *, teacher: bool = False, expected: str = ""
+) -> tuple[Path, str]:
+    """Every file of a version from the trainer's stream into `dest_dir`, each checked (the main
+    one against `expected` when given, e.g. the announcement's sha256); returns the single file or
+    the index, as an engine loads it, and its sha256."""
+    main, sha256 = await stream_weights(endpoint, run_id, version, dest_dir, teacher=teacher)
+    if expected and sha256 != expected:
+        raise WeightsUnavailable(f"v{version} of {run_id}: streamed bytes differ from the announcement")
     if main.name.endswith(INDEX_SUFFIX):
-        for name, sha256 in shard_checksums(main).items():
-            shard = await stream_weights(endpoint, run_id, version, dest_dir, file=name, teacher=teacher)
-            if file_sha256(shard) != sha256:
+        for name, want in shard_checksums(main).items():
+            _, got = await stream_weights(endpoint, run_id, version, dest_dir, file=name, teacher=teacher)
+            if got != want:
                 raise WeightsUnavailable(f"shard {name} of v{version} of {run_id} differs from its index")
-    return main
+    return main, sha256

@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
-from jetrl.weights import WeightsUnavailable, fetch_version, file_sha256, verified
+from jetrl.weights import WeightsUnavailable, fetch_version, verified
 
 __all__ = ["WeightsUnavailable", "fetched_weights"]
 
@@ -56,7 +56,7 @@ async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = F
             )
         span.set_attribute(Attr.WEIGHTS_PATH, "grpc")
         with tempfile.TemporaryDirectory(prefix=f"jetrl-{ann.run_id}-v{ann.version}-") as spool:
-            main = await fetch_version(ann.grpc_endpoint, ann.run_id, ann.version, Path(spool), teacher=teacher)
-            if await asyncio.to_thread(file_sha256, main) != ann.sha256:
-                raise WeightsUnavailable(f"v{ann.version} of {ann.run_id}: streamed bytes differ from the announcement")
+            main, _ = await fetch_version(
+                ann.grpc_endpoint, ann.run_id, ann.version, Path(spool), teacher=teacher, expected=ann.sha256
+            )
             yield main

@@ -55,8 +55,9 @@ async def test_a_streamed_copy_is_removed_after_use(trainer_addr):
 
 async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr, tmp_path):
     assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
-    streamed = await stream_weights(trainer_addr, "run1", 1, tmp_path, chunk_bytes=4096)
+    streamed, sha256 = await stream_weights(trainer_addr, "run1", 1, tmp_path, chunk_bytes=4096)
     assert streamed == tmp_path / "v000001.safetensors" and streamed.read_bytes() == BLOB
+    assert sha256 == hashlib.sha256(BLOB).hexdigest()
 
 
 async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer_addr):
