@@ -68,10 +68,13 @@ def save_weights(path: Path, model: torch.nn.Module, dtype: torch.dtype | None =
         _write_tensors(path, tensors)
         return path
     groups: list[list[str]] = [[]]
+    filled = 0  # bytes in the last shard
     for name in tensors:  # in the model's order, a new shard when the next tensor would not fit
-        if groups[-1] and sum(sizes[n] for n in groups[-1]) + sizes[name] > shard_bytes:
+        if groups[-1] and filled + sizes[name] > shard_bytes:
             groups.append([])
+            filled = 0
         groups[-1].append(name)
+        filled += sizes[name]
     stem = path.name.removesuffix(".safetensors")
     weight_map: dict[str, str] = {}
     checksums: dict[str, str] = {}
