@@ -32,7 +32,7 @@ from jetrl.tasks import Problem
 from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
-from svc_rollout.results import greedy_evaluation, set_texts, start_results
+from svc_rollout.results import greedy_evaluation, never_stop, set_texts, start_results
 
 __all__ = ["TorchEngine"]
 
@@ -44,10 +44,6 @@ def _top_p_mask(probs: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     keep_sorted = (sorted_p.cumsum(-1) - sorted_p) < top_p[:, None]
     keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
     return probs * keep
-
-
-def _never() -> bool:
-    return False
 
 
 class TorchEngine:
@@ -111,7 +107,7 @@ class TorchEngine:
         results, todo = start_results(requests, self.eos_id)
         if todo:
             with self._gate.call():
-                self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or _never)
+                self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or never_stop)
         set_texts(results, self.tokenizer)
         return results
 

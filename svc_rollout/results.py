@@ -13,7 +13,12 @@ from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
 
-__all__ = ["start_results", "set_texts", "greedy_evaluation"]
+__all__ = ["start_results", "set_texts", "greedy_evaluation", "never_stop"]
+
+
+def never_stop() -> bool:
+    """The `should_stop` of a generate call nobody aborts."""
+    return False
 
 
 def start_results(requests: Sequence[GenRequest], eos_id: int) -> tuple[list[GenResult], list[int]]:

@@ -39,16 +39,12 @@ from jetrl.tasks import Problem
 from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
-from svc_rollout.results import greedy_evaluation, set_texts, start_results
+from svc_rollout.results import greedy_evaluation, never_stop, set_texts, start_results
 
 __all__ = ["VllmEngine"]
 
 T = TypeVar("T")
 _POLL_S = 0.01  # how often a request waiting for its next token asks should_stop
-
-
-def _never() -> bool:
-    return False
 
 
 class VllmEngine:
@@ -135,7 +131,7 @@ class VllmEngine:
         EOS, on its max_new_tokens, or ("aborted") once `should_stop()` returns true."""
         results, todo = start_results(requests, self.eos_id)
         if todo:
-            stop = should_stop or _never
+            stop = should_stop or never_stop
             with self._gate.call():
                 self._run(self._complete_all([requests[i] for i in todo], [results[i] for i in todo], stop))
         set_texts(results, self.tokenizer)
