@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     the run about one deadline budget per this many groups, not one per group."""
     torch_threads: int = Field(0, ge=0, le=256)
     """torch intra-op threads of a rollout worker or trainer; 0 leaves torch's default."""
+    trainer_ranks: int = Field(0, ge=0, le=1024)
+    """Ranks a DeepSpeed run trains on in this trainer, overriding the run's train.deepspeed.ranks
+    (0: the run's); e.g. to resume a ZeRO-1/2 run on the devices left (docs/engines.md)."""
+    collective_timeout_s: float = Field(300.0, ge=5.0, le=86_400.0)
+    """Longest a DeepSpeed rank waits in one collective (or the trainer for one rank's reply)
+    before the trainer gives up, reports NOT_SERVING and exits to be restarted as a whole."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the structured (JSON) logs on stderr."""
 
@@ -128,6 +134,13 @@ class RunSpec(SpecModel):
             raise ValueError(
                 "train.advantage mc_grpo samples G+1 completions around a median pivot: "
                 "set rollout.group_size to an odd number, at least 3 (1 would train nothing)"
+            )
+        if self.train.engine == "deepspeed" and self.simulation is not None:
+            raise ValueError("`simulation` replaces the train engine: drop it or use train.engine torch")
+        if self.train.engine == "deepspeed" and self.train.kl_coef and self.train.kl_reference == "teacher":
+            raise ValueError(
+                "train.kl_reference teacher is not supported with train.engine deepspeed: "
+                "use kl_reference: initial, or the torch engine"
             )
         if self.train.kl_coef and self.train.kl_reference == "teacher" and self.teacher is None:
             raise ValueError("train.kl_reference teacher needs a `teacher:` section (or kl_reference: initial)")

@@ -119,7 +119,45 @@ class RolloutSpec(SpecModel):
     trained like the main view, advantages per view). `co_reward` needs it."""
 
 
+class DeepSpeedSpec(SpecModel):
+    """DeepSpeed ZeRO's settings, used when `train.engine` is `deepspeed` (svc_trainer/deepspeed_engine.py,
+    docs/engines.md). The optimizer (AdamW: train.lr, weight_decay), gradient clipping (train.grad_clip)
+    and batch sizes stay jetrl's; everything else DeepSpeed reads may come from `config_file`."""
+
+    ranks: int = Field(1, ge=1, le=1024)
+    """Data-parallel ranks: processes the trainer starts for the run, joined by torch.distributed
+    (NCCL, one GPU each, on CUDA; gloo on CPU). JETRL_TRAINER_RANKS overrides it for one trainer."""
+    zero_stage: Literal[1, 2, 3] = 2
+    """What ZeRO partitions across ranks: 1 the optimizer state, 2 also the gradients, 3 also the
+    parameters (gathered for each forward, and for publication)."""
+    offload_optimizer: bool = False
+    """Keep the optimizer state in CPU memory and step it there (ZeRO-Offload)."""
+    offload_params: bool = False
+    """Keep the parameters in CPU memory between uses (ZeRO-Infinity; stage 3 only)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """Weights, activations and gradients in float32, or in bfloat16 with a float32 master copy."""
+    micro_batch_size: int = Field(16, ge=1, le=65_536)
+    """Samples a rank runs forward and backward at once. A rank's share of a minibatch is split into
+    as many micro-batches as the largest share needs, gradients accumulating across them (gradient
+    accumulation), so every rank makes the same calls and memory stays bounded."""
+    config_file: str | None = Field(None, min_length=1)
+    """A DeepSpeed JSON config on the trainer's disk, merged under these settings: it may set
+    anything they do not (bucket sizes, communication dtype, ...); a key they or train.* set is
+    refused, not overridden."""
+
+    @model_validator(mode="after")
+    def _offload_params_needs_stage_3(self) -> DeepSpeedSpec:
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("offload_params partitions the parameters: set zero_stage: 3 (or offload_params: false)")
+        return self
+
+
 class TrainSpec(SpecModel):
+    engine: Literal["torch", "deepspeed"] = "torch"
+    """Train engine: jetrl's torch loop in the trainer process, or DeepSpeed ZeRO across
+    `deepspeed.ranks` processes (pip install '.[deepspeed]'; settings in `deepspeed`)."""
+    deepspeed: DeepSpeedSpec = DeepSpeedSpec()
+    """DeepSpeed's settings (engine `deepspeed` only)."""
     steps: int = Field(30, ge=1, le=1_000_000)
     """Optimizer steps, i.e. policy versions to publish."""
     batch_groups: int = Field(16, ge=1, le=100_000)

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Create .venv and install jetrl with its test tools and the bench extra (matplotlib, which the
-# bench tests plot with), pinned by constraints.txt.
+# Create .venv and install jetrl with its test tools, the bench extra (matplotlib, which the
+# bench tests plot with) and DeepSpeed (the `deepspeed` tests; its ops are not pre-built, and the one
+# it needs on CPU is JIT-compiled at first use and cached in TORCH_EXTENSIONS_DIR, ~35 s once),
+# pinned by constraints.txt.
 # Run: bash scripts/setup.sh        (idempotent; re-run after changing pyproject.toml)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,6 @@ stamp=.venv/.jetrl-installed
 want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,bench]'
+  DS_BUILD_OPS=0 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,bench,deepspeed]'
   echo "$want" > "$stamp"
 fi

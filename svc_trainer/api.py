@@ -1,16 +1,17 @@
 """The train engine's seam: what the trainer's batch worker asks of an engine, and nothing else.
-The torch engine (svc_trainer/engine.py) and the simulated one (svc_trainer/simulated.py)
-implement it; a new engine implements it too (docs/howto/add-an-engine.md).
+The torch engine (svc_trainer/engine.py), the simulated one (svc_trainer/simulated.py) and
+DeepSpeed's (svc_trainer/deepspeed_engine.py) implement it; a new engine implements it too
+(docs/howto/add-an-engine.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
-from transformers import PreTrainedModel
 
 __all__ = ["TrainSample", "TrainEngine"]
 
@@ -36,19 +37,29 @@ class TrainSample:
 
 
 class TrainEngine(Protocol):
-    """One decoupled-PPO update per policy version, on the model it owns.
+    """One decoupled-PPO update per policy version, on weights it owns (in this process, or
+    spread over DeepSpeed ranks).
 
-    `model` holds the weights the trainer publishes after each step (and the EMA teacher follows);
-    `optimizer`'s state_dict is what a restart restores.
+    After each step the trainer asks for the version's files (`save_weights`), then for what a
+    restart needs besides them (`save_state`: a small record the trainer state stores atomically
+    with the version). A restarted trainer builds the engine from that version's exact weights and
+    hands it the record (`load_state`).
     """
-
-    # read-only to the trainer, so an engine may hold a subclass (AdamW, a model class)
-    @property
-    def model(self) -> PreTrainedModel: ...
-
-    @property
-    def optimizer(self) -> torch.optim.Optimizer: ...
 
     def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
         """Train one version on the batch's samples; the step's metrics (loss, clip fraction,
         gradient norm, tokens, ...), every value a float."""
+
+    def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path:
+        """The full weights as a version at `path` in `dtype` (None: float32), laid out by
+        svc_trainer.checkpoint.save_weights; returns the file, or the shards' index."""
+
+    def save_state(self, version: int) -> dict[str, Any]:
+        """Persist the optimizer state of `version`; returns the record `load_state` takes (stored
+        in the trainer state, so it must be small: a state dict, or where a checkpoint lies)."""
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        """Restore what `save_state` recorded (the weights are already the version's)."""
+
+    def close(self) -> None:
+        """Release the engine's processes and memory (the run is over, or the trainer stops)."""

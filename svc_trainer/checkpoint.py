@@ -7,7 +7,9 @@ Layout under JETRL_DATA_DIR:
                                              v000001.safetensors.index.json; old versions pruned by
                                              train.keep_last_versions / keep_every_versions
     runs/<run>/master/v000001.safetensors    the saved version in float32, when published in another
-    runs/<run>/trainer.pt                    optimizer, version, counters, trained batch ids
+    runs/<run>/trainer.pt                    version, counters, trained batch ids, the engine's record
+                                             (the torch engine's AdamW state)
+    runs/<run>/deepspeed/v000001/            a DeepSpeed run's ZeRO checkpoint (svc_trainer/deepspeed_engine.py)
 Both are written to a temporary name and renamed, so a SIGKILL leaves either the old or the new
 file, never half of one. The weights of v are written before the state that says "at v": after a
 crash between the two the trainer resumes at v-1 and trains the batch again (same batch, same
@@ -33,7 +35,7 @@ class TrainerState:
     samples_trained: int = 0
     batches_trained: int = 0
     trained_batches: list[str] = field(default_factory=list)
-    optimizer: dict | None = None
+    engine: dict | None = None  # the train engine's save_state record (AdamW's state, or where its checkpoint is)
     announcement: bytes = b""  # the last WeightsAnnouncement, re-sent if its batch comes again
     teacher_announcement: bytes = b""  # and the EMA teacher's of the same version (runs with a teacher)
 

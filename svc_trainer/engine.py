@@ -15,6 +15,8 @@ w = exp(p - b) absorbs (logprob_gap_mean, logprob_gap_max).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import PreTrainedModel
@@ -22,13 +24,34 @@ from transformers import PreTrainedModel
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.spec_sections import TrainSpec
 from svc_trainer.api import TrainSample
+from svc_trainer.checkpoint import save_weights
 from svc_trainer.kl import kl_per_token
 from svc_trainer.loss import LossOutput, decoupled_ppo_loss
 
-__all__ = ["TorchTrainEngine"]
+__all__ = ["Gap", "InProcess", "TorchTrainEngine", "check_samples", "sample_tensors", "token_logprobs"]
 
 
-class TorchTrainEngine:
+class InProcess:
+    """The TrainEngine half shared by engines whose model and AdamW live in the trainer process:
+    a version is that model's weights, and the state a restart needs is the optimizer's state dict."""
+
+    model: PreTrainedModel
+    optimizer: torch.optim.Optimizer
+
+    def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path:
+        return save_weights(path, self.model, dtype, shard_bytes)
+
+    def save_state(self, version: int) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state(self, record: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(record["optimizer"])
+
+    def close(self) -> None:
+        """Nothing outside this object to release."""
+
+
+class TorchTrainEngine(InProcess):
     """Owns the model being trained and its AdamW state."""
 
     def __init__(
@@ -60,37 +83,10 @@ class TorchTrainEngine:
         grad: bool,
         model: torch.nn.Module | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """([N, T] log-prob of each completion token, [N, T] mask of real tokens), T = longest
-        completion; of the trained model, or of `model` (the reference)."""
-        rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
-        width = max(len(r) for r in rows)
-        t_max = max(max(len(c) for c in completion_ids_list), 1)
-        # Right padding: the causal mask already hides the pads from every real token, and
-        # positions then start at 0 for every row, as in the rollout's left-padded batches. Pads
-        # are never read, so any valid id (0) will do.
-        ids = torch.zeros((len(rows), width), dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        gather = torch.zeros((len(rows), t_max), dtype=torch.long)
-        mask = torch.zeros((len(rows), t_max), dtype=torch.bool)
-        for i, (row, prompt, completion) in enumerate(zip(rows, prompt_ids_list, completion_ids_list)):
-            ids[i, : len(row)] = torch.tensor(row)
-            attn[i, : len(row)] = 1
-            # The logits at position j predict token j+1: completion token t sits at len(prompt)+t.
-            gather[i, : len(completion)] = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(completion))
-            mask[i, : len(completion)] = True
-        ids, attn, gather, mask = (
-            ids.to(self.device),
-            attn.to(self.device),
-            gather.to(self.device),
-            mask.to(self.device),
+        """token_logprobs of the trained model, or of `model` (the reference)."""
+        return token_logprobs(
+            model or self.model, prompt_ids_list, completion_ids_list, self.temperature, self.device, grad
         )
-        with torch.set_grad_enabled(grad):
-            logits = (model or self.model)(input_ids=ids, attention_mask=attn).logits
-            picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
-            logprobs = torch.log_softmax(picked / self.temperature, dim=-1)
-            targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
-            token_lp = logprobs.gather(-1, targets[:, :, None])[:, :, 0]
-        return torch.where(mask, token_lp, torch.zeros_like(token_lp)), mask
 
     def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
         """One policy version on a batch: `train.minibatches` optimizer steps (fewer if the batch has
@@ -100,32 +96,18 @@ class TorchTrainEngine:
         takes no optimizer step: its gradient is zero, but AdamW's momentum and weight decay would
         still move the weights. If that is the whole batch, the weights come out unchanged.
         """
-        if not samples:
-            raise ValueError("train_step needs at least one sample")
-        for s in samples:
-            if len(s.logprobs) != len(s.completion_token_ids):
-                raise ValueError("every completion token needs exactly one behaviour log-prob")
-            if s.trainable is not None and len(s.trainable) != len(s.completion_token_ids):
-                raise ValueError("`trainable` needs exactly one flag per completion token")
+        check_samples(samples)
         prompts = [s.prompt_token_ids for s in samples]
         completions = [s.completion_token_ids for s in samples]
         parts = [idx.tolist() for idx in torch.arange(len(samples)).chunk(self.spec.minibatches) if len(idx)]
         # Proximal log-probs: the weights as they are before this version's first update.
         proximal = self.token_logprobs(prompts, completions, grad=False)[0] if len(parts) > 1 else None
         totals: dict[str, float] = {}
-        gap = _Gap()
+        gap = Gap()
         for rows in parts:
             current, real = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
             t = current.shape[1]  # a minibatch may have shorter completions than the batch
-            behaviour = torch.zeros_like(current)
-            trainable = torch.zeros_like(real)
-            fresh = torch.zeros_like(real)
-            for j, i in enumerate(rows):
-                s = samples[i]
-                n = len(s.completion_token_ids)
-                behaviour[j, :n] = torch.tensor(s.logprobs, dtype=current.dtype)
-                trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
-                fresh[j, :n] = False if s.fresh is None else torch.tensor(s.fresh, dtype=torch.bool)
+            behaviour, trainable, fresh = sample_tensors([samples[i] for i in rows], current)
             prox = current.detach() if proximal is None else proximal[rows, :t]
             gap.add((behaviour - prox).abs()[real & fresh])
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
@@ -173,7 +155,73 @@ class TorchTrainEngine:
         return float(grad_norm)
 
 
-class _Gap:
+def check_samples(samples: Sequence[TrainSample]) -> None:
+    """Refuse a batch whose per-token lists do not match its completions."""
+    if not samples:
+        raise ValueError("train_step needs at least one sample")
+    for s in samples:
+        if len(s.logprobs) != len(s.completion_token_ids):
+            raise ValueError("every completion token needs exactly one behaviour log-prob")
+        if s.trainable is not None and len(s.trainable) != len(s.completion_token_ids):
+            raise ValueError("`trainable` needs exactly one flag per completion token")
+
+
+def token_logprobs(
+    model: torch.nn.Module,
+    prompt_ids_list: Sequence[Sequence[int]],
+    completion_ids_list: Sequence[Sequence[int]],
+    temperature: float,
+    device: torch.device,
+    grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """([N, T] log-prob under `model` of each completion token, [N, T] mask of real tokens),
+    T = longest completion."""
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
+    width = max(len(r) for r in rows)
+    t_max = max(max(len(c) for c in completion_ids_list), 1)
+    # Right padding: the causal mask already hides the pads from every real token, and
+    # positions then start at 0 for every row, as in the rollout's left-padded batches. Pads
+    # are never read, so any valid id (0) will do.
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    attn = torch.zeros_like(ids)
+    gather = torch.zeros((len(rows), t_max), dtype=torch.long)
+    mask = torch.zeros((len(rows), t_max), dtype=torch.bool)
+    for i, (row, prompt, completion) in enumerate(zip(rows, prompt_ids_list, completion_ids_list)):
+        ids[i, : len(row)] = torch.tensor(row)
+        attn[i, : len(row)] = 1
+        # The logits at position j predict token j+1: completion token t sits at len(prompt)+t.
+        gather[i, : len(completion)] = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(completion))
+        mask[i, : len(completion)] = True
+    ids, attn, gather, mask = (
+        ids.to(device),
+        attn.to(device),
+        gather.to(device),
+        mask.to(device),
+    )
+    with torch.set_grad_enabled(grad):
+        logits = model(input_ids=ids, attention_mask=attn).logits
+        picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
+        logprobs = torch.log_softmax(picked / temperature, dim=-1)
+        targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
+        token_lp = logprobs.gather(-1, targets[:, :, None])[:, :, 0]
+    return torch.where(mask, token_lp, torch.zeros_like(token_lp)), mask
+
+
+def sample_tensors(samples: Sequence[TrainSample], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """[N, T] behaviour log-probs, trainable and fresh flags of `samples`, shaped as `like`
+    (their token_logprobs)."""
+    behaviour = torch.zeros_like(like)
+    trainable = torch.zeros(like.shape, dtype=torch.bool, device=like.device)
+    fresh = torch.zeros_like(trainable)
+    for j, s in enumerate(samples):
+        n = len(s.completion_token_ids)
+        behaviour[j, :n] = torch.tensor(s.logprobs, dtype=like.dtype)
+        trainable[j, :n] = True if s.trainable is None else torch.tensor(s.trainable, dtype=torch.bool)
+        fresh[j, :n] = False if s.fresh is None else torch.tensor(s.fresh, dtype=torch.bool)
+    return behaviour, trainable, fresh
+
+
+class Gap:
     """|behaviour - proximal| log-prob over the batch's fresh tokens (TrainSample.fresh)."""
 
     def __init__(self) -> None:

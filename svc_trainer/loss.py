@@ -15,17 +15,35 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LossOutput", "decoupled_ppo_loss"]
+__all__ = ["LossOutput", "decoupled_ppo_loss", "loss_metrics"]
 
 
 @dataclass
 class LossOutput:
     """The scalar loss (with grad), float metrics over the valid tokens, and how many tokens the
-    loss kept (valid and under the weight cap): with none, its gradient is zero everywhere."""
+    loss kept (valid and under the weight cap): with none, its gradient is zero everywhere.
+    `counts` are the sums the metrics come from (loss_metrics), which data-parallel ranks add up."""
 
     loss: torch.Tensor
     metrics: dict[str, float]
     kept_tokens: int
+    counts: dict[str, float]
+
+
+def loss_metrics(counts: dict[str, float], with_kl: bool) -> dict[str, float]:
+    """The loss metrics from their sums: `loss`, `valid`, `kept`, `capped` and `clipped` tokens, and
+    `w_sum`, `kl_sum` over the kept tokens (a batch's, or several ranks' added up)."""
+    kept = counts["kept"]
+    metrics = {
+        "loss": counts["loss"],
+        "tokens": counts["valid"],
+        "clip_fraction": counts["clipped"] / max(kept, 1),
+        "masked_fraction": counts["capped"] / max(counts["valid"], 1),
+        "mean_w": counts["w_sum"] / kept if kept else 1.0,  # masked w may be inf: never summed
+    }
+    if with_kl:
+        metrics["kl"] = counts["kl_sum"] / kept if kept else 0.0
+    return metrics
 
 
 def decoupled_ppo_loss(
@@ -77,15 +95,14 @@ def decoupled_ppo_loss(
     denom = float(constant) if aggregation == "constant" and constant else float(max(n_keep, 1))
     loss = total / denom
     with torch.no_grad():
-        n_valid = max(int(valid.sum()), 1)
         clip_active = keep & (clipped < unclipped)  # the clipped branch won: no gradient there
-        metrics = {
+        counts = {
             "loss": float(loss),
-            "tokens": float(valid.sum()),
-            "clip_fraction": float(clip_active.sum()) / max(n_keep, 1),
-            "masked_fraction": float(capped.sum()) / n_valid,
-            "mean_w": float(w[keep].mean()) if keep.any() else 1.0,  # masked w may be inf
+            "valid": float(valid.sum()),
+            "kept": float(n_keep),
+            "capped": float(capped.sum()),
+            "clipped": float(clip_active.sum()),
+            "w_sum": float(w[keep].sum()),
+            "kl_sum": float(kl[keep].sum()) if kl is not None else 0.0,
         }
-        if kl is not None:
-            metrics["kl"] = float(kl[keep].mean()) if keep.any() else 0.0
-    return LossOutput(loss, metrics, n_keep)
+    return LossOutput(loss, loss_metrics(counts, kl is not None), n_keep, counts)

@@ -17,11 +17,12 @@ from transformers import PreTrainedModel
 
 from jetrl.spec_sections import SimulationSpec, TrainSpec
 from svc_trainer.api import TrainSample
+from svc_trainer.engine import InProcess
 
 __all__ = ["SimulatedTrainEngine"]
 
 
-class SimulatedTrainEngine:
+class SimulatedTrainEngine(InProcess):
     """Simulated hardware: the TorchTrainEngine interface the trainer uses, without training.
 
     `train_step` sleeps `sim.train_s_per_step` per optimizer step a real engine would take

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -48,8 +49,17 @@ class EmaTeacher:
             p.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, policy: torch.nn.Module, m: float) -> None:
+    def update(self, policy: Mapping[str, torch.Tensor], m: float) -> None:
+        """Move toward `policy`'s weights by name (a version's tensors: tied ones once)."""
         if not 0.0 <= m <= 1.0:
             raise ValueError(f"EMA rate {m} is outside [0, 1]")
-        for t, p in zip(self.model.parameters(), policy.parameters(), strict=True):
-            t.mul_(m).add_(p.detach(), alpha=1.0 - m)
+        state = self.model.state_dict()  # views of the parameters: a tied pair shares one storage
+        for name, p in policy.items():
+            state[name].mul_(m).add_(p.to(state[name].dtype), alpha=1.0 - m)
+
+    def update_from(self, version: Path, m: float) -> None:
+        """`update` toward the policy version saved at `version` (its file, or shards' index)."""
+        from jetrl.policy.load import read_state_file
+        from jetrl.weights import version_files
+
+        self.update(read_state_file(self.model, *version_files(version)), m)

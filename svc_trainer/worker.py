@@ -35,6 +35,7 @@ from svc_trainer.checkpoint import (
     master_path,
     prune_versions,
     published,
+    run_dir,
     save_state,
     save_weights,
     weights_path,
@@ -69,11 +70,22 @@ class RunTrainer:
 
 
 class Trainer:
-    def __init__(self, js, specs: RunSpecs, data_dir: Path, advertised_addr: str):
+    def __init__(
+        self,
+        js,
+        specs: RunSpecs,
+        data_dir: Path,
+        advertised_addr: str,
+        *,
+        ranks: int = 0,
+        collective_timeout_s: float = 300.0,
+    ):
         self.js = js
         self.specs = specs
         self.data_dir = Path(data_dir)
         self.advertised_addr = advertised_addr
+        self.ranks = ranks  # JETRL_TRAINER_RANKS: overrides a DeepSpeed run's train.deepspeed.ranks
+        self.collective_timeout_s = collective_timeout_s
         self.runs: dict[str, RunTrainer] = {}
 
     async def run(self, run_id: str) -> RunTrainer:
@@ -83,47 +95,62 @@ class Trainer:
         return self.runs[run_id]
 
     def _restore(self, run_id: str, spec) -> RunTrainer:
-        """The run's model and optimizer at the last saved version (version 0 from the model dir).
-
-        With `spec.simulation` set the engine is the simulated-hardware one: the weights never
-        change, but versions are published as usual.
-        """
+        """The run's engine and teacher at the last saved version (version 0 from the model dir)."""
         import torch
 
         from jetrl.policy.load import config_dtype, copy_state, load_policy, read_state_file
-        from svc_trainer.engine import TorchTrainEngine
-        from svc_trainer.simulated import SimulatedTrainEngine
 
-        model, _ = load_policy(spec.model.path)  # trained in float32
         dtype = config_dtype(spec.model.path)
         publish_dtype = dtype if dtype is not None and dtype != torch.float32 else None
         state = load_state(self.data_dir, run_id) or TrainerState()
-        if state.version:
-            exact = published(master_path(self.data_dir, run_id, state.version))
-            if not exact.is_file():
-                exact = published(weights_path(self.data_dir, run_id, state.version))
-            copy_state(model, read_state_file(model, *version_files(exact)))
+        exact = self._exact(run_id, state.version) if state.version else None
         teacher = None
         if spec.teacher is not None:
-            teacher = EmaTeacher(model)  # version 0: the model directory's weights
+            teacher = EmaTeacher(load_policy(spec.model.path)[0])  # version 0: the model directory's weights
             if state.version:
                 saved = published(teacher_path(self.data_dir, run_id, state.version))
                 copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
-        engine: TrainEngine
-        if spec.simulation is not None:
-            engine = SimulatedTrainEngine(model, spec.train, spec.simulation)
-        else:
-            engine = TorchTrainEngine(
-                model,
-                spec.train,
-                temperature=spec.rollout.temperature,
-                max_new_tokens=spec.rollout.max_new_tokens,
-                reference=kl_reference(spec, teacher.model if teacher else None),
-            )
-        if state.optimizer:
-            engine.optimizer.load_state_dict(state.optimizer)
-        log.info("trainer restored", extra=log_fields(run=run_id, version=state.version))
+        engine = self._engine(run_id, spec, exact, teacher)
+        if state.engine:
+            engine.load_state(state.engine)
+        log.info("trainer restored", extra=log_fields(run=run_id, version=state.version, engine=spec.train.engine))
         return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
+
+    def _exact(self, run_id: str, version: int) -> Path:
+        """A version's weights as the trainer holds them (float32): its master copy, when it was
+        published in another dtype, else the published file (or index)."""
+        exact = published(master_path(self.data_dir, run_id, version))
+        return exact if exact.is_file() else published(weights_path(self.data_dir, run_id, version))
+
+    def _engine(self, run_id: str, spec, exact: Path | None, teacher: EmaTeacher | None) -> TrainEngine:
+        """The run's engine (`train.engine`; `simulation` swaps in the simulated one) with the
+        weights of `exact` (None: the model directory's)."""
+        from jetrl.policy.load import copy_state, load_policy, read_state_file
+        from svc_trainer.engine import TorchTrainEngine
+        from svc_trainer.simulated import SimulatedTrainEngine
+
+        if spec.train.engine == "deepspeed":
+            from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine
+
+            return DeepSpeedTrainEngine(
+                spec,
+                exact,
+                run_dir(self.data_dir, run_id) / "deepspeed",
+                ranks=self.ranks or spec.train.deepspeed.ranks,
+                timeout_s=self.collective_timeout_s,
+            )
+        model, _ = load_policy(spec.model.path)  # trained in float32
+        if exact is not None:
+            copy_state(model, read_state_file(model, *version_files(exact)))
+        if spec.simulation is not None:
+            return SimulatedTrainEngine(model, spec.train, spec.simulation)
+        return TorchTrainEngine(
+            model,
+            spec.train,
+            temperature=spec.rollout.temperature,
+            max_new_tokens=spec.rollout.max_new_tokens,
+            reference=kl_reference(spec, teacher.model if teacher else None),
+        )
 
     async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
         try:
@@ -206,15 +233,16 @@ class Trainer:
         run_id = batch.run_id
         shard = spec.train.weights_shard_mb << 20
         path = await asyncio.to_thread(
-            save_weights, weights_path(self.data_dir, run_id, version), rt.engine.model, rt.publish_dtype, shard
+            rt.engine.save_weights, weights_path(self.data_dir, run_id, version), rt.publish_dtype, shard
         )
         if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
             master = master_path(self.data_dir, run_id, version)
-            await asyncio.to_thread(save_weights, master, rt.engine.model, None, shard)
+            await asyncio.to_thread(rt.engine.save_weights, master, None, shard)
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
-            await asyncio.to_thread(rt.teacher.update, rt.engine.model, m)
+            # from the version's exact file: the same whichever engine (or ranks) holds the policy
+            await asyncio.to_thread(rt.teacher.update_from, self._exact(run_id, version), m)
             metrics = {**metrics, "teacher_ema": m}
             tpath = await asyncio.to_thread(
                 save_weights, teacher_path(self.data_dir, run_id, version), rt.teacher.model, None, shard
@@ -228,7 +256,7 @@ class Trainer:
         state.samples_trained += len(advs)
         state.batches_trained += 1
         state.trained_batches.append(batch.batch_id)
-        state.optimizer = rt.engine.optimizer.state_dict()
+        state.engine = await asyncio.to_thread(rt.engine.save_state, version)
         state.announcement = ann.SerializeToString()
         state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
         await asyncio.to_thread(save_state, self.data_dir, run_id, state)

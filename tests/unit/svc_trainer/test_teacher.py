@@ -31,10 +31,10 @@ def test_teacher_moves_toward_the_policy_by_one_minus_m_and_is_never_trained():
     assert not any(p.requires_grad for p in teacher.model.parameters())
     with torch.no_grad():
         policy.weight.copy_(torch.tensor([[3.0, 0.0]]))
-    teacher.update(policy, 0.75)  # 0.75 * [1, 2] + 0.25 * [3, 0]
+    teacher.update(policy.state_dict(), 0.75)  # 0.75 * [1, 2] + 0.25 * [3, 0]
     assert teacher.model.weight.tolist() == [[1.5, 1.5]]
-    teacher.update(policy, 0.0)  # m = 0: the teacher becomes the policy
+    teacher.update(policy.state_dict(), 0.0)  # m = 0: the teacher becomes the policy
     assert teacher.model.weight.tolist() == [[3.0, 0.0]]
     assert policy.weight.tolist() == [[3.0, 0.0]]  # the policy is only read
     with pytest.raises(ValueError):
-        teacher.update(policy, 1.5)
+        teacher.update(policy.state_dict(), 1.5)

@@ -1,0 +1,163 @@
+"""DeepSpeed ZeRO on CPU ranks (svc_trainer/deepspeed_engine.py, deepspeed_rank.py, ranks.py): the
+same update as the torch engine, checkpoints that resume exactly, a dead rank that fails the group.
+
+The `deepspeed` marker: needs DeepSpeed (`DS_BUILD_OPS=0 pip install '.[deepspeed]'`); its first
+start JIT-compiles a communication op (~35 s, cached in TORCH_EXTENSIONS_DIR).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from jetrl.config import RunSpec
+from jetrl.policy.load import load_policy, read_state_file
+from jetrl.weights import version_files
+from svc_trainer.api import TrainSample
+from svc_trainer.engine import TorchTrainEngine
+from svc_trainer.ranks import RanksFailed
+from tiny_models import TOK, spread_model
+
+pytestmark = [pytest.mark.deepspeed, pytest.mark.timeout(600)]
+pytest.importorskip("deepspeed")
+
+from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine  # noqa: E402
+
+# float32 on both sides; DeepSpeed reduces gradients in another order than one process sums them
+WEIGHT_ATOL = 2e-5
+METRIC_RTOL = 1e-3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ds-model")
+    spread_model(seed=3).save_pretrained(out)
+    TOK.save_pretrained(out)
+    return out
+
+
+def spec(model_dir, **deepspeed) -> RunSpec:
+    return RunSpec.model_validate(
+        {
+            "model": {"path": str(model_dir)},
+            "rollout": {"temperature": 1.0, "max_new_tokens": 8},
+            # two minibatches: the second is clipped against the proximal policy of before the first
+            "train": {"engine": "deepspeed", "lr": 0.01, "minibatches": 2, "deepspeed": deepspeed},
+        }
+    )
+
+
+def batches(n: int = 3, size: int = 6) -> list[list[TrainSample]]:
+    """Samples of different lengths with behaviour log-probs off the policy (so w != 1), mixed-sign
+    advantages, and a stale-masked token here and there."""
+    g = torch.Generator().manual_seed(7)
+    out = []
+    for b in range(n):
+        batch = []
+        for i in range(size):
+            p_len, c_len = 2 + (i * 3 + b) % 5, 1 + (i * 5 + b) % 7
+            completion = torch.randint(3, 40, (c_len,), generator=g).tolist()
+            batch.append(
+                TrainSample(
+                    prompt_token_ids=torch.randint(3, 40, (p_len,), generator=g).tolist(),
+                    completion_token_ids=completion,
+                    logprobs=(-3.5 + 0.5 * torch.rand(c_len, generator=g)).tolist(),
+                    advantage=float(torch.randn((), generator=g)),
+                    trainable=[(i + t) % 5 != 4 for t in range(c_len)],
+                    fresh=[t % 2 == 0 for t in range(c_len)],
+                )
+            )
+        out.append(batch)
+    return out
+
+
+def torch_run(model_dir, run: RunSpec, data):
+    model, _ = load_policy(model_dir)
+    engine = TorchTrainEngine(model, run.train, temperature=1.0, max_new_tokens=8)
+    return [engine.train_step(b) for b in data], engine.model.state_dict()
+
+
+def ds_weights(engine, path):
+    written = engine.save_weights(path, None, 0)
+    model, _ = load_policy(engine.spec.model.path)
+    return read_state_file(model, *version_files(written))
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_two_ranks_train_exactly_like_the_torch_engine(model_dir, tmp_path, stage):
+    run = spec(model_dir, ranks=2, zero_stage=stage, micro_batch_size=2)
+    data = batches()
+    expected_metrics, expected = torch_run(model_dir, run, data)
+    engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=2, timeout_s=120)
+    try:
+        got_metrics = [engine.train_step(b) for b in data]
+        got = ds_weights(engine, tmp_path / "v3.safetensors")
+    finally:
+        engine.close()
+    for want, have in zip(expected_metrics, got_metrics):
+        assert want.keys() == have.keys()
+        for key in ("loss", "clip_fraction", "grad_norm", "mean_w", "masked_fraction", "logprob_gap_mean"):
+            assert have[key] == pytest.approx(want[key], rel=METRIC_RTOL, abs=1e-6), key
+        assert have["tokens"] == want["tokens"]
+    assert any(m["clip_fraction"] > 0 for m in got_metrics)  # the clip did bind
+    for name, tensor in got.items():
+        assert torch.allclose(tensor, expected[name], atol=WEIGHT_ATOL), name
+
+
+def test_a_checkpoint_resumes_the_run_exactly_on_as_many_ranks_and_refuses_another_count(model_dir, tmp_path):
+    run = spec(model_dir, ranks=2, zero_stage=2, micro_batch_size=4)
+    data = batches()
+    straight = DeepSpeedTrainEngine(run, None, tmp_path / "a", ranks=2, timeout_s=120)
+    try:
+        for b in data:
+            straight.train_step(b)
+        want = ds_weights(straight, tmp_path / "straight.safetensors")
+    finally:
+        straight.close()
+    first = DeepSpeedTrainEngine(run, None, tmp_path / "b", ranks=2, timeout_s=120)
+    try:
+        first.train_step(data[0])
+        exact = first.save_weights(tmp_path / "v1.safetensors", None, 0)
+        record = first.save_state(1)
+    finally:
+        first.close()
+    assert record == {"checkpoint": "v000001", "ranks": 2, "zero_stage": 2}
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["v000001"]
+    resumed = DeepSpeedTrainEngine(run, exact, tmp_path / "b", ranks=2, timeout_s=120)
+    try:
+        resumed.load_state(record)
+        for b in data[1:]:
+            resumed.train_step(b)
+        got = ds_weights(resumed, tmp_path / "resumed.safetensors")
+    finally:
+        resumed.close()
+    for name, tensor in got.items():
+        assert torch.allclose(tensor, want[name], atol=WEIGHT_ATOL), name
+    one = DeepSpeedTrainEngine(run, exact, tmp_path / "b", ranks=1, timeout_s=120)
+    try:
+        with pytest.raises(ValueError, match="JETRL_TRAINER_RANKS=2"):
+            one.load_state(record)
+    finally:
+        one.close()
+
+
+def test_a_rank_that_dies_fails_the_group_at_once_and_says_which(model_dir, tmp_path):
+    failures = []
+    run = spec(model_dir, ranks=2)
+    engine = DeepSpeedTrainEngine(run, None, tmp_path, ranks=2, timeout_s=120, on_failure=failures.append)
+    try:
+        os.kill(engine.group.pids[1], signal.SIGKILL)  # a rank we started
+        deadline = time.monotonic() + 30
+        while not failures and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert failures and "rank 1 exited" in failures[0]
+        assert not any(p.is_alive() for p in engine.group.procs)  # the other rank is ended too
+        with pytest.raises(RanksFailed, match="rank 1"):
+            engine.train_step(copy.deepcopy(batches(1)[0]))
+    finally:
+        engine.close()
