@@ -118,7 +118,9 @@ async def main(settings: Settings) -> None:
     await serve(
         "svc_scheduler",
         settings.listen_as(settings.scheduler_addr),
-        register(SchedulerServicer(coordinator, store, settings.reward_addr, settings.rollout_addr)),
+        register(
+            SchedulerServicer(coordinator, store, settings.reward_addr, settings.rollout_addr, settings.trainer_addr)
+        ),
         [
             resume,
             reconcile,

@@ -5,6 +5,8 @@
   every group and the run would go on with the failure policy's zeros.
 - A rollout worker (`CheckRun`): can it build the run's `rollout.engine`, read its model
   directory, and (vLLM) serve its architecture? Otherwise the run would fail at its first task.
+- The trainer (`CheckRun`): can it build the run's `train.engine` (DeepSpeed installed, its
+  config file readable and not fighting the run spec, as many GPUs as ranks)?
 
 Each finding becomes a clear INVALID_ARGUMENT saying what to change. A service that cannot be
 reached now is not a reason to refuse: it may come up later (from another image, say), and the
@@ -75,3 +77,15 @@ async def check_rollout(spec: RunSpec, rollout_addr: str, timeout: float = 60.0)
         ),
     )
     return [f"rollout worker at {rollout_addr}: {p}" for p in reply.problems] if reply is not None else []
+
+
+async def check_trainer(spec: RunSpec, trainer_addr: str, timeout: float = 60.0) -> list[str]:
+    """Why the trainer at `trainer_addr` cannot train the run (svc_trainer/server.py:CheckRun); the
+    first DeepSpeed check imports DeepSpeed there, which takes seconds."""
+    reply = await _ask(
+        trainer_addr,
+        lambda ch: services_pb2_grpc.TrainerServiceStub(ch).CheckRun(
+            services_pb2.CheckRunRequest(spec_yaml=dump_spec(spec)), timeout=timeout
+        ),
+    )
+    return [f"trainer at {trainer_addr}: {p}" for p in reply.problems] if reply is not None else []

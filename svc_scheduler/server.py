@@ -18,18 +18,21 @@ from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
-from svc_scheduler.preflight import check_reward_needs, check_rollout
+from svc_scheduler.preflight import check_reward_needs, check_rollout, check_trainer
 
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
-    def __init__(self, coordinator: Coordinator, store: LineageStore, reward_addr: str, rollout_addr: str):
+    def __init__(
+        self, coordinator: Coordinator, store: LineageStore, reward_addr: str, rollout_addr: str, trainer_addr: str
+    ):
         self.coordinator = coordinator
         self.store = store
         self.reward_addr = reward_addr  # the built-in reward server, for runs that name none
         self.rollout_addr = rollout_addr  # asked which engines the rollout workers can build
+        self.trainer_addr = trainer_addr  # and the trainer, which train engine
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
         record = await self.store.runs.get_run(run_id)
@@ -91,6 +94,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
         problems = await check_reward_needs(spec, self.reward_addr)
         problems += await check_rollout(spec, self.rollout_addr)
+        problems += await check_trainer(spec, self.trainer_addr)
         if problems:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:

@@ -1,4 +1,5 @@
-"""TrainerService: per-run status, and the weights of any version as a gRPC stream."""
+"""TrainerService: per-run status, the weights of any version as a gRPC stream, and whether it can
+train a run before it starts."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import grpc
 
 from jetrl.bus.topology import check_run_id
+from jetrl.config import RunSpec, SpecError, parse_spec
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.weights import file_sha256, version_files
@@ -43,6 +45,14 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
             checkpoint_dir=str(run_dir(self.trainer.data_dir, request.run_id)),
         )
 
+    async def CheckRun(self, request, context: grpc.aio.ServicerContext):
+        try:
+            spec = parse_spec(request.spec_yaml)
+        except SpecError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        problems = await asyncio.to_thread(run_problems, spec, self.trainer.ranks)
+        return services_pb2.CheckRunResponse(problems=problems)
+
     async def FetchWeights(self, request, context: grpc.aio.ServicerContext):
         await self._check_run_id(request.run_id, context)
         if request.version < 1 or request.chunk_bytes < 0:
@@ -74,6 +84,15 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
                     sha256=digest if first else "",
                     name=path.name if first else "",
                 )
+
+
+def run_problems(spec: RunSpec, ranks: int) -> list[str]:
+    """Why this trainer cannot train `spec`, each as what to change; empty when it can."""
+    if spec.train.engine != "deepspeed" or spec.simulation is not None:
+        return []  # the torch engine needs nothing the rollout check does not (the model directory)
+    from svc_trainer.deepspeed_engine import deepspeed_problems
+
+    return deepspeed_problems(spec, ranks or spec.train.deepspeed.ranks)
 
 
 def register(servicer: TrainerServicer) -> Register:

@@ -87,8 +87,23 @@ class Trainer:
         self.ranks = ranks  # JETRL_TRAINER_RANKS: overrides a DeepSpeed run's train.deepspeed.ranks
         self.collective_timeout_s = collective_timeout_s
         self.runs: dict[str, RunTrainer] = {}
+        self.fatal: str | None = None  # why a run's DeepSpeed ranks failed: the trainer must restart
+        self.ranks_failed = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _ranks_failed(self, reason: str) -> None:
+        """From a rank group's watcher thread: remember why, and wake the service (app.py:ranks)."""
+        self.fatal = self.fatal or reason
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.ranks_failed.set)
+
+    def close(self) -> None:
+        """End every run's engine (a DeepSpeed run's rank processes)."""
+        for rt in self.runs.values():
+            rt.engine.close()
 
     async def run(self, run_id: str) -> RunTrainer:
+        self._loop = asyncio.get_running_loop()
         if run_id not in self.runs:
             spec = await self.specs.get(run_id)
             self.runs[run_id] = await asyncio.to_thread(self._restore, run_id, spec)
@@ -138,6 +153,7 @@ class Trainer:
                 run_dir(self.data_dir, run_id) / "deepspeed",
                 ranks=self.ranks or spec.train.deepspeed.ranks,
                 timeout_s=self.collective_timeout_s,
+                on_failure=self._ranks_failed,
             )
         model, _ = load_policy(spec.model.path)  # trained in float32
         if exact is not None:
@@ -153,6 +169,10 @@ class Trainer:
         )
 
     async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
+        if self.fatal:  # exiting to be restarted: the batch waits for the new trainer
+            from svc_trainer.ranks import RanksFailed
+
+            raise RanksFailed(self.fatal)
         try:
             spec = await self.specs.get(batch.run_id)
         except RunNotFound as exc:

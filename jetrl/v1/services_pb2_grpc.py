@@ -490,6 +490,11 @@ class TrainerServiceStub:
                 request_serializer=jetrl_dot_v1_dot_services__pb2.FetchWeightsRequest.SerializeToString,
                 response_deserializer=jetrl_dot_v1_dot_services__pb2.WeightsChunk.FromString,
                 _registered_method=True)
+        self.CheckRun = channel.unary_unary(
+                '/jetrl.v1.TrainerService/CheckRun',
+                request_serializer=jetrl_dot_v1_dot_services__pb2.CheckRunRequest.SerializeToString,
+                response_deserializer=jetrl_dot_v1_dot_services__pb2.CheckRunResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServiceServicer:
@@ -507,6 +512,13 @@ class TrainerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckRun(self, request, context):
+        """Can this trainer train the run (its train.engine: DeepSpeed installed, its config, its ranks)?
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -519,6 +531,11 @@ def add_TrainerServiceServicer_to_server(servicer, server):
                     servicer.FetchWeights,
                     request_deserializer=jetrl_dot_v1_dot_services__pb2.FetchWeightsRequest.FromString,
                     response_serializer=jetrl_dot_v1_dot_services__pb2.WeightsChunk.SerializeToString,
+            ),
+            'CheckRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckRun,
+                    request_deserializer=jetrl_dot_v1_dot_services__pb2.CheckRunRequest.FromString,
+                    response_serializer=jetrl_dot_v1_dot_services__pb2.CheckRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -575,6 +592,33 @@ class TrainerService:
             '/jetrl.v1.TrainerService/FetchWeights',
             jetrl_dot_v1_dot_services__pb2.FetchWeightsRequest.SerializeToString,
             jetrl_dot_v1_dot_services__pb2.WeightsChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jetrl.v1.TrainerService/CheckRun',
+            jetrl_dot_v1_dot_services__pb2.CheckRunRequest.SerializeToString,
+            jetrl_dot_v1_dot_services__pb2.CheckRunResponse.FromString,
             options,
             channel_credentials,
             insecure,
