@@ -114,8 +114,17 @@ class RankEngine:
         from svc_trainer.loss import decoupled_ppo_loss, loss_metrics
 
         t = self.train
-        # proximal log-probs: the weights before this version's first update, all micro-batches
-        proximal = [[self._logprobs(mb, grad=False) for mb in minibatch] for minibatch in plan]
+        # Proximal log-probs: the weights before this version's first update. The kept-token count
+        # must be summed over ranks before any backward, so they come from a no-grad pass over
+        # every micro-batch, unless each rank has one minibatch in one micro-batch: then, as in
+        # the torch engine, they are that micro-batch's forward detached (one pass fewer).
+        single = len(plan) == 1 and len(plan[0]) == 1
+        first: tuple[torch.Tensor, torch.Tensor] | None = None
+        if single:
+            first = self._logprobs(plan[0][0], grad=True)
+            proximal = [[(first[0].detach(), first[1])]]
+        else:
+            proximal = [[self._logprobs(mb, grad=False) for mb in minibatch] for minibatch in plan]
         totals: dict[str, float] = {}
         gap = Gap()
         for minibatch, prox_mb, size in zip(plan, proximal, sizes):
@@ -134,20 +143,21 @@ class RankEngine:
             counts = {**local, "kept": kept}
             if kept:  # else no token counts: no step (AdamW would still move), as the torch engine
                 denom = size * self.spec.rollout.max_new_tokens if t.loss_agg == "constant" else kept
-                counts, grad_norm = self._update(minibatch, prox_mb, denom, decoupled_ppo_loss, kl_per_token)
+                counts, grad_norm = self._update(minibatch, prox_mb, denom, decoupled_ppo_loss, kl_per_token, first)
             metrics = {**loss_metrics(counts, self.reference is not None), "grad_norm": grad_norm}
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(plan))
         return {**totals, **self._gap(gap)}
 
-    def _update(self, minibatch, prox_mb, denom: float, loss_fn, kl_fn) -> tuple[dict[str, float], float]:
+    def _update(self, minibatch, prox_mb, denom: float, loss_fn, kl_fn, first=None) -> tuple[dict[str, float], float]:
         """Backward every micro-batch (each rank's loss its share of the global one), one optimizer
-        step; the counts summed over ranks and the gradient norm before clipping."""
+        step; the counts summed over ranks and the gradient norm before clipping. `first`: the
+        only micro-batch's forward, already made."""
         t = self.train
         local = dict.fromkeys(COUNTS, 0.0)
         for k, (mb, (prox, _)) in enumerate(zip(minibatch, prox_mb)):
             self.engine.set_gradient_accumulation_boundary(k == len(minibatch) - 1)
-            current, real = self._logprobs(mb, grad=True)
+            current, real = first if first is not None else self._logprobs(mb, grad=True)
             if not mb:  # the stand-in: a zero loss, so this rank's collectives line up with the others'
                 self.engine.backward(current.sum() * 0.0)
                 continue

@@ -65,3 +65,17 @@ async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b
     assert per_version == {v: b * g for v in range(1, steps + 1)}
     stats = await store.reports.run_stats(rid)
     assert stats.samples_generated == steps * b * g  # nothing generated twice
+
+
+async def demo_evaluations(database_url: str, name: str) -> tuple[str, list[tuple[int, int, int, float]]]:
+    """The id of the one run called `name` (a demo's, on a stack of its own) and its evaluations."""
+    from jetrl.lineage.db import make_engine
+    from jetrl.lineage.store import LineageStore
+
+    engine = make_engine(database_url)
+    try:
+        store = LineageStore(engine)
+        [run] = [r for r in await store.runs.list_runs() if r.name == name]
+        return run.run_id, await store.reports.evaluations(run.run_id)
+    finally:
+        await engine.dispose()

@@ -15,10 +15,9 @@ from jetrl.cli.demo import demo  # noqa: E402
 from jetrl.cli.export import export  # noqa: E402
 from jetrl.cli.stack import down, isolated_settings, up  # noqa: E402
 from jetrl.config import load_spec  # noqa: E402
-from jetrl.lineage.db import make_engine  # noqa: E402
-from jetrl.lineage.store import LineageStore  # noqa: E402
 from jetrl.policy.load import load_tokenizer  # noqa: E402
 from jetrl.tasks import make_task  # noqa: E402
+from runs import demo_evaluations  # noqa: E402
 from svc_rollout.vllm_engine import VllmEngine  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -32,7 +31,7 @@ def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluat
     settings = isolated_settings(tmp_path, database_url, torch_threads=1)
     monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
     assert demo(settings, SPEC, keep_running=False) == 0
-    run_id, evaluations = asyncio.run(_evaluations(settings.database_url))
+    run_id, evaluations = asyncio.run(demo_evaluations(settings.database_url, "arithmetic-vllm"))
     (first, *_, last) = evaluations
     assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
     # the last version out of jetrl and into vLLM: the same greedy answers as the run's evaluation
@@ -49,14 +48,3 @@ def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluat
     finally:
         llm.close()
     assert (correct, total) == (last[1], last[2])
-
-
-async def _evaluations(database_url: str) -> tuple[str, list[tuple[int, int, int, float]]]:
-    """The demo run's id and its evaluations, from lineage."""
-    engine = make_engine(database_url)
-    try:
-        store = LineageStore(engine)
-        [run] = [r for r in await store.runs.list_runs() if r.name == "arithmetic-vllm"]
-        return run.run_id, await store.reports.evaluations(run.run_id)
-    finally:
-        await engine.dispose()
