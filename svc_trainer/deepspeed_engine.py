@@ -26,7 +26,6 @@ in `ranks` processes it starts (svc_trainer/ranks.py), each a data-parallel Deep
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,23 +33,14 @@ from typing import Any
 import torch
 
 from jetrl.config import RunSpec
-from jetrl.spec_sections import TrainSpec
 from svc_trainer.api import TrainSample
+from svc_trainer.deepspeed_config import ds_config
 from svc_trainer.engine import check_samples
 from svc_trainer.ranks import RankGroup
 
-__all__ = ["DeepSpeedMissing", "DeepSpeedTrainEngine", "deepspeed_problems", "ds_config", "plan_step"]
+__all__ = ["DeepSpeedMissing", "DeepSpeedTrainEngine", "check_record", "deepspeed_problems", "plan_step"]
 
 INSTALL = "install it with DS_BUILD_OPS=0 pip install -c constraints.txt '.[deepspeed]' (see README, DeepSpeed)"
-# what the run spec decides, and where: a JSON config may not set these
-OWNED = {
-    "train_batch_size": "train.deepspeed.micro_batch_size and ranks",
-    "train_micro_batch_size_per_gpu": "train.deepspeed.micro_batch_size",
-    "gradient_accumulation_steps": "train.deepspeed.micro_batch_size (jetrl accumulates per step)",
-    "optimizer": "train.lr and train.weight_decay (AdamW)",
-    "scheduler": "train.lr",
-    "gradient_clipping": "train.grad_clip",
-}
 
 
 class DeepSpeedMissing(RuntimeError):
@@ -58,59 +48,6 @@ class DeepSpeedMissing(RuntimeError):
 
 
 Plan = list[list[list[TrainSample]]]  # per minibatch, per micro-batch: one rank's samples
-
-
-def ds_config(train: TrainSpec, world: int) -> dict[str, Any]:
-    """DeepSpeed's config for a run: the typed section, merged over `config_file`'s keys. A file
-    key the run spec decides (OWNED), or one the section sets to another value, is refused."""
-    ds = train.deepspeed
-    zero: dict[str, Any] = {"stage": ds.zero_stage}
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if ds.offload_params:
-        zero["offload_param"] = {"device": "cpu"}
-    ours: dict[str, Any] = {
-        # jetrl feeds micro-batches itself and marks the accumulation boundary (deepspeed_rank.py);
-        # these only satisfy DeepSpeed's batch-size arithmetic
-        "train_micro_batch_size_per_gpu": ds.micro_batch_size,
-        "gradient_accumulation_steps": 1,
-        "train_batch_size": ds.micro_batch_size * world,
-        "gradient_clipping": train.grad_clip,
-        "zero_optimization": zero,
-        "bf16": {"enabled": ds.precision == "bf16"},
-        # the client AdamW (torch's): no JIT-compiled optimizer op, the torch engine's exact update
-        "zero_allow_untested_optimizer": True,
-        "zero_force_ds_cpu_optimizer": False,
-        "steps_per_print": 1 << 30,
-    }
-    if not ds.config_file:
-        return ours
-    try:
-        base = json.loads(Path(ds.config_file).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(
-            f"train.deepspeed.config_file: cannot read a JSON object from {ds.config_file}: {exc}"
-        ) from None
-    if not isinstance(base, dict):
-        raise ValueError(f"train.deepspeed.config_file {ds.config_file}: not a JSON object")
-    for key in sorted(OWNED.keys() & base.keys()):
-        raise ValueError(f"train.deepspeed.config_file sets {key!r}: jetrl sets it from {OWNED[key]}")
-    return _merge(base, ours, ds.config_file)
-
-
-def _merge(base: dict[str, Any], ours: dict[str, Any], where: str, prefix: str = "") -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in ours.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merged[key] = _merge(base[key], value, where, f"{prefix}{key}.")
-        elif key in base and base[key] != value:
-            raise ValueError(
-                f"train.deepspeed.config_file {where} sets {prefix}{key} = {base[key]!r}, "
-                f"but the run spec gives {value!r}: set it in train.deepspeed (or drop it from the file)"
-            )
-        else:
-            merged[key] = value
-    return merged
 
 
 def deepspeed_problems(spec: RunSpec, ranks: int) -> list[str]:
@@ -155,6 +92,18 @@ def plan_step(samples: Sequence[TrainSample], minibatches: int, world: int, micr
     return plans
 
 
+def check_record(record: dict[str, Any], world: int) -> None:
+    """Refuse a trainer-state record this engine cannot load on `world` ranks, saying what to do."""
+    if "checkpoint" not in record:
+        raise ValueError("the trainer state was written by another train engine than this run's")
+    if record["ranks"] != world:
+        raise ValueError(
+            f"this run's ZeRO checkpoint was written by {record['ranks']} ranks and loads only on as many "
+            f"(its AdamW state is sharded by rank); the trainer has {world}: "
+            f"set JETRL_TRAINER_RANKS={record['ranks']}"
+        )
+
+
 class DeepSpeedTrainEngine:
     """A run's DeepSpeed ranks, driven from the trainer process (the TrainEngine protocol)."""
 
@@ -195,14 +144,7 @@ class DeepSpeedTrainEngine:
         return self.group.call("save_state", version)[0]
 
     def load_state(self, record: dict[str, Any]) -> None:
-        if "checkpoint" not in record:
-            raise ValueError("the trainer state was written by another train engine than this run's")
-        if record["ranks"] != self.world:
-            raise ValueError(
-                f"this run's ZeRO checkpoint was written by {record['ranks']} ranks and loads only on as many "
-                f"(its AdamW state is sharded by rank); the trainer has {self.world}: "
-                f"set JETRL_TRAINER_RANKS={record['ranks']}"
-            )
+        check_record(record, self.world)
         self.group.call("load_state", record)
 
     def close(self) -> None:

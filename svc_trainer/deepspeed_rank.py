@@ -76,7 +76,7 @@ class RankEngine:
         from jetrl.policy.load import copy_state, load_policy, read_state_file
         from jetrl.policy.temperature import logprob_temperature
         from jetrl.weights import version_files
-        from svc_trainer.deepspeed_engine import ds_config
+        from svc_trainer.deepspeed_config import ds_config
         from svc_trainer.kl import kl_reference
 
         self.spec, self.rank, self.world = spec, rank, world

@@ -1,4 +1,4 @@
-"""The DeepSpeed engine's plan and config (svc_trainer/deepspeed_engine.py), and the run spec's
+"""The DeepSpeed engine's plan and config (svc_trainer/deepspeed_engine.py, deepspeed_config.py), and the run spec's
 checks of its section: pure functions, no DeepSpeed needed."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import pytest
 from jetrl.config import SpecError, parse_spec
 from jetrl.spec_sections import TrainSpec
 from svc_trainer.api import TrainSample
-from svc_trainer.deepspeed_engine import deepspeed_problems, ds_config, plan_step
+from svc_trainer.deepspeed_config import ds_config
+from svc_trainer.deepspeed_engine import check_record, deepspeed_problems, plan_step
 
 
 def sample(prompt: int, completion: int) -> TrainSample:
@@ -97,3 +98,11 @@ def test_a_trainer_without_deepspeed_refuses_the_run_saying_how_to_install_it(mo
     spec = parse_spec(spec_yaml("steps: 2"))
     [problem] = deepspeed_problems(spec, ranks=1)
     assert "DeepSpeed is not installed in the trainer" in problem and "DS_BUILD_OPS=0 pip install" in problem
+
+
+def test_a_checkpoint_of_another_number_of_ranks_is_refused_saying_how_many():
+    check_record({"checkpoint": "v000003", "ranks": 2, "zero_stage": 2}, world=2)
+    with pytest.raises(ValueError, match="written by 2 ranks .* set JETRL_TRAINER_RANKS=2"):
+        check_record({"checkpoint": "v000003", "ranks": 2, "zero_stage": 2}, world=1)
+    with pytest.raises(ValueError, match="another train engine"):
+        check_record({"optimizer": {}}, world=1)  # the torch engine's record

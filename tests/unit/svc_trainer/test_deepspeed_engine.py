@@ -117,28 +117,24 @@ def test_two_ranks_train_exactly_like_the_torch_engine(model_dir, tmp_path, stag
         assert torch.allclose(tensor, expected[name], atol=WEIGHT_ATOL), name
 
 
-def test_a_checkpoint_resumes_the_run_exactly_on_as_many_ranks_and_refuses_another_count(model_dir, tmp_path):
+def test_a_checkpoint_resumes_the_run_exactly(model_dir, tmp_path):
     run = spec(model_dir, ranks=2, zero_stage=2, micro_batch_size=4)
     data = batches()
-    straight = DeepSpeedTrainEngine(run, None, tmp_path / "a", ranks=2, timeout_s=120)
-    try:
-        for b in data:
-            straight.train_step(b)
-        want = ds_weights(straight, tmp_path / "straight.safetensors")
-    finally:
-        straight.close()
-    first = DeepSpeedTrainEngine(run, None, tmp_path / "b", ranks=2, timeout_s=120)
+    first = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=2, timeout_s=120)
     try:
         first.train_step(data[0])
         exact = first.save_weights(tmp_path / "v1.safetensors", None, 0)
         record = first.save_state(1)
+        for b in data[1:]:  # the run as it would have gone on without a restart
+            first.train_step(b)
+        want = ds_weights(first, tmp_path / "straight.safetensors")
     finally:
         first.close()
     assert record == {"checkpoint": "v000001", "ranks": 2, "zero_stage": 2}
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["v000001"]
-    resumed = DeepSpeedTrainEngine(run, exact, tmp_path / "b", ranks=2, timeout_s=120)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["v000001"]
+    resumed = DeepSpeedTrainEngine(run, exact, tmp_path / "ck", ranks=2, timeout_s=120)
     try:
-        resumed.load_state(record)
+        resumed.load_state(record)  # AdamW's moments too: without them the next steps differ
         for b in data[1:]:
             resumed.train_step(b)
         got = ds_weights(resumed, tmp_path / "resumed.safetensors")
@@ -146,12 +142,6 @@ def test_a_checkpoint_resumes_the_run_exactly_on_as_many_ranks_and_refuses_anoth
         resumed.close()
     for name, tensor in got.items():
         assert torch.allclose(tensor, want[name], atol=WEIGHT_ATOL), name
-    one = DeepSpeedTrainEngine(run, exact, tmp_path / "b", ranks=1, timeout_s=120)
-    try:
-        with pytest.raises(ValueError, match="JETRL_TRAINER_RANKS=2"):
-            one.load_state(record)
-    finally:
-        one.close()
 
 
 def test_a_rank_that_dies_fails_the_group_at_once_and_says_which(model_dir, tmp_path):
