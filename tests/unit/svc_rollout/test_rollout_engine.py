@@ -224,8 +224,10 @@ def test_top_p_samples_stay_inside_the_nucleus_with_its_renormalised_log_probs()
             before = sorted_p.cumsum(0) - sorted_p
             nucleus = order[before < top_p]
             assert tok in set(nucleus.tolist())
-            # what the loss needs: the log-prob of the distribution it was drawn from
-            assert res.logprobs[t] == pytest.approx(float((probs[tok] / probs[nucleus].sum()).log()), abs=1e-5)
+            # what the loss needs: the log-prob of the distribution it was drawn from. The cached
+            # decode and this full forward differ by float32 rounding (1.2e-5 seen); the full
+            # distribution's log-prob would be off by the nucleus' log-mass, |log 0.6| or less
+            assert res.logprobs[t] == pytest.approx(float((probs[tok] / probs[nucleus].sum()).log()), abs=1e-4)
 
 
 def test_batched_equals_one_by_one_left_padding():
