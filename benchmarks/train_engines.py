@@ -27,7 +27,7 @@ from rich.table import Table
 from jetrl.config import RunSpec
 from jetrl.policy import make_char_tokenizer, make_tiny_model
 from jetrl.policy.load import load_policy
-from svc_trainer.api import TrainSample
+from svc_trainer.api import TrainEngine, TrainSample
 from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine
 from svc_trainer.engine import TorchTrainEngine
 
@@ -57,7 +57,7 @@ def batches(n: int, completion: int, samples: int = 128, seed: int = 0) -> list[
     return out
 
 
-def per_step(engine, data) -> float:
+def per_step(engine: TrainEngine, data: list[list[TrainSample]]) -> float:
     for b in data[:WARMUP]:
         engine.train_step(b)
     start = time.perf_counter()
@@ -85,12 +85,11 @@ def measure(shape: str, work: Path) -> list[dict]:
     def run(**train) -> RunSpec:
         return RunSpec.model_validate({"model": {"path": str(model_dir)}, "train": {"lr": 1e-4, **train}})
 
-    spec = run()
-    engine = TorchTrainEngine(load_policy(model_dir)[0], spec.train, max_new_tokens=completion)
-    step = per_step(engine, data)
+    local = TorchTrainEngine(load_policy(model_dir)[0], run().train, max_new_tokens=completion)
+    step = per_step(local, data)
     buf = io.BytesIO()
     start = time.perf_counter()
-    torch.save(engine.save_state(1), buf)  # what trainer.pt holds besides counters
+    torch.save(local.save_state(1), buf)  # what trainer.pt holds besides counters
     rows.append(row(shape, params, "torch", 1, step, time.perf_counter() - start, len(buf.getvalue())))
     for ranks, stage in ((1, 2), (2, 2), (2, 3)):
         ds = run(engine="deepspeed", deepspeed={"ranks": ranks, "zero_stage": stage, "micro_batch_size": 128})
