@@ -6,6 +6,7 @@ A section validates its own fields; the checks across sections are RunSpec's.
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -25,6 +26,23 @@ __all__ = [
 ]
 
 
+EXPANDED = "JETRL_DATA_DIR"  # the one variable a run spec's paths may name
+_VARIABLE = re.compile(r"\$(\w+|\{[^}]*\})")
+
+
+def expand_path(path: str) -> str:
+    """`~` and `$JETRL_DATA_DIR` (or `${JETRL_DATA_DIR}`) expanded where the spec is read. Any other
+    `$NAME` is refused without being read: a spec is untrusted input, and an error that echoed a
+    path would echo the variable's value (a token, a database URL)."""
+    for match in _VARIABLE.finditer(path):
+        if match.group(1).strip("{}") != EXPANDED:
+            raise ValueError(
+                f"{match.group(0)}: a run spec's paths may name only ${EXPANDED} (the services' data directory); "
+                "write the rest of the path out"
+            )
+    return os.path.expandvars(os.path.expanduser(path))  # only $JETRL_DATA_DIR is left to expand
+
+
 class SpecModel(BaseModel):
     """The base of every part of a run spec: unknown fields refused, values frozen."""
 
@@ -33,19 +51,21 @@ class SpecModel(BaseModel):
 
 class ModelSpec(SpecModel):
     path: str = Field(min_length=1)
-    """Local directory of a Hugging Face causal LM (config, weights, tokenizer). `$VARS` are expanded."""
+    """Local directory of a Hugging Face causal LM (config, weights, tokenizer); `~` and
+    `$JETRL_DATA_DIR` are expanded (expand_path)."""
 
     @field_validator("path")
     @classmethod
     def _expand(cls, v: str) -> str:
-        return os.path.expandvars(os.path.expanduser(v))
+        return expand_path(v)
 
 
 class TaskSpec(SpecModel):
     name: Literal["arithmetic", "gsm8k"] = "arithmetic"
     """Prompt source: the synthetic arithmetic task, or a GSM8K-format JSONL file."""
     path: str | None = None
-    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line). `$VARS` are expanded."""
+    """JSONL file for file-based tasks (`question`, `answer` with a `#### n` line); `~` and
+    `$JETRL_DATA_DIR` are expanded."""
     digits: int = Field(2, ge=1, le=6)
     """Arithmetic: digits per operand."""
     terms: int = Field(2, ge=2, le=6)
@@ -69,7 +89,7 @@ class TaskSpec(SpecModel):
     @field_validator("path", "rephrase_path")
     @classmethod
     def _expand(cls, v: str | None) -> str | None:
-        return os.path.expandvars(os.path.expanduser(v)) if v else v
+        return expand_path(v) if v else v
 
     @model_validator(mode="after")
     def _needs_path(self) -> TaskSpec:

@@ -139,4 +139,7 @@ def load_state(data_dir: Path, run_id: str) -> TrainerState | None:
     path = run_dir(data_dir, run_id) / "trainer.pt"
     if not path.exists():
         return None
-    return TrainerState(**torch.load(path, weights_only=False))
+    # weights_only: tensors, numbers, strings and containers, never an arbitrary pickle; `bytes`
+    # (the announcements) is pickled as a call to it, which is safe
+    with torch.serialization.safe_globals([bytes]):
+        return TrainerState(**torch.load(path, weights_only=True))

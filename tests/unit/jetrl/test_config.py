@@ -59,3 +59,16 @@ def test_settings_reject_empty_addresses(monkeypatch):
     monkeypatch.setenv("JETRL_SCHEDULER_ADDR", "")
     with pytest.raises(ValueError):
         Settings()
+
+
+def test_a_spec_path_expands_the_data_dir_and_refuses_any_other_variable_without_reading_it(monkeypatch):
+    monkeypatch.setenv("JETRL_DATA_DIR", "/srv/jetrl")
+    monkeypatch.setenv("JETRL_NATS_TOKEN", "s3cret-token")
+    assert parse_spec("model: {path: $JETRL_DATA_DIR/models/m}").model.path == "/srv/jetrl/models/m"
+    assert parse_spec("model: {path: '${JETRL_DATA_DIR}/m'}").model.path == "/srv/jetrl/m"
+    for path in ("$JETRL_NATS_TOKEN", "/x/${JETRL_NATS_TOKEN}/y", "$HOME/m"):
+        with pytest.raises(SpecError, match="may name only \\$JETRL_DATA_DIR") as err:
+            parse_spec(f"model: {{path: '{path}'}}")
+        assert "s3cret" not in str(err.value)
+    with pytest.raises(SpecError, match="JETRL_NATS_TOKEN"):
+        parse_spec("model: {path: /m}\ntask: {name: gsm8k, path: $JETRL_NATS_TOKEN}")

@@ -125,3 +125,28 @@ async def test_a_version_over_the_shard_size_is_announced_by_its_index_and_resum
     assert all(torch.equal(trained[n], resumed[n]) for n in trained)
     # version 1 went whole (index and shards); 2 and 3 stay
     assert sorted({p.name[:7] for p in weights_path(data, "r", 1).parent.iterdir()}) == ["v000002", "v000003"]
+
+
+class _Planted:
+    """A pickle that runs code when loaded (here: makes a directory)."""
+
+    def __init__(self, where):
+        self.where = str(where)
+
+    def __reduce__(self):
+        import os
+
+        return (os.makedirs, (self.where,))
+
+
+def test_a_planted_trainer_state_is_refused_without_running_its_code(tmp_path):
+    import pickle
+
+    from svc_trainer.checkpoint import load_state, run_dir
+
+    planted = run_dir(tmp_path, "r") / "trainer.pt"
+    planted.parent.mkdir(parents=True)
+    torch.save({"version": _Planted(tmp_path / "ran")}, planted)
+    with pytest.raises(pickle.UnpicklingError):
+        load_state(tmp_path, "r")
+    assert not (tmp_path / "ran").exists()
