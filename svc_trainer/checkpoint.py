@@ -38,6 +38,7 @@ class TrainerState:
     engine: dict | None = None  # the train engine's save_state record (AdamW's state, or where its checkpoint is)
     announcement: bytes = b""  # the last WeightsAnnouncement, re-sent if its batch comes again
     teacher_announcement: bytes = b""  # and the EMA teacher's of the same version (runs with a teacher)
+    exact_sha256: str = ""  # of the version's exact weights (master copy, or the published file/index)
 
 
 def run_dir(data_dir: Path, run_id: str) -> Path:

@@ -27,7 +27,7 @@ from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import split
-from jetrl.weights import file_sha256, version_files
+from jetrl.weights import file_sha256, verified, version_files
 from svc_trainer import advantages, staleness
 from svc_trainer.checkpoint import (
     TrainerState,
@@ -119,11 +119,15 @@ class Trainer:
         publish_dtype = dtype if dtype is not None and dtype != torch.float32 else None
         state = load_state(self.data_dir, run_id) or TrainerState()
         exact = self._exact(run_id, state.version) if state.version else None
+        if exact is not None and state.exact_sha256:  # (a state saved before it was recorded: unchecked)
+            _check_saved(exact, state.exact_sha256, state.version)
         teacher = None
         if spec.teacher is not None:
             teacher = EmaTeacher(load_policy(spec.model.path)[0])  # version 0: the model directory's weights
             if state.version:
                 saved = published(teacher_path(self.data_dir, run_id, state.version))
+                announced = events_pb2.WeightsAnnouncement.FromString(state.teacher_announcement)
+                _check_saved(saved, announced.sha256, state.version)
                 copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
         engine = self._engine(run_id, spec, exact, teacher)
         if state.engine:
@@ -255,9 +259,12 @@ class Trainer:
         path = await asyncio.to_thread(
             rt.engine.save_weights, weights_path(self.data_dir, run_id, version), rt.publish_dtype, shard
         )
+        exact_sha = ""  # the published file's, from its announcement, unless a master copy is kept
         if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
             master = master_path(self.data_dir, run_id, version)
-            await asyncio.to_thread(rt.engine.save_weights, master, None, shard)
+            exact_sha = await asyncio.to_thread(
+                file_sha256, await asyncio.to_thread(rt.engine.save_weights, master, None, shard)
+            )
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
@@ -278,6 +285,7 @@ class Trainer:
         state.trained_batches.append(batch.batch_id)
         state.engine = await asyncio.to_thread(rt.engine.save_state, version)
         state.announcement = ann.SerializeToString()
+        state.exact_sha256 = exact_sha or ann.sha256
         state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
         await asyncio.to_thread(save_state, self.data_dir, run_id, state)
         crash_point("train.saved")
@@ -325,6 +333,19 @@ class Trainer:
         teacher = rt.state.teacher_announcement
         await self._publish(batch.run_id, ann, events_pb2.WeightsAnnouncement.FromString(teacher) if teacher else None)
         log.info("batch already trained; announcement re-sent", extra=log_fields(batch=batch.batch_id))
+
+
+class TamperedState(RuntimeError):
+    """A saved version's files no longer hold what the trainer wrote: it will not train from them."""
+
+
+def _check_saved(path: Path, sha256: str, version: int) -> None:
+    """Refuse to resume from a version whose file (or shards) changed since the trainer saved it."""
+    if not verified(path, sha256):
+        raise TamperedState(
+            f"{path} (v{version}) does not hold the weights the trainer saved (missing, or its sha256 is not "
+            f"{sha256[:12]}…): put the saved files back, or start a new run from an exported version"
+        )
 
 
 def _trained_views(batch: events_pb2.Batch):

@@ -150,3 +150,17 @@ def test_a_planted_trainer_state_is_refused_without_running_its_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_state(tmp_path, "r")
     assert not (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])  # resumed from the published file / master copy
+async def test_a_trainer_will_not_resume_from_a_version_file_changed_on_disk(tmp_path, dtype):
+    from svc_trainer.worker import TamperedState
+
+    data, spec = tmp_path / "data", run_spec(model_dir(tmp_path, dtype))
+    await train(Trainer(Bus(), Specs(spec), data, ""), "r", 2)
+    exact = master_path(data, "r", 2) if dtype == torch.bfloat16 else weights_path(data, "r", 2)
+    raw = bytearray(exact.read_bytes())
+    raw[-4:] = b"\0\0\0\0"  # the last weight's bytes, zeroed: still a valid safetensors file
+    exact.write_bytes(bytes(raw))
+    with pytest.raises(TamperedState, match="v2.*does not hold the weights the trainer saved"):
+        await Trainer(Bus(), Specs(spec), data, "").run("r")
