@@ -55,9 +55,10 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".jetrl")
     """Where checkpoints, weights, logs and pid files live; shared by services on one host or volume."""
     listen: str | None = None
-    """host:port this service's gRPC server binds; default 0.0.0.0 on the port of its own address
-    setting (the scheduler's of `scheduler_addr`, ...), a reward server run alone on its port in
-    jetrl/ports.py."""
+    """host:port this service's gRPC server binds; default 127.0.0.1 (this host only: the services
+    have no authentication yet) on the port of its own address setting (the scheduler's of
+    `scheduler_addr`, ...), a reward server run alone on its port in jetrl/ports.py. Containers
+    and pods set 0.0.0.0:<port> (docker-compose.yml)."""
     scheduler_addr: str = Field(f"127.0.0.1:{ports.SCHEDULER}", min_length=3)
     """Where SchedulerService answers (services fetch run specs from it)."""
     rollout_addr: str = Field(f"127.0.0.1:{ports.ROLLOUT}", min_length=3)
@@ -87,7 +88,7 @@ class Settings(BaseSettings):
     """Log level of the structured (JSON) logs on stderr."""
 
     def listen_or(self, default_port: int) -> str:
-        return self.listen or f"0.0.0.0:{default_port}"
+        return self.listen or f"127.0.0.1:{default_port}"
 
     def listen_as(self, address: str) -> str:
         """Where a service binds: `listen`, else every interface on the port of `address`, the

@@ -428,9 +428,9 @@ def test_each_service_listens_on_the_port_others_reach_it_by():
     from jetrl.config import Settings
 
     settings = Settings(scheduler_addr="scheduler:6001", reward_addr="10.0.0.1:6003")
-    assert settings.listen_as(settings.scheduler_addr) == "0.0.0.0:6001"
-    assert settings.listen_as(settings.reward_addr) == "0.0.0.0:6003"  # `python -m svc_reward` follows it
-    assert Settings().listen_as(Settings().trainer_addr) == f"0.0.0.0:{ports.TRAINER}"
+    assert settings.listen_as(settings.scheduler_addr) == "127.0.0.1:6001"
+    assert settings.listen_as(settings.reward_addr) == "127.0.0.1:6003"  # `python -m svc_reward` follows it
+    assert Settings().listen_as(Settings().trainer_addr) == f"127.0.0.1:{ports.TRAINER}"
     for module, field in {
         "svc_scheduler": "scheduler_addr",
         "svc_rollout": "rollout_addr",

@@ -52,7 +52,7 @@ def test_settings_from_environment(monkeypatch):
     monkeypatch.setenv("JETRL_TORCH_THREADS", "2")
     s = Settings()
     assert s.nats_url == "nats://example:4222" and s.torch_threads == 2
-    assert s.listen_or(50051) == "0.0.0.0:50051"
+    assert s.listen_or(50051) == "127.0.0.1:50051"  # this host only unless told
 
 
 def test_settings_reject_empty_addresses(monkeypatch):
