@@ -80,10 +80,11 @@ class Settings(BaseSettings):
     """torch intra-op threads of a rollout worker or trainer; 0 leaves torch's default."""
     trainer_ranks: int = Field(0, ge=0, le=1024)
     """Ranks a DeepSpeed run trains on in this trainer, overriding the run's train.deepspeed.ranks
-    (0: the run's); e.g. to resume a ZeRO-1/2 run on the devices left (docs/engines.md)."""
+    (0: the run's). A run resumes only on as many ranks as wrote its checkpoint (docs/engines.md)."""
     collective_timeout_s: float = Field(300.0, ge=5.0, le=86_400.0)
-    """Longest a DeepSpeed rank waits in one collective (or the trainer for one rank's reply)
-    before the trainer gives up, reports NOT_SERVING and exits to be restarted as a whole."""
+    """Longest a DeepSpeed rank waits in one collective, and the trainer for a sign of progress
+    from a rank (a reply, or its heartbeat after each forward), before the trainer gives up,
+    reports NOT_SERVING and exits to be restarted as a whole."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the structured (JSON) logs on stderr."""
 

@@ -81,7 +81,10 @@ async def check_rollout(spec: RunSpec, rollout_addr: str, timeout: float = 60.0)
 
 async def check_trainer(spec: RunSpec, trainer_addr: str, timeout: float = 60.0) -> list[str]:
     """Why the trainer at `trainer_addr` cannot train the run (svc_trainer/server.py:CheckRun); the
-    first DeepSpeed check imports DeepSpeed there, which takes seconds."""
+    first DeepSpeed check imports DeepSpeed there, which takes seconds. Only a DeepSpeed run has
+    anything to check there."""
+    if spec.train.engine != "deepspeed":
+        return []
     reply = await _ask(
         trainer_addr,
         lambda ch: services_pb2_grpc.TrainerServiceStub(ch).CheckRun(

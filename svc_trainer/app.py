@@ -6,7 +6,7 @@ import asyncio
 import os
 import signal
 
-from jetrl.bus import bus_probe, connect, consume, declare
+from jetrl.bus import Kind, bus_probe, connect, consume, declare, follow
 from jetrl.bus.topology import TRAINER
 from jetrl.config import Settings
 from jetrl.runs import RunSpecs
@@ -34,6 +34,9 @@ async def main(settings: Settings) -> None:
     async def batches(stop: asyncio.Event) -> None:
         await consume(js, TRAINER, trainer.on_batch, stop, batch=1)
 
+    async def control(stop: asyncio.Event) -> None:
+        await follow(js, Kind.CONTROL, trainer.on_control, stop)
+
     async def ranks(stop: asyncio.Event) -> None:
         """A DeepSpeed run's rank failed: stop serving, and exit to be started again as a whole
         (the batch in hand goes back to the stream; a collective missing a rank cannot go on)."""
@@ -56,7 +59,7 @@ async def main(settings: Settings) -> None:
         "svc_trainer",
         settings.listen_as(settings.trainer_addr),
         register(TrainerServicer(trainer)),
-        [batches, ranks],
+        [batches, control, ranks],
         on_stop=close,
         probe=probe,
     )

@@ -143,4 +143,8 @@ def load_state(data_dir: Path, run_id: str) -> TrainerState | None:
     # weights_only: tensors, numbers, strings and containers, never an arbitrary pickle; `bytes`
     # (the announcements) is pickled as a call to it, which is safe
     with torch.serialization.safe_globals([bytes]):
-        return TrainerState(**torch.load(path, weights_only=True))
+        saved = torch.load(path, weights_only=True)
+    if "optimizer" in saved:  # written before engines had records: the torch engine's AdamW state
+        optimizer = saved.pop("optimizer")
+        saved["engine"] = {"optimizer": optimizer} if optimizer else None
+    return TrainerState(**saved)

@@ -20,6 +20,9 @@ OWNED = {
     "optimizer": "train.lr and train.weight_decay (AdamW)",
     "scheduler": "train.lr",
     "gradient_clipping": "train.grad_clip",
+    "fp16": "train.deepspeed.precision",
+    "amp": "train.deepspeed.precision",
+    "torch_autocast": "train.deepspeed.precision",
 }
 
 
@@ -28,10 +31,9 @@ def ds_config(train: TrainSpec, world: int) -> dict[str, Any]:
     key the run spec decides (OWNED), or one the section sets to another value, is refused."""
     ds = train.deepspeed
     zero: dict[str, Any] = {"stage": ds.zero_stage}
-    if ds.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    if ds.offload_params:
-        zero["offload_param"] = {"device": "cpu"}
+    # said either way, so a config file cannot turn on what the spec leaves off
+    zero["offload_optimizer"] = {"device": "cpu" if ds.offload_optimizer else "none"}
+    zero["offload_param"] = {"device": "cpu" if ds.offload_params else "none"}
     ours: dict[str, Any] = {
         # jetrl feeds micro-batches itself and marks the accumulation boundary (deepspeed_rank.py);
         # these only satisfy DeepSpeed's batch-size arithmetic

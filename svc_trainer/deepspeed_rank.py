@@ -19,7 +19,9 @@ import torch.distributed as dist
 from jetrl.config import RunSpec
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import Gap, sample_tensors, token_logprobs
-from svc_trainer.ranks import die_with_parent
+from svc_trainer.kl import kl_per_token
+from svc_trainer.loss import decoupled_ppo_loss, kept_tokens, loss_metrics
+from svc_trainer.ranks import BEAT, die_with_parent
 
 __all__ = ["rank_main"]
 
@@ -56,7 +58,7 @@ def rank_main(rank: int, world: int, port: int, pipe, timeout_s: float) -> None:
             return
         try:
             if command == "open":
-                state = RankEngine(*args, rank=rank, world=world)
+                state = RankEngine(*args, rank=rank, world=world, beat=lambda: pipe.send((BEAT, None)))
                 reply: Any = None
             else:
                 assert state is not None, f"{command!r} before 'open'"
@@ -70,7 +72,7 @@ def rank_main(rank: int, world: int, port: int, pipe, timeout_s: float) -> None:
 class RankEngine:
     """This rank's DeepSpeed engine for one run."""
 
-    def __init__(self, spec: RunSpec, exact: Path | None, checkpoints: Path, *, rank: int, world: int):
+    def __init__(self, spec: RunSpec, exact: Path | None, checkpoints: Path, *, rank: int, world: int, beat):
         import deepspeed
 
         from jetrl.policy.load import copy_state, load_policy, read_state_file
@@ -80,6 +82,7 @@ class RankEngine:
         from svc_trainer.kl import kl_reference
 
         self.spec, self.rank, self.world = spec, rank, world
+        self.beat = beat  # tells the trainer this rank is making progress (ranks.py's deadline)
         self.train = spec.train
         self.checkpoints = checkpoints
         self.committed: str | None = None  # the checkpoint the trainer state names (never pruned)
@@ -90,6 +93,8 @@ class RankEngine:
         reference = kl_reference(spec, None)
         self.reference = reference.to(self.device) if reference is not None else None
         self.temperature = logprob_temperature(spec.rollout.temperature)
+        model.train()  # as the torch engine (from_pretrained gives eval mode: dropout off)
+        self.beat()
         optimizer = torch.optim.AdamW(model.parameters(), lr=self.train.lr, weight_decay=self.train.weight_decay)
         self.engine, *_ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=ds_config(self.train, world), dist_init_required=False
@@ -98,6 +103,7 @@ class RankEngine:
     def _logprobs(self, samples: list[TrainSample], grad: bool, model=None) -> tuple[torch.Tensor, torch.Tensor]:
         """token_logprobs of `samples` (a one-token stand-in when empty: every rank must forward)."""
         rows = samples or [DUMMY]
+        self.beat()
         return token_logprobs(
             model or self.engine,
             [s.prompt_token_ids for s in rows],
@@ -110,9 +116,6 @@ class RankEngine:
     def step(self, sizes: list[int], plan: list[list[list[TrainSample]]]) -> dict[str, float]:
         """One version: per minibatch of `plan` (this rank's micro-batches; `sizes` the samples of
         each minibatch over all ranks) an optimizer step. The same metrics on every rank."""
-        from svc_trainer.kl import kl_per_token
-        from svc_trainer.loss import decoupled_ppo_loss, loss_metrics
-
         t = self.train
         # Proximal log-probs: the weights before this version's first update. The kept-token count
         # must be summed over ranks before any backward, so they come from a no-grad pass over
@@ -132,24 +135,23 @@ class RankEngine:
             for mb, (prox, real) in zip(minibatch, prox_mb):
                 if mb:
                     behaviour, trainable, fresh = sample_tensors(mb, prox)
-                    valid = real & trainable
-                    capped = valid & (torch.exp(prox - behaviour) > t.behaviour_weight_cap)
-                    local["valid"] += float(valid.sum())
+                    kept, capped = kept_tokens(prox, behaviour, real & trainable, t.behaviour_weight_cap)
+                    local["valid"] += float((real & trainable).sum())
                     local["capped"] += float(capped.sum())
-                    local["kept"] += float((valid & ~capped).sum())
+                    local["kept"] += float(kept.sum())
                     gap.add((behaviour - prox).abs()[real & fresh])
-            kept = self._sum(torch.tensor([local["kept"]], dtype=torch.float64))[0].item()
+            summed = self._sum(torch.tensor([local["valid"], local["capped"], local["kept"]], dtype=torch.float64))
+            counts = {**local, **dict(zip(("valid", "capped", "kept"), summed.tolist()))}
             grad_norm = 0.0
-            counts = {**local, "kept": kept}
-            if kept:  # else no token counts: no step (AdamW would still move), as the torch engine
-                denom = size * self.spec.rollout.max_new_tokens if t.loss_agg == "constant" else kept
-                counts, grad_norm = self._update(minibatch, prox_mb, denom, decoupled_ppo_loss, kl_per_token, first)
+            if counts["kept"]:  # else no token counts: no step (AdamW would still move), as the torch engine
+                denom = size * self.spec.rollout.max_new_tokens if t.loss_agg == "constant" else counts["kept"]
+                counts, grad_norm = self._update(minibatch, prox_mb, denom, first)
             metrics = {**loss_metrics(counts, self.reference is not None), "grad_norm": grad_norm}
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(plan))
         return {**totals, **self._gap(gap)}
 
-    def _update(self, minibatch, prox_mb, denom: float, loss_fn, kl_fn, first=None) -> tuple[dict[str, float], float]:
+    def _update(self, minibatch, prox_mb, denom: float, first=None) -> tuple[dict[str, float], float]:
         """Backward every micro-batch (each rank's loss its share of the global one), one optimizer
         step; the counts summed over ranks and the gradient norm before clipping. `first`: the
         only micro-batch's forward, already made."""
@@ -165,8 +167,8 @@ class RankEngine:
             kl = None
             if self.reference is not None:
                 ref = self._logprobs(mb, grad=False, model=self.reference)[0]
-                kl = kl_fn(current, ref, t.kl_estimator)
-            out = loss_fn(
+                kl = kl_per_token(current, ref, t.kl_estimator)
+            out = decoupled_ppo_loss(
                 current,
                 prox,
                 behaviour,
@@ -226,10 +228,12 @@ class RankEngine:
             shutil.rmtree(staging, ignore_errors=True)  # a save a crash interrupted
         dist.barrier()
         self.engine.save_checkpoint(str(staging), tag=tag, save_latest=False)
-        for file in (staging / tag).glob("*"):
-            _fsync(file)
+        self.beat()
         dist.barrier()
         if self.rank == 0:
+            for file in (staging / tag).glob("*"):
+                _fsync(file)
+            _fsync(staging / tag)
             final = self.checkpoints / tag
             shutil.rmtree(final, ignore_errors=True)  # saved before a crash, never recorded
             os.replace(staging / tag, final)

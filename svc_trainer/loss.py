@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["LossOutput", "decoupled_ppo_loss", "loss_metrics"]
+__all__ = ["LossOutput", "decoupled_ppo_loss", "kept_tokens", "loss_metrics"]
 
 
 @dataclass
@@ -44,6 +44,16 @@ def loss_metrics(counts: dict[str, float], with_kl: bool) -> dict[str, float]:
     if with_kl:
         metrics["kl"] = counts["kl_sum"] / kept if kept else 0.0
     return metrics
+
+
+def kept_tokens(
+    proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor, weight_cap: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, capped) token masks: of the tokens in `mask`, those whose behaviour weight
+    w = exp(p - b) is above the cap are masked out, the rest kept."""
+    valid = mask.bool()
+    capped = valid & (torch.exp(proximal_logprobs.detach() - behaviour_logprobs.detach()) > weight_cap)
+    return valid & ~capped, capped
 
 
 def decoupled_ppo_loss(
@@ -78,8 +88,7 @@ def decoupled_ppo_loss(
     p, b = proximal_logprobs.detach(), behaviour_logprobs.detach()
     valid = mask.bool()
     w = torch.exp(p - b)
-    capped = valid & (w > weight_cap)
-    keep = valid & ~capped
+    keep, capped = kept_tokens(p, b, valid, weight_cap)
     u = torch.exp(logprobs - p)
     unclipped = u * advantages
     clipped = torch.clamp(u, 1.0 - eps_low, 1.0 + eps_high) * advantages

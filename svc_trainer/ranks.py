@@ -5,11 +5,15 @@ the others by torch.distributed over a TCP store on a local port. The trainer pr
 them: it sends every rank its command over the rank's pipe and waits for every reply, one command
 at a time, so the ranks enter the same collectives in the same order.
 
-A group fails as a whole. A rank that raises, exits, or does not reply within the collective
-timeout fails it: every rank is killed, `failure` says why, every later call raises RanksFailed,
-and `on_failure` is told (from a watcher thread, also when a rank dies between commands), since
-a collective missing a member can only hang or raise. Ranks die with the trainer: the kernel
-kills them when it exits (PR_SET_PDEATHSIG), and a rank whose pipe closes stops.
+A group fails as a whole, since a collective missing a member can only hang or raise; every rank is
+killed and every later call raises. Two ways, because they need different cures:
+- a rank **raises** (its command failed: a bad config, out of memory on a batch): RankError, a
+  fault like any other, which the batch's retries count, so one that fails every time ends its run;
+- a rank **exits**, or makes no progress (no reply, no heartbeat) within the timeout: RanksFailed,
+  and `on_failure` is told (from a watcher thread, also between commands): the trainer's
+  infrastructure is broken, and the trainer exits to be restarted as a whole.
+Ranks die with the trainer: the kernel kills them when it exits (PR_SET_PDEATHSIG), and a rank
+whose pipe closes stops.
 """
 
 from __future__ import annotations
@@ -27,11 +31,16 @@ from typing import Any
 
 from jetrl.logs import log_fields
 
-__all__ = ["RankGroup", "RanksFailed", "die_with_parent"]
+__all__ = ["BEAT", "RankError", "RankGroup", "RanksFailed", "die_with_parent"]
 
 log = logging.getLogger(__name__)
 CLOSE_GRACE_S = 10.0
 PR_SET_PDEATHSIG = 1
+BEAT = "beat"  # a rank's "still working" between a command and its reply (one per micro-batch)
+
+
+class RankError(RuntimeError):
+    """A rank raised: its traceback. The group is gone; the run's engine is built again."""
 
 
 class RanksFailed(ConnectionError):
@@ -41,7 +50,9 @@ class RanksFailed(ConnectionError):
 
 
 def die_with_parent() -> None:
-    """Have the kernel SIGKILL this process when its parent (the trainer) exits (Linux)."""
+    """Have the kernel SIGKILL this process when its parent (the trainer) exits (Linux), and leave a
+    terminal's Ctrl-C to the trainer, which ends its ranks itself."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:  # not Linux: the closed pipe still stops the rank at its next command
@@ -102,19 +113,26 @@ class RankGroup:
                     self._fail(f"rank {rank} is gone (exit code {self.procs[rank].exitcode}) before {command!r}")
             replies: list[Any] = [None] * len(self.pipes)
             pending = dict(enumerate(self.pipes))
-            deadline = monotonic() + self.timeout_s
+            deadline = monotonic() + self.timeout_s  # pushed back by every heartbeat
             while pending:
                 ready = wait(list(pending.values()), timeout=max(deadline - monotonic(), 0))
                 if not ready:
-                    self._fail(f"rank(s) {sorted(pending)} did not finish {command!r} within {self.timeout_s:g}s")
+                    self._fail(
+                        f"rank(s) {sorted(pending)} made no progress in {command!r} for {self.timeout_s:g}s "
+                        "(JETRL_COLLECTIVE_TIMEOUT_S)"
+                    )
                 for rank in [r for r, pipe in pending.items() if pipe in ready]:
                     try:
-                        status, value = pending.pop(rank).recv()
+                        status, value = pending[rank].recv()
                     except (EOFError, OSError):
                         self.procs[rank].join(1.0)
                         self._fail(f"rank {rank} exited (code {self.procs[rank].exitcode}) during {command!r}")
+                    if status == BEAT:
+                        deadline = monotonic() + self.timeout_s
+                        continue
+                    del pending[rank]
                     if status == "error":
-                        self._fail(f"rank {rank} failed in {command!r}: {value}")
+                        self._fail(f"rank {rank} failed in {command!r}: {value}", error=True)
                     replies[rank] = value
             return replies
 
@@ -133,8 +151,9 @@ class RankGroup:
             proc.join(max(deadline - monotonic(), 0))
         self._kill()
 
-    def _fail(self, reason: str) -> None:
-        """Fail the group (once): kill every rank, tell on_failure; raise RanksFailed."""
+    def _fail(self, reason: str, error: bool = False) -> None:
+        """Fail the group (once): kill every rank; raise RankError when a rank raised (`error`),
+        else tell on_failure and raise RanksFailed."""
         with self._state:
             first = self.failure is None and not self._closing
             if self.failure is None:
@@ -142,8 +161,10 @@ class RankGroup:
         if first:
             log.error("trainer ranks failed", extra=log_fields(reason=reason[:2000], pids=self.pids))
             self._kill()
-            if self.on_failure is not None:
+            if self.on_failure is not None and not error:
                 self.on_failure(reason)
+        if error:
+            raise RankError(reason)
         raise RanksFailed(self.failure or reason)
 
     def _kill(self) -> None:
@@ -159,7 +180,7 @@ class RankGroup:
         rank = next(r for sentinel, r in sentinels.items() if sentinel in ended)
         with self._state:
             if self._closing or self.failure:
-                return
+                return  # asked to, or already failed (and killed) by call()
         try:
             self._fail(f"rank {rank} exited (code {self.procs[rank].exitcode})")
         except RanksFailed:

@@ -55,7 +55,8 @@ class EmaTeacher:
             raise ValueError(f"EMA rate {m} is outside [0, 1]")
         state = self.model.state_dict()  # views of the parameters: a tied pair shares one storage
         for name, p in policy.items():
-            state[name].mul_(m).add_(p.to(state[name].dtype), alpha=1.0 - m)
+            if state[name].is_floating_point():  # an integer buffer (positions, counts) is not averaged
+                state[name].mul_(m).add_(p.to(state[name].dtype), alpha=1.0 - m)
 
     def update_from(self, version: Path, m: float) -> None:
         """`update` toward the policy version saved at `version` (its file, or shards' index)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -129,9 +129,13 @@ class Trainer:
                 announced = events_pb2.WeightsAnnouncement.FromString(state.teacher_announcement)
                 _check_saved(saved, announced.sha256, state.version)
                 copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
-        engine = self._engine(run_id, spec, exact, teacher)
-        if state.engine:
-            engine.load_state(state.engine)
+        engine = self._engine(run_id, spec, exact, teacher, state.engine)
+        try:
+            if state.engine:
+                engine.load_state(state.engine)
+        except BaseException:
+            engine.close()  # a DeepSpeed run's ranks, started for nothing
+            raise
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version, engine=spec.train.engine))
         return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
 
@@ -141,21 +145,26 @@ class Trainer:
         exact = published(master_path(self.data_dir, run_id, version))
         return exact if exact.is_file() else published(weights_path(self.data_dir, run_id, version))
 
-    def _engine(self, run_id: str, spec, exact: Path | None, teacher: EmaTeacher | None) -> TrainEngine:
+    def _engine(
+        self, run_id: str, spec, exact: Path | None, teacher: EmaTeacher | None, record: dict | None
+    ) -> TrainEngine:
         """The run's engine (`train.engine`; `simulation` swaps in the simulated one) with the
-        weights of `exact` (None: the model directory's)."""
+        weights of `exact` (None: the model directory's), able to load `record`."""
         from jetrl.policy.load import copy_state, load_policy, read_state_file
         from svc_trainer.engine import TorchTrainEngine
         from svc_trainer.simulated import SimulatedTrainEngine
 
         if spec.train.engine == "deepspeed":
-            from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine
+            from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine, check_record
 
+            ranks = self.ranks or spec.train.deepspeed.ranks
+            if record:
+                check_record(record, ranks)  # before any rank starts
             return DeepSpeedTrainEngine(
                 spec,
                 exact,
                 run_dir(self.data_dir, run_id) / "deepspeed",
-                ranks=self.ranks or spec.train.deepspeed.ranks,
+                ranks=ranks,
                 timeout_s=self.collective_timeout_s,
                 on_failure=self._ranks_failed,
             )
@@ -197,19 +206,40 @@ class Trainer:
                     f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})"
                 )
             samples, advs, stale_metrics = self._samples(batch, spec)
-            with tracer.start_as_current_span("train step") as span:
-                span.set_attributes({Attr.BATCH_ID: batch.batch_id, Attr.SAMPLES: len(samples)})
-                # Never empty-handed: a batch with no trainable token still makes a version
-                # (the engine skips the optimizer step, so its weights are the previous ones).
-                metrics = await asyncio.to_thread(rt.engine.train_step, samples)
-            if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
-                # fails every time: dead-lettered after its retries, and the scheduler fails the run
-                raise NonFiniteStep(
-                    f"batch {batch.batch_id}: non-finite {', '.join(bad)} "
-                    f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); check the rewards' scale "
-                    "(reward.max_abs_reward) and train.lr"
-                )
-            await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
+            try:
+                await self._train(batch, rt, samples, advs, stale_metrics, spec)
+            except Exception:
+                # the engine (and the teacher) may hold weights past what is on disk: the next
+                # delivery starts again from the saved version, never trains the batch twice
+                await asyncio.to_thread(self._forget, batch.run_id)
+                raise
+
+    async def _train(self, batch, rt: RunTrainer, samples, advs, stale_metrics, spec) -> None:
+        with tracer.start_as_current_span("train step") as span:
+            span.set_attributes({Attr.BATCH_ID: batch.batch_id, Attr.SAMPLES: len(samples)})
+            # Never empty-handed: a batch with no trainable token still makes a version
+            # (the engine skips the optimizer step, so its weights are the previous ones).
+            metrics = await asyncio.to_thread(rt.engine.train_step, samples)
+        if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
+            # fails every time: dead-lettered after its retries, and the scheduler fails the run
+            raise NonFiniteStep(
+                f"batch {batch.batch_id}: non-finite {', '.join(bad)} "
+                f"({', '.join(f'{k}={metrics[k]}' for k in bad)}); check the rewards' scale "
+                "(reward.max_abs_reward) and train.lr"
+            )
+        await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
+
+    def _forget(self, run_id: str) -> None:
+        """Drop a run's engine (ending a DeepSpeed run's ranks); it is built again from disk if needed."""
+        rt = self.runs.pop(run_id, None)
+        if rt is not None:
+            rt.engine.close()
+
+    async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
+        """A run that ended (stopped, failed or completed) needs its engine no more."""
+        if control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED) and control.run_id in self.runs:
+            async with self.runs[control.run_id].lock:  # not in the middle of its step
+                await asyncio.to_thread(self._forget, control.run_id)
 
     def _samples(self, batch: events_pb2.Batch, spec):
         """TrainSamples masked by the staleness bound, their SampleAdvantage records, and the
@@ -279,15 +309,19 @@ class Trainer:
         ann = await self._announcement(batch, version, path, {k: float(v) for k, v in metrics.items()})
         ann.advantages.extend(advs)
         ann.samples_trained_total = state.samples_trained + len(advs)
-        state.version = version
-        state.samples_trained += len(advs)
-        state.batches_trained += 1
-        state.trained_batches.append(batch.batch_id)
-        state.engine = await asyncio.to_thread(rt.engine.save_state, version)
-        state.announcement = ann.SerializeToString()
-        state.exact_sha256 = exact_sha or ann.sha256
-        state.teacher_announcement = teacher_ann.SerializeToString() if teacher_ann is not None else b""
-        await asyncio.to_thread(save_state, self.data_dir, run_id, state)
+        saved = replace(
+            state,
+            version=version,
+            samples_trained=state.samples_trained + len(advs),
+            batches_trained=state.batches_trained + 1,
+            trained_batches=[*state.trained_batches, batch.batch_id],
+            engine=await asyncio.to_thread(rt.engine.save_state, version),
+            announcement=ann.SerializeToString(),
+            exact_sha256=exact_sha or ann.sha256,
+            teacher_announcement=teacher_ann.SerializeToString() if teacher_ann is not None else b"",
+        )
+        await asyncio.to_thread(save_state, self.data_dir, run_id, saved)
+        rt.state = saved  # only once it is on disk
         crash_point("train.saved")
         await self._publish(run_id, ann, teacher_ann)
         await asyncio.to_thread(self._prune, run_id, version, spec.train)

@@ -51,7 +51,12 @@ def test_the_config_carries_the_run_spec_and_merges_a_file_under_it(tmp_path):
     )
     config = ds_config(train, world=4)
     assert config["gradient_clipping"] == 0.5 and config["train_batch_size"] == 16 * 4
-    assert config["zero_optimization"] == {"stage": 3, "reduce_bucket_size": 1000, "offload_param": {"device": "cpu"}}
+    assert config["zero_optimization"] == {
+        "stage": 3,
+        "reduce_bucket_size": 1000,
+        "offload_optimizer": {"device": "none"},
+        "offload_param": {"device": "cpu"},
+    }
     assert config["wall_clock_breakdown"] is True
 
 
@@ -61,6 +66,9 @@ def test_the_config_carries_the_run_spec_and_merges_a_file_under_it(tmp_path):
         ({"optimizer": {"type": "Adam"}}, "'optimizer': jetrl sets it from train.lr"),
         ({"gradient_clipping": 5.0}, "'gradient_clipping': jetrl sets it from train.grad_clip"),
         ({"zero_optimization": {"stage": 1}}, "sets zero_optimization.stage = 1, but the run spec gives 2"),
+        ({"zero_optimization": {"offload_optimizer": {"device": "cpu"}}}, "offload_optimizer.device = 'cpu'"),
+        ({"fp16": {"enabled": True}}, "'fp16': jetrl sets it from train.deepspeed.precision"),
+        ({"bf16": {"enabled": True}}, "bf16.enabled = True, but the run spec gives False"),
         ([1, 2], "not a JSON object"),
     ],
 )

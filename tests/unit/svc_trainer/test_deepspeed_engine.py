@@ -20,7 +20,7 @@ from jetrl.policy.load import load_policy, read_state_file
 from jetrl.weights import version_files
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
-from svc_trainer.ranks import RanksFailed
+from svc_trainer.ranks import RankError, RanksFailed
 from tiny_models import TOK, spread_model
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.timeout(600)]
@@ -41,20 +41,26 @@ def model_dir(tmp_path_factory):
     return out
 
 
-def spec(model_dir, minibatches: int = 2, **deepspeed) -> RunSpec:
+def spec(model_dir, minibatches: int = 2, train: dict | None = None, **deepspeed) -> RunSpec:
     return RunSpec.model_validate(
         {
             "model": {"path": str(model_dir)},
             "rollout": {"temperature": 1.0, "max_new_tokens": 8},
             # two minibatches: the second is clipped against the proximal policy of before the first
-            "train": {"engine": "deepspeed", "lr": 0.01, "minibatches": minibatches, "deepspeed": deepspeed},
+            "train": {
+                "engine": "deepspeed",
+                "lr": 0.01,
+                "minibatches": minibatches,
+                "deepspeed": deepspeed,
+                **(train or {}),
+            },
         }
     )
 
 
-def batches(n: int = 3, size: int = 6) -> list[list[TrainSample]]:
+def batches(n: int = 3, size: int = 6, untrainable: int = -1) -> list[list[TrainSample]]:
     """Samples of different lengths with behaviour log-probs off the policy (so w != 1), mixed-sign
-    advantages, and a stale-masked token here and there."""
+    advantages, and a stale-masked token here and there; batch `untrainable` has none to train."""
     g = torch.Generator().manual_seed(7)
     out = []
     for b in range(n):
@@ -68,7 +74,7 @@ def batches(n: int = 3, size: int = 6) -> list[list[TrainSample]]:
                     completion_token_ids=completion,
                     logprobs=(-3.5 + 0.5 * torch.rand(c_len, generator=g)).tolist(),
                     advantage=float(torch.randn((), generator=g)),
-                    trainable=[(i + t) % 5 != 4 for t in range(c_len)],
+                    trainable=[(i + t) % 5 != 4 and b != untrainable for t in range(c_len)],
                     fresh=[t % 2 == 0 for t in range(c_len)],
                 )
             )
@@ -77,8 +83,10 @@ def batches(n: int = 3, size: int = 6) -> list[list[TrainSample]]:
 
 
 def torch_run(model_dir, run: RunSpec, data):
+    from svc_trainer.kl import kl_reference
+
     model, _ = load_policy(model_dir)
-    engine = TorchTrainEngine(model, run.train, temperature=1.0, max_new_tokens=8)
+    engine = TorchTrainEngine(model, run.train, temperature=1.0, max_new_tokens=8, reference=kl_reference(run, None))
     return [engine.train_step(b) for b in data], engine.model.state_dict()
 
 
@@ -89,16 +97,22 @@ def ds_weights(engine, path):
 
 
 @pytest.mark.parametrize(
-    ("stage", "minibatches", "micro_batch_size"),
+    ("stage", "minibatches", "micro_batch_size", "train"),
     [
-        (2, 2, 2),  # a no-grad proximal pass, then two optimizer steps accumulating over micro-batches
-        (3, 2, 2),
-        (2, 1, 16),  # one pass: the proximal log-probs are the forward's, detached
+        # a no-grad proximal pass, then two optimizer steps over 3 samples each: ranks get 2 and 1,
+        # so with micro-batches of 1 one rank accumulates two and the other runs a zero-weight stand-in
+        (2, 2, 1, {}),
+        (3, 2, 1, {}),
+        (2, 1, 16, {}),  # one pass: the proximal log-probs are the forward's, detached
+        # Dr. GRPO's constant normaliser and the KL anchor to the starting model, over ranks
+        (2, 2, 2, {"loss_agg": "constant", "kl_coef": 0.5}),
     ],
 )
-def test_two_ranks_train_exactly_like_the_torch_engine(model_dir, tmp_path, stage, minibatches, micro_batch_size):
-    run = spec(model_dir, minibatches, ranks=2, zero_stage=stage, micro_batch_size=micro_batch_size)
-    data = batches()
+def test_two_ranks_train_exactly_like_the_torch_engine(
+    model_dir, tmp_path, stage, minibatches, micro_batch_size, train
+):
+    run = spec(model_dir, minibatches, train, ranks=2, zero_stage=stage, micro_batch_size=micro_batch_size)
+    data = batches(4, untrainable=2)  # the third batch keeps no token: no step, weights unchanged
     expected_metrics, expected = torch_run(model_dir, run, data)
     engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=2, timeout_s=120)
     try:
@@ -108,11 +122,14 @@ def test_two_ranks_train_exactly_like_the_torch_engine(model_dir, tmp_path, stag
         engine.close()
     for want, have in zip(expected_metrics, got_metrics):
         assert want.keys() == have.keys()
-        for key in ("loss", "clip_fraction", "grad_norm", "mean_w", "masked_fraction", "logprob_gap_mean"):
+        for key in ("loss", "clip_fraction", "grad_norm", "mean_w", "masked_fraction", "logprob_gap_mean", "kl"):
+            if key not in want:
+                continue
             assert have[key] == pytest.approx(want[key], rel=METRIC_RTOL, abs=1e-6), key
         assert have["tokens"] == want["tokens"]
     if minibatches > 1:
         assert any(m["clip_fraction"] > 0 for m in got_metrics)  # the clip did bind
+    assert got_metrics[2]["grad_norm"] == 0.0 and got_metrics[2]["tokens"] == 0
     for name, tensor in got.items():
         assert torch.allclose(tensor, expected[name], atol=WEIGHT_ATOL), name
 
@@ -142,6 +159,19 @@ def test_a_checkpoint_resumes_the_run_exactly(model_dir, tmp_path):
         resumed.close()
     for name, tensor in got.items():
         assert torch.allclose(tensor, want[name], atol=WEIGHT_ATOL), name
+
+
+def test_a_rank_that_raises_fails_its_command_as_a_fault_not_as_the_trainer_s_infrastructure(model_dir, tmp_path):
+    failures = []
+    engine = DeepSpeedTrainEngine(
+        spec(model_dir, ranks=2), None, tmp_path, ranks=2, timeout_s=120, on_failure=failures.append
+    )
+    try:
+        with pytest.raises(RankError, match="rank 0 failed in 'step'"):
+            engine.group.call("step", [1], each=[[["not a sample"]], [[]]])  # what no plan makes
+        assert not any(p.is_alive() for p in engine.group.procs) and not failures
+    finally:
+        engine.close()
 
 
 def test_a_rank_that_dies_fails_the_group_at_once_and_says_which(model_dir, tmp_path):

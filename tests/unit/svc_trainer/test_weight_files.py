@@ -164,3 +164,50 @@ async def test_a_trainer_will_not_resume_from_a_version_file_changed_on_disk(tmp
     exact.write_bytes(bytes(raw))
     with pytest.raises(TamperedState, match="v2.*does not hold the weights the trainer saved"):
         await Trainer(Bus(), Specs(spec), data, "").run("r")
+
+
+async def test_a_step_that_fails_after_training_leaves_no_trained_weights_in_memory(tmp_path):
+    """The batch is retried from the saved version: the weights it moved (and the state's counters)
+    are not kept, or the retry would train it twice."""
+    data, spec = tmp_path / "data", run_spec(model_dir(tmp_path, torch.float32))
+    trainer = Trainer(Bus(), Specs(spec), data, "")
+    rt = await train(trainer, "r", 1)
+    saved = {n: t.clone() for n, t in rt.engine.model.state_dict().items()}
+
+    async def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    trainer._commit = disk_full
+    sample = ev.Sample(
+        sample_id="r.g0.0",
+        prompt_token_ids=[1, 5],
+        completion_token_ids=[6, 7],
+        logprobs=[-1.0, -1.0],
+        token_versions=[1, 1],
+    )
+    group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=[sample, sample]), rewards=[1.0, 0.0])
+    with pytest.raises(OSError, match="No space"):
+        await trainer.on_batch(ev.Batch(run_id="r", batch_id="r.b1", step=1, policy_version=1, groups=[group]), None)
+    assert "r" not in trainer.runs  # dropped: the next delivery starts from disk
+    again = await trainer.run("r")
+    assert again.state.version == 1 and "r.b1" not in again.state.trained_batches
+    assert all(torch.equal(again.engine.model.state_dict()[n], saved[n]) for n in saved)
+
+
+async def test_an_ended_run_s_engine_is_dropped(tmp_path):
+    trainer = Trainer(Bus(), Specs(run_spec(model_dir(tmp_path, torch.float32))), tmp_path / "data", "")
+    await train(trainer, "r", 1)
+    await trainer.on_control(ev.Control(run_id="r", kind=ev.Control.ABORT), None)
+    assert "r" in trainer.runs  # an APRIL abort is not the end of the run
+    await trainer.on_control(ev.Control(run_id="r", kind=ev.Control.COMPLETED), None)
+    assert "r" not in trainer.runs
+
+
+def test_a_trainer_state_from_before_engine_records_still_loads(tmp_path):
+    from svc_trainer.checkpoint import load_state, run_dir
+
+    path = run_dir(tmp_path, "r") / "trainer.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"version": 4, "samples_trained": 8, "optimizer": {"state": {}, "param_groups": []}}, path)
+    state = load_state(tmp_path, "r")
+    assert state.version == 4 and state.engine == {"optimizer": {"state": {}, "param_groups": []}}
