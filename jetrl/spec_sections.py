@@ -183,7 +183,15 @@ class TrainSpec(SpecModel):
     batch_groups: int = Field(16, ge=1, le=100_000)
     """B: prompt groups per training batch."""
     lr: float = Field(1e-4, gt=0.0, le=1.0)
-    """AdamW learning rate."""
+    """AdamW peak learning rate (the rate of every version with lr_schedule constant and no warm-up)."""
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    """The rate after warm-up, per policy version: constant, or decaying linearly or along a cosine
+    to min_lr_ratio × lr at the last version (svc_trainer/lr.py)."""
+    lr_warmup_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """Share of `steps` over which the rate climbs linearly from lr / warm-up versions to lr (the
+    Co-rewarding scripts use 0.1 with a cosine)."""
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """Where linear and cosine decay end, as a share of lr."""
     weight_decay: float = Field(0.0, ge=0.0, le=1.0)
     """AdamW weight decay."""
     grad_clip: float = Field(1.0, gt=0.0, le=1e6)

@@ -46,9 +46,10 @@ class TrainEngine(Protocol):
     hands it the record (`load_state`).
     """
 
-    def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
-        """Train one version on the batch's samples; the step's metrics (loss, clip fraction,
-        gradient norm, tokens, ...), every value a float."""
+    def train_step(self, samples: Sequence[TrainSample], lr: float | None = None) -> dict[str, float]:
+        """Train one version on the batch's samples at learning rate `lr` (svc_trainer/lr.py; None:
+        train.lr); the step's metrics (loss, clip fraction, gradient norm, tokens, ...), every value
+        a float."""
 
     def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path:
         """The full weights as a version at `path` in `dtype` (None: float32), laid out by

@@ -130,12 +130,13 @@ class DeepSpeedTrainEngine:
             self.group.close()
             raise
 
-    def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+    def train_step(self, samples: Sequence[TrainSample], lr: float | None = None) -> dict[str, float]:
         check_samples(samples)
         ds = self.spec.train.deepspeed
         plans = plan_step(samples, self.spec.train.minibatches, self.world, ds.micro_batch_size)
         sizes = [sum(len(mb) for share in parts for mb in share) for parts in zip(*plans)]  # samples per minibatch
-        return self.group.call("step", sizes, each=plans)[0]  # every rank reduced the same metrics
+        rate = self.spec.train.lr if lr is None else lr
+        return self.group.call("step", sizes, rate, each=plans)[0]  # every rank reduced the same metrics
 
     def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path:
         return self.group.call("save_weights", path, dtype, shard_bytes)[0]

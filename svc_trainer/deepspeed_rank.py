@@ -113,10 +113,12 @@ class RankEngine:
             grad,
         )
 
-    def step(self, sizes: list[int], plan: list[list[list[TrainSample]]]) -> dict[str, float]:
-        """One version: per minibatch of `plan` (this rank's micro-batches; `sizes` the samples of
-        each minibatch over all ranks) an optimizer step. The same metrics on every rank."""
+    def step(self, sizes: list[int], lr: float, plan: list[list[list[TrainSample]]]) -> dict[str, float]:
+        """One version at rate `lr`: per minibatch of `plan` (this rank's micro-batches; `sizes` the
+        samples of each minibatch over all ranks) an optimizer step. The same metrics on every rank."""
         t = self.train
+        for group in self.engine.optimizer.param_groups:  # ZeRO's wrapper shows its AdamW's groups
+            group["lr"] = lr
         # Proximal log-probs: the weights before this version's first update. The kept-token count
         # must be summed over ranks before any backward, so they come from a no-grad pass over
         # every micro-batch, unless each rank has one minibatch in one micro-batch: then, as in

@@ -88,7 +88,7 @@ class TorchTrainEngine(InProcess):
             model or self.model, prompt_ids_list, completion_ids_list, self.temperature, self.device, grad
         )
 
-    def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
+    def train_step(self, samples: Sequence[TrainSample], lr: float | None = None) -> dict[str, float]:
         """One policy version on a batch: `train.minibatches` optimizer steps (fewer if the batch has
         fewer samples). Returns the loss metrics, "tokens" summed and the rest averaged over minibatches.
 
@@ -97,6 +97,8 @@ class TorchTrainEngine(InProcess):
         still move the weights. If that is the whole batch, the weights come out unchanged.
         """
         check_samples(samples)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.spec.lr if lr is None else lr
         prompts = [s.prompt_token_ids for s in samples]
         completions = [s.completion_token_ids for s in samples]
         parts = [idx.tolist() for idx in torch.arange(len(samples)).chunk(self.spec.minibatches) if len(idx)]

@@ -40,8 +40,9 @@ class SimulatedTrainEngine(InProcess):
         # trainer checkpoint as a real engine's.
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
 
-    def train_step(self, samples: Sequence[TrainSample]) -> dict[str, float]:
-        """Sleep for the modelled duration of one version's update; the weights do not change."""
+    def train_step(self, samples: Sequence[TrainSample], lr: float | None = None) -> dict[str, float]:
+        """Sleep for the modelled duration of one version's update; the weights do not change (so
+        the rate does not matter)."""
         if not samples:
             raise ValueError("train_step needs at least one sample")
         tokens = sum(

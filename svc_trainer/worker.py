@@ -41,6 +41,7 @@ from svc_trainer.checkpoint import (
     weights_path,
 )
 from svc_trainer.kl import kl_reference
+from svc_trainer.lr import lr_at
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 
 if TYPE_CHECKING:  # torch loads when a run needs it, not at import
@@ -219,7 +220,8 @@ class Trainer:
             span.set_attributes({Attr.BATCH_ID: batch.batch_id, Attr.SAMPLES: len(samples)})
             # Never empty-handed: a batch with no trainable token still makes a version
             # (the engine skips the optimizer step, so its weights are the previous ones).
-            metrics = await asyncio.to_thread(rt.engine.train_step, samples)
+            lr = lr_at(rt.state.version + 1, spec.train)
+            metrics = {**await asyncio.to_thread(rt.engine.train_step, samples, lr), "lr": lr}
         if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
             # fails every time: dead-lettered after its retries, and the scheduler fails the run
             raise NonFiniteStep(

@@ -82,12 +82,15 @@ def batches(n: int = 3, size: int = 6, untrainable: int = -1) -> list[list[Train
     return out
 
 
+RATES = [0.01, 0.02, 0.005, 0.01]  # one per batch: the rate of each version reaches every rank
+
+
 def torch_run(model_dir, run: RunSpec, data):
     from svc_trainer.kl import kl_reference
 
     model, _ = load_policy(model_dir)
     engine = TorchTrainEngine(model, run.train, temperature=1.0, max_new_tokens=8, reference=kl_reference(run, None))
-    return [engine.train_step(b) for b in data], engine.model.state_dict()
+    return [engine.train_step(b, lr) for b, lr in zip(data, RATES)], engine.model.state_dict()
 
 
 def ds_weights(engine, path):
@@ -118,7 +121,7 @@ def test_two_ranks_train_exactly_like_the_torch_engine(
     expected_metrics, expected = torch_run(model_dir, run, data)
     engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=2, timeout_s=120)
     try:
-        got_metrics = [engine.train_step(b) for b in data]
+        got_metrics = [engine.train_step(b, lr) for b, lr in zip(data, RATES)]
         got = ds_weights(engine, tmp_path / "v3.safetensors")
     finally:
         engine.close()
