@@ -67,6 +67,23 @@ async def assert_every_sample_trained_once(stack, store, rid: str, steps: int, b
     assert stats.samples_generated == steps * b * g  # nothing generated twice
 
 
+def run_demo(spec, tmp_path, database_url, monkeypatch):
+    """`jetrl demo` with `spec` on a stack of its own (not from a coroutine: it runs its own event
+    loops); its settings, run id and evaluations, after checking it gained at least 25 points over
+    its 50 versions."""
+    from jetrl.cli.demo import demo
+    from jetrl.cli.stack import isolated_settings
+    from jetrl.config import load_spec
+
+    settings = isolated_settings(tmp_path, database_url, torch_threads=1)
+    monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
+    assert demo(settings, spec, keep_running=False) == 0
+    run_id, evaluations = asyncio.run(demo_evaluations(settings.database_url, load_spec(spec).name))
+    (first, *_, last) = evaluations
+    assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
+    return settings, run_id, evaluations
+
+
 async def demo_evaluations(database_url: str, name: str) -> tuple[str, list[tuple[int, int, int, float]]]:
     """The id of the one run called `name` (a demo's, on a stack of its own) and its evaluations."""
     from jetrl.lineage.db import make_engine

@@ -11,24 +11,16 @@ import pytest
 
 pytest.importorskip("deepspeed")
 
-from jetrl.cli.demo import demo  # noqa: E402
-from jetrl.cli.stack import isolated_settings  # noqa: E402
 from jetrl.lineage.db import make_engine  # noqa: E402
 from jetrl.lineage.store import LineageStore  # noqa: E402
-from runs import demo_evaluations  # noqa: E402
+from runs import run_demo  # noqa: E402
 
 pytestmark = [pytest.mark.deepspeed, pytest.mark.slow, pytest.mark.timeout(1200)]
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "arithmetic-deepspeed.yaml"
 
 
 def test_the_demo_on_two_deepspeed_ranks_gains_25_points(database_url, tmp_path, monkeypatch):
-    # not a coroutine: `jetrl demo` runs its own event loops
-    settings = isolated_settings(tmp_path, database_url, torch_threads=1)
-    monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
-    assert demo(settings, SPEC, keep_running=False) == 0
-    run_id, evaluations = asyncio.run(demo_evaluations(settings.database_url, "arithmetic-deepspeed"))
-    (first, *_, last) = evaluations
-    assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
+    settings, run_id, _ = run_demo(SPEC, tmp_path, database_url, monkeypatch)
     assert asyncio.run(_trained(settings.database_url, run_id)) == 50 * 16 * 8
     assert sorted(p.name for p in (settings.data_dir / "runs" / run_id / "deepspeed").iterdir()) == [
         "v000049",

@@ -11,13 +11,12 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM lives in .venv-vllm: bash scripts/setup_vllm.sh, then scripts/test_vllm.sh")
 
-from jetrl.cli.demo import demo  # noqa: E402
 from jetrl.cli.export import export  # noqa: E402
-from jetrl.cli.stack import down, isolated_settings, up  # noqa: E402
+from jetrl.cli.stack import down, up  # noqa: E402
 from jetrl.config import load_spec  # noqa: E402
 from jetrl.policy.load import load_tokenizer  # noqa: E402
 from jetrl.tasks import make_task  # noqa: E402
-from runs import demo_evaluations  # noqa: E402
+from runs import run_demo  # noqa: E402
 from svc_rollout.vllm_engine import VllmEngine  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -27,13 +26,8 @@ SPEC = Path(__file__).resolve().parents[2] / "examples" / "arithmetic-vllm.yaml"
 def test_the_demo_on_vllm_gains_25_points_and_its_export_scores_its_last_evaluation(
     database_url, tmp_path, monkeypatch
 ):
-    # not a coroutine: `jetrl demo` runs its own event loops
-    settings = isolated_settings(tmp_path, database_url, torch_threads=1)
-    monkeypatch.setenv("JETRL_DATA_DIR", str(settings.data_dir))  # demo() sets it; restored after the test
-    assert demo(settings, SPEC, keep_running=False) == 0
-    run_id, evaluations = asyncio.run(demo_evaluations(settings.database_url, "arithmetic-vllm"))
-    (first, *_, last) = evaluations
-    assert (first[0], last[0]) == (0, 50) and last[3] - first[3] >= 0.25, evaluations
+    settings, run_id, evaluations = run_demo(SPEC, tmp_path, database_url, monkeypatch)
+    last = evaluations[-1]
     # the last version out of jetrl and into vLLM: the same greedy answers as the run's evaluation
     # (the stack is down: export reads the trainer's file through a stack brought up again)
     up(settings)
