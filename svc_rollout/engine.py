@@ -29,7 +29,6 @@ from jetrl.policy.load import copy_state, read_state_file
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
-from jetrl.weights import version_files
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.gate import CallGate
 from svc_rollout.results import greedy_evaluation, never_stop, set_texts, start_results
@@ -75,7 +74,7 @@ class TorchEngine:
     def load_weights(self, path: Path, version: int) -> None:
         """Swap in new weights (a safetensors file, or a sharded version's index) as `version`: at
         the next token boundary, or once no generate call is in flight (finish mode)."""
-        tensors = read_state_file(self.model, *version_files(path))  # the slow part, outside every lock
+        tensors = read_state_file(self.model, path)  # the slow part, outside every lock
         with self._gate.load(), self._weights_lock:
             copy_state(self.model, tensors)
             self.version = version

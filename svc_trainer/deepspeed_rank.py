@@ -77,7 +77,6 @@ class RankEngine:
 
         from jetrl.policy.load import copy_state, load_policy, read_state_file
         from jetrl.policy.temperature import logprob_temperature
-        from jetrl.weights import version_files
         from svc_trainer.deepspeed_config import ds_config
         from svc_trainer.kl import kl_reference
 
@@ -88,7 +87,7 @@ class RankEngine:
         self.committed: str | None = None  # the checkpoint the trainer state names (never pruned)
         model, _ = load_policy(spec.model.path)
         if exact is not None:
-            copy_state(model, read_state_file(model, *version_files(exact)))
+            copy_state(model, read_state_file(model, exact))
         self.device = torch.device("cuda", rank) if torch.cuda.is_available() else torch.device("cpu")
         reference = kl_reference(spec, None)
         self.reference = reference.to(self.device) if reference is not None else None

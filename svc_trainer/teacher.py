@@ -61,6 +61,5 @@ class EmaTeacher:
     def update_from(self, version: Path, m: float) -> None:
         """`update` toward the policy version saved at `version` (its file, or shards' index)."""
         from jetrl.policy.load import read_state_file
-        from jetrl.weights import version_files
 
-        self.update(read_state_file(self.model, *version_files(version)), m)
+        self.update(read_state_file(self.model, version), m)

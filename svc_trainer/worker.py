@@ -129,7 +129,7 @@ class Trainer:
                 saved = published(teacher_path(self.data_dir, run_id, state.version))
                 announced = events_pb2.WeightsAnnouncement.FromString(state.teacher_announcement)
                 _check_saved(saved, announced.sha256, state.version)
-                copy_state(teacher.model, read_state_file(teacher.model, *version_files(saved)))
+                copy_state(teacher.model, read_state_file(teacher.model, saved))
         engine = self._engine(run_id, spec, exact, teacher, state.engine)
         try:
             if state.engine:
@@ -171,7 +171,7 @@ class Trainer:
             )
         model, _ = load_policy(spec.model.path)  # trained in float32
         if exact is not None:
-            copy_state(model, read_state_file(model, *version_files(exact)))
+            copy_state(model, read_state_file(model, exact))
         if spec.simulation is not None:
             return SimulatedTrainEngine(model, spec.train, spec.simulation)
         return TorchTrainEngine(

@@ -20,7 +20,7 @@ from jetrl.config import Settings, parse_spec
 from jetrl.policy.load import config_dtype, copy_state, load_policy, read_state_file, save_policy
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
-from jetrl.weights import fetch_version, version_files
+from jetrl.weights import fetch_version
 
 __all__ = ["ExportError", "export", "main"]
 
@@ -49,7 +49,7 @@ async def export(settings: Settings, run_id: str, version: int | None, out: Path
     if version > 0:  # version 0 is the starting model itself
         with tempfile.TemporaryDirectory(prefix="jetrl-export-") as tmp:
             weights, sha256 = await fetch_version(settings.trainer_addr, run_id, version, Path(tmp))
-            copy_state(model, read_state_file(model, *version_files(weights)))
+            copy_state(model, read_state_file(model, weights))
     dtype = config_dtype(base)
     if dtype is not None:
         model = model.to(dtype)  # type: ignore[arg-type]  # transformers' wrapped .to, as in load_policy

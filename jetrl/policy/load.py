@@ -19,6 +19,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from jetrl.policy.chat import ChatTemplate
 from jetrl.policy.prompts import PolicyLoadError, model_dir, prompt_ids
+from jetrl.weights import version_files
 
 __all__ = [
     "PolicyLoadError",
@@ -113,15 +114,15 @@ def config_dtype(model_dir: str | Path) -> torch.dtype | None:
     return found if isinstance(found, torch.dtype) else None
 
 
-def read_state_file(model: torch.nn.Module, *paths: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of a version's safetensors files (one, or its shards), checked to fit `model`;
-    the model is not touched.
+def read_state_file(model: torch.nn.Module, version: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a version's safetensors file, or of every shard its index names, checked to
+    fit `model`; the model is not touched.
 
     The slow half of a weight load (reading, checking). It only reads the model's parameter
     names and shapes, which never change, so it may run while the model is generating.
     """
     tensors: dict[str, torch.Tensor] = {}
-    for path in paths:
+    for path in version_files(Path(version)):
         tensors |= st_load_file(str(path))
     return _fitting(model, tensors)
 

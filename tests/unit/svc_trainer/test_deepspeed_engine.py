@@ -17,7 +17,6 @@ import torch
 
 from jetrl.config import RunSpec
 from jetrl.policy.load import load_policy, read_state_file
-from jetrl.weights import version_files
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
 from svc_trainer.ranks import RankError, RanksFailed
@@ -96,7 +95,7 @@ def torch_run(model_dir, run: RunSpec, data):
 def ds_weights(engine, path):
     written = engine.save_weights(path, None, 0)
     model, _ = load_policy(engine.spec.model.path)
-    return read_state_file(model, *version_files(written))
+    return read_state_file(model, written)
 
 
 @pytest.mark.parametrize(
