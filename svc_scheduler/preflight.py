@@ -70,13 +70,9 @@ async def check_rollout(spec: RunSpec, rollout_addr: str, timeout: float = 60.0)
     """Why a rollout worker at `rollout_addr` cannot serve the run, as it sees things (the engine,
     the model directory, vLLM's architectures: svc_rollout/checks.py). The first vLLM check imports
     vLLM in the worker, which takes seconds: hence the longer timeout."""
-    reply = await _ask(
-        rollout_addr,
-        lambda ch: services_pb2_grpc.RolloutServiceStub(ch).CheckRun(
-            services_pb2.CheckRunRequest(spec_yaml=dump_spec(spec)), timeout=timeout
-        ),
+    return await _check_run(
+        spec, f"rollout worker at {rollout_addr}", rollout_addr, services_pb2_grpc.RolloutServiceStub, timeout
     )
-    return [f"rollout worker at {rollout_addr}: {p}" for p in reply.problems] if reply is not None else []
 
 
 async def check_trainer(spec: RunSpec, trainer_addr: str, timeout: float = 60.0) -> list[str]:
@@ -85,10 +81,15 @@ async def check_trainer(spec: RunSpec, trainer_addr: str, timeout: float = 60.0)
     anything to check there."""
     if spec.train.engine != "deepspeed":
         return []
-    reply = await _ask(
-        trainer_addr,
-        lambda ch: services_pb2_grpc.TrainerServiceStub(ch).CheckRun(
-            services_pb2.CheckRunRequest(spec_yaml=dump_spec(spec)), timeout=timeout
-        ),
+    return await _check_run(
+        spec, f"trainer at {trainer_addr}", trainer_addr, services_pb2_grpc.TrainerServiceStub, timeout
     )
-    return [f"trainer at {trainer_addr}: {p}" for p in reply.problems] if reply is not None else []
+
+
+async def _check_run(spec: RunSpec, who: str, address: str, stub, timeout: float) -> list[str]:
+    """A service's CheckRun answer for the run, each problem prefixed with `who`; none if it does not answer."""
+    reply = await _ask(
+        address,
+        lambda ch: stub(ch).CheckRun(services_pb2.CheckRunRequest(spec_yaml=dump_spec(spec)), timeout=timeout),
+    )
+    return [f"{who}: {p}" for p in reply.problems] if reply is not None else []
