@@ -136,7 +136,7 @@ class RankEngine:
             for mb, (prox, real) in zip(minibatch, prox_mb):
                 if mb:
                     behaviour, trainable, fresh = sample_tensors(mb, prox)
-                    kept, capped = kept_tokens(prox, behaviour, real & trainable, t.behaviour_weight_cap)
+                    kept, capped = kept_tokens(torch.exp(prox - behaviour), real & trainable, t.behaviour_weight_cap)
                     local["valid"] += float((real & trainable).sum())
                     local["capped"] += float(capped.sum())
                     local["kept"] += float(kept.sum())

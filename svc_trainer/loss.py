@@ -46,13 +46,11 @@ def loss_metrics(counts: dict[str, float], with_kl: bool) -> dict[str, float]:
     return metrics
 
 
-def kept_tokens(
-    proximal_logprobs: torch.Tensor, behaviour_logprobs: torch.Tensor, mask: torch.Tensor, weight_cap: float
-) -> tuple[torch.Tensor, torch.Tensor]:
+def kept_tokens(w: torch.Tensor, mask: torch.Tensor, weight_cap: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(kept, capped) token masks: of the tokens in `mask`, those whose behaviour weight
     w = exp(p - b) is above the cap are masked out, the rest kept."""
     valid = mask.bool()
-    capped = valid & (torch.exp(proximal_logprobs.detach() - behaviour_logprobs.detach()) > weight_cap)
+    capped = valid & (w > weight_cap)
     return valid & ~capped, capped
 
 
@@ -88,7 +86,7 @@ def decoupled_ppo_loss(
     p, b = proximal_logprobs.detach(), behaviour_logprobs.detach()
     valid = mask.bool()
     w = torch.exp(p - b)
-    keep, capped = kept_tokens(p, b, valid, weight_cap)
+    keep, capped = kept_tokens(w, valid, weight_cap)
     u = torch.exp(logprobs - p)
     unclipped = u * advantages
     clipped = torch.clamp(u, 1.0 - eps_low, 1.0 + eps_high) * advantages
