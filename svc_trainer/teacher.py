@@ -15,7 +15,6 @@ policy version it has absorbed, so rollout workers load it exactly as they load 
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -41,10 +40,11 @@ def teacher_path(data_dir: Path, run_id: str, version: int) -> Path:
 
 
 class EmaTeacher:
-    """A frozen copy of the policy model that only ever moves by EMA toward it."""
+    """A frozen model, a copy of the policy's, that only ever moves by EMA toward it."""
 
-    def __init__(self, policy: torch.nn.Module):
-        self.model = copy.deepcopy(policy).eval()
+    def __init__(self, model: torch.nn.Module):
+        """`model` becomes the teacher's own (the trainer loads one for it: version 0's weights)."""
+        self.model = model.eval()
         for p in self.model.parameters():
             p.requires_grad_(False)
 

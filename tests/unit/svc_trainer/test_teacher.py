@@ -1,5 +1,6 @@
 """svc_trainer/teacher.py: the cosine EMA rate and the teacher's update, by hand."""
 
+import copy
 import math
 
 import pytest
@@ -27,7 +28,7 @@ def test_teacher_moves_toward_the_policy_by_one_minus_m_and_is_never_trained():
     policy = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
         policy.weight.copy_(torch.tensor([[1.0, 2.0]]))
-    teacher = EmaTeacher(policy)
+    teacher = EmaTeacher(copy.deepcopy(policy))
     assert not any(p.requires_grad for p in teacher.model.parameters())
     with torch.no_grad():
         policy.weight.copy_(torch.tensor([[3.0, 0.0]]))
