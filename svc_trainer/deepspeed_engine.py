@@ -38,13 +38,14 @@ from svc_trainer.deepspeed_config import ds_config
 from svc_trainer.engine import check_samples
 from svc_trainer.ranks import RankGroup
 
-__all__ = ["DeepSpeedMissing", "DeepSpeedTrainEngine", "check_record", "deepspeed_problems", "plan_step"]
+__all__ = ["DeepSpeedUnusable", "DeepSpeedTrainEngine", "check_record", "deepspeed_problems", "plan_step"]
 
 INSTALL = "install it with DS_BUILD_OPS=0 pip install -c constraints.txt '.[deepspeed]' (see README, DeepSpeed)"
 
 
-class DeepSpeedMissing(RuntimeError):
-    """DeepSpeed cannot be imported in the trainer's environment."""
+class DeepSpeedUnusable(RuntimeError):
+    """This trainer cannot run the DeepSpeed run: DeepSpeed missing, a config file it cannot use,
+    more ranks than GPUs (deepspeed_problems)."""
 
 
 Plan = list[list[list[TrainSample]]]  # per minibatch, per micro-batch: one rank's samples
@@ -118,7 +119,7 @@ class DeepSpeedTrainEngine:
         on_failure: Callable[[str], None] | None = None,
     ):
         if problems := deepspeed_problems(spec, ranks):
-            raise DeepSpeedMissing("; ".join(problems))
+            raise DeepSpeedUnusable("; ".join(problems))
         from svc_trainer.deepspeed_rank import rank_main
 
         self.spec = spec

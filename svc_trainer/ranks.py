@@ -66,14 +66,13 @@ def _free_port() -> int:
 
 
 class RankGroup:
-    """`world` processes running `main(rank, world, port, pipe, timeout_s, *args)`."""
+    """`world` processes running `main(rank, world, port, pipe, timeout_s)`."""
 
     def __init__(
         self,
         world: int,
         timeout_s: float,
-        main: Callable[..., None],
-        args: Sequence[Any] = (),
+        main: Callable[[int, int, int, Connection, float], None],
         on_failure: Callable[[str], None] | None = None,
     ):
         ctx = multiprocessing.get_context("spawn")  # a fork would copy the trainer's threads and loop
@@ -88,9 +87,7 @@ class RankGroup:
         self.procs = []
         for rank in range(world):
             ours, theirs = ctx.Pipe()
-            proc = ctx.Process(
-                target=main, args=(rank, world, port, theirs, timeout_s, *args), name=f"trainer-rank-{rank}"
-            )
+            proc = ctx.Process(target=main, args=(rank, world, port, theirs, timeout_s), name=f"trainer-rank-{rank}")
             proc.start()
             theirs.close()
             self.pipes.append(ours)

@@ -42,6 +42,7 @@ from svc_trainer.checkpoint import (
 )
 from svc_trainer.kl import kl_reference
 from svc_trainer.lr import lr_at
+from svc_trainer.ranks import RanksFailed
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
 
 if TYPE_CHECKING:  # torch loads when a run needs it, not at import
@@ -184,8 +185,6 @@ class Trainer:
 
     async def on_batch(self, batch: events_pb2.Batch, delivery: Delivery) -> None:
         if self.fatal:  # exiting to be restarted: the batch waits for the new trainer
-            from svc_trainer.ranks import RanksFailed
-
             raise RanksFailed(self.fatal)
         try:
             spec = await self.specs.get(batch.run_id)
@@ -294,9 +293,7 @@ class Trainer:
         exact_sha = ""  # the published file's, from its announcement, unless a master copy is kept
         if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
             master = master_path(self.data_dir, run_id, version)
-            exact_sha = await asyncio.to_thread(
-                file_sha256, await asyncio.to_thread(rt.engine.save_weights, master, None, shard)
-            )
+            exact_sha = await asyncio.to_thread(lambda: file_sha256(rt.engine.save_weights(master, None, shard)))
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
