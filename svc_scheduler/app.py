@@ -124,9 +124,9 @@ async def main(settings: Settings) -> None:
         [
             resume,
             reconcile,
-            # samples are the bulk of the traffic: one transaction per fetch instead of per sample
+            # samples and scored groups are the bulk of the traffic: one transaction per fetch, not per event
             worker(topology.SCHEDULER_ROLLOUTS, recorder.on_samples, consume_together, batch=128),
-            worker(topology.SCHEDULER_SCORED, recorder.on_scored),
+            worker(topology.SCHEDULER_SCORED, recorder.on_scored, consume_together, batch=64),
             worker(topology.SCHEDULER_WEIGHTS, recorder.on_weights),
             worker(topology.SCHEDULER_TEACHER, recorder.on_teacher),
             worker(topology.SCHEDULER_CONTROL, recorder.on_control),

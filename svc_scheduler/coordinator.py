@@ -18,12 +18,14 @@ import random
 from collections.abc import Sequence
 
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 
 from jetrl.bus import Kind, publish
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import batch_id, group_id
 from jetrl.lineage.buffer import PartialBuffer
+from jetrl.lineage.groups import NewGroup
 from jetrl.lineage.models import Run
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
@@ -89,8 +91,7 @@ class Coordinator:
         if (await self._record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
-        for group in await self.store.groups.complete_groups(run_id, group_size(run.spec)):
-            await self.publish_group(run_id, group)
+        await self.publish_groups(run_id, await self.store.groups.complete_groups(run_id, group_size(run.spec)))
         await self.seal_batches(run_id)
         await self.admit(run_id)
 
@@ -145,26 +146,45 @@ class Coordinator:
                     resumed += 1
             first = sum(counts.values())
             problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
-            for n, problem in zip(range(first, first + slots - resumed), problems):
-                tasks = make_tasks(run, n, version, problem)
-                p = run.task.train_problem(n if problem is None else problem)
-                # each group is its own trace: its whole life hangs under this root span
-                with tracer.start_as_current_span("group admit", context=otel_context.Context()) as span:
-                    span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: tasks[0].group_id})
-                    await self.store.groups.admit_group(
-                        tasks[0],
-                        p.answer,
-                        current_traceparent(),
-                        current_trace_id(),
-                        analogous=p.analogous if len(tasks) > 1 else None,
-                        problem=problem,
-                    )
-                    crash_point("admit.recorded")
-                    await publish_tasks(self.js, run_id, tasks)
+            await self._admit_new(run, range(first, first + slots - resumed), version, problems)
         if slots:
             log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
             await self.notify()
         return slots
+
+    async def _admit_new(self, run: ActiveRun, numbers: range, version: int, problems: Sequence[int | None]) -> None:
+        """Record new groups in one transaction, then publish their tasks; each group is its own
+        trace, its whole life under the root span opened here."""
+        spans, admitted, tasks = [], [], []
+        try:
+            for n, problem in zip(numbers, problems):
+                group_tasks = make_tasks(run, n, version, problem)
+                p = run.task.train_problem(n if problem is None else problem)
+                span = tracer.start_span("group admit", context=otel_context.Context())
+                span.set_attributes({Attr.RUN_ID: run.run_id, Attr.GROUP_ID: group_tasks[0].group_id})
+                spans.append(span)
+                with trace.use_span(span):
+                    admitted.append(
+                        NewGroup(
+                            group_tasks[0],
+                            p.answer,
+                            current_traceparent(),
+                            current_trace_id(),
+                            analogous=p.analogous if len(group_tasks) > 1 else None,
+                            problem=problem,
+                        )
+                    )
+                tasks.append(group_tasks)
+            await self.store.groups.admit_groups(admitted)
+            crash_point("admit.recorded")
+            await asyncio.gather(*(self._publish_in(span, run.run_id, t) for span, t in zip(spans, tasks)))
+        finally:
+            for span in spans:
+                span.end()
+
+    async def _publish_in(self, span: trace.Span, run_id: str, tasks: list[events_pb2.Task]) -> None:
+        with trace.use_span(span):
+            await publish_tasks(self.js, run_id, tasks)
 
     async def _abort_generating(self, run: ActiveRun) -> None:
         """APRIL: the open batches are full; stop every group still generating, keep its partials."""
@@ -188,15 +208,23 @@ class Coordinator:
         for batch in await self.store.batches.untrained_batches(run.run_id):
             await self._publish_batch(await self.store.batches.load_batch(batch))
 
-    async def publish_group(self, run_id: str, group_id: str) -> None:
-        """A group has all its samples: out to the reward stage, then marked generated."""
-        group = await self.store.samples.load_group(group_id)
-        # back into the group's own trace: the fetch's span is shared by many groups
-        parent = extract({"traceparent": await self.store.groups.group_traceparent(group_id) or ""})
-        with tracer.start_as_current_span("group assemble", context=parent) as span:
-            span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: group_id})
-            await publish(self.js, run_id, Kind.GROUPS, group, msg_id=group_id)
-        await self.store.groups.mark_group(group_id, GroupState.GENERATED)
+    async def publish_groups(self, run_id: str, group_ids: Sequence[str]) -> None:
+        """Groups that have all their samples: out to the reward stage, then marked generated."""
+        if not group_ids:
+            return
+        groups = await self.store.samples.load_groups(group_ids)
+        parents = await self.store.groups.traceparents(group_ids)
+
+        async def one(group_id: str) -> None:
+            # back into the group's own trace: the fetch's span is shared by many groups
+            with tracer.start_as_current_span(
+                "group assemble", context=extract({"traceparent": parents[group_id]})
+            ) as span:
+                span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: group_id})
+                await publish(self.js, run_id, Kind.GROUPS, groups[group_id], msg_id=group_id)
+
+        await asyncio.gather(*(one(g) for g in group_ids))
+        await self.store.groups.mark_groups(group_ids, GroupState.GENERATED)
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -220,11 +248,8 @@ class Coordinator:
                 log.info("batch sealed", extra=log_fields(run=run_id, step=step))
 
     async def _publish_batch(self, batch: events_pb2.Batch) -> None:
-        links = []
-        for g in batch.groups:
-            tp = await self.store.groups.group_traceparent(g.group.group_id)
-            if (link := link_from({"traceparent": tp or ""})) is not None:
-                links.append(link)
+        parents = await self.store.groups.traceparents([g.group.group_id for g in batch.groups])
+        links = [link for tp in parents.values() if (link := link_from({"traceparent": tp})) is not None]
         # a batch joins B group traces: its own trace, linked to each of them
         with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
             span.set_attributes({Attr.RUN_ID: batch.run_id, Attr.BATCH_ID: batch.batch_id})

@@ -26,6 +26,7 @@ from jetrl.bus import (
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
+from jetrl.lineage.batches import Scored
 from jetrl.lineage.samples import UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
@@ -89,82 +90,108 @@ class Recorder:
         for i, sample in accepted:
             if progress[(sample.group_id, sample.run_id)] is None:
                 rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
-        changed = set()
+        changed: set[str] = set()
+        complete: dict[str, list[str]] = {}
         for (group_id, run_id), p in progress.items():
             spec = specs[run_id]
             if spec is None or p is None:
                 continue
             if p.complete >= group_size(spec) and p.state in IN_FLIGHT:
-                await self.coordinator.publish_group(run_id, group_id)
+                complete.setdefault(run_id, []).append(group_id)
                 changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
                 changed.add(run_id)  # an aborted group's partials are all in: it may resume
+        for run_id, group_ids in complete.items():
+            await self.coordinator.publish_groups(run_id, group_ids)
         for run_id in changed:
             await self.coordinator.admit(run_id)
         if accepted:
             await self.coordinator.notify()
         return rejected
 
-    async def on_scored(self, scored: events_pb2.ScoredGroup, delivery: Delivery) -> None:
-        run_id = scored.group.run_id
-        spec = await self._run_spec(run_id)
-        if spec is not None and len(scored.group.samples) != group_size(spec):
-            raise InvalidEvent(f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}")
-        on_failure = spec.reward.on_failure if spec is not None else "zero"
-        try:
-            state = await self.store.batches.record_scored(
+    async def on_scored(self, items: list[tuple[events_pb2.ScoredGroup, Delivery]]) -> dict[int, str]:
+        """Record a fetch of scored groups in one transaction, apply each run's reward-failure
+        policy, then seal and admit once per run."""
+        rejected: dict[int, str] = {}
+        specs: dict[str, RunSpec | None] = {}
+        todo: list[tuple[int, Scored]] = []
+        for i, (scored, delivery) in enumerate(items):
+            run_id = scored.group.run_id
+            try:
+                if run_id not in specs:
+                    specs[run_id] = await self._run_spec(run_id)
+            except InvalidEvent as exc:
+                rejected[i] = str(exc)
+                continue
+            spec = specs[run_id]
+            if spec is not None and len(scored.group.samples) != group_size(spec):
+                rejected[i] = f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}"
+                continue
+            state = scored_state(
                 scored,
-                current_trace_id(),
-                scored_state(
-                    scored,
-                    dynamic_sampling=spec is not None and spec.train.dynamic_sampling,
-                    drop_failed=on_failure == "drop",
-                ),
+                dynamic_sampling=spec is not None and spec.train.dynamic_sampling,
+                drop_failed=spec is not None and spec.reward.on_failure == "drop",
             )
-        except UnknownGroup as exc:
-            raise InvalidEvent(str(exc)) from None
-        if spec is None:
-            return
+            # each group's rewards keep the trace of its own scored event, whatever else came in the fetch
+            todo.append((i, Scored(scored, state, trace_id_of(delivery.headers))))
+        results = await self.store.batches.record_scored_groups([item for _, item in todo])
+        changed: list[str] = []
+        for (i, item), result in zip(todo, results):
+            run_id = item.scored.group.run_id
+            if isinstance(result, UnknownGroup):
+                rejected[i] = str(result)
+            elif self.coordinator.spec(run_id) is not None and not await self._failed_rewards(item.scored, result):
+                changed += [run_id] if run_id not in changed else []
+        for run_id in changed:
+            await self.coordinator.seal_batches(run_id)
+            await self.coordinator.admit(run_id)
+        return rejected
+
+    async def _failed_rewards(self, scored: events_pb2.ScoredGroup, state: str) -> bool:
+        """Apply the run's `reward.on_failure` policy to a group an endpoint failed for; True when
+        that ended the run."""
         failed = [c for c in scored.calls if not c.ok]
-        if failed:
-            log.warning(
-                "reward failed",
-                extra=log_fields(
-                    run=run_id, group=scored.group.group_id, state=state, policy=on_failure, error=failed[0].error
-                ),
+        spec = self.coordinator.spec(run_id := scored.group.run_id)
+        if not failed or spec is None:
+            return spec is None
+        on_failure = spec.reward.on_failure
+        log.warning(
+            "reward failed",
+            extra=log_fields(
+                run=run_id, group=scored.group.group_id, state=state, policy=on_failure, error=failed[0].error
+            ),
+        )
+        if on_failure == "fail":
+            await self.coordinator.fail(
+                run_id,
+                f"reward endpoint {failed[0].endpoint} failed for group "
+                f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)",
             )
-            if on_failure == "fail":
-                await self.coordinator.fail(
-                    run_id,
-                    f"reward endpoint {failed[0].endpoint} failed for group "
-                    f"{scored.group.group_id}: {failed[0].error} (reward.on_failure: fail)",
-                )
-                return
-            limit = spec.reward.max_dropped
-            if (
-                limit is not None
-                and (dropped := (await self.store.groups.group_counts(run_id))[GroupState.DROPPED]) >= limit
-            ):
-                await self.coordinator.fail(
-                    run_id,
-                    f"{dropped} groups dropped for failed rewards, the newest by "
-                    f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
-                    f"{limit}); start the server again and create the run anew",
-                )
-                return
-            # judged only on a failure (only a failure raises the share), and from one batch's worth of groups on
-            share = spec.reward.max_failed_share
-            failing, kept = await self.store.reports.reward_failure_share(run_id)
-            if kept >= spec.train.batch_groups and failing > share * kept:
-                await self.coordinator.fail(
-                    run_id,
-                    f"reward endpoint {failed[0].endpoint} failed: {failed[0].error}; "
-                    f"{failing} of {kept} groups scored so far had a failed endpoint "
-                    f"(reward.max_failed_share: {share:g})",
-                )
-                return
-        await self.coordinator.seal_batches(run_id)
-        await self.coordinator.admit(run_id)
+            return True
+        limit = spec.reward.max_dropped
+        if (
+            limit is not None
+            and (dropped := (await self.store.groups.group_counts(run_id))[GroupState.DROPPED]) >= limit
+        ):
+            await self.coordinator.fail(
+                run_id,
+                f"{dropped} groups dropped for failed rewards, the newest by "
+                f"{failed[0].endpoint}: {failed[0].error} (reward.max_dropped: "
+                f"{limit}); start the server again and create the run anew",
+            )
+            return True
+        # judged only on a failure (only a failure raises the share), and from one batch's worth of groups on
+        share = spec.reward.max_failed_share
+        failing, kept = await self.store.reports.reward_failure_share(run_id)
+        if kept >= spec.train.batch_groups and failing > share * kept:
+            await self.coordinator.fail(
+                run_id,
+                f"reward endpoint {failed[0].endpoint} failed: {failed[0].error}; "
+                f"{failing} of {kept} groups scored so far had a failed endpoint "
+                f"(reward.max_failed_share: {share:g})",
+            )
+            return True
+        return False
 
     async def on_teacher(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         await self._run_spec(ann.run_id)

@@ -6,83 +6,137 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import any_, bindparam, func, select, update
+from sqlalchemy.dialects.postgresql import array, insert
 
 from jetrl.lineage.models import Batch, PromptGroup, Reward, Sample
 from jetrl.lineage.role import EngineRole
-from jetrl.lineage.samples import UnknownGroup, read_group
+from jetrl.lineage.samples import UnknownGroup, read_groups
 from jetrl.states import GroupState
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import split
 
-__all__ = ["Batches"]
+__all__ = ["Batches", "Scored"]
+
+
+def _rows(item: Scored, reward_rows: list[dict], sample_rewards: list[dict], moves: list[dict]) -> None:
+    """Append one scored group's reward rows, its samples' combined rewards and its state move."""
+    scored = item.scored
+    group = scored.group
+    calls = [c for c in scored.calls if c.ok] or [
+        events_pb2.RewardCall(endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)
+    ]
+    for i in (i for view, idx in split(group) if view.trained for i in idx):
+        sample = group.samples[i]
+        detail = scored.details[i] if i < len(scored.details) else reward_pb2.SampleScore()
+        reward_rows.extend(
+            dict(
+                sample_id=sample.sample_id,
+                server=call.server or "unknown",
+                endpoint=call.endpoint,
+                reward=call.rewards[i] if i < len(call.rewards) else scored.rewards[i],
+                extracted_answer=detail.extracted_answer,
+                detail=detail.detail,
+                trace_id=item.trace_id,
+            )
+            for call in calls
+        )
+        sample_rewards.append(dict(b_sample=sample.sample_id, b_reward=scored.rewards[i]))
+    failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
+    moves.append(dict(b_group=group.group_id, b_state=item.state, b_server=scored.reward_server, b_error=failures))
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One scored group to record: the event, the state the scheduler decided for it, and the
+    trace id its reward rows keep (the scored event's own: a fetch's span is shared by many)."""
+
+    scored: events_pb2.ScoredGroup
+    state: GroupState = GroupState.SCORED
+    trace_id: str = ""
 
 
 class Batches(EngineRole):
     async def record_scored(
         self, scored: events_pb2.ScoredGroup, trace_id: str, state: GroupState = GroupState.SCORED
     ) -> str:
-        """Rewards of a group, the combined one per sample and each endpoint's own, and the state
-        the scheduler decided for it (scored, or filtered or dropped: never trained); returns the
-        group's state now (a redelivered event finds it already moved). Context-only samples (the
-        teacher's) get no reward row."""
-        group = scored.group
-        trained = [i for view, idx in split(group) if view.trained for i in idx]
-        failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
-        calls = [c for c in scored.calls if c.ok] or [
-            events_pb2.RewardCall(endpoint=scored.reward_endpoint, server=scored.reward_server, rewards=scored.rewards)
-        ]
+        """`record_scored_groups` of one group; UnknownGroup when it (or one of its samples) is unknown."""
+        [result] = await self.record_scored_groups([Scored(scored, state, trace_id)])
+        if isinstance(result, UnknownGroup):
+            raise result
+        return result
+
+    async def record_scored_groups(self, items: Sequence[Scored]) -> list[str | UnknownGroup]:
+        """Rewards of several groups in one transaction: the combined one per sample and each
+        endpoint's own, and the state the scheduler decided for each (scored, or filtered or
+        dropped: never trained). Returns, per item, the group's state now (a redelivered event
+        finds it already moved), or UnknownGroup when the group or one of its samples was never
+        recorded: nothing of that item is written. Context-only samples (the teacher's) get no
+        reward row."""
+        ids = sorted({item.scored.group.group_id for item in items})
+        reward_rows: list[dict] = []
+        sample_rewards: list[dict] = []
+        moves: list[dict] = []
+        results: list[str | UnknownGroup | None] = []
         async with self.engine.begin() as conn:
-            # the group's row first, then its samples: the order record_samples takes them in
-            if (
-                await conn.execute(
-                    select(PromptGroup.state).where(PromptGroup.group_id == group.group_id).with_for_update()
-                )
-            ).scalar() is None:
-                raise UnknownGroup(f"scored group {group.group_id!r} was never admitted")
-            known = set(
-                (await conn.execute(select(Sample.sample_id).where(Sample.group_id == group.group_id))).scalars()
-            )
-            for sample in group.samples:
-                if sample.sample_id not in known:
-                    raise UnknownGroup(f"scored sample {sample.sample_id!r} was never recorded")
-            for i in trained:
-                sample = group.samples[i]
-                detail = scored.details[i] if i < len(scored.details) else reward_pb2.SampleScore()
-                for call in calls:
+            # the groups' rows first, in one order, then their samples: the order record_samples takes them in
+            known_groups = set(
+                (
                     await conn.execute(
-                        insert(Reward)
-                        .values(
-                            sample_id=sample.sample_id,
-                            server=call.server or "unknown",
-                            endpoint=call.endpoint,
-                            reward=call.rewards[i] if i < len(call.rewards) else scored.rewards[i],
-                            extracted_answer=detail.extracted_answer,
-                            detail=detail.detail,
-                            trace_id=trace_id,
-                        )
-                        .on_conflict_do_nothing()
+                        select(PromptGroup.group_id)
+                        .where(PromptGroup.group_id.in_(ids))
+                        .order_by(PromptGroup.group_id)
+                        .with_for_update()
                     )
-                await conn.execute(
-                    update(Sample)
-                    .where(Sample.sample_id == sample.sample_id, Sample.reward.is_(None))
-                    .values(reward=scored.rewards[i])
-                )
-            moved = (
-                await conn.execute(
-                    update(PromptGroup)
-                    .where(PromptGroup.group_id == group.group_id, PromptGroup.state.in_(GroupState.SCORED.earlier()))
-                    .values(state=state, reward_server=scored.reward_server, reward_error=failures)
-                    .returning(PromptGroup.state)
-                )
-            ).scalar()
-            return (
-                moved
-                or (
-                    await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group.group_id))
-                ).scalar_one()
+                ).scalars()
             )
+            known = set((await conn.execute(select(Sample.sample_id).where(Sample.group_id.in_(ids)))).scalars())
+            for item in items:
+                group = item.scored.group
+                missing = next((s.sample_id for s in group.samples if s.sample_id not in known), None)
+                if group.group_id not in known_groups:
+                    results.append(UnknownGroup(f"scored group {group.group_id!r} was never admitted"))
+                elif missing is not None:
+                    results.append(UnknownGroup(f"scored sample {missing!r} was never recorded"))
+                else:
+                    results.append(None)
+                    _rows(item, reward_rows, sample_rewards, moves)
+            if reward_rows:
+                await conn.execute(insert(Reward).on_conflict_do_nothing(), reward_rows)
+            if sample_rewards:
+                samples = Sample.__table__
+                await conn.execute(
+                    update(samples)
+                    .where(samples.c.sample_id == bindparam("b_sample"), samples.c.reward.is_(None))
+                    .values(reward=bindparam("b_reward")),
+                    sample_rewards,
+                )
+            if moves:
+                groups = PromptGroup.__table__
+                await conn.execute(
+                    update(groups)
+                    .where(  # an IN list expands per execution, which executemany cannot do: = ANY(ARRAY[...]) instead
+                        groups.c.group_id == bindparam("b_group"),
+                        groups.c.state == any_(array(list(GroupState.SCORED.earlier()))),
+                    )
+                    .values(
+                        state=bindparam("b_state"),
+                        reward_server=bindparam("b_server"),
+                        reward_error=bindparam("b_error"),
+                    ),
+                    moves,
+                )
+            now = dict(
+                (
+                    await conn.execute(
+                        select(PromptGroup.group_id, PromptGroup.state).where(PromptGroup.group_id.in_(ids))
+                    )
+                ).all()
+            )
+        return [r if r is not None else now[item.scored.group.group_id] for r, item in zip(results, items)]
 
     async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> bool:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
@@ -95,9 +149,11 @@ class Batches(EngineRole):
         async with self.engine.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
                 return False
+            # only the scored groups' samples: this runs on every scored fetch, not once per run
             too_old = (
                 select(Sample.group_id)
-                .where(Sample.run_id == run_id)
+                .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED)
                 .group_by(Sample.group_id)
                 .having(func.max(Sample.max_version) < step - max_staleness)
             )
@@ -165,7 +221,8 @@ class Batches(EngineRole):
             )
 
     async def load_batch(self, batch_id: str) -> events_pb2.Batch:
-        """A sealed batch as the trainer gets it, groups in admission order."""
+        """A sealed batch as the trainer gets it, groups in admission order (a handful of queries
+        whatever its size)."""
         async with self.engine.connect() as conn:
             head = (await conn.execute(select(Batch).where(Batch.batch_id == batch_id))).one()
             ids = (
@@ -177,30 +234,32 @@ class Batches(EngineRole):
                 .scalars()
                 .all()
             )
+            groups = await read_groups(conn, ids)
+            # context-only samples (the teacher's) have no reward: 0 here, and the trainer skips them
+            rewards = {
+                sid: r or 0.0
+                for sid, r in (
+                    await conn.execute(select(Sample.sample_id, Sample.reward).where(Sample.group_id.in_(ids)))
+                ).all()
+            }
+            scores = {
+                r.sample_id: r
+                for r in await conn.execute(
+                    select(Reward).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.group_id.in_(ids))
+                )
+            }
             return events_pb2.Batch(
                 run_id=head.run_id,
                 batch_id=batch_id,
                 step=head.step,
                 policy_version=head.policy_version,
-                groups=[await _read_scored(conn, g) for g in ids],
+                groups=[_scored_message(groups[g], rewards, scores) for g in ids],
             )
 
 
-async def _read_scored(conn, group_id: str) -> events_pb2.ScoredGroup:
-    group = await read_group(conn, group_id)
-    # context-only samples (the teacher's) have no reward: 0 here, and the trainer skips them
-    rewards = {
-        sid: r or 0.0
-        for sid, r in (
-            await conn.execute(select(Sample.sample_id, Sample.reward).where(Sample.group_id == group_id))
-        ).all()
-    }
-    scores = {
-        r.sample_id: r
-        for r in await conn.execute(
-            select(Reward).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.group_id == group_id)
-        )
-    }
+def _scored_message(group: events_pb2.PromptGroup, rewards: dict[str, float], scores: dict) -> events_pb2.ScoredGroup:
+    """A recorded group as a ScoredGroup: its samples' rewards and each one's reward row."""
+    mine = [scores[s.sample_id] for s in group.samples if s.sample_id in scores]
     return events_pb2.ScoredGroup(
         group=group,
         rewards=[rewards[s.sample_id] for s in group.samples],
@@ -213,5 +272,5 @@ async def _read_scored(conn, group_id: str) -> events_pb2.ScoredGroup:
             )
             for s in group.samples
         ],
-        reward_server=next(iter(scores.values())).server if scores else "",
+        reward_server=mine[0].server if mine else "",
     )

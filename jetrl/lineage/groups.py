@@ -6,6 +6,9 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
@@ -15,49 +18,60 @@ from jetrl.lineage.role import EngineRole
 from jetrl.states import IN_FLIGHT, GroupState
 from jetrl.v1 import events_pb2
 
-__all__ = ["Groups"]
+__all__ = ["Groups", "NewGroup"]
+
+
+@dataclass(frozen=True)
+class NewGroup:
+    """A group to admit: its main-view task, the reference answer, the trace it lives in, the
+    rephrased prompt when the analogous view is sampled, and the task's problem index when the
+    scheduler chose it (not n)."""
+
+    task: events_pb2.Task
+    reference: str
+    traceparent: str = ""
+    trace_id: str = ""
+    analogous: str | None = None
+    problem: int | None = None
 
 
 class Groups(EngineRole):
-    async def admit_group(
-        self,
-        task: events_pb2.Task,
-        reference: str,
-        traceparent: str,
-        trace_id: str,
-        analogous: str | None = None,
-        problem: int | None = None,
-    ) -> None:
-        """A new group from its main-view task; `analogous` is the rephrased prompt when that view
-        is sampled, `problem` the task's problem index when the scheduler chose it (not n)."""
+    async def admit_groups(self, groups: Sequence[NewGroup]) -> None:
+        """New groups and their prompts, in one transaction and two statements."""
+        if not groups:
+            return
         async with self.engine.begin() as conn:
             await conn.execute(
-                insert(Prompt)
-                .values(
-                    run_id=task.run_id,
-                    prompt_id=task.prompt_id,
-                    prompt=task.prompt,
-                    reference=reference,
-                    analogous=analogous,
-                )
-                .on_conflict_do_nothing()
+                insert(Prompt).on_conflict_do_nothing(),
+                [
+                    dict(
+                        run_id=g.task.run_id,
+                        prompt_id=g.task.prompt_id,
+                        prompt=g.task.prompt,
+                        reference=g.reference,
+                        analogous=g.analogous,
+                    )
+                    for g in groups
+                ],
             )
             await conn.execute(
-                insert(PromptGroup)
-                .values(
-                    group_id=task.group_id,
-                    run_id=task.run_id,
-                    n=group_number(task.group_id),
-                    problem=problem,
-                    prompt_id=task.prompt_id,
-                    admitted_version=task.policy_version,
-                    attempt_version=task.policy_version,
-                    state=GroupState.ADMITTED,
-                    view=task.view or "main",
-                    traceparent=traceparent,
-                    trace_id=trace_id,
-                )
-                .on_conflict_do_nothing()
+                insert(PromptGroup).on_conflict_do_nothing(),
+                [
+                    dict(
+                        group_id=g.task.group_id,
+                        run_id=g.task.run_id,
+                        n=group_number(g.task.group_id),
+                        problem=g.problem,
+                        prompt_id=g.task.prompt_id,
+                        admitted_version=g.task.policy_version,
+                        attempt_version=g.task.policy_version,
+                        state=GroupState.ADMITTED,
+                        view=g.task.view or "main",
+                        traceparent=g.traceparent,
+                        trace_id=g.trace_id,
+                    )
+                    for g in groups
+                ],
             )
 
     async def group_counts(self, run_id: str) -> dict[str, int]:
@@ -96,18 +110,20 @@ class Groups(EngineRole):
         async with self.engine.connect() as conn:
             return (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group_id))).scalar()
 
-    async def group_traceparent(self, group_id: str) -> str | None:
+    async def traceparents(self, group_ids: Sequence[str]) -> dict[str, str]:
+        """group id -> the traceparent of its trace ('' when it has none), for the groups that exist."""
         async with self.engine.connect() as conn:
-            return (
-                await conn.execute(select(PromptGroup.traceparent).where(PromptGroup.group_id == group_id))
-            ).scalar()
+            rows = await conn.execute(
+                select(PromptGroup.group_id, PromptGroup.traceparent).where(PromptGroup.group_id.in_(group_ids))
+            )
+            return {g: tp or "" for g, tp in rows}
 
-    async def mark_group(self, group_id: str, state: GroupState) -> None:
-        """Move a group forward to `state`; a group already there or further stays put."""
+    async def mark_groups(self, group_ids: Sequence[str], state: GroupState) -> None:
+        """Move groups forward to `state`; a group already there or further stays put."""
         async with self.engine.begin() as conn:
             await conn.execute(
                 update(PromptGroup)
-                .where(PromptGroup.group_id == group_id, PromptGroup.state.in_(GroupState(state).earlier()))
+                .where(PromptGroup.group_id.in_(group_ids), PromptGroup.state.in_(GroupState(state).earlier()))
                 .values(state=state)
             )
 

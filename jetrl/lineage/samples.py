@@ -7,6 +7,7 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, tuple_, update
@@ -18,7 +19,7 @@ from jetrl.states import FinishReason, GroupState
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER
 
-__all__ = ["GroupProgress", "Samples", "UnknownGroup", "accounted", "read_group", "unfinished"]
+__all__ = ["GroupProgress", "Samples", "UnknownGroup", "accounted", "read_groups", "unfinished"]
 
 
 class UnknownGroup(LookupError):
@@ -139,22 +140,37 @@ class Samples(EngineRole):
         return {pair: progress.get(pair) for pair in pairs}
 
     async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
+        return (await self.load_groups([group_id]))[group_id]
+
+    async def load_groups(self, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:
+        """Several groups with their samples, in two queries whatever their number."""
         async with self.engine.connect() as conn:
-            return await read_group(conn, group_id)
+            return await read_groups(conn, group_ids)
 
 
-async def read_group(conn, group_id: str) -> events_pb2.PromptGroup:
-    """A group with its prompt and finished samples, read on `conn` (inside its caller's transaction)."""
-    head = (
-        await conn.execute(
+async def read_groups(conn, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:
+    """Groups with their prompt and finished samples, read on `conn` (inside its caller's
+    transaction); UnknownGroup names the first that was never admitted."""
+    heads = {
+        head.group_id: head
+        for head in await conn.execute(
             select(PromptGroup, Prompt.prompt, Prompt.reference, Prompt.analogous)
             .join(Prompt, and_(Prompt.run_id == PromptGroup.run_id, Prompt.prompt_id == PromptGroup.prompt_id))
-            .where(PromptGroup.group_id == group_id)
+            .where(PromptGroup.group_id.in_(group_ids))
         )
-    ).one_or_none()
-    if head is None:
-        raise UnknownGroup(f"unknown group {group_id!r}")
-    rows = list(await conn.execute(select(Sample).where(Sample.group_id == group_id).order_by(Sample.index)))
+    }
+    if missing := [g for g in group_ids if g not in heads]:
+        raise UnknownGroup(f"unknown group {missing[0]!r}")
+    samples: dict[str, list] = {g: [] for g in group_ids}
+    for s in await conn.execute(
+        select(Sample).where(Sample.group_id.in_(group_ids)).order_by(Sample.group_id, Sample.index)
+    ):
+        samples[s.group_id].append(s)
+    return {g: _group_message(heads[g], samples[g]) for g in group_ids}
+
+
+def _group_message(head, rows: list) -> events_pb2.PromptGroup:
+    """A PromptGroup from its head row (group, prompt, reference, analogous) and its sample rows, in index order."""
     views: list[events_pb2.ViewPrompt] = []
     for s in rows:  # the samples are in index order, so each view's are contiguous
         if not views or views[-1].view != s.view:
@@ -169,7 +185,7 @@ async def read_group(conn, group_id: str) -> events_pb2.PromptGroup:
         views[-1].size += 1
     return events_pb2.PromptGroup(
         run_id=head.run_id,
-        group_id=group_id,
+        group_id=head.group_id,
         prompt_id=head.prompt_id,
         prompt=head.prompt,
         reference=head.reference,

@@ -3,13 +3,16 @@
 import uuid
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
 from jetrl.ids import dead_letter_id
+from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
-from jetrl.lineage.models import Base
+from jetrl.lineage.groups import NewGroup
+from jetrl.lineage.models import Base, Sample
 from jetrl.lineage.samples import GroupProgress, UnknownGroup
 from jetrl.lineage.store import LineageStore
+from jetrl.states import GroupState
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1.reward_pb2 import SampleScore
 from sample_events import sample_event
@@ -52,7 +55,9 @@ def sample(run_id: str, n: int, index: int, versions=(0, 0)) -> ev.Sample:
 
 
 async def admitted_and_generated(store, run_id: str, n: int = 0) -> ev.PromptGroup:
-    await store.groups.admit_group(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)
+    await store.groups.admit_groups(
+        [NewGroup(task(run_id, n), str(n + 1), "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01", "ab" * 16)]
+    )
     counts = await store.samples.record_samples([(sample(run_id, n, i), "ef" * 16) for i in range(G)])
     assert counts == {(f"{run_id}.g{n:06d}", run_id): GroupProgress(G, "admitted", False)}
     return await store.samples.load_group(f"{run_id}.g{n:06d}")
@@ -85,7 +90,7 @@ async def test_samples_are_counted_once_and_a_group_loads_back_in_order(store, r
 
 
 async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(store, run_id):
-    await store.groups.admit_group(task(run_id, 1), "2", "", "")
+    await store.groups.admit_groups([NewGroup(task(run_id, 1), "2", "", "")])
     counts = await store.samples.record_samples([(sample(run_id, 99, 0), ""), (sample(run_id, 1, 0), "")])
     assert counts == {
         (f"{run_id}.g000099", run_id): None,
@@ -104,14 +109,14 @@ async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(st
 
 async def test_group_states_only_move_forward(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    await store.groups.mark_group(group.group_id, "scored")
-    await store.groups.mark_group(group.group_id, "generated")
+    await store.groups.mark_groups([group.group_id], "scored")
+    await store.groups.mark_groups([group.group_id], "generated")
     assert await store.groups.group_state(group.group_id) == "scored"
 
 
 async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     group = await admitted_and_generated(store, run_id)
-    await store.groups.mark_group(group.group_id, "generated")
+    await store.groups.mark_groups([group.group_id], "generated")
     scored = ev.ScoredGroup(
         group=group,
         rewards=[1.0, 0.0],
@@ -203,7 +208,7 @@ async def test_dynamic_sampling_records_uniform_groups_as_filtered(store, run_id
 async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_batch(store, run_id):
     fresh, stale = ev.ScoredGroup(rewards=[1.0, 0.0]), ev.ScoredGroup(rewards=[1.0, 0.0])
     stale.group.CopyFrom(await admitted_and_generated(store, run_id, 0))  # tokens of version 0
-    await store.groups.admit_group(task(run_id, 1), "2", "", "")
+    await store.groups.admit_groups([NewGroup(task(run_id, 1), "2", "", "")])
     await store.samples.record_samples([(sample(run_id, 1, i, versions=(0, 1)), "") for i in range(G)])
     fresh.group.CopyFrom(await store.samples.load_group(f"{run_id}.g000001"))
     for scored in (stale, fresh):
@@ -221,6 +226,32 @@ async def test_scores_for_unrecorded_samples_are_refused(store, run_id):
     group.samples[1].sample_id = "bogus"
     with pytest.raises(UnknownGroup):
         await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0]), "")
+
+
+async def test_a_fetch_of_scored_groups_is_recorded_together_and_an_unknown_one_alone_refused(store, run_id):
+    groups = [await admitted_and_generated(store, run_id, n) for n in range(3)]
+    bogus = ev.PromptGroup()
+    bogus.CopyFrom(groups[2])
+    bogus.samples[0].sample_id = "bogus"
+    items = [
+        Scored(ev.ScoredGroup(group=groups[0], rewards=[1.0, 0.0], reward_server="verify@1"), trace_id="01" * 16),
+        Scored(ev.ScoredGroup(group=bogus, rewards=[1.0, 1.0])),
+        Scored(ev.ScoredGroup(group=groups[1], rewards=[0.0, 0.0]), GroupState.FILTERED),
+        Scored(ev.ScoredGroup(group=groups[0], rewards=[1.0, 0.0], reward_server="verify@1")),  # redelivered
+    ]
+    results = await store.batches.record_scored_groups(items)
+    assert [r if isinstance(r, str) else type(r) for r in results] == ["scored", UnknownGroup, "filtered", "scored"]
+    assert [await store.groups.group_state(g.group_id) for g in groups] == ["scored", "filtered", "admitted"]
+    async with store.engine.connect() as conn:
+        unscored = (await conn.execute(select(Sample.reward).where(Sample.group_id == groups[2].group_id))).all()
+    assert [r for (r,) in unscored] == [None, None]  # the refused item wrote nothing
+    assert await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)
+    [trained] = (await store.batches.load_batch(f"{run_id}.b000000")).groups
+    assert (trained.group.group_id, list(trained.rewards), trained.reward_server) == (
+        groups[0].group_id,
+        [1.0, 0.0],
+        "verify@1",
+    )
 
 
 async def test_evaluations_dead_letters_and_run_state(store, run_id):
@@ -292,7 +323,7 @@ async def test_every_endpoint_scores_a_sample_in_its_own_row_and_a_failure_is_re
 
 async def test_views_load_back_and_teacher_samples_get_no_reward(store, run_id):
     t = task(run_id, 0)
-    await store.groups.admit_group(t, "1", "", "", analogous="1+0=", problem=7)
+    await store.groups.admit_groups([NewGroup(t, "1", "", "", analogous="1+0=", problem=7)])
     views = [("main", 0), ("analogous", 1), ("teacher", 2), ("teacher", 3)]
     await store.samples.record_samples(
         [(ev.Sample(**{**_fields(sample(run_id, 0, i)), "view": v}), "") for v, i in views]

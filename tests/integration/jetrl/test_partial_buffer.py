@@ -6,6 +6,7 @@ import pytest
 
 from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.db import make_engine
+from jetrl.lineage.groups import NewGroup
 from jetrl.lineage.samples import GroupProgress
 from jetrl.lineage.store import LineageStore
 from jetrl.v1 import events_pb2 as ev
@@ -37,7 +38,7 @@ async def group(stores):
         num_samples=G,
         policy_version=2,
     )
-    await store.groups.admit_group(task, "2", "", "")
+    await store.groups.admit_groups([NewGroup(task, "2", "", "")])
     return run_id, task.group_id
 
 

@@ -123,7 +123,7 @@ class Cluster:
         progress = await self.store.samples.record_samples([(s, "") for s in samples])
         for (gid, _), p in progress.items():
             if p.complete >= G and p.state in ("admitted", "partial"):
-                await self.store.groups.mark_group(gid, "generated")
+                await self.store.groups.mark_groups([gid], "generated")
         await self.coordinator.admit(self.run_id)
 
     async def score(self) -> None:
