@@ -47,6 +47,7 @@ class Coordinator:
         self.buffer = PartialBuffer(store.engine)
         self.runs: dict[str, ActiveRun] = {}
         self.changed = asyncio.Condition()
+        self.changes = 0  # notifications so far: a watcher that looked away can tell it missed one
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -97,6 +98,7 @@ class Coordinator:
 
     async def notify(self) -> None:
         async with self.changed:
+            self.changes += 1
             self.changed.notify_all()
 
     # ---- admission --------------------------------------------------------------------------

@@ -20,6 +20,8 @@ from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.preflight import check_reward_needs, check_rollout, check_trainer
 
+WATCH_INTERVAL_S = 0.2
+
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
 
@@ -138,6 +140,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
     async def WatchRun(self, request, context: grpc.aio.ServicerContext):
         last = None
         while True:
+            seen = self.coordinator.changes
             progress = await self.progress(request.run_id)
             if progress is None:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
@@ -148,11 +151,14 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
                 yield progress
             if progress.state != services_pb2.RUNNING:
                 return
+            # a busy run changes hundreds of times a second: one progress query per interval at most
+            await asyncio.sleep(WATCH_INTERVAL_S)
             async with self.coordinator.changed:
-                try:
-                    await asyncio.wait_for(self.coordinator.changed.wait(), timeout=2.0)
-                except TimeoutError:
-                    pass
+                if self.coordinator.changes == seen:
+                    try:
+                        await asyncio.wait_for(self.coordinator.changed.wait(), timeout=2.0)
+                    except TimeoutError:
+                        pass
 
 
 def _without_clock(progress: services_pb2.RunProgress) -> bytes:
