@@ -103,7 +103,8 @@ class Samples(EngineRole):
             finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != FinishReason.ABORTED]
             if finished:
                 await conn.execute(insert(Sample).on_conflict_do_nothing(), finished)
-                ids = [r["sample_id"] for r in finished]
+            # a first attempt's sample has one segment and nothing regenerated: the columns' defaults
+            if ids := [s.sample_id for s, _ in ours if s.finish_reason != FinishReason.ABORTED and s.attempt > 0]:
                 await conn.execute(
                     update(Sample)
                     .where(Sample.sample_id.in_(ids))
