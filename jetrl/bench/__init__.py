@@ -1,17 +1,22 @@
-"""Benchmarks on a private stack: `jetrl bench async` and `jetrl bench rewards`.
+"""Benchmarks on a private stack: `jetrl bench async`, `rewards` and `control-plane`.
 
-    async_cli.py        `jetrl bench async`: its options and the configurations compared
-    sim.py              its simulated-hardware suite: sync, APRIL, async η, the ideal bound
-    real.py             its --real suite: the tiny policy on CPU, time to the demo's accuracy
-    metrics.py          ideal bound, steady-state window, metrics read back from lineage
-    report.py           tables, JSON, markdown and plots; where the outputs go (--out)
-    rewards.py          `jetrl bench rewards`: verify vs label-free rewards, grpo vs mc_grpo at G = 2
-    rewards_arms.py     its arms, options, version 0's checkpoint and each arm's spec
-    rewards_v0.py       version 0's vote diagnostics, in process
-    rewards_metrics.py  pseudo-label accuracy from lineage, summary over seeds
-    rewards_report.py   its tables, plot and the experiment's criterion as measured
-    options.py          the options both benches declare alike (which configurations or arms to run)
-    stack.py            the private stack (also `jetrl chaos`'s) and following runs on it
+    async_cli.py             `jetrl bench async`: its options and the configurations compared
+    sim.py                   its simulated-hardware suite: sync, APRIL, async η, the ideal bound
+    real.py                  its --real suite: the tiny policy on CPU, time to the demo's accuracy
+    metrics.py               ideal bound, steady-state window, metrics read back from lineage
+    report.py                tables, JSON, markdown and plots; where the outputs go (--out)
+    rewards.py               `jetrl bench rewards`: verify vs label-free rewards, grpo vs mc_grpo at G = 2
+    rewards_arms.py          its arms, options, version 0's checkpoint and each arm's spec
+    rewards_v0.py            version 0's vote diagnostics, in process
+    rewards_metrics.py       pseudo-label accuracy from lineage, summary over seeds
+    rewards_report.py        its tables, plot and the experiment's criterion as measured
+    control_plane.py         `jetrl bench control-plane`: the real services with free engines, per worker count
+    control_plane_rows.py    its lineage timestamps and figures: samples/s, per-version overhead
+    control_plane_procs.py   CPU seconds per process from /proc, py-spy profiles (--profile)
+    control_plane_raw.py     raw JetStream publish and pull-consume rates on the same nats-server
+    control_plane_report.py  its tables, JSON, markdown and the issue's targets as measured
+    options.py               the options the async and rewards benches declare alike (which configurations or arms)
+    stack.py                 the private stack (also `jetrl chaos`'s) and following runs on it
 
 Every output goes under `--out DIR`, by default $JETRL_DATA_DIR/bench (`.jetrl/bench` under the
 working directory when JETRL_DATA_DIR is not set); `--out docs` in a checkout rewrites the
@@ -29,13 +34,14 @@ __all__ = ["add_commands", "run"]
 
 
 def add_commands(bench: argparse.ArgumentParser) -> None:
-    """`jetrl bench`'s subcommands (`async`, `rewards`) on its parser."""
-    from jetrl.bench import async_cli, rewards, rewards_arms
+    """`jetrl bench`'s subcommands (`async`, `rewards`, `control-plane`) on its parser."""
+    from jetrl.bench import async_cli, control_plane, rewards, rewards_arms
 
     sub = bench.add_subparsers(dest="benchmark", required=True)
     for name, options, summary, description in [
         ("async", async_cli, "sync vs async training and APRIL, side by side", async_cli.__doc__),
         ("rewards", rewards_arms, "rewards with and without labels, grpo vs mc_grpo", rewards.__doc__),
+        ("control-plane", control_plane, "the pipeline's own cost: free engines, 1..N workers", control_plane.__doc__),
     ]:
         options.add_arguments(
             sub.add_parser(
@@ -50,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
         from jetrl.bench.rewards import run as run_rewards
 
         return run_rewards(args)
+    if args.benchmark == "control-plane":
+        from jetrl.bench.control_plane import run as run_control_plane
+
+        return run_control_plane(args)
     from jetrl.bench.async_cli import run as run_async
 
     return run_async(args)
