@@ -14,6 +14,7 @@
   jetrl reward check ADDR  check any RewardService against the Reward contract
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
   jetrl bench rewards      verify vs label-free rewards (majority, co_reward, teacher); grpo vs mc_grpo at G = 2
+  jetrl bench control-plane  what the loop itself costs: free engines, 1 2 4 rollout workers, raw JetStream beside it
   jetrl chaos              randomized fault trials on a private stack, invariants checked from lineage
 """
 # fmt: on
