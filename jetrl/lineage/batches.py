@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import any_, bindparam, func, select, update
+from sqlalchemy import Table, any_, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import array, insert
 
 from jetrl.lineage.models import Batch, PromptGroup, Reward, Sample
@@ -107,7 +108,7 @@ class Batches(EngineRole):
             if reward_rows:
                 await conn.execute(insert(Reward).on_conflict_do_nothing(), reward_rows)
             if sample_rewards:
-                samples = Sample.__table__
+                samples = cast(Table, Sample.__table__)  # Core, not ORM: a plain executemany
                 await conn.execute(
                     update(samples)
                     .where(samples.c.sample_id == bindparam("b_sample"), samples.c.reward.is_(None))
@@ -115,7 +116,7 @@ class Batches(EngineRole):
                     sample_rewards,
                 )
             if moves:
-                groups = PromptGroup.__table__
+                groups = cast(Table, PromptGroup.__table__)
                 await conn.execute(
                     update(groups)
                     .where(  # an IN list expands per execution, which executemany cannot do: = ANY(ARRAY[...]) instead
