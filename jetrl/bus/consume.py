@@ -23,7 +23,7 @@ from opentelemetry import trace
 
 from jetrl.bus.dead_letter import failures, give_up, not_done
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler, consumer_span, decode_payload, delivery_of
-from jetrl.bus.retry import CAUSE_INVALID
+from jetrl.bus.retry import CAUSE_INVALID, Wait, is_transient
 from jetrl.bus.topology import ConsumerSpec
 from jetrl.bus.validate import InvalidEvent
 from jetrl.logs import log_fields
@@ -225,6 +225,12 @@ async def _process_together(
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
+            if len(items) > 1 and not isinstance(exc, Wait) and not is_transient(exc):
+                # one event may be what fails the whole call: each one alone, so it fails (and is
+                # dead-lettered) by itself and the others of the fetch, of any run, go through
+                for _, _, msg in items:
+                    await _process_together(js, consumer, [msg], handler, retry_delay)
+                return
             await not_done(js, consumer, [(d, m) for _, d, m in items], exc, retry_delay)
             return
     for i, (_, delivery, msg) in enumerate(items):

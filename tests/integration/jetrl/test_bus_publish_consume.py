@@ -301,7 +301,7 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
     async def handler(items):
         calls.append([message.group_id for message, _ in items])
         if len(calls) == 1:
-            raise RuntimeError("database briefly down")  # the whole fetch comes back
+            raise RuntimeError("database briefly down")  # comes back, one event at a time
         return {i: "refused by the handler" for i, (m, _) in enumerate(items) if m.group_id == "bad"}
 
     await js.publish("jetrl.run1.tasks", b"\xff\xff garbage")
@@ -320,6 +320,34 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
     assert calls[0] == ["a", "bad", "c"] and sorted(sum(calls[1:], [])) == ["a", "bad", "c"]
     reasons = sorted(d.headers[DLQ_REASON] for _, d in letters)
     assert reasons[1] == "refused by the handler" and "not a valid jetrl.v1.Task" in reasons[0]
+
+
+async def test_one_event_that_fails_a_fetch_fails_alone_and_the_rest_go_through(js, make_event):
+    spec = ConsumerSpec("test-poison-fetch", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=2)
+    await declare(js, consumers=(spec,))
+    handled = []
+
+    async def handler(items):
+        if any(m.text == "poison" for m, _ in items):
+            raise ValueError("a value the database refuses")  # not transient: the event's own fault
+        handled.extend(m.text for m, _ in items)
+        return {}
+
+    for text in ("a", "poison", "c"):
+        sample = make_event(Kind.ROLLOUTS, "run1")
+        sample.text = text
+        await publish(js, "run1", Kind.ROLLOUTS, sample, msg_id=f"poison-fetch-{text}")
+    stop = asyncio.Event()
+    worker = asyncio.create_task(consume_together(js, spec, handler, stop, fetch_timeout=0.2, retry_delay=0.05))
+    try:
+        [(payload, letter)] = await dead_letters(js, 1)
+        await until(lambda: drained_consumer(js, spec))
+    finally:
+        stop.set()
+        await asyncio.wait_for(worker, 5)
+    assert sorted(handled) == ["a", "c"]  # each once, not held back by the poison one
+    assert ev.Sample.FromString(payload).text == "poison"
+    assert letter.headers[DLQ_REASON] == "handler failed 2 times: ValueError: a value the database refuses"
 
 
 # ---- consume(concurrency=N) ----------------------------------------------------------------
