@@ -46,6 +46,8 @@ class Coordinator:
         self.store = store
         self.buffer = PartialBuffer(store.engine)
         self.runs: dict[str, ActiveRun] = {}
+        # run -> admissions that failed after recording something: their tasks or abort may not have gone out
+        self.unsure: dict[str, int] = {}
         self.changed = asyncio.Condition()
         self.changes = 0  # notifications so far: a watcher that looked away can tell it missed one
 
@@ -92,6 +94,10 @@ class Coordinator:
         if (await self._record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
+        if unsure := self.unsure.get(run_id):
+            await self.republish(run)
+            if self.unsure.get(run_id) == unsure:  # no admission failed again meanwhile
+                del self.unsure[run_id]
         await self.publish_groups(run_id, await self.store.groups.complete_groups(run_id, group_size(run.spec)))
         await self.seal_batches(run_id)
         await self.admit(run_id)
@@ -121,38 +127,49 @@ class Coordinator:
         if run is None:
             return 0
         async with run.lock:
-            record = await self._record(run_id)
-            if record.state != RunState.RUNNING:
-                return 0
-            counts = await self.store.groups.group_counts(run_id)
-            # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
-            # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
-            running = counts[GroupState.ADMITTED]
-            accepted = sum(counts[s] for s in ACCEPTED)
-            version = record.policy_version
-            if run.admission.must_abort(version, accepted, running):
-                await self._abort_generating(run)
-                return 0
-            slots = run.admission.slots(version, accepted, running)
-            resumable = await self.buffer.resumable(run_id, slots)
-            # the sealed-batch count matters only to what resumes (and only with `regenerate`)
-            stale_before = (
-                run.admission.stale_before(await self.store.batches.batches_sealed(run_id)) if resumable else None
-            )
-            resumed = 0
-            in_flight = await self.store.groups.group_problems(run_id) if run.selector else {}
-            for gid in resumable:
-                if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
-                    crash_point("resume.recorded")
-                    await publish_task(self.js, run, r, in_flight.get(r.n))
-                    resumed += 1
-            first = sum(counts.values())
-            problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
-            await self._admit_new(run, range(first, first + slots - resumed), version, problems)
+            try:
+                slots, resumed, version = await self._admit(run)
+            except Exception:
+                # a decision may be recorded whose tasks or abort never went out: reconcile re-publishes
+                self.unsure[run_id] = self.unsure.get(run_id, 0) + 1
+                raise
         if slots:
             log.info("admitted", extra=log_fields(run=run_id, groups=slots, resumed=resumed, version=version))
             await self.notify()
         return slots
+
+    async def _admit(self, run: ActiveRun) -> tuple[int, int, int]:
+        """`admit` under the run's lock: (groups started, of which resumed, the version they start at)."""
+        run_id = run.run_id
+        record = await self._record(run_id)
+        if record.state != RunState.RUNNING:
+            return 0, 0, 0
+        counts = await self.store.groups.group_counts(run_id)
+        # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
+        # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
+        running = counts[GroupState.ADMITTED]
+        accepted = sum(counts[s] for s in ACCEPTED)
+        version = record.policy_version
+        if run.admission.must_abort(version, accepted, running):
+            await self._abort_generating(run)
+            return 0, 0, version
+        slots = run.admission.slots(version, accepted, running)
+        resumable = await self.buffer.resumable(run_id, slots)
+        # the sealed-batch count matters only to what resumes (and only with `regenerate`)
+        stale_before = (
+            run.admission.stale_before(await self.store.batches.batches_sealed(run_id)) if resumable else None
+        )
+        resumed = 0
+        in_flight = await self.store.groups.group_problems(run_id) if run.selector else {}
+        for gid in resumable:
+            if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
+                crash_point("resume.recorded")
+                await publish_task(self.js, run, r, in_flight.get(r.n))
+                resumed += 1
+        first = sum(counts.values())
+        problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
+        await self._admit_new(run, range(first, first + slots - resumed), version, problems)
+        return slots, resumed, version
 
     async def _admit_new(self, run: ActiveRun, numbers: range, version: int, problems: Sequence[int | None]) -> None:
         """Record new groups in one transaction, then publish their tasks; each group is its own

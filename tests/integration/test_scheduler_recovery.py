@@ -7,6 +7,7 @@ out; the group stayed `admitted` for ever and admission counted it as running.
 
 import uuid
 
+import nats.js.errors
 import pytest
 
 from jetrl.bus import Delivery, Kind, Wait, stream_name
@@ -181,3 +182,54 @@ async def test_a_run_that_cannot_be_resumed_fails_with_the_reason(js, lineage, u
     await resume_runs(coordinator, lineage)
     record = await lineage.runs.get_run(rid)
     assert record.state == "FAILED" and "cannot resume" in record.message and "a bug in start" in record.message
+
+
+class TasksDown:
+    """The scheduler's JetStream, except that publishing a task fails while `down` (NATS went away
+    between the admission's commit and its publishes)."""
+
+    def __init__(self, js):
+        self.js, self.down = js, True
+
+    def __getattr__(self, name):
+        return getattr(self.js, name)
+
+    async def publish(self, subject, payload, **kwargs):
+        if self.down and subject.endswith(".tasks"):
+            raise RuntimeError("no route to the broker")
+        return await self.js.publish(subject, payload, **kwargs)
+
+
+async def tasks_published(js, run_id: str) -> list[str]:
+    out, seq = [], 1
+    while True:
+        try:
+            msg = await js.get_msg(stream_name(Kind.TASKS), seq, subject=f"jetrl.{run_id}.tasks", next=True)
+        except nats.js.errors.NotFoundError:
+            return out
+        out.append(ev.Task.FromString(msg.data).group_id)
+        seq = msg.seq + 1
+
+
+async def test_tasks_of_an_admission_whose_publish_failed_go_out_at_the_next_reconcile(
+    js, lineage, untrained_model_dir
+):
+    spec = RunSpec.model_validate(
+        {
+            "model": {"path": str(untrained_model_dir)},
+            "rollout": {"group_size": G, "max_new_tokens": 4},
+            "train": {"steps": 2, "batch_groups": B},
+            "schedule": {"eval_every": 0},
+        }
+    )
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
+    broker = TasksDown(js)
+    coordinator = Coordinator(broker, lineage)
+    with pytest.raises(RuntimeError):
+        await coordinator.start(prepare(run_id, spec))  # the groups are recorded, their tasks never sent
+    assert (await lineage.groups.group_counts(run_id))["admitted"] == B
+    assert await tasks_published(js, run_id) == []
+    broker.down = False
+    await coordinator.reconcile(run_id)  # admission has no slot left: only a re-publish sends them
+    assert sorted(await tasks_published(js, run_id)) == [group_id(run_id, n) for n in range(B)]
