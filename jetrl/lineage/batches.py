@@ -94,10 +94,13 @@ class Batches(EngineRole):
                     )
                 ).scalars()
             )
-            known = set((await conn.execute(select(Sample.sample_id).where(Sample.group_id.in_(ids)))).scalars())
+            known = set(
+                (await conn.execute(select(Sample.group_id, Sample.sample_id).where(Sample.group_id.in_(ids)))).all()
+            )
             for item in items:
                 group = item.scored.group
-                missing = next((s.sample_id for s in group.samples if s.sample_id not in known), None)
+                # a sample of its own group: another group's sample in the same fetch is not
+                missing = next((s.sample_id for s in group.samples if (group.group_id, s.sample_id) not in known), None)
                 if group.group_id not in known_groups:
                     results.append(UnknownGroup(f"scored group {group.group_id!r} was never admitted"))
                 elif missing is not None:

@@ -254,6 +254,21 @@ async def test_a_fetch_of_scored_groups_is_recorded_together_and_an_unknown_one_
     )
 
 
+async def test_a_scored_group_naming_another_groups_sample_is_refused_even_in_the_same_fetch(store, run_id):
+    mine, theirs = [await admitted_and_generated(store, run_id, n) for n in range(2)]
+    forged = ev.PromptGroup()
+    forged.CopyFrom(mine)
+    forged.samples[1].CopyFrom(theirs.samples[1])  # a real sample id, of the other group
+    results = await store.batches.record_scored_groups(
+        [
+            Scored(ev.ScoredGroup(group=theirs, rewards=[0.0, 0.0])),
+            Scored(ev.ScoredGroup(group=forged, rewards=[1.0, 1.0])),
+        ]
+    )
+    assert results[0] == "scored" and isinstance(results[1], UnknownGroup)
+    assert await store.groups.group_state(mine.group_id) == "admitted"
+
+
 async def test_evaluations_dead_letters_and_run_state(store, run_id):
     await store.reports.record_evaluation(run_id, 0, 50, 200)
     await store.reports.record_evaluation(run_id, 5, 120, 200)
