@@ -69,9 +69,10 @@ class Settings(BaseSettings):
     """Where TrainerService answers; announced with each weight version as the streaming source."""
     worker_id: str = Field(default_factory=lambda: f"{os.uname().nodename}-{os.getpid()}", min_length=1)
     """Name of this replica in lineage and logs."""
-    rollout_concurrency: int = Field(1, ge=1, le=4096)
-    """Tasks (prompt groups) a rollout worker generates at once; an engine with continuous
-    batching wants many, the embedded torch engine on a small CPU one."""
+    rollout_concurrency: int = Field(16, ge=1, le=4096)
+    """Tasks (prompt groups) a rollout worker generates at once. Each engine batches them: the
+    torch engine decodes the calls in flight as one batch (svc_rollout/coalesce.py), vLLM and the
+    simulated engine schedule them their own way; one task is G samples."""
     reward_concurrency: int = Field(16, ge=1, le=1024)
     """Prompt groups the reward stage scores at once. Each waits on its servers' Score calls
     (up to (retries + 1) x deadline_s for one that hangs), so they overlap: a slow server costs

@@ -21,12 +21,12 @@ async def main(settings: Settings) -> None:
     js = nc.jetstream()
     await declare(js)
     specs = RunSpecs(settings.scheduler_addr)
-    policies = Policies(specs)
+    policies = Policies(specs, settings.rollout_concurrency)
     worker = RolloutWorker(js, policies, settings.worker_id, settings.rollout_concurrency)
 
     async def tasks(stop: asyncio.Event) -> None:
-        # each task in flight is a batch of G samples on the engine; several at once keep a
-        # continuous-batching (or simulated) engine full, while the torch engine on a small CPU wants one
+        # each task in flight is a batch of G samples; the torch engine decodes the tasks in flight
+        # as one batch (svc_rollout/coalesce.py), vLLM and the simulated engine batch them their own way
         await consume(js, ROLLOUT_WORKERS, worker.on_task, stop, batch=1, concurrency=settings.rollout_concurrency)
 
     async def evals(stop: asyncio.Event) -> None:

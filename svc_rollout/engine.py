@@ -4,7 +4,8 @@ Token in, token out: requests carry prompt token ids (and, for a resumed sample,
 tokens earlier attempts generated) and results carry the whole completion, the behaviour
 log-prob of every token and the policy version that produced it. Decoding is an explicit loop,
 one forward per token for the whole batch over a KV cache, and `should_stop` is asked before
-every step, so an abort (APRIL) takes effect within one token.
+every step, so an abort (APRIL) takes effect within one token. Calls made at once from several
+threads decode together as one batch (svc_rollout/coalesce.py), each with its own abort.
 
 New weights arrive in one of two ways (`interrupt`): between two tokens (AReaL's interruptible
 generation; the weights lock is taken per step), or only when no generate call is in flight
@@ -30,6 +31,7 @@ from jetrl.policy.temperature import logprob_temperature
 from jetrl.states import FinishReason
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
+from svc_rollout.coalesce import Coalescer
 from svc_rollout.gate import CallGate
 from svc_rollout.results import greedy_evaluation, never_stop, set_texts, start_results
 
@@ -54,7 +56,12 @@ class TorchEngine:
     """
 
     def __init__(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, version: int = 0, interrupt: bool = True
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        version: int = 0,
+        interrupt: bool = True,
+        gather_s: float = 0.0,
     ):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -65,6 +72,9 @@ class TorchEngine:
         self.device = next(model.parameters()).device
         self._weights_lock = threading.Lock()
         self._gate = CallGate(interrupt)
+        # an idle engine waits this long for the rest of a burst of calls (worth it only when calls come
+        # several at once: JETRL_ROLLOUT_CONCURRENCY > 1)
+        self._coalescer = Coalescer(self._decode_batch, gather_s)
 
     @property
     def busy_seconds(self) -> float:
@@ -105,16 +115,26 @@ class TorchEngine:
         ("aborted") when `should_stop()`, asked before every decode step, returns true."""
         results, todo = start_results(requests, self.eos_id)
         if todo:
-            with self._gate.call():
-                self._decode([requests[i] for i in todo], [results[i] for i in todo], should_stop or never_stop)
+            # concurrent calls decode together (svc_rollout/coalesce.py)
+            self._coalescer.run([requests[i] for i in todo], [results[i] for i in todo], should_stop or never_stop)
         set_texts(results, self.tokenizer)
         return results
 
-    def _decode(
-        self, requests: Sequence[GenRequest], results: list[GenResult], should_stop: Callable[[], bool]
+    def _decode_batch(
+        self, requests: Sequence[GenRequest], results: list[GenResult], stops: Sequence[Callable[[], bool]]
     ) -> None:
-        """The decode loop: appends new tokens to `results` (which start as the prefixes)."""
+        with self._gate.call():
+            self._decode(requests, results, stops)
+
+    def _decode(
+        self, requests: Sequence[GenRequest], results: list[GenResult], stops: Sequence[Callable[[], bool]]
+    ) -> None:
+        """The decode loop: appends new tokens to `results` (which start as the prefixes); the rows
+        of each `should_stop` (stops[i] is row i's) end ABORTED when it says so."""
         n = len(requests)
+        by_stop: dict[int, tuple[Callable[[], bool], list[int]]] = {}
+        for i, stop in enumerate(stops):
+            by_stop.setdefault(id(stop), (stop, []))[1].append(i)
         rows = [[*r.prompt_token_ids, *r.prefix_token_ids] for r in requests]  # prefill over prompt + prefix
         ids, mask, pos = (t.to(self.device) for t in left_pad(rows, self.pad_id))
         greedy = torch.tensor([r.temperature == 0 for r in requests], device=self.device)
@@ -125,10 +145,12 @@ class TorchEngine:
         active = [True] * n
         seq = _Sequences(ids, mask, pos)
         while any(active):
-            if should_stop():
-                for i in range(n):
-                    if active[i]:
-                        results[i].finish_reason, active[i] = FinishReason.ABORTED, False
+            for stop, members in by_stop.values():
+                if any(active[i] for i in members) and stop():
+                    for i in members:
+                        if active[i]:
+                            results[i].finish_reason, active[i] = FinishReason.ABORTED, False
+            if not any(active):
                 break
             logits, version = self._step(seq)
             logprobs = torch.log_softmax(logits / scale, dim=-1)

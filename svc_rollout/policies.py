@@ -34,8 +34,9 @@ POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TE
 
 
 class Policies:
-    def __init__(self, specs: RunSpecs):
+    def __init__(self, specs: RunSpecs, calls_at_once: int = 1):
         self.specs = specs
+        self.calls_at_once = calls_at_once  # generate calls the worker makes at once (its task concurrency)
         self.engines: dict[tuple[str, str], GenerationEngine] = {}  # (run id, role) -> engine
         self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
         self._changed = asyncio.Condition()
@@ -55,7 +56,7 @@ class Policies:
                 if key not in self.engines:
                     spec = await self.specs.get(run_id)
                     try:
-                        self.engines[key] = await asyncio.to_thread(_build_engine, spec)
+                        self.engines[key] = await asyncio.to_thread(_build_engine, spec, self.calls_at_once)
                     except EngineUnavailable as exc:
                         self._unavailable[key] = exc
                         raise
@@ -101,7 +102,7 @@ class Policies:
         return [self.engines.pop(k) for k in keys]
 
 
-def _build_engine(spec: RunSpec) -> GenerationEngine:
+def _build_engine(spec: RunSpec, calls_at_once: int = 1) -> GenerationEngine:
     """The run's engine at version 0: simulated hardware when the spec asks for it, else the
     spec's `rollout.engine`. Raises EngineUnavailable when this worker cannot build it."""
     from jetrl.policy.load import load_policy, load_tokenizer  # late: transformers is slow to import
@@ -113,10 +114,12 @@ def _build_engine(spec: RunSpec) -> GenerationEngine:
         return SimulatedEngine(spec.simulation, load_tokenizer(spec.model.path), version=0, interrupt=interrupt)
     if spec.rollout.engine == "vllm":
         return _vllm_engine(spec, load_tokenizer(spec.model.path), interrupt)
+    from svc_rollout.coalesce import GATHER_S
     from svc_rollout.engine import TorchEngine
 
     model, tokenizer = load_policy(spec.model.path)
-    return TorchEngine(model, tokenizer, version=0, interrupt=interrupt)
+    gather_s = GATHER_S if calls_at_once > 1 else 0.0  # one call at a time: nobody to wait for
+    return TorchEngine(model, tokenizer, version=0, interrupt=interrupt, gather_s=gather_s)
 
 
 def _vllm_engine(spec: RunSpec, tokenizer, interrupt: bool) -> GenerationEngine:

@@ -570,37 +570,103 @@ def test_busy_seconds_counts_wall_time_with_any_call_decoding_not_the_sum(monkey
 
     clock = FakeClock()
     monkeypatch.setattr(gate_module, "time", clock)
-    engine = TorchEngine(make_model(), TOK)
-    a_in, b_in, b_go = threading.Event(), threading.Event(), threading.Event()
-
-    def first_step_of(entered, then_wait_for=None):
-        def should_stop():
-            if not entered.is_set():
-                entered.set()
-                if then_wait_for is not None:
-                    assert then_wait_for.wait(30)
-            return False
-
-        return should_stop
-
-    request = GenRequest(ids("1+1="), 3, temperature=0.0)
-    a = threading.Thread(target=engine.generate, args=([request], first_step_of(a_in, b_in)))
-    b = threading.Thread(target=engine.generate, args=([request], first_step_of(b_in, b_go)))
-    a.start()  # busy from t=0
-    assert a_in.wait(30)
-    clock.now = 1.0
-    b.start()  # overlaps a
-    a.join(30)
-    clock.now = 2.0
-    assert engine.busy_seconds == 2.0  # b still decoding
-    clock.now = 3.0
-    b_go.set()
-    b.join(30)
-    assert engine.busy_seconds == 3.0  # 0..3 once, not a's 0..1 plus b's 1..3 plus their overlap
+    gate = gate_module.CallGate(interrupt=True)  # the torch engine's calls share batches; vLLM's overlap
+    with gate.call():  # busy from t=0
+        clock.now = 1.0
+        with gate.call():  # overlaps the first
+            clock.now = 2.0
+        assert gate.busy_seconds == 2.0
+        clock.now = 3.0
+    assert gate.busy_seconds == 3.0  # 0..3 once, not the sum of both calls
     clock.now = 10.0
-    assert engine.busy_seconds == 3.0  # idle time is not busy
-    engine.generate([request], should_stop=stop_after(0))  # aborted before any step: not even decoding
-    assert engine.busy_seconds == 3.0
+    assert gate.busy_seconds == 3.0  # idle time is not busy
+    engine = TorchEngine(make_model(), TOK)
+    monkeypatch.setattr(engine, "_gate", gate)
+    engine.generate([GenRequest(ids("1+1="), 3, temperature=0.0)], should_stop=stop_after(0))
+    assert gate.busy_seconds == 3.0  # a batch aborted before its first step still went through the gate at no cost
+
+
+def concurrently(engine, calls):
+    """Run each (requests, should_stop) as its own generate call on its own thread, all at once."""
+    out, go = [None] * len(calls), threading.Barrier(len(calls))
+
+    def one(i, requests, should_stop):
+        go.wait(30)
+        out[i] = engine.generate(requests, should_stop=should_stop)
+
+    threads = [threading.Thread(target=one, args=(i, *c)) for i, c in enumerate(calls)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    return out
+
+
+def test_concurrent_calls_decode_as_one_batch_with_the_tokens_each_would_get_alone():
+    model = make_model(seed=3)
+    engine = TorchEngine(model, TOK)
+    engine._coalescer._gather_s = 0.5  # generous: the threads of the burst all arrive well within it
+    calls = [
+        ([GenRequest(ids(p), 5, seed=k), GenRequest(ids(p), 5, temperature=0.0)], None) for k, p in enumerate(PROMPTS)
+    ]
+    counter = ForwardCounter(model)
+    try:
+        together = concurrently(engine, calls)
+    finally:
+        counter.remove()
+    assert counter.n <= 5  # one batch of 8 rows: at most 5 decode steps, not 5 per call
+    for (requests, _), results in zip(calls, together):
+        alone = TorchEngine(make_model(seed=3), TOK).generate(requests)
+        assert [r.token_ids for r in results] == [r.token_ids for r in alone]
+        for r, a in zip(results, alone):
+            assert r.logprobs == pytest.approx(a.logprobs, abs=1e-5)
+
+
+def test_in_a_shared_batch_only_the_aborted_calls_rows_stop():
+    model = make_model(seed=1)
+    engine = TorchEngine(model, TOK)
+    engine._coalescer._gather_s = 0.5
+    seven = TOK.convert_tokens_to_ids("7")
+    rig = Rig(model, lambda last: seven)  # never EOS
+    try:
+        kept, aborted = concurrently(
+            engine,
+            [
+                ([GenRequest(ids("1+1="), 6, seed=1)], lambda: False),
+                ([GenRequest(ids("12+34="), 6, seed=2)], stop_after(2)),
+            ],
+        )
+    finally:
+        rig.remove()
+    assert (kept[0].token_ids, kept[0].finish_reason) == ([seven] * 6, "length")
+    assert (aborted[0].token_ids, aborted[0].finish_reason) == ([seven] * 2, "aborted")
+
+
+def test_a_failed_batch_fails_every_call_in_it(monkeypatch):
+    engine = TorchEngine(make_model(), TOK)
+    engine._coalescer._gather_s = 0.5
+
+    def broken(*args):
+        raise RuntimeError("decode failed")
+
+    monkeypatch.setattr(engine._coalescer, "_decode", broken)
+    errors = []
+
+    def call():
+        try:
+            engine.generate([GenRequest(ids("1+1="), 3)])
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == ["decode failed"] * 3
+    monkeypatch.undo()
+    assert engine.generate([GenRequest(ids("1+1="), 3)])[0].token_ids  # the lead was handed back: the next call runs
 
 
 # ---- on a GPU ---------------------------------------------------------------------------------
