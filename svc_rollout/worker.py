@@ -138,8 +138,13 @@ class RolloutWorker:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
                 )
-        for (index, request), r in zip(indexed, results):
-            await self._publish(task, index, len(request.prefix_token_ids), r)
+        # all at once: each publish waits for its ack, and the group is complete only with the last
+        await asyncio.gather(
+            *(
+                self._publish(task, index, len(request.prefix_token_ids), r)
+                for (index, request), r in zip(indexed, results)
+            )
+        )
         log.debug("task done", extra=log_fields(group=task.group_id, attempt=task.attempt, samples=len(results)))
 
     async def _publish(self, task: events_pb2.Task, index: int, prefix_len: int, r: GenResult) -> None:
