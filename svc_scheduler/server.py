@@ -20,7 +20,7 @@ from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.preflight import check_reward_needs, check_rollout, check_trainer
 
-WATCH_INTERVAL_S = 0.2
+WATCH_INTERVAL_S = 0.5  # a progress query reads the whole run's samples: at most twice a second per watcher
 
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}

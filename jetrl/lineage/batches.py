@@ -153,6 +153,11 @@ class Batches(EngineRole):
         async with self.engine.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
                 return False
+            scored = PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED
+            if (await conn.execute(select(func.count()).where(*scored))).scalar_one() < size:
+                # too few to fill it even before any expires (asked on every scored fetch): expiring
+                # waits for a batch to choose, and admission counts what it would replace as accepted
+                return False
             # only the scored groups' samples: this runs on every scored fetch, not once per run
             too_old = (
                 select(Sample.group_id)
