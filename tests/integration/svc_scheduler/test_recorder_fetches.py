@@ -1,0 +1,77 @@
+"""The recorder takes scored groups a fetch at a time (real NATS and Postgres): one fetch may hold
+several runs, and a failure policy that ends one run must not hold back or end the others."""
+
+import uuid
+
+from jetrl.bus import Delivery, Kind
+from jetrl.config import RunSpec
+from jetrl.v1 import events_pb2 as ev
+from svc_scheduler.active import prepare
+from svc_scheduler.coordinator import Coordinator, group_id
+from svc_scheduler.recorder import Recorder
+
+B, G = 2, 2
+
+
+def spec(model_dir, on_failure: str) -> RunSpec:
+    return RunSpec.model_validate(
+        {
+            "model": {"path": str(model_dir)},
+            "rollout": {"group_size": G, "max_new_tokens": 4},
+            "train": {"steps": 2, "batch_groups": B},
+            "reward": {"on_failure": on_failure},
+            "schedule": {"eval_every": 0},
+        }
+    )
+
+
+def delivery(run_id: str, kind: Kind) -> Delivery:
+    return Delivery(f"jetrl.{run_id}.{kind}", run_id, kind, {}, 1, 1)
+
+
+def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:
+    gid = group_id(run_id, n)
+    return [
+        (
+            ev.Sample(
+                run_id=run_id,
+                group_id=gid,
+                sample_id=f"{gid}.{i}",
+                index=i,
+                prompt_token_ids=[1],
+                completion_token_ids=[3],
+                logprobs=[-1.0],
+                token_versions=[0],
+                finish_reason="eos",
+                worker_id="w",
+            ),
+            delivery(run_id, Kind.ROLLOUTS),
+        )
+        for i in range(G)
+    ]
+
+
+async def test_a_fetch_of_two_runs_fails_the_one_whose_policy_says_so_and_seals_the_other(
+    js, lineage, untrained_model_dir
+):
+    strict, lenient = f"r{uuid.uuid4().hex[:8]}", f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    recorder = Recorder(coordinator, lineage)
+    for run_id, policy in ((strict, "fail"), (lenient, "zero")):
+        await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
+        await coordinator.start(prepare(run_id, spec(untrained_model_dir, policy)))
+        for n in range(B):
+            await recorder.on_samples(samples(run_id, n))
+    fetch = []
+    for run_id in (strict, lenient):
+        for n in range(B):
+            scored = ev.ScoredGroup(group=await lineage.samples.load_group(group_id(run_id, n)), rewards=[1.0, 0.0])
+            if run_id == strict and n == 0:
+                scored.calls.append(ev.RewardCall(endpoint="judge:1", ok=False, error="judge is down"))
+            fetch.append((scored, delivery(run_id, Kind.SCORED)))
+    assert await recorder.on_scored(fetch) == {}
+    failed = await lineage.runs.get_run(strict)
+    assert failed.state == "FAILED" and "judge is down" in failed.message
+    assert await lineage.batches.batches_sealed(strict) == 0
+    assert (await lineage.runs.get_run(lenient)).state == "RUNNING"
+    assert await lineage.batches.batches_sealed(lenient) == 1  # its batch, from the same fetch
