@@ -311,9 +311,15 @@ class ScheduleSpec(SpecModel):
     over_provision: float = Field(1.0, ge=1.0, le=16.0)
     """ρ (APRIL): keep up to ρ times the groups still needed in flight; once they are complete
     the rest are aborted and their partial samples resumed first next time (1 = off)."""
+    recycled_staleness: int | None = Field(None, ge=0, le=1000)
+    """Versions a token of a recycled (APRIL) prefix may lag and still be trained, under the
+    decoupled correction; None = η. APRIL's own practice with a synchronous loop (η = 0) is 1: a
+    group aborted at version v is finished at v + 1 and trained whole. At least η, and only with
+    over_provision > 1 (nothing is recycled otherwise)."""
     stale_partials: Literal["mask", "regenerate"] = "mask"
-    """A resumed partial sample whose oldest token is already older than η versions: keep it and
-    mask the stale prefix in the loss, or drop the prefix and generate the sample again."""
+    """A resumed partial sample whose oldest token is already older than the recycled bound
+    (recycled_staleness, else η): keep it and mask the stale prefix in the loss, or drop the prefix
+    and generate the sample again."""
     eval_every: int = Field(5, ge=0, le=1_000_000)
     """Held-out evaluation of version 0, of every this many versions, and of the last; 0 = of
     version 0 and the last only."""
@@ -326,6 +332,23 @@ class ScheduleSpec(SpecModel):
     thompson_decay: float = Field(0.9, gt=0.0, le=1.0)
     """Thompson sampling: per policy version, evidence about a prompt keeps this share of its
     weight, so the posterior drifts back toward the Beta(1, 1) prior as the policy changes."""
+
+    @model_validator(mode="after")
+    def _recycled_bound(self) -> ScheduleSpec:
+        if self.recycled_staleness is not None:
+            if self.recycled_staleness < self.max_staleness:
+                raise ValueError(
+                    f"schedule.recycled_staleness ({self.recycled_staleness}) must be at least "
+                    f"max_staleness ({self.max_staleness}): a recycled token may lag as much as any other"
+                )
+            if self.over_provision <= 1:
+                raise ValueError("schedule.recycled_staleness needs over_provision > 1 (APRIL): nothing is recycled")
+        return self
+
+    @property
+    def recycled_bound(self) -> int:
+        """Versions a recycled prefix token may lag and be trained: recycled_staleness, else η."""
+        return self.max_staleness if self.recycled_staleness is None else self.recycled_staleness
 
 
 class TeacherSpec(SpecModel):

@@ -60,6 +60,7 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
             total_steps=spec.train.steps,
             over_provision=spec.schedule.over_provision,
             regenerate_stale=spec.schedule.stale_partials == "regenerate",
+            recycled_staleness=spec.schedule.recycled_staleness,
         ),
     )
     return run

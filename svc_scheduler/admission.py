@@ -33,6 +33,7 @@ class Admission:
     total_steps: int
     over_provision: float = 1.0  # ρ
     regenerate_stale: bool = False
+    recycled_staleness: int | None = None  # how far a recycled prefix may lag; None: η
 
     def needed(self, version: int, accepted: int) -> int:
         """Groups still to complete for the batches version `version` may have sealed ahead of it."""
@@ -53,4 +54,5 @@ class Admission:
 
         A resumed group joins batch `batches_sealed` at the earliest, trained at that version.
         """
-        return batches_sealed - self.max_staleness if self.regenerate_stale else None
+        bound = self.max_staleness if self.recycled_staleness is None else self.recycled_staleness
+        return batches_sealed - bound if self.regenerate_stale else None

@@ -253,7 +253,13 @@ class Trainer:
             group_adv = advantages.compute(spec.train.advantage, rewards, mc_scale=spec.train.mc_scale)
             for sample, reward, adv in zip((scored.group.samples[i] for i in positions), rewards, group_adv):
                 try:
-                    st = staleness.token_staleness(sample.token_versions, batch.step, spec.schedule.max_staleness)
+                    st = staleness.token_staleness(
+                        sample.token_versions,
+                        batch.step,
+                        spec.schedule.max_staleness,
+                        recycled=sample.prefix_len,
+                        recycled_staleness=spec.schedule.recycled_bound,
+                    )
                 except ValueError as exc:  # a token from a version not published yet
                     raise InvalidEvent(f"sample {sample.sample_id}: {exc}") from None
                 if adv is None:  # mc_grpo's pivot: no gradient, not even a share of the token-mean

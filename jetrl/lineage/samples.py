@@ -37,7 +37,7 @@ class GroupProgress:
 
 # The fields a Sample message and its `samples` row share, by name (the repeated ones are lists in
 # the row): a sample is written from its message and read back into one through these.
-_SHARED = ("sample_id", "run_id", "group_id", "index", "text", "finish_reason", "worker_id")
+_SHARED = ("sample_id", "run_id", "group_id", "index", "text", "finish_reason", "worker_id", "prefix_len")
 _SHARED_LISTS = ("prompt_token_ids", "completion_token_ids", "logprobs", "token_versions")
 
 

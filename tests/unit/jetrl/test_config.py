@@ -35,6 +35,8 @@ def test_spec_round_trips_with_defaults():
         ("- a list", "mapping"),
         ("model: {path: /m", "YAML"),
         ("model: {path: /m}\ntask: {name: gsm8k}", "path"),
+        ("model: {path: /m}\nschedule: {max_staleness: 2, over_provision: 2, recycled_staleness: 1}", "at least"),
+        ("model: {path: /m}\nschedule: {recycled_staleness: 1}", "over_provision > 1"),
     ],
 )
 def test_bad_specs_say_what_is_wrong(text, needle):

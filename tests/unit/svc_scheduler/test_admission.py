@@ -43,6 +43,8 @@ def test_counters_come_back_from_lineage_after_a_restart():
 def test_regenerate_marks_prefixes_the_next_batch_could_not_train():
     assert Admission(2, 4, 64, 10, regenerate_stale=True).stale_before(batches_sealed=5) == 3
     assert Admission(2, 4, 64, 10).stale_before(batches_sealed=5) is None
+    # a run that trains recycled prefixes up to 3 versions old regenerates only older ones
+    assert Admission(2, 4, 64, 10, regenerate_stale=True, recycled_staleness=3).stale_before(batches_sealed=5) == 2
 
 
 @given(

@@ -60,8 +60,35 @@ def test_token_from_a_version_not_yet_trained_is_an_error():
 
 
 def test_negative_bound_is_an_error():
-    with pytest.raises(ValueError, match="max_staleness"):
+    with pytest.raises(ValueError, match="must be >= 0"):
         token_staleness([0], version=0, max_staleness=-1)
+
+
+def test_a_recycled_prefix_may_lag_its_own_bound_and_the_rest_only_eta():
+    # APRIL over a synchronous loop: η = 0, recycled_staleness 1, S = 5; the first 2 tokens were
+    # recycled from the attempt at v4, the rest generated at v5; a v4 token after the prefix is not
+    # recycled (say a weight switch mid-generation) and keeps η's mask
+    assert token_staleness([4, 4, 5, 4], version=5, max_staleness=0, recycled=2, recycled_staleness=1) == (
+        TokenStaleness(
+            trainable=(True, True, True, False),
+            staleness=1,
+            trained_tokens=3,
+            stale_masked_tokens=1,
+            offpolicy_tokens=2,
+        )
+    )
+    # two versions old is beyond that bound too
+    assert token_staleness([3, 5], version=5, max_staleness=0, recycled=1, recycled_staleness=1).trainable == (
+        False,
+        True,
+    )
+    # without a recycled bound the prefix is held to η like every token
+    assert token_staleness([4, 5], version=5, max_staleness=0, recycled=1).trainable == (False, True)
+
+
+def test_a_recycled_bound_below_eta_is_an_error():
+    with pytest.raises(ValueError, match="the recycled one >= η"):
+        token_staleness([0], version=0, max_staleness=2, recycled=1, recycled_staleness=1)
 
 
 def test_batch_metrics_sum_the_samples():

@@ -65,6 +65,20 @@ def test_samples_carry_the_staleness_mask_and_counts(tmp_path):
     assert metrics == {"offpolicy_token_share": 0.5, "stale_masked_tokens": 2.0}
 
 
+def test_a_recycled_prefix_is_trained_within_the_runs_recycled_bound(tmp_path):
+    trainer = Trainer(None, None, tmp_path, "")
+    b = batch(4, [[3, 3, 4], [3, 4]])
+    b.groups[0].group.samples[0].prefix_len = 2  # its v3 tokens were handed back by an aborted attempt
+    april = RunSpec(
+        model=ModelSpec(path="unused"),
+        schedule=ScheduleSpec(max_staleness=0, over_provision=2.0, recycled_staleness=1),
+    )
+    samples, advs, _ = trainer._samples(b, april)
+    # sample 0's recycled v3 tokens lag 1 <= 1: trained; sample 1's v3 token was not recycled: η = 0 masks it
+    assert [s.trainable for s in samples] == [(True, True, True), (False, True)]
+    assert [(a.trained_tokens, a.offpolicy_tokens) for a in advs] == [(3, 2), (1, 0)]
+
+
 def test_all_stale_samples_still_get_their_advantage_recorded(tmp_path):
     samples, advs, metrics = Trainer(None, None, tmp_path, "")._samples(batch(9, [[1, 2], [3]]), spec())
     assert [s.trainable for s in samples] == [(False, False), (False,)]
