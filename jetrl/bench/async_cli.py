@@ -8,7 +8,8 @@ simulated (run spec `simulation`: svc_rollout/simulated.py, svc_trainer/simulate
 configurations differ only in scheduling. They run one after the other on the same stack:
 
     sync         η=0, ρ=1    the synchronous loop
-    sync-april   η=0, ρ=2    APRIL over-provisioning, synchronous
+    sync-april   η=0, ρ=2    APRIL over-provisioning, synchronous (recycled prefixes masked: η = 0)
+    sync-april-r1  η=0, ρ=2  the same, recycled prefixes one version old trained (APRIL's practice)
     async-N      η=N, ρ=1    AReaL bounded staleness, N in 1 2 4 8
     async-april  η=4, ρ=2    both
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from jetrl.bench.configs import CONFIGS
+from jetrl.bench.configs import CONFIGS, TRAIN_S_PER_TOKEN
 from jetrl.bench.options import add_selection
 from jetrl.bench.report import OUT_HELP
 
@@ -58,7 +59,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sim.add_argument("--length-median", type=float, default=40.0, help="median completion tokens (default 40)")
     sim.add_argument("--length-sigma", type=float, default=1.0, help="lognormal σ: the long tail (default 1.0)")
     sim.add_argument("--max-length", type=int, default=512, help="completion cap (default 512)")
-    sim.add_argument("--train-s-per-token", type=float, default=0.0004, help="trainer s/token (default 0.0004)")
+    sim.add_argument(
+        "--scenario",
+        choices=sorted(TRAIN_S_PER_TOKEN),
+        default="trainer-bound",
+        help="trainer-bound (default): the trainer takes about half of a synchronous step; "
+        "generation-bound: 8x faster training, so generation is over 90%% of a synchronous step "
+        "(APRIL's regime). It sets the default of --train-s-per-token",
+    )
+    sim.add_argument(
+        "--train-s-per-token", type=float, help="trainer s/token (default by --scenario: 0.0004 or 0.00005)"
+    )
     sim.add_argument("--train-s-per-step", type=float, default=0.0, help="trainer s/step (default 0)")
     sim.add_argument(
         "--rollout-concurrency",

@@ -14,8 +14,9 @@ from statistics import NormalDist
 
 from sqlalchemy import create_engine, func, select
 
-from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample
+from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample, SampleSegment
 from jetrl.spec_sections import SimulationSpec
+from jetrl.states import FinishReason
 
 __all__ = [
     "Ideal",
@@ -113,6 +114,13 @@ class RunMetrics:
     offpolicy_tokens: int
     recycled: int  # aborts (APRIL): sum over groups of times each was aborted and resumed
     groups_recycled: int  # groups aborted at least once
+    aborted_tokens: int  # generated in attempts that were aborted (APRIL's spare work), dropped prefixes included
+    recycled_trained_tokens: int  # of those, trained: recycled prefixes less their stale-masked tokens
+
+    @property
+    def aborted_trained_share(self) -> float | None:
+        """The share of aborted work finally trained (the rest is wasted); None when nothing was aborted."""
+        return self.recycled_trained_tokens / self.aborted_tokens if self.aborted_tokens else None
 
 
 def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
@@ -145,6 +153,18 @@ def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
                     func.coalesce(func.sum(PromptGroup.recycled), 0), func.count().filter(PromptGroup.recycled > 0)
                 ).where(PromptGroup.run_id == run_id)
             ).one()
+            aborted = conn.execute(
+                select(func.coalesce(func.sum(SampleSegment.end - SampleSegment.start), 0)).where(
+                    SampleSegment.run_id == run_id,
+                    SampleSegment.finish_reason.in_((FinishReason.ABORTED, FinishReason.DROPPED)),
+                )
+            ).scalar_one()
+            # a recycled prefix holds a sample's oldest tokens, so the ones the bound masked are its own
+            recycled_trained = conn.execute(
+                select(
+                    func.coalesce(func.sum(func.greatest(Sample.prefix_len - Sample.stale_masked_tokens, 0)), 0)
+                ).where(*trained)
+            ).scalar_one()
     finally:
         engine.dispose()
     # version 0 is the starting checkpoint: never announced, it exists from the run's creation
@@ -159,6 +179,8 @@ def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
         int(offpolicy or 0),
         int(recycled),
         int(groups),
+        int(aborted),
+        int(recycled_trained),
     )
 
 

@@ -75,6 +75,7 @@ SIM_COLUMNS = [
     ("max_staleness_seen", "max stale.", "{}"),
     ("stale_masked_tokens", "stale-masked tok", "{:,}"),
     ("recycled", "recycled (aborts)", "{:,}"),
+    ("aborted_trained_share", "aborted work trained", "{:.0%}"),
     ("speedup", "× sync", "{:.2f}"),
     ("ideal_ratio", "of ideal", "{:.0%}"),
 ]

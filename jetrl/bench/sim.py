@@ -13,7 +13,7 @@ import platform
 import time
 from pathlib import Path
 
-from jetrl.bench.configs import CONFIGS, BenchConfig
+from jetrl.bench.configs import CONFIGS, TRAIN_S_PER_TOKEN, BenchConfig
 from jetrl.bench.metrics import Ideal, ideal_bound, read_run_metrics
 from jetrl.bench.report import (
     SIM_COLUMNS,
@@ -37,8 +37,12 @@ DEFAULT_STEPS = 16
 
 
 def simulation_from(args: argparse.Namespace) -> SimulationSpec:
-    """The simulated hardware from its options: each field from the option of the same name."""
-    return SimulationSpec(**{field: getattr(args, field) for field in SimulationSpec.model_fields})
+    """The simulated hardware from its options: each field from the option of the same name
+    (--train-s-per-token, when not given, from --scenario)."""
+    fields = {field: getattr(args, field) for field in SimulationSpec.model_fields}
+    if fields["train_s_per_token"] is None:
+        fields["train_s_per_token"] = TRAIN_S_PER_TOKEN[args.scenario]
+    return SimulationSpec(**fields)
 
 
 def sim_spec(cfg: BenchConfig, args: argparse.Namespace, model_dir: Path, sim: SimulationSpec) -> RunSpec:
@@ -55,6 +59,7 @@ def sim_spec(cfg: BenchConfig, args: argparse.Namespace, model_dir: Path, sim: S
             "schedule": {
                 "max_staleness": cfg.max_staleness,
                 "over_provision": cfg.over_provision,
+                "recycled_staleness": cfg.recycled_staleness,
                 "max_concurrent": args.max_concurrent,
                 "eval_every": 0,
             },
@@ -100,6 +105,8 @@ def result_row(cfg: BenchConfig, record: RunRecord, ideal: Ideal, database_url: 
         offpolicy_tokens=m.offpolicy_tokens,
         recycled=m.recycled,
         groups_recycled=m.groups_recycled,
+        aborted_tokens=m.aborted_tokens,
+        aborted_trained_share=m.aborted_trained_share,
     )
     return row
 

@@ -105,14 +105,15 @@ def test_time_to_target():
 
 
 def test_configurations_and_arguments():
-    assert {n: (c.max_staleness, c.over_provision) for n, c in CONFIGS.items()} == {
-        "sync": (0, 1.0),
-        "sync-april": (0, 2.0),
-        "async-1": (1, 1.0),
-        "async-2": (2, 1.0),
-        "async-4": (4, 1.0),
-        "async-8": (8, 1.0),
-        "async-april": (4, 2.0),
+    assert {n: (c.max_staleness, c.over_provision, c.recycled_staleness) for n, c in CONFIGS.items()} == {
+        "sync": (0, 1.0, None),
+        "sync-april": (0, 2.0, None),
+        "sync-april-r1": (0, 2.0, 1),
+        "async-1": (1, 1.0, None),
+        "async-2": (2, 1.0, None),
+        "async-4": (4, 1.0, None),
+        "async-8": (8, 1.0, None),
+        "async-april": (4, 2.0, None),
     }
     args = bench_args()
     assert args.configs == list(CONFIGS) and args.steps is None and not args.real
@@ -138,6 +139,15 @@ def test_sim_spec_differs_only_in_schedule(tmp_path):
     assert sync.simulation.max_length == sync.rollout.max_new_tokens == 300
     assert (sync.train.steps, sync.train.batch_groups, sync.rollout.group_size) == (5, 4, 8)
     assert sync.schedule.eval_every == 0 and sync.schedule.max_concurrent == 1024
+    assert sync.simulation.train_s_per_token == 0.0004
+    recycling = sim_spec(CONFIGS["sync-april-r1"], args, tmp_path, sim)
+    assert (recycling.schedule.max_staleness, recycling.schedule.recycled_staleness) == (0, 1)
+    generation_bound = simulation_from(bench_args("--scenario", "generation-bound"))
+    assert generation_bound.train_s_per_token == 0.00005
+    assert (
+        simulation_from(bench_args("--scenario", "generation-bound", "--train-s-per-token", "0.001")).train_s_per_token
+        == 0.001
+    )
 
 
 def test_real_spec_is_the_demo_with_eta_and_eval_every_5(tmp_path):
