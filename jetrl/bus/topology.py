@@ -5,11 +5,16 @@ that kind for all runs. Work kinds (tasks, groups, batches, evals) live in work-
 by one shared durable consumer, so replicas split the work and an acked message is gone;
 the other kinds are kept (limits retention) so the scheduler's recorder and late followers
 can read them.
+
+Every stream has `Settings.stream_replicas` replicas (JETRL_STREAM_REPLICAS): 1 on a single server,
+3 on a 3-node cluster (deploy/k8s); the durable consumers inherit their stream's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import logging
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -17,9 +22,13 @@ from enum import StrEnum
 from google.protobuf.message import Message
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import APIError, NotFoundError
 
+from jetrl.config import Settings
+from jetrl.logs import log_fields
 from jetrl.v1 import events_pb2
+
+log = logging.getLogger(__name__)
 
 PREFIX = "jetrl"
 DUPLICATE_WINDOW_S = 3600.0
@@ -90,7 +99,8 @@ def stream_name(kind: Kind | str) -> str:
     return f"JETRL_{Kind(kind).upper()}"
 
 
-def stream_config(kind: Kind) -> StreamConfig:
+def stream_config(kind: Kind, replicas: int = 1) -> StreamConfig:
+    """The stream of one kind, with `replicas` copies (on as many servers of a cluster)."""
     return StreamConfig(
         name=stream_name(kind),
         subjects=[f"{PREFIX}.*.{kind}"],
@@ -98,6 +108,7 @@ def stream_config(kind: Kind) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=DUPLICATE_WINDOW_S,
         max_msg_size=MAX_MSG_SIZE,
+        num_replicas=replicas,
     )
 
 
@@ -120,7 +131,8 @@ class ConsumerSpec:
 
     def config(self) -> ConsumerConfig:
         # no filter subject: the stream holds exactly this kind, and nats-py would put a
-        # wildcard filter into the API subject, which the server cannot route
+        # wildcard filter into the API subject, which the server cannot route; no num_replicas:
+        # the consumer has its stream's
         return ConsumerConfig(
             name=self.name,
             durable_name=self.name,
@@ -165,15 +177,41 @@ CONSUMERS: tuple[ConsumerSpec, ...] = (
 )
 
 
-async def declare_stream(js: JetStreamContext, kind: Kind) -> None:
-    config = stream_config(kind)
+async def _replicas_of(js: JetStreamContext, name: str) -> int | None:
+    """The replica count of the stream `name`, None when there is none."""
+    try:
+        return (await js.stream_info(name)).config.num_replicas or 1
+    except NotFoundError:
+        return None
+
+
+async def declare_stream(js: JetStreamContext, kind: Kind, replicas: int = 1) -> None:
+    """Create the stream, or update an existing one to this config.
+
+    When the server refuses to give an existing stream `replicas` copies (a single server asked
+    for more than 1, or a cluster with too few servers up), the stream is updated with the count
+    it has, and a warning says so: a service does not fail on a stream that the bus already holds.
+    A new stream that cannot have `replicas` copies is an error."""
+    config, name = stream_config(kind, replicas), stream_name(kind)
     try:
         # identical config: the server answers with the existing stream, so concurrent starts agree
         await js.add_stream(config)
-    except BadRequestError as exc:
-        if exc.err_code != _STREAM_NAME_IN_USE:
+        return
+    except APIError as exc:
+        # another config under this name (a single server refuses replicas > 1 before it looks)
+        if exc.err_code != _STREAM_NAME_IN_USE and await _replicas_of(js, name) in (None, replicas):
             raise
+    try:
         await js.update_stream(config)
+    except APIError as refused:
+        have = await _replicas_of(js, name)
+        if have is None or have == replicas:
+            raise
+        log.warning(
+            "stream keeps its replica count",
+            extra=log_fields(stream=name, replicas=have, wanted=replicas, error=str(refused)[:300]),
+        )
+        await js.update_stream(dataclasses.replace(config, num_replicas=have))
 
 
 async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
@@ -181,7 +219,13 @@ async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await js.add_consumer(spec.stream, spec.config())
 
 
-async def declare(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS) -> None:
-    """Create or update every stream and durable consumer; idempotent, safe from every service."""
-    await asyncio.gather(*(declare_stream(js, kind) for kind in Kind))
+async def declare(
+    js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS, replicas: int | None = None
+) -> None:
+    """Create or update every stream and durable consumer; idempotent, safe from every service.
+
+    `replicas`: of every stream; default JETRL_STREAM_REPLICAS (`Settings.stream_replicas`)."""
+    if replicas is None:
+        replicas = Settings().stream_replicas
+    await asyncio.gather(*(declare_stream(js, kind, replicas) for kind in Kind))
     await asyncio.gather(*(declare_consumer(js, spec) for spec in consumers))
