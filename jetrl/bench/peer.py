@@ -88,7 +88,8 @@ def trl_arm(spec_path: Path, out: Path, seed: int, threads: int, timeout: float,
         return arm_row(TRL, seed, None, state, None, [], target) | {"log": str(log)}
     result = json.loads(out.read_text())
     curve = [(p["version"], p["seconds"], p["accuracy"]) for p in result["curve"]]
-    row = arm_row(TRL, seed, None, result["state"], result["wall_s"], curve, target)
+    steps = result["version_seconds"]
+    row = arm_row(TRL, seed, None, result["state"], result["wall_s"], curve, target, steps[0] if steps else None)
     row.update({k: v for k, v in result.items() if k not in row and k != "config"})
     row.update(cpu_s=result["cpu_train_s"], log=str(log), trl_config=result["config"])
     return row
@@ -107,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
 
     if importlib.util.find_spec("trl") is None:
         raise SystemExit(f"jetrl bench peer: {PEER_EXTRA}")
+    load_before = os.getloadavg()
     user = Settings()
     base = load_spec(DEMO_SPEC)
     check_matchable(base)
@@ -134,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
     checks = criteria(rows, args.etas)
     show_report(rows, steps, args.target, checks)
     json_path = args.json or out / "peer_bench.json"
-    write_json(json_path, _payload(args, rows, checks, model_dir, steps, threads, concurrency))
+    payload = _payload(args, rows, checks, model_dir, steps, threads, concurrency)
+    write_json(json_path, payload | {"load_average": {"before": load_before, "after": os.getloadavg()}})
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(report_text(rows, steps, args.target, checks))

@@ -75,8 +75,10 @@ def arm_row(
     wall_s: float | None,
     curve: list[tuple[int, float, float]],
     target: float,
+    first_step_s: float | None = None,
 ) -> dict[str, Any]:
-    """What every arm's row holds: its wall time, curve, when it first reached `target`, where it ended."""
+    """What every arm's row holds: its wall time (and how much of it the first step took: one-time
+    costs show there), curve, when it first reached `target`, where it ended."""
     version_at, reached = time_to_target(curve, target) or (None, None)
     return {
         "arm": arm,
@@ -84,6 +86,8 @@ def arm_row(
         "max_staleness": eta,
         "state": state,
         "wall_s": wall_s,
+        "first_step_s": first_step_s,
+        "later_steps_s": None if wall_s is None or first_step_s is None else wall_s - first_step_s,
         "time_to_target_s": reached,
         "version_at_target": version_at,
         "final_version": curve[-1][0] if curve else None,
@@ -106,7 +110,8 @@ def jetrl_row(
     """One jetrl run's row: lineage's wall time and time split, CPU (Postgres included) and peak
     memory (Postgres not) of its processes."""
     wall = versions[-1].announced - versions[0].announced if len(versions) > 1 else None
-    row = arm_row(f"jetrl η={eta}", seed, eta, record.state, wall, curve, target)
+    first = versions[1].announced - versions[0].announced if len(versions) > 1 else None
+    row = arm_row(f"jetrl η={eta}", seed, eta, record.state, wall, curve, target, first)
     row.update(
         run_id=record.run_id,
         message=record.message,

@@ -23,8 +23,9 @@ DIFFERENCES = [
     "(run seed, group, index); TRL samples with transformers' generate (do_sample, top_k 0, top_p 1, temperature 1) "
     "from the global torch RNG seeded with the seed. Same distribution, different draws: the arms see different "
     "samples from the first step on, so their curves can only agree within seed noise.",
-    "Generation batching: TRL generates the step's 128 completions in one generate call; jetrl's worker generates "
-    "one group of 8 per task, `rollout_concurrency` tasks at once (JETRL_ROLLOUT_CONCURRENCY, default 1).",
+    "Generation batching: TRL generates the step's 128 completions in one generate call; jetrl's worker takes up to "
+    "`rollout_concurrency` tasks (groups of 8) at once, each its own generate call, and its torch engine decodes the "
+    "calls in flight as one batch (svc_rollout/coalesce.py); the JSON records the stack's rollout_concurrency.",
     "Advantage: both (r - group mean) / (unbiased group std + eps); eps is 1e-6 in jetrl, 1e-4 in TRL (fixed). "
     "With 0/1 rewards at G = 8 the smallest non-zero std is 0.354: a non-zero advantage differs by at most 3e-4 "
     "relative.",
@@ -68,6 +69,7 @@ def columns(steps: int) -> list[tuple[str, str, str]]:
         ("arm", "arm", "{}"),
         ("seed", "seed", "{}"),
         ("wall_s", f"{steps}-step wall s", "{:,.1f}"),
+        ("first_step_s", "of it 1st step s", "{:,.1f}"),
         ("time_to_target_s", "s to target", "{:,.1f}"),
         ("version_at_target", "v at target", "{}"),
         ("final_accuracy", "final held-out", "{:.1%}"),
@@ -102,11 +104,13 @@ def curve_text(curve: list[dict[str, float]], expected: list[int]) -> str:
 
 def add_ratios(rows: list[dict[str, Any]], expected: list[int]) -> None:
     """Each row's curve text, and each jetrl row's wall time over its seed's TRL wall time."""
-    trl = {r["seed"]: r.get("wall_s") for r in rows if r["arm"] == TRL}
+    trl = {r["seed"]: r for r in rows if r["arm"] == TRL}
     for row in rows:
         row["curve_text"] = curve_text(row["curve"], expected)
-        base, wall = trl.get(row["seed"]), row.get("wall_s")
-        row["wall_vs_trl"] = wall / base if row["arm"] != TRL and wall and base else None
+        base = trl.get(row["seed"], {})
+        for key, ratio in (("wall_s", "wall_vs_trl"), ("later_steps_s", "later_steps_vs_trl")):
+            mine, theirs = row.get(key), base.get(key)
+            row[ratio] = mine / theirs if row["arm"] != TRL and mine and theirs else None
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -132,6 +136,15 @@ def criteria(rows: list[dict[str, Any]], etas: list[int]) -> list[dict[str, Any]
                     "met": ratio <= WALL_LIMIT,
                 }
             )
+            if row.get("later_steps_vs_trl") is not None:
+                later = row["later_steps_vs_trl"]
+                out.append(
+                    {
+                        "criterion": f"seed {row['seed']}: the same without the first step (steps 2 on)",
+                        "measured": f"{later:.2f} ×",
+                        "met": None,
+                    }
+                )
     for arm in dict.fromkeys(r["arm"] for r in rows):
         finals = [r["final_accuracy"] for r in rows if r["arm"] == arm and r.get("final_accuracy") is not None]
         out.append({"criterion": f"{arm}: final held-out over seeds", "measured": _mean_sd(finals), "met": None})

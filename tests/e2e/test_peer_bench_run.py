@@ -44,6 +44,9 @@ def test_bench_peer_runs_both_arms_from_one_version_0(database_url, tmp_path):
         assert row["state"] == "COMPLETED", (arm, row.get("message"), row.get("log"))
         assert row["final_version"] == STEPS and row["curve"][0]["version"] == 0
         assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["peak_rss_mb"] > 50
+        assert 0 < row["first_step_s"] < row["wall_s"] and row["later_steps_s"] == pytest.approx(
+            row["wall_s"] - row["first_step_s"]
+        )
         # target 0: reached at version 0, at 0 s
         assert row["version_at_target"] == 0 and row["time_to_target_s"] == 0.0
         # one version 0: both arms score it with the same greedy function

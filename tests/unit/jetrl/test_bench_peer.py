@@ -223,6 +223,7 @@ def test_a_jetrl_row():
     assert row["wall_s"] == 5.0 and row["time_to_target_s"] == 5.0 and row["version_at_target"] == 2
     assert row["final_accuracy"] == 0.7 and row["cpu_s"] == 5.0 and row["cpu_without_postgres_s"] == 3.5
     assert row["peak_rss_mb"] == 500.0 and row["waiting_s"] + row["training_s"] == pytest.approx(5.0)
+    assert row["first_step_s"] == 2.0 and row["later_steps_s"] == 3.0
 
 
 def test_an_arm_that_never_reaches_the_target():
@@ -260,6 +261,17 @@ def test_ratios_and_criteria():
     assert len(sooner) == 1 and sooner[0]["met"] is True  # 4 s vs 5 s
     finals = [c for c in checks if "final held-out" in c["criterion"]]
     assert len(finals) == 3 and all(c["met"] is None for c in finals)
+
+
+def test_ratios_without_the_first_step():
+    rows = [
+        arm_row("jetrl η=0", 1, 0, "COMPLETED", 12.0, [], 0.65, first_step_s=2.0),
+        arm_row(TRL, 1, None, "COMPLETED", 6.0, [], 0.65, first_step_s=4.0),
+    ]
+    add_ratios(rows, [0])
+    assert rows[0]["wall_vs_trl"] == 2.0 and rows[0]["later_steps_vs_trl"] == 5.0
+    later = [c for c in criteria(rows, [0]) if "without the first step" in c["criterion"]]
+    assert len(later) == 1 and later[0]["measured"] == "5.00 ×" and later[0]["met"] is None
 
 
 def test_the_markdown_holds_tables_criteria_and_every_difference():
