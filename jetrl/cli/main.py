@@ -15,6 +15,7 @@
   jetrl bench async        sync vs async training and APRIL on simulated hardware (--real: the demo on CPU)
   jetrl bench rewards      verify vs label-free rewards (majority, co_reward, teacher); grpo vs mc_grpo at G = 2
   jetrl bench control-plane  what the loop itself costs: free engines, 1 2 4 rollout workers, raw JetStream beside it
+  jetrl bench peer         the demo's RL phase against TRL's GRPOTrainer, same version 0 (the `peer` extra)
   jetrl chaos              randomized fault trials on a private stack, invariants checked from lineage
 """
 # fmt: on
