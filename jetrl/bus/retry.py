@@ -24,6 +24,7 @@ from collections import OrderedDict
 
 import grpc
 import nats.errors
+import nats.js.errors
 
 __all__ = ["Wait", "FailureCounter", "is_transient", "wait_delay", "failure_delay", "CAUSE_INVALID", "CAUSE_FAILED"]
 
@@ -56,6 +57,9 @@ def is_transient(exc: BaseException) -> bool:
             nats.errors.ConnectionReconnectingError,
             nats.errors.TimeoutError,
             nats.errors.NoRespondersError,
+            # a stream electing its leader (a cluster lost a server): nats-py's word for the
+            # NoRespondersError of a JetStream publish; every stream is declared before use
+            nats.js.errors.NoStreamResponseError,
             nats.errors.OutboundBufferLimitError,
             nats.errors.StaleConnectionError,
         ),
