@@ -23,6 +23,14 @@ from jetrl.views import split
 __all__ = ["Batches", "Scored"]
 
 
+def _text(value: str, limit: int | None = None) -> str:
+    """What a reward server said, as Postgres can keep it: without NUL (text columns refuse it)
+    and cut to its column's length. Anything a server answers must not fail the transaction of
+    the other groups of its fetch, nor its run."""
+    value = value.replace("\x00", "\ufffd")
+    return value[:limit] if limit is not None else value
+
+
 def _rows(item: Scored, reward_rows: list[dict], sample_rewards: list[dict], moves: list[dict]) -> None:
     """Append one scored group's reward rows, its samples' combined rewards and its state move."""
     scored = item.scored
@@ -36,18 +44,25 @@ def _rows(item: Scored, reward_rows: list[dict], sample_rewards: list[dict], mov
         reward_rows.extend(
             dict(
                 sample_id=sample.sample_id,
-                server=call.server or "unknown",
-                endpoint=call.endpoint,
+                server=_text(call.server or "unknown", 128),
+                endpoint=_text(call.endpoint, 256),
                 reward=call.rewards[i] if i < len(call.rewards) else scored.rewards[i],
-                extracted_answer=detail.extracted_answer,
-                detail=detail.detail,
+                extracted_answer=_text(detail.extracted_answer),
+                detail=_text(detail.detail),
                 trace_id=item.trace_id,
             )
             for call in calls
         )
         sample_rewards.append(dict(b_sample=sample.sample_id, b_reward=scored.rewards[i]))
     failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
-    moves.append(dict(b_group=group.group_id, b_state=item.state, b_server=scored.reward_server, b_error=failures))
+    moves.append(
+        dict(
+            b_group=group.group_id,
+            b_state=item.state,
+            b_server=_text(scored.reward_server, 128),
+            b_error=_text(failures) if failures is not None else None,
+        )
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
 from jetrl.lineage.groups import NewGroup
-from jetrl.lineage.models import Base, Sample
+from jetrl.lineage.models import Base, PromptGroup, Reward, Sample
 from jetrl.lineage.samples import GroupProgress, UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.states import GroupState
@@ -267,6 +267,29 @@ async def test_a_scored_group_naming_another_groups_sample_is_refused_even_in_th
     )
     assert results[0] == "scored" and isinstance(results[1], UnknownGroup)
     assert await store.groups.group_state(mine.group_id) == "admitted"
+
+
+async def test_what_a_reward_server_says_is_kept_as_postgres_can_hold_it(store, run_id):
+    group = await admitted_and_generated(store, run_id)
+    scored = ev.ScoredGroup(
+        group=group,
+        rewards=[1.0, 0.0],
+        reward_server="x" * 300,
+        details=[SampleScore(extracted_answer="4\x002", detail="ok\x00"), SampleScore()],
+        calls=[ev.RewardCall(endpoint="judge:1", ok=False, error="bad\x00reply")],
+    )
+    assert await store.batches.record_scored(scored, "") == "scored"  # not a DataError for the whole fetch
+    async with store.engine.connect() as conn:
+        server, error = (
+            await conn.execute(
+                select(PromptGroup.reward_server, PromptGroup.reward_error).where(
+                    PromptGroup.group_id == group.group_id
+                )
+            )
+        ).one()
+        answers = (await conn.execute(select(Reward.extracted_answer, Reward.server))).all()
+    assert server == "x" * 128 and error == "judge:1: bad\ufffdreply"
+    assert ("4\ufffd2", "x" * 128) in answers
 
 
 async def test_evaluations_dead_letters_and_run_state(store, run_id):
