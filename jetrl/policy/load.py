@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from pathlib import Path
 
 import torch
@@ -37,6 +38,11 @@ __all__ = [
 ]
 
 
+# from_pretrained builds a model on the meta device under a process-wide switch: two loads on two
+# threads at once (a rollout worker's policy and teacher engines) could leave one with no data
+_LOADING = threading.Lock()
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a local Hugging Face model directory (for services that never run the model)."""
     p = model_dir(path)
@@ -55,7 +61,8 @@ def load_policy(path: str | Path, device: str = "cpu") -> tuple[PreTrainedModel,
     p = model_dir(path)
     tokenizer = load_tokenizer(p)
     try:
-        model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
+        with _LOADING:
+            model = AutoModelForCausalLM.from_pretrained(p, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError, KeyError) as exc:
         raise PolicyLoadError(f"cannot load a causal LM from {p}: {exc}") from exc
     # transformers wraps PreTrainedModel.to with functools.wraps, whose signature the checker then misreads
