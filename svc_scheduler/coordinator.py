@@ -57,7 +57,7 @@ class Coordinator:
         """Begin (or, after a restart, resume) a run whose row exists: make it active, re-publish
         what may not have gone out, admit, seal."""
         self.runs[run.run_id] = run
-        record = await self._record(run.run_id)
+        record = await self.record(run.run_id)
         if record.policy_version >= run.spec.train.steps:
             await self.finish(run.run_id)
             return
@@ -69,7 +69,7 @@ class Coordinator:
         if evaluated is None or evaluated[0] < due:
             await self.request_evaluation(run.run_id, due)
 
-    async def _record(self, run_id: str) -> Run:
+    async def record(self, run_id: str) -> Run:
         """The lineage row of an active run (a run is active only once its row exists)."""
         record = await self.store.runs.get_run(run_id)
         if record is None:
@@ -91,7 +91,7 @@ class Coordinator:
         run = self.runs.get(run_id)
         if run is None:
             return
-        if (await self._record(run_id)).policy_version >= run.spec.train.steps:
+        if (await self.record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
         if unsure := self.unsure.get(run_id):
@@ -141,7 +141,7 @@ class Coordinator:
     async def _admit(self, run: ActiveRun) -> tuple[int, int, int]:
         """`admit` under the run's lock: (groups started, of which resumed, the version they start at)."""
         run_id = run.run_id
-        record = await self._record(run_id)
+        record = await self.record(run_id)
         if record.state != RunState.RUNNING:
             return 0, 0, 0
         counts = await self.store.groups.group_counts(run_id)
@@ -291,7 +291,7 @@ class Coordinator:
         every = run.spec.schedule.eval_every
         if every and version % every == 0 and version < run.spec.train.steps:
             await self.request_evaluation(run_id, version)
-        if (await self._record(run_id)).policy_version >= run.spec.train.steps:
+        if (await self.record(run_id)).policy_version >= run.spec.train.steps:
             await self.finish(run_id)
             return
         await self.admit(run_id)

@@ -15,6 +15,7 @@ import logging
 from jetrl.bus import (
     CAUSE_FAILED,
     DLQ_CAUSE,
+    DLQ_MSG_ID,
     DLQ_REASON,
     DLQ_SUBJECT,
     Delivery,
@@ -23,6 +24,7 @@ from jetrl.bus import (
     Wait,
     parse_subject,
 )
+from jetrl.bus.topology import DUPLICATE_WINDOW_S
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
@@ -82,14 +84,18 @@ class Recorder:
             spec = specs[sample.run_id]
             if spec is not None and sample.index >= group_size(spec):
                 rejected[i] = f"sample index {sample.index} >= group size {group_size(spec)}"
+            elif spec is not None and (problem := self._completion_problem(sample)):
+                rejected[i] = f"sample {sample.sample_id!r}: {problem}"
             else:
                 accepted.append((i, sample))
         # each sample keeps the trace of its own group, whatever else came in the same fetch
         progress = await self.store.samples.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
         crash_point("samples.recorded")
         for i, sample in accepted:
-            if progress[(sample.group_id, sample.run_id)] is None:
+            if (p := progress[(sample.group_id, sample.run_id)]) is None:
                 rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
+            elif (why := p.refused.get((sample.sample_id, sample.attempt))) is not None:
+                rejected[i] = why
         changed: set[str] = set()
         complete: dict[str, list[str]] = {}
         for (group_id, run_id), p in progress.items():
@@ -108,6 +114,15 @@ class Recorder:
         if accepted:
             await self.coordinator.notify()
         return rejected
+
+    def _completion_problem(self, sample: events_pb2.Sample) -> str | None:
+        """What makes the sample something the run's model did not generate (by its tokenizer)."""
+        if (run := self.coordinator.runs.get(sample.run_id)) is None:
+            return None  # it ended meanwhile: nothing will be made of the sample
+        tokenizer = run.tokenizer
+        if bad := [t for t in sample.prompt_token_ids if not 0 <= t < tokenizer.vocab_size]:
+            return f"prompt token id {bad[0]} is outside the model's vocabulary of {tokenizer.vocab_size}"
+        return tokenizer.completion_problem(sample.completion_token_ids, sample.text)
 
     async def on_scored(self, items: list[tuple[events_pb2.ScoredGroup, Delivery]]) -> dict[int, str]:
         """Record a fetch of scored groups in one transaction, apply each run's reward-failure
@@ -194,12 +209,23 @@ class Recorder:
         return False
 
     async def on_teacher(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
-        await self._run_spec(ann.run_id)
+        spec = await self._run_spec(ann.run_id)
+        if spec is not None and spec.teacher is None:
+            raise InvalidEvent(f"teacher v{ann.version} announced for run {ann.run_id}, which has no teacher")
+        if spec is not None and not 1 <= ann.version <= spec.train.steps:
+            raise InvalidEvent(f"teacher v{ann.version} announced for a run of {spec.train.steps} versions")
         await self.store.versions.record_teacher(ann.run_id, ann.version)
         await self.coordinator.notify()
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
-        await self._run_spec(ann.run_id)
+        """Record a version the trainer made: the next of its run, from the batch lineage sealed."""
+        if await self._run_spec(ann.run_id) is not None:
+            # a run going on records its versions in order (an ended one whatever has its batch)
+            head = (await self.coordinator.record(ann.run_id)).policy_version
+            if ann.version > head + 1:
+                raise Wait(f"v{ann.version} of {ann.run_id} announced before v{head + 1} was recorded")
+        if (problem := await self.store.versions.announcement_problem(ann)) is not None:
+            raise InvalidEvent(problem)
         await self.store.versions.record_version(ann, current_trace_id())
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
         await self.coordinator.notify()
@@ -232,6 +258,23 @@ class Recorder:
         await self.coordinator.notify()
         if delivery.headers.get(DLQ_CAUSE) == CAUSE_FAILED:
             await self._failed_for_good(delivery.run_id, subject, reason, payload)
+        elif (taken := delivery.headers.get(DLQ_MSG_ID, "")).startswith(f"{delivery.run_id}."):
+            await self._id_taken(delivery.run_id, subject, reason, taken)
+
+    async def _id_taken(self, run_id: str, subject: str, reason: str, taken: str) -> None:
+        """A refused event carried one of the run's own message ids (every id of a run starts
+        with it: jetrl.ids). JetStream now drops any event published under that id for its
+        duplicate window, the real one the run waits for included: fail the run with the reason
+        rather than wait for it."""
+        if self.coordinator.spec(run_id) is None:
+            return  # the run ended: nothing waits for the id
+        await self.coordinator.fail(
+            run_id,
+            f"an event on {subject} was refused ({reason}) under the message id {taken!r}; the event "
+            f"the run needs under that id would now be dropped as its duplicate for "
+            f"{DUPLICATE_WINDOW_S / 3600:g} h, so the run cannot go on (a forged or broken publisher: "
+            "check who may publish on the bus, docs/security.md)",
+        )
 
     async def _failed_for_good(self, run_id: str, subject: str, reason: str, payload: bytes) -> None:
         """An event of the run was handled and failed every time: it will never come again (its id

@@ -2,7 +2,7 @@
 
 from jetrl.bus.connection import BusUnreachable, bus_probe, connect
 from jetrl.bus.consume import consume, consume_together
-from jetrl.bus.dead_letter import DLQ_CAUSE, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT
+from jetrl.bus.dead_letter import DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, DLQ_SEQ, DLQ_SUBJECT
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler
 from jetrl.bus.follow import follow
 from jetrl.bus.publish import publish
@@ -35,6 +35,7 @@ __all__ = [
     "bus_probe",
     "connect",
     "DLQ_CAUSE",
+    "DLQ_MSG_ID",
     "DLQ_REASON",
     "DLQ_SEQ",
     "DLQ_SUBJECT",

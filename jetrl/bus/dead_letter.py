@@ -24,6 +24,9 @@ DLQ_REASON = "Jetrl-Dlq-Reason"
 DLQ_SUBJECT = "Jetrl-Dlq-Subject"
 DLQ_SEQ = "Jetrl-Dlq-Seq"
 DLQ_CAUSE = "Jetrl-Dlq-Cause"  # retry.CAUSE_INVALID or retry.CAUSE_FAILED
+# the message id the event was published under: JetStream drops another event with that id
+# for its duplicate window, so a refused event may have taken the id of one a run needs
+DLQ_MSG_ID = "Jetrl-Dlq-Msg-Id"
 failures = FailureCounter()
 
 
@@ -77,6 +80,8 @@ async def give_up(
         DLQ_CAUSE: cause,
         MSG_ID: dead_letter_msg_id(msg.metadata.stream, seq),
     }
+    if taken := delivery.headers.get(MSG_ID):
+        headers[DLQ_MSG_ID] = taken
     try:
         await js.publish(f"{PREFIX}.{delivery.run_id}.{Kind.DLQ}", msg.data, headers=headers)
     except Exception:

@@ -8,14 +8,14 @@ Writes are idempotent; each method is one transaction.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import and_, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 
 from jetrl.lineage.models import PartialSample, Prompt, PromptGroup, Run, Sample, SampleSegment
 from jetrl.lineage.role import EngineRole
-from jetrl.states import FinishReason, GroupState
+from jetrl.states import IN_FLIGHT, FinishReason, GroupState
 from jetrl.v1 import events_pb2
 from jetrl.views import ANALOGOUS, MAIN, TEACHER
 
@@ -33,6 +33,8 @@ class GroupProgress:
     complete: int  # samples finished (eos or length)
     state: str
     accounted: bool  # every sample is finished or reported by the current attempt (resumable)
+    # (sample id, attempt) -> why it was not stored: new samples for an attempt not in flight
+    refused: dict[tuple[str, int], str] = field(default_factory=dict)
 
 
 # The fields a Sample message and its `samples` row share, by name (the repeated ones are lists in
@@ -98,6 +100,8 @@ class Samples(EngineRole):
                 )
             }
             ours = [(s, t) for s, t in samples if (s.group_id, s.run_id) in known]
+            refused = await _stray(conn, [s for s, _ in ours], known)
+            ours = [(s, t) for s, t in ours if (s.sample_id, s.attempt) not in refused.get(s.group_id, {})]
             if ours:
                 await conn.execute(insert(SampleSegment).on_conflict_do_nothing(), [_segment_row(s) for s, _ in ours])
             finished = [_sample_row(s, t) for s, t in ours if s.finish_reason != FinishReason.ABORTED]
@@ -136,7 +140,10 @@ class Samples(EngineRole):
             progress = {}
             for (g, r), (state, attempt) in known.items():
                 progress[(g, r)] = GroupProgress(
-                    complete.get(g, 0), state, state == GroupState.PARTIAL and await accounted(conn, g, attempt)
+                    complete.get(g, 0),
+                    state,
+                    state == GroupState.PARTIAL and await accounted(conn, g, attempt),
+                    refused.get(g, {}),
                 )
         return {pair: progress.get(pair) for pair in pairs}
 
@@ -147,6 +154,43 @@ class Samples(EngineRole):
         """Several groups with their samples, in two queries whatever their number."""
         async with self.engine.connect() as conn:
             return await read_groups(conn, group_ids)
+
+
+async def _stray(
+    conn, samples: list[events_pb2.Sample], groups: dict[tuple[str, str], tuple[str, int]]
+) -> dict[str, dict[tuple[str, int], str]]:
+    """Per group, the samples that may not be stored, with why: a new (sample, attempt) is only ever the
+    work of the attempt in flight, so one for a group that is done generating, or for another
+    attempt, is forged or stray; stored, it would change a trained group's lineage or take the
+    message id the real sample needs. A redelivery of what is stored (the same attempt of the
+    sample, ended the same way) is no such sample: its writes change nothing."""
+    suspect = [
+        s
+        for s in samples
+        if (state_attempt := groups[(s.group_id, s.run_id)])[0] not in IN_FLIGHT or s.attempt != state_attempt[1]
+    ]
+    if not suspect:
+        return {}
+    stored = set(
+        (
+            await conn.execute(
+                select(SampleSegment.sample_id, SampleSegment.attempt, SampleSegment.finish_reason).where(
+                    tuple_(SampleSegment.sample_id, SampleSegment.attempt).in_(
+                        [(s.sample_id, s.attempt) for s in suspect]
+                    )
+                )
+            )
+        ).all()
+    )
+    refused: dict[str, dict[tuple[str, int], str]] = {}
+    for s in suspect:
+        if (s.sample_id, s.attempt, s.finish_reason) not in stored:
+            state, attempt = groups[(s.group_id, s.run_id)]
+            refused.setdefault(s.group_id, {})[(s.sample_id, s.attempt)] = (
+                f"sample {s.sample_id!r} of attempt {s.attempt}: its group is {state} at attempt {attempt}, "
+                "so no sample of that attempt can be new"
+            )
+    return refused
 
 
 async def read_groups(conn, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:

@@ -9,9 +9,10 @@ from __future__ import annotations
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
-from jetrl.lineage.models import PolicyVersion, PromptGroup, Run, Sample
+from jetrl.ids import batch_id
+from jetrl.lineage.models import Batch, PolicyVersion, PromptGroup, Run, Sample
 from jetrl.lineage.role import EngineRole
-from jetrl.states import GroupState
+from jetrl.states import GroupState, ViewName
 from jetrl.v1 import events_pb2
 
 __all__ = ["Versions"]
@@ -82,6 +83,46 @@ class Versions(EngineRole):
                 .where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
                 .values(policy_version=ann.version, updated_at=func.now())
             )
+
+    async def announcement_problem(self, ann: events_pb2.WeightsAnnouncement) -> str | None:
+        """Why `ann` cannot be the trainer's version `ann.version` of its run, as lineage knows
+        it; None when it can be (a redelivery of a recorded version included). Version v comes
+        from v - 1 and the batch of step v - 1, which lineage sealed before the trainer could
+        have it, and it trains exactly that batch's trained samples."""
+        run_id, version = ann.run_id, ann.version
+        sealed_id = batch_id(run_id, version - 1) if version >= 1 else ""
+        if version < 1 or ann.parent_version != version - 1 or ann.batch_id != sealed_id:
+            return (
+                f"announced v{version} from v{ann.parent_version} and batch {ann.batch_id!r}: a version "
+                f"v (>= 1) comes from v - 1 and batch {sealed_id or '<run>.b<v-1>'}"
+            )
+        async with self.engine.connect() as conn:
+            recorded = (
+                await conn.execute(
+                    select(PolicyVersion.sha256).where(PolicyVersion.run_id == run_id, PolicyVersion.version == version)
+                )
+            ).scalar_one_or_none()
+            if recorded is not None:
+                same = recorded == ann.sha256
+                return None if same else f"v{version} is recorded with other weights (sha256 {recorded})"
+            if (await conn.execute(select(Batch.batch_id).where(Batch.batch_id == sealed_id))).first() is None:
+                return f"batch {sealed_id} was never sealed: no version can come from it"
+            sealed = set(
+                (
+                    await conn.execute(
+                        select(Sample.sample_id)
+                        .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                        .where(PromptGroup.batch_id == sealed_id, Sample.view != ViewName.TEACHER)
+                    )
+                ).scalars()
+            )
+        named = {a.sample_id for a in ann.advantages}
+        if named != sealed:
+            return (
+                f"v{version} names {len(named - sealed)} samples batch {sealed_id} does not hold and misses "
+                f"{len(sealed - named)} it does (of {len(sealed)})"
+            )
+        return None
 
     async def versions_recorded(self, run_id: str) -> int:
         """How many of the run's versions have their row (announcements may arrive out of order)."""

@@ -9,6 +9,7 @@ hands its backend to the same rule, so both sides produce the same ids.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer
@@ -63,11 +64,20 @@ def prompt_ids(backend: Tokenizer, bos_id: int | None, text: str, chat: ChatTemp
 class PromptTokenizer:
     """A model directory's fast tokenizer, loaded from its files with no transformers and no torch."""
 
-    def __init__(self, backend: Tokenizer, bos_id: int | None, eos_id: int | None, chat: ChatTemplate | None = None):
+    def __init__(
+        self,
+        backend: Tokenizer,
+        bos_id: int | None,
+        eos_id: int | None,
+        chat: ChatTemplate | None = None,
+        vocab_size: int | None = None,
+    ):
         self.backend = backend
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.chat = chat
+        # the model's embedding rows (config.json), which may pad past the tokenizer's own count
+        self.vocab_size = vocab_size or backend.get_vocab_size(with_added_tokens=True)
 
     @classmethod
     def load(cls, path: str | Path, chat: bool = False) -> PromptTokenizer:
@@ -99,8 +109,27 @@ class PromptTokenizer:
             if source is None:
                 raise PolicyLoadError(f"{p} ships no chat template; set task.chat_template: false")
             template = ChatTemplate(source, token("bos_token"), token("eos_token"))
-        return cls(backend, token_id("bos_token"), token_id("eos_token"), template)
+        config_vocab = json.loads((p / "config.json").read_text()).get("vocab_size")
+        vocab = config_vocab if isinstance(config_vocab, int) and config_vocab > 0 else None
+        return cls(backend, token_id("bos_token"), token_id("eos_token"), template, vocab)
 
     def encode(self, text: str) -> list[int]:
         """The prompt's token ids (`prompt_ids`)."""
         return prompt_ids(self.backend, self.bos_id, text, self.chat)
+
+    def completion_problem(self, token_ids: Sequence[int], text: str) -> str | None:
+        """Why a completion's token ids and text cannot be one generation of this model; None when
+        they can. Ids outside the embedding would crash the trainer; text other than the tokens'
+        would be rewarded for what was never trained. Engines detokenize their own way (spaces
+        around punctuation, a character cut at the length limit), so the text is compared with
+        the decoded tokens without whitespace and replacement characters."""
+        if bad := [t for t in token_ids if not 0 <= t < self.vocab_size]:
+            return f"token id {bad[0]} is outside the model's vocabulary of {self.vocab_size}"
+        decoded = self.backend.decode(list(token_ids), skip_special_tokens=True)
+        if _squeezed(decoded) != _squeezed(text):
+            return f"text {text[:40]!r} is not what its tokens decode to ({decoded[:40]!r})"
+        return None
+
+
+def _squeezed(text: str) -> str:
+    return "".join(c for c in text if not c.isspace() and c != "\ufffd")

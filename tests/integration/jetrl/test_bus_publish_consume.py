@@ -8,6 +8,7 @@ from sqlalchemy.exc import OperationalError
 from jetrl.bus import (
     CAUSE_FAILED,
     DLQ_CAUSE,
+    DLQ_MSG_ID,
     DLQ_REASON,
     DLQ_SEQ,
     DLQ_SUBJECT,
@@ -198,6 +199,8 @@ async def test_malformed_and_wrong_run_events_are_dead_lettered_and_the_consumer
     assert "not a valid jetrl.v1.Task" in reasons[0]
     assert reasons[1] == "run_id 'other' does not match the subject's run 'run1'"
     assert reasons[2] == "handler says no"
+    # the refused event's message id goes with it: the scheduler can tell a run's id was taken
+    assert [d.headers.get(DLQ_MSG_ID) for _, d in letters] == [None, None, "rejected"]
     assert letters[0][0] == b"\xff\xff garbage" and letters[0][1].headers["traceparent"] == TRACEPARENT
     await until(lambda: drained(js, Kind.TASKS))
 

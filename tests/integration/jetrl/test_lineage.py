@@ -9,7 +9,7 @@ from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
 from jetrl.lineage.groups import NewGroup
-from jetrl.lineage.models import Base, PromptGroup, Reward, Sample
+from jetrl.lineage.models import Base, PartialSample, PromptGroup, Reward, Sample, SampleSegment
 from jetrl.lineage.samples import GroupProgress, UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.states import GroupState
@@ -105,6 +105,27 @@ async def test_a_sample_of_an_unknown_group_is_not_stored_and_its_group_named(st
         (f"{run_id}.g000001", run_id): GroupProgress(2, "admitted", False),
     }
     assert [s.index for s in (await store.samples.load_group(f"{run_id}.g000001")).samples] == [0, 2]
+
+
+async def test_a_new_sample_for_an_attempt_not_in_flight_is_refused_and_nothing_stored(store, run_id):
+    group = await admitted_and_generated(store, run_id)
+    gid = group.group_id
+    before = await store.samples.load_group(gid)
+    # forged: another attempt of a group generating at attempt 0, with different text
+    ahead = sample_event(run_id, gid, 0, attempt=3, text="forged")
+    counts = await store.samples.record_samples([(ahead, "")])
+    assert counts[(gid, run_id)].refused.keys() == {(f"{gid}.0", 3)}
+    await store.groups.mark_groups([gid], GroupState.GENERATED)
+    # done generating: not even its own attempt may bring a new sample (a stray partial, say)
+    late = sample_event(run_id, gid, 1, attempt=0, finish_reason="aborted")
+    counts = await store.samples.record_samples([(late, ""), (sample(run_id, 0, 0), "")])
+    assert counts[(gid, run_id)].refused.keys() == {(f"{gid}.1", 0)}  # the redelivery of sample 0 is no such thing
+    assert "generated at attempt 0" in counts[(gid, run_id)].refused[(f"{gid}.1", 0)]
+    assert await store.samples.load_group(gid) == before
+    async with store.engine.connect() as conn:
+        segments = (await conn.execute(select(SampleSegment.attempt).where(SampleSegment.group_id == gid))).all()
+        partials = (await conn.execute(select(PartialSample.sample_id).where(PartialSample.group_id == gid))).all()
+    assert sorted(a for (a,) in segments) == [0] * G and partials == []
 
 
 async def test_group_states_only_move_forward(store, run_id):

@@ -1,0 +1,141 @@
+"""Events that are well formed but cannot be true (real NATS and Postgres): the recorder refuses
+them with the reason and lineage does not change; one that took an id the run needs fails the run
+instead of leaving it waiting (issue 14's forged-event cases)."""
+
+import uuid
+
+import pytest
+
+from jetrl.bus import CAUSE_INVALID, DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, Delivery, InvalidEvent, Kind, Wait
+from jetrl.config import RunSpec
+from jetrl.ids import batch_id, group_id
+from jetrl.policy.prompts import PromptTokenizer
+from jetrl.v1 import events_pb2 as ev
+from sample_events import sample_event
+from svc_scheduler.active import prepare
+from svc_scheduler.coordinator import Coordinator
+from svc_scheduler.recorder import Recorder
+
+B, G, STEPS = 2, 2, 3
+
+
+def delivery(run_id: str, kind: Kind, headers: dict | None = None) -> Delivery:
+    return Delivery(f"jetrl.{run_id}.{kind}", run_id, kind, headers or {}, 1, 1)
+
+
+@pytest.fixture
+async def world(js, lineage, untrained_model_dir):
+    """A run whose batch 0 is sealed from two scored groups: (recorder, run id, tokenizer)."""
+    spec = RunSpec.model_validate(
+        {
+            "model": {"path": str(untrained_model_dir)},
+            "rollout": {"group_size": G, "max_new_tokens": 4},
+            "train": {"steps": STEPS, "batch_groups": B},
+            "schedule": {"eval_every": 0},
+        }
+    )
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    recorder = Recorder(coordinator, lineage)
+    await lineage.runs.create_run(run_id, "t", "", STEPS, B, G, "")
+    await coordinator.start(prepare(run_id, spec))
+    tokenizer = PromptTokenizer.load(untrained_model_dir)
+    for n in range(B):
+        assert (
+            await recorder.on_samples(
+                [(sample(tokenizer, run_id, n, i), delivery(run_id, Kind.ROLLOUTS)) for i in range(G)]
+            )
+            == {}
+        )
+    scored = [
+        (ev.ScoredGroup(group=await lineage.samples.load_group(group_id(run_id, n)), rewards=[1.0, 0.0]), None)
+        for n in range(B)
+    ]
+    assert await recorder.on_scored([(s, delivery(run_id, Kind.SCORED)) for s, _ in scored]) == {}
+    assert await lineage.batches.batches_sealed(run_id) == 1
+    return recorder, run_id, tokenizer
+
+
+def sample(tokenizer: PromptTokenizer, run_id: str, n: int, index: int, **fields) -> ev.Sample:
+    ids = fields.pop("completion_token_ids", [7, 8])
+    text = fields.pop("text", tokenizer.backend.decode(ids, skip_special_tokens=True))
+    return sample_event(run_id, group_id(run_id, n), index, completion_token_ids=ids, text=text, **fields)
+
+
+def announcement(run_id: str, version: int, sample_ids: list[str], **fields) -> ev.WeightsAnnouncement:
+    return ev.WeightsAnnouncement(
+        **(
+            dict(
+                run_id=run_id,
+                version=version,
+                parent_version=version - 1,
+                batch_id=batch_id(run_id, version - 1),
+                uri="file:///x",
+                sha256="a" * 64,
+                advantages=[ev.SampleAdvantage(sample_id=s) for s in sample_ids],
+            )
+            | fields
+        )
+    )
+
+
+def batch_samples(run_id: str) -> list[str]:
+    return [f"{group_id(run_id, n)}.{i}" for n in range(B) for i in range(G)]
+
+
+async def test_a_forged_last_version_does_not_complete_the_run(world, lineage):
+    recorder, run_id, _ = world
+    weights = delivery(run_id, Kind.WEIGHTS)
+    with pytest.raises(Wait):  # the last version before the first: it waits for v1 (it may be late)
+        await recorder.on_weights(announcement(run_id, STEPS, batch_samples(run_id)), weights)
+    with pytest.raises(InvalidEvent, match="comes from v - 1"):
+        await recorder.on_weights(announcement(run_id, 1, batch_samples(run_id), batch_id=f"{run_id}.b7"), weights)
+    with pytest.raises(InvalidEvent, match="misses 1"):
+        await recorder.on_weights(announcement(run_id, 1, batch_samples(run_id)[1:]), weights)
+    with pytest.raises(InvalidEvent, match="comes from v - 1"):
+        await recorder.on_weights(announcement(run_id, 1, batch_samples(run_id), parent_version=3), weights)
+    assert await lineage.versions.versions_recorded(run_id) == 0
+    assert (await lineage.runs.get_run(run_id)).state == "RUNNING"
+    real = announcement(run_id, 1, batch_samples(run_id))
+    await recorder.on_weights(real, weights)
+    await recorder.on_weights(real, weights)  # redelivered: the same bytes, nothing new
+    with pytest.raises(InvalidEvent, match="other weights"):
+        await recorder.on_weights(announcement(run_id, 1, batch_samples(run_id), sha256="b" * 64), weights)
+    with pytest.raises(InvalidEvent, match="never sealed"):  # v2 from batch 1, which lineage has not sealed
+        await recorder.on_weights(announcement(run_id, 2, []), weights)
+    assert await lineage.versions.versions_recorded(run_id) == 1
+    assert (await lineage.runs.get_run(run_id)).policy_version == 1
+
+
+async def test_a_teacher_version_for_a_run_with_no_teacher_is_refused(world, lineage):
+    recorder, run_id, _ = world
+    with pytest.raises(InvalidEvent, match="no teacher"):
+        await recorder.on_teacher(announcement(run_id, 1, []), delivery(run_id, Kind.TEACHER))
+    assert (await lineage.runs.get_run(run_id)).teacher_version is None
+
+
+async def test_samples_the_model_did_not_generate_are_refused(world, lineage):
+    recorder, run_id, tokenizer = world
+    rejected = await recorder.on_samples(
+        [
+            (sample(tokenizer, run_id, 2, 0, text="76"), delivery(run_id, Kind.ROLLOUTS)),
+            (sample(tokenizer, run_id, 2, 1, completion_token_ids=[7, 1_000_000]), delivery(run_id, Kind.ROLLOUTS)),
+            (sample(tokenizer, run_id, 0, 1, attempt=2), delivery(run_id, Kind.ROLLOUTS)),  # a batched group
+        ]
+    )
+    assert "not what its tokens decode to" in rejected[0]
+    assert "outside the model's vocabulary" in rejected[1]
+    assert "batched at attempt 0" in rejected[2]
+    assert [len((await lineage.samples.load_group(group_id(run_id, n))).samples) for n in range(B)] == [G] * B
+
+
+async def test_a_refused_event_that_took_one_of_the_runs_ids_fails_the_run(world, lineage):
+    recorder, run_id, _ = world
+    refused = {DLQ_CAUSE: CAUSE_INVALID, DLQ_REASON: "bad"}
+    # refused, but under no id of the run's (junk, a test's): the run goes on
+    await recorder.on_dead_letter(b"x", delivery(run_id, Kind.DLQ, refused | {DLQ_MSG_ID: "junk"}))
+    assert (await lineage.runs.get_run(run_id)).state == "RUNNING"
+    taken = batch_id(run_id, 1)
+    await recorder.on_dead_letter(b"x", delivery(run_id, Kind.DLQ, refused | {DLQ_MSG_ID: taken}))
+    failed = await lineage.runs.get_run(run_id)
+    assert failed.state == "FAILED" and taken in failed.message and "bad" in failed.message
