@@ -29,7 +29,7 @@ from jetrl.runs import RunNotFound
 from jetrl.states import FinishReason
 from jetrl.tasks import make_task
 from jetrl.telemetry import Attr, tracer
-from jetrl.v1 import events_pb2
+from jetrl.v1 import events_pb2, services_pb2
 from jetrl.views import TEACHER
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.policies import Policies
@@ -213,11 +213,25 @@ class RolloutWorker:
         if control.kind == events_pb2.Control.ABORT:
             self.aborted.add(control.run_id, control.aborted)
         elif control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED):
+            if await self._running(control.run_id):
+                # the scheduler records a run's end before it says so: this one is forged or stray,
+                # and dropping the run's tasks on its word would leave the run waiting for ever
+                log.warning(
+                    "end of a run announced, but the scheduler says it is running: ignored",
+                    extra=log_fields(run=control.run_id, kind=events_pb2.Control.Kind.Name(control.kind)),
+                )
+                return
             self.ended_runs.add(control.run_id)
             self.aborted.forget(control.run_id)
             for engine in self.policies.forget(control.run_id):
                 self._busy_retired += engine.busy_seconds
                 await asyncio.to_thread(engine.close)
+
+    async def _running(self, run_id: str) -> bool:
+        try:
+            return (await self.policies.specs.fetch(run_id)).progress.state == services_pb2.RUNNING
+        except RunNotFound:
+            return False
 
 
 def _unstarted(request: GenRequest, tokenizer) -> GenResult:

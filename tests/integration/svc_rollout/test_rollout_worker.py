@@ -12,6 +12,7 @@ from jetrl.bus import ROLLOUT_WORKERS, Kind, consume, follow, publish, stream_na
 from jetrl.bus.publish import MSG_ID
 from jetrl.policy import encode_prompt
 from jetrl.v1 import events_pb2 as ev
+from jetrl.v1 import services_pb2 as svc
 from svc_rollout.engine import TorchEngine
 from svc_rollout.policies import POLICY, Policies
 from svc_rollout.server import RolloutServicer
@@ -20,10 +21,17 @@ from tiny_rollout import RUN, TOK, make_task, tiny_engine
 
 
 class KnownRuns:
-    """Stands in for the scheduler's run specs: every run exists (the engine is put in by hand)."""
+    """Stands in for the scheduler's run specs: every run exists (the engine is put in by hand),
+    in the state `state`."""
+
+    def __init__(self, state: int = svc.STOPPED):
+        self.state = state
 
     async def get(self, run_id):
         return None
+
+    async def fetch(self, run_id):
+        return svc.Run(run_id=run_id, progress=svc.RunProgress(state=self.state))
 
 
 class HeldEngine(TorchEngine):
@@ -49,9 +57,9 @@ class HeldEngine(TorchEngine):
         return super().generate(requests, held)
 
 
-async def running_worker(js, engine, stop):
+async def running_worker(js, engine, stop, runs: KnownRuns | None = None):
     """A worker serving RUN with `engine`, consuming tasks and following control, until `stop`."""
-    policies = Policies(KnownRuns())
+    policies = Policies(runs or KnownRuns())
     policies.engines[(RUN, POLICY)] = engine
     worker = RolloutWorker(js, policies, "w1")
     loops = [
@@ -156,3 +164,18 @@ async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_tok
     assert status.busy_seconds == pytest.approx(busy) and busy > 0
     assert worker.busy_seconds == busy  # the ended run's engine is gone, its busy time is kept
     assert (RUN, "run1.g5", 0) not in worker.aborted  # forgotten with the run
+
+
+async def test_an_end_of_run_the_scheduler_does_not_confirm_is_ignored(js):
+    """A forged COMPLETED used to make every worker drop the run's tasks: the run waited for ever."""
+    stop = asyncio.Event()
+    worker, loops = await running_worker(js, tiny_engine(), stop, KnownRuns(svc.RUNNING))
+    try:
+        forged = ev.Control(run_id=RUN, kind=ev.Control.COMPLETED, reason="forged")
+        await publish(js, RUN, Kind.CONTROL, forged, msg_id="forged-end")
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g0", num_samples=2), msg_id="run1.g0")
+        assert len(await rollouts(js, 2)) == 2  # the task was still generated
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+    assert RUN not in worker.ended_runs and (RUN, POLICY) in worker.policies.engines
