@@ -164,11 +164,7 @@ async def _stray(
     attempt, is forged or stray; stored, it would change a trained group's lineage or take the
     message id the real sample needs. A redelivery of what is stored (the same attempt of the
     sample, ended the same way) is no such sample: its writes change nothing."""
-    suspect = [
-        s
-        for s in samples
-        if (state_attempt := groups[(s.group_id, s.run_id)])[0] not in IN_FLIGHT or s.attempt != state_attempt[1]
-    ]
+    suspect = [s for s in samples if _not_in_flight(s, *groups[(s.group_id, s.run_id)])]
     if not suspect:
         return {}
     stored = set(
@@ -187,10 +183,19 @@ async def _stray(
         if (s.sample_id, s.attempt, s.finish_reason) not in stored:
             state, attempt = groups[(s.group_id, s.run_id)]
             refused.setdefault(s.group_id, {})[(s.sample_id, s.attempt)] = (
-                f"sample {s.sample_id!r} of attempt {s.attempt}: its group is {state} at attempt {attempt}, "
-                "so no sample of that attempt can be new"
+                f"{'partial ' if s.finish_reason == FinishReason.ABORTED else ''}sample {s.sample_id!r} of "
+                f"attempt {s.attempt}: its group is {state} at attempt {attempt}, so no such sample can be new"
             )
     return refused
+
+
+def _not_in_flight(sample: events_pb2.Sample, state: str, attempt: int) -> bool:
+    """Whether the sample cannot be new work of the group's attempt in flight: a group generates
+    at its current attempt, and hands partial samples back only once the scheduler recorded its
+    abort (state "partial")."""
+    if state not in IN_FLIGHT or sample.attempt != attempt:
+        return True
+    return sample.finish_reason == FinishReason.ABORTED and state != GroupState.PARTIAL
 
 
 async def read_groups(conn, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:

@@ -113,13 +113,16 @@ async def test_a_new_sample_for_an_attempt_not_in_flight_is_refused_and_nothing_
     before = await store.samples.load_group(gid)
     # forged: another attempt of a group generating at attempt 0, with different text
     ahead = sample_event(run_id, gid, 0, attempt=3, text="forged")
-    counts = await store.samples.record_samples([(ahead, "")])
-    assert counts[(gid, run_id)].refused.keys() == {(f"{gid}.0", 3)}
+    # forged: a partial sample of a group the scheduler never aborted (a forged ABORT's result)
+    unasked = sample_event(run_id, gid, 1, attempt=0, finish_reason="aborted")
+    counts = await store.samples.record_samples([(ahead, ""), (unasked, "")])
+    assert counts[(gid, run_id)].refused.keys() == {(f"{gid}.0", 3), (f"{gid}.1", 0)}
     await store.groups.mark_groups([gid], GroupState.GENERATED)
     # done generating: not even its own attempt may bring a new sample (a stray partial, say)
     late = sample_event(run_id, gid, 1, attempt=0, finish_reason="aborted")
     counts = await store.samples.record_samples([(late, ""), (sample(run_id, 0, 0), "")])
     assert counts[(gid, run_id)].refused.keys() == {(f"{gid}.1", 0)}  # the redelivery of sample 0 is no such thing
+    assert "partial sample" in counts[(gid, run_id)].refused[(f"{gid}.1", 0)]
     assert "generated at attempt 0" in counts[(gid, run_id)].refused[(f"{gid}.1", 0)]
     assert await store.samples.load_group(gid) == before
     async with store.engine.connect() as conn:
