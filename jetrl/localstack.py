@@ -46,16 +46,21 @@ def nats_server_binary() -> str:
     return found
 
 
-def start_nats_server(port: int, store_dir: Path, log_file: Path | None = None) -> subprocess.Popen:
-    """Start a JetStream-enabled nats-server on 127.0.0.1:port and wait until it accepts clients."""
+def start_nats_server(
+    port: int, store_dir: Path, log_file: Path | None = None, auth: tuple[Path, dict[str, str]] | None = None
+) -> subprocess.Popen:
+    """Start a JetStream-enabled nats-server on 127.0.0.1:port and wait until it accepts clients.
+    `auth`: a config file with the users (jetrl.bus.permissions.render_authorization) and the
+    environment it needs (their passwords); without it anyone may do anything."""
     store_dir.mkdir(parents=True, exist_ok=True)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-    proc = subprocess.Popen(
-        [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    args = [nats_server_binary(), "-a", "127.0.0.1", "-p", str(port), "-js", "-sd", str(store_dir)]
+    env = None
+    if auth is not None:
+        config, passwords = auth
+        args += ["-c", str(config)]
+        env = {**os.environ, **passwords}
+    proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_tcp("127.0.0.1", port, timeout=15)
     except TimeoutError:

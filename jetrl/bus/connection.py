@@ -3,6 +3,11 @@
 Once connected a service rides out broker restarts (nats-py reconnects forever and buffers
 publishes); at start, though, an unreachable broker is a configuration problem, so `connect`
 gives up after a short timeout and says what to do instead of retrying silently.
+
+A subject the broker refuses this user (jetrl/bus/permissions.py) is a configuration problem too:
+nats-py only reports it to the error callback, and the request then times out like an outage
+would, retried for ever. Here it is logged naming the user, the subject and what to do, and the
+request waiting on that subject fails at once with PermissionDenied (never transient).
 """
 
 from __future__ import annotations
@@ -16,14 +21,35 @@ from typing import Any
 import nats
 from nats.aio.client import Client
 
+from jetrl.bus.permissions import ROLES, SERVICE_ROLES, inbox_prefix
+from jetrl.bus.refusals import BusClient, PermissionDenied
 from jetrl.config import Settings
 from jetrl.logs import log_fields
 
 log = logging.getLogger(__name__)
+# nats-server's words, passed on lowercased by nats-py: `nats: permissions violation for publish to "x"`
+_REFUSED = re.compile(r"permissions violation for (publish|subscription) to \"?([^\"\s']+)", re.I)
+_SUBJECT_TOKEN = re.compile(r"[\w-]+")
 
 
 class BusUnreachable(RuntimeError):
     """No NATS server answered at start."""
+
+
+def refusal(name: str, user: str | None, operation: str, subject: str) -> PermissionDenied:
+    """What a refused `operation` ("publish" or "subscribe") on `subject` means, and what to do."""
+    role = next((r for module, r in SERVICE_ROLES.items() if name.startswith(module)), None)
+    who = f"{name} (NATS user {user!r})" if user else f"{name} (no NATS user)"
+    if role and user != role:
+        fix = f"it is the {role!r} role: connect it as that user (JETRL_NATS_USER={role} and its password)"
+    elif user in ROLES:
+        fix = (
+            f"the {user!r} role may not: if this version needs it, the broker runs an older config, so "
+            "regenerate it (`jetrl nats config`, deploy/nats/auth.conf) and restart nats-server"
+        )
+    else:
+        fix = "connect as the service's own role user (jetrl/bus/permissions.py ROLES) or as admin"
+    return PermissionDenied(f"{who}: NATS refused to let it {operation} to {subject!r}; {fix}")
 
 
 def redact(url: str) -> str:
@@ -59,6 +85,9 @@ def connect_options(settings: Settings, name: str) -> dict[str, Any]:
     }
     if settings.nats_user:
         opts["user"], opts["password"] = settings.nats_user, settings.nats_password
+        if _SUBJECT_TOKEN.fullmatch(settings.nats_user):
+            # replies to this user's own inbox, the only one its role may subscribe to
+            opts["inbox_prefix"] = inbox_prefix(settings.nats_user)
     if settings.nats_token:
         opts["token"] = settings.nats_token
     ctx = tls_context(settings)
@@ -67,13 +96,21 @@ def connect_options(settings: Settings, name: str) -> dict[str, Any]:
     return opts
 
 
-async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client:
+async def connect(settings: Settings, name: str, timeout: float = 5.0) -> BusClient:
     """A connected client named `name`; BusUnreachable if no server answers within `timeout` s."""
     opts = connect_options(settings, name)
     url = redact(settings.nats_url)
     last_error: list[BaseException] = []
 
     async def on_error(exc: Exception) -> None:
+        if refused := _REFUSED.search(str(exc)):
+            operation = "publish" if refused[1].lower() == "publish" else "subscribe"
+            first = not nc.was_refused(refused[2])  # logged once: a pull fetch is refused every second
+            spelled = nc.refuse(refused[2], lambda subj: refusal(name, settings.nats_user, operation, subj))
+            if first:
+                error = refusal(name, settings.nats_user, operation, spelled)
+                log.error("nats permission refused", extra=log_fields(url=url, error=str(error)))
+            return
         last_error[:] = [exc]
         log.warning("nats error", extra=log_fields(url=url, error=repr(exc)))
 
@@ -87,7 +124,7 @@ async def connect(settings: Settings, name: str, timeout: float = 5.0) -> Client
     async def on_closed() -> None:
         log.info("nats connection closed", extra=log_fields(url=url))
 
-    nc = Client()
+    nc = BusClient()
     try:
         # nats-py retries the first connect forever when reconnects are unlimited: bound it here
         await asyncio.wait_for(

@@ -23,6 +23,7 @@ from opentelemetry import trace
 
 from jetrl.bus.dead_letter import failures, give_up, not_done
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler, consumer_span, decode_payload, delivery_of
+from jetrl.bus.refusals import raise_if_refused
 from jetrl.bus.retry import CAUSE_INVALID, Wait, is_transient
 from jetrl.bus.topology import ConsumerSpec
 from jetrl.bus.validate import InvalidEvent
@@ -100,7 +101,7 @@ async def _fetch_loop(
     pending: list[Msg] = []  # fetched, not yet acked: all kept alive, since they wait their turn
     async with _bound(js, consumer, pending) as sub:
         while not stop.is_set():
-            pending[:] = await _fetch(sub, consumer, batch, fetch_timeout)
+            pending[:] = await _fetch(js, sub, consumer, batch, fetch_timeout)
             if not pending:
                 continue
             await process(pending)
@@ -139,7 +140,7 @@ async def _consume_concurrently(
                     done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     reap(done)
                     continue
-                for msg in await _fetch(sub, consumer, concurrency - len(running), fetch_timeout):
+                for msg in await _fetch(js, sub, consumer, concurrency - len(running), fetch_timeout):
                     # nats-py may hand over more than asked (late arrivals of an earlier fetch)
                     if stop.is_set() or len(running) >= concurrency:
                         await msg.nak()  # not started: another replica (or we, later) can take it now
@@ -167,11 +168,13 @@ async def _bound(js, consumer: ConsumerSpec, alive: list[Msg]) -> AsyncIterator:
         await sub.unsubscribe()
 
 
-async def _fetch(sub, consumer: ConsumerSpec, n: int, timeout: float) -> list[Msg]:
-    """Up to `n` messages; none when there were none within `timeout` or the fetch failed."""
+async def _fetch(js: JetStreamContext, sub, consumer: ConsumerSpec, n: int, timeout: float) -> list[Msg]:
+    """Up to `n` messages; none when there were none within `timeout` or the fetch failed.
+    PermissionDenied when the broker refuses this user the fetch: it would only time out."""
     try:
         return await sub.fetch(n, timeout=timeout)
     except (nats.errors.TimeoutError, TimeoutError):  # nats-py raises either
+        raise_if_refused(js, consumer.fetch_subject)
         return []
     except nats.errors.Error as exc:
         # a reconnect or a consumer leader change: wait a moment and fetch again

@@ -24,6 +24,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import APIError, NotFoundError
 
+from jetrl.bus.refusals import PermissionDenied
 from jetrl.config import Settings
 from jetrl.logs import log_fields
 from jetrl.v1 import events_pb2
@@ -129,6 +130,11 @@ class ConsumerSpec:
     def stream(self) -> str:
         return stream_name(self.kind)
 
+    @property
+    def fetch_subject(self) -> str:
+        """The JetStream API subject a pull fetch from this consumer is published to."""
+        return f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
+
     def config(self) -> ConsumerConfig:
         # no filter subject: the stream holds exactly this kind, and nats-py would put a
         # wildcard filter into the API subject, which the server cannot route; no num_replicas:
@@ -219,13 +225,55 @@ async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
     await js.add_consumer(spec.stream, spec.config())
 
 
+async def _differences(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...], replicas: int) -> list[str]:
+    """What is not as declared: a missing stream or consumer, or a field of its config."""
+
+    def changed(what: str, want: StreamConfig | ConsumerConfig, have: StreamConfig | ConsumerConfig) -> list[str]:
+        # only the fields declared here: the server fills in the others
+        fields = {k: v for k, v in dataclasses.asdict(want).items() if v is not None}
+        return [f"{what}.{k}" for k, v in fields.items() if getattr(have, k) != v]
+
+    async def stream(kind: Kind) -> list[str]:
+        name = stream_name(kind)
+        try:
+            return changed(name, stream_config(kind, replicas), (await js.stream_info(name)).config)
+        except NotFoundError:
+            return [f"{name} missing"]
+
+    async def consumer(spec: ConsumerSpec) -> list[str]:
+        name = f"{spec.stream}/{spec.name}"
+        try:
+            return changed(name, spec.config(), (await js.consumer_info(spec.stream, spec.name)).config)
+        except NotFoundError:
+            return [f"{name} missing"]
+
+    found = await asyncio.gather(*(stream(kind) for kind in Kind), *(consumer(spec) for spec in consumers))
+    return [difference for differences in found for difference in differences]
+
+
 async def declare(
     js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS, replicas: int | None = None
 ) -> None:
     """Create or update every stream and durable consumer; idempotent, safe from every service.
 
+    When all are already as declared nothing is written: a service connected as its role (jetrl/bus/
+    permissions.py) may only read the layout, which the admin step declared before it started
+    (`jetrl nats declare`); a service on a bare server declares what is missing or changed.
     `replicas`: of every stream; default JETRL_STREAM_REPLICAS (`Settings.stream_replicas`)."""
     if replicas is None:
         replicas = Settings().stream_replicas
-    await asyncio.gather(*(declare_stream(js, kind, replicas) for kind in Kind))
-    await asyncio.gather(*(declare_consumer(js, spec) for spec in consumers))
+    differences: list[str] = []
+    try:
+        differences = await _differences(js, consumers, replicas)
+        if not differences:
+            return
+        await asyncio.gather(*(declare_stream(js, kind, replicas) for kind in Kind))
+        await asyncio.gather(*(declare_consumer(js, spec) for spec in consumers))
+    except PermissionDenied as exc:
+        more = ", ..." if len(differences) > 5 else ""
+        found = f" (not as this version declares it: {', '.join(differences[:5])}{more})" if differences else ""
+        raise PermissionDenied(
+            f"{exc}. Declaring the streams and durable consumers is the admin's{found}: run `jetrl nats "
+            "declare` as the admin user (`jetrl up`, the compose job nats-declare and the k8s Job "
+            "jetrl-nats-declare do), then start the service again"
+        ) from None

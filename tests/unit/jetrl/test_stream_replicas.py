@@ -9,6 +9,7 @@ import dataclasses
 import logging
 
 import pytest
+from nats.js.api import ConsumerConfig
 from nats.js.errors import BadRequestError, NotFoundError, ServerError
 from pydantic import ValidationError
 
@@ -50,6 +51,7 @@ class FakeJetStream:
             if existing and stream_name(kind) in existing
         }
         self.consumers: list[str] = []
+        self.consumer_configs: dict[str, ConsumerConfig] = {}
 
     def _check(self, config) -> None:
         if config.num_replicas > 1 and self.servers == 1:
@@ -76,6 +78,12 @@ class FakeJetStream:
 
     async def add_consumer(self, stream, config):
         self.consumers.append(config.durable_name)
+        self.consumer_configs[config.durable_name] = config
+
+    async def consumer_info(self, stream, name):
+        if name not in self.consumer_configs:
+            raise NotFoundError(code=404, err_code=10014, description="consumer not found")
+        return type("Info", (), {"config": self.consumer_configs[name]})()
 
 
 async def test_declare_takes_the_replicas_from_the_environment(monkeypatch):
