@@ -23,13 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-import grpc
 import torch
 from rich.console import Console
 from rich.table import Table
 from transformers import LlamaForCausalLM
 
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model, save_policy
+from jetrl.rpc_security import LOCAL, ServerSecurity
+from jetrl.service import grpc_server
 from jetrl.spec_sections import TaskSpec, TrainSpec, VllmSpec
 from jetrl.tasks import make_task
 from jetrl.weights import file_sha256, stream_weights
@@ -134,13 +135,13 @@ async def weights_at_1gb(work: Path) -> dict:
     path, write_s = timed(lambda: save_weights(weights_path(data, "bench", 1), newer))
     mb = path.stat().st_size / 2**20
     digest, sha_s = timed(lambda: file_sha256(path))
-    server = grpc.aio.server()
+    server = grpc_server(ServerSecurity())
     register(TrainerServicer(Trainer(None, None, data, "")))(server)  # type: ignore[arg-type]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
         start = time.perf_counter()
-        _, streamed = await stream_weights(f"127.0.0.1:{port}", "bench", 1, work)  # hashed as it streams
+        _, streamed = await stream_weights(f"127.0.0.1:{port}", LOCAL, "bench", 1, work)  # hashed as it streams
         stream_s = time.perf_counter() - start
     finally:
         await server.stop(None)

@@ -18,12 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import nats
 from rich.console import Console
 from rich.table import Table
 
 from jetrl.localstack import free_port, start_nats_server, stop_process
+from jetrl.rpc_security import LOCAL, ServerSecurity
+from jetrl.service import grpc_server
 from jetrl.weights import stream_weights
 from svc_rollout.weights import _shared_file
 from svc_trainer.checkpoint import atomic_write, weights_path
@@ -47,7 +48,7 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
     nats_proc = start_nats_server(port, tmp / "js")
     nc = await nats.connect(f"nats://127.0.0.1:{port}", max_reconnect_attempts=1)
     js = nc.jetstream()
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 << 20)])
+    server = grpc_server(ServerSecurity(), options=[("grpc.max_send_message_length", 64 << 20)])
     # FetchWeights reads the checkpoint directory only: the trainer needs no bus and no run specs here
     register(TrainerServicer(Trainer(None, None, tmp, "")))(server)  # type: ignore[arg-type]
     grpc_port = server.add_insecure_port("127.0.0.1:0")
@@ -62,7 +63,7 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
             path = weights_path(tmp, "bench", mb)
             atomic_write(path, blob)
             t_file = await timed(asyncio.to_thread, _shared_file, path.as_uri(), digest)
-            t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", "bench", mb, tmp)
+            t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", LOCAL, "bench", mb, tmp)
             t_obj = None
             if mb <= objstore_max_mb:  # the object store's get is so slow that big sizes take minutes
                 store = await js.create_object_store(f"bench{mb}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jetrl import ports
@@ -34,7 +34,8 @@ __all__ = ["Settings", "RunSpec", "SpecError", "load_spec", "parse_spec", "dump_
 class Settings(BaseSettings):
     """Process settings, read from `JETRL_*` environment variables."""
 
-    model_config = SettingsConfigDict(env_prefix="JETRL_", extra="ignore")
+    # hide_input_in_errors: a refused value may be a credential, and the error is logged
+    model_config = SettingsConfigDict(env_prefix="JETRL_", extra="ignore", hide_input_in_errors=True)
 
     nats_url: str = Field("nats://127.0.0.1:4222", min_length=1)
     """NATS server URL(s), comma separated for a cluster."""
@@ -61,10 +62,31 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".jetrl")
     """Where checkpoints, weights, logs and pid files live; shared by services on one host or volume."""
     listen: str | None = None
-    """host:port this service's gRPC server binds; default 127.0.0.1 (this host only: the services
-    have no authentication yet) on the port of its own address setting (the scheduler's of
-    `scheduler_addr`, ...), a reward server run alone on its port in jetrl/ports.py. Containers
-    and pods set 0.0.0.0:<port> (docker-compose.yml)."""
+    """host:port this service's gRPC server binds; default 127.0.0.1 (this host only) on the port
+    of its own address setting (the scheduler's of `scheduler_addr`, ...), a reward server run
+    alone on its port in jetrl/ports.py. Containers and pods set 0.0.0.0:<port>
+    (docker-compose.yml), with `grpc_token` set: a server bound beyond loopback without one logs
+    a warning at start."""
+    grpc_token: SecretStr | None = Field(None, min_length=16, max_length=4096)
+    """Bearer token of jetrl's gRPC services: each server refuses any call without it
+    (UNAUTHENTICATED; health checks and reflection excepted), each client sends it as
+    `authorization: Bearer <token>`. Unset: the servers accept every caller (the local stack)."""
+    grpc_reward_token: SecretStr | None = Field(None, min_length=16, max_length=4096)
+    """Bearer token of the reward servers, apart from `grpc_token` because a run may name a
+    third-party reward server, which must never hold the token that creates runs and reads
+    weights: the built-in reward servers require it when set, and the reward stage, CreateRun's
+    checks and `jetrl reward check` send it to every reward endpoint. Unset: none sent, none
+    required."""
+    grpc_tls_cert: Path | None = None
+    """This service's gRPC server certificate chain (PEM), with `grpc_tls_key`: the server then
+    speaks TLS only. Its names must cover the addresses clients use (`scheduler_addr`, ...)."""
+    grpc_tls_key: Path | None = None
+    """Private key (PEM) of `grpc_tls_cert`."""
+    grpc_tls_ca: Path | None = None
+    """CA bundle (PEM) that signs the gRPC servers' certificates: when set, every gRPC client of
+    this process (services calling each other and the reward servers, the CLI, the health probe)
+    uses TLS and trusts only it. One setting for all endpoints: a third-party reward server must
+    then present a certificate this CA signed."""
     scheduler_addr: str = Field(f"127.0.0.1:{ports.SCHEDULER}", min_length=3)
     """Where SchedulerService answers (services fetch run specs from it)."""
     rollout_addr: str = Field(f"127.0.0.1:{ports.ROLLOUT}", min_length=3)
@@ -94,6 +116,18 @@ class Settings(BaseSettings):
     reports NOT_SERVING and exits to be restarted as a whole."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the structured (JSON) logs on stderr."""
+
+    @field_validator("grpc_token", "grpc_reward_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # compose passes `${JETRL_GRPC_TOKEN:-}`: an empty variable means no token, not a short one
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.grpc_tls_cert is None) != (self.grpc_tls_key is None):
+            raise ValueError("set grpc_tls_cert and grpc_tls_key together (the server's certificate and its key)")
+        return self
 
     def listen_or(self, default_port: int) -> str:
         return self.listen or f"127.0.0.1:{default_port}"

@@ -12,6 +12,7 @@ import grpc
 
 from jetrl.config import RunSpec, parse_spec
 from jetrl.rpc import channel
+from jetrl.rpc_security import ClientCredentials
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 
@@ -20,8 +21,8 @@ class RunNotFound(LookupError):
 
 
 class RunSpecs:
-    def __init__(self, scheduler_addr: str):
-        self._channel = channel(scheduler_addr)
+    def __init__(self, scheduler_addr: str, credentials: ClientCredentials):
+        self._channel = channel(scheduler_addr, credentials)
         self._stub = services_pb2_grpc.SchedulerServiceStub(self._channel)
         self._specs: dict[str, RunSpec] = {}
         self._lock = asyncio.Lock()

@@ -5,7 +5,9 @@ Each `svc_<name>/__main__.py` calls `run_app`, whose `app.main` calls `serve` wi
 and its bus workers. A service rides out its dependencies: a worker that raises (Postgres or NATS
 away, say) is started again with backoff instead of taking the process down, health says
 NOT_SERVING while a worker is failing or the service's own probe fails, and an RPC that fails
-because a dependency is away answers UNAVAILABLE, which clients retry, instead of UNKNOWN.
+because a dependency is away answers UNAVAILABLE, which clients retry, instead of UNKNOWN; one
+that a request field fails (jetrl/validate_rpc.py) answers INVALID_ARGUMENT. The server speaks
+TLS and requires a token as its ServerSecurity says (jetrl/rpc_security.py).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from jetrl.bus.retry import is_transient
 from jetrl.config import Settings
 from jetrl.logs import log_fields, setup_logging
+from jetrl.rpc_security import ServerSecurity
 from jetrl.telemetry import setup_tracing, shutdown_tracing
+from jetrl.validate_rpc import InvalidArgument
 
 log = logging.getLogger(__name__)
 
@@ -38,15 +42,18 @@ RESTART_DELAYS_S = (1.0, 2.0, 5.0, 10.0, 30.0)
 RECOVERED_AFTER_S = 5.0  # a restarted worker that ran this long is well again: its backoff starts over
 
 
-async def _unavailable_if_transient(exc: Exception, context: grpc.aio.ServicerContext) -> None:
-    """Re-raise `exc` unless a dependency is away; then answer UNAVAILABLE, which clients retry."""
+async def _status_of(exc: Exception, context: grpc.aio.ServicerContext) -> None:
+    """Answer INVALID_ARGUMENT for a bad request field, UNAVAILABLE (clients retry) when a
+    dependency is away; re-raise anything else."""
+    if isinstance(exc, InvalidArgument):
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc)[:1000])
     if not is_transient(exc):
         raise exc
     await context.abort(grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable, retry: {exc!r}"[:500])
 
 
-class _Unavailable(grpc.aio.ServerInterceptor):
-    """Answers UNAVAILABLE (retry later) when a handler fails because a dependency is away."""
+class _Statuses(grpc.aio.ServerInterceptor):
+    """Gives the exceptions `_status_of` knows their status instead of UNKNOWN."""
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -59,7 +66,7 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                 try:
                     return await inner(request, context)
                 except Exception as exc:
-                    await _unavailable_if_transient(exc, context)
+                    await _status_of(exc, context)
 
             return grpc.unary_unary_rpc_method_handler(unary, handler.request_deserializer, handler.response_serializer)
         if handler.unary_stream is not None:
@@ -70,7 +77,7 @@ class _Unavailable(grpc.aio.ServerInterceptor):
                     async for item in stream(request, context):
                         yield item
                 except Exception as exc:
-                    await _unavailable_if_transient(exc, context)
+                    await _status_of(exc, context)
 
             return grpc.unary_stream_rpc_method_handler(
                 streaming, handler.request_deserializer, handler.response_serializer
@@ -152,6 +159,16 @@ async def _watch(probe: Probe, stop: asyncio.Event, state: _Health) -> None:
             pass
 
 
+def grpc_server(security: ServerSecurity, options: Sequence[tuple[str, int]] = ()) -> grpc.aio.Server:
+    """A gRPC server as every jetrl servicer expects one (serve() makes its own with it; a test or a
+    benchmark serving a servicer alone too): traced, the token checked first (a refused call is
+    still traced), and the exceptions `_status_of` knows given their status. Bind it with
+    `security.add_port`."""
+    return grpc.aio.server(
+        interceptors=[aio_server_interceptor(), *security.interceptors(), _Statuses()], options=list(options)
+    )
+
+
 async def serve(
     name: str,
     listen: str,
@@ -160,24 +177,29 @@ async def serve(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     ready: asyncio.Event | None = None,
     probe: Probe | None = None,
+    *,
+    security: ServerSecurity,
 ) -> None:
     """Serve until SIGTERM/SIGINT, then stop accepting, drain workers, close.
 
     `register` adds the servicers and returns their full service names; each worker gets the stop
     event and must return soon after it is set (drain its subscriptions, finish the message at
     hand); a worker that raises is started again (with backoff) while health says NOT_SERVING.
-    `probe` checks the service's dependencies every few seconds for its health status.
+    `probe` checks the service's dependencies every few seconds for its health status;
+    `security` (ServerSecurity.of(settings)): TLS and the token callers must send.
     """
-    server = grpc.aio.server(interceptors=[aio_server_interceptor(), _Unavailable()])
+    server = grpc_server(security)
     names = list(register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    if server.add_insecure_port(listen) == 0:
+    if security.add_port(server, listen) == 0:
         raise SystemExit(f"{name}: cannot bind gRPC on {listen} (port in use?); set JETRL_LISTEN")
     await server.start()
+    if (exposure := security.exposure(listen)) is not None:
+        log.warning(exposure)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -193,7 +215,12 @@ async def serve(
     ]
     if probe is not None:
         tasks.append(asyncio.create_task(_watch(probe, stop, state), name="probe"))
-    log.info("listening", extra=log_fields(listen=listen, services=names))
+    log.info(
+        "listening",
+        extra=log_fields(
+            listen=listen, services=names, tls=security.cert_chain is not None, token=security.token is not None
+        ),
+    )
     if ready is not None:
         ready.set()
     await stop.wait()

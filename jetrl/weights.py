@@ -13,7 +13,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from jetrl.config import Settings
 from jetrl.rpc import channel
+from jetrl.rpc_security import ClientCredentials
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 __all__ = [
@@ -68,6 +70,7 @@ def verified(path: Path, sha256: str) -> bool:
 
 async def stream_weights(
     endpoint: str,
+    credentials: Settings | ClientCredentials,
     run_id: str,
     version: int,
     dest_dir: Path,
@@ -82,7 +85,7 @@ async def stream_weights(
     its sha256 (hashed as it streamed: no second read)."""
     digest = hashlib.sha256()
     expected, name, written = "", "", 0
-    async with channel(endpoint) as ch:
+    async with channel(endpoint, credentials) as ch:
         stub = services_pb2_grpc.TrainerServiceStub(ch)
         request = services_pb2.FetchWeightsRequest(
             run_id=run_id, version=version, chunk_bytes=chunk_bytes, teacher=teacher, file=file
@@ -107,17 +110,24 @@ async def stream_weights(
 
 
 async def fetch_version(
-    endpoint: str, run_id: str, version: int, dest_dir: Path, *, teacher: bool = False, expected: str = ""
+    endpoint: str,
+    credentials: Settings | ClientCredentials,
+    run_id: str,
+    version: int,
+    dest_dir: Path,
+    *,
+    teacher: bool = False,
+    expected: str = "",
 ) -> tuple[Path, str]:
     """Every file of a version from the trainer's stream into `dest_dir`, each checked (the main
     one against `expected` when given, e.g. the announcement's sha256); returns the single file or
     the index, as an engine loads it, and its sha256."""
-    main, sha256 = await stream_weights(endpoint, run_id, version, dest_dir, teacher=teacher)
+    main, sha256 = await stream_weights(endpoint, credentials, run_id, version, dest_dir, teacher=teacher)
     if expected and sha256 != expected:
         raise WeightsUnavailable(f"v{version} of {run_id}: streamed bytes differ from the announcement")
     if main.name.endswith(INDEX_SUFFIX):
         for name, want in shard_checksums(main).items():
-            _, got = await stream_weights(endpoint, run_id, version, dest_dir, file=name, teacher=teacher)
+            _, got = await stream_weights(endpoint, credentials, run_id, version, dest_dir, file=name, teacher=teacher)
             if got != want:
                 raise WeightsUnavailable(f"shard {name} of v{version} of {run_id} differs from its index")
     return main, sha256

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import grpc
 
 from jetrl import ports
+from jetrl.rpc_security import ServerSecurity
 from jetrl.service import run_service, serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from jetrl.views import TEACHER
@@ -94,6 +95,11 @@ def serve_alone(servicer: BuiltinServicer) -> None:
     name = f"svc_reward.{servicer.name}"
 
     async def main(settings) -> None:
-        await serve(name, settings.listen_or(ports.REWARD_SERVERS[name]), reward_register(servicer))
+        await serve(
+            name,
+            settings.listen_or(ports.REWARD_SERVERS[name]),
+            reward_register(servicer),
+            security=ServerSecurity.of(settings, reward=True),
+        )
 
     run_service(name, main)

@@ -7,6 +7,7 @@ import asyncio
 from jetrl.bus import bus_probe, connect, consume, declare
 from jetrl.bus.topology import REWARD_STAGE
 from jetrl.config import Settings
+from jetrl.rpc_security import ClientCredentials, ServerSecurity
 from jetrl.runs import RunSpecs
 from jetrl.service import serve
 from svc_reward.server import register
@@ -17,8 +18,8 @@ async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_reward")
     js = nc.jetstream()
     await declare(js)
-    specs = RunSpecs(settings.scheduler_addr)
-    stage = RewardStage(js, specs, default_endpoint=settings.reward_addr)
+    specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
+    stage = RewardStage(js, specs, settings.reward_addr, credentials=ClientCredentials.of(settings, reward=True))
 
     async def groups(stop: asyncio.Event) -> None:
         await consume(js, REWARD_STAGE, stage.on_group, stop, concurrency=settings.reward_concurrency)
@@ -28,6 +29,13 @@ async def main(settings: Settings) -> None:
         await specs.close()
         await nc.drain()
 
+    # the built-in verify server is a reward server: it checks the reward token, not the stack's
     await serve(
-        "svc_reward", settings.listen_as(settings.reward_addr), register, [groups], on_stop=close, probe=bus_probe(nc)
+        "svc_reward",
+        settings.listen_as(settings.reward_addr),
+        register,
+        [groups],
+        on_stop=close,
+        probe=bus_probe(nc),
+        security=ServerSecurity.of(settings, reward=True),
     )

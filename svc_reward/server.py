@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 import grpc
 
+from jetrl import validate_rpc as valid
 from jetrl.service import Register, registering
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward import verify
@@ -92,7 +93,12 @@ def _math_score(reference: str, text: str) -> verify.Score:
 
 
 def contract_problem(request: reward_pb2.ScoreRequest, server: str) -> str | None:
-    """What every built-in server refuses: an unknown contract version, or no main view."""
+    """What every built-in server refuses: an unknown contract version, no main view, or ids that
+    are not ids (jetrl/validate_rpc.py; empty ones pass: a caller may leave them out)."""
+    try:
+        _check_ids(request)
+    except valid.InvalidArgument as exc:
+        return str(exc)
     if request.contract_version not in CONTRACT_VERSIONS:
         return (
             f"contract_version {request.contract_version} is not supported by {server}; "
@@ -101,6 +107,18 @@ def contract_problem(request: reward_pb2.ScoreRequest, server: str) -> str | Non
     if not request.views:
         return "no views: send the prompt and its samples as views[0] (the main view)"
     return None
+
+
+def _check_ids(request: reward_pb2.ScoreRequest) -> None:
+    if request.run_id:
+        valid.run_id(request.run_id)
+    if request.group_id:
+        valid.dotted_id(request.group_id, "group_id")
+    valid.integer(request.policy_version, "policy_version", 0, valid.MAX_VERSION)
+    for view in request.views:
+        for sample in view.samples:
+            if sample.sample_id:
+                valid.dotted_id(sample.sample_id, "sample_id")
 
 
 def reference_problem(request: reward_pb2.ScoreRequest, name: str, version: str, what: str = "") -> str | None:

@@ -26,6 +26,7 @@ import grpc
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.logs import log_fields
 from jetrl.rpc import channel
+from jetrl.rpc_security import LOCAL, ClientCredentials
 from jetrl.runs import RunNotFound, RunSpecs
 from jetrl.spec_sections import RewardEndpoint, RewardSpec
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
@@ -96,16 +97,17 @@ def score_requests(group: events_pb2.PromptGroup) -> list[tuple[list[int], rewar
 
 
 class RewardStage:
-    def __init__(self, js, specs: RunSpecs, default_endpoint: str):
+    def __init__(self, js, specs: RunSpecs, default_endpoint: str, credentials: ClientCredentials = LOCAL):
         self.js = js
         self.specs = specs
         self.default_endpoint = default_endpoint
+        self.credentials = credentials  # toward reward servers: the reward token, never the stack's
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._by_position: set[str] = set()  # endpoints already logged as naming no sample ids
 
     def _stub(self, endpoint: str) -> reward_pb2_grpc.RewardServiceStub:
         if endpoint not in self._channels:
-            self._channels[endpoint] = channel(endpoint, RECONNECT_OPTIONS)
+            self._channels[endpoint] = channel(endpoint, self.credentials, RECONNECT_OPTIONS)
         return reward_pb2_grpc.RewardServiceStub(self._channels[endpoint])
 
     async def score(

@@ -7,6 +7,7 @@ import asyncio
 from jetrl.bus import Kind, bus_probe, connect, consume, declare, follow
 from jetrl.bus.topology import ROLLOUT_EVALS, ROLLOUT_WORKERS
 from jetrl.config import Settings
+from jetrl.rpc_security import ClientCredentials, ServerSecurity
 from jetrl.runs import RunSpecs
 from jetrl.service import serve, use_torch_threads
 from jetrl.views import TEACHER
@@ -20,8 +21,8 @@ async def main(settings: Settings) -> None:
     nc = await connect(settings, f"svc_rollout-{settings.worker_id}")
     js = nc.jetstream()
     await declare(js)
-    specs = RunSpecs(settings.scheduler_addr)
-    policies = Policies(specs, settings.rollout_concurrency)
+    specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
+    policies = Policies(specs, settings.rollout_concurrency, credentials=ClientCredentials.of(settings))
     worker = RolloutWorker(js, policies, settings.worker_id, settings.rollout_concurrency)
 
     async def tasks(stop: asyncio.Event) -> None:
@@ -52,4 +53,5 @@ async def main(settings: Settings) -> None:
         [tasks, evals, weights, teacher, control],
         on_stop=close,
         probe=bus_probe(nc),
+        security=ServerSecurity.of(settings),
     )

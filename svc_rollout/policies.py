@@ -16,6 +16,7 @@ from pathlib import Path
 
 from jetrl.config import RunSpec
 from jetrl.logs import log_fields
+from jetrl.rpc_security import LOCAL, ClientCredentials
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 from jetrl.views import TEACHER
@@ -34,8 +35,9 @@ POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TE
 
 
 class Policies:
-    def __init__(self, specs: RunSpecs, calls_at_once: int = 1):
+    def __init__(self, specs: RunSpecs, calls_at_once: int = 1, credentials: ClientCredentials = LOCAL):
         self.specs = specs
+        self.credentials = credentials  # for the trainer's FetchWeights (default: the local stack's, none)
         self.calls_at_once = calls_at_once  # generate calls the worker makes at once (its task concurrency)
         self.engines: dict[tuple[str, str], GenerationEngine] = {}  # (run id, role) -> engine
         self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
@@ -78,7 +80,7 @@ class Policies:
             ann = self.announced.get(key)
             if ann is None or ann.version <= engine.version:
                 return
-            async with fetched_weights(ann, teacher=key[1] == TEACHER) as path:
+            async with fetched_weights(ann, self.credentials, teacher=key[1] == TEACHER) as path:
                 await asyncio.to_thread(engine.load_weights, path, ann.version)
         log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=ann.size_bytes))
         async with self._changed:

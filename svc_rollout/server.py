@@ -1,4 +1,5 @@
-"""RolloutService: held-out evaluation and ad-hoc generation outside the bus, and worker status."""
+"""RolloutService: held-out evaluation and ad-hoc generation outside the bus, and worker status.
+Every request field is checked first (jetrl/validate_rpc.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 
 import grpc
 
+from jetrl import validate_rpc as valid
 from jetrl.config import SpecError, parse_spec
 from jetrl.policy.load import encode_prompt
 from jetrl.runs import RunNotFound
@@ -15,6 +17,10 @@ from svc_rollout.api import GenRequest
 from svc_rollout.checks import run_problems
 from svc_rollout.policies import POLICY
 from svc_rollout.worker import RolloutWorker
+
+MAX_PROMPTS = 256  # one Generate call's prompts: they are decoded as one batch
+MAX_PROMPT = 100_000  # characters of one prompt
+MAX_NEW_TOKENS = 4096
 
 
 class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
@@ -33,8 +39,9 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
             )
 
     async def Evaluate(self, request, context):
-        if request.min_version < 0 or request.limit < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "min_version and limit must be >= 0")
+        valid.run_id(request.run_id)
+        valid.integer(request.min_version, "min_version", 0, valid.MAX_VERSION)
+        valid.integer(request.limit, "limit", 0, valid.MAX_VERSION)
         try:
             version, correct, total = await self.worker.evaluate(request.run_id, request.min_version, request.limit)
         except RunNotFound as exc:
@@ -49,16 +56,13 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
         )
 
     async def Generate(self, request, context):
-        if (
-            not request.prompts
-            or not 1 <= request.max_new_tokens <= 4096
-            or not 0 < (request.top_p or 1.0) <= 1
-            or not 0 <= request.temperature <= 4
-        ):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT,
-                "need prompts, max_new_tokens in [1, 4096], temperature in [0, 4] and top_p in (0, 1]",
-            )
+        valid.run_id(request.run_id)
+        valid.integer(len(request.prompts), "number of prompts", 1, MAX_PROMPTS)
+        for prompt in request.prompts:
+            valid.text(prompt, "prompts", MAX_PROMPT)
+        valid.integer(request.max_new_tokens, "max_new_tokens", 1, MAX_NEW_TOKENS)
+        valid.number(request.temperature, "temperature", 0, 4)
+        valid.number(request.top_p or 1.0, "top_p", 0, 1, low_open=True)  # 0, unset: 1
         if request.run_id in self.worker.ended_runs:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -81,7 +85,7 @@ class RolloutServicer(services_pb2_grpc.RolloutServiceServicer):
 
     async def CheckRun(self, request, context):
         try:
-            spec = parse_spec(request.spec_yaml)
+            spec = parse_spec(valid.text(request.spec_yaml, "spec_yaml", valid.MAX_SPEC))
         except SpecError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         return services_pb2.CheckRunResponse(problems=await asyncio.to_thread(run_problems, spec))

@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from urllib.parse import urlparse
 
+from jetrl.rpc_security import ClientCredentials
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2
 from jetrl.weights import WeightsUnavailable, fetch_version, verified
@@ -36,10 +37,12 @@ def _shared_file(uri: str, sha256: str) -> Path | None:
 
 
 @asynccontextmanager
-async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = False) -> AsyncIterator[Path]:
+async def fetched_weights(
+    ann: events_pb2.WeightsAnnouncement, credentials: ClientCredentials, teacher: bool = False
+) -> AsyncIterator[Path]:
     """The announced version (of the EMA teacher's stream when `teacher`) as verified local files,
     named by the single file or the shards' index: the shared ones in place, or copies from the
-    trainer's stream in a temporary directory, removed on exit."""
+    trainer's stream (called with `credentials`) in a temporary directory, removed on exit."""
     with tracer.start_as_current_span("weights fetch") as span:
         span.set_attributes(
             {Attr.RUN_ID: ann.run_id, Attr.VERSION: ann.version, Attr.BYTES: ann.size_bytes, Attr.TEACHER: teacher}
@@ -57,6 +60,12 @@ async def fetched_weights(ann: events_pb2.WeightsAnnouncement, teacher: bool = F
         span.set_attribute(Attr.WEIGHTS_PATH, "grpc")
         with tempfile.TemporaryDirectory(prefix=f"jetrl-{ann.run_id}-v{ann.version}-") as spool:
             main, _ = await fetch_version(
-                ann.grpc_endpoint, ann.run_id, ann.version, Path(spool), teacher=teacher, expected=ann.sha256
+                ann.grpc_endpoint,
+                credentials,
+                ann.run_id,
+                ann.version,
+                Path(spool),
+                teacher=teacher,
+                expected=ann.sha256,
             )
             yield main

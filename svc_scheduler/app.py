@@ -13,10 +13,12 @@ from jetrl.config import Settings, parse_spec
 from jetrl.lineage.db import check_database, make_engine
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
+from jetrl.rpc_security import ServerSecurity
 from jetrl.service import serve
 from jetrl.states import RunState
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
+from svc_scheduler.preflight import Peers
 from svc_scheduler.recorder import Recorder
 from svc_scheduler.server import SchedulerServicer, register
 
@@ -118,9 +120,7 @@ async def main(settings: Settings) -> None:
     await serve(
         "svc_scheduler",
         settings.listen_as(settings.scheduler_addr),
-        register(
-            SchedulerServicer(coordinator, store, settings.reward_addr, settings.rollout_addr, settings.trainer_addr)
-        ),
+        register(SchedulerServicer(coordinator, store, Peers.of(settings))),
         [
             resume,
             reconcile,
@@ -135,4 +135,5 @@ async def main(settings: Settings) -> None:
         ],
         on_stop=close,
         probe=probe,
+        security=ServerSecurity.of(settings),
     )

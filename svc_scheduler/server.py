@@ -1,4 +1,5 @@
-"""SchedulerService: create, inspect, stop and watch runs."""
+"""SchedulerService: create, inspect, stop and watch runs. Every request field is checked first
+(jetrl/validate_rpc.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import uuid
 
 import grpc
 
-from jetrl.bus import Kind, subject
+from jetrl import validate_rpc as valid
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.lineage.store import LineageStore
 from jetrl.service import Register, registering
@@ -18,23 +19,20 @@ from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
-from svc_scheduler.preflight import check_reward_needs, check_rollout, check_trainer
+from svc_scheduler.preflight import Peers
 
 WATCH_INTERVAL_S = 0.5  # a progress query reads the whole run's samples: at most twice a second per watcher
+MAX_REASON = 1000  # a stop reason, kept as the run's message
 
 # the proto enum, same names; keyed by str, as lineage rows carry the state
 STATES: dict[str, int] = {state: services_pb2.RunState.Value(state) for state in RunState}
 
 
 class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
-    def __init__(
-        self, coordinator: Coordinator, store: LineageStore, reward_addr: str, rollout_addr: str, trainer_addr: str
-    ):
+    def __init__(self, coordinator: Coordinator, store: LineageStore, peers: Peers):
         self.coordinator = coordinator
         self.store = store
-        self.reward_addr = reward_addr  # the built-in reward server, for runs that name none
-        self.rollout_addr = rollout_addr  # asked which engines the rollout workers can build
-        self.trainer_addr = trainer_addr  # and the trainer, which train engine
+        self.peers = peers  # asked before a run starts whether they can serve it
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
         record = await self.store.runs.get_run(run_id)
@@ -77,27 +75,23 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         )
 
     async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> services_pb2.Run:
+        valid.run_id(run_id)
         record = await self.store.runs.get_run(run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}; ListRuns shows the known runs")
         return services_pb2.Run(run_id=run_id, spec_yaml=record.spec_yaml, progress=await self.progress(run_id))
 
     async def CreateRun(self, request, context: grpc.aio.ServicerContext):
+        if request.run_id:
+            valid.run_id(request.run_id)
         try:
-            spec = parse_spec(request.spec_yaml)
+            spec = parse_spec(valid.text(request.spec_yaml, "spec_yaml", valid.MAX_SPEC))
         except SpecError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         run_id = request.run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
-        try:
-            subject(run_id, Kind.TASKS)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
         if await self.store.runs.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
-        problems = await check_reward_needs(spec, self.reward_addr)
-        problems += await check_rollout(spec, self.rollout_addr)
-        problems += await check_trainer(spec, self.trainer_addr)
-        if problems:
+        if problems := await self.peers.problems(spec):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:
             run = await asyncio.to_thread(prepare, run_id, spec)
@@ -129,6 +123,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         )
 
     async def StopRun(self, request, context: grpc.aio.ServicerContext):
+        valid.run_id(request.run_id)
+        valid.text(request.reason, "reason", MAX_REASON)
         record = await self.store.runs.get_run(request.run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {request.run_id!r}")
@@ -138,6 +134,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         return await self._run(request.run_id, context)
 
     async def WatchRun(self, request, context: grpc.aio.ServicerContext):
+        valid.run_id(request.run_id)
         last = None
         while True:
             seen = self.coordinator.changes

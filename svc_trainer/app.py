@@ -9,6 +9,7 @@ import signal
 from jetrl.bus import Kind, bus_probe, connect, consume, declare, follow
 from jetrl.bus.topology import TRAINER
 from jetrl.config import Settings
+from jetrl.rpc_security import ClientCredentials, ServerSecurity
 from jetrl.runs import RunSpecs
 from jetrl.service import serve, use_torch_threads
 from svc_trainer.server import TrainerServicer, register
@@ -20,7 +21,7 @@ async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_trainer")
     js = nc.jetstream()
     await declare(js)
-    specs = RunSpecs(settings.scheduler_addr)
+    specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
     trainer = Trainer(
         js,
         specs,
@@ -62,6 +63,7 @@ async def main(settings: Settings) -> None:
         [batches, control, ranks],
         on_stop=close,
         probe=probe,
+        security=ServerSecurity.of(settings),
     )
     if trainer.fatal:
         raise SystemExit(f"svc_trainer: DeepSpeed ranks failed ({trainer.fatal}); exiting to be restarted")

@@ -1,5 +1,6 @@
 """TrainerService: per-run status, the weights of any version as a gRPC stream, and whether it can
-train a run before it starts."""
+train a run before it starts. Every request field is checked first (jetrl/validate_rpc.py): a run
+id becomes a directory name, so only one that is a single path component reaches a path."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import asyncio
 
 import grpc
 
-from jetrl.bus.topology import check_run_id
+from jetrl import validate_rpc as valid
 from jetrl.config import RunSpec, SpecError, parse_spec
 from jetrl.service import Register, registering
 from jetrl.v1 import services_pb2, services_pb2_grpc
@@ -17,22 +18,15 @@ from svc_trainer.teacher import teacher_path
 from svc_trainer.worker import Trainer
 
 DEFAULT_CHUNK = 1 << 20  # 1 MiB: large enough to amortise per-message cost, small for memory
+MAX_CHUNK = 16 << 20  # well under the 64 MiB message limit (jetrl/rpc.py)
 
 
 class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
 
-    async def _check_run_id(self, run_id: str, context: grpc.aio.ServicerContext) -> None:
-        """A run id becomes a directory name: refuse anything that is not one subject token (no
-        path separators, no dots), so no request can point the trainer at another directory."""
-        try:
-            check_run_id(run_id)
-        except ValueError as exc:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"run_id: {exc}")
-
     async def GetStatus(self, request, context: grpc.aio.ServicerContext):
-        await self._check_run_id(request.run_id, context)
+        valid.run_id(request.run_id)
         rt = self.trainer.runs.get(request.run_id)
         state = rt.state if rt else await asyncio.to_thread(load_state, self.trainer.data_dir, request.run_id)
         if state is None:
@@ -47,16 +41,18 @@ class TrainerServicer(services_pb2_grpc.TrainerServiceServicer):
 
     async def CheckRun(self, request, context: grpc.aio.ServicerContext):
         try:
-            spec = parse_spec(request.spec_yaml)
+            spec = parse_spec(valid.text(request.spec_yaml, "spec_yaml", valid.MAX_SPEC))
         except SpecError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         problems = await asyncio.to_thread(run_problems, spec, self.trainer.ranks)
         return services_pb2.CheckRunResponse(problems=problems)
 
     async def FetchWeights(self, request, context: grpc.aio.ServicerContext):
-        await self._check_run_id(request.run_id, context)
-        if request.version < 1 or request.chunk_bytes < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "version must be >= 1 and chunk_bytes >= 0")
+        valid.run_id(request.run_id)
+        valid.integer(request.version, "version", 1, valid.MAX_VERSION)
+        valid.integer(request.chunk_bytes, "chunk_bytes", 0, MAX_CHUNK)
+        if request.file:
+            valid.file_name(request.file, "file")
         where = teacher_path if request.teacher else weights_path
         path = published(where(self.trainer.data_dir, request.run_id, request.version))
         what = "teacher weights" if request.teacher else "weights"

@@ -131,7 +131,7 @@ def add_workers(settings: Settings, pids: Path, count: int) -> None:
 
     async def serving() -> None:
         for name, addr in started.items():
-            await wait_serving(addr, timeout=SERVING_TIMEOUT_S, what=name)
+            await wait_serving(addr, settings, timeout=SERVING_TIMEOUT_S, what=name)
 
     asyncio.run(serving())
 

@@ -122,7 +122,7 @@ async def follow_run(
     """Submit a run, follow it to its end (stopping it after `timeout` s), snapshotting the
     rollout worker's counters whenever a new version shows up."""
     record = RunRecord(run_id)
-    async with channel(settings.scheduler_addr) as sch, channel(settings.rollout_addr) as rch:
+    async with channel(settings.scheduler_addr, settings) as sch, channel(settings.rollout_addr, settings) as rch:
         scheduler = services_pb2_grpc.SchedulerServiceStub(sch)
         rollout = services_pb2_grpc.RolloutServiceStub(rch)
 

@@ -64,7 +64,9 @@ class ChaosStack:
 
     async def restart(self, module: str) -> None:
         start_service(self.settings, module)
-        await wait_serving(getattr(self.settings, SERVICES[module]), timeout=SERVING_TIMEOUT_S, what=module)
+        await wait_serving(
+            getattr(self.settings, SERVICES[module]), self.settings, timeout=SERVING_TIMEOUT_S, what=module
+        )
 
     def restart_broker(self) -> None:
         """The broker back on its port with its JetStream store (nothing answers there, so
@@ -84,7 +86,7 @@ class ChaosStack:
         named EXTRA_WORKER; `down` ends it with the rest if it is still there)."""
         addr = f"127.0.0.1:{free_port()}"
         start_service(self.settings, "svc_rollout", listen=addr, name=EXTRA_WORKER)
-        await wait_serving(addr, timeout=SERVING_TIMEOUT_S, what=EXTRA_WORKER)
+        await wait_serving(addr, self.settings, timeout=SERVING_TIMEOUT_S, what=EXTRA_WORKER)
 
     def end_extra_worker(self) -> bool:
         """SIGKILL the second worker if it is there (never restarted); True when it was alive."""
@@ -131,7 +133,7 @@ class ChaosStack:
     async def wait_whole(self) -> None:
         """Every service SERVING (after a fault, a restarted one may still be loading)."""
         for module, field in SERVICES.items():
-            await wait_serving(getattr(self.settings, field), timeout=SERVING_TIMEOUT_S, what=module)
+            await wait_serving(getattr(self.settings, field), self.settings, timeout=SERVING_TIMEOUT_S, what=module)
 
 
 @contextmanager

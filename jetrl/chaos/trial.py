@@ -101,14 +101,14 @@ class _Follower:
     """Polls GetRun; remembers the last progress and when it last changed."""
 
     def __init__(self, stack: ChaosStack, run_id: str):
-        self.addr, self.run_id = stack.settings.scheduler_addr, run_id
+        self.settings, self.run_id = stack.settings, run_id
         self.last: svc.RunProgress | None = None
         self.changed_at = time.monotonic()
         self.error = ""
 
     async def poll(self) -> svc.RunProgress | None:
         try:
-            async with channel(self.addr) as ch:
+            async with channel(self.settings.scheduler_addr, self.settings) as ch:
                 run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(
                     svc.GetRunRequest(run_id=self.run_id), timeout=10
                 )
@@ -159,7 +159,7 @@ async def _inject(stack: ChaosStack, plan: TrialPlan) -> str:
 
 async def _trainer_count(stack: ChaosStack, run_id: str) -> tuple[int | None, str]:
     try:
-        async with channel(stack.settings.trainer_addr) as ch:
+        async with channel(stack.settings.trainer_addr, stack.settings) as ch:
             status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
                 svc.TrainerStatusRequest(run_id=run_id), timeout=10
             )
@@ -172,7 +172,7 @@ async def _trainer_count(stack: ChaosStack, run_id: str) -> tuple[int | None, st
 
 async def _stop(stack: ChaosStack, run_id: str) -> str:
     try:
-        async with channel(stack.settings.scheduler_addr) as ch:
+        async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
             await services_pb2_grpc.SchedulerServiceStub(ch).StopRun(
                 svc.StopRunRequest(run_id=run_id, reason="chaos: stalled"), timeout=30
             )
@@ -228,7 +228,7 @@ async def _run(
     await stack.wait_whole()  # a service restarted after the last trial may still be loading
     if plan.fault == "worker":
         await stack.start_extra_worker()
-    async with channel(stack.settings.scheduler_addr) as ch:
+    async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
         await services_pb2_grpc.SchedulerServiceStub(ch).CreateRun(
             svc.CreateRunRequest(spec_yaml=dump_spec(spec), run_id=result.run_id), timeout=60
         )

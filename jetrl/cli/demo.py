@@ -32,7 +32,7 @@ async def _audit(settings: Settings, run_id: str):
         rows = await store.reports.trained_sample_rows(run_id)
     finally:
         await engine.dispose()
-    async with channel(settings.trainer_addr) as ch:
+    async with channel(settings.trainer_addr, settings) as ch:
         trainer = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
             services_pb2.TrainerStatusRequest(run_id=run_id), timeout=10
         )

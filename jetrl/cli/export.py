@@ -35,7 +35,7 @@ async def export(settings: Settings, run_id: str, version: int | None, out: Path
     """Write `version` (default: the newest the trainer published) of `run_id` to `out`."""
     if out.exists() and any(out.iterdir()):
         raise ExportError(f"{out} exists and is not empty: name a new directory")
-    async with channel(settings.scheduler_addr) as ch:
+    async with channel(settings.scheduler_addr, settings) as ch:
         run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(
             services_pb2.GetRunRequest(run_id=run_id), timeout=30
         )
@@ -48,7 +48,7 @@ async def export(settings: Settings, run_id: str, version: int | None, out: Path
     sha256 = ""
     if version > 0:  # version 0 is the starting model itself
         with tempfile.TemporaryDirectory(prefix="jetrl-export-") as tmp:
-            weights, sha256 = await fetch_version(settings.trainer_addr, run_id, version, Path(tmp))
+            weights, sha256 = await fetch_version(settings.trainer_addr, settings, run_id, version, Path(tmp))
             copy_state(model, read_state_file(model, weights))
     dtype = config_dtype(base)
     if dtype is not None:

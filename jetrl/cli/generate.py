@@ -25,7 +25,7 @@ async def main(
 ) -> int:
     """0 with the completions printed, 2 with the reason when there is nothing to sample from."""
     try:
-        async with channel(settings.scheduler_addr) as ch:
+        async with channel(settings.scheduler_addr, settings) as ch:
             run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(
                 services_pb2.GetRunRequest(run_id=run_id), timeout=10
             )
@@ -37,7 +37,7 @@ async def main(
                 file=sys.stderr,
             )
             return 2
-        async with channel(settings.rollout_addr) as ch:
+        async with channel(settings.rollout_addr, settings) as ch:
             reply = await services_pb2_grpc.RolloutServiceStub(ch).Generate(
                 services_pb2.GenerateRequest(
                     run_id=run_id,

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "reward":
             from jetrl.cli.reward_check import main as check
 
-            return asyncio.run(check(args.addr, args.deadline_s))
+            return asyncio.run(check(settings, args.addr, args.deadline_s))
         elif args.command == "bench":
             from jetrl.bench import run as run_bench
 

@@ -26,6 +26,9 @@ from typing import Any
 import grpc
 from rich.console import Console
 
+from jetrl.config import Settings
+from jetrl.rpc import channel
+from jetrl.rpc_security import LOCAL, ClientCredentials
 from jetrl.spec_sections import RewardSpec
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 
@@ -106,11 +109,14 @@ def _check_reply(request: reward_pb2.ScoreRequest, reply: reward_pb2.ScoreRespon
     _require(reply.server, "ScoreResponse.server must say name@version")
 
 
-async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: float = MAX_ABS_REWARD) -> list[Check]:
-    """Every check against the server at `addr`, in order; later ones are skipped if Describe fails."""
+async def check_server(
+    addr: str, credentials: ClientCredentials = LOCAL, deadline_s: float = 10.0, max_abs_reward: float = MAX_ABS_REWARD
+) -> list[Check]:
+    """Every check against the server at `addr`, in order; later ones are skipped if Describe fails.
+    `credentials`: as the reward stage calls it (ClientCredentials.of(settings, reward=True))."""
     checks: list[Check] = []
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = reward_pb2_grpc.RewardServiceStub(channel)
+    async with channel(addr, credentials) as ch:
+        stub = reward_pb2_grpc.RewardServiceStub(ch)
 
         async def attempt(name: str, call: Callable[[], Awaitable[str]]) -> None:
             try:
@@ -171,8 +177,8 @@ async def check_server(addr: str, deadline_s: float = 10.0, max_abs_reward: floa
     return checks
 
 
-async def main(addr: str, deadline_s: float) -> int:
-    checks = await check_server(addr, deadline_s)
+async def main(settings: Settings, addr: str, deadline_s: float) -> int:
+    checks = await check_server(addr, ClientCredentials.of(settings, reward=True), deadline_s)
     for c in checks:
         mark = "[green]pass[/green]" if c.ok else "[red]FAIL[/red]"
         console.print(f"{mark}  {c.name}: {c.detail}", highlight=False)

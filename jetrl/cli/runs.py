@@ -41,7 +41,7 @@ def bootstrap(settings: Settings, out: Path | None, force: bool, task: TaskSpec 
 
 async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, run_id: str, detach: bool) -> int:
     export_data_dir(settings)
-    async with channel(settings.scheduler_addr) as ch:
+    async with channel(settings.scheduler_addr, settings) as ch:
         stub = services_pb2_grpc.SchedulerServiceStub(ch)
         try:
             run = await stub.CreateRun(services_pb2.CreateRunRequest(spec_yaml=spec_path.read_text(), run_id=run_id))
@@ -55,7 +55,7 @@ async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, r
     if detach:
         print(run.run_id)
         return 0
-    last = await watch(settings.scheduler_addr, run.run_id)
+    last = await watch(settings, run.run_id)
     state = STATE_NAMES.get(last.state, "?")
     console.print(f"run {run.run_id} {state}: {describe(last)}" + (f" — {last.message}" if last.message else ""))
     return 0 if last.state == services_pb2.COMPLETED else 1
@@ -67,7 +67,7 @@ async def status(settings: Settings) -> bool:
     healthy = stack_status(settings)
     if not healthy:
         return False
-    async with channel(settings.scheduler_addr) as ch:
+    async with channel(settings.scheduler_addr, settings) as ch:
         runs = await services_pb2_grpc.SchedulerServiceStub(ch).ListRuns(services_pb2.ListRunsRequest(), timeout=10)
     table = Table(title="runs")
     for col in ("run", "state", "version", "progress"):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
+from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
@@ -45,6 +46,8 @@ def service_env(settings: Settings) -> dict[str, str]:
     """Environment of a started service: this process's, with the settings made explicit."""
     env = dict(os.environ)
     for name, value in settings.model_dump(exclude={"listen", "worker_id"}).items():
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         if value is not None:
             env[f"JETRL_{name.upper()}"] = str(Path(value).resolve()) if name == "data_dir" else str(value)
     return env
@@ -83,12 +86,13 @@ def start_service(
     name: str | None = None,
 ) -> subprocess.Popen:
     """Start one service in the background; its pid goes to the pid file, its output to its log.
-    `listen`: where it binds, for a module that is not one of the four (a reward server run alone);
+    `listen`: where it binds, for a module that is not one of the four (a reward server run alone;
+    one of the four binds the address the others reach it by: 127.0.0.1 by default);
     `env`: more environment (a test's JETRL_CRASH_AT); `name`: of its pid and log files and its
     worker id, for a second replica (default: the module's)."""
     logs, pids = _dirs(settings)
     name = name or module
-    listen = listen or f"0.0.0.0:{getattr(settings, SERVICES[module]).rsplit(':', 1)[1]}"
+    listen = listen or getattr(settings, SERVICES[module])
     env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{name}-local", **(env or {})}
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
@@ -107,7 +111,7 @@ def start_services(settings: Settings) -> list[str]:
     started = []
     for module, addr_field in SERVICES.items():
         addr = getattr(settings, addr_field)
-        if asyncio.run(is_serving(addr)):
+        if asyncio.run(is_serving(addr, settings)):
             started.append(f"{module} already serving at {addr}")
             continue
         proc = start_service(settings, module)
@@ -119,7 +123,7 @@ def wait_healthy(settings: Settings, timeout: float = 120.0) -> None:
     logs, _ = _dirs(settings)
     for module, addr_field in SERVICES.items():
         try:
-            asyncio.run(wait_serving(getattr(settings, addr_field), timeout=timeout, what=module))
+            asyncio.run(wait_serving(getattr(settings, addr_field), settings, timeout=timeout, what=module))
         except TimeoutError as exc:
             tail = (logs / f"{module}.log").read_text(errors="replace").splitlines()[-15:]
             raise SystemExit(f"{exc}\nlast lines of {logs / (module + '.log')}:\n" + "\n".join(tail)) from None
@@ -137,7 +141,7 @@ def start_reward_servers(
         addresses[module] = addr = f"127.0.0.1:{REWARD_SERVERS[module] if default_ports else free_port()}"
         start_service(settings, module, listen=addr)
     for module, addr in addresses.items():
-        asyncio.run(wait_serving(addr, timeout=timeout, what=module))
+        asyncio.run(wait_serving(addr, settings, timeout=timeout, what=module))
     return addresses
 
 
@@ -209,7 +213,7 @@ def status(settings: Settings) -> bool:
     healthy = True
     for module, addr_field in SERVICES.items():
         addr = getattr(settings, addr_field)
-        ok = asyncio.run(is_serving(addr))
+        ok = asyncio.run(is_serving(addr, settings))
         healthy &= ok
         pid_file = pids / f"{module}.pid"
         table.add_row(

@@ -7,6 +7,7 @@ import math
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from jetrl.config import Settings
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
@@ -46,10 +47,10 @@ def reward_failure(p: services_pb2.RunProgress) -> str:
     )
 
 
-async def watch(scheduler_addr: str, run_id: str) -> services_pb2.RunProgress:
+async def watch(settings: Settings, run_id: str) -> services_pb2.RunProgress:
     """Follow WatchRun until the run leaves RUNNING; returns the last progress."""
     last = None
-    async with channel(scheduler_addr) as ch:
+    async with channel(settings.scheduler_addr, settings) as ch:
         stub = services_pb2_grpc.SchedulerServiceStub(ch)
         with Progress(
             TextColumn("[bold]{task.description}"),

@@ -61,7 +61,7 @@ class Stack:
         from jetrl.rpc import wait_serving
 
         proc = start_service(self.settings, module, env=env)
-        await wait_serving(getattr(self.settings, SERVICES[module]), timeout=90, what=module)
+        await wait_serving(getattr(self.settings, SERVICES[module]), self.settings, timeout=90, what=module)
         return proc
 
 

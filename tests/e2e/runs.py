@@ -19,7 +19,7 @@ def run_id(name: str) -> str:
 
 
 async def create_run(stack, spec_yaml: str, rid: str = "") -> svc.Run:
-    async with channel(stack.settings.scheduler_addr) as ch:
+    async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
         stub = services_pb2_grpc.SchedulerServiceStub(ch)
         return await stub.CreateRun(svc.CreateRunRequest(spec_yaml=spec_yaml, run_id=rid), timeout=60)
 
@@ -30,7 +30,7 @@ async def wait_until(stack, rid: str, predicate, timeout: float = 400.0) -> svc.
     run = None
     while True:
         try:
-            async with channel(stack.settings.scheduler_addr) as ch:
+            async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
                 run = await services_pb2_grpc.SchedulerServiceStub(ch).GetRun(svc.GetRunRequest(run_id=rid), timeout=10)
             if predicate(run.progress):
                 return run.progress
@@ -46,7 +46,7 @@ def finished(p: svc.RunProgress) -> bool:
 
 
 async def trainer_count(stack, rid: str) -> int:
-    async with channel(stack.settings.trainer_addr) as ch:
+    async with channel(stack.settings.trainer_addr, stack.settings) as ch:
         status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
             svc.TrainerStatusRequest(run_id=rid), timeout=10
         )

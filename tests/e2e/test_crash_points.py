@@ -47,7 +47,7 @@ async def _serving_or_dead(stack, module: str, proc, timeout: float = 90.0) -> N
     from jetrl.cli.stack import SERVICES
 
     deadline = time.monotonic() + timeout
-    while proc.poll() is None and not await is_serving(getattr(stack.settings, SERVICES[module])):
+    while proc.poll() is None and not await is_serving(getattr(stack.settings, SERVICES[module]), stack.settings):
         assert time.monotonic() < deadline, f"{module} neither served nor crashed in {timeout}s"
         await asyncio.sleep(0.2)
 

@@ -85,7 +85,7 @@ async def test_generate_samples_a_running_run_and_points_an_ended_one_to_export(
     assert await generate(stack.settings, rid, ["12+34=", "7-5="], 5, 0.0, 0) == 0
     out = capsys.readouterr().out
     assert f"{rid} at version" in out and "12+34=" in out and "7-5=" in out
-    async with channel(stack.settings.scheduler_addr) as ch:
+    async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
         await services_pb2_grpc.SchedulerServiceStub(ch).StopRun(svc.StopRunRequest(run_id=rid, reason="test done"))
     assert await generate(stack.settings, trained, ["1+1="], 5, 0.0, 0) == 2
     assert f"jetrl export {trained} OUT_DIR" in capsys.readouterr().err

@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from jetrl.lineage.models import PromptGroup, Reward, Sample
 from jetrl.localstack import free_port
 from jetrl.rpc import wait_serving
+from jetrl.rpc_security import LOCAL
 from jetrl.v1 import services_pb2 as svc
 from runs import create_run, finished, run_id, trainer_count, wait_until
 
@@ -38,7 +39,7 @@ def reward_server(module: str, port: int | None = None):
 async def test_co_reward_and_teacher_train_without_labels_on_both_views(stack, store):
     with reward_server("co_reward") as (_, co), reward_server("teacher") as (_, teacher):
         for addr in (co, teacher):
-            await wait_serving(addr, timeout=60, what=addr)
+            await wait_serving(addr, LOCAL, timeout=60, what=addr)
         rid = run_id("label-free")
         steps, b, g, g_teacher = 3, 2, 3, 2
         extra = dict(
@@ -97,7 +98,7 @@ async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_onc
     reward = f"reward: {{endpoint: '127.0.0.1:{port}', deadline_s: 1, retries: 1, on_failure: {policy}{share}}}"
     steps, batch = (16 if policy == "zero" else 8), 2
     with reward_server("majority", port) as (proc, addr):
-        await wait_serving(addr, timeout=60, what="majority")
+        await wait_serving(addr, LOCAL, timeout=60, what="majority")
         await create_run(stack, stack.spec_yaml(f"reward-down-{policy}", steps=steps, reward=reward), rid)
         await wait_until(stack, rid, lambda p: p.policy_version >= 1)
         proc.send_signal(signal.SIGKILL)  # the server this test started, by its pid
@@ -110,7 +111,7 @@ async def test_a_killed_reward_server_never_stalls_the_run_and_is_used_again_onc
     else:  # dropped and replaced: nothing from the dead server is trained
         await wait_until(stack, rid, lambda p: p.groups_dropped >= 1, timeout=60)
     with reward_server("majority", port) as (_, addr):
-        await wait_serving(addr, timeout=60, what="majority")
+        await wait_serving(addr, LOCAL, timeout=60, what="majority")
         last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
     async with store.engine.connect() as conn:
@@ -159,7 +160,7 @@ async def test_a_run_whose_reward_server_needs_what_it_lacks_is_refused_before_i
     import grpc
 
     with reward_server("co_reward") as (_, co):
-        await wait_serving(co, timeout=60, what="co_reward")
+        await wait_serving(co, LOCAL, timeout=60, what="co_reward")
         reward = f"reward: {{endpoint: '{co}'}}"  # but no analogous view
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await create_run(stack, stack.spec_yaml("needs", steps=1, reward=reward), run_id("needs"))

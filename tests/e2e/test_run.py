@@ -26,7 +26,7 @@ async def test_a_short_run_trains_and_records_every_sample(stack, store):
     assert created.run_id == rid
     # WatchRun streams progress until the run ends
     seen = []
-    async with channel(stack.settings.scheduler_addr) as ch:
+    async with channel(stack.settings.scheduler_addr, stack.settings) as ch:
         async for progress in services_pb2_grpc.SchedulerServiceStub(ch).WatchRun(svc.WatchRunRequest(run_id=rid)):
             seen.append(progress)
     last = seen[-1]
@@ -255,7 +255,7 @@ async def test_evaluation_is_served_by_whichever_rollout_worker_is_alive(stack, 
     second_addr = f"127.0.0.1:{free_port()}"
     second = start_service(stack.settings, "svc_rollout", listen=second_addr, name="svc_rollout-second")
     try:
-        await wait_serving(second_addr, timeout=90, what="second rollout worker")
+        await wait_serving(second_addr, stack.settings, timeout=90, what="second rollout worker")
         rid = run_id("failover")
         await create_run(stack, stack.spec_yaml("failover", steps=3), rid)
         await wait_until(stack, rid, lambda p: p.policy_version >= 1 or finished(p))

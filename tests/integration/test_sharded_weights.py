@@ -7,6 +7,8 @@ import torch
 
 from jetrl.localstack import free_port
 from jetrl.policy import make_char_tokenizer, make_tiny_model
+from jetrl.rpc_security import LOCAL, ServerSecurity
+from jetrl.service import grpc_server
 from jetrl.v1 import events_pb2
 from jetrl.weights import INDEX_SUFFIX, WeightsUnavailable, fetch_version, file_sha256, version_files
 from svc_rollout.api import GenRequest
@@ -30,7 +32,7 @@ def published(tmp_path):
 
 @pytest.fixture
 async def trainer_addr(tmp_path, published):
-    server = grpc.aio.server()
+    server = grpc_server(ServerSecurity())
     register(TrainerServicer(Trainer(js=None, specs=None, data_dir=tmp_path, advertised_addr="")))(server)
     addr = f"127.0.0.1:{free_port()}"
     server.add_insecure_port(addr)
@@ -65,7 +67,7 @@ async def test_a_sharded_version_reaches_an_engine_by_either_path(published, tra
     model, index = published
     uri = index.as_uri() if path == "file" else "file:///elsewhere/v000001.safetensors.index.json"
     engine = TorchEngine(make_tiny_model(TOK, seed=9).eval(), TOK)
-    async with fetched_weights(announcement(index, uri, trainer_addr)) as local:
+    async with fetched_weights(announcement(index, uri, trainer_addr), LOCAL) as local:
         assert (local == index) == (path == "file")  # the shared files in place, or a spooled copy
         engine.load_weights(local, 1)
     assert same_weights(engine.model, model)
@@ -81,9 +83,9 @@ async def test_a_shard_that_differs_from_its_index_is_refused(published, trainer
     spool = tmp_path / "spool"
     spool.mkdir()
     with pytest.raises(WeightsUnavailable, match="differs from its index"):
-        await fetch_version(trainer_addr, "run1", 1, spool)
+        await fetch_version(trainer_addr, LOCAL, "run1", 1, spool)
     with pytest.raises(WeightsUnavailable, match="not the announced bytes"):  # the shared files are not used
-        async with fetched_weights(announcement(index, index.as_uri(), "")):
+        async with fetched_weights(announcement(index, index.as_uri(), ""), LOCAL):
             pass
 
 
@@ -91,4 +93,7 @@ async def test_only_a_shard_the_index_lists_is_served(trainer_addr, tmp_path):
     from jetrl.weights import stream_weights
 
     with pytest.raises(grpc.aio.AioRpcError, match="is not a shard"):
-        await stream_weights(trainer_addr, "run1", 1, tmp_path, file="../../trainer.pt")
+        await stream_weights(trainer_addr, LOCAL, "run1", 1, tmp_path, file="trainer.pt")
+    with pytest.raises(grpc.aio.AioRpcError, match="must be a bare file name") as err:
+        await stream_weights(trainer_addr, LOCAL, "run1", 1, tmp_path, file="../../trainer.pt")
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

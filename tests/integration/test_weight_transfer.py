@@ -6,6 +6,8 @@ import grpc
 import pytest
 
 from jetrl.localstack import free_port
+from jetrl.rpc_security import LOCAL, ServerSecurity
+from jetrl.service import grpc_server
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 from jetrl.weights import stream_weights
 from svc_rollout.weights import WeightsUnavailable, fetched_weights
@@ -20,7 +22,7 @@ BLOB = bytes(range(256)) * 5000  # 1.28 MB: several chunks
 async def trainer_addr(tmp_path):
     trainer = Trainer(js=None, specs=None, data_dir=tmp_path, advertised_addr="")
     atomic_write(weights_path(tmp_path, "run1", 1), BLOB)
-    server = grpc.aio.server()
+    server = grpc_server(ServerSecurity())
     register(TrainerServicer(trainer))(server)
     addr = f"127.0.0.1:{free_port()}"
     server.add_insecure_port(addr)
@@ -36,26 +38,26 @@ def announcement(uri: str, endpoint: str, sha: str = hashlib.sha256(BLOB).hexdig
 
 
 async def fetched(ann, teacher=False) -> bytes:
-    async with fetched_weights(ann, teacher) as path:
+    async with fetched_weights(ann, LOCAL, teacher) as path:
         return path.read_bytes()
 
 
 async def test_the_shared_file_is_used_in_place_when_it_is_there(tmp_path):
     path = weights_path(tmp_path, "run1", 1)
     atomic_write(path, BLOB)
-    async with fetched_weights(announcement(path.as_uri(), "")) as local:
+    async with fetched_weights(announcement(path.as_uri(), ""), LOCAL) as local:
         assert local == path  # no copy
 
 
 async def test_a_streamed_copy_is_removed_after_use(trainer_addr):
-    async with fetched_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) as local:
+    async with fetched_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr), LOCAL) as local:
         assert local.read_bytes() == BLOB
     assert not local.exists()
 
 
 async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr, tmp_path):
     assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
-    streamed, sha256 = await stream_weights(trainer_addr, "run1", 1, tmp_path, chunk_bytes=4096)
+    streamed, sha256 = await stream_weights(trainer_addr, LOCAL, "run1", 1, tmp_path, chunk_bytes=4096)
     assert streamed == tmp_path / "v000001.safetensors" and streamed.read_bytes() == BLOB
     assert sha256 == hashlib.sha256(BLOB).hexdigest()
 
@@ -75,7 +77,7 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
     )
     assert await fetched(ann, teacher=True) == teacher  # not the policy's v1
     with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
-        await stream_weights(trainer_addr, "run1", 2, tmp_path, teacher=True)
+        await stream_weights(trainer_addr, LOCAL, "run1", 2, tmp_path, teacher=True)
 
 
 async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):

@@ -10,6 +10,7 @@ from sqlalchemy.exc import OperationalError
 
 from jetrl import service
 from jetrl.localstack import free_port
+from jetrl.rpc_security import ServerSecurity
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 OUTAGE = OperationalError("SELECT 1", {}, ConnectionRefusedError("postgres is restarting"))
@@ -60,7 +61,9 @@ async def running(monkeypatch):
 
     addr = f"127.0.0.1:{free_port()}"
     ready = asyncio.Event()
-    task = asyncio.create_task(service.serve("test", addr, register, [flaky], ready=ready, probe=probe))
+    task = asyncio.create_task(
+        service.serve("test", addr, register, [flaky], ready=ready, probe=probe, security=ServerSecurity())
+    )
     await ready.wait()
     yield addr, state
     signal.raise_signal(signal.SIGTERM)

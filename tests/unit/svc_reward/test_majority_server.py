@@ -12,6 +12,7 @@ import pytest
 
 from jetrl.localstack import free_port
 from jetrl.rpc import wait_serving
+from jetrl.rpc_security import LOCAL
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 
 
@@ -20,7 +21,7 @@ async def stub():
     addr = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen([sys.executable, "-m", "svc_reward.majority"], env={**os.environ, "JETRL_LISTEN": addr})
     try:
-        await wait_serving(addr, timeout=60, what="svc_reward.majority")
+        await wait_serving(addr, LOCAL, timeout=60, what="svc_reward.majority")
         async with grpc.aio.insecure_channel(addr) as ch:
             yield reward_pb2_grpc.RewardServiceStub(ch)
     finally:

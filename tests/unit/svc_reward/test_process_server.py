@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from jetrl.localstack import free_port
 from jetrl.rpc import wait_serving
+from jetrl.rpc_security import LOCAL
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward.process import ProcessOptions, ProcessServicer
 
@@ -101,7 +102,7 @@ def alone():
 
 
 async def test_started_alone_with_delta_shaping(alone):
-    await wait_serving(alone, timeout=60, what="svc_reward.process")
+    await wait_serving(alone, LOCAL, timeout=60, what="svc_reward.process")
     async with grpc.aio.insecure_channel(alone) as ch:
         reply = await reward_pb2_grpc.RewardServiceStub(ch).Score(
             request("14", "12+7=19\n19-5=14", "2+2=4\n" * 50 + "15", "12+7=20\n20-5=15"), timeout=5

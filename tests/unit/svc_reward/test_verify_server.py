@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from jetrl.localstack import free_port
 from jetrl.rpc import is_serving
+from jetrl.rpc_security import LOCAL, ServerSecurity
 from jetrl.service import serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
 from svc_reward.server import HANG_S, MathPool, register
@@ -97,10 +98,12 @@ async def test_health_through_jetrl_service():
         await done.wait()
         stop.set()
 
-    task = asyncio.create_task(serve("svc_reward", addr, register, [until_done], ready=ready))
+    task = asyncio.create_task(
+        serve("svc_reward", addr, register, [until_done], ready=ready, security=ServerSecurity())
+    )
     try:
         await asyncio.wait_for(ready.wait(), 10)
-        assert await is_serving(addr)
+        assert await is_serving(addr, LOCAL)
         async with grpc.aio.insecure_channel(addr) as ch:
             check = health_pb2_grpc.HealthStub(ch).Check
             reply = await check(health_pb2.HealthCheckRequest(service="jetrl.v1.RewardService"), timeout=5)
