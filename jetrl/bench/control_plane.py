@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     ) as settings:
         model_dir = make_model_dir(settings.data_dir / "models" / "bench-tiny", args.length)
         measured = [(n, *measure_run(settings, args, n, model_dir, py_spy_exe)) for n in counts]
-        raw = raw_jetstream(settings.nats_url, [r.run_id for _, r, _ in measured], args.raw_messages, args.raw_window)
+        raw = raw_jetstream(settings, [r.run_id for _, r, _ in measured], args.raw_messages, args.raw_window)
     rows = [
         result_row(n, record, cpu, read_versions(database_url, record.run_id), args.warmup, raw)
         for n, record, cpu in measured

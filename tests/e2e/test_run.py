@@ -269,3 +269,27 @@ async def test_evaluation_is_served_by_whichever_rollout_worker_is_alive(stack, 
         await stack.restart("svc_rollout")
     rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == 3 * 2 * 4 == len({r.sample_id for r in rows})
+
+
+async def test_the_services_run_as_their_nats_roles(stack):
+    """`jetrl up` starts each service as its role's NATS user, and its broker holds them to it:
+    the rollout worker's user cannot announce weights (the short run above completed under it)."""
+    from pathlib import Path
+
+    from jetrl.bus import Kind, connect, subject
+    from jetrl.bus.credentials import as_user
+    from jetrl.bus.permissions import SERVICE_ROLES
+    from jetrl.bus.refusals import PermissionDenied
+    from jetrl.cli.nats_config import stack_passwords
+
+    for module, role in SERVICE_ROLES.items():
+        environ = Path(f"/proc/{stack.pid(module)}/environ").read_bytes().split(b"\0")
+        assert f"JETRL_NATS_USER={role}".encode() in environ, module
+    passwords = stack_passwords(stack.settings)
+    assert passwords is not None
+    nc = await connect(as_user(stack.settings, "rollout", passwords), "test-forger")
+    try:
+        with pytest.raises(PermissionDenied, match="publish to 'jetrl.forged.weights'"):
+            await nc.jetstream().publish(subject("forged", Kind.WEIGHTS), b"x")
+    finally:
+        await nc.close()
