@@ -53,6 +53,18 @@ def scored_state(scored: events_pb2.ScoredGroup, dynamic_sampling: bool, drop_fa
     return GroupState.SCORED
 
 
+def _calls_problem(scored: events_pb2.ScoredGroup, spec: RunSpec) -> str | None:
+    """Why the group cannot have been scored by the run's reward endpoints: one call per endpoint
+    of the spec, in its order (the built-in server's address is the reward stage's setting)."""
+    called = [c.endpoint for c in scored.calls]
+    if configured := [e.address for e in spec.reward.endpoints]:
+        if called != configured:
+            return f"scored by {called}, but the run's reward endpoints are {configured}"
+    elif len(called) > 1:
+        return f"scored by {called}, but the run has one reward endpoint (the built-in server)"
+    return None
+
+
 class Recorder:
     def __init__(self, coordinator: Coordinator, store: LineageStore):
         self.coordinator = coordinator
@@ -141,6 +153,9 @@ class Recorder:
             spec = specs[run_id]
             if spec is not None and len(scored.group.samples) != group_size(spec):
                 rejected[i] = f"scored group has {len(scored.group.samples)} samples, run wants {group_size(spec)}"
+                continue
+            if spec is not None and (problem := _calls_problem(scored, spec)):
+                rejected[i] = problem
                 continue
             state = scored_state(
                 scored,

@@ -5,10 +5,12 @@ instead of leaving it waiting (issue 14's forged-event cases)."""
 import uuid
 
 import pytest
+from sqlalchemy import select
 
 from jetrl.bus import CAUSE_INVALID, DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, Delivery, InvalidEvent, Kind, Wait
 from jetrl.config import RunSpec
 from jetrl.ids import batch_id, group_id
+from jetrl.lineage.models import Reward, Sample
 from jetrl.policy.prompts import PromptTokenizer
 from jetrl.v1 import events_pb2 as ev
 from sample_events import sample_event
@@ -139,3 +141,15 @@ async def test_a_refused_event_that_took_one_of_the_runs_ids_fails_the_run(world
     await recorder.on_dead_letter(b"x", delivery(run_id, Kind.DLQ, refused | {DLQ_MSG_ID: taken}))
     failed = await lineage.runs.get_run(run_id)
     assert failed.state == "FAILED" and taken in failed.message and "bad" in failed.message
+
+
+async def test_rewards_from_endpoints_the_run_does_not_name_are_refused(world, lineage):
+    recorder, run_id, tokenizer = world
+    scored = ev.ScoredGroup(group=await lineage.samples.load_group(group_id(run_id, 0)), rewards=[1.0, 1.0])
+    scored.calls.extend(ev.RewardCall(endpoint=e, ok=True, rewards=[1.0, 1.0]) for e in ("verify:1", "evil:6666"))
+    rejected = await recorder.on_scored([(scored, delivery(run_id, Kind.SCORED))])
+    assert "evil:6666" in rejected[0] and "one reward endpoint" in rejected[0]
+    async with lineage.engine.connect() as conn:
+        of_run = select(Reward.endpoint).join(Sample, Sample.sample_id == Reward.sample_id)
+        endpoints = (await conn.execute(of_run.where(Sample.run_id == run_id))).scalars()
+    assert "evil:6666" not in set(endpoints)
