@@ -471,3 +471,48 @@ def test_the_cuda_image_installs_vllm_and_jetrl_with_the_constraints_as_non_root
         assert (ROOT / src).exists(), src
     users = [line.split()[1] for line in text.splitlines() if line.startswith("USER")]
     assert users and users[-1] not in ("root", "0")
+
+
+# ---- NATS users ------------------------------------------------------------------------------
+
+
+def _role_of(svc: dict) -> str | None:
+    """The role of a service of the bus (jetrl/bus/permissions.py SERVICE_ROLES), by the module it runs."""
+    from jetrl.bus.permissions import SERVICE_ROLES
+
+    argv = _argv(svc.get("command") or [])
+    return SERVICE_ROLES.get(argv[2]) if argv[:2] == ["python", "-m"] and len(argv) > 2 else None
+
+
+def test_nats_runs_the_users_rendered_from_the_topology():
+    from jetrl.bus.permissions import USERS, password_variable, render_authorization
+
+    nats = _services()["nats"]
+    config = Path(_argv(nats["command"])[_argv(nats["command"]).index("--config") + 1])
+    [mount] = [v for v in nats["volumes"] if v.split(":")[1] == str(config.parent)]
+    source = ROOT / mount.split(":")[0]
+    assert "include auth.conf" in (source / config.name).read_text()
+    assert (source / "auth.conf").read_text() == render_authorization()
+    assert set(_env(nats)) == {password_variable(user) for user in USERS}
+
+
+def test_each_bus_service_connects_as_its_role_and_the_admin_declares_first():
+    from jetrl.bus.permissions import ADMIN, password_variable
+
+    services = _services()
+    passwords = _env(services["nats"])
+    declare = services["nats-declare"]
+    assert _argv(declare["command"]) == ["jetrl", "nats", "declare"] and _one_shot(declare)
+    assert _env(declare)["JETRL_NATS_USER"] == ADMIN
+    assert _env(declare)["JETRL_NATS_PASSWORD"] == passwords[password_variable(ADMIN)]
+    assert declare["depends_on"]["nats"]["condition"] == "service_healthy"
+    roles = {name: _role_of(svc) for name, svc in services.items()}
+    assert {"scheduler", "rollout", "rollout-gpu", "reward", "trainer"} <= {n for n, r in roles.items() if r}
+    for name, svc in services.items():
+        env = _env(svc)
+        if roles[name] is None:  # no bus: no NATS user (the reward servers alone, the other jobs)
+            assert "JETRL_NATS_PASSWORD" not in env or name == "nats-declare", name
+            continue
+        assert env["JETRL_NATS_USER"] == roles[name], name
+        assert env["JETRL_NATS_PASSWORD"] == passwords[password_variable(roles[name])], name
+        assert svc["depends_on"]["nats-declare"]["condition"] == "service_completed_successfully", name
