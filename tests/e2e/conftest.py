@@ -76,12 +76,15 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url, tiny_model, tmp_path_factory):
+def stack(request, database_url, tiny_model, tmp_path_factory):
+    """The module's stack; a module's `stack_settings(tmp_path_factory)`, if it has one, gives more
+    settings (tests/e2e/test_secure_stack.py: TLS and tokens)."""
     from jetrl.cli.stack import down, isolated_settings, up
     from otlp_receiver import OtlpReceiver
 
     receiver = OtlpReceiver().start()
-    settings = isolated_settings(tmp_path_factory.mktemp("stack"), database_url, torch_threads=1)
+    extra = getattr(request.module, "stack_settings", lambda _: {})(tmp_path_factory)
+    settings = isolated_settings(tmp_path_factory.mktemp("stack"), database_url, torch_threads=1, **extra)
     saved = {k: os.environ.get(k) for k in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_BSP_SCHEDULE_DELAY")}
     os.environ.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY="500")
     try:
