@@ -481,6 +481,9 @@ def test_the_documented_overlay_of_your_own_builds(tmp_path):
     (tmp_path / "database.env").write_text(
         "JETRL_DATABASE_URL=postgresql+psycopg://jetrl:p-secret@postgres:5432/jetrl\nPOSTGRES_PASSWORD=p-secret\n"
     )
+    (tmp_path / "grpc.env").write_text(
+        "JETRL_GRPC_TOKEN=g-secret-0123456789\nJETRL_GRPC_REWARD_TOKEN=r-secret-0123456789\n"
+    )
     rel = os.path.relpath(K8S / "overlays" / "cpu", tmp_path)
     (tmp_path / "kustomization.yaml").write_text(
         yaml.safe_dump(
@@ -488,7 +491,7 @@ def test_the_documented_overlay_of_your_own_builds(tmp_path):
                 "resources": [rel],
                 "secretGenerator": [
                     {"name": n, "namespace": NAMESPACE, "behavior": "replace", "envs": [f"{e}.env"]}
-                    for n, e in (("jetrl-nats", "nats"), ("jetrl-database", "database"))
+                    for n, e in (("jetrl-nats", "nats"), ("jetrl-database", "database"), ("jetrl-grpc", "grpc"))
                 ],
                 "configMapGenerator": [
                     {
@@ -508,6 +511,7 @@ def test_the_documented_overlay_of_your_own_builds(tmp_path):
     objs = [d for d in yaml.safe_load_all(proc.stdout) if d]
     assert _data(_one(objs, "Secret", "jetrl-nats")) == read_env_file(tmp_path / "nats.env")
     assert _data(_one(objs, "Secret", "jetrl-database"))["POSTGRES_PASSWORD"] == "p-secret"
+    assert _data(_one(objs, "Secret", "jetrl-grpc")) == read_env_file(tmp_path / "grpc.env")
     assert "CHANGE-ME" not in proc.stdout
     env = _env(objs, _main(objs, "trainer"))  # the pods read the merged ConfigMap
     assert env["JETRL_LOG_LEVEL"] == "DEBUG" and env["JETRL_STREAM_REPLICAS"] == "3"
