@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -55,8 +55,8 @@ class ServerSecurity:
     """A gRPC server's TLS key pair and the token it requires; none of either by default."""
 
     cert_chain: bytes | None = None
-    private_key: bytes | None = None
-    token: str | None = None
+    private_key: bytes | None = field(default=None, repr=False)  # repr: never in a log line
+    token: str | None = field(default=None, repr=False)
     token_setting: str = STACK_TOKEN  # the setting a refused caller is told to set
 
     @classmethod
@@ -111,7 +111,7 @@ class ClientCredentials:
     """What a gRPC client shows a server: TLS trusting `root_certificates` when set, and `token`."""
 
     root_certificates: bytes | None = None
-    token: str | None = None
+    token: str | None = field(default=None, repr=False)  # repr: never in a log line
 
     @classmethod
     def of(cls, settings: Settings, reward: bool = False) -> ClientCredentials:

@@ -78,5 +78,6 @@ def test_credentials_read_their_files_and_pick_the_token(tmp_path):
     assert ClientCredentials.of(settings) == ClientCredentials(b"PEM", "s" * 16)
     assert ClientCredentials.of(settings, reward=True) == ClientCredentials(b"PEM", "r" * 16)
     assert ServerSecurity.of(settings, reward=True).token_setting == "JETRL_GRPC_REWARD_TOKEN"
+    assert "s" * 16 not in repr(ClientCredentials.of(settings)) + repr(ServerSecurity.of(settings))
     with pytest.raises(ValueError, match="JETRL_GRPC_TLS_CA: cannot read"):
         ClientCredentials.of(Settings(grpc_tls_ca=tmp_path / "missing.pem"))
