@@ -62,7 +62,7 @@ async def bench(sizes_mb: list[int], objstore_max_mb: int) -> Table:
             digest = hashlib.sha256(blob).hexdigest()
             path = weights_path(tmp, "bench", mb)
             atomic_write(path, blob)
-            t_file = await timed(asyncio.to_thread, _shared_file, path.as_uri(), digest)
+            t_file = await timed(asyncio.to_thread, _shared_file, path.as_uri(), digest, tmp)
             t_grpc = await timed(stream_weights, f"127.0.0.1:{grpc_port}", LOCAL, "bench", mb, tmp)
             t_obj = None
             if mb <= objstore_max_mb:  # the object store's get is so slow that big sizes take minutes

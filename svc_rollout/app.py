@@ -13,6 +13,7 @@ from jetrl.service import serve, use_torch_threads
 from jetrl.views import TEACHER
 from svc_rollout.policies import Policies
 from svc_rollout.server import RolloutServicer, register
+from svc_rollout.weights import WeightSource
 from svc_rollout.worker import RolloutWorker
 
 
@@ -22,7 +23,7 @@ async def main(settings: Settings) -> None:
     js = nc.jetstream()
     await declare(js)
     specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
-    policies = Policies(specs, settings.rollout_concurrency, credentials=ClientCredentials.of(settings))
+    policies = Policies(specs, settings.rollout_concurrency, WeightSource.of(settings))
     worker = RolloutWorker(js, policies, settings.worker_id, settings.rollout_concurrency)
 
     async def tasks(stop: asyncio.Event) -> None:

@@ -16,13 +16,12 @@ from pathlib import Path
 
 from jetrl.config import RunSpec
 from jetrl.logs import log_fields
-from jetrl.rpc_security import LOCAL, ClientCredentials
 from jetrl.runs import RunSpecs
 from jetrl.v1 import events_pb2
 from jetrl.views import TEACHER
 from svc_rollout.api import GenerationEngine
 from svc_rollout.checks import INSTALL_VLLM
-from svc_rollout.weights import fetched_weights
+from svc_rollout.weights import WeightSource, WeightsUnavailable, fetched_weights
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +34,9 @@ POLICY = "policy"  # the role of the trained policy; the other is jetrl.views.TE
 
 
 class Policies:
-    def __init__(self, specs: RunSpecs, calls_at_once: int = 1, credentials: ClientCredentials = LOCAL):
+    def __init__(self, specs: RunSpecs, calls_at_once: int = 1, source: WeightSource | None = None):
         self.specs = specs
-        self.credentials = credentials  # for the trainer's FetchWeights (default: the local stack's, none)
+        self.source = source  # where new versions come from; None: none do (engines put in by hand)
         self.calls_at_once = calls_at_once  # generate calls the worker makes at once (its task concurrency)
         self.engines: dict[tuple[str, str], GenerationEngine] = {}  # (run id, role) -> engine
         self.announced: dict[tuple[str, str], events_pb2.WeightsAnnouncement] = {}
@@ -80,7 +79,9 @@ class Policies:
             ann = self.announced.get(key)
             if ann is None or ann.version <= engine.version:
                 return
-            async with fetched_weights(ann, self.credentials, teacher=key[1] == TEACHER) as path:
+            if self.source is None:
+                raise WeightsUnavailable(f"v{ann.version} of {key[0]} announced to a worker with no weight source")
+            async with fetched_weights(ann, self.source, teacher=key[1] == TEACHER) as path:
                 await asyncio.to_thread(engine.load_weights, path, ann.version)
         log.info("weights loaded", extra=log_fields(run=key[0], role=key[1], version=ann.version, bytes=ann.size_bytes))
         async with self._changed:

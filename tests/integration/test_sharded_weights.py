@@ -13,7 +13,7 @@ from jetrl.v1 import events_pb2
 from jetrl.weights import INDEX_SUFFIX, WeightsUnavailable, fetch_version, file_sha256, version_files
 from svc_rollout.api import GenRequest
 from svc_rollout.engine import TorchEngine
-from svc_rollout.weights import fetched_weights
+from svc_rollout.weights import WeightSource, fetched_weights
 from svc_trainer.checkpoint import save_weights, weights_path
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
@@ -63,11 +63,11 @@ def test_a_big_version_is_shards_under_the_limit_and_an_index(published):
 
 
 @pytest.mark.parametrize("path", ["file", "grpc"])
-async def test_a_sharded_version_reaches_an_engine_by_either_path(published, trainer_addr, path):
+async def test_a_sharded_version_reaches_an_engine_by_either_path(published, trainer_addr, tmp_path, path):
     model, index = published
     uri = index.as_uri() if path == "file" else "file:///elsewhere/v000001.safetensors.index.json"
     engine = TorchEngine(make_tiny_model(TOK, seed=9).eval(), TOK)
-    async with fetched_weights(announcement(index, uri, trainer_addr), LOCAL) as local:
+    async with fetched_weights(announcement(index, uri, trainer_addr), WeightSource(tmp_path, trainer_addr)) as local:
         assert (local == index) == (path == "file")  # the shared files in place, or a spooled copy
         engine.load_weights(local, 1)
     assert same_weights(engine.model, model)
@@ -85,7 +85,7 @@ async def test_a_shard_that_differs_from_its_index_is_refused(published, trainer
     with pytest.raises(WeightsUnavailable, match="differs from its index"):
         await fetch_version(trainer_addr, LOCAL, "run1", 1, spool)
     with pytest.raises(WeightsUnavailable, match="not the announced bytes"):  # the shared files are not used
-        async with fetched_weights(announcement(index, index.as_uri(), ""), LOCAL):
+        async with fetched_weights(announcement(index, index.as_uri(), ""), WeightSource(tmp_path, "")):
             pass
 
 

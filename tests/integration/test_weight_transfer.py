@@ -10,7 +10,7 @@ from jetrl.rpc_security import LOCAL, ServerSecurity
 from jetrl.service import grpc_server
 from jetrl.v1 import events_pb2, services_pb2, services_pb2_grpc
 from jetrl.weights import stream_weights
-from svc_rollout.weights import WeightsUnavailable, fetched_weights
+from svc_rollout.weights import WeightSource, WeightsUnavailable, fetched_weights
 from svc_trainer.checkpoint import TrainerState, atomic_write, load_state, save_state, weights_path
 from svc_trainer.server import TrainerServicer, register
 from svc_trainer.worker import Trainer
@@ -37,26 +37,43 @@ def announcement(uri: str, endpoint: str, sha: str = hashlib.sha256(BLOB).hexdig
     )
 
 
-async def fetched(ann, teacher=False) -> bytes:
-    async with fetched_weights(ann, LOCAL, teacher) as path:
+async def fetched(ann, data_dir, teacher=False) -> bytes:
+    """The announced bytes as a worker with `data_dir` and the announcement's trainer fetches them."""
+    async with fetched_weights(ann, WeightSource(data_dir, ann.grpc_endpoint), teacher) as path:
         return path.read_bytes()
 
 
 async def test_the_shared_file_is_used_in_place_when_it_is_there(tmp_path):
     path = weights_path(tmp_path, "run1", 1)
     atomic_write(path, BLOB)
-    async with fetched_weights(announcement(path.as_uri(), ""), LOCAL) as local:
+    async with fetched_weights(announcement(path.as_uri(), ""), WeightSource(tmp_path, "")) as local:
         assert local == path  # no copy
 
 
-async def test_a_streamed_copy_is_removed_after_use(trainer_addr):
-    async with fetched_weights(announcement("file:///elsewhere/v1.safetensors", trainer_addr), LOCAL) as local:
+async def test_an_announcement_cannot_point_the_worker_elsewhere(tmp_path, trainer_addr):
+    """A forged announcement pointing at a zeroed copy with its own correct sha256 was loaded and
+    trained on: files are used only inside the worker's data directory, streams only from its own
+    trainer address."""
+    outside = tmp_path.parent / f"{tmp_path.name}-elsewhere" / "v1.safetensors"
+    atomic_write(outside, BLOB)
+    with pytest.raises(WeightsUnavailable, match="no trainer address"):
+        async with fetched_weights(announcement(outside.as_uri(), ""), WeightSource(tmp_path / "data", "")):
+            pass
+    # the announcement names a server of its own: the worker streams from its trainer all the same
+    forged = announcement(outside.as_uri(), "127.0.0.1:1")
+    async with fetched_weights(forged, WeightSource(tmp_path / "data", trainer_addr)) as local:
+        assert local != outside and local.read_bytes() == BLOB
+
+
+async def test_a_streamed_copy_is_removed_after_use(tmp_path, trainer_addr):
+    elsewhere = announcement("file:///elsewhere/v1.safetensors", trainer_addr)
+    async with fetched_weights(elsewhere, WeightSource(tmp_path, trainer_addr)) as local:
         assert local.read_bytes() == BLOB
     assert not local.exists()
 
 
 async def test_an_unreadable_file_falls_back_to_the_trainer_stream(trainer_addr, tmp_path):
-    assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr)) == BLOB
+    assert await fetched(announcement("file:///elsewhere/v1.safetensors", trainer_addr), tmp_path) == BLOB
     streamed, sha256 = await stream_weights(trainer_addr, LOCAL, "run1", 1, tmp_path, chunk_bytes=4096)
     assert streamed == tmp_path / "v000001.safetensors" and streamed.read_bytes() == BLOB
     assert sha256 == hashlib.sha256(BLOB).hexdigest()
@@ -75,7 +92,7 @@ async def test_the_teacher_stream_is_served_from_its_own_files(tmp_path, trainer
         sha256=hashlib.sha256(teacher).hexdigest(),
         size_bytes=len(teacher),
     )
-    assert await fetched(ann, teacher=True) == teacher  # not the policy's v1
+    assert await fetched(ann, tmp_path, teacher=True) == teacher  # not the policy's v1
     with pytest.raises(grpc.aio.AioRpcError, match="no teacher weights for run1 v2"):
         await stream_weights(trainer_addr, LOCAL, "run1", 2, tmp_path, teacher=True)
 
@@ -84,9 +101,9 @@ async def test_bytes_that_fail_the_checksum_are_refused(tmp_path, trainer_addr):
     path = weights_path(tmp_path, "run1", 1)
     atomic_write(path, BLOB)
     with pytest.raises(WeightsUnavailable, match="differ from the announcement"):
-        await fetched(announcement(path.as_uri(), trainer_addr, sha="0" * 64))
-    with pytest.raises(WeightsUnavailable, match="no gRPC endpoint"):
-        await fetched(announcement("file:///nowhere", ""))
+        await fetched(announcement(path.as_uri(), trainer_addr, sha="0" * 64), tmp_path)
+    with pytest.raises(WeightsUnavailable, match="no trainer address"):
+        await fetched(announcement("file:///nowhere", ""), tmp_path)
 
 
 async def test_missing_versions_and_bad_requests_are_refused(trainer_addr):
