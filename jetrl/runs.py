@@ -1,4 +1,5 @@
-"""Run specs as the scheduler validated them, fetched once per run over gRPC and cached.
+"""Run specs as the scheduler validated them, fetched once per run over gRPC and cached, and the
+other facts a worker asks the scheduler for (a run's state, a sealed batch's digest).
 
 Workers learn everything about a run (model directory, sampling, reward endpoint, optimizer)
 from the scheduler's GetRun, so a run spec is validated in one place only.
@@ -17,7 +18,7 @@ from jetrl.v1 import services_pb2, services_pb2_grpc
 
 
 class RunNotFound(LookupError):
-    """The scheduler does not know the run (a forged or stale event)."""
+    """The scheduler does not know the run, or the batch (a forged or stale event)."""
 
 
 class RunSpecs:
@@ -45,6 +46,19 @@ class RunSpecs:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 raise RunNotFound(f"run {run_id!r} is unknown to the scheduler") from None
             raise
+
+    async def batch_digest(self, run_id: str, batch_id: str) -> str:
+        """The digest of the batch lineage sealed under `batch_id` (jetrl/digest.py); raises
+        RunNotFound when the run sealed no such batch."""
+        try:
+            reply = await self._stub.GetBatchDigest(
+                services_pb2.GetBatchDigestRequest(run_id=run_id, batch_id=batch_id), timeout=30
+            )
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise RunNotFound(exc.details() or f"no batch {batch_id!r} in run {run_id!r}") from None
+            raise
+        return reply.sha256
 
     async def close(self) -> None:
         await self._channel.close()

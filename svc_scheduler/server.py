@@ -11,6 +11,7 @@ import grpc
 
 from jetrl import validate_rpc as valid
 from jetrl.config import SpecError, dump_spec, parse_spec
+from jetrl.digest import batch_digest
 from jetrl.lineage.store import LineageStore
 from jetrl.service import Register, registering
 from jetrl.states import GroupState, RunState
@@ -156,6 +157,15 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
                         await asyncio.wait_for(self.coordinator.changed.wait(), timeout=2.0)
                     except TimeoutError:
                         pass
+
+    async def GetBatchDigest(self, request, context: grpc.aio.ServicerContext):
+        valid.run_id(request.run_id)
+        valid.dotted_id(request.batch_id, "batch_id")
+        if not await self.store.batches.is_sealed(request.run_id, request.batch_id):
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} sealed no batch {request.batch_id!r}"
+            )
+        return services_pb2.BatchDigest(sha256=batch_digest(await self.store.batches.load_batch(request.batch_id)))
 
 
 def _without_clock(progress: services_pb2.RunProgress) -> bytes:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, Wait, publish
 from jetrl.crash import crash_point
+from jetrl.digest import batch_digest
 from jetrl.ids import teacher_msg_id, weights_msg_id
 from jetrl.logs import log_fields
 from jetrl.runs import RunNotFound, RunSpecs
@@ -205,6 +206,7 @@ class Trainer:
                 raise InvalidEvent(
                     f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})"
                 )
+            await self._check_sealed(batch)
             samples, advs, stale_metrics = self._samples(batch, spec)
             try:
                 await self._train(batch, rt, samples, advs, stale_metrics, spec)
@@ -213,6 +215,16 @@ class Trainer:
                 # delivery starts again from the saved version, never trains the batch twice
                 await asyncio.to_thread(self._forget, batch.run_id)
                 raise
+
+    async def _check_sealed(self, batch: events_pb2.Batch) -> None:
+        """Train only the batch lineage sealed under this id, exactly: a forged one with the next
+        batch id was trained, and the real one then dropped as its duplicate."""
+        try:
+            sealed = await self.specs.batch_digest(batch.run_id, batch.batch_id)
+        except RunNotFound as exc:
+            raise InvalidEvent(str(exc)) from None
+        if batch_digest(batch) != sealed:
+            raise InvalidEvent(f"batch {batch.batch_id} is not the batch lineage sealed under that id")
 
     async def _train(self, batch, rt: RunTrainer, samples, advs, stale_metrics, spec) -> None:
         with tracer.start_as_current_span("train step") as span:

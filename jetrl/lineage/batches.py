@@ -224,6 +224,11 @@ class Batches(EngineRole):
         async with self.engine.connect() as conn:
             return (await conn.execute(select(func.count()).where(Batch.run_id == run_id))).scalar_one()
 
+    async def is_sealed(self, run_id: str, batch_id: str) -> bool:
+        async with self.engine.connect() as conn:
+            found = await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.batch_id == batch_id))
+            return found.first() is not None
+
     async def untrained_batches(self, run_id: str) -> list[str]:
         """Ids of sealed batches some group of which is not trained yet, in step order."""
         async with self.engine.connect() as conn:

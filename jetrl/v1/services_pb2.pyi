@@ -124,6 +124,20 @@ class WatchRunRequest(_message.Message):
     run_id: str
     def __init__(self, run_id: _Optional[str] = ...) -> None: ...
 
+class GetBatchDigestRequest(_message.Message):
+    __slots__ = ("run_id", "batch_id")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    BATCH_ID_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    batch_id: str
+    def __init__(self, run_id: _Optional[str] = ..., batch_id: _Optional[str] = ...) -> None: ...
+
+class BatchDigest(_message.Message):
+    __slots__ = ("sha256",)
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    def __init__(self, sha256: _Optional[str] = ...) -> None: ...
+
 class EvaluateRequest(_message.Message):
     __slots__ = ("run_id", "min_version", "limit")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

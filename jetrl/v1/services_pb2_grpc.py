@@ -59,6 +59,11 @@ class SchedulerServiceStub:
                 request_serializer=jetrl_dot_v1_dot_services__pb2.WatchRunRequest.SerializeToString,
                 response_deserializer=jetrl_dot_v1_dot_services__pb2.RunProgress.FromString,
                 _registered_method=True)
+        self.GetBatchDigest = channel.unary_unary(
+                '/jetrl.v1.SchedulerService/GetBatchDigest',
+                request_serializer=jetrl_dot_v1_dot_services__pb2.GetBatchDigestRequest.SerializeToString,
+                response_deserializer=jetrl_dot_v1_dot_services__pb2.BatchDigest.FromString,
+                _registered_method=True)
 
 
 class SchedulerServiceServicer:
@@ -95,6 +100,13 @@ class SchedulerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBatchDigest(self, request, context):
+        """The trainer trains a batch event only when its digest is this one (NOT_FOUND: never sealed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -122,6 +134,11 @@ def add_SchedulerServiceServicer_to_server(servicer, server):
                     servicer.WatchRun,
                     request_deserializer=jetrl_dot_v1_dot_services__pb2.WatchRunRequest.FromString,
                     response_serializer=jetrl_dot_v1_dot_services__pb2.RunProgress.SerializeToString,
+            ),
+            'GetBatchDigest': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBatchDigest,
+                    request_deserializer=jetrl_dot_v1_dot_services__pb2.GetBatchDigestRequest.FromString,
+                    response_serializer=jetrl_dot_v1_dot_services__pb2.BatchDigest.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -259,6 +276,33 @@ class SchedulerService:
             '/jetrl.v1.SchedulerService/WatchRun',
             jetrl_dot_v1_dot_services__pb2.WatchRunRequest.SerializeToString,
             jetrl_dot_v1_dot_services__pb2.RunProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBatchDigest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/jetrl.v1.SchedulerService/GetBatchDigest',
+            jetrl_dot_v1_dot_services__pb2.GetBatchDigestRequest.SerializeToString,
+            jetrl_dot_v1_dot_services__pb2.BatchDigest.FromString,
             options,
             channel_credentials,
             insecure,

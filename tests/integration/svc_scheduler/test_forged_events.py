@@ -7,16 +7,19 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from jetrl.bus import CAUSE_INVALID, DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, Delivery, InvalidEvent, Kind, Wait
+from jetrl.bus import CAUSE_INVALID, DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, Delivery, InvalidEvent, Kind, Wait, stream_name
 from jetrl.config import RunSpec
+from jetrl.digest import batch_digest
 from jetrl.ids import batch_id, group_id
 from jetrl.lineage.models import Reward, Sample
 from jetrl.policy.prompts import PromptTokenizer
 from jetrl.v1 import events_pb2 as ev
+from jetrl.v1 import services_pb2 as svc
 from sample_events import sample_event
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import Recorder
+from svc_scheduler.server import SchedulerServicer
 
 B, G, STEPS = 2, 2, 3
 
@@ -153,3 +156,24 @@ async def test_rewards_from_endpoints_the_run_does_not_name_are_refused(world, l
         of_run = select(Reward.endpoint).join(Sample, Sample.sample_id == Reward.sample_id)
         endpoints = (await conn.execute(of_run.where(Sample.run_id == run_id))).scalars()
     assert "evil:6666" not in set(endpoints)
+
+
+async def test_the_digest_of_a_sealed_batch_is_that_of_the_batch_published(world, js, lineage):
+    recorder, run_id, _ = world
+    servicer = SchedulerServicer(recorder.coordinator, lineage, peers=None)  # type: ignore[arg-type]
+    published = ev.Batch.FromString(
+        (await js.get_last_msg(stream_name(Kind.BATCHES), f"jetrl.{run_id}.{Kind.BATCHES}")).data
+    )
+    request = svc.GetBatchDigestRequest(run_id=run_id, batch_id=batch_id(run_id, 0))
+    assert (await servicer.GetBatchDigest(request, Refusing())).sha256 == batch_digest(published)
+    with pytest.raises(LookupError, match="NOT_FOUND"):
+        await servicer.GetBatchDigest(
+            svc.GetBatchDigestRequest(run_id=run_id, batch_id=batch_id(run_id, 1)), Refusing()
+        )
+
+
+class Refusing:
+    """A servicer context whose abort raises, naming the status."""
+
+    async def abort(self, code, details):
+        raise LookupError(f"{code.name}: {details}")

@@ -9,7 +9,9 @@ import pytest
 
 from jetrl.bus import InvalidEvent
 from jetrl.config import RunSpec
+from jetrl.digest import batch_digest
 from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
+from jetrl.runs import RunNotFound
 from jetrl.spec_sections import ModelSpec, ScheduleSpec, SimulationSpec, TrainSpec
 from jetrl.v1 import events_pb2 as ev
 from svc_trainer.engine import TorchTrainEngine
@@ -157,3 +159,42 @@ def test_advantages_are_per_trained_view_and_teacher_samples_are_never_trained(t
     assert [a.sample_id for a in advs] == [f"r.g0.{i}" for i in range(4)]
     # dr_grpo within each view: main mean 0.5 -> ±0.5; analogous mean 1 -> 0, not 1 - 0.75 over the pool
     assert [s.advantage for s in out] == [0.5, -0.5, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("sealed", ["other", "none"])
+async def test_a_batch_other_than_the_one_lineage_sealed_is_not_trained(tmp_path, model_dir, sealed):
+    """A forged Batch with the next batch id was trained, and the real one then dropped as its
+    duplicate: the trainer trains only the batch whose digest the scheduler gives for that id."""
+    real, forged = batch(0, [[0], [0]]), batch(0, [[0], [0]])
+    forged.groups[0].rewards[1] = 1.0  # a forged reward
+
+    class Scheduler:
+        async def get(self, run_id):
+            return spec(model_dir)
+
+        async def batch_digest(self, run_id, batch_id):
+            if sealed == "none":
+                raise RunNotFound(f"run {run_id!r} sealed no batch {batch_id!r}")
+            return batch_digest(real)
+
+    trainer = Trainer(None, Scheduler(), tmp_path, "")
+    with pytest.raises(InvalidEvent, match="not the batch lineage sealed" if sealed == "other" else "sealed no batch"):
+        await trainer.on_batch(forged, None)
+    assert (await trainer.run("r")).state.version == 0  # nothing trained
+
+
+def test_the_digest_covers_what_trains_and_nothing_else():
+    one, same = batch(0, [[0], [0]]), batch(0, [[0], [0]])
+    same.groups[0].reward_server = "verify@2"  # who scored it, and how, train nothing
+    same.groups[0].details.add(sample_id="r.g0.0", detail="answer 6")
+    assert batch_digest(one) == batch_digest(same)
+    for change in (
+        lambda b: b.groups[0].rewards.__setitem__(0, 0.5),
+        lambda b: b.groups[0].group.samples[0].completion_token_ids.append(7),
+        lambda b: b.groups[0].group.samples[1].logprobs.__setitem__(0, -0.25),
+        lambda b: b.groups[0].group.samples[1].token_versions.__setitem__(0, 1),
+        lambda b: setattr(b.groups[0].group.samples[0], "prefix_len", 1),
+    ):
+        other = batch(0, [[0], [0]])
+        change(other)
+        assert batch_digest(other) != batch_digest(one)
