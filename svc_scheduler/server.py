@@ -10,6 +10,7 @@ import uuid
 import grpc
 
 from jetrl import validate_rpc as valid
+from jetrl.bus.topology import subjects_in_use
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.digest import batch_digest
 from jetrl.lineage.store import LineageStore
@@ -92,6 +93,12 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         run_id = request.run_id or f"{spec.name}-{uuid.uuid4().hex[:8]}"
         if await self.store.runs.get_run(run_id) is not None:
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"run {run_id!r} exists; pick another run_id")
+        if used := await subjects_in_use(self.coordinator.js, run_id):
+            await context.abort(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"events were published under run id {run_id!r} before it existed ({', '.join(used)}): they "
+                "may hold ids the run needs; pick another run_id",
+            )
         if problems := await self.peers.problems(spec):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "; ".join(problems))
         try:

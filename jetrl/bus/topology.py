@@ -100,6 +100,16 @@ def stream_name(kind: Kind | str) -> str:
     return f"JETRL_{Kind(kind).upper()}"
 
 
+async def subjects_in_use(js: JetStreamContext, run_id: str) -> list[str]:
+    """The subjects of `run_id` that hold messages. Events published under a run id before the
+    run exists may hold message ids the run will need (JetStream would drop its own events under
+    them as duplicates), so a new run may not take such an id."""
+    infos = await asyncio.gather(
+        *(js.stream_info(stream_name(kind), subjects_filter=subject(run_id, kind)) for kind in Kind)
+    )
+    return sorted(name for info in infos for name in (info.state.subjects or {}))
+
+
 def stream_config(kind: Kind, replicas: int = 1) -> StreamConfig:
     """The stream of one kind, with `replicas` copies (on as many servers of a cluster)."""
     return StreamConfig(

@@ -7,7 +7,18 @@ import uuid
 import pytest
 from sqlalchemy import select
 
-from jetrl.bus import CAUSE_INVALID, DLQ_CAUSE, DLQ_MSG_ID, DLQ_REASON, Delivery, InvalidEvent, Kind, Wait, stream_name
+from jetrl.bus import (
+    CAUSE_INVALID,
+    DLQ_CAUSE,
+    DLQ_MSG_ID,
+    DLQ_REASON,
+    Delivery,
+    InvalidEvent,
+    Kind,
+    Wait,
+    publish,
+    stream_name,
+)
 from jetrl.config import RunSpec
 from jetrl.digest import batch_digest
 from jetrl.ids import batch_id, group_id
@@ -177,3 +188,21 @@ class Refusing:
 
     async def abort(self, code, details):
         raise LookupError(f"{code.name}: {details}")
+
+
+async def test_a_run_id_events_were_published_under_before_it_existed_is_refused(js, lineage, untrained_model_dir):
+    """A sample published under a run id before the run exists takes that sample's message id: the
+    run's own sample would be dropped as its duplicate and the run would wait for ever."""
+
+    class NoProblems:
+        async def problems(self, spec):
+            return []
+
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    early = sample_event(run_id, group_id(run_id, 0), 0)
+    await publish(js, run_id, Kind.ROLLOUTS, early, msg_id=early.sample_id)
+    servicer = SchedulerServicer(Coordinator(js, lineage), lineage, NoProblems())  # type: ignore[arg-type]
+    spec = f"model: {{path: {untrained_model_dir}}}\nschedule: {{eval_every: 0}}\n"
+    with pytest.raises(LookupError, match=f"ALREADY_EXISTS: events were published under run id '{run_id}'"):
+        await servicer.CreateRun(svc.CreateRunRequest(spec_yaml=spec, run_id=run_id), Refusing())
+    assert await lineage.runs.get_run(run_id) is None
