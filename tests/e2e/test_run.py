@@ -293,3 +293,94 @@ async def test_the_services_run_as_their_nats_roles(stack):
             await nc.jetstream().publish(subject("forged", Kind.WEIGHTS), b"x")
     finally:
         await nc.close()
+
+
+async def test_the_forged_events_of_the_trust_issue_are_refused_by_the_broker(stack, store):
+    """Issue 14's cases, replayed on a stack started as `jetrl up` starts it: an outsider cannot
+    connect; a rollout worker's or the reward stage's user cannot publish any of the events that
+    ended, stalled or poisoned a run (a last version, a teacher version, the next batch, garbage
+    under the next batch's id, COMPLETED, STOP and ABORT controls, tasks); the run completes."""
+    from jetrl.bus import BusUnreachable, Kind, connect, subject
+    from jetrl.bus.credentials import as_user
+    from jetrl.bus.publish import MSG_ID
+    from jetrl.bus.refusals import PermissionDenied
+    from jetrl.cli.nats_config import stack_passwords
+    from jetrl.ids import batch_id
+    from jetrl.v1 import events_pb2 as ev
+
+    steps = 3
+    rid = run_id("forged")
+    await create_run(stack, stack.spec_yaml("forged", steps=steps), rid)
+    anonymous = stack.settings.model_copy(update={"nats_user": None, "nats_password": None})
+    with pytest.raises(BusUnreachable):
+        await connect(anonymous, "test-outsider", timeout=3)
+    forged = [
+        (Kind.WEIGHTS, ev.WeightsAnnouncement(run_id=rid, version=steps, parent_version=steps - 1)),
+        (Kind.TEACHER, ev.WeightsAnnouncement(run_id=rid, version=1)),
+        (Kind.BATCHES, ev.Batch(run_id=rid, batch_id=batch_id(rid, 1), step=1, policy_version=1)),
+        (Kind.TASKS, ev.Task(run_id=rid, group_id=f"{rid}.g000009", num_samples=1)),
+        *((Kind.CONTROL, ev.Control(run_id=rid, kind=k)) for k in (ev.Control.COMPLETED, ev.Control.STOP)),
+        (Kind.CONTROL, ev.Control(run_id=rid, kind=ev.Control.ABORT, aborted=[ev.TaskRef(group_id=f"{rid}.g000000")])),
+    ]
+    passwords = stack_passwords(stack.settings)
+    assert passwords is not None
+    for role in ("rollout", "reward"):
+        nc = await connect(as_user(stack.settings, role, passwords), f"test-forger-{role}")
+        try:
+            js = nc.jetstream()
+            for kind, event in forged:
+                with pytest.raises(PermissionDenied):
+                    await js.publish(subject(rid, kind), event.SerializeToString())
+            with pytest.raises(PermissionDenied):  # garbage under the id the next batch will use
+                await js.publish(subject(rid, Kind.BATCHES), b"\xff", headers={MSG_ID: batch_id(rid, 1)})
+        finally:
+            await nc.close()
+    last = await wait_until(stack, rid, finished)
+    assert last.state == svc.COMPLETED and last.policy_version == steps and last.dead_letters == 0, last
+    await assert_every_sample_trained_once(stack, store, rid, steps, 2, 4)
+
+
+async def test_a_sample_whose_text_is_not_its_tokens_fails_the_run_with_the_reason(stack, store):
+    """A rollout worker's user may publish samples: a forged one under a real sample id (text
+    "76" on the tokens of "77") used to win the race with the worker's own and be trained. The
+    scheduler refuses it, and since it took the id of a sample the run needs, fails the run with
+    the reason instead of leaving it waiting for that sample."""
+    from jetrl.bus import Kind, connect, publish
+    from jetrl.bus.credentials import as_user
+    from jetrl.cli.nats_config import stack_passwords
+    from jetrl.ids import group_id, sample_id
+    from jetrl.policy.prompts import PromptTokenizer
+    from jetrl.v1 import events_pb2 as ev
+
+    rid = run_id("forgedtext")
+    tokens = PromptTokenizer.load(stack.model_dir).backend.encode("77", add_special_tokens=False).ids
+    passwords = stack_passwords(stack.settings)
+    assert passwords is not None
+    stack.stop("svc_rollout")  # the forger is first: the worker's own samples come only after
+    try:
+        await create_run(stack, stack.spec_yaml("forgedtext", steps=2), rid)
+        first = sample_id(group_id(rid, 0), 0)
+        forged = ev.Sample(
+            run_id=rid,
+            group_id=group_id(rid, 0),
+            sample_id=first,
+            index=0,
+            prompt_token_ids=tokens,
+            completion_token_ids=tokens,
+            logprobs=[-0.1] * len(tokens),
+            token_versions=[0] * len(tokens),
+            text="76",
+            finish_reason="eos",
+            worker_id="forger",
+        )
+        nc = await connect(as_user(stack.settings, "rollout", passwords), "test-forger")
+        try:
+            await publish(nc.jetstream(), rid, Kind.ROLLOUTS, forged, msg_id=first)
+        finally:
+            await nc.close()
+        last = await wait_until(stack, rid, finished, timeout=120)
+    finally:
+        await stack.restart("svc_rollout")
+    assert last.state == svc.FAILED, last
+    assert "not what its tokens decode to" in last.message and first in last.message
+    assert all(s.text != "76" for s in (await store.samples.load_group(group_id(rid, 0))).samples)
