@@ -40,3 +40,33 @@ async def test_a_run_completes_over_tls_with_tokens_and_strangers_are_refused(st
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await services_pb2_grpc.SchedulerServiceStub(ch).ListRuns(svc.ListRunsRequest(), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_no_credential_reaches_a_log_a_stored_spec_or_an_error(stack):
+    """After a run and a spec that names a credential, no log line of any process of the stack,
+    no stored run spec and no error message holds the gRPC tokens or a NATS password."""
+    from jetrl.cli.nats_config import stack_passwords
+    from jetrl.lineage.db import make_engine
+    from jetrl.lineage.store import LineageStore
+
+    passwords = stack_passwords(stack.settings)
+    assert passwords
+    tokens = (stack.settings.grpc_token, stack.settings.grpc_reward_token)
+    secrets = [t.get_secret_value() for t in tokens if t is not None] + list(passwords.values())
+    assert len(secrets) == 2 + len(passwords) and all(secrets)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # the spec may not read the environment
+        await create_run(stack, stack.spec_yaml("leak").replace(str(stack.model_dir), "$JETRL_GRPC_TOKEN"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    rid = run_id("leak")
+    await create_run(stack, stack.spec_yaml("leak", steps=1), rid)
+    assert (await wait_until(stack, rid, finished, timeout=240)).state == svc.COMPLETED
+    engine = make_engine(stack.settings.database_url)
+    try:
+        specs = [r.spec_yaml for r in await LineageStore(engine).runs.list_runs()]
+    finally:
+        await engine.dispose()
+    logs = [p.read_text(errors="replace") for p in (stack.settings.data_dir / "logs").iterdir()]
+    assert len(logs) >= 5  # nats-server and the four services
+    for secret in secrets:
+        assert secret not in err.value.details()
+        assert not any(secret in text for text in logs + specs)
