@@ -59,8 +59,7 @@ def prepare(run_id: str, spec: RunSpec) -> ActiveRun:
             max_concurrent=spec.schedule.max_concurrent,
             total_steps=spec.train.steps,
             over_provision=spec.schedule.over_provision,
-            regenerate_stale=spec.schedule.stale_partials == "regenerate",
-            recycled_staleness=spec.schedule.recycled_staleness,
+            regenerate_after_lag=s.recycled_bound if s.stale_partials == "regenerate" else None,
         ),
     )
     return run

@@ -32,8 +32,9 @@ class Admission:
     max_concurrent: int
     total_steps: int
     over_provision: float = 1.0  # ρ
-    regenerate_stale: bool = False
-    recycled_staleness: int | None = None  # how far a recycled prefix may lag; None: η
+    # `schedule.stale_partials: regenerate`: a resumed prefix lagging more than this many versions
+    # (ScheduleSpec.recycled_bound) is generated again; None: kept, its stale tokens masked
+    regenerate_after_lag: int | None = None
 
     def needed(self, version: int, accepted: int) -> int:
         """Groups still to complete for the batches version `version` may have sealed ahead of it."""
@@ -54,5 +55,4 @@ class Admission:
 
         A resumed group joins batch `batches_sealed` at the earliest, trained at that version.
         """
-        bound = self.max_staleness if self.recycled_staleness is None else self.recycled_staleness
-        return batches_sealed - bound if self.regenerate_stale else None
+        return None if self.regenerate_after_lag is None else batches_sealed - self.regenerate_after_lag

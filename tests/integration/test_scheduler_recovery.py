@@ -10,9 +10,10 @@ import uuid
 import nats.js.errors
 import pytest
 
-from jetrl.bus import Delivery, Kind, Wait, stream_name
+from jetrl.bus import Kind, Wait, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
+from sample_events import group_samples
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -20,45 +21,27 @@ from svc_scheduler.recorder import Recorder
 B, G = 2, 2
 
 
-@pytest.fixture
-async def world(js, lineage, untrained_model_dir):
-    """A run that a first scheduler started (groups admitted, tasks out), then lost."""
-    spec = RunSpec.model_validate(
+def small_spec(model_dir) -> RunSpec:
+    """Two steps of B groups of G samples, no evaluation."""
+    return RunSpec.model_validate(
         {
-            "model": {"path": str(untrained_model_dir)},
+            "model": {"path": str(model_dir)},
             "rollout": {"group_size": G, "max_new_tokens": 4},
             "train": {"steps": 2, "batch_groups": B},
             "schedule": {"eval_every": 0},
         }
     )
+
+
+@pytest.fixture
+async def world(js, lineage, untrained_model_dir):
+    """A run that a first scheduler started (groups admitted, tasks out), then lost."""
+    spec = small_spec(untrained_model_dir)
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
     first = Coordinator(js, lineage)
     await first.start(prepare(run_id, spec))
     return js, lineage, spec, run_id
-
-
-def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:
-    gid = group_id(run_id, n)
-    delivery = Delivery(f"jetrl.{run_id}.rollouts", run_id, Kind.ROLLOUTS, {}, 1, 1)
-    return [
-        (
-            ev.Sample(
-                run_id=run_id,
-                group_id=gid,
-                sample_id=f"{gid}.{i}",
-                index=i,
-                prompt_token_ids=[1],
-                completion_token_ids=[3],
-                logprobs=[-1.0],
-                token_versions=[0],
-                finish_reason="eos",
-                worker_id="w",
-            ),
-            delivery,
-        )
-        for i in range(G)
-    ]
 
 
 async def groups_published(js) -> list[str]:
@@ -74,10 +57,10 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
     second = Coordinator(js, store)  # restarted: serving, the run not resumed yet
     recorder = Recorder(second, store)
     with pytest.raises(Wait):
-        await recorder.on_samples(samples(run_id, 0))
+        await recorder.on_samples(group_samples(run_id, 0, G))
     assert (await store.groups.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
     await second.start(prepare(run_id, spec))
-    await recorder.on_samples(samples(run_id, 0))  # redelivered once the run is active
+    await recorder.on_samples(group_samples(run_id, 0, G))  # redelivered once the run is active
     assert await store.groups.group_state(group_id(run_id, 0)) == "generated"
     assert group_id(run_id, 0) in await groups_published(js)
 
@@ -85,7 +68,7 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
 async def test_a_group_completed_just_before_a_crash_is_published_on_restart(world):
     js, store, spec, run_id = world
     # the dead scheduler committed the last samples (crash point samples.recorded) and published nothing
-    await store.samples.record_samples([(s, "") for s, _ in samples(run_id, 1)])
+    await store.samples.record_samples([(s, "") for s, _ in group_samples(run_id, 1, G)])
     assert await store.groups.group_state(group_id(run_id, 1)) == "admitted"
     restarted = Coordinator(js, store)
     await restarted.start(prepare(run_id, spec))
@@ -214,14 +197,7 @@ async def tasks_published(js, run_id: str) -> list[str]:
 async def test_tasks_of_an_admission_whose_publish_failed_go_out_at_the_next_reconcile(
     js, lineage, untrained_model_dir
 ):
-    spec = RunSpec.model_validate(
-        {
-            "model": {"path": str(untrained_model_dir)},
-            "rollout": {"group_size": G, "max_new_tokens": 4},
-            "train": {"steps": 2, "batch_groups": B},
-            "schedule": {"eval_every": 0},
-        }
-    )
+    spec = small_spec(untrained_model_dir)
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
     broker = TasksDown(js)

@@ -6,6 +6,7 @@ import uuid
 from jetrl.bus import Delivery, Kind
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
+from sample_events import group_samples
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -29,28 +30,6 @@ def delivery(run_id: str, kind: Kind) -> Delivery:
     return Delivery(f"jetrl.{run_id}.{kind}", run_id, kind, {}, 1, 1)
 
 
-def samples(run_id: str, n: int) -> list[tuple[ev.Sample, Delivery]]:
-    gid = group_id(run_id, n)
-    return [
-        (
-            ev.Sample(
-                run_id=run_id,
-                group_id=gid,
-                sample_id=f"{gid}.{i}",
-                index=i,
-                prompt_token_ids=[1],
-                completion_token_ids=[3],
-                logprobs=[-1.0],
-                token_versions=[0],
-                finish_reason="eos",
-                worker_id="w",
-            ),
-            delivery(run_id, Kind.ROLLOUTS),
-        )
-        for i in range(G)
-    ]
-
-
 async def test_a_fetch_of_two_runs_fails_the_one_whose_policy_says_so_and_seals_the_other(
     js, lineage, untrained_model_dir
 ):
@@ -61,7 +40,7 @@ async def test_a_fetch_of_two_runs_fails_the_one_whose_policy_says_so_and_seals_
         await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
         await coordinator.start(prepare(run_id, spec(untrained_model_dir, policy)))
         for n in range(B):
-            await recorder.on_samples(samples(run_id, n))
+            await recorder.on_samples(group_samples(run_id, n, G))
     fetch = []
     for run_id in (strict, lenient):
         for n in range(B):

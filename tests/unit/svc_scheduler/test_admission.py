@@ -1,3 +1,4 @@
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -41,10 +42,10 @@ def test_counters_come_back_from_lineage_after_a_restart():
 
 
 def test_regenerate_marks_prefixes_the_next_batch_could_not_train():
-    assert Admission(2, 4, 64, 10, regenerate_stale=True).stale_before(batches_sealed=5) == 3
+    assert Admission(2, 4, 64, 10, regenerate_after_lag=2).stale_before(batches_sealed=5) == 3
     assert Admission(2, 4, 64, 10).stale_before(batches_sealed=5) is None
     # a run that trains recycled prefixes up to 3 versions old regenerates only older ones
-    assert Admission(2, 4, 64, 10, regenerate_stale=True, recycled_staleness=3).stale_before(batches_sealed=5) == 2
+    assert Admission(2, 4, 64, 10, regenerate_after_lag=3).stale_before(batches_sealed=5) == 2
 
 
 @given(
@@ -63,3 +64,21 @@ def test_admitted_groups_never_exceed_the_staleness_bound(eta, b, version, accep
         assert accepted + running + n <= (eta + version + 1) * b
     if running <= a.needed(version, accepted):
         assert not a.must_abort(version, accepted, running)
+
+
+@pytest.mark.parametrize(("recycled", "lag"), [(None, 2), (3, 3)])
+def test_a_run_regenerates_prefixes_past_its_recycled_bound(untrained_model_dir, recycled, lag):
+    """The bound is the spec's one rule (ScheduleSpec.recycled_bound: recycled_staleness, else η)."""
+    from jetrl.config import RunSpec
+    from svc_scheduler.active import prepare
+
+    schedule = {
+        "max_staleness": 2,
+        "over_provision": 2.0,
+        "stale_partials": "regenerate",
+        "recycled_staleness": recycled,
+    }
+    spec = RunSpec.model_validate({"model": {"path": str(untrained_model_dir)}, "schedule": schedule})
+    assert prepare("r", spec).admission.regenerate_after_lag == lag
+    masked = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"stale_partials": "mask"})})
+    assert prepare("r", masked).admission.regenerate_after_lag is None
