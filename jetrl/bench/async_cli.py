@@ -30,8 +30,7 @@ import argparse
 from pathlib import Path
 
 from jetrl.bench.configs import CONFIGS, TRAIN_S_PER_TOKEN
-from jetrl.bench.options import add_selection
-from jetrl.bench.report import OUT_HELP
+from jetrl.bench.options import add_output, add_selection
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -87,21 +86,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0.65,
         help="held-out accuracy target (default 0.65: the demo's plateau, README Results)",
     )
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument(
-        "--json", type=Path, help="results JSON (default DIR/async_bench.json; --real: DIR/async_bench_real.json)"
-    )
-    out.add_argument("--markdown", type=Path, help="also write the results as a markdown table here")
+    out = add_output(p, "results JSON (default DIR/async_bench.json; --real: DIR/async_bench_real.json)", 900.0)
     out.add_argument("--plot", type=Path, help="throughput plot (default DIR/img/async_bench.png; not with --real)")
-    out.add_argument(
-        "--database-url",
-        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
-    )
-    out.add_argument(
-        "--logs", type=Path, help="copy the services' logs here at the end (else they go with the temp dir)"
-    )
-    out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
 
 
 def main(argv: list[str] | None = None) -> int:

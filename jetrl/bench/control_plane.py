@@ -38,7 +38,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jetrl.bench.report import OUT_HELP
+from jetrl.bench.options import add_output
 from jetrl.config import RunSpec, Settings
 
 if TYPE_CHECKING:
@@ -69,24 +69,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     raw = p.add_argument_group("raw JetStream, on the same nats-server after the runs")
     raw.add_argument("--raw-messages", type=int, default=20_000, help="messages published, then consumed (20000)")
     raw.add_argument("--raw-window", type=int, default=256, help="publishes in flight; fetch size (default 256)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument("--json", type=Path, help="results JSON (default DIR/control_plane.json)")
-    out.add_argument("--markdown", type=Path, help="also write the results as markdown tables here")
+    out = add_output(p, "results JSON (default DIR/control_plane.json)", 600.0)
     out.add_argument(
         "--profile",
         type=Path,
         metavar="DIR",
         help="py-spy every service during each run: DIR/<service>-w<N>.txt collapsed stacks, DIR/summary-w<N>.txt",
     )
-    out.add_argument(
-        "--database-url",
-        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
-    )
-    out.add_argument(
-        "--logs", type=Path, help="copy the services' logs here at the end (else they go with the temp dir)"
-    )
-    out.add_argument("--timeout", type=float, default=600.0, help="seconds one run may take (default 600)")
 
 
 def cp_spec(args: argparse.Namespace, workers: int, model_dir: Path, warm_up: bool = False) -> RunSpec:

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jetrl.bench.report import OUT_HELP
+from jetrl.bench.options import add_output
 
 __all__ = ["add_arguments", "run", "trl_arm"]
 
@@ -48,20 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, help="versions per run (default the demo spec's: 50)")
     p.add_argument("--torch-threads", type=int, default=0, help="torch threads of both arms (default 0: the stack's)")
     p.add_argument("--model", type=Path, help="version 0 (default: the demo's bootstrap checkpoint, made if missing)")
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument("--json", type=Path, help="results JSON (default DIR/peer_bench.json)")
-    out.add_argument("--markdown", type=Path, help="also write the tables, criteria and differences as markdown here")
-    out.add_argument(
-        "--database-url",
-        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
-    )
-    out.add_argument(
-        "--logs", type=Path, help="copy the services' logs here at the end (else they go with the temp dir)"
-    )
-    out.add_argument(
-        "--timeout", type=float, default=1800.0, help="seconds one run of either arm may take (default 1800)"
-    )
+    add_output(p, "results JSON (default DIR/peer_bench.json)", 1800.0)
 
 
 def trl_arm(spec_path: Path, out: Path, seed: int, threads: int, timeout: float, target: float) -> dict[str, Any]:

@@ -7,8 +7,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from jetrl.bench.options import add_selection
-from jetrl.bench.report import OUT_HELP
+from jetrl.bench.options import add_output, add_selection
 from jetrl.config import RunSpec, Settings
 from jetrl.spec_sections import TaskSpec
 
@@ -70,17 +69,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     task.add_argument(
         "--diag-prompts", type=int, default=200, help="training prompts of the v0 label diagnostics (default 200)"
     )
-    out = p.add_argument_group("output")
-    out.add_argument("--out", type=Path, metavar="DIR", help=OUT_HELP)
-    out.add_argument("--json", type=Path, help="results (default DIR/rewards.json)")
-    out.add_argument("--markdown", type=Path, help="also write the tables as markdown here")
+    out = add_output(p, "results (default DIR/rewards.json)", 900.0)
     out.add_argument("--plot", type=Path, help="accuracy over versions per arm (default DIR/img/rewards.png)")
-    out.add_argument(
-        "--database-url",
-        help="lineage database of the private stack (default: database jetrl_bench on the JETRL_DATABASE_URL server)",
-    )
-    out.add_argument("--logs", type=Path, help="copy the services' logs here at the end")
-    out.add_argument("--timeout", type=float, default=900.0, help="seconds one run may take (default 900)")
     out.add_argument(
         "--from-json",
         type=Path,
