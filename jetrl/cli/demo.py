@@ -22,16 +22,11 @@ console = Console()
 
 async def _audit(settings: Settings, run_id: str):
     """Evaluations and lineage rows of the run, and the trainer's own count, for the report."""
-    from jetrl.lineage.db import make_engine
-    from jetrl.lineage.store import LineageStore
+    from jetrl.lineage.store import open_store
 
-    engine = make_engine(settings.database_url)
-    try:
-        store = LineageStore(engine)
+    async with open_store(settings.database_url) as store:
         evaluations = await store.reports.evaluations(run_id)
         rows = await store.reports.trained_sample_rows(run_id)
-    finally:
-        await engine.dispose()
     async with channel(settings.trainer_addr, settings) as ch:
         trainer = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(
             services_pb2.TrainerStatusRequest(run_id=run_id), timeout=10

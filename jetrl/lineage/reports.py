@@ -1,5 +1,6 @@
 """Reports: what a person or a test reads back about a run: held-out evaluations, dead letters,
-run statistics (the progress numbers), each sample's segments and the trained samples.
+run statistics (the progress numbers), each version's curves (`jetrl report`), one sample's whole
+story (`jetrl explain`), each sample's segments and the trained samples.
 
 The scheduler's writes and the queries its decisions rest on are the other roles of
 `LineageStore` (`jetrl.lineage.store`); every method here is one read or one idempotent insert.
@@ -12,12 +13,23 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from jetrl.lineage.models import Batch, DeadLetter, Evaluation, PolicyVersion, PromptGroup, Run, Sample, SampleSegment
+from jetrl.lineage.models import (
+    Batch,
+    DeadLetter,
+    Evaluation,
+    PolicyVersion,
+    Prompt,
+    PromptGroup,
+    Reward,
+    Run,
+    Sample,
+    SampleSegment,
+)
 from jetrl.lineage.role import EngineRole
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
 
-__all__ = ["Reports", "RunStats"]
+__all__ = ["Reports", "RunStats", "VersionPoint"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,19 @@ class RunStats:
     teacher_version: int | None
     logprob_gap_mean: float | None  # |behaviour - trainer| log-prob on fresh tokens, mean of the versions'
     logprob_gap_max: float | None  # and the largest of any version
+
+
+@dataclass(frozen=True)
+class VersionPoint:
+    """One trained version as `jetrl report` plots it."""
+
+    version: int
+    created_at: datetime
+    samples_trained_total: int
+    metrics: dict[str, float]  # what the trainer recorded with it: loss, kl, lr, clip_fraction, ...
+    mean_reward: float | None  # of the samples that trained it (teacher views have none)
+    mean_staleness: float | None
+    max_staleness: int | None
 
 
 class Reports(EngineRole):
@@ -176,3 +201,58 @@ class Reports(EngineRole):
             .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
             .order_by(Sample.sample_id)
         )
+
+    async def version_points(self, run_id: str) -> list[VersionPoint]:
+        """Every version the trainer published, in order, with the samples that trained it summed up."""
+        trained = (
+            select(
+                Sample.trained_version,
+                func.avg(Sample.reward).filter(Sample.view != TEACHER).label("reward"),
+                func.avg(Sample.staleness).label("stale_mean"),
+                func.max(Sample.staleness).label("stale_max"),
+            )
+            .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+            .group_by(Sample.trained_version)
+            .subquery()
+        )
+        rows = await self.rows(
+            select(PolicyVersion, trained.c.reward, trained.c.stale_mean, trained.c.stale_max)
+            .outerjoin(trained, trained.c.trained_version == PolicyVersion.version)
+            .where(PolicyVersion.run_id == run_id)
+            .order_by(PolicyVersion.version)
+        )
+        return [
+            VersionPoint(
+                r.version,
+                r.created_at,
+                r.samples_trained_total,
+                {k: float(v) for k, v in r.metrics.items()},
+                None if r.reward is None else float(r.reward),
+                None if r.stale_mean is None else float(r.stale_mean),
+                r.stale_max,
+            )
+            for r in rows
+        ]
+
+    async def sample_story(self, sample_id: str):
+        """One sample's row with its group's state and reward server, its prompt and reference,
+        and the step of the batch that trained it; None for an unknown id."""
+        rows = await self.rows(
+            select(
+                Sample,
+                PromptGroup.state.label("group_state"),
+                PromptGroup.reward_server,
+                Prompt.prompt,
+                Prompt.reference,
+                Batch.step.label("batch_step"),
+            )
+            .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+            .outerjoin(Prompt, (Prompt.run_id == Sample.run_id) & (Prompt.prompt_id == PromptGroup.prompt_id))
+            .outerjoin(Batch, Batch.batch_id == Sample.batch_id)
+            .where(Sample.sample_id == sample_id)
+        )
+        return rows[0] if rows else None
+
+    async def sample_rewards(self, sample_id: str) -> list:
+        """How each reward server scored one sample: server, endpoint, reward, extracted answer, detail."""
+        return await self.rows(select(Reward).where(Reward.sample_id == sample_id).order_by(Reward.server))

@@ -14,16 +14,20 @@ takes row locks it takes the group's row before its samples, the order `record_s
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.lineage.batches import Batches
+from jetrl.lineage.db import check_database, make_engine
 from jetrl.lineage.groups import Groups
 from jetrl.lineage.reports import Reports
 from jetrl.lineage.runs import Runs
 from jetrl.lineage.samples import Samples
 from jetrl.lineage.versions import Versions
 
-__all__ = ["LineageStore"]
+__all__ = ["LineageStore", "open_store"]
 
 
 class LineageStore:
@@ -35,3 +39,16 @@ class LineageStore:
         self.batches = Batches(engine)
         self.versions = Versions(engine)
         self.reports = Reports(engine)
+
+
+@asynccontextmanager
+async def open_store(url: str) -> AsyncIterator[LineageStore]:
+    """A store on an engine of its own, for a command that reads lineage and exits (`jetrl report`,
+    `jetrl explain`, the demo's audit): the database checked reachable and migrated first
+    (DatabaseUnreachable says what to do), the engine disposed after."""
+    await check_database(url)
+    engine = make_engine(url)
+    try:
+        yield LineageStore(engine)
+    finally:
+        await engine.dispose()

@@ -215,6 +215,23 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     assert (stats.mean_staleness, stats.max_staleness, stats.stale_masked_tokens) == (0.5, 1, 1)
     assert stats.offpolicy_token_share == pytest.approx(1 / 3)
 
+    # read back as `jetrl report` plots it and `jetrl explain` tells it
+    [point] = await store.reports.version_points(run_id)
+    assert (point.version, point.samples_trained_total, point.metrics) == (1, 2, {"loss": 0.5})
+    assert (point.mean_reward, point.mean_staleness, point.max_staleness) == (0.5, 0.5, 1)
+    first = group.samples[0].sample_id
+    story = await store.reports.sample_story(first)
+    assert (story.group_state, story.reward_server, story.batch_step, story.trained_version) == (
+        "trained",
+        "verify@1",
+        0,
+        1,
+    )
+    assert (story.prompt, story.reference, story.text) == ("0+1=", "1", "1")
+    [reward] = await store.reports.sample_rewards(first)
+    assert (reward.server, reward.reward, reward.extracted_answer, reward.detail) == ("verify@1", 1.0, "1", "correct")
+    assert await store.reports.sample_story(f"{run_id}.unknown") is None
+
 
 async def test_dynamic_sampling_records_uniform_groups_as_filtered(store, run_id):
     uniform = ev.ScoredGroup(group=await admitted_and_generated(store, run_id, 0), rewards=[1.0, 1.0])
