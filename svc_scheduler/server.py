@@ -81,7 +81,15 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         record = await self.store.runs.get_run(run_id)
         if record is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no run {run_id!r}; ListRuns shows the known runs")
-        return services_pb2.Run(run_id=run_id, spec_yaml=record.spec_yaml, progress=await self.progress(run_id))
+        return await self._as_run(record)
+
+    async def _as_run(self, record) -> services_pb2.Run:
+        return services_pb2.Run(
+            run_id=record.run_id,
+            spec_yaml=record.spec_yaml,
+            progress=await self.progress(record.run_id),
+            created_at=record.created_at.timestamp(),
+        )
 
     async def CreateRun(self, request, context: grpc.aio.ServicerContext):
         if request.run_id:
@@ -123,12 +131,7 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
 
     async def ListRuns(self, request, context: grpc.aio.ServicerContext):
         records = await self.store.runs.list_runs()
-        return services_pb2.ListRunsResponse(
-            runs=[
-                services_pb2.Run(run_id=r.run_id, spec_yaml=r.spec_yaml, progress=await self.progress(r.run_id))
-                for r in records
-            ]
-        )
+        return services_pb2.ListRunsResponse(runs=[await self._as_run(r) for r in records])
 
     async def StopRun(self, request, context: grpc.aio.ServicerContext):
         valid.run_id(request.run_id)

@@ -77,14 +77,16 @@ class RunProgress(_message.Message):
     def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ..., logprob_gap_mean: _Optional[float] = ..., logprob_gap_max: _Optional[float] = ...) -> None: ...
 
 class Run(_message.Message):
-    __slots__ = ("run_id", "spec_yaml", "progress")
+    __slots__ = ("run_id", "spec_yaml", "progress", "created_at")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_YAML_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     spec_yaml: str
     progress: RunProgress
-    def __init__(self, run_id: _Optional[str] = ..., spec_yaml: _Optional[str] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ...) -> None: ...
+    created_at: float
+    def __init__(self, run_id: _Optional[str] = ..., spec_yaml: _Optional[str] = ..., progress: _Optional[_Union[RunProgress, _Mapping]] = ..., created_at: _Optional[float] = ...) -> None: ...
 
 class CreateRunRequest(_message.Message):
     __slots__ = ("spec_yaml", "run_id")
