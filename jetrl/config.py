@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     reports NOT_SERVING and exits to be restarted as a whole."""
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     """Log level of the structured (JSON) logs on stderr."""
+    jaeger_url: str = Field("http://127.0.0.1:16686", min_length=8, max_length=512, pattern=r"^https?://\S+$")
+    """Base URL of the Jaeger UI where the stack's traces are (compose publishes it on :16686):
+    `jetrl explain` links a sample's trace as `<jaeger_url>/trace/<trace id>`."""
 
     @field_validator("grpc_token", "grpc_reward_token", mode="before")
     @classmethod

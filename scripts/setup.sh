@@ -17,3 +17,8 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   DS_BUILD_OPS=0 .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,bench,deepspeed]'
   echo "$want" > "$stamp"
 fi
+# Headless Chromium, Debian's package (~15 s as root): tests/unit/jetrl/test_report.py renders
+# `jetrl report`'s page with it. Elsewhere: install chromium from your distribution.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+fi

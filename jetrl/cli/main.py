@@ -7,6 +7,11 @@
   jetrl run SPEC           submit a run spec and follow it live
   jetrl demo               all of it: up, bootstrap, run examples/arithmetic.yaml, report, down
   jetrl status             health of the services and the known runs
+  jetrl runs               the runs the scheduler knows: state, version, held-out accuracy, samples, age
+  jetrl watch RUN          re-attach to a run's live progress until it ends (exit 0: COMPLETED)
+  jetrl stop RUN           stop a running run (--reason TEXT)
+  jetrl report RUN         a static HTML page of the run's curves and spec, from lineage (--out FILE)
+  jetrl explain SAMPLE     one sample: versions per token, segments, rewards, training, trace link
   jetrl down               stop what `jetrl up` started
   jetrl generate RUN P...  sample from a running run's current policy (greedy by default)
   jetrl export RUN OUT_DIR a run's version (--version N, default the newest) as a Hugging Face model directory
@@ -47,6 +52,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("down", help="stop the local stack")
     sub.add_parser("status", help="service health and runs")
+    sub.add_parser("runs", help="list the runs the scheduler knows")
+    watch = sub.add_parser("watch", help="re-attach to a run's live progress")
+    watch.add_argument("run_id", metavar="RUN")
+    stop = sub.add_parser("stop", help="stop a running run")
+    stop.add_argument("run_id", metavar="RUN")
+    stop.add_argument("--reason", default="", help="why; kept as the run's message (default: stopped by request)")
+    report = sub.add_parser("report", help="a static HTML page of a run's curves and spec, from lineage")
+    report.add_argument("run_id", metavar="RUN")
+    report.add_argument("--out", type=Path, help="the page (default ./RUN.html)")
+    explain = sub.add_parser("explain", help="one sample's story from lineage")
+    explain.add_argument("sample_id", metavar="SAMPLE_ID")
     boot = sub.add_parser("bootstrap", help="make the tiny starting checkpoint")
     boot.add_argument("--out", type=Path, help="model directory (default $JETRL_DATA_DIR/models/tiny-arith)")
     boot.add_argument("--force", action="store_true", help="rebuild even if it exists")
@@ -123,6 +139,26 @@ def main(argv: list[str] | None = None) -> int:
             from jetrl.cli.runs import status
 
             return 0 if asyncio.run(status(settings)) else 1
+        elif args.command == "runs":
+            from jetrl.cli.manage import list_runs
+
+            return asyncio.run(list_runs(settings))
+        elif args.command == "watch":
+            from jetrl.cli.manage import follow
+
+            return asyncio.run(follow(settings, args.run_id))
+        elif args.command == "stop":
+            from jetrl.cli.manage import stop_run
+
+            return asyncio.run(stop_run(settings, args.run_id, args.reason))
+        elif args.command == "report":
+            from jetrl.cli.report import main as report
+
+            return asyncio.run(report(settings, args.run_id, args.out))
+        elif args.command == "explain":
+            from jetrl.cli.explain import main as explain
+
+            return asyncio.run(explain(settings, args.sample_id))
         elif args.command == "bootstrap":
             from jetrl.cli.runs import bootstrap
 

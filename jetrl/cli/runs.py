@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import grpc
 from rich.console import Console
-from rich.table import Table
 
-from jetrl.cli.watch import describe, watch
+from jetrl.cli.manage import follow, runs_table
 from jetrl.config import RunSpec, Settings
 from jetrl.rpc import channel
 from jetrl.spec_sections import TaskSpec
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
 console = Console(stderr=True)
-STATE_NAMES = {v: k for k, v in services_pb2.RunState.items()}
 
 
 def default_model_dir(settings: Settings) -> Path:
@@ -55,10 +54,7 @@ async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, r
     if detach:
         print(run.run_id)
         return 0
-    last = await watch(settings, run.run_id)
-    state = STATE_NAMES.get(last.state, "?")
-    console.print(f"run {run.run_id} {state}: {describe(last)}" + (f" — {last.message}" if last.message else ""))
-    return 0 if last.state == services_pb2.COMPLETED else 1
+    return await follow(settings, run.run_id)
 
 
 async def status(settings: Settings) -> bool:
@@ -69,11 +65,5 @@ async def status(settings: Settings) -> bool:
         return False
     async with channel(settings.scheduler_addr, settings) as ch:
         runs = await services_pb2_grpc.SchedulerServiceStub(ch).ListRuns(services_pb2.ListRunsRequest(), timeout=10)
-    table = Table(title="runs")
-    for col in ("run", "state", "version", "progress"):
-        table.add_column(col)
-    for r in runs.runs:
-        p = r.progress
-        table.add_row(r.run_id, STATE_NAMES.get(p.state, "?"), f"{p.policy_version}/{p.total_steps}", describe(p))
-    console.print(table)
+    console.print(runs_table(runs.runs, time.time()))
     return True
