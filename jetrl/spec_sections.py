@@ -23,6 +23,7 @@ __all__ = [
     "ScheduleSpec",
     "TeacherSpec",
     "SimulationSpec",
+    "MetricsSpec",
 ]
 
 
@@ -218,6 +219,10 @@ class TrainSpec(SpecModel):
     """How the KL is estimated per token (svc_trainer/kl.py); k3 is verl's `low_var_kl`."""
     kl_reference: Literal["initial", "teacher"] = "initial"
     """The reference: the run's starting model, or the EMA teacher (Co-rewarding-II; needs `teacher`)."""
+    kl_in: Literal["loss", "reward"] = "loss"
+    """Where β · KL goes: into every token's loss (TRL's `beta`, verl's `use_kl_loss`), or off each
+    sample's reward before advantages, β times the sum of k over its completion tokens with the
+    behaviour log-probs as the policy's (verl's `use_kl_in_reward`, OpenRLHF's `init_kl_coef`)."""
     weights_shard_mb: int = Field(4096, ge=1, le=1_000_000)
     """A version bigger than this is published as shards of at most this size and an index."""
     keep_last_versions: int = Field(0, ge=0, le=1_000_000)
@@ -385,3 +390,14 @@ class SimulationSpec(SpecModel):
     """Trainer seconds per completion token of a batch."""
     train_s_per_step: float = Field(0.0, ge=0.0, le=3600.0)
     """Fixed trainer seconds per optimizer step."""
+
+
+class MetricsSpec(SpecModel):
+    """Where each recorded version's training metrics go besides lineage (svc_scheduler/run_metrics.py):
+    the trainer's (loss, kl, lr, clip fraction, ...), the mean reward and staleness of the samples
+    that trained it, samples/s, and held-out accuracy when evaluated; one point per version."""
+
+    tensorboard: bool = True
+    """TensorBoard event files under `$JETRL_DATA_DIR/tensorboard/<run id>/`, written by the
+    scheduler (`tensorboard --logdir $JETRL_DATA_DIR/tensorboard`). On by default: a few hundred
+    bytes per version, and the curves are where users look first."""

@@ -71,10 +71,11 @@ class TorchTrainEngine(InProcess):
         self.max_new_tokens = max_new_tokens
         self.device = next(model.parameters()).device
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=train_spec.lr, weight_decay=train_spec.weight_decay)
-        if train_spec.kl_coef and reference is None:
-            raise ValueError("train.kl_coef needs a reference model")
+        in_loss = bool(train_spec.kl_coef) and train_spec.kl_in == "loss"
+        if in_loss and reference is None:
+            raise ValueError("train.kl_coef (kl_in: loss) needs a reference model")
         # the KL anchor's policy: frozen, never optimised (the initial policy or the EMA teacher)
-        self.reference = reference if train_spec.kl_coef else None
+        self.reference = reference if in_loss else None
 
     def token_logprobs(
         self,

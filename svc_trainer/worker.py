@@ -41,7 +41,7 @@ from svc_trainer.checkpoint import (
     save_weights,
     weights_path,
 )
-from svc_trainer.kl import kl_reference
+from svc_trainer.kl import kl_penalties, kl_reference
 from svc_trainer.lr import lr_at
 from svc_trainer.ranks import RanksFailed
 from svc_trainer.teacher import EmaTeacher, ema_rate, teacher_path
@@ -68,6 +68,7 @@ class RunTrainer:
     engine: TrainEngine
     state: TrainerState
     teacher: EmaTeacher | None = None  # runs with a `teacher` only
+    reference: torch.nn.Module | None = None  # the KL anchor of `train.kl_in: reward` runs only
     publish_dtype: torch.dtype | None = None  # the starting model's, when not float32 (bf16 models)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -140,7 +141,8 @@ class Trainer:
             engine.close()  # a DeepSpeed run's ranks, started for nothing
             raise
         log.info("trainer restored", extra=log_fields(run=run_id, version=state.version, engine=spec.train.engine))
-        return RunTrainer(engine=engine, state=state, teacher=teacher, publish_dtype=publish_dtype)
+        reference = kl_reference(spec, teacher.model if teacher else None, use="reward")
+        return RunTrainer(engine=engine, state=state, teacher=teacher, reference=reference, publish_dtype=publish_dtype)
 
     def _exact(self, run_id: str, version: int) -> Path:
         """A version's weights as the trainer holds them (float32): its master copy, when it was
@@ -207,9 +209,10 @@ class Trainer:
                     f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})"
                 )
             await self._check_sealed(batch)
-            samples, advs, stale_metrics = self._samples(batch, spec)
+            penalties, kl_metrics = await asyncio.to_thread(self._kl_penalties, rt, batch, spec)
+            samples, advs, stale_metrics = self._samples(batch, spec, penalties)
             try:
-                await self._train(batch, rt, samples, advs, stale_metrics, spec)
+                await self._train(batch, rt, samples, advs, {**stale_metrics, **kl_metrics}, spec)
             except Exception:
                 # the engine (and the teacher) may hold weights past what is on disk: the next
                 # delivery starts again from the saved version, never trains the batch twice
@@ -254,15 +257,43 @@ class Trainer:
             async with self.runs[control.run_id].lock:  # not in the middle of its step
                 await asyncio.to_thread(self._forget, control.run_id)
 
-    def _samples(self, batch: events_pb2.Batch, spec):
+    def _kl_penalties(self, rt: RunTrainer, batch: events_pb2.Batch, spec) -> tuple[dict[str, float], dict[str, float]]:
+        """`train.kl_in: reward`: sample id -> β · Σ_t k(t), to come off its reward, and the
+        version's KL metrics; nothing for other runs (a loss-side KL is the engine's)."""
+        if rt.reference is None:
+            return {}, {}
+        import torch
+
+        from jetrl.policy.temperature import logprob_temperature
+        from svc_trainer.engine import token_logprobs
+
+        trained = [scored.group.samples[i] for scored, positions in _trained_views(batch) for i in positions]
+        completions = [list(s.completion_token_ids) for s in trained]
+        device = next(rt.reference.parameters()).device
+        temperature = logprob_temperature(spec.rollout.temperature)
+        ref, real = token_logprobs(
+            rt.reference, [s.prompt_token_ids for s in trained], completions, temperature, device, grad=False
+        )
+        behaviour = torch.zeros_like(ref)
+        for row, s in enumerate(trained):
+            behaviour[row, : len(s.logprobs)] = torch.tensor(list(s.logprobs), dtype=ref.dtype)
+        values, kl = kl_penalties(behaviour, ref, real, spec.train.kl_estimator, spec.train.kl_coef)
+        penalties = {s.sample_id: v for s, v in zip(trained, values)}
+        return penalties, {"kl": kl, "kl_penalty": sum(values) / len(values) if values else 0.0}
+
+    def _samples(self, batch: events_pb2.Batch, spec, penalties: dict[str, float] | None = None):
         """TrainSamples masked by the staleness bound, their SampleAdvantage records, and the
-        batch's staleness metrics."""
+        batch's staleness metrics. `penalties` (sample id -> amount) come off the rewards before
+        the advantages (`train.kl_in: reward`); the records keep the reward as scored."""
         from svc_trainer.api import TrainSample
 
         samples, advs, checked = [], [], []
         for scored, positions in _trained_views(batch):
             rewards = [scored.rewards[i] for i in positions]
-            group_adv = advantages.compute(spec.train.advantage, rewards, mc_scale=spec.train.mc_scale)
+            owed = [(penalties or {}).get(scored.group.samples[i].sample_id, 0.0) for i in positions]
+            group_adv = advantages.compute(
+                spec.train.advantage, [r - p for r, p in zip(rewards, owed)], mc_scale=spec.train.mc_scale
+            )
             for sample, reward, adv in zip((scored.group.samples[i] for i in positions), rewards, group_adv):
                 try:
                     st = staleness.token_staleness(

@@ -15,7 +15,7 @@ from svc_rollout.api import GenRequest
 from svc_rollout.engine import TorchEngine
 from svc_trainer.api import TrainSample
 from svc_trainer.engine import TorchTrainEngine
-from svc_trainer.kl import K3_CLAMP, kl_per_token
+from svc_trainer.kl import K3_CLAMP, kl_penalties, kl_per_token, kl_reference
 from svc_trainer.loss import decoupled_ppo_loss
 from tiny_models import TOK, spread_model
 
@@ -94,3 +94,32 @@ def test_the_teacher_as_reference_needs_a_teacher():
         RunSpec.model_validate(
             {"name": "k", "model": {"path": "m"}, "train": {"kl_coef": 0.01, "kl_reference": "teacher"}}
         )
+
+
+# behaviour log-probs [−1.0, −2.0], the reference's [−1.5, −1.0]: r = ref − behaviour = [−0.5, 1.0]
+BY_HAND_SUMS = {
+    "k1": 0.5 - 1.0,  # Σ −r
+    "k2": 0.125 + 0.5,  # Σ r²/2
+    "k3": (math.exp(-0.5) + 0.5 - 1.0) + (math.e - 2.0),  # Σ e^r − 1 − r
+}
+
+
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+def test_the_reward_penalty_is_beta_times_the_sum_over_real_tokens_by_hand(estimator):
+    behaviour = torch.tensor([[-1.0, -2.0], [-1.0, 0.0]])
+    reference = torch.tensor([[-1.5, -1.0], [-1.5, 5.0]])
+    real = torch.tensor([[True, True], [True, False]])  # the second row's second token is padding
+    penalties, mean = kl_penalties(behaviour, reference, real, estimator, coef=0.1)
+    first_token = HAND[estimator][0]
+    assert penalties == pytest.approx([0.1 * BY_HAND_SUMS[estimator], 0.1 * first_token])
+    assert mean == pytest.approx((BY_HAND_SUMS[estimator] + first_token) / 3)
+
+
+def test_kl_in_reward_keeps_the_reference_out_of_the_engine_and_in_the_trainer():
+    spec = RunSpec.model_validate({"name": "k", "model": {"path": "m"}, "train": {"kl_coef": 0.1, "kl_in": "reward"}})
+    assert kl_reference(spec, spread_model(), use="loss") is None
+    teacher = spread_model()
+    with_teacher = spec.model_copy(update={"train": spec.train.model_copy(update={"kl_reference": "teacher"})})
+    assert kl_reference(with_teacher, teacher, use="reward") is teacher
+    engine = TorchTrainEngine(spread_model(), spec.train)  # no reference: its loss has no KL term
+    assert engine.reference is None and "kl" not in engine.train_step(samples(spread_model()))

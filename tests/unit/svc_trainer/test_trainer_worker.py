@@ -198,3 +198,31 @@ def test_the_digest_covers_what_trains_and_nothing_else():
         other = batch(0, [[0], [0]])
         change(other)
         assert batch_digest(other) != batch_digest(one)
+
+
+def test_kl_in_reward_takes_the_penalty_off_the_reward_before_the_advantages(tmp_path):
+    samples, advs, _ = Trainer(None, None, tmp_path, "")._samples(batch(0, [[0], [0]]), spec(), {"r.g0.0": 1.0})
+    # rewards [1, 0] less penalties [1, 0]: all equal, so no advantage; the records keep the scored rewards
+    assert [s.advantage for s in samples] == [0.0, 0.0]
+    assert [a.reward for a in advs] == [1.0, 0.0]
+
+
+def test_the_penalties_are_beta_times_the_k1_sum_against_the_reference(tmp_path):
+    import torch
+
+    from svc_trainer.engine import token_logprobs
+    from svc_trainer.worker import RunTrainer
+    from tiny_models import spread_model
+
+    reference = spread_model()
+    run = spec(train=TrainSpec(kl_coef=0.1, kl_in="reward", kl_estimator="k1"))
+    b = batch(0, [[0, 0], [0]])  # completions [6, 6] and [6], behaviour log-prob −0.5 per token
+    rt = RunTrainer(engine=None, state=None, reference=reference)  # type: ignore[arg-type]
+    penalties, metrics = Trainer(None, None, tmp_path, "")._kl_penalties(rt, b, run)
+    ref, _ = token_logprobs(reference, [[1, 5], [1, 5]], [[6, 6], [6]], 1.0, torch.device("cpu"), grad=False)
+    by_hand = [0.1 * float((-0.5 - ref[0, :2]).sum()), 0.1 * float(-0.5 - ref[1, 0])]  # k1 = behaviour − ref
+    assert [penalties["r.g0.0"], penalties["r.g0.1"]] == pytest.approx(by_hand, rel=1e-5)
+    assert metrics["kl_penalty"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)
+    assert metrics["kl"] == pytest.approx(sum(by_hand) / 0.1 / 3, rel=1e-5)
+    plain = RunTrainer(engine=None, state=None)  # type: ignore[arg-type]
+    assert Trainer(None, None, tmp_path, "")._kl_penalties(plain, b, spec()) == ({}, {})
