@@ -384,3 +384,50 @@ async def test_a_sample_whose_text_is_not_its_tokens_fails_the_run_with_the_reas
     assert last.state == svc.FAILED, last
     assert "not what its tokens decode to" in last.message and first in last.message
     assert all(s.text != "76" for s in (await store.samples.load_group(group_id(rid, 0))).samples)
+
+
+async def test_runs_watch_stop_report_and_explain_from_the_cli(stack, store, tmp_path, capsys, monkeypatch):
+    """Issue 15's run management on the live stack, through the commands' own entry points: `watch`
+    re-attaches to a run until it completes, `stop` stops another, `runs` lists both, `report`
+    writes the page of the first, `explain` tells one of its trained samples."""
+    from jetrl.cli import explain, manage, report
+
+    for console in (manage.out, manage.console, explain.out):  # captured output is no terminal: rich folds at 80
+        monkeypatch.setattr(console, "width", 200)
+    settings = stack.settings
+    rid, other = run_id("cli"), run_id("clistop")
+    await create_run(stack, stack.spec_yaml("cli", steps=2), rid)
+    assert await manage.follow(settings, rid) == 0
+    assert f"run {rid} COMPLETED" in capsys.readouterr().err
+
+    await create_run(stack, stack.spec_yaml("clistop", steps=50), other)
+    assert await manage.stop_run(settings, other, "enough for today") == 0
+    assert f"run {other} STOPPED: enough for today" in capsys.readouterr().out
+    assert await manage.stop_run(settings, other, "") == 1
+    assert "only a RUNNING run can be stopped" in capsys.readouterr().err
+    assert await manage.follow(settings, other) == 1  # ended, not completed: non-zero
+    assert f"run {other} STOPPED" in capsys.readouterr().err
+    assert await manage.follow(settings, "no-such-run") == 2
+    assert "no run no-such-run; `jetrl runs` lists them" in capsys.readouterr().err
+
+    assert await manage.list_runs(settings) == 0
+    table = capsys.readouterr().out
+    assert all(any(rid_ in line and state in line for line in table.splitlines()) for rid_, state in
+               [(rid, "COMPLETED"), (other, "STOPPED")]), table  # fmt: skip
+
+    page = tmp_path / "report.html"
+    assert await report.main(settings, rid, page) == 0
+    html = page.read_text()
+    for chart in ("held-out accuracy", "mean reward", "staleness (versions)", "trainer: loss", "trainer: lr"):
+        assert f'data-title="{chart}"' in html, chart
+    assert f"jetrl run {rid}" in html and "name: cli" in html and "16 trained / 16 generated" in html
+    assert await report.main(settings, "no-such-run", page) == 1
+    assert "no run 'no-such-run' in lineage; `jetrl runs` lists them" in capsys.readouterr().err
+
+    trained = (await store.reports.trained_sample_rows(rid))[0]
+    assert await explain.main(settings, trained.sample_id) == 0
+    told = capsys.readouterr().out
+    story = await store.reports.sample_story(trained.sample_id)
+    assert f"sample {trained.sample_id}" in told and f"into version {trained.trained_version}" in told
+    assert story.trace_id and f"trace: {settings.jaeger_url}/trace/{story.trace_id}" in told
+    assert await explain.main(settings, f"{rid}.g999999.0") == 1
