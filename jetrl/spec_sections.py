@@ -367,6 +367,11 @@ class TeacherSpec(SpecModel):
     ema_end: float = Field(0.99, ge=0.0, le=1.0)
     """EMA rate at the last step; m follows a cosine from ema_start to ema_end, so the teacher
     tracks the early policy closely and settles later."""
+    update_every: int = Field(1, ge=1, le=100_000)
+    """Versions between the teacher's updates (the Co-rewarding authors' `update_interval`): it
+    moves only at versions that are multiples of this, at the schedule's rate there, and stays as
+    it is in between. Their script's slow teacher is update_every 1 with ema_start 0.99 and
+    ema_end 0.99999 (α = 1 − m from 0.01 to 1e-5)."""
     temperature: float = Field(1.0, ge=0.0, le=4.0)
     """Sampling temperature of the teacher's samples."""
 

@@ -4,9 +4,11 @@ After the optimizer step that makes version v, every teacher weight moves toward
     teacher <- m_v * teacher + (1 - m_v) * policy,
     m_v = end - (end - start) * (1 + cos(pi * (v - 1) / max(T - 1, 1))) / 2,
 a cosine from `teacher.ema_start` at the first step to `teacher.ema_end` at the last (T =
-train.steps). Defaults 0.9 -> 0.99: early on the teacher follows the policy within ~10 versions,
-so its pseudo-labels improve with it; late it barely moves, so the policy cannot drag the labels
-it is rewarded by along with its own drift (the collapse the teacher exists to prevent).
+train.steps), at every `teacher.update_every`-th version only (m = 1 in between). Defaults
+0.9 -> 0.99, every version: early on the teacher follows the policy within ~10 versions, so its
+pseudo-labels improve with it; late it barely moves, so the policy cannot drag the labels it is
+rewarded by along with its own drift (the collapse the teacher exists to prevent). The authors'
+script keeps a much slower teacher (0.99 -> 0.99999): spec_sections.TeacherSpec.update_every.
 
 The teacher starts as version 0 (the run's model directory), is checkpointed next to the policy
 (`runs/<run>/teacher/v000007.safetensors`), and is announced on the run's teacher subject with the
@@ -28,9 +30,12 @@ __all__ = ["ema_rate", "EmaTeacher", "teacher_path"]
 
 
 def ema_rate(version: int, total_steps: int, spec: TeacherSpec) -> float:
-    """m for the update that makes `version` (1-based): ema_start at version 1, ema_end at the last."""
+    """m for the update that makes `version` (1-based): ema_start at version 1, ema_end at the last;
+    1 (the teacher stays) at a version that is not a multiple of `teacher.update_every`."""
     if not 1 <= version <= total_steps:
         raise ValueError(f"version {version} is outside 1..{total_steps}")
+    if version % spec.update_every:
+        return 1.0
     progress = (version - 1) / max(total_steps - 1, 1)
     return spec.ema_end - (spec.ema_end - spec.ema_start) * (1 + math.cos(math.pi * progress)) / 2
 

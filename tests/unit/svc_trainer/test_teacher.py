@@ -24,6 +24,13 @@ def test_ema_rate_follows_a_cosine_from_start_to_end():
         ema_rate(0, 5, spec)
 
 
+def test_the_teacher_moves_only_every_update_every_versions_at_the_schedules_rate():
+    every_third = TeacherSpec(ema_start=0.9, ema_end=0.99, update_every=3)
+    assert [ema_rate(v, 11, every_third) for v in (1, 2, 4, 5, 7)] == [1.0] * 5  # it stays
+    assert ema_rate(6, 11, every_third) == pytest.approx(0.945)  # the cosine's rate at version 6
+    assert ema_rate(3, 11, every_third) == ema_rate(3, 11, TeacherSpec(ema_start=0.9, ema_end=0.99))
+
+
 def test_teacher_moves_toward_the_policy_by_one_minus_m_and_is_never_trained():
     policy = torch.nn.Linear(2, 1, bias=False)
     with torch.no_grad():
