@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from safetensors import safe_open
 
 from jetrl.config import RunSpec
+from jetrl.digest import batch_digest
 from jetrl.policy import make_char_tokenizer, make_tiny_model, save_policy
 from jetrl.v1 import events_pb2 as ev
 from jetrl.weights import INDEX_SUFFIX, file_sha256, version_files
@@ -34,11 +35,17 @@ class Bus:
 
 
 class Specs:
+    """Stands in for the scheduler: the run's spec, and the digests of the batches it sealed."""
+
     def __init__(self, spec):
         self.spec = spec
+        self.sealed: dict[str, str] = {}
 
     async def get(self, run_id):
         return self.spec
+
+    async def batch_digest(self, run_id, batch_id):
+        return self.sealed[batch_id]
 
 
 def model_dir(tmp_path, dtype):
@@ -186,8 +193,10 @@ async def test_a_step_that_fails_after_training_leaves_no_trained_weights_in_mem
         token_versions=[1, 1],
     )
     group = ev.ScoredGroup(group=ev.PromptGroup(group_id="r.g0", samples=[sample, sample]), rewards=[1.0, 0.0])
+    batch = ev.Batch(run_id="r", batch_id="r.b1", step=1, policy_version=1, groups=[group])
+    trainer.specs.sealed[batch.batch_id] = batch_digest(batch)
     with pytest.raises(OSError, match="No space"):
-        await trainer.on_batch(ev.Batch(run_id="r", batch_id="r.b1", step=1, policy_version=1, groups=[group]), None)
+        await trainer.on_batch(batch, None)
     assert "r" not in trainer.runs  # dropped: the next delivery starts from disk
     again = await trainer.run("r")
     assert again.state.version == 1 and "r.b1" not in again.state.trained_batches
