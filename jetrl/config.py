@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jetrl import ports
 from jetrl.spec_sections import (
+    MetricsSpec,
     ModelSpec,
     RewardSpec,
     RolloutSpec,
@@ -67,6 +68,10 @@ class Settings(BaseSettings):
     alone on its port in jetrl/ports.py. Containers and pods set 0.0.0.0:<port>
     (docker-compose.yml), with `grpc_token` set: a server bound beyond loopback without one logs
     a warning at start."""
+    metrics_port: int = Field(0, ge=0, le=65_535)
+    """Port of this process's Prometheus endpoint (`/metrics`: jetrl/metrics.py), bound on the host
+    of `listen` (127.0.0.1 without it); 0: no endpoint. docker-compose.yml gives each service its
+    port of `METRICS` in jetrl/ports.py, which deploy/prometheus scrapes."""
     grpc_token: SecretStr | None = Field(None, min_length=16, max_length=4096)
     """Bearer token of jetrl's gRPC services: each server refuses any call without it
     (UNAUTHENTICATED; health checks and reflection excepted), each client sends it as
@@ -159,6 +164,8 @@ class RunSpec(SpecModel):
     """When set, the trainer keeps an EMA teacher and every group also gets G~ teacher samples."""
     simulation: SimulationSpec | None = None
     """When set, rollout workers and the trainer run the simulated-hardware engines (benchmarks)."""
+    metrics: MetricsSpec = MetricsSpec()
+    """Where each version's training metrics are written (TensorBoard, W&B) besides lineage."""
 
     @model_validator(mode="after")
     def _simulation_fits(self) -> RunSpec:

@@ -7,7 +7,7 @@ checks that they agree with this module.
 
 from __future__ import annotations
 
-__all__ = ["SCHEDULER", "ROLLOUT", "REWARD", "TRAINER", "REWARD_SERVERS", "port_of"]
+__all__ = ["SCHEDULER", "ROLLOUT", "REWARD", "TRAINER", "REWARD_SERVERS", "METRICS", "port_of"]
 
 SCHEDULER = 50051
 ROLLOUT = 50052
@@ -19,6 +19,15 @@ REWARD_SERVERS = {
     "svc_reward.co_reward": 50056,
     "svc_reward.teacher": 50057,
     "svc_reward.process": 50058,
+}
+
+# each service's Prometheus endpoint (the `metrics_port` setting turns it on), one port apiece so
+# that the four can share a host; deploy/prometheus/prometheus.yml scrapes these
+METRICS = {
+    "scheduler": 9451,
+    "rollout": 9452,
+    "reward": 9453,
+    "trainer": 9454,
 }
 
 

@@ -1,4 +1,4 @@
-"""The one way a jetrl service process runs: logs, tracing, a gRPC server with health and
+"""The one way a jetrl service process runs: logs, tracing, metrics, a gRPC server with health and
 reflection, supervised background workers, and a graceful stop on SIGTERM.
 
 Each `svc_<name>/__main__.py` calls `run_app`, whose `app.main` calls `serve` with its servicers
@@ -27,6 +27,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from jetrl.bus.retry import is_transient
 from jetrl.config import Settings
 from jetrl.logs import log_fields, setup_logging
+from jetrl.metrics import setup_metrics, shutdown_metrics
 from jetrl.rpc_security import ServerSecurity
 from jetrl.telemetry import setup_tracing, shutdown_tracing
 from jetrl.validate_rpc import InvalidArgument
@@ -261,11 +262,17 @@ def run_app(name: str) -> None:
 
 
 def run_service(name: str, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
-    """Entry point body of `python -m svc_<name>`: settings, logs, tracing, then `main`."""
+    """Entry point body of `python -m svc_<name>`: settings, logs, tracing, the metrics endpoint
+    (when `metrics_port` is set), then `main`."""
     settings = Settings()
     setup_logging(name, settings.log_level)
     setup_tracing(name)
+    if settings.metrics_port:
+        # beside the gRPC server: on the host of `listen` (containers: every interface)
+        host = (settings.listen or "127.0.0.1:0").rsplit(":", 1)[0].strip("[]")
+        setup_metrics(name, host, settings.metrics_port)
     try:
         asyncio.run(main(settings))
     finally:
+        shutdown_metrics()
         shutdown_tracing()

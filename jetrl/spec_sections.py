@@ -23,6 +23,7 @@ __all__ = [
     "ScheduleSpec",
     "TeacherSpec",
     "SimulationSpec",
+    "WandbSpec",
     "MetricsSpec",
 ]
 
@@ -397,6 +398,19 @@ class SimulationSpec(SpecModel):
     """Fixed trainer seconds per optimizer step."""
 
 
+class WandbSpec(SpecModel):
+    """A Weights & Biases run for the jetrl run, named by its id (the `wandb` extra:
+    `pip install 'jetrl[wandb]'` where the scheduler runs); its config is the run spec."""
+
+    project: str = Field("jetrl", min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    """W&B project."""
+    entity: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    """W&B team or user; None: the API key's default."""
+    mode: Literal["offline", "online"] = "offline"
+    """offline: a run directory under `$JETRL_DATA_DIR/wandb/`, written without network or key,
+    uploaded later by `wandb sync`; online: streamed to W&B with the scheduler's WANDB_API_KEY."""
+
+
 class MetricsSpec(SpecModel):
     """Where each recorded version's training metrics go besides lineage (svc_scheduler/run_metrics.py):
     the trainer's (loss, kl, lr, clip fraction, ...), the mean reward and staleness of the samples
@@ -406,3 +420,5 @@ class MetricsSpec(SpecModel):
     """TensorBoard event files under `$JETRL_DATA_DIR/tensorboard/<run id>/`, written by the
     scheduler (`tensorboard --logdir $JETRL_DATA_DIR/tensorboard`). On by default: a few hundred
     bytes per version, and the curves are where users look first."""
+    wandb: WandbSpec | None = None
+    """When set, the same points go to Weights & Biases too."""

@@ -36,9 +36,14 @@ class Attr:
     WEIGHTS_PATH = "jetrl.weights_path"  # how a version's weights came: the shared file or the stream
 
 
+def resource(service_name: str) -> Resource:
+    """Who a process's spans and metrics come from (jetrl.metrics uses it too)."""
+    return Resource.create({"service.name": service_name, "service.namespace": "jetrl"})
+
+
 def setup_tracing(service_name: str) -> TracerProvider:
     """Install the process-wide tracer provider; OTLP export only when an endpoint is configured."""
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name, "service.namespace": "jetrl"}))
+    provider = TracerProvider(resource=resource(service_name))
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
         # late import: the exporter pulls in grpc channels we do not want when tracing is off
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import grpc
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.logs import log_fields
+from jetrl.metrics import REWARD_CALL_SECONDS
 from jetrl.rpc import channel
 from jetrl.rpc_security import LOCAL, ClientCredentials
 from jetrl.runs import RunNotFound, RunSpecs
@@ -114,21 +116,26 @@ class RewardStage:
         self, endpoint: str, request: reward_pb2.ScoreRequest, spec: RewardSpec
     ) -> reward_pb2.ScoreResponse:
         """The reply, its scores in the order of the request's samples; a deadline per call
-        (`spec.deadline_s`) and exponential backoff between attempts (`spec.retries`)."""
+        (`spec.deadline_s`) and exponential backoff between attempts (`spec.retries`). Each
+        attempt's duration goes to the reward latency histogram, by endpoint and outcome."""
         error = ""
         for attempt in range(spec.retries + 1):
+            started = time.perf_counter()
             try:
                 reply = await self._stub(endpoint).Score(request, timeout=spec.deadline_s)
                 scores, by_position = match_scores(request, reply, spec.max_abs_reward)
                 if by_position:
                     self._note_positional(endpoint, reply.server)
+                _timed(endpoint, started, "ok")
                 return reward_pb2.ScoreResponse(scores=scores, server=reply.server)
             except BadReply as exc:
                 error = f"bad reply: {exc}"
             except grpc.aio.AioRpcError as exc:
                 error = f"{exc.code().name}: {exc.details()}"
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    _timed(endpoint, started, "error")
                     raise RewardUnavailable(error, attempt + 1) from None  # the same request is refused again
+            _timed(endpoint, started, "error")
             log.warning(
                 "reward call failed",
                 extra=log_fields(group=request.group_id, endpoint=endpoint, attempt=attempt, error=error),
@@ -203,3 +210,7 @@ class RewardStage:
     async def close(self) -> None:
         for ch in self._channels.values():
             await ch.close()
+
+
+def _timed(endpoint: str, started: float, outcome: str) -> None:
+    REWARD_CALL_SECONDS.record(time.perf_counter() - started, {"endpoint": endpoint, "outcome": outcome})

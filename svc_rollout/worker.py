@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
 from jetrl.ids import eval_msg_id, sample_id, sample_msg_id
 from jetrl.logs import log_fields
+from jetrl.metrics import TOKENS_GENERATED
 from jetrl.runs import RunNotFound
 from jetrl.states import FinishReason
 from jetrl.tasks import make_task
@@ -170,6 +171,7 @@ class RolloutWorker:
             self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial)
         )
         self.tokens_generated += len(r.token_ids) - prefix_len
+        TOKENS_GENERATED.add(len(r.token_ids) - prefix_len)  # Prometheus's rate() of it: tokens/s
         if partial:
             self.samples_aborted += 1
         else:

@@ -20,6 +20,7 @@ from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.preflight import Peers
 from svc_scheduler.recorder import Recorder
+from svc_scheduler.run_metrics import RunMetrics
 from svc_scheduler.server import SchedulerServicer, register
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ async def main(settings: Settings) -> None:
     js = nc.jetstream()
     await declare(js)
     coordinator = Coordinator(js, store)
-    recorder = Recorder(coordinator, store)
+    run_metrics = RunMetrics(store, settings.data_dir)
+    recorder = Recorder(coordinator, store, run_metrics)
 
     def worker(spec, handler, consumes=consume, **options):
         """A worker named after its consumer that runs `consumes` (one event at a time by default)."""
@@ -114,6 +116,7 @@ async def main(settings: Settings) -> None:
         return None
 
     async def close() -> None:
+        run_metrics.close_all()
         await nc.drain()
         await engine.dispose()
 

@@ -32,11 +32,13 @@ from jetrl.lineage.batches import Scored
 from jetrl.lineage.samples import UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
+from jetrl.metrics import VERSIONS_RECORDED
 from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size, split
 from svc_scheduler.coordinator import Coordinator
+from svc_scheduler.run_metrics import RunMetrics
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,10 @@ def _calls_problem(scored: events_pb2.ScoredGroup, spec: RunSpec) -> str | None:
 
 
 class Recorder:
-    def __init__(self, coordinator: Coordinator, store: LineageStore):
+    def __init__(self, coordinator: Coordinator, store: LineageStore, run_metrics: RunMetrics | None = None):
         self.coordinator = coordinator
         self.store = store
+        self.run_metrics = run_metrics  # where versions' training metrics go besides lineage (TensorBoard)
 
     async def _run_spec(self, run_id: str) -> RunSpec | None:
         """The spec of a RUNNING run; None when the run has ended (late events are kept, not acted on)."""
@@ -233,8 +236,9 @@ class Recorder:
         await self.coordinator.notify()
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
-        """Record a version the trainer made: the next of its run, from the batch lineage sealed."""
-        if await self._run_spec(ann.run_id) is not None:
+        """Record a version the trainer made: the next of its run, from the batch lineage sealed;
+        then write its training metrics, before the run may end (and its writer close)."""
+        if (spec := await self._run_spec(ann.run_id)) is not None:
             # a run going on records its versions in order (an ended one whatever has its batch)
             head = (await self.coordinator.record(ann.run_id)).policy_version
             if ann.version > head + 1:
@@ -243,25 +247,31 @@ class Recorder:
             raise InvalidEvent(problem)
         await self.store.versions.record_version(ann, current_trace_id())
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
+        VERSIONS_RECORDED.add(1, {"run_id": ann.run_id})
+        if spec is not None and self.run_metrics is not None:
+            await self.run_metrics.on_version(ann.run_id, spec, ann.version)
         await self.coordinator.notify()
         await self.coordinator.on_version(ann.run_id, ann.version)
 
     async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:
-        await self._run_spec(ev.run_id)
+        spec = await self._run_spec(ev.run_id)
         await self.store.reports.record_evaluation(ev.run_id, ev.version, ev.correct, ev.total)
+        accuracy = ev.correct / max(ev.total, 1)
         log.info(
-            "evaluated",
-            extra=log_fields(
-                run=ev.run_id, version=ev.version, accuracy=ev.correct / max(ev.total, 1), worker=ev.worker_id
-            ),
+            "evaluated", extra=log_fields(run=ev.run_id, version=ev.version, accuracy=accuracy, worker=ev.worker_id)
         )
+        if spec is not None and self.run_metrics is not None:
+            await self.run_metrics.on_evaluation(ev.run_id, spec, ev.version, accuracy)
         await self.coordinator.notify()
         await self.coordinator.on_evaluation(ev.run_id, ev.requested)
 
     async def on_control(self, control: events_pb2.Control, delivery: Delivery) -> None:
-        """Carry out a STOP an operator published; the scheduler's own STOP/COMPLETED find the run ended."""
+        """Carry out a STOP an operator published; the scheduler's own STOP/COMPLETED find the run
+        ended. Either way the run is over: its metrics writer closes."""
         if control.kind == events_pb2.Control.STOP and self.coordinator.spec(control.run_id) is not None:
             await self.coordinator.stop(control.run_id, control.reason or "stopped by a control event")
+        if control.kind in (events_pb2.Control.STOP, events_pb2.Control.COMPLETED) and self.run_metrics is not None:
+            self.run_metrics.close(control.run_id)
 
     async def on_dead_letter(self, payload: bytes, delivery: Delivery) -> None:
         reason = delivery.headers.get(DLQ_REASON) or "published straight to the dead-letter subject, no reason given"

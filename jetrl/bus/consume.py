@@ -6,6 +6,10 @@ dropped silently: a malformed event, or one whose handler keeps failing, goes to
 dead-letter subject with the reason before it is acked. A handler that must wait for an earlier
 event, or for Postgres or NATS to come back, is retried without end and without spending the
 failures that lead there (jetrl.bus.retry).
+
+Every handled event is counted here by consumer and outcome (jetrl.metrics), and while the
+process exports metrics, each bound consumer's lag (and its work queue's depth) is polled
+(jetrl.bus.levels).
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ from opentelemetry import trace
 
 from jetrl.bus.dead_letter import failures, give_up, not_done
 from jetrl.bus.delivery import BatchHandler, Delivery, Handler, consumer_span, decode_payload, delivery_of
+from jetrl.bus.levels import poll_levels
 from jetrl.bus.refusals import raise_if_refused
 from jetrl.bus.retry import CAUSE_INVALID, Wait, is_transient
 from jetrl.bus.topology import ConsumerSpec
 from jetrl.bus.validate import InvalidEvent
 from jetrl.logs import log_fields
+from jetrl.metrics import EVENTS_HANDLED, Outcome, exporting
 from jetrl.telemetry import link_from, tracer
 
 log = logging.getLogger(__name__)
@@ -160,11 +166,14 @@ async def _bound(js, consumer: ConsumerSpec, alive: list[Msg]) -> AsyncIterator:
     # fail loudly on a missing durable: binding would otherwise just time out forever
     await js.consumer_info(consumer.stream, consumer.name)
     sub = await js.pull_subscribe_bind(durable=consumer.name, stream=consumer.stream)
-    keeper = asyncio.create_task(_keep_alive(alive, consumer.ack_wait_s / 3))
+    helpers = [asyncio.create_task(_keep_alive(alive, consumer.ack_wait_s / 3))]
+    if exporting():
+        helpers.append(asyncio.create_task(poll_levels(js, consumer)))
     try:
         yield sub
     finally:
-        keeper.cancel()
+        for task in helpers:
+            task.cancel()
         await sub.unsubscribe()
 
 
@@ -192,13 +201,16 @@ async def _process(
             await handler(decode_payload(consumer.kind, msg.data, delivery.run_id), delivery)
         except InvalidEvent as exc:
             span.set_status(trace.StatusCode.ERROR, str(exc))
+            _count(consumer, Outcome.INVALID)
             await give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
         except Exception as exc:
             span.record_exception(exc)
             span.set_status(trace.StatusCode.ERROR, repr(exc))
+            _count(consumer, _outcome_of(exc))
             await not_done(js, consumer, [(delivery, msg)], exc, retry_delay)
         else:
             failures.settle(consumer.name, delivery.stream_seq)
+            _count(consumer, Outcome.OK)
             await msg.ack()
 
 
@@ -211,6 +223,7 @@ async def _process_together(
         try:
             items.append((decode_payload(consumer.kind, msg.data, delivery.run_id), delivery, msg))
         except InvalidEvent as exc:
+            _count(consumer, Outcome.INVALID)
             with consumer_span(delivery, consumer.name):
                 await give_up(js, msg, delivery, str(exc), retry_delay, CAUSE_INVALID)
     if not items:
@@ -234,8 +247,11 @@ async def _process_together(
                 for _, _, msg in items:
                     await _process_together(js, consumer, [msg], handler, retry_delay)
                 return
+            _count(consumer, _outcome_of(exc), len(items))
             await not_done(js, consumer, [(d, m) for _, d, m in items], exc, retry_delay)
             return
+    _count(consumer, Outcome.INVALID, len(rejected))
+    _count(consumer, Outcome.OK, len(items) - len(rejected))
     for i, (_, delivery, msg) in enumerate(items):
         failures.settle(consumer.name, delivery.stream_seq)
         if i in rejected:
@@ -252,3 +268,13 @@ async def _keep_alive(pending: list[Msg], interval: float) -> None:
                 await msg.in_progress()
             except nats.errors.Error:
                 pass  # connection trouble: the ack wait may lapse and the message come back
+
+
+def _count(consumer: ConsumerSpec, outcome: str, n: int = 1) -> None:
+    if n:
+        EVENTS_HANDLED.add(n, {"consumer": consumer.name, "outcome": outcome})
+
+
+def _outcome_of(exc: Exception) -> str:
+    """A handler's exception as an outcome, as not_done treats it (a wait is no failure)."""
+    return Outcome.WAITING if isinstance(exc, Wait) or is_transient(exc) else Outcome.FAILED

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -22,12 +23,15 @@ import pytest
 import yaml
 
 from jetrl import ports
+from jetrl.metrics import SERIES
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+GRAFANA = ROOT / "deploy" / "grafana"
 
 # The gRPC services and the port each listens on by default (jetrl/ports.py).
 GRPC_SERVICES = {
@@ -516,3 +520,53 @@ def test_each_bus_service_connects_as_its_role_and_the_admin_declares_first():
         assert env["JETRL_NATS_USER"] == roles[name], name
         assert env["JETRL_NATS_PASSWORD"] == passwords[password_variable(roles[name])], name
         assert svc["depends_on"]["nats-declare"]["condition"] == "service_completed_successfully", name
+
+
+# ---- metrics: Prometheus and Grafana -------------------------------------------------------
+
+
+def test_prometheus_and_grafana_run_pinned_images():
+    services = _services()
+    for name in ("prometheus", "grafana"):
+        repo, _, tag = services[name]["image"].rpartition(":")
+        assert repo and tag and tag != "latest", f"{name} image is not pinned by tag"
+
+
+def test_each_service_serves_metrics_on_its_port_and_prometheus_scrapes_it():
+    services = _services()
+    jobs = {job["job_name"]: job for job in yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]}
+    assert set(jobs) == set(ports.METRICS) == set(GRPC_SERVICES)
+    for name, port in ports.METRICS.items():
+        assert _env(services[name])["JETRL_METRICS_PORT"] == str(port), name
+        [sd] = jobs[name]["dns_sd_configs"]  # every replica of the service, not only one
+        assert (sd["names"], sd["type"], sd["port"]) == ([name], "A", port), name
+    assert _env(services["rollout-gpu"])["JETRL_METRICS_PORT"] == str(ports.METRICS["rollout"])
+    assert ("./deploy/prometheus", "/etc/prometheus") in _mounts(services["prometheus"])
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard():
+    services = _services()
+    mounts = dict(_mounts(services["grafana"]))
+    provisioning = GRAFANA / "provisioning"
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [source] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    url = urlparse(source["url"])
+    assert (source["type"], url.hostname, url.port) == ("prometheus", "prometheus", 9090)
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "jetrl.yml").read_text())["providers"]
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((GRAFANA / "dashboards" / "jetrl.json").read_text())
+    assert {p["datasource"]["uid"] for p in dashboard["panels"]} == {source["uid"]}
+
+
+def test_the_dashboard_queries_only_metrics_the_services_export():
+    exprs = [
+        t["expr"]
+        for p in json.loads((GRAFANA / "dashboards" / "jetrl.json").read_text())["panels"]
+        for t in p["targets"]
+    ]
+    named = {name for expr in exprs for name in re.findall(r"\bjetrl_\w+", expr)}
+    assert named <= SERIES, f"the dashboard queries {sorted(named - SERIES)}, which jetrl/metrics.py does not export"
+    # and every instrument has a panel
+    assert {n.removesuffix("_bucket").removesuffix("_total") for n in named} == {
+        n.rsplit("_", 1)[0] if n.endswith(("_bucket", "_sum", "_count")) else n.removesuffix("_total") for n in SERIES
+    }
