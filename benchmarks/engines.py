@@ -85,7 +85,7 @@ def new_tokens(results: list[GenResult]) -> int:
 def gap(model, results: list[GenResult], reqs: list[GenRequest]) -> tuple[float, float]:
     """Mean and max |behaviour - trainer| log-prob per token, the trainer on `model`'s weights."""
     trainer = TorchTrainEngine(copy.deepcopy(model), TrainSpec(), temperature=1.0)
-    logprobs, mask = trainer.token_logprobs(
+    logprobs, mask, _ = trainer.token_logprobs(
         [r.prompt_token_ids for r in reqs], [res.token_ids for res in results], grad=False
     )
     behaviour = torch.zeros_like(logprobs)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 
 from jetrl.config import RunSpec
 from svc_trainer.api import TrainSample
-from svc_trainer.engine import Gap, sample_tensors, token_logprobs
+from svc_trainer.engine import Gap, TokenLogprobs, TokenMean, sample_tensors, token_logprobs
 from svc_trainer.kl import kl_per_token
 from svc_trainer.loss import decoupled_ppo_loss, kept_tokens, loss_metrics
 from svc_trainer.ranks import BEAT, die_with_parent
@@ -99,7 +99,7 @@ class RankEngine:
             model=model, optimizer=optimizer, config=ds_config(self.train, world), dist_init_required=False
         )
 
-    def _logprobs(self, samples: list[TrainSample], grad: bool, model=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def _logprobs(self, samples: list[TrainSample], grad: bool, model=None) -> TokenLogprobs:
         """token_logprobs of `samples` (a one-token stand-in when empty: every rank must forward)."""
         rows = samples or [DUMMY]
         self.beat()
@@ -123,19 +123,20 @@ class RankEngine:
         # every micro-batch, unless each rank has one minibatch in one micro-batch: then, as in
         # the torch engine, they are that micro-batch's forward detached (one pass fewer).
         single = len(plan) == 1 and len(plan[0]) == 1
-        first: tuple[torch.Tensor, torch.Tensor] | None = None
+        first: TokenLogprobs | None = None
         if single:
             first = self._logprobs(plan[0][0], grad=True)
-            proximal = [[(first[0].detach(), first[1])]]
+            proximal = [[TokenLogprobs(first.logprobs.detach(), first.mask, first.entropy)]]
         else:
             proximal = [[self._logprobs(mb, grad=False) for mb in minibatch] for minibatch in plan]
         totals: dict[str, float] = {}
-        gap = Gap()
+        gap, entropies = Gap(), TokenMean()
         for minibatch, prox_mb, size in zip(plan, proximal, sizes):
             local = dict.fromkeys(COUNTS, 0.0)
-            for mb, (prox, real) in zip(minibatch, prox_mb):
+            for mb, (prox, real, entropy) in zip(minibatch, prox_mb):
                 if mb:
                     behaviour, trainable, fresh = sample_tensors(mb, prox)
+                    entropies.add(entropy[real & trainable])
                     kept, capped = kept_tokens(torch.exp(prox - behaviour), real & trainable, t.behaviour_weight_cap)
                     local["valid"] += float((real & trainable).sum())
                     local["capped"] += float(capped.sum())
@@ -150,7 +151,7 @@ class RankEngine:
             metrics = {**loss_metrics(counts, self.reference is not None), "grad_norm": grad_norm}
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(plan))
-        return {**totals, **self._gap(gap)}
+        return {**totals, **self._gap(gap), "entropy": self._merged(entropies).mean()}
 
     def _update(self, minibatch, prox_mb, denom: float, first=None) -> tuple[dict[str, float], float]:
         """Backward every micro-batch (each rank's loss its share of the global one), one optimizer
@@ -158,9 +159,9 @@ class RankEngine:
         only micro-batch's forward, already made."""
         t = self.train
         local = dict.fromkeys(COUNTS, 0.0)
-        for k, (mb, (prox, _)) in enumerate(zip(minibatch, prox_mb)):
+        for k, (mb, (prox, _, _)) in enumerate(zip(minibatch, prox_mb)):
             self.engine.set_gradient_accumulation_boundary(k == len(minibatch) - 1)
-            current, real = first if first is not None else self._logprobs(mb, grad=True)
+            current, real, _ = first if first is not None else self._logprobs(mb, grad=True)
             if not mb:  # the stand-in: a zero loss, so this rank's collectives line up with the others'
                 self.engine.backward(current.sum() * 0.0)
                 continue
@@ -196,12 +197,18 @@ class RankEngine:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         return values
 
+    def _merged(self, mean: TokenMean) -> TokenMean:
+        """The per-token mean over every rank's tokens."""
+        total = self._sum(torch.tensor([mean.total, mean.count], dtype=torch.float64))
+        merged = TokenMean()
+        merged.total, merged.count = total[0].item(), int(total[1].item())
+        return merged
+
     def _gap(self, gap: Gap) -> dict[str, float]:
-        total = self._sum(torch.tensor([gap.total, gap.count], dtype=torch.float64))
         biggest = torch.tensor([gap.max], dtype=torch.float64)
         dist.all_reduce(biggest, op=dist.ReduceOp.MAX)
-        merged = Gap()
-        merged.total, merged.count, merged.max = total[0].item(), int(total[1].item()), biggest[0].item()
+        merged, everyone = Gap(), self._merged(gap)
+        merged.total, merged.count, merged.max = everyone.total, everyone.count, biggest[0].item()
         return merged.metrics()
 
     def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from transformers import PreTrainedModel
@@ -83,7 +83,7 @@ class TorchTrainEngine(InProcess):
         completion_ids_list: Sequence[Sequence[int]],
         grad: bool,
         model: torch.nn.Module | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> TokenLogprobs:
         """token_logprobs of the trained model, or of `model` (the reference)."""
         return token_logprobs(
             model or self.model, prompt_ids_list, completion_ids_list, self.temperature, self.device, grad
@@ -107,10 +107,14 @@ class TorchTrainEngine(InProcess):
         proximal = self.token_logprobs(prompts, completions, grad=False)[0] if len(parts) > 1 else None
         totals: dict[str, float] = {}
         gap = Gap()
+        entropies = TokenMean()
         for rows in parts:
-            current, real = self.token_logprobs([prompts[i] for i in rows], [completions[i] for i in rows], grad=True)
+            current, real, entropy = self.token_logprobs(
+                [prompts[i] for i in rows], [completions[i] for i in rows], grad=True
+            )
             t = current.shape[1]  # a minibatch may have shorter completions than the batch
             behaviour, trainable, fresh = sample_tensors([samples[i] for i in rows], current)
+            entropies.add(entropy[real & trainable])  # the tokens it trains, as its other metrics
             prox = current.detach() if proximal is None else proximal[rows, :t]
             gap.add((behaviour - prox).abs()[real & fresh])
             advantages = torch.tensor([samples[i].advantage for i in rows], device=self.device)[:, None]
@@ -139,7 +143,7 @@ class TorchTrainEngine(InProcess):
             )
             for k, v in {**out.metrics, "grad_norm": self._update(out)}.items():
                 totals[k] = totals.get(k, 0.0) + (v if k == "tokens" else v / len(parts))
-        return {**totals, **gap.metrics()}
+        return {**totals, **gap.metrics(), "entropy": entropies.mean()}
 
     def _update(self, out: LossOutput) -> float:
         """One AdamW step on the loss unless it kept no token or its gradient is not finite; returns
@@ -169,6 +173,16 @@ def check_samples(samples: Sequence[TrainSample]) -> None:
             raise ValueError("`trainable` needs exactly one flag per completion token")
 
 
+class TokenLogprobs(NamedTuple):
+    """[N, T] per completion token (T = the longest completion): its log-prob under the model,
+    whether it is real (not padding), and the entropy of the model's distribution there (no
+    gradient: a metric, the `entropy` one, collapse's first sign)."""
+
+    logprobs: torch.Tensor
+    mask: torch.Tensor
+    entropy: torch.Tensor
+
+
 def token_logprobs(
     model: torch.nn.Module,
     prompt_ids_list: Sequence[Sequence[int]],
@@ -176,9 +190,9 @@ def token_logprobs(
     temperature: float,
     device: torch.device,
     grad: bool,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """([N, T] log-prob under `model` of each completion token, [N, T] mask of real tokens),
-    T = longest completion."""
+) -> TokenLogprobs:
+    """Each completion token's log-prob under `model` at `temperature`, its mask and the
+    distribution's entropy, from one forward pass."""
     rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
     width = max(len(r) for r in rows)
     t_max = max(max(len(c) for c in completion_ids_list), 1)
@@ -207,7 +221,10 @@ def token_logprobs(
         logprobs = torch.log_softmax(picked / temperature, dim=-1)
         targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
         token_lp = logprobs.gather(-1, targets[:, :, None])[:, :, 0]
-    return torch.where(mask, token_lp, torch.zeros_like(token_lp)), mask
+    with torch.no_grad():
+        entropy = -(logprobs.exp() * logprobs).sum(-1)
+    zero = torch.zeros_like(token_lp)
+    return TokenLogprobs(torch.where(mask, token_lp, zero), mask, torch.where(mask, entropy, zero.detach()))
 
 
 def sample_tensors(samples: Sequence[TrainSample], like: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -224,17 +241,31 @@ def sample_tensors(samples: Sequence[TrainSample], like: torch.Tensor) -> tuple[
     return behaviour, trainable, fresh
 
 
-class Gap:
-    """|behaviour - proximal| log-prob over the batch's fresh tokens (TrainSample.fresh)."""
+class TokenMean:
+    """A per-token value's mean over the batch's real tokens, minibatch by minibatch."""
 
     def __init__(self) -> None:
-        self.total, self.count, self.max = 0.0, 0, 0.0
+        self.total, self.count = 0.0, 0
 
-    def add(self, gaps: torch.Tensor) -> None:
-        if gaps.numel():
-            self.total += float(gaps.sum())
-            self.count += gaps.numel()
-            self.max = max(self.max, float(gaps.max()))
+    def add(self, values: torch.Tensor) -> None:
+        self.total += float(values.sum())
+        self.count += values.numel()
+
+    def mean(self) -> float:
+        return self.total / self.count if self.count else 0.0
+
+
+class Gap(TokenMean):
+    """|behaviour - proximal| log-prob over the batch's fresh tokens (TrainSample.fresh), and its max."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max = 0.0
+
+    def add(self, values: torch.Tensor) -> None:
+        super().add(values)
+        if values.numel():
+            self.max = max(self.max, float(values.max()))
 
     def metrics(self) -> dict[str, float]:
         """Mean and max per fresh token; none when no token was fresh (nothing to compare)."""

@@ -57,4 +57,5 @@ class SimulatedTrainEngine(InProcess):
             "masked_fraction": 0.0,
             "mean_w": 1.0,
             "grad_norm": 0.0,
+            "entropy": 0.0,  # no distribution is computed
         }

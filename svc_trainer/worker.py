@@ -271,7 +271,7 @@ class Trainer:
         completions = [list(s.completion_token_ids) for s in trained]
         device = next(rt.reference.parameters()).device
         temperature = logprob_temperature(spec.rollout.temperature)
-        ref, real = token_logprobs(
+        ref, real, _ = token_logprobs(
             rt.reference, [s.prompt_token_ids for s in trained], completions, temperature, device, grad=False
         )
         behaviour = torch.zeros_like(ref)

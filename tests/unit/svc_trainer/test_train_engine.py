@@ -22,7 +22,7 @@ from svc_trainer.staleness import batch_metrics, token_staleness
 from tiny_models import TOK, spread_model
 
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
-METRIC_KEYS = {"loss", "tokens", "clip_fraction", "masked_fraction", "mean_w", "grad_norm"}
+METRIC_KEYS = {"loss", "tokens", "clip_fraction", "masked_fraction", "mean_w", "grad_norm", "entropy"}
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def rollouts(model, temperature, max_new=(3, 9, 5, 7), seed=0):
 
 
 def sum_logprob(engine, prompt, completion):
-    lp, mask = engine.token_logprobs([prompt], [completion], grad=False)
+    lp, mask, _ = engine.token_logprobs([prompt], [completion], grad=False)
     return float(lp[mask].sum())
 
 
@@ -56,7 +56,7 @@ def test_token_logprobs_equal_the_rollout_behaviour_logprobs(temperature):
     model = spread_model()
     prompts, results = rollouts(model, temperature)
     trainer = TorchTrainEngine(copy.deepcopy(model), TrainSpec(), temperature=temperature)
-    lp, mask = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=False)
+    lp, mask, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=False)
     width = max(len(r.token_ids) for r in results)
     assert lp.shape == mask.shape == (len(results), width)
     for i, r in enumerate(results):
@@ -70,8 +70,8 @@ def test_token_logprobs_grad_flag():
     model = spread_model()
     prompts, results = rollouts(model, 1.0)
     trainer = TorchTrainEngine(model, TrainSpec())
-    with_grad, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=True)
-    without, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=False)
+    with_grad, _, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=True)
+    without, _, _ = trainer.token_logprobs(prompts, [r.token_ids for r in results], grad=False)
     assert with_grad.requires_grad and not without.requires_grad
     torch.testing.assert_close(with_grad.detach(), without)
 
@@ -296,3 +296,23 @@ def test_train_step_rejects_bad_batches():
         trainer.train_step([TrainSample([1, 5], [6, 7, 8], [-1.0, -1.0], 1.0)])
     with pytest.raises(ValueError, match="trainable"):
         trainer.train_step([TrainSample([1, 5], [6, 7], [-1.0, -1.0], 1.0, trainable=[True])])
+
+
+def test_entropy_is_the_mean_over_real_tokens_of_the_policys_distribution_before_the_step():
+    """Collapse's first sign (issue 17): each completion position's −Σ p log p at the behaviour's
+    temperature, worked from the model's own logits, averaged over every trained token."""
+    model = spread_model()
+    prompts, results = rollouts(model, temperature=0.7)
+    samples = [TrainSample(q, r.token_ids, r.logprobs, 1.0) for q, r in zip(prompts, results)]
+    by_hand = []
+    with torch.no_grad():
+        for q, r in zip(prompts, results):
+            ids = torch.tensor([list(q) + list(r.token_ids)])
+            logits = model.eval()(input_ids=ids).logits[0].float() / 0.7
+            for t in range(len(r.token_ids)):  # the logits at position j predict token j + 1
+                p = torch.softmax(logits[len(q) - 1 + t], dim=-1)
+                by_hand.append(float(-(p * p.log()).sum()))
+    model.train()
+    metrics = TorchTrainEngine(copy.deepcopy(model), TrainSpec(), temperature=0.7).train_step(samples)
+    assert metrics["entropy"] == pytest.approx(sum(by_hand) / len(by_hand), rel=1e-4)
+    assert 0.0 < metrics["entropy"] < math.log(len(TOK))

@@ -219,7 +219,7 @@ def test_the_penalties_are_beta_times_the_k1_sum_against_the_reference(tmp_path)
     b = batch(0, [[0, 0], [0]])  # completions [6, 6] and [6], behaviour log-prob −0.5 per token
     rt = RunTrainer(engine=None, state=None, reference=reference)  # type: ignore[arg-type]
     penalties, metrics = Trainer(None, None, tmp_path, "")._kl_penalties(rt, b, run)
-    ref, _ = token_logprobs(reference, [[1, 5], [1, 5]], [[6, 6], [6]], 1.0, torch.device("cpu"), grad=False)
+    ref, _, _ = token_logprobs(reference, [[1, 5], [1, 5]], [[6, 6], [6]], 1.0, torch.device("cpu"), grad=False)
     by_hand = [0.1 * float((-0.5 - ref[0, :2]).sum()), 0.1 * float(-0.5 - ref[1, 0])]  # k1 = behaviour − ref
     assert [penalties["r.g0.0"], penalties["r.g0.1"]] == pytest.approx(by_hand, rel=1e-5)
     assert metrics["kl_penalty"] == pytest.approx(sum(by_hand) / 2, rel=1e-5)
