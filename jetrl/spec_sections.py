@@ -422,3 +422,12 @@ class MetricsSpec(SpecModel):
     bytes per version, and the curves are where users look first."""
     wandb: WandbSpec | None = None
     """When set, the same points go to Weights & Biases too."""
+    warn_answer_share: float | None = Field(0.5, gt=0.0, le=1.0)
+    """Collapse warning (progress, `jetrl run`, `jetrl watch`, the scheduler's log) when the most
+    common extracted answer takes more than this share of a version's trained samples: label-free
+    rewards that collapse pile onto one constant answer (74-86% in docs/rewards.md's runs), while a
+    task's questions have many answers. None: never."""
+    warn_entropy: float | None = Field(None, ge=0.0, le=100.0)
+    """Collapse warning when the policy's mean token entropy over a version's trained tokens (its
+    `entropy` metric, nats) falls below this. None (the default): never, since a policy that has
+    learnt a task is sure of its answers too."""

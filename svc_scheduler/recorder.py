@@ -37,6 +37,7 @@ from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size, split
+from svc_scheduler.collapse import collapse_warning
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.run_metrics import RunMetrics
 
@@ -250,6 +251,10 @@ class Recorder:
         VERSIONS_RECORDED.add(1, {"run_id": ann.run_id})
         if spec is not None and self.run_metrics is not None:
             await self.run_metrics.on_version(ann.run_id, spec, ann.version)
+        if spec is not None:
+            for point in await self.store.reports.version_points(ann.run_id, since=ann.version):
+                if warning := collapse_warning(point, spec.metrics):
+                    log.warning("collapse warning", extra=log_fields(run=ann.run_id, warning=warning))
         await self.coordinator.notify()
         await self.coordinator.on_version(ann.run_id, ann.version)
 

@@ -47,6 +47,7 @@ class Tag:
     SAMPLES_PER_S = "throughput/samples_per_s"
     SAMPLES_TRAINED = "throughput/samples_trained"
     ACCURACY = "eval/heldout_accuracy"
+    TOP_ANSWER = "answers/top_share"  # the most common answer's share of the version's samples
 
 
 def version_scalars(points: list[VersionPoint], version: int) -> dict[str, float]:
@@ -61,6 +62,8 @@ def version_scalars(points: list[VersionPoint], version: int) -> dict[str, float
         scalars[Tag.STALENESS_MEAN] = point.mean_staleness
     if point.max_staleness is not None:
         scalars[Tag.STALENESS_MAX] = float(point.max_staleness)
+    if point.top_answer_share is not None:
+        scalars[Tag.TOP_ANSWER] = point.top_answer_share
     if (before := by_version.get(version - 1)) is not None:
         seconds = (point.created_at - before.created_at).total_seconds()
         if seconds > 0:
@@ -131,7 +134,7 @@ class RunMetrics:
         """Write the version's scalars (it is recorded in lineage already)."""
         if not (spec.metrics.tensorboard or spec.metrics.wandb):
             return
-        points = await self.store.reports.version_points(run_id)
+        points = await self.store.reports.version_points(run_id, since=version - 1)  # samples/s: the one before
         if (point := next((p for p in points if p.version == version), None)) is not None:
             scalars = version_scalars(points, version)
             await asyncio.to_thread(self._write, run_id, spec, version, scalars, point.created_at.timestamp())

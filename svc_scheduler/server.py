@@ -15,11 +15,13 @@ from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.digest import batch_digest
 from jetrl.lineage.store import LineageStore
 from jetrl.service import Register, registering
+from jetrl.spec_sections import MetricsSpec
 from jetrl.states import GroupState, RunState
 from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
+from svc_scheduler.collapse import collapse_warning
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.preflight import Peers
 
@@ -43,6 +45,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         stats = await self.store.reports.run_stats(run_id)
         counts = await self.store.groups.group_counts(run_id)
         latest = await self.store.reports.latest_evaluation(run_id)
+        newest = await self.store.reports.version_points(run_id, since=max(record.policy_version, 1))
+        nan = float("nan")
         end = time.time() if record.state == RunState.RUNNING else record.updated_at.timestamp()
         elapsed = max(end - record.created_at.timestamp(), 1e-9)
         generating = (stats.last_sample_at.timestamp() - record.created_at.timestamp()) if stats.last_sample_at else 0.0
@@ -74,7 +78,21 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
             teacher_version=-1 if stats.teacher_version is None else stats.teacher_version,
             logprob_gap_mean=-1.0 if stats.logprob_gap_mean is None else stats.logprob_gap_mean,
             logprob_gap_max=-1.0 if stats.logprob_gap_max is None else stats.logprob_gap_max,
+            entropy=newest[0].metrics.get("entropy", nan) if newest else nan,
+            kl=newest[0].metrics.get("kl", nan) if newest else nan,
+            top_answer_share=nan if not newest or newest[0].top_answer_share is None else newest[0].top_answer_share,
+            collapse_warning=collapse_warning(newest[0], self._bounds(run_id, record.spec_yaml)) if newest else "",
         )
+
+    def _bounds(self, run_id: str, spec_yaml: str) -> MetricsSpec:
+        """The run's collapse bounds: its spec's `metrics` (the defaults for a spec that no longer
+        parses, written by an older jetrl)."""
+        if (spec := self.coordinator.spec(run_id)) is not None:
+            return spec.metrics
+        try:
+            return parse_spec(spec_yaml).metrics
+        except SpecError:
+            return MetricsSpec()
 
     async def _run(self, run_id: str, context: grpc.aio.ServicerContext) -> services_pb2.Run:
         valid.run_id(run_id)

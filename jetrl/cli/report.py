@@ -116,6 +116,8 @@ def _charts(data: ReportData) -> list[str]:
             per_version("max", "max_staleness", RED),
         ),
         chart("throughput (trained samples/s)", Series("samples/s", throughput(data.run.created_at, vs), PURPLE)),
+        # collapse in sight: one answer for every question shows as a share near 1
+        chart("top answer's share of the trained samples", per_version("top answer", "top_answer_share", RED)),
     ]
     for key in _metric_keys(vs):
         charts.append(
@@ -132,7 +134,8 @@ def _version_table(data: ReportData) -> str:
     keys = _metric_keys(data.versions)
     accuracy = {v: a for v, _, _, a in data.evaluations}
     rates = dict(throughput(data.run.created_at, data.versions))
-    head = ["version", "at (s)", "trained", "reward", "staleness", "max stale", "samples/s", "held-out", *keys]
+    head = ["version", "at (s)", "trained", "reward", "staleness", "max stale", "samples/s", "held-out", "top answer"]
+    head += keys
     rows = []
     for v in data.versions:
         cells = [
@@ -144,6 +147,7 @@ def _version_table(data: ReportData) -> str:
             _num(v.max_staleness),
             _num(rates.get(v.version)),
             _num(accuracy.get(v.version), ".1%"),
+            _num(v.top_answer_share, ".0%"),
             *(_num(v.metrics.get(k)) for k in keys),
         ]
         rows.append("<tr>" + "".join(f'<td class="num">{escape(c)}</td>' for c in cells) + "</tr>")

@@ -34,8 +34,22 @@ def describe(p: services_pb2.RunProgress) -> str:
     return (
         f"reward {reward}  held-out {acc}  {p.samples_per_second:.1f} samples/s  "
         f"trained {p.samples_trained}/{p.samples_generated}  in flight {p.groups_running}"
-        f"{partial}{stale}{masked}{filtered}{teacher}{gap}{failed}{dead}"
+        f"{partial}{stale}{masked}{filtered}{teacher}{gap}{collapse_signs(p)}{failed}{dead}"
     )
+
+
+def collapse_signs(p: services_pb2.RunProgress) -> str:
+    """The newest version's entropy, KL and top-answer share, those known (collapse in sight)."""
+    signs = [
+        f"{name} {fmt.format(value)}"
+        for name, value, fmt in (
+            ("entropy", p.entropy, "{:.3g}"),
+            ("KL", p.kl, "{:.2g}"),
+            ("top answer", p.top_answer_share, "{:.0%}"),
+        )
+        if not math.isnan(value)
+    ]
+    return "  " + "  ".join(signs) if signs else ""
 
 
 def reward_failure(p: services_pb2.RunProgress) -> str:
@@ -72,6 +86,8 @@ async def watch(settings: Settings, run_id: str) -> services_pb2.RunProgress:
                     last is None or progress.last_reward_error != last.last_reward_error
                 ):
                     bar.console.log(reward_failure(progress))
+                if progress.collapse_warning and (last is None or progress.collapse_warning != last.collapse_warning):
+                    bar.console.log(f"[yellow]{progress.collapse_warning}[/yellow]")
                 last = progress
                 bar.update(
                     task, total=progress.total_steps, completed=progress.policy_version, status=describe(progress)

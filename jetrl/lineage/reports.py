@@ -64,6 +64,7 @@ class VersionPoint:
     mean_reward: float | None  # of the samples that trained it (teacher views have none)
     mean_staleness: float | None
     max_staleness: int | None
+    top_answer_share: float | None = None  # of its trained samples, the most common extracted answer's
 
 
 class Reports(EngineRole):
@@ -202,8 +203,11 @@ class Reports(EngineRole):
             .order_by(Sample.sample_id)
         )
 
-    async def version_points(self, run_id: str) -> list[VersionPoint]:
-        """Every version the trainer published, in order, with the samples that trained it summed up."""
+    async def version_points(self, run_id: str, since: int = 0) -> list[VersionPoint]:
+        """The versions from `since` on the trainer published, in order, with the samples that
+        trained each summed up: mean reward and staleness, and the share of the most common answer
+        (one reward row per sample; collapse onto one answer shows as a share near 1)."""
+        of_run = (Sample.run_id == run_id, Sample.trained_version >= since)
         trained = (
             select(
                 Sample.trained_version,
@@ -211,14 +215,33 @@ class Reports(EngineRole):
                 func.avg(Sample.staleness).label("stale_mean"),
                 func.max(Sample.staleness).label("stale_max"),
             )
-            .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+            .where(*of_run)
             .group_by(Sample.trained_version)
             .subquery()
         )
+        answer = (
+            select(Sample.trained_version, Reward.extracted_answer)
+            .join(Reward, Reward.sample_id == Sample.sample_id)
+            .where(*of_run, Sample.view != TEACHER)
+            .distinct(Reward.sample_id)
+            .order_by(Reward.sample_id, Reward.server)
+            .subquery()
+        )
+        counts = (
+            select(answer.c.trained_version, func.count().label("n"))
+            .group_by(answer.c.trained_version, answer.c.extracted_answer)
+            .subquery()
+        )
+        shares = (
+            select(counts.c.trained_version, (func.max(counts.c.n) * 1.0 / func.sum(counts.c.n)).label("top"))
+            .group_by(counts.c.trained_version)
+            .subquery()
+        )
         rows = await self.rows(
-            select(PolicyVersion, trained.c.reward, trained.c.stale_mean, trained.c.stale_max)
+            select(PolicyVersion, trained.c.reward, trained.c.stale_mean, trained.c.stale_max, shares.c.top)
             .outerjoin(trained, trained.c.trained_version == PolicyVersion.version)
-            .where(PolicyVersion.run_id == run_id)
+            .outerjoin(shares, shares.c.trained_version == PolicyVersion.version)
+            .where(PolicyVersion.run_id == run_id, PolicyVersion.version >= since)
             .order_by(PolicyVersion.version)
         )
         return [
@@ -230,6 +253,7 @@ class Reports(EngineRole):
                 None if r.reward is None else float(r.reward),
                 None if r.stale_mean is None else float(r.stale_mean),
                 r.stale_max,
+                None if r.top is None else float(r.top),
             )
             for r in rows
         ]

@@ -21,7 +21,7 @@ STOPPED: RunState
 FAILED: RunState
 
 class RunProgress(_message.Message):
-    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version", "last_reward_error", "logprob_gap_mean", "logprob_gap_max")
+    __slots__ = ("run_id", "state", "policy_version", "total_steps", "mean_reward", "heldout_accuracy", "heldout_version", "samples_per_second", "samples_generated", "samples_trained", "elapsed_seconds", "groups_running", "dead_letters", "message", "mean_staleness", "max_staleness", "partial_groups", "offpolicy_token_share", "stale_masked_tokens", "reward_failures", "groups_dropped", "groups_filtered", "teacher_version", "last_reward_error", "logprob_gap_mean", "logprob_gap_max", "entropy", "kl", "top_answer_share", "collapse_warning")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -48,6 +48,10 @@ class RunProgress(_message.Message):
     LAST_REWARD_ERROR_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_GAP_MEAN_FIELD_NUMBER: _ClassVar[int]
     LOGPROB_GAP_MAX_FIELD_NUMBER: _ClassVar[int]
+    ENTROPY_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
+    TOP_ANSWER_SHARE_FIELD_NUMBER: _ClassVar[int]
+    COLLAPSE_WARNING_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     state: RunState
     policy_version: int
@@ -74,7 +78,11 @@ class RunProgress(_message.Message):
     last_reward_error: str
     logprob_gap_mean: float
     logprob_gap_max: float
-    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ..., logprob_gap_mean: _Optional[float] = ..., logprob_gap_max: _Optional[float] = ...) -> None: ...
+    entropy: float
+    kl: float
+    top_answer_share: float
+    collapse_warning: str
+    def __init__(self, run_id: _Optional[str] = ..., state: _Optional[_Union[RunState, str]] = ..., policy_version: _Optional[int] = ..., total_steps: _Optional[int] = ..., mean_reward: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., heldout_version: _Optional[int] = ..., samples_per_second: _Optional[float] = ..., samples_generated: _Optional[int] = ..., samples_trained: _Optional[int] = ..., elapsed_seconds: _Optional[float] = ..., groups_running: _Optional[int] = ..., dead_letters: _Optional[int] = ..., message: _Optional[str] = ..., mean_staleness: _Optional[float] = ..., max_staleness: _Optional[int] = ..., partial_groups: _Optional[int] = ..., offpolicy_token_share: _Optional[float] = ..., stale_masked_tokens: _Optional[int] = ..., reward_failures: _Optional[int] = ..., groups_dropped: _Optional[int] = ..., groups_filtered: _Optional[int] = ..., teacher_version: _Optional[int] = ..., last_reward_error: _Optional[str] = ..., logprob_gap_mean: _Optional[float] = ..., logprob_gap_max: _Optional[float] = ..., entropy: _Optional[float] = ..., kl: _Optional[float] = ..., top_answer_share: _Optional[float] = ..., collapse_warning: _Optional[str] = ...) -> None: ...
 
 class Run(_message.Message):
     __slots__ = ("run_id", "spec_yaml", "progress", "created_at")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import math
 import time
 
 import grpc
@@ -35,6 +36,9 @@ async def test_a_short_run_trains_and_records_every_sample(stack, store):
     # every token is fresh (synchronous) and rollout and trainer are the same torch code: no gap
     assert 0 <= last.logprob_gap_mean <= last.logprob_gap_max < 1e-4
     assert [p.policy_version for p in seen] == sorted(p.policy_version for p in seen)
+    # collapse in sight: the newest version's entropy and answer share, and no warning on arithmetic
+    assert 0 < last.entropy and 0 < last.top_answer_share <= 1 and last.collapse_warning == ""
+    assert math.isnan(last.kl)  # no reference: no KL
     await assert_every_sample_trained_once(stack, store, rid, steps=3, b=2, g=4)
     evaluations = await store.reports.evaluations(rid)
     assert [e[0] for e in evaluations] == [0, 3] and all(e[2] == 40 for e in evaluations)

@@ -219,6 +219,8 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     [point] = await store.reports.version_points(run_id)
     assert (point.version, point.samples_trained_total, point.metrics) == (1, 2, {"loss": 0.5})
     assert (point.mean_reward, point.mean_staleness, point.max_staleness) == (0.5, 0.5, 1)
+    assert point.top_answer_share == 0.5  # answers "1" and "": no answer is most of them
+    assert await store.reports.version_points(run_id, since=2) == []  # from a version on
     first = group.samples[0].sample_id
     story = await store.reports.sample_story(first)
     assert (story.group_state, story.reward_server, story.batch_step, story.trained_version) == (

@@ -21,8 +21,8 @@ SPEC = "name: arith\nmodel: {path: /m/tiny}\ntrain: {steps: 3, lr: 0.001}\n"
 
 def data(state: str = "COMPLETED", message: str = "") -> ReportData:
     versions = [
-        VersionPoint(v, T0 + timedelta(seconds=10 * v), 8 * v, {"loss": 0.5 / v, "kl": 0.01 * v, "lr": 1e-3}, r, s, m)
-        for v, r, s, m in [(1, 0.25, 0.0, 0), (2, 0.5, 0.5, 1), (3, 0.875, 1.25, 2)]
+        VersionPoint(v, T0 + timedelta(seconds=10 * v), 8 * v, {"loss": 0.5 / v, "kl": v / 100, "lr": 1e-3}, r, s, m, t)
+        for v, r, s, m, t in [(1, 0.25, 0.0, 0, 0.5), (2, 0.5, 0.5, 1, None), (3, 0.875, 1.25, 2, 0.25)]
     ]
     stats = RunStats(24, 24, 0, 0.875, T0, T0, 0.58, 2, 0.1, 0, 1, "x: UNAVAILABLE", None, None, None)
     run = RunSummary("arith-1", "arith", state, message, SPEC, T0, T0 + timedelta(seconds=31), 3, 3)
@@ -94,6 +94,7 @@ def test_the_page_has_every_curve_the_numbers_and_the_spec():
         "mean reward",
         "staleness (versions)",
         "throughput (trained samples/s)",
+        "top answer's share of the trained samples",
         "trainer: kl",
         "trainer: loss",
         "trainer: lr",
@@ -102,10 +103,11 @@ def test_the_page_has_every_curve_the_numbers_and_the_spec():
     assert page.series[("mean reward", "reward")] == 3
     assert page.series[("staleness (versions)", "max")] == 3
     assert page.series[("trainer: loss", "loss")] == 3
+    assert page.series[("top answer's share of the trained samples", "top answer")] == 2  # v2 had no answer
     for shown in ("arith-1", "FAILED", "trainer: <loss> is nan", "72.5% (v3, 29/40)", "24 trained / 24 generated"):
         assert shown in page.cells
-    assert ["3", "30.0", "24", "0.875", "1.25", "2", "0.8", "72.5%", "0.03", "0.1667", "0.001"] in [
-        page.cells[i : i + 11] for i in range(len(page.cells))
+    assert ["3", "30.0", "24", "0.875", "1.25", "2", "0.8", "72.5%", "25%", "0.03", "0.1667", "0.001"] in [
+        page.cells[i : i + 12] for i in range(len(page.cells))
     ]
     assert page.spec == SPEC
     assert page.fetches == []  # self-contained: nothing to fetch

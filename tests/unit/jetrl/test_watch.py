@@ -1,6 +1,6 @@
 """jetrl/cli/watch.py: what the live status line and the log lines say about a run."""
 
-from jetrl.cli.watch import describe, reward_failure
+from jetrl.cli.watch import collapse_signs, describe, reward_failure
 from jetrl.v1 import services_pb2 as svc
 
 
@@ -27,3 +27,13 @@ def test_a_reward_failure_says_which_endpoint_why_and_what_to_do():
     )
     assert "127.0.0.1:50056: UNAVAILABLE after 2 tries" in line and "2 groups so far, 1 dropped" in line
     assert "reward.on_failure" in line and "jetrl reward check" in line
+
+
+NAN = float("nan")
+
+
+def test_collapse_signs_show_what_is_known_and_nothing_before():
+    assert collapse_signs(svc.RunProgress(entropy=NAN, kl=NAN, top_answer_share=NAN)) == ""
+    p = svc.RunProgress(entropy=0.4321, kl=NAN, top_answer_share=0.86, heldout_version=-1, mean_reward=NAN)
+    assert collapse_signs(p) == "  entropy 0.432  top answer 86%"
+    assert "entropy 0.432  top answer 86%" in describe(p)

@@ -29,9 +29,9 @@ def _spec(metrics: str = "") -> RunSpec:
 
 
 def _writer(tmp_path: Path) -> RunMetrics:
-    async def version_points(run_id: str) -> list[VersionPoint]:
+    async def version_points(run_id: str, since: int = 0) -> list[VersionPoint]:
         assert run_id == RUN
-        return POINTS
+        return [p for p in POINTS if p.version >= since]
 
     store = SimpleNamespace(reports=SimpleNamespace(version_points=version_points))
     return RunMetrics(store, tmp_path)  # type: ignore[arg-type]  # only reports.version_points is read
