@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import distinct_on
 
 from jetrl.lineage.models import (
     Batch,
@@ -223,7 +224,7 @@ class Reports(EngineRole):
             select(Sample.trained_version, Reward.extracted_answer)
             .join(Reward, Reward.sample_id == Sample.sample_id)
             .where(*of_run, Sample.view != TEACHER)
-            .distinct(Reward.sample_id)
+            .ext(distinct_on(Reward.sample_id))  # one reward row per sample, the first server's
             .order_by(Reward.sample_id, Reward.server)
             .subquery()
         )

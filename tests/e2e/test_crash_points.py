@@ -73,4 +73,9 @@ async def test_a_crash_at_each_point_loses_nothing(stack, store, point):
     rows = await store.reports.trained_sample_rows(rid)
     assert len(rows) == len({r.sample_id for r in rows}) == steps * b * g == await trainer_count(stack, rid)
     counts = await store.groups.group_counts(rid)
-    assert counts["trained"] == steps * b and counts["admitted"] == counts["generated"] == counts["scored"] == 0
+    assert counts["trained"] == steps * b and counts["admitted"] == 0
+    # APRIL over-provisions: a group that completes in the same fetch as the last one the final
+    # batch needs is complete too, and nothing trains it once the run has ended (it is scored,
+    # or still being scored when the run completes); without APRIL no group is left over
+    leftover = counts["generated"] + counts["scored"]
+    assert leftover <= (b if "over_provision" in extra.get("schedule", "") else 0), counts
