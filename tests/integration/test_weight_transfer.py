@@ -149,3 +149,17 @@ async def test_a_run_id_that_is_a_path_is_refused(trainer_addr, run_id):
             async for _ in stub.FetchWeights(services_pb2.FetchWeightsRequest(run_id=run_id, version=1)):
                 pass
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_version_changed_on_disk_fails_its_tasks_and_is_never_waited_out(tmp_path, trainer_addr):
+    """The shared file and the trainer's stream both hold other bytes than the announced ones: the
+    fetch fails as the event's fault (counted, then dead-lettered, and the run fails with the
+    reason), never as an outage waited out for ever (the stall issue 14 found)."""
+    from jetrl.bus.retry import is_transient
+
+    path = weights_path(tmp_path, "run1", 1)
+    announced = announcement(path.as_uri(), trainer_addr)
+    atomic_write(path, BLOB[:-1] + b"\0")  # changed after the announcement
+    with pytest.raises(WeightsUnavailable, match="differ from the announcement") as err:
+        await fetched(announced, tmp_path)
+    assert not is_transient(err.value)
