@@ -435,3 +435,43 @@ async def test_runs_watch_stop_report_and_explain_from_the_cli(stack, store, tmp
     assert f"sample {trained.sample_id}" in told and f"into version {trained.trained_version}" in told
     assert story.trace_id and f"trace: {settings.jaeger_url}/trace/{story.trace_id}" in told
     assert await explain.main(settings, f"{rid}.g999999.0") == 1
+
+
+async def test_each_service_answers_a_scrape_and_a_run_writes_tensorboard_curves(stack, store):
+    """Issue 15's metrics on the live stack: every service started with a metrics port answers a
+    Prometheus scrape with what it counts, and a run's versions reach TensorBoard event files that
+    TensorBoard's own reader loads, one point per version for every metric."""
+    import urllib.request
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from jetrl.localstack import free_port
+
+    expected = {
+        "svc_scheduler": ["jetrl_events_handled_total", "jetrl_versions_recorded_total"],
+        "svc_rollout": ["jetrl_events_handled_total", "jetrl_tokens_generated_total"],
+        "svc_reward": ["jetrl_events_handled_total", "jetrl_reward_call_seconds_bucket"],
+        "svc_trainer": ["jetrl_events_handled_total"],
+    }
+    ports = {module: free_port() for module in expected}
+    for module, port in ports.items():
+        stack.stop(module)
+        await stack.restart(module, JETRL_METRICS_PORT=str(port))
+    steps = 2
+    rid = run_id("metrics")
+    await create_run(stack, stack.spec_yaml("metrics", steps=steps), rid)
+    assert (await wait_until(stack, rid, finished)).state == svc.COMPLETED
+    for module, names in expected.items():
+        with urllib.request.urlopen(f"http://127.0.0.1:{ports[module]}/metrics", timeout=10) as reply:
+            scraped = reply.read().decode()
+        assert all(f"\n{name}{{" in scraped for name in names), (module, scraped[:2000])
+    events = stack.settings.data_dir / "tensorboard" / rid
+    curves = EventAccumulator(str(events))
+    curves.Reload()
+    scalars = curves.Tags()["scalars"]
+    assert {"train/loss", "train/entropy", "reward/mean", "answers/top_share"} <= set(scalars), scalars
+    for tag in scalars:
+        if tag.startswith("eval/"):  # evaluations come at the versions evaluated only
+            continue
+        first = 2 if tag == "throughput/samples_per_s" else 1  # a rate since the version before
+        assert [e.step for e in curves.Scalars(tag)] == list(range(first, steps + 1)), tag
