@@ -19,6 +19,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 # Headless Chromium, Debian's package (~15 s as root): tests/unit/jetrl/test_report.py renders
 # `jetrl report`'s page with it. Elsewhere: install chromium from your distribution.
+# A failed install is said and left to that one test, not made every test's failure.
 if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null; }; then
+    echo "scripts/setup.sh: could not install chromium with apt-get; install it to run tests/unit/jetrl/test_report.py" >&2
+  fi
 fi
