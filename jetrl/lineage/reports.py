@@ -207,7 +207,8 @@ class Reports(EngineRole):
     async def version_points(self, run_id: str, since: int = 0) -> list[VersionPoint]:
         """The versions from `since` on the trainer published, in order, with the samples that
         trained each summed up: mean reward and staleness, and the share of the most common answer
-        (one reward row per sample; collapse onto one answer shows as a share near 1)."""
+        among all of them (one reward row per sample; collapse onto one answer shows as a share
+        near 1; a version whose samples gave no answer at all has none)."""
         of_run = (Sample.run_id == run_id, Sample.trained_version >= since)
         trained = (
             select(
@@ -229,12 +230,14 @@ class Reports(EngineRole):
             .subquery()
         )
         counts = (
-            select(answer.c.trained_version, func.count().label("n"))
+            select(answer.c.trained_version, answer.c.extracted_answer, func.count().label("n"))
             .group_by(answer.c.trained_version, answer.c.extracted_answer)
             .subquery()
         )
+        # "no answer" is no one answer: it counts among the samples, never as the top answer
+        top = func.max(counts.c.n).filter(counts.c.extracted_answer != "")
         shares = (
-            select(counts.c.trained_version, (func.max(counts.c.n) * 1.0 / func.sum(counts.c.n)).label("top"))
+            select(counts.c.trained_version, (top * 1.0 / func.sum(counts.c.n)).label("top"))
             .group_by(counts.c.trained_version)
             .subquery()
         )

@@ -219,7 +219,7 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     [point] = await store.reports.version_points(run_id)
     assert (point.version, point.samples_trained_total, point.metrics) == (1, 2, {"loss": 0.5})
     assert (point.mean_reward, point.mean_staleness, point.max_staleness) == (0.5, 0.5, 1)
-    assert point.top_answer_share == 0.5  # answers "1" and "": no answer is most of them
+    assert point.top_answer_share == 0.5  # answers "1" and "" (none): "1" is one of the two
     assert await store.reports.version_points(run_id, since=2) == []  # from a version on
     first = group.samples[0].sample_id
     story = await store.reports.sample_story(first)
@@ -426,3 +426,18 @@ async def test_views_load_back_and_teacher_samples_get_no_reward(store, run_id):
 
 def _fields(message) -> dict:
     return {f.name: v for f, v in message.ListFields()}
+
+
+async def test_a_version_whose_samples_gave_no_answer_has_no_top_answer(store, run_id):
+    """ "No answer" is not one answer: samples that all fail to answer are no collapse onto one."""
+    group = await admitted_and_generated(store, run_id)
+    await store.groups.mark_groups([group.group_id], "generated")
+    none = [SampleScore(extracted_answer="", detail="no answer")] * 2
+    await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[0.0, 0.0], details=none), "")
+    assert await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)
+    advantages = [ev.SampleAdvantage(sample_id=s.sample_id) for s in group.samples]
+    ann = ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, batch_id=f"{run_id}.b000000")
+    ann.advantages.extend(advantages)
+    await store.versions.record_version(ann, "")
+    [point] = await store.reports.version_points(run_id)
+    assert point.top_answer_share is None
