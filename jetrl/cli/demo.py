@@ -13,7 +13,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from jetrl.config import Settings, load_spec
+from jetrl.config import RunSpec, Settings, dump_spec, load_spec
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2, services_pb2_grpc
 
@@ -34,18 +34,21 @@ async def _audit(settings: Settings, run_id: str):
     return evaluations, rows, trainer
 
 
-def demo(settings: Settings, spec_path: Path, keep_running: bool) -> int:
+def demo(settings: Settings, spec_path: Path, keep_running: bool, seed: int | None = None) -> int:
+    """Up, version 0, the run, its report, down. `seed` (default: the spec's) sets both the
+    warm-up's initialisation and the run's sampling; a seed other than the spec's gets a version 0
+    of its own (`<model dir>-s<seed>`), so the seeds' demos can be compared."""
     from jetrl.cli.runs import bootstrap, export_data_dir, submit_and_watch
     from jetrl.cli.stack import down, up
 
     started = time.monotonic()
     export_data_dir(settings)
-    spec = load_spec(spec_path)
+    spec, spec_yaml = seeded(load_spec(spec_path), spec_path.read_text(), seed)
     try:
         up(settings)  # inside: whatever it started before a failure is stopped too
-        bootstrap(settings, Path(spec.model.path), force=False, task=spec.task)
+        bootstrap(settings, Path(spec.model.path), force=False, task=spec.task, seed=spec.seed)
         run_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        code = asyncio.run(submit_and_watch(settings, spec, spec_path, run_id, detach=False))
+        code = asyncio.run(submit_and_watch(settings, spec, spec_yaml, run_id, detach=False))
         if code:
             return code
         evaluations, rows, trainer = asyncio.run(_audit(settings, run_id))
@@ -54,6 +57,16 @@ def demo(settings: Settings, spec_path: Path, keep_running: bool) -> int:
     finally:
         if not keep_running:
             down(settings)
+
+
+def seeded(spec: RunSpec, spec_yaml: str, seed: int | None) -> tuple[RunSpec, str]:
+    """The spec (and its YAML) with `seed` as its seed and a version 0 of the seed's own, when
+    `seed` is another than the spec's; else the spec as it is."""
+    if seed is None or seed == spec.seed:
+        return spec, spec_yaml
+    model = spec.model.model_copy(update={"path": f"{spec.model.path}-s{seed}"})
+    spec = spec.model_copy(update={"seed": seed, "model": model})
+    return spec, dump_spec(spec)
 
 
 def report(settings: Settings, run_id: str, evaluations, rows, trainer, seconds: float) -> None:

@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
         help="run spec (default: the demo's, shipped in the package: jetrl/examples/arithmetic.yaml)",
     )
     demo.add_argument("--keep-running", action="store_true", help="leave the stack up afterwards")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        help="warm-up initialisation and run seed (default: the spec's seed; another seed gets a version 0 of its own)",
+    )
     generate = sub.add_parser("generate", help="sample from a running run's current policy")
     generate.add_argument("run_id", metavar="RUN")
     generate.add_argument("prompts", metavar="PROMPT", nargs="+")
@@ -166,11 +171,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "run":
             from jetrl.cli.runs import submit_and_watch
 
-            return asyncio.run(submit_and_watch(settings, load_spec(args.spec), args.spec, args.run_id, args.detach))
+            spec = load_spec(args.spec)
+            return asyncio.run(submit_and_watch(settings, spec, args.spec.read_text(), args.run_id, args.detach))
         elif args.command == "demo":
             from jetrl.cli.demo import demo
 
-            return demo(settings, args.spec, args.keep_running)
+            return demo(settings, args.spec, args.keep_running, args.seed)
         elif args.command == "generate":
             from jetrl.cli.generate import main as generate
 

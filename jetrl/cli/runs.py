@@ -27,23 +27,25 @@ def export_data_dir(settings: Settings) -> None:
     os.environ["JETRL_DATA_DIR"] = str(settings.data_dir.resolve())
 
 
-def bootstrap(settings: Settings, out: Path | None, force: bool, task: TaskSpec | None = None) -> Path:
+def bootstrap(settings: Settings, out: Path | None, force: bool, task: TaskSpec | None = None, seed: int = 0) -> Path:
+    """Version 0 at `out` by the warm-up from `seed`'s initialisation, unless one is there already."""
     from jetrl.policy.bootstrap import bootstrap_with_progress
 
     out = out or default_model_dir(settings)
     if (out / "config.json").exists() and not force:
         console.print(f"starting checkpoint already at {out} (--force rebuilds it)")
         return out
-    bootstrap_with_progress(out, task or TaskSpec(), console)
+    bootstrap_with_progress(out, task or TaskSpec(), console, seed=seed)
     return out
 
 
-async def submit_and_watch(settings: Settings, spec: RunSpec, spec_path: Path, run_id: str, detach: bool) -> int:
+async def submit_and_watch(settings: Settings, spec: RunSpec, spec_yaml: str, run_id: str, detach: bool) -> int:
+    """Create the run of `spec_yaml` (whose parsed form is `spec`) and follow it unless `detach`."""
     export_data_dir(settings)
     async with channel(settings.scheduler_addr, settings) as ch:
         stub = services_pb2_grpc.SchedulerServiceStub(ch)
         try:
-            run = await stub.CreateRun(services_pb2.CreateRunRequest(spec_yaml=spec_path.read_text(), run_id=run_id))
+            run = await stub.CreateRun(services_pb2.CreateRunRequest(spec_yaml=spec_yaml, run_id=run_id))
         except grpc.aio.AioRpcError as exc:
             console.print(f"[red]run refused[/red] ({exc.code().name}): {exc.details()}")
             return 2

@@ -26,3 +26,15 @@ def test_a_stack_that_fails_to_come_up_is_still_brought_down(monkeypatch, tmp_pa
     with pytest.raises(StackDidNotComeUp):
         demo(Settings(data_dir=tmp_path), DEMO_SPEC, keep_running=False)
     assert calls == ["up", "down"]
+
+
+def test_a_seed_other_than_the_specs_gets_its_own_version_0_and_sampling():
+    from jetrl.cli.demo import seeded
+    from jetrl.config import parse_spec
+
+    text = "seed: 0\nmodel: {path: /data/models/tiny-arith}\n"
+    spec = parse_spec(text)
+    assert seeded(spec, text, None) == (spec, text) == seeded(spec, text, 0)  # the spec's own
+    third, third_yaml = seeded(spec, text, 3)
+    assert (third.seed, third.model.path) == (3, "/data/models/tiny-arith-s3")
+    assert parse_spec(third_yaml) == third  # what CreateRun gets is that spec
