@@ -78,7 +78,7 @@ async def main(settings: Settings) -> None:
     js = nc.jetstream()
     await declare(js)
     coordinator = Coordinator(js, store)
-    run_metrics = RunMetrics(store, settings.data_dir)
+    run_metrics = RunMetrics(settings.data_dir)
     recorder = Recorder(coordinator, store, run_metrics)
 
     def worker(spec, handler, consumes=consume, **options):

@@ -249,11 +249,13 @@ class Recorder:
         await self.store.versions.record_version(ann, current_trace_id())
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
         VERSIONS_RECORDED.add(1, {"run_id": ann.run_id})
-        if spec is not None and self.run_metrics is not None:
-            await self.run_metrics.on_version(ann.run_id, spec, ann.version)
         if spec is not None:
-            for point in await self.store.reports.version_points(ann.run_id, since=ann.version):
-                if warning := collapse_warning(point, spec.metrics):
+            # this version and the one before (its samples/s): one read for the curves and the warning
+            points = await self.store.reports.version_points(ann.run_id, since=ann.version - 1)
+            if self.run_metrics is not None:
+                await self.run_metrics.on_version(ann.run_id, spec, ann.version, points)
+            for point in points:
+                if point.version == ann.version and (warning := collapse_warning(point, spec.metrics)):
                     log.warning("collapse warning", extra=log_fields(run=ann.run_id, warning=warning))
         await self.coordinator.notify()
         await self.coordinator.on_version(ann.run_id, ann.version)

@@ -26,7 +26,6 @@ from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from jetrl.config import RunSpec
 from jetrl.lineage.reports import VersionPoint
-from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.spec_sections import WandbSpec
 
@@ -124,17 +123,16 @@ class WandbRun:
 class RunMetrics:
     """The open destinations of each run, kept until the run ends."""
 
-    def __init__(self, store: LineageStore, data_dir: Path):
-        self.store = store
+    def __init__(self, data_dir: Path):
         self.data_dir = data_dir
         self._sinks: dict[str, list[Sink]] = {}
         self._lock = threading.Lock()  # writes go to threads: a version's and an evaluation's may overlap
 
-    async def on_version(self, run_id: str, spec: RunSpec, version: int) -> None:
-        """Write the version's scalars (it is recorded in lineage already)."""
+    async def on_version(self, run_id: str, spec: RunSpec, version: int, points: list[VersionPoint]) -> None:
+        """Write the version's scalars, from lineage's points of it and of the version before (for
+        samples/s), which the recorder reads once for this and for the collapse warning."""
         if not (spec.metrics.tensorboard or spec.metrics.wandb):
             return
-        points = await self.store.reports.version_points(run_id, since=version - 1)  # samples/s: the one before
         if (point := next((p for p in points if p.version == version), None)) is not None:
             scalars = version_scalars(points, version)
             await asyncio.to_thread(self._write, run_id, spec, version, scalars, point.created_at.timestamp())

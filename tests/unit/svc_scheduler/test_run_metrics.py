@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -29,17 +28,12 @@ def _spec(metrics: str = "") -> RunSpec:
 
 
 def _writer(tmp_path: Path) -> RunMetrics:
-    async def version_points(run_id: str, since: int = 0) -> list[VersionPoint]:
-        assert run_id == RUN
-        return [p for p in POINTS if p.version >= since]
-
-    store = SimpleNamespace(reports=SimpleNamespace(version_points=version_points))
-    return RunMetrics(store, tmp_path)  # type: ignore[arg-type]  # only reports.version_points is read
+    return RunMetrics(tmp_path)
 
 
 async def _write_run(metrics: RunMetrics, spec: RunSpec) -> None:
-    for point in POINTS:
-        await metrics.on_version(RUN, spec, point.version)
+    for point in POINTS:  # each with the version before, as the recorder reads them
+        await metrics.on_version(RUN, spec, point.version, [p for p in POINTS if p.version >= point.version - 1])
     await metrics.on_evaluation(RUN, spec, 0, 0.1)
     await metrics.on_evaluation(RUN, spec, 2, 0.6)  # late: after version 3 was written
     metrics.close(RUN)
