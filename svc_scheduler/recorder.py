@@ -135,10 +135,7 @@ class Recorder:
         """What makes the sample something the run's model did not generate (by its tokenizer)."""
         if (run := self.coordinator.runs.get(sample.run_id)) is None:
             return None  # it ended meanwhile: nothing will be made of the sample
-        tokenizer = run.tokenizer
-        if bad := [t for t in sample.prompt_token_ids if not 0 <= t < tokenizer.vocab_size]:
-            return f"prompt token id {bad[0]} is outside the model's vocabulary of {tokenizer.vocab_size}"
-        return tokenizer.completion_problem(sample.completion_token_ids, sample.text)
+        return run.tokenizer.completion_problem(sample.prompt_token_ids, sample.completion_token_ids, sample.text)
 
     async def on_scored(self, items: list[tuple[events_pb2.ScoredGroup, Delivery]]) -> dict[int, str]:
         """Record a fetch of scored groups in one transaction, apply each run's reward-failure

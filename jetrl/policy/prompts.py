@@ -117,14 +117,16 @@ class PromptTokenizer:
         """The prompt's token ids (`prompt_ids`)."""
         return prompt_ids(self.backend, self.bos_id, text, self.chat)
 
-    def completion_problem(self, token_ids: Sequence[int], text: str) -> str | None:
-        """Why a completion's token ids and text cannot be one generation of this model; None when
-        they can. Ids outside the embedding would crash the trainer; text other than the tokens'
-        would be rewarded for what was never trained. Engines detokenize their own way (spaces
-        around punctuation, a character cut at the length limit), so the text is compared with
-        the decoded tokens without whitespace and replacement characters."""
-        if bad := [t for t in token_ids if not 0 <= t < self.vocab_size]:
-            return f"token id {bad[0]} is outside the model's vocabulary of {self.vocab_size}"
+    def completion_problem(self, prompt_ids: Sequence[int], token_ids: Sequence[int], text: str) -> str | None:
+        """Why a prompt and completion's token ids and the completion's text cannot be one
+        generation of this model; None when they can. Ids outside the embedding would crash the
+        trainer; text other than the tokens' would be rewarded for what was never trained. Engines
+        detokenize their own way (spaces around punctuation, a character cut at the length limit),
+        so the text is compared with the decoded tokens without whitespace and replacement
+        characters."""
+        for what, ids in (("prompt", prompt_ids), ("completion", token_ids)):
+            if bad := [t for t in ids if not 0 <= t < self.vocab_size]:
+                return f"{what} token id {bad[0]} is outside the model's vocabulary of {self.vocab_size}"
         decoded = self.backend.decode(list(token_ids), skip_special_tokens=True)
         if _squeezed(decoded) != _squeezed(text):
             return f"text {text[:40]!r} is not what its tokens decode to ({decoded[:40]!r})"
