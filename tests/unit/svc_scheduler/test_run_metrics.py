@@ -3,6 +3,7 @@ users read them: TensorBoard's own reader (EventAccumulator) and the W&B offline
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -75,7 +76,7 @@ async def test_an_unwritable_data_dir_is_logged_and_the_run_goes_on(tmp_path, ca
 def _wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     """The records of a `.wandb` file: a 7-byte header, then LevelDB's log format (32 KiB
     blocks of chunks: crc32c, length, type FULL/FIRST/MIDDLE/LAST, data; a block's tail under
-    7 bytes is padding)."""
+    7 bytes is padding); a chunk not yet written whole ends the list."""
     data, pos, chunk, records = path.read_bytes(), 7, b"", []
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
@@ -83,6 +84,8 @@ def _wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
             pos += left
             continue
         length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        if pos + 7 + length > len(data):
+            break  # a chunk still being written
         chunk += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
         if kind in (1, 4):  # FULL or LAST: a record is complete
@@ -93,6 +96,17 @@ def _wandb_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+async def _finished_records(path: Path, timeout_s: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The file's records once W&B's writer has written its `exit` record. `run.finish()` returns
+    when the exit is acknowledged, but wandb-core flushes the file a little later: on a loaded
+    machine CI read the header alone (no `run` record) right after finish."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not any(r.WhichOneof("record_type") == "exit" for r in _wandb_records(path)):
+        assert asyncio.get_running_loop().time() < deadline, f"no exit record in {path} after {timeout_s} s"
+        await asyncio.sleep(0.1)
+    return _wandb_records(path)
+
+
 async def test_wandb_offline_writes_a_run_directory_with_every_point(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_DISABLED", "false")
     monkeypatch.delenv("WANDB_MODE", raising=False)
@@ -100,7 +114,7 @@ async def test_wandb_offline_writes_a_run_directory_with_every_point(tmp_path, m
     await _write_run(_writer(tmp_path), spec)
 
     [run_file] = (tmp_path / WANDB_DIR / "wandb").glob(f"offline-run-*-{RUN}/run-{RUN}.wandb")
-    records = _wandb_records(run_file)
+    records = await _finished_records(run_file)
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run.run_id == RUN and run.project == "jetrl-test"
     history = [
