@@ -53,8 +53,8 @@ class Settings(BaseSettings):
     nats_tls_key: Path | None = None
     """Client key for mutual TLS."""
     stream_replicas: int = Field(1, ge=1, le=5)
-    """JetStream replicas of every stream jetrl declares (jetrl/bus/topology.py; the durable
-    consumers inherit the count): 1 on a single server (`jetrl up`, compose), 3 on a 3-node NATS
+    """JetStream replicas of every stream jetrl declares (jetrl/bus/topology.py; each durable
+    consumer is declared with its stream's count): 1 on a single server (`jetrl up`, compose), 3 on a 3-node NATS
     cluster (deploy/k8s), where every stream survives the loss of one node. A stream that already
     exists is updated to it; when the server refuses (a single server asked for 3, or too few
     nodes up), the stream keeps its own count and the service logs a warning."""

@@ -17,7 +17,7 @@ from svc_reward.stage import RewardStage
 async def main(settings: Settings) -> None:
     nc = await connect(settings, "svc_reward")
     js = nc.jetstream()
-    await declare(js)
+    await declare(js, replicas=settings.stream_replicas)
     specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
     stage = RewardStage(js, specs, settings.reward_addr, credentials=ClientCredentials.of(settings, reward=True))
 

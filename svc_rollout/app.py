@@ -21,7 +21,7 @@ async def main(settings: Settings) -> None:
     use_torch_threads(settings)
     nc = await connect(settings, f"svc_rollout-{settings.worker_id}")
     js = nc.jetstream()
-    await declare(js)
+    await declare(js, replicas=settings.stream_replicas)
     specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
     policies = Policies(specs, settings.rollout_concurrency, WeightSource.of(settings))
     worker = RolloutWorker(js, policies, settings.worker_id, settings.rollout_concurrency)

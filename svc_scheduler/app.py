@@ -76,7 +76,7 @@ async def main(settings: Settings) -> None:
     store = LineageStore(engine)
     nc = await connect(settings, "svc_scheduler")
     js = nc.jetstream()
-    await declare(js)
+    await declare(js, replicas=settings.stream_replicas)
     coordinator = Coordinator(js, store)
     run_metrics = RunMetrics(settings.data_dir)
     recorder = Recorder(coordinator, store, run_metrics)

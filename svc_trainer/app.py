@@ -20,7 +20,7 @@ async def main(settings: Settings) -> None:
     use_torch_threads(settings)
     nc = await connect(settings, "svc_trainer")
     js = nc.jetstream()
-    await declare(js)
+    await declare(js, replicas=settings.stream_replicas)
     specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
     trainer = Trainer(
         js,

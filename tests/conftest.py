@@ -114,7 +114,7 @@ async def js(nats_url):
     from jetrl.config import Settings
 
     nc = await connect(Settings(nats_url=nats_url), "test")
-    await declare(nc.jetstream())
+    await declare(nc.jetstream(), replicas=1)
     yield nc.jetstream()
     await nc.close()
 

@@ -7,7 +7,7 @@ the other kinds are kept (limits retention) so the scheduler's recorder and late
 can read them.
 
 Every stream has `Settings.stream_replicas` replicas (JETRL_STREAM_REPLICAS): 1 on a single server,
-3 on a 3-node cluster (deploy/k8s); the durable consumers inherit their stream's.
+3 on a 3-node cluster (deploy/k8s); each durable consumer is declared with as many as its stream has.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import APIError, NotFoundError
 
 from jetrl.bus.refusals import PermissionDenied
-from jetrl.config import Settings
 from jetrl.logs import log_fields
 from jetrl.v1 import events_pb2
 
@@ -36,6 +35,7 @@ DUPLICATE_WINDOW_S = 3600.0
 MAX_MSG_SIZE = 8 * 1024 * 1024
 # JetStream error code for "stream name already in use with a different configuration"
 _STREAM_NAME_IN_USE = 10058
+_EXCEEDS_STREAM_REPLICAS = 10126  # a consumer with more replicas than its stream has (yet)
 # a run id is one subject token and one directory name: no '.', '*', '>', whitespace, '/', '\\' or NUL
 _BAD_RUN_ID = re.compile(r"[.*>\s/\\\x00]")
 
@@ -145,10 +145,11 @@ class ConsumerSpec:
         """The JetStream API subject a pull fetch from this consumer is published to."""
         return f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.name}"
 
-    def config(self) -> ConsumerConfig:
+    def config(self, replicas: int) -> ConsumerConfig:
+        """`replicas`: its stream's. Given, not inherited: a consumer created while its stream had 1
+        replica is not always raised with the stream, and stays on the one server it was made on."""
         # no filter subject: the stream holds exactly this kind, and nats-py would put a
-        # wildcard filter into the API subject, which the server cannot route; no num_replicas:
-        # the consumer has its stream's
+        # wildcard filter into the API subject, which the server cannot route
         return ConsumerConfig(
             name=self.name,
             durable_name=self.name,
@@ -156,6 +157,7 @@ class ConsumerSpec:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait_s,
             max_deliver=-1,
+            num_replicas=replicas,
         )
 
 
@@ -201,8 +203,8 @@ async def _replicas_of(js: JetStreamContext, name: str) -> int | None:
         return None
 
 
-async def declare_stream(js: JetStreamContext, kind: Kind, replicas: int = 1) -> None:
-    """Create the stream, or update an existing one to this config.
+async def declare_stream(js: JetStreamContext, kind: Kind, replicas: int = 1) -> int:
+    """Create the stream, or update an existing one to this config; the replicas it has.
 
     When the server refuses to give an existing stream `replicas` copies (a single server asked
     for more than 1, or a cluster with too few servers up), the stream is updated with the count
@@ -212,13 +214,14 @@ async def declare_stream(js: JetStreamContext, kind: Kind, replicas: int = 1) ->
     try:
         # identical config: the server answers with the existing stream, so concurrent starts agree
         await js.add_stream(config)
-        return
+        return replicas
     except APIError as exc:
         # another config under this name (a single server refuses replicas > 1 before it looks)
         if exc.err_code != _STREAM_NAME_IN_USE and await _replicas_of(js, name) in (None, replicas):
             raise
     try:
         await js.update_stream(config)
+        return replicas
     except APIError as refused:
         have = await _replicas_of(js, name)
         if have is None or have == replicas:
@@ -228,11 +231,22 @@ async def declare_stream(js: JetStreamContext, kind: Kind, replicas: int = 1) ->
             extra=log_fields(stream=name, replicas=have, wanted=replicas, error=str(refused)[:300]),
         )
         await js.update_stream(dataclasses.replace(config, num_replicas=have))
+        return have
 
 
-async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
-    # the server creates the durable, returns it unchanged, or updates it to this config
-    await js.add_consumer(spec.stream, spec.config())
+async def declare_consumer(js: JetStreamContext, spec: ConsumerSpec, replicas: int, timeout: float = 30.0) -> None:
+    """The server creates the durable, returns it unchanged, or updates it to this config. A stream
+    just raised to more replicas takes them in the next moments: until it has, the server refuses
+    the consumer's new count (`exceeds parent stream`), so that is waited out."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            await js.add_consumer(spec.stream, spec.config(replicas))
+            return
+        except APIError as exc:
+            if exc.err_code != _EXCEEDS_STREAM_REPLICAS or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(0.2)
 
 
 async def _differences(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...], replicas: int) -> list[str]:
@@ -253,7 +267,9 @@ async def _differences(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...]
     async def consumer(spec: ConsumerSpec) -> list[str]:
         name = f"{spec.stream}/{spec.name}"
         try:
-            return changed(name, spec.config(), (await js.consumer_info(spec.stream, spec.name)).config)
+            # as many replicas as its stream has (a single server keeps R1 streams: declare_stream)
+            want = spec.config(await _replicas_of(js, spec.stream) or replicas)
+            return changed(name, want, (await js.consumer_info(spec.stream, spec.name)).config)
         except NotFoundError:
             return [f"{name} missing"]
 
@@ -261,24 +277,22 @@ async def _differences(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...]
     return [difference for differences in found for difference in differences]
 
 
-async def declare(
-    js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS, replicas: int | None = None
-) -> None:
+async def declare(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CONSUMERS, *, replicas: int) -> None:
     """Create or update every stream and durable consumer; idempotent, safe from every service.
 
     When all are already as declared nothing is written: a service connected as its role (jetrl/bus/
     permissions.py) may only read the layout, which the admin step declared before it started
     (`jetrl nats declare`); a service on a bare server declares what is missing or changed.
-    `replicas`: of every stream; default JETRL_STREAM_REPLICAS (`Settings.stream_replicas`)."""
-    if replicas is None:
-        replicas = Settings().stream_replicas
+    `replicas`: of every stream and consumer (`Settings.stream_replicas`, from the caller's settings:
+    read from the environment here, it once gave a stack started with 3 in its settings R1 streams)."""
     differences: list[str] = []
     try:
         differences = await _differences(js, consumers, replicas)
         if not differences:
             return
-        await asyncio.gather(*(declare_stream(js, kind, replicas) for kind in Kind))
-        await asyncio.gather(*(declare_consumer(js, spec) for spec in consumers))
+        streams = await asyncio.gather(*(declare_stream(js, kind, replicas) for kind in Kind))
+        have = dict(zip(Kind, streams, strict=True))
+        await asyncio.gather(*(declare_consumer(js, spec, have[spec.kind]) for spec in consumers))
     except PermissionDenied as exc:
         more = ", ..." if len(differences) > 5 else ""
         found = f" (not as this version declares it: {', '.join(differences[:5])}{more})" if differences else ""

@@ -69,7 +69,7 @@ async def declare_layout(settings: Settings) -> None:
 
     nc = await connect(settings, "jetrl-nats-declare")
     try:
-        await declare(nc.jetstream())
+        await declare(nc.jetstream(), replicas=settings.stream_replicas)
     finally:
         await nc.close()
 

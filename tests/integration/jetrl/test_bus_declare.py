@@ -21,8 +21,8 @@ async def nc(nats_url):
 async def test_declare_twice_and_concurrently_is_fine(nc, nats_url):
     others = [await connect(Settings(nats_url=nats_url), f"test-{i}") for i in range(3)]
     try:
-        await asyncio.gather(*(declare(c.jetstream()) for c in [nc, *others]))
-        await declare(nc.jetstream())
+        await asyncio.gather(*(declare(c.jetstream(), replicas=1) for c in [nc, *others]))
+        await declare(nc.jetstream(), replicas=1)
     finally:
         for c in others:
             await c.close()
@@ -43,8 +43,8 @@ async def test_declare_twice_and_concurrently_is_fine(nc, nats_url):
 
 async def test_declare_updates_a_changed_consumer(nc):
     js = nc.jetstream()
-    await declare(js)
+    await declare(js, replicas=1)
     changed = ConsumerSpec("scheduler-rollouts", Kind.ROLLOUTS, ack_wait_s=7.0, max_failures=2)
-    await declare(js, consumers=(changed,))
+    await declare(js, consumers=(changed,), replicas=1)
     info = await js.consumer_info(changed.stream, changed.name)
     assert (info.config.ack_wait, info.config.max_deliver) == (7.0, -1)

@@ -134,7 +134,7 @@ async def test_failed_handler_is_retried_then_succeeds(js, make_event):
 
 async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
     spec = ConsumerSpec("test-failing", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=3)
-    await declare(js, consumers=(spec,))
+    await declare(js, consumers=(spec,), replicas=1)
     attempts = []
 
     async def handler(message, delivery):
@@ -164,7 +164,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
 async def test_waiting_and_outages_never_spend_the_failures_that_dead_letter(js, make_event, early):
     # twice max_failures early answers, then success: acked, never dead-lettered
     spec = ConsumerSpec("test-waiting", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=2)
-    await declare(js, consumers=(spec,))
+    await declare(js, consumers=(spec,), replicas=1)
     attempts = []
 
     async def handler(message, delivery):
@@ -258,7 +258,7 @@ async def test_stop_returns_promptly_and_hands_back_the_rest_of_the_batch(js, ma
 
 async def test_a_slow_handler_is_kept_alive(js, make_event):
     spec = ConsumerSpec("test-slow", Kind.CONTROL, ack_wait_s=1.0)
-    await declare(js, consumers=(spec,))
+    await declare(js, consumers=(spec,), replicas=1)
     calls = []
 
     async def handler(message, delivery):
@@ -327,7 +327,7 @@ async def test_consume_together_hands_over_a_fetch_and_dead_letters_what_it_refu
 
 async def test_one_event_that_fails_a_fetch_fails_alone_and_the_rest_go_through(js, make_event):
     spec = ConsumerSpec("test-poison-fetch", Kind.ROLLOUTS, ack_wait_s=5.0, max_failures=2)
-    await declare(js, consumers=(spec,))
+    await declare(js, consumers=(spec,), replicas=1)
     handled = []
 
     async def handler(items):

@@ -12,7 +12,8 @@ import pytest
 from nats.js.errors import APIError
 
 from jetrl.bus import BusUnreachable, Kind, connect, declare
-from jetrl.bus.topology import stream_name
+from jetrl.bus.topology import CONSUMERS, stream_name
+from jetrl.cli.nats_config import declare_layout
 from jetrl.config import Settings
 from loopback_nats_cluster import PASSWORD, USER, loopback_cluster
 
@@ -43,18 +44,43 @@ async def test_the_k8s_nats_config_forms_a_cluster_where_every_stream_has_3_repl
         await declare(js, replicas=3)
         for kind in Kind:
             assert (await js.stream_info(stream_name(kind))).config.num_replicas == 3, kind
-        # the new replicas join and a leader is elected in the next moments: a leader and 2 followers each
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            infos = [(await js.stream_info(stream_name(kind))).cluster for kind in Kind]
-            placed = [c is not None and c.leader is not None and len(c.replicas or []) == 2 for c in infos]
-            if all(placed):
-                break
-            assert asyncio.get_running_loop().time() < deadline, infos
-            await asyncio.sleep(0.5)
-        assert {c.leader for c in infos if c} <= {"nats-0", "nats-1", "nats-2"}
-        consumer = await js.consumer_info(stream_name(Kind.TASKS), "rollout-workers")
-        assert consumer.config.num_replicas in (0, None, 3)  # inherits its stream's
+        await until_placed_on_3(js)
+    finally:
+        await nc.close()
+
+
+async def until_placed_on_3(js, timeout: float = 30.0) -> None:
+    """Every stream and durable consumer has a leader and 2 followers on the 3 servers (the new
+    replicas join and elect in the moments after a declare). A consumer left on 1 server dies
+    with it: once a run's rollout-workers consumer stayed R1 after its stream was raised to 3,
+    and the run waited forever when that server was killed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        infos = [(stream_name(kind), (await js.stream_info(stream_name(kind))).cluster) for kind in Kind]
+        infos += [(c.name, (await js.consumer_info(c.stream, c.name)).cluster) for c in CONSUMERS]
+        unplaced = [(n, c) for n, c in infos if c is None or c.leader is None or len(c.replicas or []) != 2]
+        if not unplaced:
+            break
+        assert asyncio.get_running_loop().time() < deadline, unplaced
+        await asyncio.sleep(0.5)
+    assert {c.leader for _, c in infos if c} <= {"nats-0", "nats-1", "nats-2"}
+    for consumer in CONSUMERS:
+        assert (await js.consumer_info(consumer.stream, consumer.name)).config.num_replicas == 3, consumer.name
+
+
+async def test_the_admin_declares_with_the_replicas_of_its_settings_not_its_environment(cluster, monkeypatch):
+    """`jetrl nats declare` and `jetrl up` declare with the settings they were given: a stack
+    started with stream_replicas 3 in its settings (as the node-loss test starts one) once got R1
+    streams from the environment's default, raised to 3 only when the services declared again."""
+    await cluster.until_healthy()
+    monkeypatch.delenv("JETRL_STREAM_REPLICAS", raising=False)
+    settings = Settings(nats_url=cluster.url, nats_user=USER, nats_password=PASSWORD, stream_replicas=3)
+    await declare_layout(settings)
+    nc = await connect(settings, "test-cluster")
+    try:
+        for kind in Kind:
+            assert (await nc.jetstream().stream_info(stream_name(kind))).config.num_replicas == 3, kind
+        await until_placed_on_3(nc.jetstream())
     finally:
         await nc.close()
 
@@ -73,15 +99,13 @@ async def test_a_single_server_keeps_r1_streams_when_a_service_asks_for_3(nats_u
         await nc.close()
 
 
-async def test_a_new_stream_that_cannot_have_its_replicas_is_an_error(nats_url, monkeypatch):
-    """Replicas from JETRL_STREAM_REPLICAS by default: 3 on a single server fails at the first stream."""
+async def test_a_new_stream_that_cannot_have_its_replicas_is_an_error(nats_url):
+    """3 replicas on a single server fails at the first stream; 1 declares them."""
     nc = await connect(Settings(nats_url=nats_url), "test-replicas-new")
     try:
-        monkeypatch.setenv("JETRL_STREAM_REPLICAS", "3")
         with pytest.raises(APIError, match="replicas > 1 not supported in non-clustered mode"):
-            await declare(nc.jetstream(), consumers=())
-        monkeypatch.setenv("JETRL_STREAM_REPLICAS", "1")
-        await declare(nc.jetstream())
+            await declare(nc.jetstream(), consumers=(), replicas=3)
+        await declare(nc.jetstream(), replicas=1)
         assert (await nc.jetstream().stream_info(stream_name(Kind.BATCHES))).config.num_replicas == 1
     finally:
         await nc.close()

@@ -59,7 +59,7 @@ async def _as(broker, user: str) -> BusClient:
 async def admin(broker):
     """The admin's client, the layout declared (as `jetrl up` and the deploy jobs do)."""
     nc = await _as(broker, ADMIN)
-    await declare(nc.jetstream())
+    await declare(nc.jetstream(), replicas=1)
     yield nc
     await nc.close()
 
@@ -75,7 +75,7 @@ async def clients(broker, admin):
 
 async def test_every_role_finds_the_declared_layout_without_writing(clients):
     for nc in clients.values():
-        await declare(nc.jetstream())  # reads only: a write would be refused
+        await declare(nc.jetstream(), replicas=1)  # reads only: a write would be refused
 
 
 async def test_a_role_may_not_declare_and_is_told_who_must(broker, admin):
@@ -85,7 +85,8 @@ async def test_a_role_may_not_declare_and_is_told_who_must(broker, admin):
     try:
         with pytest.raises(PermissionDenied) as refused:
             # the reward stage's consumer as a later version might declare it
-            await asyncio.wait_for(declare(nc.jetstream(), (ConsumerSpec("reward-stage", Kind.GROUPS, 99.0),)), 3)
+            later = (ConsumerSpec("reward-stage", Kind.GROUPS, 99.0),)
+            await asyncio.wait_for(declare(nc.jetstream(), later, replicas=1), 3)
     finally:
         await nc.close()
     text = str(refused.value)

@@ -36,8 +36,9 @@ def test_every_stream_config_carries_the_replicas_and_nothing_else_changes(kind)
     assert dataclasses.replace(three, num_replicas=1) == one
 
 
-def test_durable_consumers_inherit_their_streams_replicas():
-    assert all(spec.config().num_replicas is None for spec in CONSUMERS)
+@pytest.mark.parametrize("replicas", [1, 3])
+def test_durable_consumers_carry_the_replicas_they_are_given(replicas):
+    assert {spec.config(replicas).num_replicas for spec in CONSUMERS} == {replicas}
 
 
 class FakeJetStream:
@@ -86,12 +87,12 @@ class FakeJetStream:
         return type("Info", (), {"config": self.consumer_configs[name]})()
 
 
-async def test_declare_takes_the_replicas_from_the_environment(monkeypatch):
-    monkeypatch.setenv("JETRL_STREAM_REPLICAS", "3")
+async def test_declare_gives_every_stream_and_consumer_the_replicas_asked_not_the_environments(monkeypatch):
+    monkeypatch.setenv("JETRL_STREAM_REPLICAS", "1")
     js = FakeJetStream(servers=3)
-    await declare(js)
+    await declare(js, replicas=3)
     assert {c.num_replicas for c in js.streams.values()} == {3} and len(js.streams) == len(Kind)
-    assert len(js.consumers) == len(CONSUMERS)
+    assert {c.num_replicas for c in js.consumer_configs.values()} == {3} and len(js.consumers) == len(CONSUMERS)
 
 
 async def test_a_cluster_raises_existing_r1_streams_to_3():
@@ -108,6 +109,7 @@ async def test_an_existing_stream_keeps_its_count_when_the_server_refuses(server
     with caplog.at_level(logging.WARNING, logger="jetrl.bus.topology"):
         await declare(js, replicas=3)
     assert {c.num_replicas for c in js.streams.values()} == {1}
+    assert {c.num_replicas for c in js.consumer_configs.values()} == {1}  # as many as their stream has
     warned = [r for r in caplog.records if r.getMessage() == "stream keeps its replica count"]
     assert len(warned) == len(Kind)
 
