@@ -25,6 +25,7 @@ from jetrl.bus import (
     parse_subject,
 )
 from jetrl.bus.topology import DUPLICATE_WINDOW_S
+from jetrl.collapse import collapse_warning
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
@@ -37,7 +38,6 @@ from jetrl.states import IN_FLIGHT, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size, split
-from svc_scheduler.collapse import collapse_warning
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.run_metrics import RunMetrics
 

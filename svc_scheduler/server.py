@@ -11,6 +11,7 @@ import grpc
 
 from jetrl import validate_rpc as valid
 from jetrl.bus.topology import subjects_in_use
+from jetrl.collapse import collapse_warning
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.digest import batch_digest
 from jetrl.lineage.store import LineageStore
@@ -21,7 +22,6 @@ from jetrl.telemetry import current_trace_id
 from jetrl.v1 import services_pb2, services_pb2_grpc
 from jetrl.views import group_size
 from svc_scheduler.active import prepare
-from svc_scheduler.collapse import collapse_warning
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.preflight import Peers
 

@@ -1,10 +1,10 @@
-"""svc_scheduler/collapse.py: a version's collapse warning against the run's `metrics` bounds."""
+"""jetrl/collapse.py: a version's collapse warning against the run's `metrics` bounds."""
 
 from datetime import datetime
 
+from jetrl.collapse import collapse_warning
 from jetrl.lineage.reports import VersionPoint
 from jetrl.spec_sections import MetricsSpec
-from svc_scheduler.collapse import collapse_warning
 
 
 def point(share: float | None, entropy: float | None = None) -> VersionPoint:

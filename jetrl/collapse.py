@@ -2,7 +2,8 @@
 or stops being unsure, by the bounds the run's `metrics` section sets.
 
 The scheduler shows it in every run's progress (`jetrl run`, `jetrl watch`, `jetrl runs`) and
-logs it when it records a version that crosses a bound.
+logs it when it records a version that crosses a bound; `jetrl bench rewards` records where each
+of its runs first crossed one. Here, not in the scheduler, so that both can use it.
 """
 
 from __future__ import annotations
