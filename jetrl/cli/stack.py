@@ -5,13 +5,15 @@ wheel (with one user per service role: jetrl/bus/permissions.py, passwords made 
 JETRL_DATA_DIR/nats-auth), declares the streams and consumers as the admin user, creates and
 migrates the lineage database, starts the four services as background processes (each as its
 role on its own broker; logs and pid files under JETRL_DATA_DIR) and waits until each reports
-SERVING.
+SERVING. Each service serves Prometheus metrics on a port of its own: its port of METRICS in
+jetrl/ports.py, or on a stack of its own (`isolated_settings`) a free one chosen with its gRPC ports.
 `down` ends exactly the processes `up` started, by the pids it recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -28,7 +30,7 @@ from jetrl.bus.credentials import as_admin, ensure_passwords
 from jetrl.cli.nats_config import auth_dir, declare_layout, local_auth, operator_settings, with_role
 from jetrl.config import Settings
 from jetrl.localstack import free_port, pid_alive, start_nats_server, tcp_reachable
-from jetrl.ports import REWARD_SERVERS
+from jetrl.ports import METRICS, REWARD_SERVERS, port_of
 from jetrl.rpc import is_serving, wait_serving
 
 SERVICES = {  # module -> setting holding its address
@@ -38,6 +40,8 @@ SERVICES = {  # module -> setting holding its address
     "svc_rollout": "rollout_addr",
 }
 console = Console(stderr=True)
+# under data_dir: the metrics ports isolated_settings chose for a stack of its own (module -> port)
+METRICS_PORTS_FILE = "metrics-ports.json"
 
 
 def _dirs(settings: Settings) -> tuple[Path, Path]:
@@ -45,6 +49,21 @@ def _dirs(settings: Settings) -> tuple[Path, Path]:
     (data / "logs").mkdir(parents=True, exist_ok=True)
     (data / "pids").mkdir(parents=True, exist_ok=True)
     return data / "logs", data / "pids"
+
+
+def metrics_ports(settings: Settings) -> dict[str, int]:
+    """Where `up` has each of the four services serve /metrics, module -> port: the free ports
+    isolated_settings chose for a stack of its own, else their METRICS ports in jetrl/ports.py."""
+    chosen = settings.data_dir.resolve() / METRICS_PORTS_FILE
+    if chosen.exists():
+        return json.loads(chosen.read_text())
+    return {module: METRICS[module.removeprefix("svc_")] for module in SERVICES}
+
+
+def metrics_url(settings: Settings, module: str) -> str:
+    """The service's Prometheus endpoint: on the host of its gRPC address, where it binds it."""
+    host = getattr(settings, SERVICES[module]).rsplit(":", 1)[0]
+    return f"http://{host}:{metrics_ports(settings)[module]}/metrics"
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -103,14 +122,18 @@ def start_service(
     `listen`: where it binds, for a module that is not one of the four (a reward server run alone;
     one of the four binds the address the others reach it by: 127.0.0.1 by default);
     `env`: more environment (a test's JETRL_CRASH_AT); `name`: of its pid and log files and its
-    worker id, for a second replica (default: the module's)."""
+    worker id, for a second replica (default: the module's). One of the four serves its metrics
+    on its port of `metrics_ports`; a second replica or a reward server run alone serves none
+    (one port each: the replica would find it taken and stop)."""
     logs, pids = _dirs(settings)
     name = name or module
     listen = listen or getattr(settings, SERVICES[module])
+    metrics_port = metrics_ports(settings).get(module, 0) if name == module else 0
     env = {
         **with_role(service_env(settings), settings, module),
         "JETRL_LISTEN": listen,
         "JETRL_WORKER_ID": f"{name}-local",
+        "JETRL_METRICS_PORT": str(metrics_port),
         **(env or {}),
     }
     with open(logs / f"{name}.log", "ab") as log_file:
@@ -134,7 +157,10 @@ def start_services(settings: Settings) -> list[str]:
             started.append(f"{module} already serving at {addr}")
             continue
         proc = start_service(settings, module)
-        started.append(f"started {module} at {addr}, pid {proc.pid}, log {logs / (module + '.log')}")
+        started.append(
+            f"started {module} at {addr}, pid {proc.pid}, metrics {metrics_url(settings, module)}, "
+            f"log {logs / (module + '.log')}"
+        )
     return started
 
 
@@ -166,9 +192,10 @@ def start_reward_servers(
 
 def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
     """Settings of a stack of its own (benchmarks, end-to-end tests): NATS and the four services
-    on free ports, data under `root`, so a stack already running is never disturbed. `up` starts
-    it (its own nats-server included) and `down` ends exactly what `up` started. They connect to
-    NATS as its admin user (the passwords are made now: the services get their roles')."""
+    on free ports, their metrics too (written under its data dir: `metrics_ports`), data under
+    `root`, so a stack already running is never disturbed. `up` starts it (its own nats-server
+    included) and `down` ends exactly what `up` started. They connect to NATS as its admin user
+    (the passwords are made now: the services get their roles')."""
     settings = Settings(
         nats_url=f"nats://127.0.0.1:{free_port()}",
         database_url=database_url,
@@ -179,7 +206,23 @@ def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
         trainer_addr=f"127.0.0.1:{free_port()}",
         **overrides,
     )
+    _choose_metrics_ports(settings)
     return as_admin(settings, ensure_passwords(auth_dir(settings) / "passwords.env"))
+
+
+def _choose_metrics_ports(settings: Settings) -> None:
+    """Free ports for the metrics of a stack of its own, written where `metrics_ports` reads them."""
+    # free_port may hand out a port again once it is closed: four distinct ones, none a gRPC port
+    taken = {port_of(getattr(settings, field)) for field in SERVICES.values()}
+    chosen: list[int] = []
+    while len(chosen) < len(SERVICES):
+        port = free_port()
+        if port not in taken:
+            taken.add(port)
+            chosen.append(port)
+    data = settings.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    (data / METRICS_PORTS_FILE).write_text(json.dumps(dict(zip(SERVICES, chosen, strict=True))))
 
 
 def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> None:
@@ -234,7 +277,7 @@ def _reap(pid: int) -> None:
 def status(settings: Settings) -> bool:
     _, pids = _dirs(settings)
     table = Table(title="jetrl stack")
-    for col in ("service", "address", "health", "pid"):
+    for col in ("service", "address", "health", "pid", "metrics"):
         table.add_column(col)
     healthy = True
     for module, addr_field in SERVICES.items():
@@ -247,6 +290,7 @@ def status(settings: Settings) -> bool:
             addr,
             "[green]SERVING[/green]" if ok else "[red]down[/red]",
             pid_file.read_text() if pid_file.exists() else "-",
+            metrics_url(settings, module),
         )
     console.print(table)
     return healthy

@@ -438,14 +438,15 @@ async def test_runs_watch_stop_report_and_explain_from_the_cli(stack, store, tmp
 
 
 async def test_each_service_answers_a_scrape_and_a_run_writes_tensorboard_curves(stack, store):
-    """Issue 15's metrics on the live stack: every service started with a metrics port answers a
-    Prometheus scrape with what it counts, and a run's versions reach TensorBoard event files that
-    TensorBoard's own reader loads, one point per version for every metric."""
+    """Issue 15's metrics on the live stack: every service `jetrl up` started serves /metrics where
+    it says (each its own port), answers a Prometheus scrape with what it counts, and a run's
+    versions reach TensorBoard event files that TensorBoard's own reader loads, one point per
+    version for every metric."""
     import urllib.request
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from jetrl.localstack import free_port
+    from jetrl.cli.stack import metrics_url
 
     expected = {
         "svc_scheduler": ["jetrl_events_handled_total", "jetrl_versions_recorded_total"],
@@ -453,17 +454,14 @@ async def test_each_service_answers_a_scrape_and_a_run_writes_tensorboard_curves
         "svc_reward": ["jetrl_events_handled_total", "jetrl_reward_call_seconds_bucket"],
         "svc_trainer": ["jetrl_events_handled_total"],
     }
-    ports = {module: free_port() for module in expected}
-    for module, port in ports.items():
-        stack.stop(module)
-        await stack.restart(module, JETRL_METRICS_PORT=str(port))
     steps = 2
     rid = run_id("metrics")
     await create_run(stack, stack.spec_yaml("metrics", steps=steps), rid)
     assert (await wait_until(stack, rid, finished)).state == svc.COMPLETED
     for module, names in expected.items():
-        with urllib.request.urlopen(f"http://127.0.0.1:{ports[module]}/metrics", timeout=10) as reply:
+        with urllib.request.urlopen(metrics_url(stack.settings, module), timeout=10) as reply:
             scraped = reply.read().decode()
+        assert f'service_name="{module}"' in scraped, (module, scraped[:2000])  # that service's, no other's
         assert all(f"\n{name}{{" in scraped for name in names), (module, scraped[:2000])
     events = stack.settings.data_dir / "tensorboard" / rid
     curves = EventAccumulator(str(events))
@@ -475,3 +473,18 @@ async def test_each_service_answers_a_scrape_and_a_run_writes_tensorboard_curves
             continue
         first = 2 if tag == "throughput/samples_per_s" else 1  # a rate since the version before
         assert [e.step for e in curves.Scalars(tag)] == list(range(first, steps + 1)), tag
+
+
+async def test_a_stack_beside_this_one_gets_metrics_ports_of_its_own(stack, tmp_path, database_url):
+    """Two stacks side by side (isolated_settings) never share a metrics port, nor take the default
+    ones of jetrl/ports.py that `jetrl up` gives a stack on the default addresses."""
+    from jetrl import ports
+    from jetrl.cli.stack import SERVICES, isolated_settings, metrics_ports
+
+    ours = metrics_ports(stack.settings)
+    beside = metrics_ports(isolated_settings(tmp_path, database_url))
+    assert set(ours) == set(beside) == set(SERVICES)
+    taken = [*ours.values(), *beside.values(), *ports.METRICS.values()]
+    assert len(set(taken)) == len(taken)
+    default = metrics_ports(stack.settings.model_copy(update={"data_dir": tmp_path / "default"}))
+    assert default == {module: ports.METRICS[module.removeprefix("svc_")] for module in SERVICES}

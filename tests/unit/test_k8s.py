@@ -4,9 +4,10 @@ Every overlay (and every overlay with each optional component) is built with `ku
 and every object it makes is validated offline against the Kubernetes JSON schema of
 KUBERNETES_VERSION, strictly (an unknown field fails), with the schemas the `kubernetes-validate`
 wheel ships. Then the manifests are checked against the code and the compose stack: the modules and
-commands they run, the ports of jetrl/ports.py on containers, Services and gRPC probes, every
-JETRL_* name a real setting, the Secrets and ConfigMaps they reference, the 3-node NATS cluster
-and its routes, the replicas of the streams, the GPUs of the GPU overlay, non-root pods.
+commands they run, the ports of jetrl/ports.py on containers, Services and gRPC probes, the
+metrics ports and Prometheus's discovery of them, every JETRL_* name a real setting, the Secrets
+and ConfigMaps they reference, the 3-node NATS cluster and its routes, the replicas of the
+streams, the GPUs of the GPU overlay, non-root pods.
 
 kubectl: the machines of this project have it (/usr/bin/kubectl, with kustomize v5 built in), and
 under CI (CI=true) a missing one fails these tests; elsewhere the tests that build an overlay are
@@ -641,6 +642,105 @@ def test_traces_go_through_the_collector_to_jaeger(overlay):
     assert _container_port(jaeger, "ui") == 16686
     for name in GRPC_SERVICES:
         assert _env(objs, _main(objs, name))["OTEL_EXPORTER_OTLP_ENDPOINT"] == endpoint.geturl()
+
+
+# ---- metrics ---------------------------------------------------------------------------------
+
+
+def _prometheus_job(objs: list[Obj]) -> Obj:
+    config = yaml.safe_load(_by_prefix(objs, "ConfigMap", "prometheus-config")["data"]["prometheus.yml"])
+    [job] = config["scrape_configs"]
+    return job
+
+
+def _meta_name(name: str) -> str:
+    """A pod label's or annotation's name in Prometheus's discovered labels."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", name)
+
+
+def _scraped(objs: list[Obj], job: Obj) -> dict[tuple[str, int], str]:
+    """(workload, port) -> job label of every container port Prometheus's pod discovery finds in
+    these pods and its relabelling keeps (its regexes are anchored, source labels joined by ;)."""
+    rules = job["relabel_configs"]
+    scraped = {}
+    for o, pod in _workloads(objs):
+        meta = o["spec"]["template"]["metadata"]
+        pod_labels = {
+            **{f"__meta_kubernetes_pod_label_{_meta_name(k)}": v for k, v in meta.get("labels", {}).items()},
+            **{f"__meta_kubernetes_pod_annotation_{_meta_name(k)}": v for k, v in meta.get("annotations", {}).items()},
+        }
+        for c in _containers(pod):
+            for port in c.get("ports", []):
+                labels = {**pod_labels, "__meta_kubernetes_pod_container_port_name": port.get("name", "")}
+                kept = True
+                for rule in rules:
+                    value = ";".join(labels.get(name, "") for name in rule["source_labels"])
+                    if rule.get("action") == "keep":
+                        kept &= re.fullmatch(rule["regex"], value) is not None
+                    else:  # replace, the default: the whole value
+                        labels[rule["target_label"]] = value
+                if kept:
+                    scraped[(o["metadata"]["name"], port["containerPort"])] = labels["job"]
+    return scraped
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_serves_metrics_on_its_port_of_jetrl_ports(overlay):
+    objs = _build(overlay)
+    assert set(ports.METRICS) == set(GRPC_SERVICES)
+    for name, port in ports.METRICS.items():
+        c = _main(objs, name)
+        assert _env(objs, c)["JETRL_METRICS_PORT"] == str(port), name
+        assert _container_port(c, "metrics") == port, name
+        # bound beside the gRPC server (jetrl/service.py): on every interface, where Prometheus reaches it
+        assert _env(objs, c)["JETRL_LISTEN"].startswith("0.0.0.0:"), name
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=_variant_id)
+def test_prometheus_scrapes_exactly_the_services_metrics_ports(variant):
+    """Prometheus's pod discovery, relabelled as its config says, keeps each service's `metrics`
+    port and nothing else (no gRPC port, no other pod), under the job names of compose's Prometheus."""
+    objs = _build(*variant)
+    job = _prometheus_job(objs)
+    [sd] = job["kubernetes_sd_configs"]
+    assert sd == {"role": "pod", "namespaces": {"own_namespace": True}}
+    compose_jobs = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"]
+    assert _scraped(objs, job) == {(name, port): name for name, port in ports.METRICS.items()}
+    assert {j["job_name"] for j in compose_jobs} == set(ports.METRICS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_runs_as_in_compose_and_may_list_the_namespaces_pods(overlay):
+    objs = _build(overlay)
+    compose = _compose()["prometheus"]
+    c = _main(objs, "prometheus")
+    assert c["image"] == compose["image"]
+    # its config is the ConfigMap's, its retention compose's
+    config_file = next(a.split("=", 1)[1] for a in c["args"] if a.startswith("--config.file="))
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == str(Path(config_file).parent)]
+    pod = _pod(objs, "prometheus")
+    [vol] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert vol["configMap"]["name"] == _by_prefix(objs, "ConfigMap", "prometheus-config")["metadata"]["name"]
+    assert Path(config_file).name == "prometheus.yml"
+    retention = [a for a in c["args"] if a.startswith("--storage.tsdb.retention.time=")]
+    assert retention == [a for a in compose["command"] if a.startswith("--storage.tsdb.retention.time=")]
+    target, port = _service_target(objs, "prometheus", 9090)
+    assert target is c and port == 9090
+    # its ServiceAccount is bound to a Role of this namespace that lists and watches pods
+    account = pod["serviceAccountName"]
+    assert _one(objs, "ServiceAccount", account)
+    [binding] = [
+        b
+        for b in objs
+        if b["kind"] == "RoleBinding"
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in b["subjects"]
+    ]
+    assert binding["roleRef"]["kind"] == "Role"
+    role = _one(objs, "Role", binding["roleRef"]["name"])
+    assert any(
+        "" in r["apiGroups"] and "pods" in r["resources"] and {"list", "watch"} <= set(r["verbs"])
+        for r in role["rules"]
+    )
 
 
 # ---- images, resources, GPUs, security -------------------------------------------------------
