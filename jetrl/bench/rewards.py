@@ -36,7 +36,7 @@ import sys
 import time
 
 from jetrl.bench.rewards_arms import ARMS, Arm, add_arguments, arm_spec, starting_checkpoint, task_spec
-from jetrl.bench.rewards_metrics import label_stats, read_groups, summarize
+from jetrl.bench.rewards_metrics import label_stats, read_dynamics, read_groups, summarize
 from jetrl.bench.rewards_report import (
     LABEL_COLUMNS,
     RUN_COLUMNS,
@@ -45,6 +45,7 @@ from jetrl.bench.rewards_report import (
     criterion,
     flat_run_rows,
     plot_curves,
+    plot_dynamics,
     summary_rows,
     v0_rows,
 )
@@ -64,9 +65,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_row(
-    arm: Arm, seed: int, spec: RunSpec, record, curve: list[tuple[int, float, float]], labels: dict | None
+    arm: Arm,
+    seed: int,
+    spec: RunSpec,
+    record,
+    curve: list[tuple[int, float, float]],
+    labels: dict | None,
+    dynamics: list[dict],
 ) -> dict:
-    """One run's figures: its held-out curve, version 0 and final accuracy, what it trained on."""
+    """One run's figures: its held-out curve, version 0 and final accuracy, what it trained on,
+    entropy, KL and top-answer share per version and the first version its progress warned of collapse."""
     v0 = next((a for v, _, a in curve if v == 0), None)
     final = curve[-1] if curve and curve[-1][0] > 0 else None
     return {
@@ -88,6 +96,8 @@ def run_row(
         "gain": final[2] - v0 if final and v0 is not None else None,
         "curve": [{"version": v, "seconds": t, "accuracy": a} for v, t, a in curve],
         "labels": labels,
+        "dynamics": dynamics,
+        "warned_at": next((d["version"] for d in dynamics if d["warning"]), None),
     }
 
 
@@ -100,10 +110,13 @@ def run(args: argparse.Namespace) -> int:
     from jetrl.bench.stack import RunRecord, bench_database_url, console, follow_all, private_stack
     from jetrl.cli.stack import start_reward_servers
 
+    if args.kl_coef is not None and args.recipe != "papers":
+        raise SystemExit("jetrl bench rewards: --kl-coef sets the KL anchor of --recipe papers; add --recipe papers")
     require_plotting()  # before the runs, not after them
     started = time.monotonic()
     json_path = args.json or out_dir(args) / "rewards.json"
     plot_path = args.plot or out_dir(args) / "img" / "rewards.png"
+    dynamics_path = plot_path.with_name(f"{plot_path.stem}-dynamics{plot_path.suffix}")
     user = Settings()
     previous = json.loads(args.from_json.read_text()) if args.from_json else None
     if previous:  # the settings the runs were made with, not this command line's
@@ -157,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     for (seed, arm), spec, record in zip(pairs, specs, records):
         curve = read_accuracy_curve(database_url, record.run_id)
         labels = label_stats(read_groups(database_url, record.run_id), arm.reward, split_version=args.steps // 2)
-        rows.append(run_row(arm, seed, spec, record, curve, labels))
+        dynamics = read_dynamics(database_url, record.run_id, spec.metrics)
+        rows.append(run_row(arm, seed, spec, record, curve, labels, dynamics))
     order = [a.name for a in arms]
     rows.sort(key=lambda r: (order.index(r["arm"]), r["seed"]))
     summary = summarize(rows, order)
@@ -197,7 +211,18 @@ def run(args: argparse.Namespace) -> int:
             },
             "settings": {
                 k: getattr(args, k)
-                for k in ("arms", "seeds", "steps", "batch_groups", "group_size", "teacher_samples", "eval_every", "lr")
+                for k in (
+                    "arms",
+                    "recipe",
+                    "kl_coef",
+                    "seeds",
+                    "steps",
+                    "batch_groups",
+                    "group_size",
+                    "teacher_samples",
+                    "eval_every",
+                    "lr",
+                )
             },
             "base_spec": str(DEMO_SPEC.relative_to(DEMO_SPEC.parents[1])),
             "criterion": verdict,
@@ -212,6 +237,7 @@ def run(args: argparse.Namespace) -> int:
         diag["heldout"]["greedy"],
         f"{args.terms}-term chains of {args.digits}-digit operands; {len(args.seeds)} seeds, B = {args.batch_groups}",
     )
+    plot_dynamics(dynamics_path, rows, order, f"{args.recipe} recipe; means over {len(args.seeds)} seeds")
     if args.markdown:
         args.markdown.parent.mkdir(parents=True, exist_ok=True)
         args.markdown.write_text(
@@ -227,7 +253,9 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     console.print(
-        f"wrote {json_path}, {plot_path}" + (f", {args.markdown}" if args.markdown else "") + f" in {wall / 60:.1f} min"
+        f"wrote {json_path}, {plot_path}, {dynamics_path}"
+        + (f", {args.markdown}" if args.markdown else "")
+        + f" in {wall / 60:.1f} min"
     )
     return 0 if all(r["state"] == "COMPLETED" for r in rows) else 1
 

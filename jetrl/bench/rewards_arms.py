@@ -11,7 +11,7 @@ from jetrl.bench.options import add_output, add_selection
 from jetrl.config import RunSpec, Settings
 from jetrl.spec_sections import TaskSpec
 
-__all__ = ["ARMS", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "task_spec"]
+__all__ = ["ARMS", "RECIPES", "Arm", "add_arguments", "arm_spec", "starting_checkpoint", "task_spec"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,34 @@ ARMS = {
 }
 
 
+# What `--recipe papers` changes from the demo's spec, after the Co-rewarding authors' run scripts
+# (docs/rewards.md): a k3 (`low_var_kl`) KL anchor in the loss, to the initial policy at β 0.005
+# (Co-rewarding-I's) for every arm but `teacher`, which takes the EMA teacher as its reference at
+# β 0.001 (Co-rewarding-II's); a cosine learning rate after 10% warm-up; their slow teacher,
+# momentum 0.99 -> 0.99999 updated every version. Their peak rate (3e-6, for models of billions of
+# parameters) and batch of 128 questions are not taken: the tiny policy keeps the demo's rate, and
+# the batch the bench's --batch-groups.
+PAPERS_KL = {"teacher": (0.001, "teacher")}  # reward -> (β, reference); the others below
+PAPERS_KL_DEFAULT = (0.005, "initial")
+RECIPES = ("demo", "papers")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The options of `jetrl bench rewards` (also benchmarks/rewards_bench.py)."""
     add_selection(p, "--arms", ARMS, "ARM", "arms to run")
+    p.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="demo",
+        help="demo: the demo's hyperparameters, no KL; papers: the Co-rewarding scripts' KL anchor, "
+        "cosine schedule with warm-up and slow teacher (docs/rewards.md)",
+    )
+    p.add_argument(
+        "--kl-coef",
+        type=float,
+        metavar="BETA",
+        help="with --recipe papers: β of every arm's KL anchor instead of the papers' (0.005; teacher 0.001)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="run seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, default=50, help="versions per run (default 50, as the demo)")
     p.add_argument("--batch-groups", type=int, default=16, help="B: groups per batch (default 16, as the demo)")
@@ -112,6 +137,14 @@ def arm_spec(
     raw["rollout"].update(group_size=arm.group_size or args.group_size, analogous_view=arm.reward == "co_reward")
     raw["teacher"] = {"samples": args.teacher_samples} if arm.reward == "teacher" else None
     raw["train"].update(steps=args.steps, batch_groups=args.batch_groups, advantage=arm.advantage)
+    if args.recipe == "papers":
+        beta, reference = PAPERS_KL.get(arm.reward, PAPERS_KL_DEFAULT)
+        beta = beta if args.kl_coef is None else args.kl_coef
+        raw["train"].update(
+            kl_coef=beta, kl_estimator="k3", kl_reference=reference, lr_schedule="cosine", lr_warmup_ratio=0.1
+        )
+        if raw["teacher"] is not None:
+            raw["teacher"].update(ema_start=0.99, ema_end=0.99999, update_every=1)
     if args.lr:
         raw["train"]["lr"] = args.lr
     raw["reward"]["endpoints"] = [{"address": servers[arm.server], "weight": 1.0}] if arm.server else []

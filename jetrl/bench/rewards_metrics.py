@@ -10,10 +10,12 @@ the servers use too).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 
+from jetrl.spec_sections import MetricsSpec
 from jetrl.states import GroupState
 from jetrl.tasks.answers import answer_of, majority_answer
 from jetrl.views import ANALOGOUS, MAIN, TEACHER
@@ -24,6 +26,8 @@ __all__ = [
     "label_of",
     "label_stats",
     "read_groups",
+    "read_dynamics",
+    "mean_series",
     "summarize",
     "mean_curve",
 ]
@@ -148,6 +152,39 @@ def read_groups(database_url: str, run_id: str) -> list[GroupRecord]:
     return [(admitted, reference, dict(views)) for admitted, reference, views in groups.values()]
 
 
+def read_dynamics(database_url: str, run_id: str, bounds: MetricsSpec) -> list[dict]:
+    """Per trained version, from lineage as `jetrl report` reads it: the behaviour policy's mean
+    token entropy, the KL to the reference (None without one), the share of its trained samples
+    that gave the most common answer, and the collapse warning the run's progress showed for it
+    (jetrl/collapse.py, by the run's `metrics` bounds)."""
+    import asyncio
+
+    from jetrl.collapse import collapse_warning
+    from jetrl.lineage.db import make_engine
+    from jetrl.lineage.reports import Reports
+
+    async def points():
+        engine = make_engine(database_url)
+        try:
+            return await Reports(engine).version_points(run_id)
+        finally:
+            await engine.dispose()
+
+    def finite(value: float | None) -> float | None:
+        return value if value is not None and math.isfinite(value) else None  # kl is NaN without a reference
+
+    return [
+        {
+            "version": p.version,
+            "entropy": finite(p.metrics.get("entropy")),
+            "kl": finite(p.metrics.get("kl")),
+            "top_answer_share": p.top_answer_share,
+            "warning": collapse_warning(p, bounds),
+        }
+        for p in asyncio.run(points())
+    ]
+
+
 # ---- over seeds --------------------------------------------------------------------------------
 
 
@@ -192,6 +229,7 @@ def summarize(rows: Sequence[dict], arms: Sequence[str], reference_arm: str = "v
                 "gain": _spread(gains),
                 "gain_vs_reference": statistics.fmean(gains) / ref_gain if ref_gain else None,
                 "label_accuracy": statistics.fmean(labels) if labels else None,
+                "warned": sum(r.get("warned_at") is not None for r in runs),
                 "wall_s": statistics.fmean(r["wall_s"] for r in runs),
             }
         )
@@ -208,3 +246,13 @@ def mean_curve(rows: Sequence[dict]) -> list[tuple[int, float, float, float]]:
         (v, statistics.fmean(c[v] for c in curves), min(c[v] for c in curves), max(c[v] for c in curves))
         for v in versions
     ]
+
+
+def mean_series(rows: Sequence[dict], key: str) -> list[tuple[int, float]]:
+    """(version, mean over the runs) of one per-version figure of their `dynamics`, at the versions
+    where every run has it."""
+    series = [{d["version"]: d[key] for d in r.get("dynamics") or [] if d.get(key) is not None} for r in rows]
+    if not series or not all(series):
+        return []
+    versions = sorted(set.intersection(*(set(s) for s in series)))
+    return [(v, statistics.fmean(s[v] for s in series)) for v in versions]

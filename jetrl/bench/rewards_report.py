@@ -1,5 +1,6 @@
 """What `jetrl bench rewards` shows and writes: its tables (version 0, per arm, per run), the
-plot of held-out accuracy over versions, and the experiment's criterion as measured.
+plots of held-out accuracy and of entropy, KL and top-answer share over versions, and the
+experiment's criterion as measured.
 """
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jetrl.bench.report import pyplot
-from jetrl.bench.rewards_metrics import mean_curve
+from jetrl.bench.rewards_metrics import mean_curve, mean_series
 
 __all__ = [
     "LABEL_COLUMNS",
@@ -17,6 +18,7 @@ __all__ = [
     "criterion",
     "flat_run_rows",
     "plot_curves",
+    "plot_dynamics",
     "summary_rows",
     "v0_rows",
 ]
@@ -39,6 +41,7 @@ SUMMARY_COLUMNS = [
     ("gain", "gain, points", "{}"),
     ("of_verify", "gain / verify's", "{:.0%}"),
     ("label_accuracy", "pseudo-label right", "{:.1%}"),
+    ("warned", "collapse warned", "{}"),
     ("wall_s", "wall s / run", "{:,.0f}"),
 ]
 RUN_COLUMNS = [
@@ -55,6 +58,8 @@ RUN_COLUMNS = [
     ("reward_precision", "reward precision", "{:.1%}"),
     ("reward_recall", "reward recall", "{:.1%}"),
     ("top_late", "top answer (late)", "{}"),
+    ("entropy_late", "entropy (late), nats", "{:.2f}"),
+    ("warned", "collapse warned", "{}"),
     ("wall_s", "wall s", "{:,.0f}"),
     ("state", "state", "{}"),
 ]
@@ -89,6 +94,7 @@ def summary_rows(summary: list[dict]) -> list[dict]:
                 "gain": _pm(s["gain"], True),
                 "of_verify": s["gain_vs_reference"],
                 "label_accuracy": s["label_accuracy"],
+                "warned": f"{s['warned']} of {len(s['seeds'])}",
                 "wall_s": s["wall_s"],
             }
         )
@@ -101,6 +107,10 @@ def flat_run_rows(rows: list[dict]) -> list[dict]:
         labels = r.get("labels") or {}
         every, early, late = (labels.get(k) or {} for k in ("all", "early", "late"))
         gain = None if r.get("gain") is None else r["gain"] * 100
+        half = (r.get("final_version") or 0) // 2
+        late_entropy = [
+            d["entropy"] for d in r.get("dynamics") or [] if d["version"] > half and d["entropy"] is not None
+        ]
         out.append(
             {
                 **r,
@@ -114,6 +124,8 @@ def flat_run_rows(rows: list[dict]) -> list[dict]:
                 "top_late": None
                 if late.get("top_answer") is None
                 else f"{late['top_answer']} ({late['top_answer_share']:.0%})",
+                "entropy_late": sum(late_entropy) / len(late_entropy) if late_entropy else None,
+                "warned": "no" if r.get("warned_at") is None else f"from v{r['warned_at']}",
             }
         )
     return out
@@ -173,6 +185,38 @@ def plot_curves(path: Path, rows: list[dict], arms: list[str], v0: float | None,
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_dynamics(path: Path, rows: list[dict], arms: list[str], title: str) -> None:
+    """Four panels per version, means over seeds per arm: held-out accuracy, the behaviour policy's
+    token entropy, the KL to the reference (arms without one have none), and the share of the most
+    common answer among the trained samples (collapse: entropy falls, one answer takes over)."""
+    plt = pyplot()
+    panels = [
+        ("held-out accuracy, %", None),
+        ("token entropy, nats", "entropy"),
+        ("KL to the reference", "kl"),
+        ("top answer's share of trained samples", "top_answer_share"),
+    ]
+    fig, axes = plt.subplots(2, 2, figsize=(11.0, 7.5), squeeze=False)
+    for ax, (label, key) in zip(axes.flat, panels):
+        for name in arms:
+            runs = [r for r in rows if r["arm"] == name]
+            if key is None:
+                points = [(v, mean * 100) for v, mean, _, _ in mean_curve(runs)]
+            else:
+                points = mean_series(runs, key)
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], label=name, marker="o" if key is None else None)
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel("policy version")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize="small", loc="best")
+    fig.suptitle(title, fontsize="medium")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
 
 

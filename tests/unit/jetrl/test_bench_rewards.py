@@ -4,9 +4,17 @@ summary over seeds, sampling, outputs."""
 import pytest
 
 from jetrl.bench.report import markdown_table
+from jetrl.bench.rewards import run as bench_run
 from jetrl.bench.rewards_arms import ARMS, arm_spec, task_spec
-from jetrl.bench.rewards_metrics import label_of, label_stats, mean_curve, summarize
-from jetrl.bench.rewards_report import SUMMARY_COLUMNS, criterion, flat_run_rows, plot_curves, summary_rows
+from jetrl.bench.rewards_metrics import label_of, label_stats, mean_curve, mean_series, summarize
+from jetrl.bench.rewards_report import (
+    SUMMARY_COLUMNS,
+    criterion,
+    flat_run_rows,
+    plot_curves,
+    plot_dynamics,
+    summary_rows,
+)
 from jetrl.bench.rewards_v0 import sample_texts
 from jetrl.cli.main import _parser
 from jetrl.config import load_spec
@@ -58,7 +66,7 @@ def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
     assert [e.address for e in m.reward.endpoints] == ["127.0.0.1:6001"] and not m.rollout.analogous_view
     assert [e.address for e in c.reward.endpoints] == ["127.0.0.1:6002"] and c.rollout.analogous_view
     assert [e.address for e in t.reward.endpoints] == ["127.0.0.1:6003"] and t.teacher.samples == 8
-    assert t.teacher.ema_start == 0.9 and not t.rollout.analogous_view
+    assert (t.teacher.ema_start, t.teacher.ema_end) == (0.99, 0.99999) and not t.rollout.analogous_view
     assert (g2.rollout.group_size, g2.train.advantage, g2.reward.endpoints) == (2, "grpo", ())
     assert (mc.rollout.group_size, mc.train.advantage, mc.reward.endpoints) == (3, "mc_grpo", ())
     same = {"name", "reward", "rollout", "teacher", "train"}
@@ -67,6 +75,41 @@ def test_arm_specs_differ_only_in_reward_estimator_and_views(tmp_path):
         "digits": 2,
         "terms": 3,
     }
+
+
+def test_the_papers_recipe_adds_their_kl_anchor_schedule_and_slow_teacher_and_nothing_else(tmp_path):
+    base = load_spec(DEMO_SPEC)
+    demo, papers = bench_args(), bench_args("--recipe", "papers")
+    assert demo.recipe == "demo"
+    for name, arm in ARMS.items():
+        before, after = (
+            arm_spec(base, tmp_path, arm, 0, demo, SERVERS),
+            arm_spec(base, tmp_path, arm, 0, papers, SERVERS),
+        )
+        assert before.train.kl_coef == 0.0 and before.train.lr_schedule == "constant"
+        train = after.train
+        assert (train.kl_estimator, train.lr_schedule, train.lr_warmup_ratio, train.lr) == (
+            "k3",
+            "cosine",
+            0.1,
+            base.train.lr,
+        )
+        # Co-rewarding-II: the teacher is the reference, at its β; the others anchor to version 0 at Co-rewarding-I's
+        expected = (0.001, "teacher") if name == "teacher" else (0.005, "initial")
+        assert (train.kl_coef, train.kl_reference) == expected, name
+        if after.teacher is not None:
+            assert (after.teacher.ema_start, after.teacher.ema_end, after.teacher.update_every) == (0.99, 0.99999, 1)
+        changed = {
+            "train": {"kl_coef", "kl_estimator", "kl_reference", "lr_schedule", "lr_warmup_ratio"},
+            "teacher": True,
+        }
+        assert after.model_dump(exclude=changed) == before.model_dump(exclude=changed)
+    stronger = arm_spec(
+        base, tmp_path, ARMS["teacher"], 0, bench_args("--recipe", "papers", "--kl-coef", "0.5"), SERVERS
+    )
+    assert (stronger.train.kl_coef, stronger.train.kl_reference) == (0.5, "teacher")
+    with pytest.raises(SystemExit, match="add --recipe papers"):
+        bench_run(bench_args("--kl-coef", "0.5"))
 
 
 def group(admitted, reference, **views):
@@ -158,7 +201,10 @@ def test_summary_gain_as_share_of_verify():
     assert criterion([verify, {**co, "gain_vs_reference": 0.79}]).startswith("criterion not met")
     md = markdown_table(summary_rows(summary), SUMMARY_COLUMNS, "")
     assert "| verify | yes | G = 8, grpo |" in md
-    assert "| co_reward | no | G = 8, grpo | 2 | 20.0 | 41.0 ± 5.7 | 37.0–45.0 | +21.0 ± 5.7 | 84% | 50.0% |" in md
+    assert (
+        "| co_reward | no | G = 8, grpo | 2 | 20.0 | 41.0 ± 5.7 | 37.0–45.0 | +21.0 ± 5.7 | 84% | 50.0% | 0 of 2 |"
+        in md
+    )
     assert flat_run_rows([run("verify", 0, 0.2, 0.5)])[0]["label_accuracy"] is None
     late = {"label_accuracy": 0.1, "top_answer": "2", "top_answer_share": 0.934}
     flat = flat_run_rows([{**run("majority", 0, 0.2, 0.1), "labels": {"all": {}, "early": {}, "late": late}}])[0]
@@ -229,3 +275,40 @@ def test_v0_diagnostics_shape(tmp_path):
     assert set(diag["labels"]) == {"majority", "co_reward", "teacher"}
     sets, rules = v0_rows(diag)
     assert len(sets) == 3 and [r["rule"].split(":")[0] for r in rules] == ["majority", "co_reward", "teacher"]
+
+
+def dynamics(*points):
+    return [{"version": v, "entropy": e, "kl": None, "top_answer_share": t, "warning": w} for v, e, t, w in points]
+
+
+def test_dynamics_warned_runs_and_late_entropy():
+    collapsing = {
+        **run("co_reward", 0, 0.2, 0.05),
+        "final_version": 4,
+        "dynamics": dynamics((1, 1.5, 0.2, ""), (2, 1.0, 0.4, ""), (3, 0.4, 0.7, "collapse? ..."), (4, 0.2, 0.9, "x")),
+        "warned_at": 3,
+    }
+    steady = {
+        **run("co_reward", 1, 0.2, 0.3),
+        "final_version": 4,
+        "dynamics": dynamics((1, 1.5, 0.1, ""), (2, 1.3, 0.1, ""), (4, 1.1, 0.2, "")),
+        "warned_at": None,
+    }
+    assert mean_series([collapsing, steady], "entropy") == [
+        (1, 1.5),
+        (2, pytest.approx(1.15)),
+        (4, pytest.approx(0.65)),
+    ]
+    assert mean_series([collapsing, steady], "kl") == []  # no reference: no KL
+    [summary] = summarize([collapsing, steady], ["co_reward"])
+    assert summary["warned"] == 1 and summary_rows([summary])[0]["warned"] == "1 of 2"
+    flat = flat_run_rows([collapsing, steady])
+    assert [f["warned"] for f in flat] == ["from v3", "no"]
+    assert flat[0]["entropy_late"] == pytest.approx(0.3) and flat[1]["entropy_late"] == pytest.approx(1.1)
+
+
+def test_plot_dynamics(tmp_path):
+    rows = [{**run("verify", 0, 0.2, 0.5), "dynamics": dynamics((1, 1.2, 0.1, ""), (2, 1.1, 0.2, ""))}]
+    out = tmp_path / "img" / "rewards-dynamics.png"
+    plot_dynamics(out, rows, ["verify", "co_reward"], "test")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
