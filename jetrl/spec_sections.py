@@ -363,16 +363,17 @@ class TeacherSpec(SpecModel):
 
     samples: int = Field(4, ge=1, le=1024)
     """G~: teacher samples of each question."""
-    ema_start: float = Field(0.9, ge=0.0, lt=1.0)
-    """EMA rate m at step 0: teacher <- m * teacher + (1 - m) * policy after every step."""
-    ema_end: float = Field(0.99, ge=0.0, le=1.0)
+    ema_start: float = Field(0.99, ge=0.0, lt=1.0)
+    """EMA rate m at step 0: teacher <- m * teacher + (1 - m) * policy after every step. The
+    defaults are Co-rewarding-II's script's (α = 1 − m from 0.01 to 1e-5): a teacher that barely
+    moves, and so a steady reference for the KL anchor (`train.kl_reference: teacher`)."""
+    ema_end: float = Field(0.99999, ge=0.0, le=1.0)
     """EMA rate at the last step; m follows a cosine from ema_start to ema_end, so the teacher
     tracks the early policy closely and settles later."""
     update_every: int = Field(1, ge=1, le=100_000)
     """Versions between the teacher's updates (the Co-rewarding authors' `update_interval`): it
     moves only at versions that are multiples of this, at the schedule's rate there, and stays as
-    it is in between. Their script's slow teacher is update_every 1 with ema_start 0.99 and
-    ema_end 0.99999 (α = 1 − m from 0.01 to 1e-5)."""
+    it is in between; their script updates it after every step, as the default does."""
     temperature: float = Field(1.0, ge=0.0, le=4.0)
     """Sampling temperature of the teacher's samples."""
 
