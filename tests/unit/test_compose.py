@@ -465,9 +465,11 @@ def test_the_gpu_rollout_is_the_rollout_service_on_the_cuda_image_with_a_gpu():
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
 
 
-def test_the_cuda_image_installs_vllm_and_jetrl_with_the_constraints_as_non_root():
+def test_the_cuda_image_installs_vllm_deepspeed_and_jetrl_with_the_constraints_as_non_root():
     text = CUDA_DOCKERFILE.read_text()
     assert "'vllm==0.32.0'" in text and "download.pytorch.org/whl/cpu" not in text
+    # the trainer of the k8s GPU overlay runs from it: DeepSpeed (train.engine: deepspeed) is what uses its GPU
+    assert "DS_BUILD_OPS=0 pip install -c constraints.txt 'vllm==0.32.0' '.[deepspeed]'" in text.replace("\\\n", " ")
     runs = [line for line in text.replace("\\\n", " ").splitlines() if line.startswith("RUN")]
     installs = [cmd for run in runs for cmd in run.split("pip install")[1:]]
     assert installs and all("-c constraints.txt" in cmd.split("&&")[0] for cmd in installs)
