@@ -294,6 +294,18 @@ async def declare(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...] = CO
         have = dict(zip(Kind, streams, strict=True))
         await asyncio.gather(*(declare_consumer(js, spec, have[spec.kind]) for spec in consumers))
     except PermissionDenied as exc:
+        if differences and all(d.endswith(".num_replicas") and "/" not in d for d in differences):
+            # only streams' replica counts differ (a single server keeps R1 when asked for 3, as
+            # declare_stream does for the admin): a service starts on them, as the admin's would
+            log.warning(
+                "streams keep their replica count",
+                extra=log_fields(
+                    streams=[d.removesuffix(".num_replicas") for d in differences],
+                    wanted=replicas,
+                    what_to_do="run `jetrl nats declare` as the admin user to change it",
+                ),
+            )
+            return
         more = ", ..." if len(differences) > 5 else ""
         found = f" (not as this version declares it: {', '.join(differences[:5])}{more})" if differences else ""
         raise PermissionDenied(

@@ -14,6 +14,7 @@ from nats.js.errors import BadRequestError, NotFoundError, ServerError
 from pydantic import ValidationError
 
 from jetrl.bus import CONSUMERS, Kind, declare
+from jetrl.bus.refusals import PermissionDenied
 from jetrl.bus.topology import declare_stream, stream_config, stream_name
 from jetrl.config import Settings
 
@@ -44,8 +45,9 @@ def test_durable_consumers_carry_the_replicas_they_are_given(replicas):
 class FakeJetStream:
     """JetStream's stream API as a server answers it: `servers` in the cluster (1: not clustered)."""
 
-    def __init__(self, servers: int, existing: dict[str, int] | None = None):
+    def __init__(self, servers: int, existing: dict[str, int] | None = None, read_only: bool = False):
         self.servers = servers
+        self.read_only = read_only  # connected as a service role: reading the layout only
         self.streams = {
             stream_name(kind): stream_config(kind, existing.get(stream_name(kind), 1))
             for kind in Kind
@@ -55,6 +57,8 @@ class FakeJetStream:
         self.consumer_configs: dict[str, ConsumerConfig] = {}
 
     def _check(self, config) -> None:
+        if self.read_only:
+            raise PermissionDenied("svc_reward: permissions violation for publish to $JS.API...")
         if config.num_replicas > 1 and self.servers == 1:
             raise ServerError(code=500, err_code=10074, description="replicas > 1 not supported in non-clustered mode")
         if config.num_replicas > self.servers:
@@ -78,6 +82,8 @@ class FakeJetStream:
         return type("Info", (), {"config": self.streams[name]})()
 
     async def add_consumer(self, stream, config):
+        if self.read_only:
+            raise PermissionDenied("svc_reward: permissions violation for publish to $JS.API...")
         self.consumers.append(config.durable_name)
         self.consumer_configs[config.durable_name] = config
 
@@ -125,3 +131,21 @@ async def test_other_config_changes_still_update_the_stream():
     js.streams[old.name] = old
     await declare_stream(js, Kind.TASKS, 1)
     assert js.streams[old.name] == stream_config(Kind.TASKS)
+
+
+async def test_a_service_starts_on_streams_whose_replica_count_differs_from_its_setting(caplog):
+    """A single server holding the admin's R1 layout, a service (read-only, as its role) set to 3:
+    it starts with a warning that names the admin step, as the admin's declare keeps R1 with one."""
+    admin = FakeJetStream(servers=1)
+    await declare(admin, replicas=1)
+    service = FakeJetStream(servers=1, read_only=True)
+    service.streams, service.consumer_configs = admin.streams, admin.consumer_configs
+    with caplog.at_level(logging.WARNING, logger="jetrl.bus.topology"):
+        await declare(service, replicas=3)
+    [warned] = [r for r in caplog.records if r.getMessage() == "streams keep their replica count"]
+    assert "jetrl nats declare" in warned.fields["what_to_do"] and len(warned.fields["streams"]) == len(Kind)
+    # anything else that differs is still the admin's to declare: the service does not start
+    name = CONSUMERS[0].name
+    service.consumer_configs[name] = dataclasses.replace(service.consumer_configs[name], ack_wait=1.0)
+    with pytest.raises(PermissionDenied, match="jetrl nats declare"):
+        await declare(service, replicas=3)
