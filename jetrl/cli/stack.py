@@ -52,8 +52,9 @@ def _dirs(settings: Settings) -> tuple[Path, Path]:
 
 
 def metrics_ports(settings: Settings) -> dict[str, int]:
-    """Where `up` has each of the four services serve /metrics, module -> port: the free ports
-    isolated_settings chose for a stack of its own, else their METRICS ports in jetrl/ports.py."""
+    """Where `up` has each of the four services serve /metrics, module -> port: the ports chosen
+    for the stack (`choose_metrics_ports`: by `isolated_settings`, or by `up` from ports.py's
+    METRICS where they were free), else, before any was chosen, their METRICS ports."""
     chosen = settings.data_dir.resolve() / METRICS_PORTS_FILE
     if chosen.exists():
         return json.loads(chosen.read_text())
@@ -206,27 +207,39 @@ def isolated_settings(root: Path, database_url: str, **overrides) -> Settings:
         trainer_addr=f"127.0.0.1:{free_port()}",
         **overrides,
     )
-    _choose_metrics_ports(settings)
+    choose_metrics_ports(settings)
     return as_admin(settings, ensure_passwords(auth_dir(settings) / "passwords.env"))
 
 
-def _choose_metrics_ports(settings: Settings) -> None:
-    """Free ports for the metrics of a stack of its own, written where `metrics_ports` reads them."""
-    # free_port may hand out a port again once it is closed: four distinct ones, none a gRPC port
+def choose_metrics_ports(settings: Settings, prefer: dict[str, int] | None = None) -> dict[str, int]:
+    """The stack's metrics ports, written where `metrics_ports` reads them (`down` removes them):
+    `prefer`'s port of a service where nothing listens on it, else a free one. Never one of the
+    stack's gRPC ports or its broker's, and four distinct ones (free_port may hand a port out again
+    once it is closed)."""
     taken = {port_of(getattr(settings, field)) for field in SERVICES.values()}
-    chosen: list[int] = []
-    while len(chosen) < len(SERVICES):
-        port = free_port()
-        if port not in taken:
-            taken.add(port)
-            chosen.append(port)
+    taken |= {port_of(url) for url in map(str.strip, settings.nats_url.split(",")) if url.rsplit(":", 1)[-1].isdigit()}
+    chosen: dict[str, int] = {}
+    for module, field in SERVICES.items():
+        port = (prefer or {}).get(module)
+        host = getattr(settings, field).rsplit(":", 1)[0]
+        if port is None or port in taken or tcp_reachable(host, port):  # taken: a free one instead
+            port = free_port()
+            while port in taken:
+                port = free_port()
+        taken.add(port)
+        chosen[module] = port
     data = settings.data_dir.resolve()
     data.mkdir(parents=True, exist_ok=True)
-    (data / METRICS_PORTS_FILE).write_text(json.dumps(dict(zip(SERVICES, chosen, strict=True))))
+    (data / METRICS_PORTS_FILE).write_text(json.dumps(chosen))
+    return chosen
 
 
 def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> None:
     """Start the stack; with `rewards` also every built-in reward server that runs alone, on its port."""
+    if not (settings.data_dir.resolve() / METRICS_PORTS_FILE).exists():
+        # jetrl up: ports.py's METRICS ports where they are free, so a port another program holds
+        # moves that service's metrics elsewhere (printed) instead of stopping the service
+        choose_metrics_ports(settings, prefer=metrics_ports(settings))
     with console.status("starting the jetrl stack…"):
         for line in (
             ensure_nats(settings),
@@ -264,6 +277,8 @@ def down(settings: Settings, timeout: float = 20.0) -> None:
                 os.kill(pid, signal.SIGKILL)
             console.print(f"  stopped {name} (pid {pid})")
         pid_file.unlink()
+    # the next `up` chooses again: the ports written may be taken by then
+    (settings.data_dir.resolve() / METRICS_PORTS_FILE).unlink(missing_ok=True)
 
 
 def _reap(pid: int) -> None:
