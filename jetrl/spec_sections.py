@@ -369,7 +369,7 @@ class TeacherSpec(SpecModel):
     moves, and so a steady reference for the KL anchor (`train.kl_reference: teacher`)."""
     ema_end: float = Field(0.99999, ge=0.0, le=1.0)
     """EMA rate at the last step; m follows a cosine from ema_start to ema_end, so the teacher
-    tracks the early policy closely and settles later."""
+    follows the policy most (if still slowly) early on and all but stops by the end."""
     update_every: int = Field(1, ge=1, le=100_000)
     """Versions between the teacher's updates (the Co-rewarding authors' `update_interval`): it
     moves only at versions that are multiples of this, at the schedule's rate there, and stays as
