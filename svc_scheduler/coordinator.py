@@ -96,7 +96,7 @@ class Coordinator:
             return
         if unsure := self.unsure.get(run_id):
             await self.republish(run)
-            if self.unsure.get(run_id) == unsure:  # no admission failed again meanwhile
+            if self.unsure.get(run_id) == unsure:  # no admission or seal failed again meanwhile
                 del self.unsure[run_id]
         await self.publish_groups(run_id, await self.store.groups.complete_groups(run_id, group_size(run.spec)))
         await self.seal_batches(run_id)
@@ -253,18 +253,30 @@ class Coordinator:
         if run is None:
             return
         async with run.lock:
-            while True:
-                step = await self.store.batches.batches_sealed(run_id)
-                if step >= run.spec.train.steps:
-                    return
-                # decided and recorded first, published second: a restart re-publishes the same batch
-                if not await self.store.batches.seal_batch(
-                    run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
-                ):
-                    return
-                crash_point("seal.recorded")
-                await self._publish_batch(await self.store.batches.load_batch(batch_id(run_id, step)))
-                log.info("batch sealed", extra=log_fields(run=run_id, step=step))
+            try:
+                await self._seal_batches(run)
+            except Exception:
+                # a batch may be sealed whose event never went out (a publish that met the batches
+                # stream electing its leader): the redelivered event finds it sealed and goes on, so
+                # only reconcile's re-publish sends it
+                self.unsure[run_id] = self.unsure.get(run_id, 0) + 1
+                raise
+
+    async def _seal_batches(self, run: ActiveRun) -> None:
+        """`seal_batches` under the run's lock."""
+        run_id = run.run_id
+        while True:
+            step = await self.store.batches.batches_sealed(run_id)
+            if step >= run.spec.train.steps:
+                return
+            # decided and recorded first, published second: a restart re-publishes the same batch
+            if not await self.store.batches.seal_batch(
+                run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
+            ):
+                return
+            crash_point("seal.recorded")
+            await self._publish_batch(await self.store.batches.load_batch(batch_id(run_id, step)))
+            log.info("batch sealed", extra=log_fields(run=run_id, step=step))
 
     async def _publish_batch(self, batch: events_pb2.Batch) -> None:
         parents = await self.store.groups.traceparents([g.group.group_id for g in batch.groups])

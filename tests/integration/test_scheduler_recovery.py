@@ -10,7 +10,7 @@ import uuid
 import nats.js.errors
 import pytest
 
-from jetrl.bus import Kind, Wait, stream_name
+from jetrl.bus import Delivery, Kind, Wait, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
 from sample_events import group_samples
@@ -167,19 +167,19 @@ async def test_a_run_that_cannot_be_resumed_fails_with_the_reason(js, lineage, u
     assert record.state == "FAILED" and "cannot resume" in record.message and "a bug in start" in record.message
 
 
-class TasksDown:
-    """The scheduler's JetStream, except that publishing a task fails while `down` (NATS went away
-    between the admission's commit and its publishes)."""
+class KindDown:
+    """The scheduler's JetStream, except that publishing one kind fails while `down` (NATS went
+    away between a decision's commit and its publish, or the kind's stream was electing a leader)."""
 
-    def __init__(self, js):
-        self.js, self.down = js, True
+    def __init__(self, js, kind: Kind, error: Exception):
+        self.js, self.kind, self.error, self.down = js, kind, error, True
 
     def __getattr__(self, name):
         return getattr(self.js, name)
 
     async def publish(self, subject, payload, **kwargs):
-        if self.down and subject.endswith(".tasks"):
-            raise RuntimeError("no route to the broker")
+        if self.down and subject.endswith(f".{self.kind}"):
+            raise self.error
         return await self.js.publish(subject, payload, **kwargs)
 
 
@@ -200,7 +200,7 @@ async def test_tasks_of_an_admission_whose_publish_failed_go_out_at_the_next_rec
     spec = small_spec(untrained_model_dir)
     run_id = f"r{uuid.uuid4().hex[:8]}"
     await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
-    broker = TasksDown(js)
+    broker = KindDown(js, Kind.TASKS, RuntimeError("no route to the broker"))
     coordinator = Coordinator(broker, lineage)
     with pytest.raises(RuntimeError):
         await coordinator.start(prepare(run_id, spec))  # the groups are recorded, their tasks never sent
@@ -209,3 +209,39 @@ async def test_tasks_of_an_admission_whose_publish_failed_go_out_at_the_next_rec
     broker.down = False
     await coordinator.reconcile(run_id)  # admission has no slot left: only a re-publish sends them
     assert sorted(await tasks_published(js, run_id)) == [group_id(run_id, n) for n in range(B)]
+
+
+async def batches_published(js, run_id: str) -> list[str]:
+    try:
+        msg = await js.get_msg(stream_name(Kind.BATCHES), 1, subject=f"jetrl.{run_id}.batches", next=True)
+    except nats.js.errors.NotFoundError:
+        return []
+    return [ev.Batch.FromString(msg.data).batch_id]
+
+
+async def test_a_batch_whose_publish_failed_after_its_seal_goes_out_at_the_next_reconcile(world):
+    """The node-loss stall: the batch was sealed in lineage, its publish met the batches stream
+    electing a leader (NoStreamResponseError), the scored fetch came back, found its groups
+    recorded and the batch sealed, and nothing published the batch again: a synchronous run
+    waited for it forever."""
+    js, store, spec, run_id = world
+    broker = KindDown(js, Kind.BATCHES, nats.js.errors.NoStreamResponseError())
+    coordinator = Coordinator(broker, store)
+    await coordinator.start(prepare(run_id, spec))
+    recorder = Recorder(coordinator, store)
+    for n in range(B):
+        await recorder.on_samples(group_samples(run_id, n, G))
+    scored = [
+        (
+            ev.ScoredGroup(group=await store.samples.load_group(group_id(run_id, n)), rewards=[1.0, 0.0]),
+            Delivery(f"jetrl.{run_id}.scored", run_id, Kind.SCORED, {}, 1, 1),
+        )
+        for n in range(B)
+    ]
+    with pytest.raises(nats.js.errors.NoStreamResponseError):
+        await recorder.on_scored(scored)
+    assert await store.batches.batches_sealed(run_id) == 1 and await batches_published(js, run_id) == []
+    broker.down = False
+    assert await recorder.on_scored(scored) == {}  # redelivered: already recorded, already sealed
+    await coordinator.reconcile(run_id)  # the tick after
+    assert await batches_published(js, run_id) == [f"{run_id}.b000000"]
