@@ -40,7 +40,9 @@ from runs import assert_every_sample_trained_once, create_run, finished, run_id,
 # It overran its wait whenever a durable consumer had stayed on the server killed: the admin step
 # declared R1 streams and consumers (replicas read from the environment, not its settings) and the
 # services raised the streams to 3, but the server did not raise every consumer with its stream
-# (tests/integration/jetrl/test_nats_cluster.py checks the placement of every consumer now).
+# (tests/integration/jetrl/test_nats_cluster.py checks the placement of every consumer now); and
+# when a sealed batch's publish met the batches stream electing its leader, nothing published it
+# again (tests/integration/test_scheduler_recovery.py).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 # the chaos suite's `sync` spec (jetrl/chaos/trial.py): B = 8 groups of G = 8, ~0.3 s a version on
