@@ -257,23 +257,30 @@ async def _differences(js: JetStreamContext, consumers: tuple[ConsumerSpec, ...]
         fields = {k: v for k, v in dataclasses.asdict(want).items() if v is not None}
         return [f"{what}.{k}" for k, v in fields.items() if getattr(have, k) != v]
 
-    async def stream(kind: Kind) -> list[str]:
-        name = stream_name(kind)
+    async def config_of(kind: Kind) -> StreamConfig | None:
         try:
-            return changed(name, stream_config(kind, replicas), (await js.stream_info(name)).config)
+            return (await js.stream_info(stream_name(kind))).config
         except NotFoundError:
-            return [f"{name} missing"]
+            return None
+
+    # each stream read once: its own differences, and the replicas its consumers should have
+    streams = dict(zip(Kind, await asyncio.gather(*(config_of(kind) for kind in Kind)), strict=True))
+    found = [
+        changed(stream_name(kind), stream_config(kind, replicas), have) if have else [f"{stream_name(kind)} missing"]
+        for kind, have in streams.items()
+    ]
 
     async def consumer(spec: ConsumerSpec) -> list[str]:
         name = f"{spec.stream}/{spec.name}"
+        # as many replicas as its stream has (a single server keeps R1 streams: declare_stream)
+        stream = streams[spec.kind]
+        want = spec.config((stream.num_replicas or 1) if stream is not None else replicas)
         try:
-            # as many replicas as its stream has (a single server keeps R1 streams: declare_stream)
-            want = spec.config(await _replicas_of(js, spec.stream) or replicas)
             return changed(name, want, (await js.consumer_info(spec.stream, spec.name)).config)
         except NotFoundError:
             return [f"{name} missing"]
 
-    found = await asyncio.gather(*(stream(kind) for kind in Kind), *(consumer(spec) for spec in consumers))
+    found += await asyncio.gather(*(consumer(spec) for spec in consumers))
     return [difference for differences in found for difference in differences]
 
 
