@@ -40,7 +40,7 @@ SERVICES = {  # module -> setting holding its address
     "svc_rollout": "rollout_addr",
 }
 console = Console(stderr=True)
-# under data_dir: the metrics ports isolated_settings chose for a stack of its own (module -> port)
+# under data_dir: the metrics ports chosen for the stack (module -> port), until `down`
 METRICS_PORTS_FILE = "metrics-ports.json"
 
 
@@ -58,13 +58,21 @@ def metrics_ports(settings: Settings) -> dict[str, int]:
     chosen = settings.data_dir.resolve() / METRICS_PORTS_FILE
     if chosen.exists():
         return json.loads(chosen.read_text())
+    return _default_metrics_ports()
+
+
+def _default_metrics_ports() -> dict[str, int]:
     return {module: METRICS[module.removeprefix("svc_")] for module in SERVICES}
 
 
+def _host(settings: Settings, module: str) -> str:
+    """The host of the service's gRPC address, where it binds its metrics too."""
+    return getattr(settings, SERVICES[module]).rsplit(":", 1)[0]
+
+
 def metrics_url(settings: Settings, module: str) -> str:
-    """The service's Prometheus endpoint: on the host of its gRPC address, where it binds it."""
-    host = getattr(settings, SERVICES[module]).rsplit(":", 1)[0]
-    return f"http://{host}:{metrics_ports(settings)[module]}/metrics"
+    """The service's Prometheus endpoint."""
+    return f"http://{_host(settings, module)}:{metrics_ports(settings)[module]}/metrics"
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -219,10 +227,9 @@ def choose_metrics_ports(settings: Settings, prefer: dict[str, int] | None = Non
     taken = {port_of(getattr(settings, field)) for field in SERVICES.values()}
     taken |= {port_of(url) for url in map(str.strip, settings.nats_url.split(",")) if url.rsplit(":", 1)[-1].isdigit()}
     chosen: dict[str, int] = {}
-    for module, field in SERVICES.items():
+    for module in SERVICES:
         port = (prefer or {}).get(module)
-        host = getattr(settings, field).rsplit(":", 1)[0]
-        if port is None or port in taken or tcp_reachable(host, port):  # taken: a free one instead
+        if port is None or port in taken or tcp_reachable(_host(settings, module), port):  # a free one instead
             port = free_port()
             while port in taken:
                 port = free_port()
@@ -239,7 +246,7 @@ def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> Non
     if not (settings.data_dir.resolve() / METRICS_PORTS_FILE).exists():
         # jetrl up: ports.py's METRICS ports where they are free, so a port another program holds
         # moves that service's metrics elsewhere (printed) instead of stopping the service
-        choose_metrics_ports(settings, prefer=metrics_ports(settings))
+        choose_metrics_ports(settings, prefer=_default_metrics_ports())
     with console.status("starting the jetrl stack…"):
         for line in (
             ensure_nats(settings),
