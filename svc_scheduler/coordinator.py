@@ -154,22 +154,20 @@ class Coordinator:
             await self._abort_generating(run)
             return 0, 0, version
         slots = run.admission.slots(version, accepted, running)
-        resumable = await self.buffer.resumable(run_id, slots)
-        # the sealed-batch count matters only to what resumes (and only with `regenerate`)
+        # the sealed-batch count matters only to what resumes, and only with `regenerate`
         stale_before = (
-            run.admission.stale_before(await self.store.batches.batches_sealed(run_id)) if resumable else None
+            run.admission.stale_before(await self.store.batches.batches_sealed(run_id))
+            if slots and run.admission.regenerate_after_lag is not None
+            else None
         )
-        resumed = 0
+        if resumed := await self.buffer.resume(run_id, slots, version, stale_before):
+            crash_point("resume.recorded")
         in_flight = await self.store.groups.group_problems(run_id) if run.selector else {}
-        for gid in resumable:
-            if (r := await self.buffer.resume(gid, version, stale_before)) is not None:
-                crash_point("resume.recorded")
-                await publish_task(self.js, run, r, in_flight.get(r.n))
-                resumed += 1
+        await asyncio.gather(*(publish_task(self.js, run, r, in_flight.get(r.n)) for r in resumed))
         first = sum(counts.values())
-        problems = await self._problems(run, first, slots - resumed, version, set(in_flight.values()))
-        await self._admit_new(run, range(first, first + slots - resumed), version, problems)
-        return slots, resumed, version
+        problems = await self._problems(run, first, slots - len(resumed), version, set(in_flight.values()))
+        await self._admit_new(run, range(first, first + slots - len(resumed)), version, problems)
+        return slots, len(resumed), version
 
     async def _admit_new(self, run: ActiveRun, numbers: range, version: int, problems: Sequence[int | None]) -> None:
         """Record new groups in one transaction, then publish their tasks; each group is its own

@@ -50,23 +50,6 @@ class PartialBuffer(EngineRole):
             )
             return [(gid, attempt) for gid, attempt in rows]
 
-    async def resumable(self, run_id: str, limit: int) -> list[str]:
-        """Accounted groups of the buffer, oldest first: served before any new group."""
-        if limit <= 0:
-            return []
-        async with self.engine.connect() as conn:
-            found = []
-            for group_id, attempt in await conn.execute(
-                select(PromptGroup.group_id, PromptGroup.attempt)
-                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
-                .order_by(PromptGroup.n)
-            ):
-                if await accounted(conn, group_id, attempt):
-                    found.append(group_id)
-                    if len(found) == limit:
-                        break
-            return found
-
     async def unaccounted(self, run_id: str) -> list[tuple[str, int]]:
         """(group id, attempt) of buffered groups still waiting for the aborted attempt's samples:
         the ABORT that stops that attempt must have gone out, or they would wait for ever."""
@@ -88,32 +71,44 @@ class PartialBuffer(EngineRole):
                 )
             ).scalar_one()
 
-    async def resume(self, group_id: str, version: int, stale_before: int | None) -> Resumed | None:
-        """Start the group's next attempt at `version`; None if it is not resumable (any more).
+    async def resume(self, run_id: str, limit: int, version: int, stale_before: int | None) -> list[Resumed]:
+        """Start the next attempt at `version` of up to `limit` accounted groups of the buffer,
+        oldest first (they are served before any new group), in one transaction.
 
         A prefix whose oldest token is older than `stale_before` is dropped (the sample is
         generated again from its prompt); None keeps every prefix, and the trainer masks what is
         too stale when it trains.
         """
+        if limit <= 0:
+            return []
         async with self.engine.begin() as conn:
-            row = (
-                await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id).with_for_update())
-            ).one_or_none()
-            if row is None or row.state != GroupState.PARTIAL or not await accounted(conn, group_id, row.attempt):
-                return None
-            prefixes, dropped = await self._prefixes(conn, group_id, row.attempt, stale_before)
-            attempt = row.attempt + 1
-            await conn.execute(
-                update(PromptGroup)
-                .where(PromptGroup.group_id == group_id)
-                .values(
-                    state=GroupState.ADMITTED,
-                    attempt=attempt,
-                    attempt_version=version,
-                    recycled=PromptGroup.recycled + 1,
-                )
+            # locked in group-id order (= admission order), the order record_samples locks groups in
+            rows = await conn.execute(
+                select(PromptGroup)
+                .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
+                .order_by(PromptGroup.group_id)
+                .with_for_update()
             )
-            return Resumed(row.n, attempt, version, row.traceparent, prefixes, dropped)
+            resumed: list[Resumed] = []
+            for row in rows.all():
+                if len(resumed) == limit:
+                    break
+                if not await accounted(conn, row.group_id, row.attempt):
+                    continue  # the aborted attempt's partials are still on their way
+                prefixes, dropped = await self._prefixes(conn, row.group_id, row.attempt, stale_before)
+                r = Resumed(row.n, row.attempt + 1, version, row.traceparent, prefixes, dropped)
+                resumed.append(r)
+                await conn.execute(
+                    update(PromptGroup)
+                    .where(PromptGroup.group_id == row.group_id)
+                    .values(
+                        state=GroupState.ADMITTED,
+                        attempt=r.attempt,
+                        attempt_version=version,
+                        recycled=PromptGroup.recycled + 1,
+                    )
+                )
+            return resumed
 
     async def current(self, group_id: str) -> Resumed:
         """The attempt a generating group is on now (to publish its task again after a restart)."""

@@ -67,18 +67,20 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
         [(sample(run_id, gid, 0, [7, 2], [2, 2], reason="eos"), ""), (sample(run_id, gid, 1, [8, 9], [2, 2]), "")]
     )
     assert got == {(gid, run_id): GroupProgress(1, "partial", False)}
-    assert await buffer.resumable(run_id, 10) == [] and await buffer.resume(gid, 3, None) is None
+    assert await buffer.resume(run_id, 10, 3, None) == []  # sample 2 is still on its way
     got = await store.samples.record_samples([(sample(run_id, gid, 2, [], []), "")])  # aborted before its first token
     assert got == {(gid, run_id): GroupProgress(1, "partial", True)}
-    assert await buffer.resumable(run_id, 10) == [gid] and await buffer.size(run_id) == 1
+    assert await buffer.size(run_id) == 1
+    assert await buffer.resume(run_id, 0, 3, None) == []  # no slot: nothing moves
+    assert await store.groups.group_state(gid) == "partial"
 
-    resumed = await buffer.resume(gid, 3, None)
+    [resumed] = await buffer.resume(run_id, 10, 3, None)
     assert (resumed.attempt, resumed.version, resumed.dropped) == (1, 3, 0)
     assert [(p.index, list(p.token_ids), list(p.token_versions)) for p in resumed.prefixes] == [
         (1, [8, 9], [2, 2]),
         (2, [], []),
     ]
-    assert await store.groups.group_state(gid) == "admitted" and await buffer.resume(gid, 3, None) is None
+    assert await store.groups.group_state(gid) == "admitted" and await buffer.resume(run_id, 10, 3, None) == []
     # a restarted scheduler re-publishes exactly the same attempt
     again = await buffer.current(gid)
     assert (again.attempt, again.prefixes) == (1, resumed.prefixes)
@@ -114,7 +116,7 @@ async def test_regenerate_drops_a_stale_prefix_and_lineage_says_so(stores, group
         [(sample(run_id, gid, i, [8, 9], [1, 2]), "") for i in range(G - 1)]
         + [(sample(run_id, gid, G - 1, [8, 9], [2, 2]), "")]
     )
-    resumed = await buffer.resume(gid, 4, stale_before=2)  # a token of version 1 would be too old
+    [resumed] = await buffer.resume(run_id, 1, 4, stale_before=2)  # a token of version 1 would be too old
     assert resumed.dropped == G - 1
     assert [len(p.token_ids) for p in resumed.prefixes] == [0] * (G - 1) + [2]
     assert [len(p.token_ids) for p in (await buffer.current(gid)).prefixes] == [0] * (G - 1) + [2]
@@ -122,3 +124,34 @@ async def test_regenerate_drops_a_stale_prefix_and_lineage_says_so(stores, group
     await store.samples.record_samples([(sample(run_id, gid, 0, [4, 2], [4, 4], attempt=1, reason="eos"), "")])
     [row] = [r for r in (await store.samples.load_group(gid)).samples]
     assert list(row.token_versions) == [4, 4]
+
+
+async def test_one_resume_starts_the_oldest_accounted_groups_up_to_the_slots(stores, group):
+    """Admission resumes every buffered group it has slots for in one transaction, oldest first;
+    a group whose partials are not all in yet waits, and does not take a slot."""
+    store, buffer = stores
+    run_id, _ = group
+    later = [
+        ev.Task(
+            run_id=run_id,
+            group_id=f"{run_id}.g{n:06d}",
+            prompt_id=f"p{n}",
+            prompt="1+1=",
+            prompt_token_ids=[5, 6],
+            num_samples=G,
+            policy_version=2,
+        )
+        for n in (1, 2, 3)
+    ]
+    await store.groups.admit_groups([NewGroup(t, "2", "", "") for t in later])
+    gids = [f"{run_id}.g{n:06d}" for n in range(4)]
+    assert [g for g, _ in await buffer.abort(run_id, gids)] == gids
+    # every group but g000001 hands back all its samples
+    await store.samples.record_samples(
+        [(sample(run_id, g, i, [8], [2]), "") for g in gids for i in range(G) if g != gids[1]]
+        + [(sample(run_id, gids[1], 0, [8], [2]), "")]
+    )
+    resumed = await buffer.resume(run_id, 2, 3, None)
+    assert [(r.n, r.attempt, r.version) for r in resumed] == [(0, 1, 3), (2, 1, 3)]
+    assert [await store.groups.group_state(g) for g in gids] == ["admitted", "partial", "admitted", "partial"]
+    assert [[list(p.token_ids) for p in r.prefixes] for r in resumed] == [[[8]] * G] * 2
