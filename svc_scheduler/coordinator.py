@@ -23,6 +23,7 @@ from opentelemetry import trace
 from jetrl.bus import Kind, publish
 from jetrl.config import RunSpec
 from jetrl.crash import crash_point
+from jetrl.digest import batch_digest
 from jetrl.ids import batch_id, group_id
 from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.groups import NewGroup
@@ -50,6 +51,9 @@ class Coordinator:
         self.unsure: dict[str, int] = {}
         self.changed = asyncio.Condition()
         self.changes = 0  # notifications so far: a watcher that looked away can tell it missed one
+        # run -> batch id -> digest of the batch as published, until the trainer asks for it once
+        # (GetBatchDigest): saves reading the batch back on every version; a miss reads lineage
+        self.digests: dict[str, dict[str, str]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -282,8 +286,14 @@ class Coordinator:
         # a batch joins B group traces: its own trace, linked to each of them
         with tracer.start_as_current_span("batch seal", context=otel_context.Context(), links=links) as span:
             span.set_attributes({Attr.RUN_ID: batch.run_id, Attr.BATCH_ID: batch.batch_id})
+            if batch.run_id in self.runs:  # kept before the trainer can have the batch and ask
+                self.digests.setdefault(batch.run_id, {})[batch.batch_id] = batch_digest(batch)
             await publish(self.js, batch.run_id, Kind.BATCHES, batch, msg_id=batch.batch_id)
             await self.store.batches.set_batch_trace(batch.batch_id, current_trace_id())
+
+    def sealed_digest(self, run_id: str, batch_id: str) -> str | None:
+        """The digest of a batch this scheduler published, once (then forgotten); None if not kept."""
+        return self.digests.get(run_id, {}).pop(batch_id, None)
 
     # ---- evaluation and the end of a run ----------------------------------------------------
 
@@ -344,6 +354,7 @@ class Coordinator:
         await self.store.runs.set_run_state(run_id, state, message)
         crash_point("end.recorded")
         self.runs.pop(run_id, None)
+        self.digests.pop(run_id, None)
         await self.announce_end(run_id, state, message)
         await self.notify()
 

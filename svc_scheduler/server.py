@@ -189,6 +189,8 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
     async def GetBatchDigest(self, request, context: grpc.aio.ServicerContext):
         valid.run_id(request.run_id)
         valid.dotted_id(request.batch_id, "batch_id")
+        if (kept := self.coordinator.sealed_digest(request.run_id, request.batch_id)) is not None:
+            return services_pb2.BatchDigest(sha256=kept)
         if not await self.store.batches.is_sealed(request.run_id, request.batch_id):
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"run {request.run_id!r} sealed no batch {request.batch_id!r}"

@@ -176,6 +176,11 @@ async def test_the_digest_of_a_sealed_batch_is_that_of_the_batch_published(world
         (await js.get_last_msg(stream_name(Kind.BATCHES), f"jetrl.{run_id}.{Kind.BATCHES}")).data
     )
     request = svc.GetBatchDigestRequest(run_id=run_id, batch_id=batch_id(run_id, 0))
+    # the first answer is the digest the scheduler kept when it published the batch, the next
+    # (a redelivered batch, another scheduler) is read back from lineage: both the same
+    assert batch_id(run_id, 0) in recorder.coordinator.digests[run_id]
+    assert (await servicer.GetBatchDigest(request, Refusing())).sha256 == batch_digest(published)
+    assert batch_id(run_id, 0) not in recorder.coordinator.digests[run_id]
     assert (await servicer.GetBatchDigest(request, Refusing())).sha256 == batch_digest(published)
     with pytest.raises(LookupError, match="NOT_FOUND"):
         await servicer.GetBatchDigest(
