@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ARRAY, JSON, BigInteger, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text, func
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
@@ -77,7 +90,7 @@ class PromptGroup(Base):
     attempt_version: Mapped[int] = mapped_column(Integer, default=0)  # version current when it (re)started
     recycled: Mapped[int] = mapped_column(Integer, default=0)  # times aborted and resumed (APRIL)
     view: Mapped[str] = mapped_column(String(64), default="main")
-    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
     reward_server: Mapped[str | None] = mapped_column(String(128), nullable=True)
     reward_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # endpoints that failed, and why
     traceparent: Mapped[str] = mapped_column(String(64), default="")
@@ -96,6 +109,8 @@ class _AttemptKey:
 
 class Sample(Base):
     __tablename__ = "samples"
+    # a version's samples (version_points, run progress), without reading the whole run's
+    __table_args__ = (Index("ix_samples_run_id_trained_version", "run_id", "trained_version"),)
     sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
     group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
@@ -113,7 +128,7 @@ class Sample(Base):
     reward: Mapped[float | None] = mapped_column(Float, nullable=True)
     advantage: Mapped[float | None] = mapped_column(Float, nullable=True)
     trained_version: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the version it made
-    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True)
+    batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)  # task attempts that generated its tokens
     regenerated: Mapped[int] = mapped_column(Integer, default=0)  # stale prefixes dropped and generated again
     # completion tokens recycled from earlier attempts (APRIL): the head the last attempt was given

@@ -110,9 +110,8 @@ class Versions(EngineRole):
             sealed = set(
                 (
                     await conn.execute(
-                        select(Sample.sample_id)
-                        .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
-                        .where(PromptGroup.batch_id == sealed_id, Sample.view != ViewName.TEACHER)
+                        # sealing marks the batch's samples with its id, in the transaction that marks its groups
+                        select(Sample.sample_id).where(Sample.batch_id == sealed_id, Sample.view != ViewName.TEACHER)
                     )
                 ).scalars()
             )
