@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
 
-from sqlalchemy import Table, any_, bindparam, func, select, update
-from sqlalchemy.dialects.postgresql import array, insert
+from sqlalchemy import Float, String, Text, func, select, update
+from sqlalchemy.dialects.postgresql import insert
 
 from jetrl.lineage.models import Batch, PromptGroup, Reward, Sample
-from jetrl.lineage.role import EngineRole
+from jetrl.lineage.role import EngineRole, table_of
 from jetrl.lineage.samples import UnknownGroup, read_groups
 from jetrl.states import GroupState
 from jetrl.v1 import events_pb2, reward_pb2
@@ -31,7 +30,12 @@ def _text(value: str, limit: int | None = None) -> str:
     return value[:limit] if limit is not None else value
 
 
-def _rows(item: Scored, reward_rows: list[dict], sample_rewards: list[dict], moves: list[dict]) -> None:
+def _rows(
+    item: Scored,
+    reward_rows: list[dict],
+    sample_rewards: list[tuple[str, float]],
+    moves: list[tuple[str, str, str, str | None]],
+) -> None:
     """Append one scored group's reward rows, its samples' combined rewards and its state move."""
     scored = item.scored
     group = scored.group
@@ -53,16 +57,9 @@ def _rows(item: Scored, reward_rows: list[dict], sample_rewards: list[dict], mov
             )
             for call in calls
         )
-        sample_rewards.append(dict(b_sample=sample.sample_id, b_reward=scored.rewards[i]))
+        sample_rewards.append((sample.sample_id, scored.rewards[i]))
     failures = "; ".join(f"{c.endpoint}: {c.error}" for c in scored.calls if not c.ok) or None
-    moves.append(
-        dict(
-            b_group=group.group_id,
-            b_state=item.state,
-            b_server=_text(scored.reward_server, 128),
-            b_error=_text(failures) if failures is not None else None,
-        )
-    )
+    moves.append((group.group_id, item.state, _text(scored.reward_server, 128), failures and _text(failures)))
 
 
 @dataclass(frozen=True)
@@ -94,8 +91,8 @@ class Batches(EngineRole):
         reward row."""
         ids = sorted({item.scored.group.group_id for item in items})
         reward_rows: list[dict] = []
-        sample_rewards: list[dict] = []
-        moves: list[dict] = []
+        sample_rewards: list[tuple[str, float]] = []
+        moves: list[tuple[str, str, str, str | None]] = []
         results: list[str | UnknownGroup | None] = []
         async with self.engine.begin() as conn:
             # the groups' rows first, in one order, then their samples: the order record_samples takes them in
@@ -126,27 +123,29 @@ class Batches(EngineRole):
             if reward_rows:
                 await conn.execute(insert(Reward).on_conflict_do_nothing(), reward_rows)
             if sample_rewards:
-                samples = cast(Table, Sample.__table__)  # Core, not ORM: a plain executemany
+                sample_ids, rewards = (list(c) for c in zip(*sample_rewards))
+                v = table_of("v", sample_id=(String(), sample_ids), reward=(Float(), rewards))
                 await conn.execute(
-                    update(samples)
-                    .where(samples.c.sample_id == bindparam("b_sample"), samples.c.reward.is_(None))
-                    .values(reward=bindparam("b_reward")),
-                    sample_rewards,
+                    update(Sample)
+                    .where(Sample.sample_id == v.c.sample_id, Sample.reward.is_(None))
+                    .values(reward=v.c.reward)
                 )
             if moves:
-                groups = cast(Table, PromptGroup.__table__)
+                groups, states, servers, errors = (list(c) for c in zip(*moves))
+                v = table_of(
+                    "v",
+                    group_id=(String(), groups),
+                    state=(String(), states),
+                    server=(String(), servers),
+                    error=(Text(), errors),
+                )
                 await conn.execute(
-                    update(groups)
-                    .where(  # an IN list expands per execution, which executemany cannot do: = ANY(ARRAY[...]) instead
-                        groups.c.group_id == bindparam("b_group"),
-                        groups.c.state == any_(array(list(GroupState.SCORED.earlier()))),
+                    update(PromptGroup)
+                    .where(
+                        PromptGroup.group_id == v.c.group_id,
+                        PromptGroup.state.in_(GroupState.SCORED.earlier()),
                     )
-                    .values(
-                        state=bindparam("b_state"),
-                        reward_server=bindparam("b_server"),
-                        reward_error=bindparam("b_error"),
-                    ),
-                    moves,
+                    .values(state=v.c.state, reward_server=v.c.server, reward_error=v.c.error)
                 )
             now = dict(
                 (

@@ -1,15 +1,26 @@
 """EngineRole: what every role of the lineage store (jetrl.lineage.store) is built on: the engine
-they share, and the two transactions many of their methods are: one idempotent insert, one read."""
+they share, and the two transactions many of their methods are: one idempotent insert, one read;
+and `table_of`, rows of values as a table one statement joins (a set-based UPDATE)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import ARRAY, Executable, bindparam, func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.sql.selectable import TableValuedAlias
+from sqlalchemy.types import TypeEngine
 
-__all__ = ["EngineRole"]
+__all__ = ["EngineRole", "table_of"]
+
+
+def table_of(name: str, **columns: tuple[TypeEngine, list]) -> TableValuedAlias:
+    """Columns of values (name -> (type, values), every list as long) as table `name`, for the
+    FROM of one statement: `unnest` of one array parameter per column. An UPDATE joining it
+    changes any number of rows in one statement, where an executemany runs one per row."""
+    arrays = [bindparam(f"{name}_{col}", values, type_=ARRAY(kind)) for col, (kind, values) in columns.items()]
+    return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
 class EngineRole:

@@ -6,12 +6,12 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import Float, Integer, String, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from jetrl.ids import batch_id
 from jetrl.lineage.models import Batch, PolicyVersion, PromptGroup, Run, Sample
-from jetrl.lineage.role import EngineRole
+from jetrl.lineage.role import EngineRole, table_of
 from jetrl.states import GroupState, ViewName
 from jetrl.v1 import events_pb2
 
@@ -43,29 +43,27 @@ class Versions(EngineRole):
                 .with_for_update()
             )
             if ann.advantages:
+                a = ann.advantages
+                v = table_of(
+                    "v",
+                    sample_id=(String(), [x.sample_id for x in a]),
+                    advantage=(Float(), [x.advantage for x in a]),
+                    staleness=(Integer(), [x.staleness for x in a]),
+                    trained=(Integer(), [x.trained_tokens for x in a]),
+                    masked=(Integer(), [x.stale_masked_tokens for x in a]),
+                    offpolicy=(Integer(), [x.offpolicy_tokens for x in a]),
+                )
                 await conn.execute(
                     update(Sample)
-                    .where(Sample.sample_id == bindparam("sid"), Sample.run_id == ann.run_id)
+                    .where(Sample.sample_id == v.c.sample_id, Sample.run_id == ann.run_id)
                     .values(
-                        advantage=bindparam("adv"),
+                        advantage=v.c.advantage,
                         trained_version=ann.version,
-                        staleness=bindparam("stale"),
-                        trained_tokens=bindparam("trained"),
-                        stale_masked_tokens=bindparam("masked"),
-                        offpolicy_tokens=bindparam("offpolicy"),
+                        staleness=v.c.staleness,
+                        trained_tokens=v.c.trained,
+                        stale_masked_tokens=v.c.masked,
+                        offpolicy_tokens=v.c.offpolicy,
                     )
-                    .execution_options(synchronize_session=False),
-                    [
-                        dict(
-                            sid=a.sample_id,
-                            adv=a.advantage,
-                            stale=a.staleness,
-                            trained=a.trained_tokens,
-                            masked=a.stale_masked_tokens,
-                            offpolicy=a.offpolicy_tokens,
-                        )
-                        for a in ann.advantages
-                    ],
                 )
             # by sample, not by batch id: the announcement may be recorded before its batch row
             trained_groups = (
