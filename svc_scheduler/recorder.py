@@ -235,7 +235,8 @@ class Recorder:
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         """Record a version the trainer made: the next of its run, from the batch lineage sealed;
-        then write its training metrics, before the run may end (and its writer close)."""
+        then admit the groups it lets start, and write its training metrics (before the run may
+        end and its writer close)."""
         if (spec := await self._run_spec(ann.run_id)) is not None:
             # a run going on records its versions in order (an ended one whatever has its batch)
             head = (await self.coordinator.record(ann.run_id)).policy_version
@@ -246,6 +247,9 @@ class Recorder:
         await self.store.versions.record_version(ann, current_trace_id())
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
         VERSIONS_RECORDED.add(1, {"run_id": ann.run_id})
+        last = spec is None or ann.version >= spec.train.steps
+        if not last:  # the next groups start first: the reports below are not what the run waits for
+            await self.coordinator.on_version(ann.run_id, ann.version)
         if spec is not None:
             # this version and the one before (its samples/s): one read for the curves and the warning
             points = await self.store.reports.version_points(ann.run_id, since=ann.version - 1)
@@ -255,7 +259,8 @@ class Recorder:
                 if point.version == ann.version and (warning := collapse_warning(point, spec.metrics)):
                     log.warning("collapse warning", extra=log_fields(run=ann.run_id, warning=warning))
         await self.coordinator.notify()
-        await self.coordinator.on_version(ann.run_id, ann.version)
+        if last:  # the run may end here, and its metrics writer close: after its last version's metrics
+            await self.coordinator.on_version(ann.run_id, ann.version)
 
     async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:
         spec = await self._run_spec(ev.run_id)
