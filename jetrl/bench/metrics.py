@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, func, select
 
 from jetrl.lineage.models import Evaluation, PolicyVersion, PromptGroup, Run, Sample, SampleSegment
 from jetrl.spec_sections import SimulationSpec
-from jetrl.states import FinishReason
+from jetrl.states import GroupState
 
 __all__ = [
     "Ideal",
@@ -115,7 +115,7 @@ class RunMetrics:
     recycled: int  # aborts (APRIL): sum over groups of times each was aborted and resumed
     groups_recycled: int  # groups aborted at least once
     aborted_tokens: int  # generated in attempts that were aborted (APRIL's spare work), dropped prefixes included
-    recycled_trained_tokens: int  # of those, trained: recycled prefixes less their stale-masked tokens
+    recycled_trained_tokens: int  # of those, trained: recycled tokens (prefix_len) less their stale-masked ones
 
     @property
     def aborted_trained_share(self) -> float | None:
@@ -153,10 +153,14 @@ def read_run_metrics(database_url: str, run_id: str, warmup: int) -> RunMetrics:
                     func.coalesce(func.sum(PromptGroup.recycled), 0), func.count().filter(PromptGroup.recycled > 0)
                 ).where(PromptGroup.run_id == run_id)
             ).one()
+            # an attempt was aborted when its group went on to a later one, or sits in the buffer:
+            # its handed-back prefixes and the samples it finished before the abort
             aborted = conn.execute(
-                select(func.coalesce(func.sum(SampleSegment.end - SampleSegment.start), 0)).where(
+                select(func.coalesce(func.sum(SampleSegment.end - SampleSegment.start), 0))
+                .join(PromptGroup, PromptGroup.group_id == SampleSegment.group_id)
+                .where(
                     SampleSegment.run_id == run_id,
-                    SampleSegment.finish_reason.in_((FinishReason.ABORTED, FinishReason.DROPPED)),
+                    (SampleSegment.attempt < PromptGroup.attempt) | (PromptGroup.state == GroupState.PARTIAL),
                 )
             ).scalar_one()
             # a recycled prefix holds a sample's oldest tokens, so the ones the bound masked are its own

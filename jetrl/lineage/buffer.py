@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 
-from jetrl.lineage.models import PartialSample, PromptGroup, SampleSegment
+from jetrl.lineage.models import PartialSample, PromptGroup, Sample, SampleSegment
 from jetrl.lineage.role import EngineRole
 from jetrl.lineage.samples import accounted, unfinished
 from jetrl.states import FinishReason, GroupState
@@ -107,6 +107,13 @@ class PartialBuffer(EngineRole):
                         attempt_version=version,
                         recycled=PromptGroup.recycled + 1,
                     )
+                )
+                # the samples it finished before the abort are carried into this attempt whole, as
+                # the prefixes are: recycled work, under the recycled bound when trained
+                await conn.execute(
+                    update(Sample)
+                    .where(Sample.group_id == row.group_id)
+                    .values(prefix_len=func.cardinality(Sample.completion_token_ids))
                 )
             return resumed
 

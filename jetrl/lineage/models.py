@@ -131,7 +131,8 @@ class Sample(Base):
     batch_id: Mapped[str | None] = mapped_column(String(160), nullable=True, index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=1)  # task attempts that generated its tokens
     regenerated: Mapped[int] = mapped_column(Integer, default=0)  # stale prefixes dropped and generated again
-    # completion tokens recycled from earlier attempts (APRIL): the head the last attempt was given
+    # completion tokens from attempts before its group's last (APRIL): the prefix a resumed attempt
+    # was given, or the whole of a sample finished before its group was aborted and resumed
     prefix_len: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     staleness: Mapped[int | None] = mapped_column(Integer, nullable=True)  # max over trained tokens
     trained_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -135,3 +135,96 @@ def test_run_metrics_from_lineage(database_url):
     assert (m.stale_masked_tokens, m.offpolicy_tokens, m.recycled, m.groups_recycled) == (1, 39, 3, 2)
     curve = read_accuracy_curve(database_url, run_id)
     assert curve == [(0, 0.0, 0.1), (2, 12.0, 0.7), (4, 15.0, 0.6)]
+
+
+def test_aborted_work_counts_what_aborted_attempts_finished_and_handed_back(database_url):
+    """APRIL's spare work is every token an aborted attempt generated: the prefixes it handed back
+    and the samples it finished before the abort (carried into the next attempt whole); of it,
+    trained is the recycled tokens (prefix_len) less those the bound masked."""
+    run_id = _seed_run(database_url)
+    engine = create_engine(database_url)
+    meta = MetaData()
+    t = {n: Table(n, meta, autoload_with=engine) for n in ("prompt_groups", "samples", "sample_segments")}
+    resumed, buffered, fresh = (f"{run_id}.a{n}" for n in range(3))
+    with engine.begin() as conn:
+        conn.execute(
+            t["prompt_groups"].insert(),
+            [
+                dict(
+                    group_id=g,
+                    run_id=run_id,
+                    n=10 + i,
+                    prompt_id="p",
+                    admitted_version=0,
+                    state=state,
+                    view="main",
+                    traceparent="",
+                    trace_id="",
+                    attempt=attempt,
+                    recycled=attempt,
+                )
+                for i, (g, state, attempt) in enumerate(
+                    [(resumed, "trained", 1), (buffered, "partial", 0), (fresh, "trained", 0)]
+                )
+            ],
+        )
+        # (sample, group, prefix_len, length, masked): a finished before the abort, b resumed, c fresh
+        trained = [("a", resumed, 4, 4, 0), ("b", resumed, 3, 6, 1), ("c", fresh, 0, 7, 0)]
+        conn.execute(
+            t["samples"].insert(),
+            [
+                dict(
+                    sample_id=f"{g}.{s}",
+                    run_id=run_id,
+                    group_id=g,
+                    index=i,
+                    prompt_token_ids=[1],
+                    completion_token_ids=[5] * n,
+                    logprobs=[-0.5] * n,
+                    token_versions=[1] * n,
+                    min_version=1,
+                    max_version=1,
+                    text="",
+                    finish_reason="eos",
+                    worker_id="w",
+                    trained_version=2,
+                    trained_tokens=n - m,
+                    staleness=0,
+                    stale_masked_tokens=m,
+                    offpolicy_tokens=0,
+                    trace_id="",
+                    prefix_len=p,
+                )
+                for i, (s, g, p, n, m) in enumerate(trained)
+            ],
+        )
+        # (sample, group, attempt, start, end, finish)
+        segments = [
+            ("a", resumed, 0, 0, 4, "eos"),
+            ("b", resumed, 0, 0, 3, "aborted"),
+            ("b", resumed, 1, 3, 6, "eos"),
+            ("d", buffered, 0, 0, 5, "aborted"),
+            ("c", fresh, 0, 0, 7, "eos"),
+        ]
+        conn.execute(
+            t["sample_segments"].insert(),
+            [
+                dict(
+                    sample_id=f"{g}.{s}",
+                    attempt=a,
+                    run_id=run_id,
+                    group_id=g,
+                    worker_id="w",
+                    start=b,
+                    end=e,
+                    min_version=1,
+                    max_version=1,
+                    finish_reason=f,
+                )
+                for s, g, a, b, e, f in segments
+            ],
+        )
+    engine.dispose()
+    m = read_run_metrics(database_url, run_id, warmup=2)
+    assert (m.aborted_tokens, m.recycled_trained_tokens) == (4 + 3 + 5, 4 + 2)
+    assert m.aborted_trained_share == pytest.approx(0.5)

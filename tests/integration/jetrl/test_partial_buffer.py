@@ -99,8 +99,9 @@ async def test_an_aborted_group_resumes_token_in_once_every_sample_is_accounted(
     loaded = await store.samples.load_group(gid)
     assert list(loaded.samples[1].completion_token_ids) == [8, 9, 4, 2]
     assert list(loaded.samples[1].token_versions) == [2, 2, 3, 3]
-    # the trainer learns which tokens were recycled (schedule.recycled_staleness bounds them)
-    assert [s.prefix_len for s in loaded.samples] == [0, 2, 0]
+    # the trainer learns which tokens were recycled (schedule.recycled_staleness bounds them):
+    # sample 0 whole (finished by the aborted attempt, carried into the next), 1's first two
+    assert [s.prefix_len for s in loaded.samples] == [2, 2, 0]
     segments = [
         (s.attempt, s.worker_id, s.start, s.end, s.min_version, s.max_version, s.finish_reason)
         for s in await store.reports.segments(f"{gid}.1")
