@@ -315,8 +315,9 @@ class ScheduleSpec(SpecModel):
     max_concurrent: int = Field(64, ge=1, le=1_000_000)
     """Groups in flight at most."""
     over_provision: float = Field(1.0, ge=1.0, le=16.0)
-    """ρ (APRIL): keep up to ρ times the groups still needed in flight; once they are complete
-    the rest are aborted and their partial samples resumed first next time (1 = off)."""
+    """ρ (APRIL): keep up to ρ times the groups the next batch still needs in flight (and never
+    fewer than the open batches need, η > 0); once they are complete the rest are aborted and
+    their partial samples resumed first next time (1 = off)."""
     recycled_staleness: int | None = Field(None, ge=0, le=1000)
     """Versions a token of a recycled (APRIL) prefix may lag and still be trained, under the
     decoupled correction; None = η. APRIL's own practice with a synchronous loop (η = 0) is 1: a

@@ -8,9 +8,10 @@ AReaL lets a new group start only while
 
 i.e. the groups still *needed* by the batches that may be sealed before the trainer moves on,
 need = (η + v + 1)·B - accepted (capped by the run's length), bound what is in flight. APRIL
-over-provisions: up to ⌈ρ·need⌉ groups in flight, and once nothing more is needed (need = 0)
-every group still generating is aborted; its partial samples wait in the buffer and are served
-first when groups may start again. ρ = 1 is AReaL's rule exactly, and never aborts.
+over-samples the batch being generated: up to max(need, ⌈ρ·min(need, B)⌉) groups in flight
+(⌈ρ·need⌉ in a synchronous loop, where one batch is open), and once nothing more is needed
+(need = 0) every group still generating is aborted; its partial samples wait in the buffer and
+are served first when groups may start again. ρ = 1 is AReaL's rule exactly, and never aborts.
 
 Batches take the oldest complete groups, so a slow group can land in a later batch than its
 admission order suggests; the trainer masks any token older than η versions (the last guard of
@@ -41,9 +42,18 @@ class Admission:
         open_steps = min(self.max_staleness + version + 1, self.total_steps)
         return max(0, open_steps * self.batch_groups - accepted)
 
+    def in_flight_bound(self, version: int, accepted: int) -> int:
+        """Groups that may be generating at once: the ones still needed, and at least ρ times
+        those the next batch still needs (APRIL over-samples a step's batch). With one batch open
+        (η = 0) that is ⌈ρ·needed⌉; with more (η > 0) spares start only as the staleness bound
+        nears, where the loop would otherwise wait for its slowest groups: spares for every open
+        batch would start groups that finish too late to train (older than η), not sooner."""
+        need = self.needed(version, accepted)
+        return max(need, math.ceil(self.over_provision * min(need, self.batch_groups)))
+
     def slots(self, version: int, accepted: int, running: int) -> int:
         """How many groups may start (or resume) now; never negative."""
-        by_need = math.ceil(self.over_provision * self.needed(version, accepted)) - running
+        by_need = self.in_flight_bound(version, accepted) - running
         return max(0, min(self.max_concurrent - running, by_need))
 
     def must_abort(self, version: int, accepted: int, generating: int) -> bool:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -82,3 +84,33 @@ def test_a_run_regenerates_prefixes_past_its_recycled_bound(untrained_model_dir,
     assert prepare("r", spec).admission.regenerate_after_lag == lag
     masked = spec.model_copy(update={"schedule": spec.schedule.model_copy(update={"stale_partials": "mask"})})
     assert prepare("r", masked).admission.regenerate_after_lag is None
+
+
+def test_april_spares_are_a_batch_s_worth_not_a_multiple_of_every_open_batch():
+    """With η > 0 the open batches need (η + v + 1)·B groups; APRIL's spares are for the batch
+    being generated, so they start only as the bound nears (ρ·B = 8 at most here), not ρ times
+    every open batch (40), which would start groups that finish too late to train."""
+    a = Admission(max_staleness=4, batch_groups=4, max_concurrent=1024, total_steps=100, over_provision=2.0)
+    assert a.slots(version=0, accepted=0, running=0) == 20  # AReaL's need: no spare yet
+    assert a.slots(version=0, accepted=17, running=3) == 3  # 3 still needed: 6 may generate
+    assert a.slots(version=0, accepted=19, running=0) == 2  # 1 still needed: 2 may generate
+    assert a.must_abort(version=0, accepted=20, generating=2)
+
+
+@given(
+    eta=st.integers(0, 8),
+    b=st.integers(1, 16),
+    rho=st.floats(1.0, 4.0),
+    version=st.integers(0, 50),
+    accepted=st.integers(0, 2000),
+    running=st.integers(0, 200),
+)
+def test_april_keeps_at_most_rho_times_the_next_batch_s_need_beyond_areal(eta, b, rho, version, accepted, running):
+    a = Admission(eta, b, max_concurrent=10_000, total_steps=1_000, over_provision=rho)
+    need = a.needed(version, accepted)
+    n = a.slots(version, accepted, running)
+    assert n >= 0
+    if n:
+        assert running + n <= max(need, math.ceil(rho * min(need, b)))
+    if need <= b:  # one batch open (η = 0 once its v·B groups are in): APRIL's rule as it always was
+        assert a.in_flight_bound(version, accepted) == math.ceil(rho * need)
