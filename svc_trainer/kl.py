@@ -39,7 +39,9 @@ def kl_per_token(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: 
     if estimator == "k2":
         return 0.5 * r * r
     if estimator == "k3":
-        return torch.clamp(torch.exp(r) - 1.0 - r, max=K3_CLAMP)
+        # expm1 keeps the precision exp(r) − 1 loses for tiny r; what rounding still leaves of the
+        # wrong sign (a few ulps) is cut at 0, where k3 is bounded
+        return torch.clamp(torch.expm1(r) - r, min=0.0, max=K3_CLAMP)
     raise ValueError(f"unknown KL estimator {estimator!r}")
 
 
