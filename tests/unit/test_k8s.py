@@ -842,3 +842,13 @@ def test_the_docs_name_every_overlay_and_component():
     for component in COMPONENTS:
         assert f"components/{component}" in docs, component
     assert "kubectl -n jetrl scale deployment/rollout" in docs
+
+
+def test_the_k8s_nats_config_runs_on_loopback_on_any_free_ports(tmp_path):
+    """tests/loopback_nats_cluster.py rewrites the StatefulSet's config for three local servers;
+    a free port that merely contains 4222 or 6222 (42225, 56222) is not one left behind."""
+    from loopback_nats_cluster import K8S_NATS_CONF, loopback_conf
+
+    ports = [(45107, 47347, 40787), (44905, 56222, 49003), (42225, 55245, 52781)]
+    conf = loopback_conf(K8S_NATS_CONF.read_text(), 2, ports, tmp_path)
+    assert "port: 42225" in conf and "nats://127.0.0.1:56222" in conf and '"127.0.0.1:52781"' in conf
