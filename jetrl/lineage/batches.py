@@ -123,22 +123,14 @@ class Batches(EngineRole):
             if reward_rows:
                 await conn.execute(insert(Reward).on_conflict_do_nothing(), reward_rows)
             if sample_rewards:
-                sample_ids, rewards = (list(c) for c in zip(*sample_rewards))
-                v = table_of("v", sample_id=(String(), sample_ids), reward=(Float(), rewards))
+                v = table_of("v", sample_rewards, sample_id=String(), reward=Float())
                 await conn.execute(
                     update(Sample)
                     .where(Sample.sample_id == v.c.sample_id, Sample.reward.is_(None))
                     .values(reward=v.c.reward)
                 )
             if moves:
-                groups, states, servers, errors = (list(c) for c in zip(*moves))
-                v = table_of(
-                    "v",
-                    group_id=(String(), groups),
-                    state=(String(), states),
-                    server=(String(), servers),
-                    error=(Text(), errors),
-                )
+                v = table_of("v", moves, group_id=String(), state=String(), server=String(), error=Text())
                 await conn.execute(
                     update(PromptGroup)
                     .where(

@@ -4,6 +4,7 @@ and `table_of`, rows of values as a table one statement joins (a set-based UPDAT
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import ARRAY, Executable, bindparam, func
@@ -15,11 +16,15 @@ from sqlalchemy.types import TypeEngine
 __all__ = ["EngineRole", "table_of"]
 
 
-def table_of(name: str, **columns: tuple[TypeEngine, list]) -> TableValuedAlias:
-    """Columns of values (name -> (type, values), every list as long) as table `name`, for the
-    FROM of one statement: `unnest` of one array parameter per column. An UPDATE joining it
-    changes any number of rows in one statement, where an executemany runs one per row."""
-    arrays = [bindparam(f"{name}_{col}", values, type_=ARRAY(kind)) for col, (kind, values) in columns.items()]
+def table_of(name: str, rows: Sequence[tuple], **columns: TypeEngine) -> TableValuedAlias:
+    """`rows` (at least one: tuples of the `columns`' values, in their order; columns: name ->
+    type) as table `name`, for the FROM of one statement: `unnest` of one array parameter per
+    column. An UPDATE joining it changes any number of rows in one statement, where an
+    executemany runs one per row."""
+    arrays = [
+        bindparam(f"{name}_{col}", list(vals), type_=ARRAY(kind))
+        for (col, kind), vals in zip(columns.items(), zip(*rows), strict=True)
+    ]
     return func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 

@@ -43,15 +43,25 @@ class Versions(EngineRole):
                 .with_for_update()
             )
             if ann.advantages:
-                a = ann.advantages
                 v = table_of(
                     "v",
-                    sample_id=(String(), [x.sample_id for x in a]),
-                    advantage=(Float(), [x.advantage for x in a]),
-                    staleness=(Integer(), [x.staleness for x in a]),
-                    trained=(Integer(), [x.trained_tokens for x in a]),
-                    masked=(Integer(), [x.stale_masked_tokens for x in a]),
-                    offpolicy=(Integer(), [x.offpolicy_tokens for x in a]),
+                    [
+                        (
+                            a.sample_id,
+                            a.advantage,
+                            a.staleness,
+                            a.trained_tokens,
+                            a.stale_masked_tokens,
+                            a.offpolicy_tokens,
+                        )
+                        for a in ann.advantages
+                    ],
+                    sample_id=String(),
+                    advantage=Float(),
+                    staleness=Integer(),
+                    trained=Integer(),
+                    masked=Integer(),
+                    offpolicy=Integer(),
                 )
                 await conn.execute(
                     update(Sample)
