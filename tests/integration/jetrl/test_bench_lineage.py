@@ -15,6 +15,43 @@ def _insert(conn, table: Table, rows: list[dict]) -> None:
     conn.execute(table.insert(), rows)
 
 
+def _group_row(run_id: str, group_id: str, n: int, **columns) -> dict:
+    """A prompt_groups row of the run with what no test here varies filled in."""
+    base = dict(
+        group_id=group_id,
+        run_id=run_id,
+        n=n,
+        prompt_id=f"p{n}",
+        admitted_version=0,
+        state="trained",
+        view="main",
+        traceparent="",
+        trace_id="",
+    )
+    return base | columns
+
+
+def _sample_row(run_id: str, group_id: str, sample_id: str, index: int, length: int, version: int, **columns) -> dict:
+    """A finished samples row of `length` tokens all from `version`, the rest as given."""
+    base = dict(
+        sample_id=sample_id,
+        run_id=run_id,
+        group_id=group_id,
+        index=index,
+        prompt_token_ids=[1],
+        completion_token_ids=[5] * length,
+        logprobs=[-0.5] * length,
+        token_versions=[version] * length,
+        min_version=version,
+        max_version=version,
+        text="",
+        finish_reason="eos",
+        worker_id="w",
+        trace_id="",
+    )
+    return base | columns
+
+
 def _seed_run(url: str) -> str:
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     t0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -45,22 +82,7 @@ def _seed_run(url: str) -> str:
                 )
             ],
         )
-        groups = [
-            dict(
-                group_id=f"{run_id}.g{n}",
-                run_id=run_id,
-                n=n,
-                prompt_id=f"p{n}",
-                step=n,
-                admitted_version=0,
-                state="trained",
-                view="main",
-                traceparent="",
-                trace_id="",
-                recycled=r,
-            )
-            for n, r in enumerate([2, 0, 1])
-        ]
+        groups = [_group_row(run_id, f"{run_id}.g{n}", n, step=n, recycled=r) for n, r in enumerate([2, 0, 1])]
         _insert(conn, t["prompt_groups"], groups)
         # (trained_version, min_version, length, trained_tokens, staleness, masked, offpolicy); the last is untrained
         samples = [
@@ -74,26 +96,18 @@ def _seed_run(url: str) -> str:
             conn,
             t["samples"],
             [
-                dict(
-                    sample_id=f"{run_id}.s{i}",
-                    run_id=run_id,
-                    group_id=groups[i % 3]["group_id"],
-                    index=i,
-                    prompt_token_ids=[1],
-                    completion_token_ids=[5] * n,
-                    logprobs=[-0.5] * n,
-                    token_versions=[mv] * n,
-                    min_version=mv,
-                    max_version=mv,
-                    text="",
-                    finish_reason="eos",
-                    worker_id="w",
+                _sample_row(
+                    run_id,
+                    groups[i % 3]["group_id"],
+                    f"{run_id}.s{i}",
+                    i,
+                    n,
+                    mv,
                     trained_version=tv,
                     trained_tokens=tt,
                     staleness=st,
                     stale_masked_tokens=ma,
                     offpolicy_tokens=op,
-                    trace_id="",
                 )
                 for i, (tv, mv, n, tt, st, ma, op) in enumerate(samples)
             ],
@@ -147,22 +161,11 @@ def test_aborted_work_counts_what_aborted_attempts_finished_and_handed_back(data
     t = {n: Table(n, meta, autoload_with=engine) for n in ("prompt_groups", "samples", "sample_segments")}
     resumed, buffered, fresh = (f"{run_id}.a{n}" for n in range(3))
     with engine.begin() as conn:
-        conn.execute(
-            t["prompt_groups"].insert(),
+        _insert(
+            conn,
+            t["prompt_groups"],
             [
-                dict(
-                    group_id=g,
-                    run_id=run_id,
-                    n=10 + i,
-                    prompt_id="p",
-                    admitted_version=0,
-                    state=state,
-                    view="main",
-                    traceparent="",
-                    trace_id="",
-                    attempt=attempt,
-                    recycled=attempt,
-                )
+                _group_row(run_id, g, 10 + i, state=state, attempt=attempt, recycled=attempt)
                 for i, (g, state, attempt) in enumerate(
                     [(resumed, "trained", 1), (buffered, "partial", 0), (fresh, "trained", 0)]
                 )
@@ -170,29 +173,22 @@ def test_aborted_work_counts_what_aborted_attempts_finished_and_handed_back(data
         )
         # (sample, group, prefix_len, length, masked): a finished before the abort, b resumed, c fresh
         trained = [("a", resumed, 4, 4, 0), ("b", resumed, 3, 6, 1), ("c", fresh, 0, 7, 0)]
-        conn.execute(
-            t["samples"].insert(),
+        _insert(
+            conn,
+            t["samples"],
             [
-                dict(
-                    sample_id=f"{g}.{s}",
-                    run_id=run_id,
-                    group_id=g,
-                    index=i,
-                    prompt_token_ids=[1],
-                    completion_token_ids=[5] * n,
-                    logprobs=[-0.5] * n,
-                    token_versions=[1] * n,
-                    min_version=1,
-                    max_version=1,
-                    text="",
-                    finish_reason="eos",
-                    worker_id="w",
+                _sample_row(
+                    run_id,
+                    g,
+                    f"{g}.{s}",
+                    i,
+                    n,
+                    1,
                     trained_version=2,
                     trained_tokens=n - m,
                     staleness=0,
                     stale_masked_tokens=m,
                     offpolicy_tokens=0,
-                    trace_id="",
                     prefix_len=p,
                 )
                 for i, (s, g, p, n, m) in enumerate(trained)
@@ -206,8 +202,9 @@ def test_aborted_work_counts_what_aborted_attempts_finished_and_handed_back(data
             ("d", buffered, 0, 0, 5, "aborted"),
             ("c", fresh, 0, 0, 7, "eos"),
         ]
-        conn.execute(
-            t["sample_segments"].insert(),
+        _insert(
+            conn,
+            t["sample_segments"],
             [
                 dict(
                     sample_id=f"{g}.{s}",
