@@ -13,7 +13,7 @@ __all__ = [
     "batch_id",
     "sample_id",
     "task_msg_id",
-    "sample_msg_id",
+    "rollout_msg_id",
     "abort_msg_id",
     "end_msg_id",
     "eval_msg_id",
@@ -51,10 +51,10 @@ def task_msg_id(group: str, attempt: int, view: str = _MAIN_VIEW) -> str:
     return base if attempt == 0 else f"{base}.r{attempt}"
 
 
-def sample_msg_id(sample: str, attempt: int, partial: bool) -> str:
-    """A finished sample has one id whatever attempt finished it; a partial one names its attempt,
-    so the finished sample of a later attempt is never taken for a duplicate of it."""
-    return f"{sample}.a{attempt}" if partial else sample
+def rollout_msg_id(group: str, attempt: int, view: str = _MAIN_VIEW) -> str:
+    """What one task attempt generated: one Rollout per attempt of a view, so a redelivered task's
+    is dropped as a duplicate and a later attempt's (which resumes other samples) never is."""
+    return f"{task_msg_id(group, 0, view)}.a{attempt}"
 
 
 def abort_msg_id(first: tuple[str, int]) -> str:

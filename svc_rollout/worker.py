@@ -1,14 +1,13 @@
 """The rollout worker: takes tasks from the shared durable consumer, generates, publishes samples.
 
-Samples are published (with their deterministic ids, so a re-generated one is dropped as a
-duplicate) before the task is acked: a worker killed mid-task leaves the task to be redelivered
-to another replica, and nothing is lost or counted twice.
+A task attempt's samples are published as one Rollout (with a deterministic id, so a re-generated
+one is dropped as a duplicate) before the task is acked: a worker killed mid-task leaves the task
+to be redelivered to another replica, and nothing is lost or counted twice.
 
 APRIL: a Control ABORT names task attempts to stop. Their samples still decoding end at the next
 token and are published as partial ("aborted") samples carrying every token so far, prefix
 included; a task whose attempt was aborted before it was picked up hands back its prefixes at
-once. A partial sample's message id names its attempt, so the finished sample of a later
-attempt (which has the plain sample id) is never taken for a duplicate of it.
+once. The Rollout's id names its attempt, so a later attempt's is never taken for a duplicate.
 
 Held-out evaluations come as EvalRequest events on a work queue, so whichever worker is alive
 takes one; the result goes back as an Evaluation event.
@@ -23,7 +22,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, publish
-from jetrl.ids import eval_msg_id, sample_id, sample_msg_id
+from jetrl.ids import eval_msg_id, rollout_msg_id, sample_id
 from jetrl.logs import log_fields
 from jetrl.metrics import TOKENS_GENERATED
 from jetrl.runs import RunNotFound
@@ -139,17 +138,32 @@ class RolloutWorker:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
                 )
-        # all at once: each publish waits for its ack, and the group is complete only with the last
-        await asyncio.gather(
-            *(
-                self._publish(task, index, len(request.prefix_token_ids), r)
+        view = task.view or "main"
+        rollout = events_pb2.Rollout(
+            run_id=task.run_id,
+            group_id=task.group_id,
+            attempt=task.attempt,
+            view=view,
+            samples=[
+                self._sample(task, view, index, len(request.prefix_token_ids), r)
                 for (index, request), r in zip(indexed, results)
-            )
+            ],
         )
+        await publish(
+            self.js, task.run_id, Kind.ROLLOUTS, rollout, msg_id=rollout_msg_id(task.group_id, task.attempt, view)
+        )
+        for sample in rollout.samples:  # counted once published: a redelivered task is counted by whoever publishes it
+            new = len(sample.completion_token_ids) - sample.prefix_len
+            self.tokens_generated += new
+            TOKENS_GENERATED.add(new)  # Prometheus's rate() of it: tokens/s
+            if sample.finish_reason == FinishReason.ABORTED:
+                self.samples_aborted += 1
+            else:
+                self.samples_generated += 1
         log.debug("task done", extra=log_fields(group=task.group_id, attempt=task.attempt, samples=len(results)))
 
-    async def _publish(self, task: events_pb2.Task, index: int, prefix_len: int, r: GenResult) -> None:
-        sample = events_pb2.Sample(
+    def _sample(self, task: events_pb2.Task, view: str, index: int, prefix_len: int, r: GenResult) -> events_pb2.Sample:
+        return events_pb2.Sample(
             run_id=task.run_id,
             group_id=task.group_id,
             sample_id=sample_id(task.group_id, index),
@@ -164,18 +178,8 @@ class RolloutWorker:
             temperature=task.sampling.temperature,
             attempt=task.attempt,
             prefix_len=prefix_len,
-            view=task.view or "main",
+            view=view,
         )
-        partial = r.finish_reason == FinishReason.ABORTED
-        await publish(
-            self.js, task.run_id, Kind.ROLLOUTS, sample, msg_id=sample_msg_id(sample.sample_id, task.attempt, partial)
-        )
-        self.tokens_generated += len(r.token_ids) - prefix_len
-        TOKENS_GENERATED.add(len(r.token_ids) - prefix_len)  # Prometheus's rate() of it: tokens/s
-        if partial:
-            self.samples_aborted += 1
-        else:
-            self.samples_generated += 1
 
     async def evaluate(self, run_id: str, min_version: int, limit: int = 0) -> tuple[int, int, int]:
         """(version, correct, total): greedy held-out accuracy of the run's policy at `min_version`

@@ -127,8 +127,8 @@ async def main(settings: Settings) -> None:
         [
             resume,
             reconcile,
-            # samples and scored groups are the bulk of the traffic: one transaction per fetch, not per event
-            worker(topology.SCHEDULER_ROLLOUTS, recorder.on_samples, consume_together, batch=128),
+            # rollouts and scored groups are the bulk of the traffic: one transaction per fetch, not per event
+            worker(topology.SCHEDULER_ROLLOUTS, recorder.on_rollouts, consume_together, batch=64),
             worker(topology.SCHEDULER_SCORED, recorder.on_scored, consume_together, batch=64),
             worker(topology.SCHEDULER_WEIGHTS, recorder.on_weights),
             worker(topology.SCHEDULER_TEACHER, recorder.on_teacher),

@@ -85,33 +85,33 @@ class Recorder:
             raise Wait(f"run {run_id} is RUNNING but not active yet (the scheduler is resuming it)")
         return None
 
-    async def on_samples(self, items: list[tuple[events_pb2.Sample, Delivery]]) -> dict[int, str]:
-        """Record a fetch of samples in one transaction; publish each group that became complete."""
+    async def on_rollouts(self, items: list[tuple[events_pb2.Rollout, Delivery]]) -> dict[int, str]:
+        """Record a fetch of rollouts (each one task attempt's samples) in one transaction; publish
+        each group that became complete. A rollout holding a sample the run's model cannot have
+        generated is refused whole: none of it is stored."""
         rejected: dict[int, str] = {}
         specs = {}
         accepted: list[tuple[int, events_pb2.Sample]] = []
-        for i, (sample, _) in enumerate(items):
+        for i, (rollout, _) in enumerate(items):
             try:
-                if sample.run_id not in specs:
-                    specs[sample.run_id] = await self._run_spec(sample.run_id)
+                if rollout.run_id not in specs:
+                    specs[rollout.run_id] = await self._run_spec(rollout.run_id)
             except InvalidEvent as exc:
                 rejected[i] = str(exc)
                 continue
-            spec = specs[sample.run_id]
-            if spec is not None and sample.index >= group_size(spec):
-                rejected[i] = f"sample index {sample.index} >= group size {group_size(spec)}"
-            elif spec is not None and (problem := self._completion_problem(sample)):
-                rejected[i] = f"sample {sample.sample_id!r}: {problem}"
+            spec = specs[rollout.run_id]
+            if spec is not None and (problem := self._rollout_problem(rollout, spec)):
+                rejected[i] = problem
             else:
-                accepted.append((i, sample))
+                accepted.extend((i, sample) for sample in rollout.samples)
         # each sample keeps the trace of its own group, whatever else came in the same fetch
         progress = await self.store.samples.record_samples([(s, trace_id_of(items[i][1].headers)) for i, s in accepted])
         crash_point("samples.recorded")
         for i, sample in accepted:
             if (p := progress[(sample.group_id, sample.run_id)]) is None:
-                rejected[i] = f"sample {sample.sample_id!r} names group {sample.group_id!r}, unknown in its run"
+                rejected.setdefault(i, f"rollout names group {sample.group_id!r}, unknown in its run")
             elif (why := p.refused.get((sample.sample_id, sample.attempt))) is not None:
-                rejected[i] = why
+                rejected.setdefault(i, why)
         changed: set[str] = set()
         complete: dict[str, list[str]] = {}
         for (group_id, run_id), p in progress.items():
@@ -131,11 +131,20 @@ class Recorder:
             await self.coordinator.notify()
         return rejected
 
-    def _completion_problem(self, sample: events_pb2.Sample) -> str | None:
-        """What makes the sample something the run's model did not generate (by its tokenizer)."""
-        if (run := self.coordinator.runs.get(sample.run_id)) is None:
-            return None  # it ended meanwhile: nothing will be made of the sample
-        return run.tokenizer.completion_problem(sample.prompt_token_ids, sample.completion_token_ids, sample.text)
+    def _rollout_problem(self, rollout: events_pb2.Rollout, spec: RunSpec) -> str | None:
+        """What makes a sample of the rollout one the run cannot have: an index past its group, or
+        a completion its model did not generate (by its tokenizer)."""
+        run = self.coordinator.runs.get(rollout.run_id)  # None: it ended meanwhile, nothing will be made of it
+        for sample in rollout.samples:
+            if sample.index >= group_size(spec):
+                return f"sample index {sample.index} >= group size {group_size(spec)}"
+            if run is not None and (
+                problem := run.tokenizer.completion_problem(
+                    sample.prompt_token_ids, sample.completion_token_ids, sample.text
+                )
+            ):
+                return f"sample {sample.sample_id!r}: {problem}"
+        return None
 
     async def on_scored(self, items: list[tuple[events_pb2.ScoredGroup, Delivery]]) -> dict[int, str]:
         """Record a fetch of scored groups in one transaction, apply each run's reward-failure

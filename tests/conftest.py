@@ -171,7 +171,7 @@ def _valid_event(kind, run_id: str = "run1"):
             num_samples=2,
             sampling=ev.SamplingParams(temperature=1.0, top_p=1.0, max_new_tokens=4),
         ),
-        Kind.ROLLOUTS: lambda: sample(0),
+        Kind.ROLLOUTS: lambda: ev.Rollout(run_id=run_id, group_id=group_id, samples=[sample(0), sample(1)]),
         Kind.GROUPS: lambda: group,
         Kind.SCORED: lambda: scored,
         Kind.BATCHES: lambda: ev.Batch(run_id=run_id, batch_id=f"{run_id}.b0", groups=[scored]),

@@ -23,7 +23,23 @@ def sample_event(run_id: str, group_id: str, index: int, **fields) -> ev.Sample:
     return ev.Sample(**(DEFAULTS | ids | fields))
 
 
-def group_samples(run_id: str, n: int, size: int) -> list[tuple[ev.Sample, Delivery]]:
-    """The `size` samples of group n of a run, each with the Delivery the recorder gets it with."""
-    delivery = Delivery(f"jetrl.{run_id}.{Kind.ROLLOUTS}", run_id, Kind.ROLLOUTS, {}, 1, 1)
-    return [(sample_event(run_id, group_id(run_id, n), i), delivery) for i in range(size)]
+def rollout_of(*samples: ev.Sample) -> ev.Rollout:
+    """The Rollout a task attempt that generated `samples` publishes (they share run, group, attempt, view)."""
+    first = samples[0]
+    return ev.Rollout(
+        run_id=first.run_id, group_id=first.group_id, attempt=first.attempt, view=first.view, samples=samples
+    )
+
+
+def rollout_delivery(run_id: str) -> Delivery:
+    return Delivery(f"jetrl.{run_id}.{Kind.ROLLOUTS}", run_id, Kind.ROLLOUTS, {}, 1, 1)
+
+
+def group_samples(run_id: str, n: int, size: int) -> list[ev.Sample]:
+    """The `size` samples of group n of a run."""
+    return [sample_event(run_id, group_id(run_id, n), i) for i in range(size)]
+
+
+def group_rollout(run_id: str, n: int, size: int) -> list[tuple[ev.Rollout, Delivery]]:
+    """Group n's first attempt as the recorder gets it: one Rollout of its `size` samples, with its Delivery."""
+    return [(rollout_of(*group_samples(run_id, n, size)), rollout_delivery(run_id))]

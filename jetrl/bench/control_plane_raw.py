@@ -2,8 +2,10 @@
 runs: how fast messages the size of a Sample move with nothing else to do, so that the
 pipeline's samples/s can be read as a share of it (a ratio that should hold across machines).
 
-The payload is a real Sample of the bench's runs, the last one a rollout worker published (the
-rollouts stream keeps them: limits retention), sent as is, without the pipeline's headers.
+The payload is a real Sample of the bench's runs, the first of the last Rollout a rollout worker
+published (the rollouts stream keeps them: limits retention), without the pipeline's headers. A
+Rollout carries a whole task's samples, so the raw rate is per Sample-sized message: the rate the
+pipeline would have if every sample were its own message, which is what samples/s is read against.
 Publishing keeps `window` publishes in flight, each acked by the stream (nats-py's
 publish_async); consuming is a durable pull consumer, as the services use, fetching `window` at
 a time and acking each message, as they do. The stream (BENCHRAW on benchraw.>, file storage like
@@ -47,10 +49,11 @@ class RawRates:
 
 
 async def _real_sample(js, run_ids: list[str]) -> bytes:
-    """The payload of the last Sample published by the first of `run_ids` that has one."""
+    """The first Sample of the last Rollout published by the first of `run_ids` that has one."""
     for run_id in run_ids:
         try:
-            return (await js.get_last_msg(stream_name(Kind.ROLLOUTS), subject(run_id, Kind.ROLLOUTS))).data
+            last = await js.get_last_msg(stream_name(Kind.ROLLOUTS), subject(run_id, Kind.ROLLOUTS))
+            return events_pb2.Rollout.FromString(last.data).samples[0].SerializeToString()
         except NotFoundError:
             continue
     raise SystemExit(
@@ -95,7 +98,7 @@ async def _measure(settings: Settings, run_ids: list[str], messages: int, window
             await js.delete_stream(STREAM)
     finally:
         await nc.close()
-    return RawRates(events_pb2.Sample.FromString(payload).ByteSize(), messages, publish_s, consume_s)
+    return RawRates(len(payload), messages, publish_s, consume_s)
 
 
 def raw_jetstream(settings: Settings, run_ids: list[str], messages: int, window: int) -> RawRates:

@@ -56,7 +56,7 @@ class Kind(StrEnum):
 
 MESSAGE_TYPES: dict[Kind, type[Message]] = {
     Kind.TASKS: events_pb2.Task,
-    Kind.ROLLOUTS: events_pb2.Sample,
+    Kind.ROLLOUTS: events_pb2.Rollout,
     Kind.GROUPS: events_pb2.PromptGroup,
     Kind.SCORED: events_pb2.ScoredGroup,
     Kind.BATCHES: events_pb2.Batch,

@@ -141,6 +141,19 @@ def _sample(s: events_pb2.Sample) -> None:
         raise InvalidEvent(f"Sample {s.sample_id}: negative token version")
 
 
+def _rollout(r: events_pb2.Rollout) -> None:
+    _require(r, "run_id", "group_id", "samples")
+    for s in r.samples:
+        _sample(s)
+        if (s.run_id, s.group_id, s.attempt, s.view) != (r.run_id, r.group_id, r.attempt, r.view):
+            raise InvalidEvent(
+                f"Rollout of {r.group_id} attempt {r.attempt} view {r.view!r} holds sample {s.sample_id} of "
+                f"{s.group_id} attempt {s.attempt} view {s.view!r}"
+            )
+    if len({s.index for s in r.samples}) != len(r.samples):
+        raise InvalidEvent(f"Rollout of {r.group_id} attempt {r.attempt} holds a sample index twice")
+
+
 def _group(g: events_pb2.PromptGroup) -> None:
     _require(g, "run_id", "group_id", "samples")
     for s in g.samples:
@@ -209,7 +222,7 @@ def _evaluation(e: events_pb2.Evaluation) -> None:
 # each check takes its kind's message class (MESSAGE_TYPES), which check() has just made sure of
 _CHECKS: dict[Kind, Callable[[Any], None]] = {
     Kind.TASKS: _task,
-    Kind.ROLLOUTS: _sample,
+    Kind.ROLLOUTS: _rollout,
     Kind.GROUPS: _group,
     Kind.SCORED: _scored,
     Kind.BATCHES: _batch,

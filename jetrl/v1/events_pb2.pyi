@@ -96,6 +96,20 @@ class Sample(_message.Message):
     view: str
     def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., sample_id: _Optional[str] = ..., index: _Optional[int] = ..., prompt_token_ids: _Optional[_Iterable[int]] = ..., completion_token_ids: _Optional[_Iterable[int]] = ..., logprobs: _Optional[_Iterable[float]] = ..., token_versions: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., finish_reason: _Optional[str] = ..., worker_id: _Optional[str] = ..., temperature: _Optional[float] = ..., attempt: _Optional[int] = ..., prefix_len: _Optional[int] = ..., view: _Optional[str] = ...) -> None: ...
 
+class Rollout(_message.Message):
+    __slots__ = ("run_id", "group_id", "attempt", "view", "samples")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    SAMPLES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    group_id: str
+    attempt: int
+    view: str
+    samples: _containers.RepeatedCompositeFieldContainer[Sample]
+    def __init__(self, run_id: _Optional[str] = ..., group_id: _Optional[str] = ..., attempt: _Optional[int] = ..., view: _Optional[str] = ..., samples: _Optional[_Iterable[_Union[Sample, _Mapping]]] = ...) -> None: ...
+
 class ViewPrompt(_message.Message):
     __slots__ = ("view", "prompt", "first_index", "size", "trained")
     VIEW_FIELD_NUMBER: _ClassVar[int]

@@ -262,11 +262,11 @@ async def test_a_run_completes_when_a_nats_server_is_sigkilled_and_the_server_ca
 
         await until(caught_up, 60, f"{name} holding every stream and consumer as the others do", lambda: behind)
         print(f"{name} back and caught up in {time.monotonic() - restarted:.1f}s")
-        # its own copy of the samples' stream: every sample of the run once (a publish retried after
-        # the failover was deduplicated by its message id), none missing
+        # its own copy of the rollouts' stream: every group's rollout (its G samples) once (a publish
+        # retried after the failover was deduplicated by its message id), none missing
         first, last, messages = (await asyncio.to_thread(local_state, cluster, victim))[stream_name(Kind.ROLLOUTS)]
-        print(f"{name} holds samples {first}..{last}, {messages} messages")
-        assert (first, last, messages) == (1, STEPS * B * G, STEPS * B * G)
+        print(f"{name} holds rollouts {first}..{last}, {messages} messages")
+        assert (first, last, messages) == (1, STEPS * B, STEPS * B)
     finally:
         await nc.close()
         await engine.dispose()

@@ -345,14 +345,14 @@ async def test_the_forged_events_of_the_trust_issue_are_refused_by_the_broker(st
 
 
 async def test_a_sample_whose_text_is_not_its_tokens_fails_the_run_with_the_reason(stack, store):
-    """A rollout worker's user may publish samples: a forged one under a real sample id (text
-    "76" on the tokens of "77") used to win the race with the worker's own and be trained. The
-    scheduler refuses it, and since it took the id of a sample the run needs, fails the run with
-    the reason instead of leaving it waiting for that sample."""
+    """A rollout worker's user may publish rollouts: a forged one under a real task attempt's id
+    (text "76" on the tokens of "77") used to win the race with the worker's own and be trained.
+    The scheduler refuses it, and since it took the id of a rollout the run needs, fails the run
+    with the reason instead of leaving it waiting for that rollout."""
     from jetrl.bus import Kind, connect, publish
     from jetrl.bus.credentials import as_user
     from jetrl.cli.nats_config import stack_passwords
-    from jetrl.ids import group_id, sample_id
+    from jetrl.ids import group_id, rollout_msg_id, sample_id
     from jetrl.policy.prompts import PromptTokenizer
     from jetrl.v1 import events_pb2 as ev
 
@@ -379,7 +379,8 @@ async def test_a_sample_whose_text_is_not_its_tokens_fails_the_run_with_the_reas
         )
         nc = await connect(as_user(stack.settings, "rollout", passwords), "test-forger")
         try:
-            await publish(nc.jetstream(), rid, Kind.ROLLOUTS, forged, msg_id=first)
+            rollout = ev.Rollout(run_id=rid, group_id=group_id(rid, 0), samples=[forged])
+            await publish(nc.jetstream(), rid, Kind.ROLLOUTS, rollout, msg_id=rollout_msg_id(group_id(rid, 0), 0))
         finally:
             await nc.close()
         last = await wait_until(stack, rid, finished, timeout=120)

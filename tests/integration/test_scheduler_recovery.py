@@ -13,7 +13,7 @@ import pytest
 from jetrl.bus import Delivery, Kind, Wait, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
-from sample_events import group_samples
+from sample_events import group_rollout, group_samples
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -57,10 +57,10 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
     second = Coordinator(js, store)  # restarted: serving, the run not resumed yet
     recorder = Recorder(second, store)
     with pytest.raises(Wait):
-        await recorder.on_samples(group_samples(run_id, 0, G))
+        await recorder.on_rollouts(group_rollout(run_id, 0, G))
     assert (await store.groups.group_counts(run_id))["admitted"] == B  # nothing recorded while it waits
     await second.start(prepare(run_id, spec))
-    await recorder.on_samples(group_samples(run_id, 0, G))  # redelivered once the run is active
+    await recorder.on_rollouts(group_rollout(run_id, 0, G))  # redelivered once the run is active
     assert await store.groups.group_state(group_id(run_id, 0)) == "generated"
     assert group_id(run_id, 0) in await groups_published(js)
 
@@ -68,7 +68,7 @@ async def test_samples_of_a_run_not_yet_resumed_wait_for_it(world):
 async def test_a_group_completed_just_before_a_crash_is_published_on_restart(world):
     js, store, spec, run_id = world
     # the dead scheduler committed the last samples (crash point samples.recorded) and published nothing
-    await store.samples.record_samples([(s, "") for s, _ in group_samples(run_id, 1, G)])
+    await store.samples.record_samples([(s, "") for s in group_samples(run_id, 1, G)])
     assert await store.groups.group_state(group_id(run_id, 1)) == "admitted"
     restarted = Coordinator(js, store)
     await restarted.start(prepare(run_id, spec))
@@ -230,7 +230,7 @@ async def test_a_batch_whose_publish_failed_after_its_seal_goes_out_at_the_next_
     await coordinator.start(prepare(run_id, spec))
     recorder = Recorder(coordinator, store)
     for n in range(B):
-        await recorder.on_samples(group_samples(run_id, n, G))
+        await recorder.on_rollouts(group_rollout(run_id, n, G))
     scored = [
         (
             ev.ScoredGroup(group=await store.samples.load_group(group_id(run_id, n)), rewards=[1.0, 0.0]),

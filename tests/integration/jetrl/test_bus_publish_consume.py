@@ -149,7 +149,7 @@ async def test_a_message_that_keeps_failing_is_dead_lettered(js, make_event):
     assert delivery.headers[DLQ_REASON] == "handler failed 3 times: RuntimeError: boom"
     assert delivery.headers[DLQ_CAUSE] == CAUSE_FAILED
     assert delivery.headers[DLQ_SUBJECT] == "jetrl.run1.rollouts" and delivery.headers[DLQ_SEQ] == str(ack.seq)
-    assert ev.Sample.FromString(payload) == make_event(Kind.ROLLOUTS, "run1")
+    assert ev.Rollout.FromString(payload) == make_event(Kind.ROLLOUTS, "run1")
     assert (await js.consumer_info(spec.stream, spec.name)).num_ack_pending == 0
 
 
@@ -331,15 +331,15 @@ async def test_one_event_that_fails_a_fetch_fails_alone_and_the_rest_go_through(
     handled = []
 
     async def handler(items):
-        if any(m.text == "poison" for m, _ in items):
+        if any(m.samples[0].text == "poison" for m, _ in items):
             raise ValueError("a value the database refuses")  # not transient: the event's own fault
-        handled.extend(m.text for m, _ in items)
+        handled.extend(m.samples[0].text for m, _ in items)
         return {}
 
     for text in ("a", "poison", "c"):
-        sample = make_event(Kind.ROLLOUTS, "run1")
-        sample.text = text
-        await publish(js, "run1", Kind.ROLLOUTS, sample, msg_id=f"poison-fetch-{text}")
+        rollout = make_event(Kind.ROLLOUTS, "run1")
+        rollout.samples[0].text = text
+        await publish(js, "run1", Kind.ROLLOUTS, rollout, msg_id=f"poison-fetch-{text}")
     stop = asyncio.Event()
     worker = asyncio.create_task(consume_together(js, spec, handler, stop, fetch_timeout=0.2, retry_delay=0.05))
     try:
@@ -349,7 +349,7 @@ async def test_one_event_that_fails_a_fetch_fails_alone_and_the_rest_go_through(
         stop.set()
         await asyncio.wait_for(worker, 5)
     assert sorted(handled) == ["a", "c"]  # each once, not held back by the poison one
-    assert ev.Sample.FromString(payload).text == "poison"
+    assert ev.Rollout.FromString(payload).samples[0].text == "poison"
     assert letter.headers[DLQ_REASON] == "handler failed 2 times: ValueError: a value the database refuses"
 
 

@@ -76,8 +76,8 @@ async def until(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
-    """The first `count` published samples, with their message ids."""
+async def rollouts(js, count: int) -> list[tuple[str, ev.Rollout]]:
+    """The first `count` published rollouts (one per task attempt), with their message ids."""
 
     async def enough():
         return (await js.stream_info(stream_name(Kind.ROLLOUTS))).state.messages >= count
@@ -86,7 +86,7 @@ async def rollouts(js, count: int) -> list[tuple[str, ev.Sample]]:
     got = []
     for seq in range(1, count + 1):
         msg = await js.get_msg(stream_name(Kind.ROLLOUTS), seq)
-        got.append((msg.headers[MSG_ID], ev.Sample.FromString(msg.data)))
+        got.append((msg.headers[MSG_ID], ev.Rollout.FromString(msg.data)))
     return got
 
 
@@ -110,27 +110,28 @@ async def test_a_task_aborted_before_it_is_taken_hands_back_its_prefixes(js):
         await publish(js, RUN, Kind.CONTROL, abort(("run1.g0", 1)), msg_id="abort-1")
         await until(lambda: (RUN, "run1.g0", 1) in worker.aborted)
         await publish(js, RUN, Kind.TASKS, make_task("run1.g0", 1, prefixes), msg_id="run1.g0.a1")
-        partials = await rollouts(js, 2)
+        [partials] = await rollouts(js, 1)
         # a later attempt of the same group is not aborted: it is generated, continuing the prefixes
         await publish(js, RUN, Kind.TASKS, make_task("run1.g0", 2, prefixes), msg_id="run1.g0.a2")
-        finished = (await rollouts(js, 4))[2:]
+        finished = (await rollouts(js, 2))[1]
         await until(lambda: worker.samples_generated == 2)
     finally:
         stop.set()
         await asyncio.gather(*loops)
-    for (msg_id, s), p in zip(partials, prefixes):
-        assert msg_id == f"run1.g0.{p.index}.a1" and s.sample_id == f"run1.g0.{p.index}"
+    assert partials[0] == "run1.g0.a1" and finished[0] == "run1.g0.a2"  # one id per attempt
+    for s, p in zip(partials[1].samples, prefixes, strict=True):
+        assert s.sample_id == f"run1.g0.{p.index}"
         assert (s.index, s.attempt, s.prefix_len, s.finish_reason) == (p.index, 1, len(p.token_ids), "aborted")
         assert (s.completion_token_ids, s.logprobs, s.token_versions) == (p.token_ids, p.logprobs, p.token_versions)
         assert s.text == TOK.decode(list(p.token_ids), skip_special_tokens=True)
-    for (msg_id, s), p in zip(finished, prefixes):
-        assert msg_id == s.sample_id == f"run1.g0.{p.index}"  # the finished sample has the plain id
+    for s, p in zip(finished[1].samples, prefixes, strict=True):
+        assert s.sample_id == f"run1.g0.{p.index}"
         assert (s.attempt, s.prefix_len) == (2, len(p.token_ids)) and s.finish_reason in ("eos", "length")
         assert s.completion_token_ids[: len(p.token_ids)] == p.token_ids
         assert s.logprobs[: len(p.logprobs)] == p.logprobs and s.token_versions[: len(p.token_ids)] == p.token_versions
         assert len(s.completion_token_ids) <= 8  # the cap is on the whole completion
     assert worker.samples_aborted == 2
-    assert worker.tokens_generated == sum(len(s.completion_token_ids) - s.prefix_len for _, s in finished)
+    assert worker.tokens_generated == sum(len(s.completion_token_ids) - s.prefix_len for s in finished[1].samples)
     assert (await js.stream_info(stream_name(Kind.TASKS))).state.messages == 0  # both tasks acked
 
 
@@ -148,7 +149,7 @@ async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_tok
         )
         assert await asyncio.to_thread(engine.holding.wait, 30)
         await publish(js, RUN, Kind.CONTROL, abort(("run1.g5", 0)), msg_id="abort-g5")
-        partials = await rollouts(js, 3)
+        [(msg_id, rollout)] = await rollouts(js, 1)
         status = await RolloutServicer(worker).GetStatus(ev.Control(), None)
         busy = worker.busy_seconds
         await publish(js, RUN, Kind.CONTROL, ev.Control(run_id=RUN, kind=ev.Control.STOP), msg_id="stop")
@@ -156,8 +157,8 @@ async def test_an_abort_mid_generation_publishes_partial_samples_at_the_next_tok
     finally:
         stop.set()
         await asyncio.gather(*loops)
-    for i, (msg_id, s) in enumerate(partials):
-        assert msg_id == f"run1.g5.{i}.a0"
+    assert msg_id == "run1.g5.a0" and len(rollout.samples) == 3
+    for i, s in enumerate(rollout.samples):
         assert (s.index, s.attempt, s.prefix_len, s.finish_reason) == (i, 0, 0, "aborted")
         assert len(s.completion_token_ids) == len(s.logprobs) == 3 and list(s.token_versions) == [0, 0, 0]
     assert (status.samples_aborted, status.samples_generated, status.tokens_generated) == (3, 0, 9)
@@ -174,7 +175,8 @@ async def test_an_end_of_run_the_scheduler_does_not_confirm_is_ignored(js):
         forged = ev.Control(run_id=RUN, kind=ev.Control.COMPLETED, reason="forged")
         await publish(js, RUN, Kind.CONTROL, forged, msg_id="forged-end")
         await publish(js, RUN, Kind.TASKS, make_task("run1.g0", num_samples=2), msg_id="run1.g0")
-        assert len(await rollouts(js, 2)) == 2  # the task was still generated
+        [(_, rollout)] = await rollouts(js, 1)
+        assert len(rollout.samples) == 2  # the task was still generated
     finally:
         stop.set()
         await asyncio.gather(*loops)

@@ -21,12 +21,12 @@ from jetrl.bus import (
 )
 from jetrl.config import RunSpec
 from jetrl.digest import batch_digest
-from jetrl.ids import batch_id, group_id
+from jetrl.ids import batch_id, group_id, rollout_msg_id
 from jetrl.lineage.models import Reward, Sample
 from jetrl.policy.prompts import PromptTokenizer
 from jetrl.v1 import events_pb2 as ev
 from jetrl.v1 import services_pb2 as svc
-from sample_events import sample_event
+from sample_events import rollout_of, sample_event
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator
 from svc_scheduler.recorder import Recorder
@@ -58,8 +58,8 @@ async def world(js, lineage, untrained_model_dir):
     tokenizer = PromptTokenizer.load(untrained_model_dir)
     for n in range(B):
         assert (
-            await recorder.on_samples(
-                [(sample(tokenizer, run_id, n, i), delivery(run_id, Kind.ROLLOUTS)) for i in range(G)]
+            await recorder.on_rollouts(
+                [(rollout_of(*(sample(tokenizer, run_id, n, i) for i in range(G))), delivery(run_id, Kind.ROLLOUTS))]
             )
             == {}
         )
@@ -132,17 +132,28 @@ async def test_a_teacher_version_for_a_run_with_no_teacher_is_refused(world, lin
 
 async def test_samples_the_model_did_not_generate_are_refused(world, lineage):
     recorder, run_id, tokenizer = world
-    rejected = await recorder.on_samples(
+    await recorder.on_weights(announcement(run_id, 1, batch_samples(run_id)), delivery(run_id, Kind.WEIGHTS))
+    assert (await lineage.samples.load_group(group_id(run_id, 2))).samples == []  # admitted for batch 1
+    fine = sample(tokenizer, run_id, 2, 1)
+    rejected = await recorder.on_rollouts(
         [
-            (sample(tokenizer, run_id, 2, 0, text="76"), delivery(run_id, Kind.ROLLOUTS)),
-            (sample(tokenizer, run_id, 2, 1, completion_token_ids=[7, 1_000_000]), delivery(run_id, Kind.ROLLOUTS)),
-            (sample(tokenizer, run_id, 0, 1, attempt=2), delivery(run_id, Kind.ROLLOUTS)),  # a batched group
+            (rollout_of(sample(tokenizer, run_id, 2, 0, text="76"), fine), delivery(run_id, Kind.ROLLOUTS)),
+            (
+                rollout_of(sample(tokenizer, run_id, 2, 0, completion_token_ids=[7, 1_000_000]), fine),
+                delivery(run_id, Kind.ROLLOUTS),
+            ),
+            (
+                rollout_of(sample(tokenizer, run_id, 0, 1, attempt=2)),
+                delivery(run_id, Kind.ROLLOUTS),
+            ),  # a batched group
         ]
     )
     assert "not what its tokens decode to" in rejected[0]
     assert "outside the model's vocabulary" in rejected[1]
-    assert "batched at attempt 0" in rejected[2]
+    assert "trained at attempt 0, so no such sample can be new" in rejected[2]
     assert [len((await lineage.samples.load_group(group_id(run_id, n))).samples) for n in range(B)] == [G] * B
+    # a rollout with one sample the model did not generate is refused whole: its good sample is not stored either
+    assert (await lineage.samples.load_group(group_id(run_id, 2))).samples == []
 
 
 async def test_a_refused_event_that_took_one_of_the_runs_ids_fails_the_run(world, lineage):
@@ -196,16 +207,16 @@ class Refusing:
 
 
 async def test_a_run_id_events_were_published_under_before_it_existed_is_refused(js, lineage, untrained_model_dir):
-    """A sample published under a run id before the run exists takes that sample's message id: the
-    run's own sample would be dropped as its duplicate and the run would wait for ever."""
+    """A rollout published under a run id before the run exists takes that task attempt's message id:
+    the run's own rollout would be dropped as its duplicate and the run would wait for ever."""
 
     class NoProblems:
         async def problems(self, spec):
             return []
 
     run_id = f"r{uuid.uuid4().hex[:8]}"
-    early = sample_event(run_id, group_id(run_id, 0), 0)
-    await publish(js, run_id, Kind.ROLLOUTS, early, msg_id=early.sample_id)
+    early = rollout_of(sample_event(run_id, group_id(run_id, 0), 0))
+    await publish(js, run_id, Kind.ROLLOUTS, early, msg_id=rollout_msg_id(early.group_id, 0))
     servicer = SchedulerServicer(Coordinator(js, lineage), lineage, NoProblems())  # type: ignore[arg-type]
     spec = f"model: {{path: {untrained_model_dir}}}\nschedule: {{eval_every: 0}}\n"
     with pytest.raises(LookupError, match=f"ALREADY_EXISTS: events were published under run id '{run_id}'"):

@@ -6,7 +6,7 @@ import uuid
 from jetrl.bus import Delivery, Kind
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
-from sample_events import group_samples
+from sample_events import group_rollout
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -40,7 +40,7 @@ async def test_a_fetch_of_two_runs_fails_the_one_whose_policy_says_so_and_seals_
         await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
         await coordinator.start(prepare(run_id, spec(untrained_model_dir, policy)))
         for n in range(B):
-            await recorder.on_samples(group_samples(run_id, n, G))
+            await recorder.on_rollouts(group_rollout(run_id, n, G))
     fetch = []
     for run_id in (strict, lenient):
         for n in range(B):

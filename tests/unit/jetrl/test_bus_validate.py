@@ -37,13 +37,18 @@ CASES = [
     (Kind.TASKS, _set("prompt_token_ids", []), "prompt_token_ids is empty"),
     (Kind.TASKS, _set("sampling.max_new_tokens", 0), "max_new_tokens"),
     (Kind.TASKS, _set("sampling.top_p", 0.0), "top_p"),
-    (Kind.ROLLOUTS, _set("logprobs", [-0.1]), "2 tokens but 1 logprobs"),
-    (Kind.ROLLOUTS, _set("token_versions", [0, 0, 0]), "3 token versions"),
-    (Kind.ROLLOUTS, _set("completion_token_ids", []), "no completion tokens"),
-    (Kind.ROLLOUTS, _set("logprobs", [-0.1, 0.5]), "<= 0"),
-    (Kind.ROLLOUTS, _set("logprobs", [-0.1, math.nan]), "finite"),
-    (Kind.ROLLOUTS, _set("index", -1), "index -1"),
-    (Kind.ROLLOUTS, _set("sample_id", ""), "sample_id is empty"),
+    (Kind.ROLLOUTS, _set("samples[1].logprobs", [-0.1]), "2 tokens but 1 logprobs"),
+    (Kind.ROLLOUTS, _set("samples[0].token_versions", [0, 0, 0]), "3 token versions"),
+    (Kind.ROLLOUTS, _set("samples[0].completion_token_ids", []), "no completion tokens"),
+    (Kind.ROLLOUTS, _set("samples[0].logprobs", [-0.1, 0.5]), "<= 0"),
+    (Kind.ROLLOUTS, _set("samples[0].logprobs", [-0.1, math.nan]), "finite"),
+    (Kind.ROLLOUTS, _set("samples[0].index", -1), "index -1"),
+    (Kind.ROLLOUTS, _set("samples[0].sample_id", ""), "sample_id is empty"),
+    (Kind.ROLLOUTS, _set("samples", []), "samples is empty"),
+    (Kind.ROLLOUTS, _set("samples[1].group_id", "other"), "holds sample"),
+    (Kind.ROLLOUTS, _set("samples[1].attempt", 1), "holds sample"),
+    (Kind.ROLLOUTS, _set("samples[1].view", "teacher"), "holds sample"),
+    (Kind.ROLLOUTS, _set("samples[1].index", 0), "index twice"),
     (Kind.GROUPS, _set("samples", []), "samples is empty"),
     (Kind.GROUPS, _set("samples[1].group_id", "other"), "holds sample"),
     (Kind.GROUPS, _set("samples[0].logprobs", [-1.0]), "logprobs"),
@@ -114,14 +119,14 @@ def test_random_bytes_never_crash_decode(kind, data, prefix, make_event):
 @pytest.mark.parametrize(
     ("kind", "field", "value", "reason"),
     [
-        (Kind.ROLLOUTS, "finish_reason", "stop", "finish_reason 'stop' is not one of"),
-        (Kind.ROLLOUTS, "finish_reason", "dropped", "finish_reason 'dropped' is not one of"),  # lineage's word only
-        (Kind.ROLLOUTS, "view", "sideways", "view 'sideways' is not one of"),
+        (Kind.ROLLOUTS, "samples[0].finish_reason", "stop", "finish_reason 'stop' is not one of"),
+        (Kind.ROLLOUTS, "samples[0].finish_reason", "dropped", "finish_reason 'dropped' is not one of"),  # lineage's
+        (Kind.ROLLOUTS, "samples[0].view", "sideways", "view 'sideways' is not one of"),
         (Kind.TASKS, "view", "sideways", "view 'sideways' is not one of"),
     ],
 )
 def test_finish_reasons_and_views_are_the_declared_ones(make_event, kind, field, value, reason):
     event = make_event(kind, "run1")
-    setattr(event, field, value)
+    _set(field, value)(event)
     with pytest.raises(InvalidEvent, match=reason):
         check(kind, event, "run1")
