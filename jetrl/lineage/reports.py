@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.dialects.postgresql import distinct_on
+from sqlalchemy import Select, func, select, true
 
 from jetrl.lineage.models import (
     Batch,
@@ -30,7 +29,7 @@ from jetrl.lineage.role import EngineRole
 from jetrl.states import SCORED_KEPT
 from jetrl.views import TEACHER
 
-__all__ = ["Reports", "RunStats", "VersionPoint"]
+__all__ = ["Reports", "RunStats", "VersionPoint", "version_points_statement"]
 
 
 @dataclass(frozen=True)
@@ -209,45 +208,7 @@ class Reports(EngineRole):
         trained each summed up: mean reward and staleness, and the share of the most common answer
         among all of them (one reward row per sample; collapse onto one answer shows as a share
         near 1; a version whose samples gave no answer at all has none)."""
-        of_run = (Sample.run_id == run_id, Sample.trained_version >= since)
-        trained = (
-            select(
-                Sample.trained_version,
-                func.avg(Sample.reward).filter(Sample.view != TEACHER).label("reward"),
-                func.avg(Sample.staleness).label("stale_mean"),
-                func.max(Sample.staleness).label("stale_max"),
-            )
-            .where(*of_run)
-            .group_by(Sample.trained_version)
-            .subquery()
-        )
-        answer = (
-            select(Sample.trained_version, Reward.extracted_answer)
-            .join(Reward, Reward.sample_id == Sample.sample_id)
-            .where(*of_run, Sample.view != TEACHER)
-            .ext(distinct_on(Reward.sample_id))  # one reward row per sample, the first server's
-            .order_by(Reward.sample_id, Reward.server)
-            .subquery()
-        )
-        counts = (
-            select(answer.c.trained_version, answer.c.extracted_answer, func.count().label("n"))
-            .group_by(answer.c.trained_version, answer.c.extracted_answer)
-            .subquery()
-        )
-        # "no answer" is no one answer: it counts among the samples, never as the top answer
-        top = func.max(counts.c.n).filter(counts.c.extracted_answer != "")
-        shares = (
-            select(counts.c.trained_version, (top * 1.0 / func.sum(counts.c.n)).label("top"))
-            .group_by(counts.c.trained_version)
-            .subquery()
-        )
-        rows = await self.rows(
-            select(PolicyVersion, trained.c.reward, trained.c.stale_mean, trained.c.stale_max, shares.c.top)
-            .outerjoin(trained, trained.c.trained_version == PolicyVersion.version)
-            .outerjoin(shares, shares.c.trained_version == PolicyVersion.version)
-            .where(PolicyVersion.run_id == run_id, PolicyVersion.version >= since)
-            .order_by(PolicyVersion.version)
-        )
+        rows = await self.rows(version_points_statement(run_id, since))
         return [
             VersionPoint(
                 r.version,
@@ -284,3 +245,54 @@ class Reports(EngineRole):
     async def sample_rewards(self, sample_id: str) -> list:
         """How each reward server scored one sample: server, endpoint, reward, extracted answer, detail."""
         return await self.rows(select(Reward).where(Reward.sample_id == sample_id).order_by(Reward.server))
+
+
+def version_points_statement(run_id: str, since: int) -> Select:
+    """The query behind `Reports.version_points`: one row per version from `since` on."""
+    of_run = (Sample.run_id == run_id, Sample.trained_version >= since)
+    trained = (
+        select(
+            Sample.trained_version,
+            func.avg(Sample.reward).filter(Sample.view != TEACHER).label("reward"),
+            func.avg(Sample.staleness).label("stale_mean"),
+            func.max(Sample.staleness).label("stale_max"),
+        )
+        .where(*of_run)
+        .group_by(Sample.trained_version)
+        .subquery()
+    )
+    # one reward row per sample, the first server's, looked up by the rewards' primary key: a
+    # join the planner may answer by reading every reward row of the database (every run's),
+    # on every version and on every progress update of every run
+    first = (
+        select(Reward.extracted_answer)
+        .where(Reward.sample_id == Sample.sample_id)
+        .order_by(Reward.server)
+        .limit(1)
+        .lateral()
+    )
+    answer = (
+        select(Sample.trained_version, first.c.extracted_answer)
+        .join(first, true())
+        .where(*of_run, Sample.view != TEACHER)
+        .subquery()
+    )
+    counts = (
+        select(answer.c.trained_version, answer.c.extracted_answer, func.count().label("n"))
+        .group_by(answer.c.trained_version, answer.c.extracted_answer)
+        .subquery()
+    )
+    # "no answer" is no one answer: it counts among the samples, never as the top answer
+    top = func.max(counts.c.n).filter(counts.c.extracted_answer != "")
+    shares = (
+        select(counts.c.trained_version, (top * 1.0 / func.sum(counts.c.n)).label("top"))
+        .group_by(counts.c.trained_version)
+        .subquery()
+    )
+    return (
+        select(PolicyVersion, trained.c.reward, trained.c.stale_mean, trained.c.stale_max, shares.c.top)
+        .outerjoin(trained, trained.c.trained_version == PolicyVersion.version)
+        .outerjoin(shares, shares.c.trained_version == PolicyVersion.version)
+        .where(PolicyVersion.run_id == run_id, PolicyVersion.version >= since)
+        .order_by(PolicyVersion.version)
+    )
