@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -229,11 +229,15 @@ class Coordinator:
         for batch in await self.store.batches.untrained_batches(run.run_id):
             await self._publish_batch(await self.store.batches.load_batch(batch))
 
-    async def publish_groups(self, run_id: str, group_ids: Sequence[str]) -> None:
-        """Groups that have all their samples: out to the reward stage, then marked generated."""
+    async def publish_groups(
+        self, run_id: str, group_ids: Sequence[str], recorded: Mapping[str, Sequence[events_pb2.Sample]] | None = None
+    ) -> None:
+        """Groups that have all their samples: out to the reward stage, then marked generated.
+        `recorded`: groups whose every finished sample the caller has just stored, as these
+        messages (not read back; the rest are)."""
         if not group_ids:
             return
-        groups = await self.store.samples.load_groups(group_ids)
+        groups = await self.store.samples.load_groups(group_ids, recorded)
         parents = await self.store.groups.traceparents(group_ids)
 
         async def one(group_id: str) -> None:

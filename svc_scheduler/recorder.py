@@ -30,11 +30,11 @@ from jetrl.config import RunSpec
 from jetrl.crash import crash_point
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
-from jetrl.lineage.samples import UnknownGroup
+from jetrl.lineage.samples import GroupProgress, UnknownGroup
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.metrics import VERSIONS_RECORDED
-from jetrl.states import IN_FLIGHT, GroupState, RunState
+from jetrl.states import IN_FLIGHT, FinishReason, GroupState, RunState
 from jetrl.telemetry import current_trace_id, trace_id_of
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size, split
@@ -66,6 +66,26 @@ def _calls_problem(scored: events_pb2.ScoredGroup, spec: RunSpec) -> str | None:
     elif len(called) > 1:
         return f"scored by {called}, but the run has one reward endpoint (the built-in server)"
     return None
+
+
+def _recorded_whole(
+    stored: list[events_pb2.Sample], progress: dict[tuple[str, str], GroupProgress | None]
+) -> dict[str, list[events_pb2.Sample]]:
+    """The groups of which this fetch stored every finished sample, with those samples: a group
+    generated in one first attempt, whose rows are exactly these messages, need not be read back.
+    Any other (an earlier attempt's or view's samples in lineage, a stored row a message may not
+    match) is left out and read back."""
+    finished: dict[tuple[str, str], list[events_pb2.Sample]] = {}
+    for s in stored:
+        if s.finish_reason != FinishReason.ABORTED:
+            finished.setdefault((s.group_id, s.run_id), []).append(s)
+    return {
+        group: samples
+        for (group, run), samples in finished.items()
+        if (p := progress.get((group, run))) is not None
+        and all(s.attempt == 0 for s in samples)
+        and len(samples) == len({s.index for s in samples}) == p.complete
+    }
 
 
 class Recorder:
@@ -123,8 +143,9 @@ class Recorder:
                 changed.add(run_id)  # one more group done: the batch may be generated, spares aborted
             elif p.accounted:
                 changed.add(run_id)  # an aborted group's partials are all in: it may resume
+        recorded = _recorded_whole([s for i, s in accepted if i not in rejected], progress)
         for run_id, group_ids in complete.items():
-            await self.coordinator.publish_groups(run_id, group_ids)
+            await self.coordinator.publish_groups(run_id, group_ids, recorded)
         for run_id in changed:
             await self.coordinator.admit(run_id)
         if accepted:

@@ -7,7 +7,7 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, func, select, tuple_, update
@@ -150,10 +150,12 @@ class Samples(EngineRole):
     async def load_group(self, group_id: str) -> events_pb2.PromptGroup:
         return (await self.load_groups([group_id]))[group_id]
 
-    async def load_groups(self, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:
-        """Several groups with their samples, in two queries whatever their number."""
+    async def load_groups(
+        self, group_ids: Sequence[str], recorded: Mapping[str, Sequence[events_pb2.Sample]] | None = None
+    ) -> dict[str, events_pb2.PromptGroup]:
+        """Several groups with their samples, in two queries whatever their number (`read_groups`)."""
         async with self.engine.connect() as conn:
-            return await read_groups(conn, group_ids)
+            return await read_groups(conn, group_ids, recorded)
 
 
 async def _stray(
@@ -198,9 +200,14 @@ def _not_in_flight(sample: events_pb2.Sample, state: str, attempt: int) -> bool:
     return sample.finish_reason == FinishReason.ABORTED and state != GroupState.PARTIAL
 
 
-async def read_groups(conn, group_ids: Sequence[str]) -> dict[str, events_pb2.PromptGroup]:
+async def read_groups(
+    conn, group_ids: Sequence[str], recorded: Mapping[str, Sequence[events_pb2.Sample]] | None = None
+) -> dict[str, events_pb2.PromptGroup]:
     """Groups with their prompt and finished samples, read on `conn` (inside its caller's
-    transaction); UnknownGroup names the first that was never admitted."""
+    transaction); UnknownGroup names the first that was never admitted. `recorded`: groups whose
+    finished samples the caller has just stored, every one of them, as these messages: they are
+    not read back (the group's head still is)."""
+    recorded = recorded or {}
     heads = {
         head.group_id: head
         for head in await conn.execute(
@@ -211,25 +218,30 @@ async def read_groups(conn, group_ids: Sequence[str]) -> dict[str, events_pb2.Pr
     }
     if missing := [g for g in group_ids if g not in heads]:
         raise UnknownGroup(f"unknown group {missing[0]!r}")
-    samples: dict[str, list] = {g: [] for g in group_ids}
-    for s in await conn.execute(
-        select(Sample).where(Sample.group_id.in_(group_ids)).order_by(Sample.group_id, Sample.index)
-    ):
-        samples[s.group_id].append(s)
+    samples: dict[str, list] = {
+        g: sorted(recorded[g], key=lambda s: s.index) if g in recorded else [] for g in group_ids
+    }
+    if unread := [g for g in group_ids if g not in recorded]:
+        for s in await conn.execute(
+            select(Sample).where(Sample.group_id.in_(unread)).order_by(Sample.group_id, Sample.index)
+        ):
+            samples[s.group_id].append(s)
     return {g: _group_message(heads[g], samples[g]) for g in group_ids}
 
 
 def _group_message(head, rows: list) -> events_pb2.PromptGroup:
-    """A PromptGroup from its head row (group, prompt, reference, analogous) and its sample rows, in index order."""
+    """A PromptGroup from its head row (group, prompt, reference, analogous) and its samples, in
+    index order: their rows, or the Sample messages they were stored from (`_SHARED` fields alike)."""
     views: list[events_pb2.ViewPrompt] = []
     for s in rows:  # the samples are in index order, so each view's are contiguous
-        if not views or views[-1].view != s.view:
+        view = s.view or MAIN  # a message may leave it unset; its row never does
+        if not views or views[-1].view != view:
             views.append(
                 events_pb2.ViewPrompt(
-                    view=s.view,
-                    prompt=head.analogous if s.view == ANALOGOUS else head.prompt,
+                    view=view,
+                    prompt=head.analogous if view == ANALOGOUS else head.prompt,
                     first_index=s.index,
-                    trained=s.view != TEACHER,
+                    trained=view != TEACHER,
                 )
             )
         views[-1].size += 1
@@ -241,7 +253,9 @@ def _group_message(head, rows: list) -> events_pb2.PromptGroup:
         reference=head.reference,
         step=head.step if head.step is not None else -1,
         policy_version=head.admitted_version,
-        samples=[events_pb2.Sample(**{f: getattr(s, f) for f in _SHARED + _SHARED_LISTS}, view=s.view) for s in rows],
+        samples=[
+            events_pb2.Sample(**{f: getattr(s, f) for f in _SHARED + _SHARED_LISTS}, view=s.view or MAIN) for s in rows
+        ],
         views=views if [v.view for v in views] != [MAIN] else [],
     )
 

@@ -1,12 +1,13 @@
-"""The recorder takes scored groups a fetch at a time (real NATS and Postgres): one fetch may hold
-several runs, and a failure policy that ends one run must not hold back or end the others."""
+"""The recorder takes rollouts and scored groups a fetch at a time (real NATS and Postgres): a
+group recorded whole in one fetch goes out as lineage holds it without being read back; one fetch
+may hold several runs, and a failure policy that ends one run must not hold back or end the others."""
 
 import uuid
 
-from jetrl.bus import Delivery, Kind
+from jetrl.bus import Delivery, Kind, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
-from sample_events import group_rollout
+from sample_events import group_rollout, group_samples, rollout_delivery, rollout_of, sample_event
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -54,3 +55,24 @@ async def test_a_fetch_of_two_runs_fails_the_one_whose_policy_says_so_and_seals_
     assert await lineage.batches.batches_sealed(strict) == 0
     assert (await lineage.runs.get_run(lenient)).state == "RUNNING"
     assert await lineage.batches.batches_sealed(lenient) == 1  # its batch, from the same fetch
+
+
+async def test_a_group_recorded_whole_in_one_fetch_goes_out_as_lineage_holds_it(js, lineage, untrained_model_dir):
+    """Group 0 comes in one rollout and is published from it; group 1's samples come in two
+    fetches and it is read back. Both go to the reward stage exactly as lineage reads them."""
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    recorder = Recorder(coordinator, lineage)
+    await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
+    await coordinator.start(prepare(run_id, spec(untrained_model_dir, "zero")))
+    # as a worker sends them: the behaviour temperature (not kept in lineage) and the view named
+    whole = rollout_of(*(sample_event(run_id, group_id(run_id, 0), i, temperature=0.7, view="main") for i in range(G)))
+    assert await recorder.on_rollouts([(whole, rollout_delivery(run_id))]) == {}
+    for sample in group_samples(run_id, 1, G):
+        assert await recorder.on_rollouts([(rollout_of(sample), rollout_delivery(run_id))]) == {}
+    subject = f"jetrl.{run_id}.{Kind.GROUPS}"
+    first = await js.get_msg(stream_name(Kind.GROUPS), 1, subject=subject, next=True)
+    second = await js.get_msg(stream_name(Kind.GROUPS), first.seq + 1, subject=subject, next=True)
+    published = [ev.PromptGroup.FromString(m.data) for m in (first, second)]
+    assert published == [await lineage.samples.load_group(group_id(run_id, n)) for n in range(B)]
+    assert [len(g.samples) for g in published] == [G, G]
