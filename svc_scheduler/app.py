@@ -7,9 +7,11 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is_transient, topology
 from jetrl.config import Settings, parse_spec
+from jetrl.lineage import statistics
 from jetrl.lineage.db import check_database, make_engine
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
@@ -70,6 +72,16 @@ async def reconcile_runs(coordinator: Coordinator, failures: dict[str, int]) -> 
             failures.pop(run_id, None)
 
 
+async def refresh_statistics(engine: AsyncEngine) -> None:
+    """Keep the planner statistics of the lineage tables fresh (jetrl.lineage.statistics). A
+    failure costs only plans, never a run: it is logged, and the next tick tries again."""
+    try:
+        if analyzed := await statistics.refresh(engine):
+            log.info("lineage statistics refreshed", extra=log_fields(tables=analyzed))
+    except Exception as exc:
+        log.warning("could not refresh lineage statistics", extra=log_fields(error=repr(exc)[:300]))
+
+
 async def main(settings: Settings) -> None:
     await check_database(settings.database_url)
     engine = make_engine(settings.database_url)
@@ -91,6 +103,7 @@ async def main(settings: Settings) -> None:
         return run
 
     async def resume(stop: asyncio.Event) -> None:
+        await refresh_statistics(engine)  # a resumed run's first plans, on a database analyzed or not
         await resume_runs(coordinator, store)
 
     async def reconcile(stop: asyncio.Event) -> None:
@@ -101,6 +114,7 @@ async def main(settings: Settings) -> None:
             try:
                 await asyncio.wait_for(stop.wait(), RECONCILE_EVERY_S)
             except TimeoutError:
+                await refresh_statistics(engine)
                 await reconcile_runs(coordinator, failures)
 
     bus = bus_probe(nc)

@@ -1,0 +1,75 @@
+"""The lineage tables' planner statistics (jetrl/lineage/statistics.py) on a real Postgres: a table
+that grew is analyzed, and the lookups the scheduler makes on every fetch use its indexes again."""
+
+import uuid
+
+import pytest
+from sqlalchemy import text
+
+from jetrl.lineage import statistics
+from jetrl.lineage.db import make_engine
+
+GROUPS, G = 2500, 8
+
+
+@pytest.fixture
+async def engine(database_url):
+    engine = make_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+async def grown_run(engine) -> str:
+    """A run of GROUPS groups of G samples, written in bulk as a run writes them: 20,000 samples."""
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    async with engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO runs (run_id, name, spec_yaml, state, message, policy_version, total_steps, "
+                "batch_groups, group_size, trace_id, created_at, updated_at) "
+                "VALUES (:run, 't', '', 'RUNNING', '', 0, 1, 1, :g, '', now(), now())"
+            ),
+            {"run": run_id, "g": G},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO prompt_groups (group_id, run_id, n, prompt_id, admitted_version, state, view, "
+                "traceparent, trace_id) SELECT :run || '.g' || n, :run, n, 'p' || n, 0, 'scored', 'main', '', '' "
+                "FROM generate_series(1, :groups) AS n"
+            ),
+            {"run": run_id, "groups": GROUPS},
+        )
+        await conn.execute(
+            text(
+                "INSERT INTO samples (sample_id, run_id, group_id, index, prompt_token_ids, completion_token_ids, "
+                "logprobs, token_versions, min_version, max_version, text, finish_reason, worker_id, trace_id) "
+                "SELECT g.group_id || '.' || i, g.run_id, g.group_id, i, '{5,6}', '{7,2}', '{-0.5,-0.25}', '{0,0}', "
+                "0, 0, '2', 'eos', 'w', '' FROM prompt_groups g, generate_series(0, :size - 1) AS i "
+                "WHERE g.run_id = :run"
+            ),
+            {"run": run_id, "size": G},
+        )
+    return run_id
+
+
+def _scans(plan: dict):
+    yield plan["Node Type"], plan.get("Relation Name")
+    for child in plan.get("Plans", ()):
+        yield from _scans(child)
+
+
+async def test_a_grown_table_is_analyzed_and_a_fetchs_lookup_uses_its_index(engine):
+    run_id = await grown_run(engine)
+    await engine.dispose()  # the inserting backend reports its changes when it ends
+    analyzed = await statistics.refresh(engine)
+    assert {"samples", "prompt_groups"} <= set(analyzed), analyzed
+    assert "samples" not in await statistics.stale_tables(engine)  # analyzed now: not again
+    # the samples of a fetch's 64 scored groups (Batches.record_scored_groups asks this on every fetch)
+    groups = ", ".join(f"'{run_id}.g{n}'" for n in range(1, 65))
+    async with engine.connect() as conn:
+        [[plan]] = (
+            await conn.execute(
+                text(f"EXPLAIN (FORMAT JSON) SELECT group_id, sample_id FROM samples WHERE group_id IN ({groups})")
+            )
+        ).one()
+    assert ("Seq Scan", "samples") not in set(_scans(plan["Plan"]))
