@@ -507,3 +507,28 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
     assert read <= 1002, f"read {read} reward rows for a run that has 1,002"
     [point] = await store.reports.version_points(run_id)
     assert (point.version, point.mean_reward, point.top_answer_share) == (1, 0.5, 1000 / 1002)
+
+
+async def test_token_arrays_are_written_as_literals_and_read_back_exactly(store, run_id):
+    """Token ids and log-probs go to Postgres as array literals (NumberArray): every float keeps
+    its value, the tiny, the huge and the float32 ones the protos carry."""
+    await store.groups.admit_groups([NewGroup(task(run_id, 0), "1")])
+    logprobs = [-1e-300, -0.1, -123456.789, -0.0, -3.4028234663852886e38]
+    odd = sample_event(
+        run_id,
+        f"{run_id}.g000000",
+        0,
+        prompt_token_ids=[0, 2**31 - 1],
+        completion_token_ids=[7, 8, 9, 10, 2],
+        logprobs=logprobs,
+        token_versions=[0, 1, 2, 3, 4],
+    )
+    await store.samples.record_samples([(odd, "")])
+    async with store.engine.connect() as conn:
+        row = (await conn.execute(select(Sample).where(Sample.sample_id == odd.sample_id))).one()
+    assert row.logprobs == list(odd.logprobs)  # the float32 values the message holds, to the bit
+    assert (row.prompt_token_ids, row.completion_token_ids, row.token_versions) == (
+        [0, 2**31 - 1],
+        [7, 8, 9, 10, 2],
+        [0, 1, 2, 3, 4],
+    )
