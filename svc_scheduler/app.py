@@ -141,8 +141,10 @@ async def main(settings: Settings) -> None:
         [
             resume,
             reconcile,
-            # rollouts and scored groups are the bulk of the traffic: one transaction per fetch, not per event
-            worker(topology.SCHEDULER_ROLLOUTS, recorder.on_rollouts, consume_together, batch=64),
+            # rollouts and scored groups are the bulk of the traffic: one transaction per fetch, not per
+            # event. 16 rollouts (128 samples at G = 8): a fetch of 64 blocked the loop long enough to
+            # double the per-version overhead (jetrl bench control-plane: 385-437 ms p50 at 16, 833-1,131 at 64)
+            worker(topology.SCHEDULER_ROLLOUTS, recorder.on_rollouts, consume_together, batch=16),
             worker(topology.SCHEDULER_SCORED, recorder.on_scored, consume_together, batch=64),
             worker(topology.SCHEDULER_WEIGHTS, recorder.on_weights),
             worker(topology.SCHEDULER_TEACHER, recorder.on_teacher),
