@@ -114,6 +114,12 @@ class RolloutWorker:
         except RunNotFound as exc:
             raise InvalidEvent(str(exc)) from None
         indexed = requests_for(task)
+        if not indexed:
+            # a group resumed as its last samples were being recorded has nothing left to generate:
+            # there is no Rollout to publish (the bus refuses an empty one), and every sample of the
+            # group is recorded, so the scheduler publishes it as complete
+            log.debug("task has nothing to generate", extra=log_fields(group=task.group_id, attempt=task.attempt))
+            return
         requests = [r for _, r in indexed]
         key = (task.run_id, task.group_id, task.attempt)
         if key in self.aborted:

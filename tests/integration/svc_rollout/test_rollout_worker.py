@@ -181,3 +181,30 @@ async def test_an_end_of_run_the_scheduler_does_not_confirm_is_ignored(js):
         stop.set()
         await asyncio.gather(*loops)
     assert RUN not in worker.ended_runs and (RUN, POLICY) in worker.policies.engines
+
+
+async def test_a_task_with_nothing_left_to_generate_is_done_without_a_rollout(js):
+    """A group aborted when every sample had already finished resumes with nothing to generate.
+    Its task publishes nothing and is acked: an empty Rollout is refused by the bus, and the task
+    failed for good and failed the run (sync-april-r1 in the generation-bound bench)."""
+    stop = asyncio.Event()
+    worker, loops = await running_worker(js, tiny_engine(), stop)
+    try:
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g7", 1, resume=[]), msg_id="run1.g7.r1")
+        await publish(js, RUN, Kind.TASKS, make_task("run1.g8", num_samples=2), msg_id="run1.g8")
+        [(msg_id, rollout)] = await rollouts(js, 1)  # the next task's, not an empty one
+
+        async def both_acked():  # a dead-lettered task is acked too
+            return await messages(js, Kind.TASKS) == 0
+
+        await until(both_acked)
+    finally:
+        stop.set()
+        await asyncio.gather(*loops)
+    assert msg_id == "run1.g8.a0" and len(rollout.samples) == 2
+    assert await messages(js, Kind.DLQ) == 0
+    assert (worker.samples_generated, worker.samples_aborted) == (2, 0)
+
+
+async def messages(js, kind: Kind) -> int:
+    return (await js.stream_info(stream_name(kind))).state.messages
