@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.dialects import postgresql
 
+from bulk_lineage import insert_samples, plan_nodes
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
@@ -445,12 +446,6 @@ async def test_a_version_whose_samples_gave_no_answer_has_no_top_answer(store, r
     assert point.top_answer_share is None
 
 
-def _plan_nodes(plan: dict):
-    yield plan
-    for child in plan.get("Plans", ()):
-        yield from _plan_nodes(child)
-
-
 async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
     """`version_points` runs on every version and on every progress update a watcher gets. It joined
     the rewards of every run in the database, and with statistics behind the rows (mid-run, or
@@ -467,14 +462,15 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
             (other, f"{other}.g000000", 20000, None),
             (run_id, group.group_id, 1000, 1),
         ):
-            await conn.execute(
-                text(
-                    "INSERT INTO samples (sample_id, run_id, group_id, index, prompt_token_ids, completion_token_ids,"
-                    " logprobs, token_versions, min_version, max_version, text, finish_reason, worker_id, trace_id,"
-                    " trained_version) SELECT :group || '.x' || i, :run, :group, 0, '{5,6}', '{7,2}', '{-0.5,-0.25}',"
-                    " '{0,0}', 0, 0, '2', 'eos', 'w', '', :trained FROM generate_series(1, :count) AS i"
-                ),
+            await insert_samples(
+                conn,
+                "generate_series(1, :count) AS i",
                 {"run": run, "group": group_of, "count": count, "trained": trained},
+                sample_id=":group || '.x' || i",
+                run_id=":run",
+                group_id=":group",
+                index="0",
+                trained=":trained",
             )
             await conn.execute(
                 text(
@@ -501,7 +497,7 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
         [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
     read = sum(
         (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
-        for n in _plan_nodes(plan["Plan"])
+        for n in plan_nodes(plan["Plan"])
         if n.get("Relation Name") == "rewards"
     )
     assert read <= 1002, f"read {read} reward rows for a run that has 1,002"

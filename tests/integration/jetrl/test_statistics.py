@@ -6,6 +6,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 
+from bulk_lineage import insert_samples, plan_nodes
 from jetrl.lineage import statistics
 from jetrl.lineage.db import make_engine
 
@@ -39,23 +40,16 @@ async def grown_run(engine) -> str:
             ),
             {"run": run_id, "groups": GROUPS},
         )
-        await conn.execute(
-            text(
-                "INSERT INTO samples (sample_id, run_id, group_id, index, prompt_token_ids, completion_token_ids, "
-                "logprobs, token_versions, min_version, max_version, text, finish_reason, worker_id, trace_id) "
-                "SELECT g.group_id || '.' || i, g.run_id, g.group_id, i, '{5,6}', '{7,2}', '{-0.5,-0.25}', '{0,0}', "
-                "0, 0, '2', 'eos', 'w', '' FROM prompt_groups g, generate_series(0, :size - 1) AS i "
-                "WHERE g.run_id = :run"
-            ),
+        await insert_samples(
+            conn,
+            "prompt_groups g, generate_series(0, :size - 1) AS i WHERE g.run_id = :run",
             {"run": run_id, "size": G},
+            sample_id="g.group_id || '.' || i",
+            run_id="g.run_id",
+            group_id="g.group_id",
+            index="i",
         )
     return run_id
-
-
-def _scans(plan: dict):
-    yield plan["Node Type"], plan.get("Relation Name")
-    for child in plan.get("Plans", ()):
-        yield from _scans(child)
 
 
 async def test_a_grown_table_is_analyzed_and_a_fetchs_lookup_uses_its_index(engine):
@@ -72,4 +66,4 @@ async def test_a_grown_table_is_analyzed_and_a_fetchs_lookup_uses_its_index(engi
                 text(f"EXPLAIN (FORMAT JSON) SELECT group_id, sample_id FROM samples WHERE group_id IN ({groups})")
             )
         ).one()
-    assert ("Seq Scan", "samples") not in set(_scans(plan["Plan"]))
+    assert ("Seq Scan", "samples") not in {(n["Node Type"], n.get("Relation Name")) for n in plan_nodes(plan["Plan"])}
