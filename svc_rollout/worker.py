@@ -30,7 +30,7 @@ from jetrl.states import FinishReason
 from jetrl.tasks import make_task
 from jetrl.telemetry import Attr, tracer
 from jetrl.v1 import events_pb2, services_pb2
-from jetrl.views import TEACHER
+from jetrl.views import MAIN, TEACHER
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.policies import Policies
 
@@ -144,7 +144,7 @@ class RolloutWorker:
                 results = await asyncio.get_running_loop().run_in_executor(
                     self._threads, context.run, engine.generate, requests, lambda: key in self.aborted
                 )
-        view = task.view or "main"
+        view = task.view or MAIN
         rollout = events_pb2.Rollout(
             run_id=task.run_id,
             group_id=task.group_id,
