@@ -13,6 +13,7 @@ from jetrl.bus import bus_probe, connect, consume, consume_together, declare, is
 from jetrl.config import Settings, parse_spec
 from jetrl.lineage import statistics
 from jetrl.lineage.db import check_database, make_engine
+from jetrl.lineage.role import lending
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.rpc_security import ServerSecurity
@@ -94,10 +95,15 @@ async def main(settings: Settings) -> None:
     recorder = Recorder(coordinator, store, run_metrics)
 
     def worker(spec, handler, consumes=consume, **options):
-        """A worker named after its consumer that runs `consumes` (one event at a time by default)."""
+        """A worker named after its consumer that runs `consumes` (one event at a time by default);
+        the store calls of one handling share a connection (`lending`)."""
+
+        async def handle(*event):
+            async with lending(engine):
+                return await handler(*event)
 
         async def run(stop: asyncio.Event) -> None:
-            await consumes(js, spec, handler, stop, **options)
+            await consumes(js, spec, handle, stop, **options)
 
         run.__name__ = spec.name
         return run

@@ -28,6 +28,7 @@ from jetrl.ids import batch_id, group_id
 from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.groups import NewGroup
 from jetrl.lineage.models import Run
+from jetrl.lineage.role import lending
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
@@ -91,7 +92,11 @@ class Coordinator:
 
     async def reconcile(self, run_id: str) -> None:
         """Publish what lineage says is decided but may not have gone out, then decide anew:
-        complete groups, batches to seal, groups to admit."""
+        complete groups, batches to seal, groups to admit (a dozen reads: on one connection)."""
+        async with lending(self.store.engine):
+            await self._reconcile(run_id)
+
+    async def _reconcile(self, run_id: str) -> None:
         run = self.runs.get(run_id)
         if run is None:
             return

@@ -14,6 +14,7 @@ from jetrl.bus.topology import subjects_in_use
 from jetrl.collapse import collapse_warning
 from jetrl.config import SpecError, dump_spec, parse_spec
 from jetrl.digest import batch_digest
+from jetrl.lineage.role import lending
 from jetrl.lineage.store import LineageStore
 from jetrl.service import Register, registering
 from jetrl.spec_sections import MetricsSpec
@@ -39,6 +40,10 @@ class SchedulerServicer(services_pb2_grpc.SchedulerServiceServicer):
         self.peers = peers  # asked before a run starts whether they can serve it
 
     async def progress(self, run_id: str) -> services_pb2.RunProgress | None:
+        async with lending(self.store.engine):  # five reads, a watcher's every interval: one connection
+            return await self._progress(run_id)
+
+    async def _progress(self, run_id: str) -> services_pb2.RunProgress | None:
         record = await self.store.runs.get_run(run_id)
         if record is None:
             return None

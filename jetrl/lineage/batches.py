@@ -94,7 +94,7 @@ class Batches(EngineRole):
         sample_rewards: list[tuple[str, float]] = []
         moves: list[tuple[str, str, str, str | None]] = []
         results: list[str | UnknownGroup | None] = []
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             # the groups' rows first, in one order, then their samples: the order record_samples takes them in
             known_groups = set(
                 (
@@ -156,7 +156,7 @@ class Batches(EngineRole):
         A scored group whose newest token is already older than `max_staleness` versions at this
         step could only be trained fully masked: it expires instead, and admission replaces it.
         """
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
                 return False
             scored = PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED
@@ -208,21 +208,21 @@ class Batches(EngineRole):
         return True
 
     async def set_batch_trace(self, batch_id: str, trace_id: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(update(Batch).where(Batch.batch_id == batch_id).values(trace_id=trace_id))
 
     async def batches_sealed(self, run_id: str) -> int:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return (await conn.execute(select(func.count()).where(Batch.run_id == run_id))).scalar_one()
 
     async def is_sealed(self, run_id: str, batch_id: str) -> bool:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             found = await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.batch_id == batch_id))
             return found.first() is not None
 
     async def untrained_batches(self, run_id: str) -> list[str]:
         """Ids of sealed batches some group of which is not trained yet, in step order."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return list(
                 (
                     await conn.execute(
@@ -243,7 +243,7 @@ class Batches(EngineRole):
     async def load_batch(self, batch_id: str) -> events_pb2.Batch:
         """A sealed batch as the trainer gets it, groups in admission order (a handful of queries
         whatever its size)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             head = (await conn.execute(select(Batch).where(Batch.batch_id == batch_id))).one()
             ids = (
                 (

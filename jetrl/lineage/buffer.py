@@ -37,7 +37,7 @@ class Resumed:
 class PartialBuffer(EngineRole):
     async def abort(self, run_id: str, group_ids: list[str]) -> list[tuple[str, int]]:
         """Move generating groups to the buffer; (group id, attempt) of those that moved."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             rows = await conn.execute(
                 update(PromptGroup)
                 .where(
@@ -53,7 +53,7 @@ class PartialBuffer(EngineRole):
     async def unaccounted(self, run_id: str) -> list[tuple[str, int]]:
         """(group id, attempt) of buffered groups still waiting for the aborted attempt's samples:
         the ABORT that stops that attempt must have gone out, or they would wait for ever."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = list(
                 await conn.execute(
                     select(PromptGroup.group_id, PromptGroup.attempt)
@@ -64,7 +64,7 @@ class PartialBuffer(EngineRole):
             return [(g, a) for g, a in rows if not await accounted(conn, g, a)]
 
     async def size(self, run_id: str) -> int:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return (
                 await conn.execute(
                     select(func.count()).where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.PARTIAL)
@@ -81,7 +81,7 @@ class PartialBuffer(EngineRole):
         """
         if limit <= 0:
             return []
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             # locked in group-id order (= admission order), the order record_samples locks groups in
             rows = await conn.execute(
                 select(PromptGroup)
@@ -119,7 +119,7 @@ class PartialBuffer(EngineRole):
 
     async def current(self, group_id: str) -> Resumed:
         """The attempt a generating group is on now (to publish its task again after a restart)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             row = (await conn.execute(select(PromptGroup).where(PromptGroup.group_id == group_id))).one()
             prefixes = (await self._prefixes(conn, group_id, row.attempt - 1, None))[0] if row.attempt else []
             return Resumed(row.n, row.attempt, row.attempt_version, row.traceparent, prefixes)

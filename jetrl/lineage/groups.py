@@ -40,7 +40,7 @@ class Groups(EngineRole):
         """New groups and their prompts, in one transaction and two statements."""
         if not groups:
             return
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 insert(Prompt).on_conflict_do_nothing(),
                 [
@@ -75,7 +75,7 @@ class Groups(EngineRole):
             )
 
     async def group_counts(self, run_id: str) -> dict[str, int]:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(PromptGroup.state, func.count()).where(PromptGroup.run_id == run_id).group_by(PromptGroup.state)
             )
@@ -83,7 +83,7 @@ class Groups(EngineRole):
 
     async def admitted_groups(self, run_id: str) -> list[tuple[int, int, int, str]]:
         """(n, attempt, version it started on, traceparent) of groups generating now, in admission order."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(PromptGroup.n, PromptGroup.attempt, PromptGroup.attempt_version, PromptGroup.traceparent)
                 .where(PromptGroup.run_id == run_id, PromptGroup.state == GroupState.ADMITTED)
@@ -95,7 +95,7 @@ class Groups(EngineRole):
         """Groups still generating (or buffered) whose `size` samples are all recorded: their
         completion was decided but maybe never published (a crash right after the commit)."""
         finished = select(func.count()).where(Sample.group_id == PromptGroup.group_id).scalar_subquery()
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return list(
                 (
                     await conn.execute(
@@ -107,12 +107,12 @@ class Groups(EngineRole):
             )
 
     async def group_state(self, group_id: str) -> str | None:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return (await conn.execute(select(PromptGroup.state).where(PromptGroup.group_id == group_id))).scalar()
 
     async def traceparents(self, group_ids: Sequence[str]) -> dict[str, str]:
         """group id -> the traceparent of its trace ('' when it has none), for the groups that exist."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(PromptGroup.group_id, PromptGroup.traceparent).where(PromptGroup.group_id.in_(group_ids))
             )
@@ -120,7 +120,7 @@ class Groups(EngineRole):
 
     async def mark_groups(self, group_ids: Sequence[str], state: GroupState) -> None:
         """Move groups forward to `state`; a group already there or further stays put."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 update(PromptGroup)
                 .where(PromptGroup.group_id.in_(group_ids), PromptGroup.state.in_(GroupState(state).earlier()))
@@ -130,7 +130,7 @@ class Groups(EngineRole):
     async def prompt_evidence(self, run_id: str) -> list[tuple[int, int, int, int]]:
         """(problem, version generated at, successes, failures) of every scored group whose problem
         the scheduler chose, over its trained views' samples (reward > 0.5 counts as a success)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(
                     PromptGroup.problem,
@@ -148,7 +148,7 @@ class Groups(EngineRole):
     async def group_problems(self, run_id: str) -> dict[int, int]:
         """n -> problem index of the run's groups in flight (generating or partial) whose problem
         the scheduler chose."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(PromptGroup.n, PromptGroup.problem).where(
                     PromptGroup.run_id == run_id,

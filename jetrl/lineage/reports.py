@@ -73,7 +73,7 @@ class Reports(EngineRole):
 
     async def evaluations(self, run_id: str) -> list[tuple[int, int, int, float]]:
         """(version, correct, total, accuracy) in version order."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             rows = await conn.execute(
                 select(Evaluation.version, Evaluation.correct, Evaluation.total)
                 .where(Evaluation.run_id == run_id)
@@ -95,7 +95,7 @@ class Reports(EngineRole):
         return await self.rows(select(DeadLetter).where(DeadLetter.run_id == run_id).order_by(DeadLetter.created_at))
 
     async def run_stats(self, run_id: str) -> RunStats:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             generated, trained, first, last = (
                 await conn.execute(
                     select(
@@ -167,7 +167,7 @@ class Reports(EngineRole):
     async def reward_failure_share(self, run_id: str) -> tuple[int, int]:
         """(groups some reward endpoint failed for, groups) among the run's scored groups kept for
         training; the share `reward.max_failed_share` bounds."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             failed, kept = (
                 await conn.execute(
                     select(func.count().filter(PromptGroup.reward_error.is_not(None)), func.count()).where(

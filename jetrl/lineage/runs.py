@@ -40,7 +40,7 @@ class Runs(EngineRole):
         )
 
     async def get_run(self, run_id: str) -> Run | None:
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             # a Core connection returns the runs row's columns (what callers read), not a Run entity
             return (await conn.execute(select(Run).where(Run.run_id == run_id))).one_or_none()  # type: ignore[return-value]
 
@@ -48,7 +48,7 @@ class Runs(EngineRole):
         return await self.rows(select(Run).order_by(Run.created_at))
 
     async def set_run_state(self, run_id: str, state: RunState, message: str) -> None:
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 update(Run).where(Run.run_id == run_id).values(state=state, message=message, updated_at=func.now())
             )

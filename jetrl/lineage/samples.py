@@ -87,7 +87,7 @@ class Samples(EngineRole):
         samples name, the group's progress, or None when that run never admitted that group (such
         samples are not stored)."""
         pairs = sorted({(s.group_id, s.run_id) for s, _ in samples})
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             # row locks, taken in one order: the samples of a group are serialised across
             # transactions, so exactly one of them sees the group complete
             known = {
@@ -154,7 +154,7 @@ class Samples(EngineRole):
         self, group_ids: Sequence[str], recorded: Mapping[str, Sequence[events_pb2.Sample]] | None = None
     ) -> dict[str, events_pb2.PromptGroup]:
         """Several groups with their samples, in two queries whatever their number (`read_groups`)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return await read_groups(conn, group_ids, recorded)
 
 

@@ -24,7 +24,7 @@ _ANNOUNCED = ("run_id", "version", "parent_version", "batch_id", "uri", "sha256"
 class Versions(EngineRole):
     async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
         """A new version: its row, each trained sample's advantage and trained version, the run's head."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             announced = {f: getattr(ann, f) for f in _ANNOUNCED}
             await conn.execute(
                 insert(PolicyVersion)
@@ -104,7 +104,7 @@ class Versions(EngineRole):
                 f"announced v{version} from v{ann.parent_version} and batch {ann.batch_id!r}: a version "
                 f"v (>= 1) comes from v - 1 and batch {sealed_id or '<run>.b<v-1>'}"
             )
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             recorded = (
                 await conn.execute(
                     select(PolicyVersion.sha256).where(PolicyVersion.run_id == run_id, PolicyVersion.version == version)
@@ -133,12 +133,12 @@ class Versions(EngineRole):
 
     async def versions_recorded(self, run_id: str) -> int:
         """How many of the run's versions have their row (announcements may arrive out of order)."""
-        async with self.engine.connect() as conn:
+        async with self.connect() as conn:
             return (await conn.execute(select(func.count()).where(PolicyVersion.run_id == run_id))).scalar_one()
 
     async def record_teacher(self, run_id: str, version: int) -> None:
         """The EMA teacher absorbed policy version `version` (its weights are the teacher stream's)."""
-        async with self.engine.begin() as conn:
+        async with self.begin() as conn:
             await conn.execute(
                 update(Run)
                 .where(Run.run_id == run_id, func.coalesce(Run.teacher_version, -1) < version)
