@@ -43,6 +43,7 @@ class _Lent:
 
 
 _lent: ContextVar[_Lent | None] = ContextVar("jetrl_lineage_lent", default=None)
+AUTOCOMMIT = "AUTOCOMMIT"  # SQLAlchemy's isolation level for a DBAPI connection in autocommit
 
 
 @asynccontextmanager
@@ -95,20 +96,26 @@ class EngineRole:
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[AsyncConnection]:
-        """A connection to read on; what the block began is rolled back when it ends, as the pool
-        does with a connection returned to it."""
+        """A connection to read on, in autocommit: the lent one where `lending` is open, else one
+        from the pool. At READ COMMITTED (Postgres's default, which every transaction here is
+        written for) each statement reads a snapshot of its own inside a transaction or not, so a
+        read's BEGIN and ROLLBACK were two round trips that bought nothing; most reads are one
+        statement."""
         if (lent := self._lent()) is None:
             async with self.engine.connect() as conn:
-                yield conn
+                await conn.execution_options(isolation_level=AUTOCOMMIT)
+                yield conn  # the pool gives it its default level back when it returns
             return
         lent.busy = True
         try:
-            yield lent.conn
-        finally:
+            await lent.conn.execution_options(isolation_level=AUTOCOMMIT)
             try:
-                await lent.conn.rollback()
+                yield lent.conn
             finally:
-                lent.busy = False
+                await lent.conn.rollback()  # ends SQLAlchemy's own marker; nothing is sent in autocommit
+                await lent.conn.execution_options(isolation_level=lent.conn.default_isolation_level)
+        finally:
+            lent.busy = False
 
     async def insert_once(self, table: Any, **values: Any) -> None:
         """One row, in a transaction of its own; where its key is already there nothing changes

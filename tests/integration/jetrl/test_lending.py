@@ -68,7 +68,31 @@ async def test_a_failed_call_is_rolled_back_and_the_next_one_goes_on(store):
             await store.runs.rows(text("SELECT no_such_column FROM runs"))
         assert (await store.runs.get_run(run_id)).message == ""
         await store.runs.set_run_state(run_id, RunState.RUNNING, "after")
+        # the reads above ran in autocommit: a write after them is a transaction again
+        with pytest.raises(RuntimeError):
+            async with store.runs.begin() as conn:
+                await conn.execute(text("UPDATE runs SET message = 'half' WHERE run_id = :r"), {"r": run_id})
+                raise RuntimeError("failed again")
     assert (await store.runs.get_run(run_id)).message == "after"
+
+
+@pytest.mark.parametrize("lent", [True, False])
+async def test_a_read_is_no_transaction_each_statement_is_its_own(store, lent):
+    """A read's BEGIN and ROLLBACK are two round trips that buy nothing at READ COMMITTED: each
+    statement of a read sees its own snapshot either way."""
+
+    async def read_twice() -> tuple:
+        async with store.runs.connect() as conn:
+            first = (await conn.execute(text("SELECT now(), pg_sleep(0.01)"))).scalar()
+            second = (await conn.execute(text("SELECT now()"))).scalar()
+            return first, second
+
+    if lent:
+        async with lending(store.engine):
+            first, second = await read_twice()
+    else:
+        first, second = await read_twice()
+    assert second > first  # now() is the start of the transaction: two, so no BEGIN held them
 
 
 async def test_calls_running_side_by_side_and_after_the_block_use_the_pool(store):
