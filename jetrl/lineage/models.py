@@ -101,14 +101,16 @@ class Prompt(Base):
 
 class PromptGroup(Base):
     __tablename__ = "prompt_groups"
+    # every lookup names the run and, but for a few, a state (admission's counts, sealing, resuming)
+    __table_args__ = (Index("ix_prompt_groups_run_id_state", "run_id", "state"),)
     group_id: Mapped[str] = mapped_column(String(160), primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
     n: Mapped[int] = mapped_column(Integer)  # admission order within the run
     problem: Mapped[int | None] = mapped_column(Integer, nullable=True)  # task problem index; None: n
     prompt_id: Mapped[str] = mapped_column(String(128))
     step: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the batch it joined, once sealed
     admitted_version: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), index=True)
+    state: Mapped[str] = mapped_column(String(16))
     attempt: Mapped[int] = mapped_column(Integer, default=0)  # current task attempt
     attempt_version: Mapped[int] = mapped_column(Integer, default=0)  # version current when it (re)started
     recycled: Mapped[int] = mapped_column(Integer, default=0)  # times aborted and resumed (APRIL)
@@ -132,10 +134,11 @@ class _AttemptKey:
 
 class Sample(Base):
     __tablename__ = "samples"
-    # a version's samples (version_points, run progress), without reading the whole run's
+    # a version's samples (version_points, run progress), without reading the whole run's; and a
+    # run's, by its leading column (each index costs an entry on each of a sample's four writes)
     __table_args__ = (Index("ix_samples_run_id_trained_version", "run_id", "trained_version"),)
     sample_id: Mapped[str] = mapped_column(String(192), primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
     group_id: Mapped[str] = mapped_column(ForeignKey("prompt_groups.group_id", ondelete="CASCADE"), index=True)
     index: Mapped[int] = mapped_column(Integer)
     view: Mapped[str] = mapped_column(String(16), default="main")  # jetrl.views

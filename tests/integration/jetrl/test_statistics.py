@@ -22,6 +22,11 @@ async def engine(database_url):
 
 async def grown_run(engine) -> str:
     """A run of GROUPS groups of G samples, written in bulk as a run writes them: 20,000 samples."""
+    return await grown_run_of(engine, GROUPS)
+
+
+async def grown_run_of(engine, groups: int) -> str:
+    """A run of `groups` scored groups of G samples each, written in bulk."""
     run_id = f"r{uuid.uuid4().hex[:8]}"
     async with engine.begin() as conn:
         await conn.execute(
@@ -38,7 +43,7 @@ async def grown_run(engine) -> str:
                 "traceparent, trace_id) SELECT :run || '.g' || n, :run, n, 'p' || n, 0, 'scored', 'main', '', '' "
                 "FROM generate_series(1, :groups) AS n"
             ),
-            {"run": run_id, "groups": GROUPS},
+            {"run": run_id, "groups": groups},
         )
         await insert_samples(
             conn,
@@ -67,3 +72,21 @@ async def test_a_grown_table_is_analyzed_and_a_fetchs_lookup_uses_its_index(engi
             )
         ).one()
     assert ("Seq Scan", "samples") not in {(n["Node Type"], n.get("Relation Name")) for n in plan_nodes(plan["Plan"])}
+
+
+async def test_a_runs_groups_by_state_are_read_from_one_index(engine):
+    """Admission's counts and sealing's scored groups name the run and a state: one (run_id, state)
+    index serves both (migration 0006), where a run_id and a state index were two to write."""
+    await grown_run(engine)
+    small = await grown_run_of(engine, 3)
+    await engine.dispose()
+    await statistics.refresh(engine)
+    statements = [
+        f"SELECT state, count(*) FROM prompt_groups WHERE run_id = '{small}' GROUP BY state",
+        f"SELECT group_id FROM prompt_groups WHERE run_id = '{small}' AND state = 'scored' ORDER BY n LIMIT 2",
+    ]
+    async with engine.connect() as conn:
+        for statement in statements:
+            [[plan]] = (await conn.execute(text(f"EXPLAIN (FORMAT JSON) {statement}"))).one()
+            used = {n.get("Index Name") for n in plan_nodes(plan["Plan"])}
+            assert "ix_prompt_groups_run_id_state" in used, (statement, plan)
