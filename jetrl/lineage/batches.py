@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Float, String, Text, func, select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -262,12 +263,17 @@ class Batches(EngineRole):
                     await conn.execute(select(Sample.sample_id, Sample.reward).where(Sample.group_id.in_(ids)))
                 ).all()
             }
-            scores = {
-                r.sample_id: r
-                for r in await conn.execute(
-                    select(Reward).join(Sample, Sample.sample_id == Reward.sample_id).where(Sample.group_id.in_(ids))
-                )
-            }
+            # a sample several servers scored has a row of each: keep the one of the server the reward
+            # stage named first (the group's reward_server), else the first by name, whatever the plan
+            scores: dict[str, Any] = {}  # Reward rows (Core: its columns, not entities)
+            for r in await conn.execute(
+                select(Reward)
+                .join(Sample, Sample.sample_id == Reward.sample_id)
+                .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
+                .where(Sample.group_id.in_(ids))
+                .order_by(Reward.sample_id, Reward.server != PromptGroup.reward_server, Reward.server)
+            ):
+                scores.setdefault(r.sample_id, r)
             return events_pb2.Batch(
                 run_id=head.run_id,
                 batch_id=batch_id,

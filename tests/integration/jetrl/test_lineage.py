@@ -528,3 +528,43 @@ async def test_token_arrays_are_written_as_literals_and_read_back_exactly(store,
         [7, 8, 9, 10, 2],
         [0, 1, 2, 3, 4],
     )
+
+
+@pytest.mark.parametrize("calls", [("verify@1", "majority@1"), ("majority@1", "verify@1")])
+async def test_a_batch_scored_by_two_servers_reads_back_the_same_whatever_the_plan(store, run_id, calls):
+    """The trainer checks a batch against the digest lineage gives (GetBatchDigest after a restart
+    reads it back), so `load_batch` must read the same batch whichever join Postgres picks: a
+    group's reward server is the one the reward stage named first, not whichever of a sample's
+    reward rows a plan returns last."""
+    from jetrl.digest import batch_digest
+    from jetrl.lineage.role import lending
+
+    group = await admitted_and_generated(store, run_id, 0)
+    first, second = calls
+    await store.batches.record_scored(
+        ev.ScoredGroup(
+            group=group,
+            rewards=[1.5, 0.5],
+            reward_server=first,
+            reward_endpoint="a:1",
+            calls=[
+                ev.RewardCall(endpoint="a:1", server=first, weight=1.0, ok=True, rewards=[1.0, 0.0]),
+                ev.RewardCall(endpoint="c:3", server=second, weight=0.5, ok=True, rewards=[1.0, 1.0]),
+            ],
+        ),
+        "",
+    )
+    batch_id = f"{run_id}.b000000"
+    assert await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)
+    read = {}
+    for plan in ("enable_hashjoin", "enable_nestloop"):  # each turned off in turn: the other join is used
+        async with lending(store.engine):
+            async with store.runs.connect() as conn:
+                await conn.execute(text(f"SET {plan} = off; SET enable_mergejoin = off"))
+            try:
+                read[plan] = await store.batches.load_batch(batch_id)
+            finally:
+                async with store.runs.connect() as conn:
+                    await conn.execute(text("RESET ALL"))
+    assert batch_digest(read["enable_hashjoin"]) == batch_digest(read["enable_nestloop"])
+    assert {b.groups[0].reward_server for b in read.values()} == {first}
