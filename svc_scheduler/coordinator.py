@@ -29,6 +29,7 @@ from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.groups import NewGroup
 from jetrl.lineage.models import Run
 from jetrl.lineage.role import lending
+from jetrl.lineage.sealed import expired, sealed_batch
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
@@ -55,6 +56,11 @@ class Coordinator:
         # run -> batch id -> digest of the batch as published, until the trainer asks for it once
         # (GetBatchDigest): saves reading the batch back on every version; a miss reads lineage
         self.digests: dict[str, dict[str, str]] = {}
+        # run -> group id -> the group as published to the reward stage (lineage's reading), until
+        # scored; then with the scored event lineage recorded for it, until sealed: a batch of
+        # groups all held here is built from them (jetrl.lineage.sealed), any other is read back
+        self.assembled: dict[str, dict[str, events_pb2.PromptGroup]] = {}
+        self.held: dict[str, dict[str, tuple[events_pb2.PromptGroup, events_pb2.ScoredGroup]]] = {}
 
     # ---- lifecycle ------------------------------------------------------------------------
 
@@ -254,7 +260,17 @@ class Coordinator:
                 await publish(self.js, run_id, Kind.GROUPS, groups[group_id], msg_id=group_id)
 
         await asyncio.gather(*(one(g) for g in group_ids))
+        if run_id in self.runs:
+            self.assembled.setdefault(run_id, {}).update(groups)
         await self.store.groups.mark_groups(group_ids, GroupState.GENERATED)
+
+    def scored(self, scored: events_pb2.ScoredGroup, recorded: bool) -> None:
+        """A scored event of a group was recorded; `recorded`: its rewards are the ones lineage
+        holds (that transaction moved the group to "scored"), so a batch may be built from it."""
+        run_id, group_id = scored.group.run_id, scored.group.group_id
+        group = self.assembled.get(run_id, {}).pop(group_id, None)
+        if group is not None and recorded and run_id in self.runs:
+            self.held.setdefault(run_id, {})[group_id] = (group, scored)
 
     # ---- batches ----------------------------------------------------------------------------
 
@@ -281,12 +297,23 @@ class Coordinator:
             if step >= run.spec.train.steps:
                 return
             # decided and recorded first, published second: a restart re-publishes the same batch
-            if not await self.store.batches.seal_batch(
-                run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
-            ):
+            eta = run.spec.schedule.max_staleness
+            ids = await self.store.batches.seal_batch(
+                run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), eta
+            )
+            if not ids:
                 return
             crash_point("seal.recorded")
-            await self._publish_batch(await self.store.batches.load_batch(batch_id(run_id, step)))
+            held = self.held.get(run_id, {})
+            groups = [held.pop(g) for g in ids if g in held]
+            # what sealing expired is never batched: let it go
+            for g in [g for g, (group, _) in held.items() if expired(group, step, eta)]:
+                del held[g]
+            if len(groups) == len(ids):
+                batch = sealed_batch(run_id, batch_id(run_id, step), step, groups)
+            else:
+                batch = await self.store.batches.load_batch(batch_id(run_id, step))
+            await self._publish_batch(batch)
             log.info("batch sealed", extra=log_fields(run=run_id, step=step))
 
     async def _publish_batch(self, batch: events_pb2.Batch) -> None:
@@ -364,6 +391,8 @@ class Coordinator:
         crash_point("end.recorded")
         self.runs.pop(run_id, None)
         self.digests.pop(run_id, None)
+        self.assembled.pop(run_id, None)
+        self.held.pop(run_id, None)
         await self.announce_end(run_id, state, message)
         await self.notify()
 

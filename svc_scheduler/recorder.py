@@ -195,13 +195,15 @@ class Recorder:
             )
             # each group's rewards keep the trace of its own scored event, whatever else came in the fetch
             todo.append((i, Scored(scored, state, trace_id_of(delivery.headers))))
-        results = await self.store.batches.record_scored_groups([item for _, item in todo])
+        recorded = await self.store.batches.record_scored_groups([item for _, item in todo])
         changed: dict[str, None] = {}  # the runs to seal and admit for, in the fetch's order
-        for (i, item), result in zip(todo, results):
+        for (i, item), result in zip(todo, recorded.states):
             run_id = item.scored.group.run_id
             if isinstance(result, UnknownGroup):
                 rejected[i] = str(result)
-            elif self.coordinator.spec(run_id) is not None and not await self._failed_rewards(item.scored, result):
+                continue
+            self.coordinator.scored(item.scored, item.scored.group.group_id in recorded.moved)
+            if self.coordinator.spec(run_id) is not None and not await self._failed_rewards(item.scored, result):
                 changed[run_id] = None
         for run_id in changed:
             await self.coordinator.seal_batches(run_id)

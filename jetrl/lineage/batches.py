@@ -6,6 +6,7 @@ Writes are idempotent; each method is one transaction.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +21,7 @@ from jetrl.states import GroupState
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import split
 
-__all__ = ["Batches", "Scored"]
+__all__ = ["Batches", "Scored", "ScoredFetch", "scored_message", "scored_rows"]
 
 
 def _text(value: str, limit: int | None = None) -> str:
@@ -31,7 +32,7 @@ def _text(value: str, limit: int | None = None) -> str:
     return value[:limit] if limit is not None else value
 
 
-def _rows(
+def scored_rows(
     item: Scored,
     reward_rows: list[dict],
     sample_rewards: list[tuple[str, float]],
@@ -73,22 +74,31 @@ class Scored:
     trace_id: str = ""
 
 
+@dataclass(frozen=True)
+class ScoredFetch:
+    """What `record_scored_groups` did: per item, its group's state now (a redelivered event finds
+    it already moved) or UnknownGroup; and the groups this transaction moved to "scored", each
+    named by one item only, so that their samples' rewards in lineage are exactly that item's."""
+
+    states: list[str | UnknownGroup]
+    moved: frozenset[str]
+
+
 class Batches(EngineRole):
     async def record_scored(
         self, scored: events_pb2.ScoredGroup, trace_id: str, state: GroupState = GroupState.SCORED
     ) -> str:
         """`record_scored_groups` of one group; UnknownGroup when it (or one of its samples) is unknown."""
-        [result] = await self.record_scored_groups([Scored(scored, state, trace_id)])
+        [result] = (await self.record_scored_groups([Scored(scored, state, trace_id)])).states
         if isinstance(result, UnknownGroup):
             raise result
         return result
 
-    async def record_scored_groups(self, items: Sequence[Scored]) -> list[str | UnknownGroup]:
+    async def record_scored_groups(self, items: Sequence[Scored]) -> ScoredFetch:
         """Rewards of several groups in one transaction: the combined one per sample and each
         endpoint's own, and the state the scheduler decided for each (scored, or filtered or
-        dropped: never trained). Returns, per item, the group's state now (a redelivered event
-        finds it already moved), or UnknownGroup when the group or one of its samples was never
-        recorded: nothing of that item is written. Context-only samples (the teacher's) get no
+        dropped: never trained). An item whose group or one of its samples was never recorded is
+        UnknownGroup: nothing of it is written. Context-only samples (the teacher's) get no
         reward row."""
         ids = sorted({item.scored.group.group_id for item in items})
         reward_rows: list[dict] = []
@@ -120,7 +130,7 @@ class Batches(EngineRole):
                     results.append(UnknownGroup(f"scored sample {missing!r} was never recorded"))
                 else:
                     results.append(None)
-                    _rows(item, reward_rows, sample_rewards, moves)
+                    scored_rows(item, reward_rows, sample_rewards, moves)
             if reward_rows:
                 await conn.execute(insert(Reward).on_conflict_do_nothing(), reward_rows)
             if sample_rewards:
@@ -130,16 +140,21 @@ class Batches(EngineRole):
                     .where(Sample.sample_id == v.c.sample_id, Sample.reward.is_(None))
                     .values(reward=v.c.reward)
                 )
+            moved: list[tuple[str, str]] = []  # (group, state it moved to)
             if moves:
                 v = table_of("v", moves, group_id=String(), state=String(), server=String(), error=Text())
-                await conn.execute(
-                    update(PromptGroup)
-                    .where(
-                        PromptGroup.group_id == v.c.group_id,
-                        PromptGroup.state.in_(GroupState.SCORED.earlier()),
+                moved = [
+                    (g, state)
+                    for g, state in await conn.execute(
+                        update(PromptGroup)
+                        .where(
+                            PromptGroup.group_id == v.c.group_id,
+                            PromptGroup.state.in_(GroupState.SCORED.earlier()),
+                        )
+                        .values(state=v.c.state, reward_server=v.c.server, reward_error=v.c.error)
+                        .returning(PromptGroup.group_id, PromptGroup.state)
                     )
-                    .values(state=v.c.state, reward_server=v.c.server, reward_error=v.c.error)
-                )
+                ]
             now = dict(
                 (
                     await conn.execute(
@@ -147,24 +162,29 @@ class Batches(EngineRole):
                     )
                 ).all()
             )
-        return [r if r is not None else now[item.scored.group.group_id] for r, item in zip(results, items)]
+        named = Counter(item.scored.group.group_id for item in items)
+        return ScoredFetch(
+            [r if r is not None else now[item.scored.group.group_id] for r, item in zip(results, items)],
+            frozenset(g for g, state in moved if state == GroupState.SCORED and named[g] == 1),
+        )
 
-    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> bool:
+    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> list[str]:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
-        not exist yet; True when sealed now. The groups are chosen and marked in one transaction,
-        so the batch is decided once, before it is published (a restart re-publishes the same).
+        not exist yet; its groups in admission order when sealed now, else none. The groups are
+        chosen and marked in one transaction, so the batch is decided once, before it is published
+        (a restart re-publishes the same).
 
         A scored group whose newest token is already older than `max_staleness` versions at this
         step could only be trained fully masked: it expires instead, and admission replaces it.
         """
         async with self.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
-                return False
+                return []
             scored = PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED
             if (await conn.execute(select(func.count()).where(*scored))).scalar_one() < size:
                 # too few to fill it even before any expires (asked on every scored fetch): expiring
                 # waits for a batch to choose, and admission counts what it would replace as accepted
-                return False
+                return []
             # only the scored groups' samples: this runs on every scored fetch, not once per run
             too_old = (
                 select(Sample.group_id)
@@ -196,7 +216,7 @@ class Batches(EngineRole):
                 .all()
             )
             if len(ids) < size:
-                return False
+                return []
             await conn.execute(
                 insert(Batch).values(batch_id=batch_id, run_id=run_id, step=step, policy_version=step, trace_id="")
             )
@@ -206,7 +226,7 @@ class Batches(EngineRole):
                 .values(state=GroupState.BATCHED, batch_id=batch_id, step=step)
             )
             await conn.execute(update(Sample).where(Sample.group_id.in_(ids)).values(batch_id=batch_id))
-        return True
+        return list(ids)
 
     async def set_batch_trace(self, batch_id: str, trace_id: str) -> None:
         async with self.begin() as conn:
@@ -271,7 +291,8 @@ class Batches(EngineRole):
                 .join(Sample, Sample.sample_id == Reward.sample_id)
                 .join(PromptGroup, PromptGroup.group_id == Sample.group_id)
                 .where(Sample.group_id.in_(ids))
-                .order_by(Reward.sample_id, Reward.server != PromptGroup.reward_server, Reward.server)
+                # byte order, as jetrl.lineage.sealed sorts them in memory: no collation's rules
+                .order_by(Reward.sample_id, Reward.server != PromptGroup.reward_server, Reward.server.collate("C"))
             ):
                 scores.setdefault(r.sample_id, r)
             return events_pb2.Batch(
@@ -279,11 +300,11 @@ class Batches(EngineRole):
                 batch_id=batch_id,
                 step=head.step,
                 policy_version=head.policy_version,
-                groups=[_scored_message(groups[g], rewards, scores) for g in ids],
+                groups=[scored_message(groups[g], rewards, scores) for g in ids],
             )
 
 
-def _scored_message(group: events_pb2.PromptGroup, rewards: dict[str, float], scores: dict) -> events_pb2.ScoredGroup:
+def scored_message(group: events_pb2.PromptGroup, rewards: dict[str, float], scores: dict) -> events_pb2.ScoredGroup:
     """A recorded group as a ScoredGroup: its samples' rewards and each one's reward row."""
     mine = [scores[s.sample_id] for s in group.samples if s.sample_id in scores]
     return events_pb2.ScoredGroup(

@@ -285,8 +285,10 @@ async def test_a_fetch_of_scored_groups_is_recorded_together_and_an_unknown_one_
         Scored(ev.ScoredGroup(group=groups[1], rewards=[0.0, 0.0]), GroupState.FILTERED),
         Scored(ev.ScoredGroup(group=groups[0], rewards=[1.0, 0.0], reward_server="verify@1")),  # redelivered
     ]
-    results = await store.batches.record_scored_groups(items)
+    recorded = await store.batches.record_scored_groups(items)
+    results = recorded.states
     assert [r if isinstance(r, str) else type(r) for r in results] == ["scored", UnknownGroup, "filtered", "scored"]
+    assert recorded.moved == set()  # groups[0] is named twice: whose rewards lineage kept is not told
     assert [await store.groups.group_state(g.group_id) for g in groups] == ["scored", "filtered", "admitted"]
     async with store.engine.connect() as conn:
         unscored = (await conn.execute(select(Sample.reward).where(Sample.group_id == groups[2].group_id))).all()
@@ -305,13 +307,15 @@ async def test_a_scored_group_naming_another_groups_sample_is_refused_even_in_th
     forged = ev.PromptGroup()
     forged.CopyFrom(mine)
     forged.samples[1].CopyFrom(theirs.samples[1])  # a real sample id, of the other group
-    results = await store.batches.record_scored_groups(
+    recorded = await store.batches.record_scored_groups(
         [
             Scored(ev.ScoredGroup(group=theirs, rewards=[0.0, 0.0])),
             Scored(ev.ScoredGroup(group=forged, rewards=[1.0, 1.0])),
         ]
     )
+    results = recorded.states
     assert results[0] == "scored" and isinstance(results[1], UnknownGroup)
+    assert recorded.moved == {theirs.group_id}
     assert await store.groups.group_state(mine.group_id) == "admitted"
 
 
@@ -568,3 +572,56 @@ async def test_a_batch_scored_by_two_servers_reads_back_the_same_whatever_the_pl
                     await conn.execute(text("RESET ALL"))
     assert batch_digest(read["enable_hashjoin"]) == batch_digest(read["enable_nestloop"])
     assert {b.groups[0].reward_server for b in read.values()} == {first}
+
+
+async def test_a_batch_built_from_the_recorded_events_is_the_batch_lineage_reads_back(store, run_id):
+    """jetrl.lineage.sealed: the scheduler publishes a batch built from the groups it published and
+    the scored events lineage recorded; it must be, field for field, what load_batch reads back
+    (the digest the trainer checks after a restart, the lineage of what was trained)."""
+    from jetrl.digest import batch_digest
+    from jetrl.lineage.sealed import sealed_batch
+
+    groups = [await admitted_and_generated(store, run_id, n) for n in range(3)]
+    t = task(run_id, 3)
+    await store.groups.admit_groups([NewGroup(t, "4", "", "", analogous="1+3=")])
+    views = [("main", 0), ("analogous", 1), ("teacher", 2), ("teacher", 3)]
+    await store.samples.record_samples(
+        [(ev.Sample(**{**_fields(sample(run_id, 3, i)), "view": v}), "") for v, i in views]
+    )
+    groups.append(await store.samples.load_group(t.group_id))
+
+    def call(endpoint, server, rewards, ok=True):
+        return ev.RewardCall(endpoint=endpoint, server=server, weight=1.0, ok=ok, rewards=rewards)
+
+    events = [
+        ev.ScoredGroup(  # one server; what it said needs cleaning to be kept
+            group=groups[0],
+            rewards=[1.0, -0.0],
+            details=[SampleScore(extracted_answer="1\x00", detail="x" * 5000), SampleScore(detail="no answer")],
+            reward_server="verify@1",
+            calls=[call("a:1", "verify@1", [1.0, -0.0])],
+        ),
+        ev.ScoredGroup(  # two servers, named out of their order by name, and one that failed
+            group=groups[1],
+            rewards=[1.5, 0.5],
+            reward_server="verify@1",
+            calls=[
+                call("a:1", "verify@1", [1.0, 0.0]),
+                call("b:2", "", [0.0, 0.0], ok=False),
+                call("c:3", "majority@1", [0.5, 0.5]),
+            ],
+        ),
+        ev.ScoredGroup(group=groups[2], rewards=[0.0, 0.0], calls=[call("a:1", "", [0.0, 0.0], ok=False)]),
+        ev.ScoredGroup(group=groups[3], rewards=[1.0, 0.0, 0.0, 0.0], reward_server="x@1"),  # teacher samples
+    ]
+    recorded = await store.batches.record_scored_groups([Scored(e) for e in events])
+    assert recorded.moved == {g.group_id for g in groups}
+    batch_id = f"{run_id}.b000000"
+    assert await store.batches.seal_batch(run_id, 0, 4, batch_id, 0) == [g.group_id for g in groups]
+    built = sealed_batch(run_id, batch_id, 0, list(zip(groups, events)))
+    read = await store.batches.load_batch(batch_id)
+    assert built == read, (built, read)
+    assert batch_digest(built) == batch_digest(read)
+    # redelivered: lineage keeps the first rewards, and says these are not them
+    again = await store.batches.record_scored_groups([Scored(e) for e in events])
+    assert again.moved == set()

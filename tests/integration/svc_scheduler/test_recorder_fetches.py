@@ -4,6 +4,8 @@ may hold several runs, and a failure policy that ends one run must not hold back
 
 import uuid
 
+import pytest
+
 from jetrl.bus import Delivery, Kind, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
@@ -76,3 +78,50 @@ async def test_a_group_recorded_whole_in_one_fetch_goes_out_as_lineage_holds_it(
     published = [ev.PromptGroup.FromString(m.data) for m in (first, second)]
     assert published == [await lineage.samples.load_group(group_id(run_id, n)) for n in range(B)]
     assert [len(g.samples) for g in published] == [G, G]
+
+
+async def published_batch(js, run_id: str) -> ev.Batch:
+    subject = f"jetrl.{run_id}.{Kind.BATCHES}"
+    return ev.Batch.FromString((await js.get_msg(stream_name(Kind.BATCHES), 1, subject=subject, next=True)).data)
+
+
+@pytest.mark.parametrize("restarted", [False, True])
+async def test_a_batch_of_groups_scored_here_is_built_from_them_and_is_what_lineage_holds(
+    js, lineage, untrained_model_dir, monkeypatch, restarted
+):
+    """The scheduler holds the groups it published and the scored events it recorded for them, and
+    seals a batch of them without reading it back: the batch it publishes is lineage's, field for
+    field. Groups scored by a scheduler that did not publish them (a restart in between) are read
+    back, and that batch is lineage's too."""
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
+    await coordinator.start(prepare(run_id, spec(untrained_model_dir, "zero")))
+    for n in range(B):
+        await Recorder(coordinator, lineage).on_rollouts(group_rollout(run_id, n, G))
+    if restarted:
+        coordinator = Coordinator(js, lineage)
+        await coordinator.start(prepare(run_id, spec(untrained_model_dir, "zero")))
+    read_back = []
+    load_batch = lineage.batches.load_batch
+
+    async def counted(batch_id: str) -> ev.Batch:
+        read_back.append(batch_id)
+        return await load_batch(batch_id)
+
+    monkeypatch.setattr(lineage.batches, "load_batch", counted)
+    scored = [
+        (
+            ev.ScoredGroup(group=await lineage.samples.load_group(group_id(run_id, n)), rewards=[1.0, 0.0]),
+            delivery(run_id, Kind.SCORED),
+        )
+        for n in range(B)
+    ]
+    assert await Recorder(coordinator, lineage).on_scored(scored) == {}
+    monkeypatch.undo()
+    assert await lineage.batches.batches_sealed(run_id) == 1
+    batch = await published_batch(js, run_id)
+    assert read_back == ([batch.batch_id] if restarted else [])
+    assert coordinator.held.get(run_id, {}) == {}  # what was held went into the batch
+    assert batch == await lineage.batches.load_batch(batch.batch_id)
+    assert [list(g.rewards) for g in batch.groups] == [[1.0, 0.0]] * B
