@@ -259,9 +259,9 @@ class Coordinator:
                 span.set_attributes({Attr.RUN_ID: run_id, Attr.GROUP_ID: group_id})
                 await publish(self.js, run_id, Kind.GROUPS, groups[group_id], msg_id=group_id)
 
-        await asyncio.gather(*(one(g) for g in group_ids))
-        if run_id in self.runs:
+        if run_id in self.runs:  # before they go out: a group can be scored before the last is published
             self.assembled.setdefault(run_id, {}).update(groups)
+        await asyncio.gather(*(one(g) for g in group_ids))
         await self.store.groups.mark_groups(group_ids, GroupState.GENERATED)
 
     def scored(self, scored: events_pb2.ScoredGroup, recorded: bool) -> None:

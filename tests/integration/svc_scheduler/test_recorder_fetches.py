@@ -125,3 +125,26 @@ async def test_a_batch_of_groups_scored_here_is_built_from_them_and_is_what_line
     assert coordinator.held.get(run_id, {}) == {}  # what was held went into the batch
     assert batch == await lineage.batches.load_batch(batch.batch_id)
     assert [list(g.rewards) for g in batch.groups] == [[1.0, 0.0]] * B
+
+
+async def test_a_group_is_held_before_it_goes_out_to_the_reward_stage(js, lineage, untrained_model_dir, monkeypatch):
+    """The reward stage may score a group, and the scheduler record it, before the scheduler has
+    published the rest of the fetch's groups: each group is held before it is published, or its
+    batch would be read back for nothing."""
+    import svc_scheduler.coordinator as coordinator_module
+
+    run_id = f"r{uuid.uuid4().hex[:8]}"
+    coordinator = Coordinator(js, lineage)
+    await lineage.runs.create_run(run_id, "t", "", 2, B, G, "")
+    await coordinator.start(prepare(run_id, spec(untrained_model_dir, "zero")))
+    held_when_published = []
+    publish = coordinator_module.publish
+
+    async def watched(js_, run, kind, message, msg_id):
+        if kind == Kind.GROUPS:
+            held_when_published.append(msg_id in coordinator.assembled.get(run_id, {}))
+        return await publish(js_, run, kind, message, msg_id=msg_id)
+
+    monkeypatch.setattr(coordinator_module, "publish", watched)
+    await Recorder(coordinator, lineage).on_rollouts([item for n in range(B) for item in group_rollout(run_id, n, G)])
+    assert held_when_published == [True] * B
