@@ -29,7 +29,7 @@ from jetrl.lineage.buffer import PartialBuffer
 from jetrl.lineage.groups import NewGroup
 from jetrl.lineage.models import Run
 from jetrl.lineage.role import lending
-from jetrl.lineage.sealed import expired, sealed_batch
+from jetrl.lineage.sealed import sealed_batch
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
 from jetrl.states import ACCEPTED, GroupState, RunState
@@ -297,18 +297,16 @@ class Coordinator:
             if step >= run.spec.train.steps:
                 return
             # decided and recorded first, published second: a restart re-publishes the same batch
-            eta = run.spec.schedule.max_staleness
-            ids = await self.store.batches.seal_batch(
-                run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), eta
+            sealed = await self.store.batches.seal_batch(
+                run_id, step, run.spec.train.batch_groups, batch_id(run_id, step), run.spec.schedule.max_staleness
             )
-            if not ids:
+            held = self.held.get(run_id, {})
+            for g in sealed.expired:  # never batched: let it go
+                held.pop(g, None)
+            if not (ids := sealed.groups):
                 return
             crash_point("seal.recorded")
-            held = self.held.get(run_id, {})
             groups = [held.pop(g) for g in ids if g in held]
-            # what sealing expired is never batched: let it go
-            for g in [g for g, (group, _) in held.items() if expired(group, step, eta)]:
-                del held[g]
             if len(groups) == len(ids):
                 batch = sealed_batch(run_id, batch_id(run_id, step), step, groups)
             else:

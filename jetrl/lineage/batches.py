@@ -21,7 +21,7 @@ from jetrl.states import GroupState
 from jetrl.v1 import events_pb2, reward_pb2
 from jetrl.views import split
 
-__all__ = ["Batches", "Scored", "ScoredFetch", "scored_message", "scored_rows"]
+__all__ = ["Batches", "Scored", "ScoredFetch", "Sealed", "scored_message", "scored_rows"]
 
 
 def _text(value: str, limit: int | None = None) -> str:
@@ -82,6 +82,15 @@ class ScoredFetch:
 
     states: list[str | UnknownGroup]
     moved: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Sealed:
+    """What `seal_batch` did: the batch's groups in admission order (none when it sealed no
+    batch), and the scored groups it expired on the way (never batched)."""
+
+    groups: list[str]
+    expired: list[str]
 
 
 class Batches(EngineRole):
@@ -168,23 +177,22 @@ class Batches(EngineRole):
             frozenset(g for g, state in moved if state == GroupState.SCORED and named[g] == 1),
         )
 
-    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> list[str]:
+    async def seal_batch(self, run_id: str, step: int, size: int, batch_id: str, max_staleness: int) -> Sealed:
         """Make batch `step` of the `size` oldest scored groups, if there are that many and it does
-        not exist yet; its groups in admission order when sealed now, else none. The groups are
-        chosen and marked in one transaction, so the batch is decided once, before it is published
-        (a restart re-publishes the same).
+        not exist yet. The groups are chosen and marked in one transaction, so the batch is decided
+        once, before it is published (a restart re-publishes the same).
 
         A scored group whose newest token is already older than `max_staleness` versions at this
         step could only be trained fully masked: it expires instead, and admission replaces it.
         """
         async with self.begin() as conn:
             if (await conn.execute(select(Batch.batch_id).where(Batch.run_id == run_id, Batch.step == step))).first():
-                return []
+                return Sealed([], [])
             scored = PromptGroup.run_id == run_id, PromptGroup.state == GroupState.SCORED
             if (await conn.execute(select(func.count()).where(*scored))).scalar_one() < size:
                 # too few to fill it even before any expires (asked on every scored fetch): expiring
                 # waits for a batch to choose, and admission counts what it would replace as accepted
-                return []
+                return Sealed([], [])
             # only the scored groups' samples: this runs on every scored fetch, not once per run
             too_old = (
                 select(Sample.group_id)
@@ -193,14 +201,19 @@ class Batches(EngineRole):
                 .group_by(Sample.group_id)
                 .having(func.max(Sample.max_version) < step - max_staleness)
             )
-            await conn.execute(
-                update(PromptGroup)
-                .where(
-                    PromptGroup.run_id == run_id,
-                    PromptGroup.state == GroupState.SCORED,
-                    PromptGroup.group_id.in_(too_old),
-                )
-                .values(state=GroupState.EXPIRED)
+            expired = list(
+                (
+                    await conn.execute(
+                        update(PromptGroup)
+                        .where(
+                            PromptGroup.run_id == run_id,
+                            PromptGroup.state == GroupState.SCORED,
+                            PromptGroup.group_id.in_(too_old),
+                        )
+                        .values(state=GroupState.EXPIRED)
+                        .returning(PromptGroup.group_id)
+                    )
+                ).scalars()
             )
             ids = (
                 (
@@ -216,7 +229,7 @@ class Batches(EngineRole):
                 .all()
             )
             if len(ids) < size:
-                return []
+                return Sealed([], expired)
             await conn.execute(
                 insert(Batch).values(batch_id=batch_id, run_id=run_id, step=step, policy_version=step, trace_id="")
             )
@@ -226,7 +239,7 @@ class Batches(EngineRole):
                 .values(state=GroupState.BATCHED, batch_id=batch_id, step=step)
             )
             await conn.execute(update(Sample).where(Sample.group_id.in_(ids)).values(batch_id=batch_id))
-        return list(ids)
+        return Sealed(list(ids), expired)
 
     async def set_batch_trace(self, batch_id: str, trace_id: str) -> None:
         async with self.begin() as conn:

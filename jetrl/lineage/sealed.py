@@ -17,7 +17,7 @@ from types import SimpleNamespace
 from jetrl.lineage.batches import Scored, scored_message, scored_rows
 from jetrl.v1 import events_pb2
 
-__all__ = ["expired", "sealed_batch"]
+__all__ = ["sealed_batch"]
 
 
 def _sealed_group(group: events_pb2.PromptGroup, scored: events_pb2.ScoredGroup, step: int) -> events_pb2.ScoredGroup:
@@ -55,9 +55,3 @@ def sealed_batch(
         policy_version=step,
         groups=[_sealed_group(group, scored, step) for group, scored in groups],
     )
-
-
-def expired(group: events_pb2.PromptGroup, step: int, max_staleness: int) -> bool:
-    """Whether sealing batch `step` expires the group (`Batches.seal_batch`): its newest token is
-    older than `max_staleness` versions."""
-    return max(max(s.token_versions or [0]) for s in group.samples) < step - max_staleness

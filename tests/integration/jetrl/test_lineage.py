@@ -156,9 +156,9 @@ async def test_the_full_life_of_a_sample_is_recorded(store, run_id):
     await store.batches.record_scored(scored, "")
     await store.batches.record_scored(scored, "")  # redelivered
     batch_id = f"{run_id}.b000000"
-    assert not await store.batches.seal_batch(run_id, 0, 2, batch_id, 0)  # only one group is scored
-    assert await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)
-    assert not await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)  # decided once
+    assert not (await store.batches.seal_batch(run_id, 0, 2, batch_id, 0)).groups  # only one group is scored
+    assert (await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)).groups
+    assert not (await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)).groups  # decided once
     assert await store.batches.batches_sealed(run_id) == 1 and await store.batches.untrained_batches(run_id) == [
         batch_id
     ]
@@ -260,7 +260,8 @@ async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_
     for scored in (stale, fresh):
         await store.batches.record_scored(scored, "")
     # batch 2 with η = 1 may train tokens of version 1 and newer: group 0 has none
-    assert await store.batches.seal_batch(run_id, 2, 1, f"{run_id}.b000002", max_staleness=1)
+    sealed = await store.batches.seal_batch(run_id, 2, 1, f"{run_id}.b000002", max_staleness=1)
+    assert (sealed.groups, sealed.expired) == ([fresh.group.group_id], [stale.group.group_id])
     assert [g.group.group_id for g in (await store.batches.load_batch(f"{run_id}.b000002")).groups] == [
         fresh.group.group_id
     ]
@@ -293,7 +294,7 @@ async def test_a_fetch_of_scored_groups_is_recorded_together_and_an_unknown_one_
     async with store.engine.connect() as conn:
         unscored = (await conn.execute(select(Sample.reward).where(Sample.group_id == groups[2].group_id))).all()
     assert [r for (r,) in unscored] == [None, None]  # the refused item wrote nothing
-    assert await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)
+    assert (await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)).groups
     [trained] = (await store.batches.load_batch(f"{run_id}.b000000")).groups
     assert (trained.group.group_id, list(trained.rewards), trained.reward_server) == (
         groups[0].group_id,
@@ -441,7 +442,7 @@ async def test_a_version_whose_samples_gave_no_answer_has_no_top_answer(store, r
     await store.groups.mark_groups([group.group_id], "generated")
     none = [SampleScore(extracted_answer="", detail="no answer")] * 2
     await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[0.0, 0.0], details=none), "")
-    assert await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)
+    assert (await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)).groups
     advantages = [ev.SampleAdvantage(sample_id=s.sample_id) for s in group.samples]
     ann = ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, batch_id=f"{run_id}.b000000")
     ann.advantages.extend(advantages)
@@ -487,7 +488,7 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
     await store.groups.mark_groups([group.group_id], "generated")
     answers = [SampleScore(extracted_answer="1"), SampleScore(extracted_answer="3")]
     await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0], details=answers), "")
-    assert await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)
+    assert (await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)).groups
     ann = ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, batch_id=f"{run_id}.b000000")
     ann.advantages.extend(ev.SampleAdvantage(sample_id=s.sample_id) for s in group.samples)
     await store.versions.record_version(ann, "")
@@ -559,7 +560,7 @@ async def test_a_batch_scored_by_two_servers_reads_back_the_same_whatever_the_pl
         "",
     )
     batch_id = f"{run_id}.b000000"
-    assert await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)
+    assert (await store.batches.seal_batch(run_id, 0, 1, batch_id, 0)).groups
     read = {}
     for plan in ("enable_hashjoin", "enable_nestloop"):  # each turned off in turn: the other join is used
         async with lending(store.engine):
@@ -617,7 +618,7 @@ async def test_a_batch_built_from_the_recorded_events_is_the_batch_lineage_reads
     recorded = await store.batches.record_scored_groups([Scored(e) for e in events])
     assert recorded.moved == {g.group_id for g in groups}
     batch_id = f"{run_id}.b000000"
-    assert await store.batches.seal_batch(run_id, 0, 4, batch_id, 0) == [g.group_id for g in groups]
+    assert (await store.batches.seal_batch(run_id, 0, 4, batch_id, 0)).groups == [g.group_id for g in groups]
     built = sealed_batch(run_id, batch_id, 0, list(zip(groups, events)))
     read = await store.batches.load_batch(batch_id)
     assert built == read, (built, read)
