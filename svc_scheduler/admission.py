@@ -13,6 +13,12 @@ over-samples the batch being generated: up to max(need, ⌈ρ·min(need, B)⌉) 
 (need = 0) every group still generating is aborted; its partial samples wait in the buffer and
 are served first when groups may start again. ρ = 1 is AReaL's rule exactly, and never aborts.
 
+What APRIL may waste: an abort reaches a worker a moment after it is decided (or, after a crash,
+once the scheduler is back), and a spare that completes meanwhile is complete. Spares of an
+earlier batch fill the next one (or expire, too old for it); of the last batch's ⌈ρ·B⌉ in
+flight, up to ⌈ρ·B⌉ - B may complete that no batch trains. Resumed groups make that likely:
+their prefixes leave little to generate.
+
 Batches take the oldest complete groups, so a slow group can land in a later batch than its
 admission order suggests; the trainer masks any token older than η versions (the last guard of
 the bound), with `stale_partials: regenerate` a resumed prefix that is already too old for the
