@@ -10,7 +10,7 @@ from jetrl.config import Settings
 from jetrl.rpc_security import ClientCredentials, ServerSecurity
 from jetrl.runs import RunSpecs
 from jetrl.service import serve
-from svc_reward.server import register
+from svc_reward.server import VerifyServicer, reward_register
 from svc_reward.stage import RewardStage
 
 
@@ -19,7 +19,14 @@ async def main(settings: Settings) -> None:
     js = nc.jetstream()
     await declare(js, replicas=settings.stream_replicas)
     specs = RunSpecs(settings.scheduler_addr, ClientCredentials.of(settings))
-    stage = RewardStage(js, specs, settings.reward_addr, credentials=ClientCredentials.of(settings, reward=True))
+    verify = VerifyServicer()
+    stage = RewardStage(
+        js,
+        specs,
+        settings.reward_addr,
+        credentials=ClientCredentials.of(settings, reward=True),
+        local={settings.reward_addr: verify},
+    )
 
     async def groups(stop: asyncio.Event) -> None:
         await consume(js, REWARD_STAGE, stage.on_group, stop, concurrency=settings.reward_concurrency)
@@ -33,7 +40,7 @@ async def main(settings: Settings) -> None:
     await serve(
         "svc_reward",
         settings.listen_as(settings.reward_addr),
-        register,
+        reward_register(verify),
         [groups],
         on_stop=close,
         probe=bus_probe(nc),

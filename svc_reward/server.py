@@ -13,7 +13,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -138,6 +137,22 @@ def reference_problem(request: reward_pb2.ScoreRequest, name: str, version: str,
     return None
 
 
+class Refused(Exception):
+    """A Score request a built-in server does not answer, with the gRPC status a remote caller gets
+    for it (`code()` and `details()`, as grpc.aio.AioRpcError has them); the reward stage of the
+    same process, which calls the server directly (svc_reward.stage), gets it raised."""
+
+    def __init__(self, code: grpc.StatusCode, details: str):
+        super().__init__(f"{code.name}: {details}")
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
 class VerifyServicer(reward_pb2_grpc.RewardServiceServicer):
     def __init__(self) -> None:
         self.math = MathPool()
@@ -150,15 +165,22 @@ class VerifyServicer(reward_pb2_grpc.RewardServiceServicer):
     async def _score(self, reference: str, text: str) -> verify.Score:
         return verify.exact_score(reference, text) or await self.math.score(reference, text)
 
-    async def Score(self, request, context) -> reward_pb2.ScoreResponse:
+    async def Score(self, request, context: grpc.aio.ServicerContext) -> reward_pb2.ScoreResponse:
+        try:
+            return await self.score(request)
+        except Refused as exc:
+            await context.abort(exc.code(), exc.details())
+
+    async def score(self, request: reward_pb2.ScoreRequest) -> reward_pb2.ScoreResponse:
+        """The reply to a Score request; Refused when there is none (svc_reward.stage.LocalScorer)."""
         error = reference_problem(request, NAME, VERSION)
         if error is not None:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, error)
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, error)
         samples = request.views[0].samples
         try:
             results = await asyncio.gather(*(self._score(request.reference, s.text) for s in samples))
         except BrokenProcessPool:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "a math-verify worker was restarted; retry the call")
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "a math-verify worker was restarted; retry the call") from None
         return reward_pb2.ScoreResponse(
             scores=[
                 reward_pb2.SampleScore(
@@ -177,8 +199,3 @@ def reward_register(servicer: reward_pb2_grpc.RewardServiceServicer) -> Register
         servicer,
         reward_pb2.DESCRIPTOR.services_by_name["RewardService"].full_name,
     )
-
-
-def register(server: grpc.aio.Server) -> Iterable[str]:
-    """The verify server's Register (its process pool is made when the server starts)."""
-    return reward_register(VerifyServicer())(server)

@@ -135,13 +135,24 @@ async def test_one_group_is_one_trace_and_batches_link_to_them(stack, store):
     def seals():
         return [s for s in stack.receiver.spans if s.name == "batch seal" and s.attributes.get("jetrl.run_id") == rid]
 
-    # the Score call carried the context in gRPC metadata: the reward server's span is in the trace
-    wanted = {("svc_scheduler", "PRODUCER"), ("svc_rollout", "CONSUMER"), ("svc_reward", "SERVER")}
+    # the built-in reward server is called in the reward process (svc_reward.stage): its span is
+    # in the group's trace, under the reward stage's CONSUMER span
+    wanted = {
+        ("svc_scheduler", "PRODUCER", None),
+        ("svc_rollout", "CONSUMER", None),
+        ("svc_reward", "INTERNAL", "RewardService/Score in process"),
+    }
+
+    def seen():
+        return {(s.service_name, s.kind, s.name) for s in group_spans()} | {
+            (s.service_name, s.kind, None) for s in group_spans()
+        }
+
     # spans leave each process in export batches of their own, a child's before its parent's (it
     # ends first): wait for the very spans asserted, not only for a span of each service
     deadline = time.monotonic() + 60
-    while not wanted <= {(s.service_name, s.kind) for s in group_spans()} or not seals():
-        assert time.monotonic() < deadline, ({(s.service_name, s.kind) for s in group_spans()}, len(seals()))
+    while not wanted <= seen() or not seals():
+        assert time.monotonic() < deadline, (seen(), len(seals()))
         await asyncio.sleep(0.5)
     spans = group_spans()
     assert [s for s in spans if s.name == "group admit" and not s.parent_span_id]  # one root

@@ -31,7 +31,11 @@ def stack_settings(tmp_path_factory) -> dict:
 
 async def test_a_run_completes_over_tls_with_tokens_and_strangers_are_refused(stack):
     rid = run_id("secure")
-    await create_run(stack, stack.spec_yaml("secure", steps=2), rid)
+    # the built-in server by another name of its address: the reward stage calls it over gRPC with
+    # TLS and the reward token, as any endpoint a run names (at its own address it is called in
+    # process, svc_reward/stage.py)
+    port = stack.settings.reward_addr.rsplit(":", 1)[1]
+    await create_run(stack, stack.spec_yaml("secure", steps=2, reward=f"reward: {{endpoint: localhost:{port}}}"), rid)
     progress = await wait_until(stack, rid, finished, timeout=240)
     assert progress.state == svc.COMPLETED, progress.message
     assert progress.policy_version == 2 and progress.samples_trained == 16

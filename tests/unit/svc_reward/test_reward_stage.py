@@ -2,16 +2,18 @@
 scores matched by sample id, rewards that are not finite or beyond the run's bound (scored groups
 published on a real nats-server: tests/integration/svc_reward/test_reward_stage_bus.py)."""
 
+import asyncio
 import logging
 import math
 import time
 
+import grpc
 import pytest
 
 from fake_reward import FakeReward, start
 from jetrl.spec_sections import RewardSpec
 from jetrl.v1 import events_pb2, reward_pb2, reward_pb2_grpc
-from svc_reward.server import register
+from svc_reward.server import Refused, VerifyServicer, reward_register
 from svc_reward.stage import RewardStage, RewardUnavailable, score_requests
 
 
@@ -127,7 +129,7 @@ async def test_the_bound_is_the_runs_option():
 
 
 async def test_stage_and_verify_server_together():
-    server, addr = await start(register)
+    server, addr = await start(reward_register(VerifyServicer()))
     stage = RewardStage(js=None, specs=None, default_endpoint=addr)
     try:
         reply = await stage.score(
@@ -142,3 +144,60 @@ async def test_stage_and_verify_server_together():
     finally:
         await stage.close()
         await server.stop(None)
+
+
+NOWHERE = "127.0.0.1:1"  # nothing listens there: a call that went over gRPC would fail
+
+
+async def test_the_built_in_server_of_this_process_is_called_in_process_with_the_same_reply():
+    verify = VerifyServicer()
+    server, addr = await start(reward_register(verify))
+    remote = RewardStage(js=None, specs=None, default_endpoint=addr)
+    local = RewardStage(js=None, specs=None, default_endpoint=NOWHERE, local={NOWHERE: verify})
+    request = score_requests(group("7", "7", "8", "", "7 apples"))[0][1]
+    try:
+        over_grpc = await remote.score(addr, request, RewardSpec(deadline_s=5, retries=0))
+        in_process = await local.score(NOWHERE, request, RewardSpec(deadline_s=5, retries=0))
+        assert in_process == over_grpc
+        assert [s.reward for s in in_process.scores] == [1.0, 0.0, 0.0, 1.0]
+        # refused alike, and not retried: the same request would be refused again
+        for stage, endpoint in ((remote, addr), (local, NOWHERE)):
+            start_t = time.monotonic()
+            with pytest.raises(RewardUnavailable, match="^INVALID_ARGUMENT: verify needs a reference answer") as info:
+                await stage.score(endpoint, score_requests(group(""))[0][1], RewardSpec(deadline_s=5, retries=3))
+            assert info.value.attempts == 1 and time.monotonic() - start_t < 0.4
+    finally:
+        await remote.close()
+        await server.stop(None)
+
+
+class LocalFake:
+    """A server in the process that is slow, then unavailable, then answers (as told by `script`)."""
+
+    def __init__(self, *script: str):
+        self.script, self.calls = list(script), 0
+
+    async def score(self, request: reward_pb2.ScoreRequest) -> reward_pb2.ScoreResponse:
+        step = self.script[self.calls] if self.calls < len(self.script) else "answer"
+        self.calls += 1
+        if step == "slow":
+            await asyncio.sleep(5)
+        if step == "unavailable":
+            raise Refused(grpc.StatusCode.UNAVAILABLE, "a worker was restarted; retry the call")
+        samples = request.views[0].samples
+        return reward_pb2.ScoreResponse(scores=indexed(samples), server="local@0")
+
+
+async def test_an_in_process_call_has_the_deadline_and_retries_of_a_remote_one():
+    fake = LocalFake("slow", "unavailable")
+    stage = RewardStage(js=None, specs=None, default_endpoint=NOWHERE, local={NOWHERE: fake})
+    start_t = time.monotonic()
+    reply = await stage.score(
+        NOWHERE, score_requests(group("7", "a", "b"))[0][1], RewardSpec(deadline_s=0.2, retries=2)
+    )
+    assert (fake.calls, reply.server, [s.reward for s in reply.scores]) == (3, "local@0", [0.0, 1.0])
+    assert time.monotonic() - start_t < 2.5  # 0.2 s deadline + 0.5 s and 1 s of backoff
+    slow = RewardStage(js=None, specs=None, default_endpoint=NOWHERE, local={NOWHERE: LocalFake("slow")})
+    with pytest.raises(RewardUnavailable, match="^DEADLINE_EXCEEDED") as info:
+        await slow.score(NOWHERE, score_requests(group("7", "a"))[0][1], RewardSpec(deadline_s=0.2, retries=0))
+    assert info.value.attempts == 1

@@ -13,7 +13,7 @@ from jetrl.rpc import is_serving
 from jetrl.rpc_security import LOCAL, ServerSecurity
 from jetrl.service import serve
 from jetrl.v1 import reward_pb2, reward_pb2_grpc
-from svc_reward.server import HANG_S, MathPool, register
+from svc_reward.server import HANG_S, MathPool, VerifyServicer, reward_register
 
 TOWER = r"\boxed{9^{9^{9^{9}}}}"  # sympy would evaluate this for ever; math-verify's alarm stops it
 
@@ -28,7 +28,7 @@ def request(reference: str, *texts: str, **fields) -> reward_pb2.ScoreRequest:
 @pytest.fixture(scope="module")
 async def stub():
     server = grpc.aio.server()
-    assert register(server) == ["jetrl.v1.RewardService"]
+    assert reward_register(VerifyServicer())(server) == ["jetrl.v1.RewardService"]
     port = server.add_insecure_port(f"127.0.0.1:{free_port()}")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
@@ -99,7 +99,9 @@ async def test_health_through_jetrl_service():
         stop.set()
 
     task = asyncio.create_task(
-        serve("svc_reward", addr, register, [until_done], ready=ready, security=ServerSecurity())
+        serve(
+            "svc_reward", addr, reward_register(VerifyServicer()), [until_done], ready=ready, security=ServerSecurity()
+        )
     )
     try:
         await asyncio.wait_for(ready.wait(), 10)
