@@ -37,10 +37,10 @@ DIFFERENCES = [
     "Staleness: TRL is synchronous; the η = 2 arm trains on samples up to 2 versions old (importance-weighted by w) "
     "and is compared with the same TRL run. At η = 2 a batch takes the oldest complete groups, so a prompt may be "
     "trained a step later than in TRL, where step k is always problems 16k..16k+15 (as jetrl's η = 0).",
-    "Reward: jetrl's verify server is its own process behind gRPC (exact number, then math-verify for a completion "
-    "with \\boxed); TRL's reward function runs in the trainer process with the exact rule only "
-    "(jetrl.tasks.answers.is_correct). The same verdict on every 6-token completion of an arithmetic problem unless "
-    "it holds \\boxed.",
+    "Reward: jetrl scores in its reward process, which takes each group off the bus and calls the verify server it "
+    "serves directly (exact number, then math-verify for a completion with \\boxed); TRL's reward function runs in "
+    "the trainer process with the exact rule only (jetrl.tasks.answers.is_correct). The same verdict on every "
+    "6-token completion of an arithmetic problem unless it holds \\boxed.",
     "Evaluation: both score greedy completions of the same 200 held-out problems (max_new_tokens 6) with "
     "jetrl.policy.generate.greedy_score at versions 0, 10, ..., 50; jetrl's worker decodes with its KV-cache engine, "
     "TRL's callback with the no-cache reference decoder (`complete`; the engine tests hold the two token-identical). "
