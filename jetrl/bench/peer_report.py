@@ -19,8 +19,9 @@ TRL = "TRL"
 WALL_LIMIT = 1.5  # the issue: jetrl's wall time at most 1.5 × TRL's in the same invocation
 
 DIFFERENCES = [
-    "Sampling: jetrl's rollout worker decodes with its own KV-cache loop, one torch.Generator per sample seeded from "
-    "(run seed, group, index); TRL samples with transformers' generate (do_sample, top_k 0, top_p 1, temperature 1) "
+    "Sampling: jetrl's rollout worker decodes with its own KV-cache loop and draws each sample's tokens by inverse "
+    "CDF from uniforms of a torch.Generator seeded from (run seed, group, index); TRL samples with transformers' "
+    "generate (do_sample, top_k 0, top_p 1, temperature 1) "
     "from the global torch RNG seeded with the seed. Same distribution, different draws: the arms see different "
     "samples from the first step on, so their curves can only agree within seed noise.",
     "Generation batching: TRL generates the step's 128 completions in one generate call; jetrl's worker takes up to "

@@ -13,7 +13,7 @@ import torch
 from jetrl.policy import encode_prompt, state_to_bytes
 from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
-from svc_rollout.engine import TorchEngine
+from svc_rollout.engine import TorchEngine, draw
 from tiny_models import TOK, spread_model
 
 EOS = TOK.eos_token_id
@@ -208,6 +208,39 @@ def test_tiny_top_p_equals_greedy():
         # full distribution's at temperature 1)
         assert n.logprobs == pytest.approx([0.0] * len(n.token_ids), abs=1e-6)
         assert max(g.logprobs) < -1e-3
+
+
+def test_draw_samples_each_row_from_its_own_distribution():
+    # 20,000 draws per row: a token's frequency is within 4 standard deviations of its mass
+    probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.7, 0.0, 0.0, 0.3], [0.0, 0.0, 1.0, 0.0]])
+    n = 20_000
+    counts = torch.zeros_like(probs)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(n):
+        chosen = draw(probs, torch.rand(3, generator=gen))
+        counts[torch.arange(3), chosen] += 1
+    freq = counts / n
+    sd = (probs * (1 - probs) / n).sqrt()
+    assert ((freq - probs).abs() <= 4 * sd + 1e-9).all(), freq
+    assert counts[probs == 0].sum() == 0  # a token with no mass is never drawn
+
+
+def test_draw_takes_unnormalised_rows_and_the_edges_of_the_unit_interval():
+    # a top-p cut leaves the nucleus' mass, not 1: the same tokens as the renormalised row
+    kept = torch.tensor([[0.0, 0.3, 0.0, 0.2]])
+    for u in (0.0, 0.3, 0.59, 0.61, 0.999999):
+        assert draw(kept, torch.tensor([u])).tolist() == draw(kept / 0.5, torch.tensor([u])).tolist()
+    assert draw(kept, torch.tensor([0.0])).item() == 1  # the first token with mass
+    assert draw(kept, torch.tensor([1.0 - 1e-7])).item() == 3  # the last token with mass
+
+
+def test_a_request_s_samples_do_not_depend_on_its_batch_neighbours():
+    engine = TorchEngine(make_model(seed=4, std=0.5), TOK)
+    alone = engine.generate([GenRequest(ids("7-5+9+13="), 9, temperature=1.0, seed=77)])[0]
+    others = [GenRequest(ids(p), 12, temperature=1.0, seed=s) for s, p in enumerate(PROMPTS)]
+    batched = engine.generate([*others, GenRequest(ids("7-5+9+13="), 9, temperature=1.0, seed=77)])[-1]
+    assert batched.token_ids == alone.token_ids
+    assert batched.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
 
 
 def test_top_p_samples_stay_inside_the_nucleus_with_its_renormalised_log_probs():
