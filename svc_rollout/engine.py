@@ -104,22 +104,36 @@ class TorchEngine:
 
     def _step(self, seq: _Sequences) -> tuple[torch.Tensor, int]:
         """One forward under the weights lock: last-position logits and the version used. The
-        first step, and the first after a weight switch, run over the whole sequences (a new
-        cache from these weights); the others feed only the newest token."""
+        first step, and the first after a weight switch, run over the whole sequences, once per
+        distinct row (a new cache from these weights); the others feed only the newest token."""
         with self._weights_lock, torch.inference_mode():
-            if seq.cache_version != self.version:
-                seq.cache, seq.cache_version, start = DynamicCache(), self.version, 0
-            else:
-                start = seq.ids.shape[1] - 1
+            if seq.cache_version == self.version:
+                out = self.model(
+                    input_ids=seq.ids[:, -1:],
+                    attention_mask=seq.mask,
+                    position_ids=seq.pos[:, -1:],
+                    past_key_values=seq.cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                return out.logits[:, -1, :].float(), self.version
+            # A new cache: a group's G samples start from the same prompt, so the forward runs once per
+            # distinct row (tokens and mask) and the cache and logits are spread back to every row.
+            rows, spread = torch.unique(torch.cat([seq.ids, seq.mask], dim=1), dim=0, return_inverse=True)
+            # one row index per distinct row (which of equal rows is taken does not matter)
+            first = torch.empty(len(rows), dtype=torch.long, device=spread.device)
+            first.scatter_(0, spread, torch.arange(len(spread), device=spread.device))
+            seq.cache, seq.cache_version = DynamicCache(), self.version
             out = self.model(
-                input_ids=seq.ids[:, start:],
-                attention_mask=seq.mask,
-                position_ids=seq.pos[:, start:],
+                input_ids=seq.ids[first],
+                attention_mask=seq.mask[first],
+                position_ids=seq.pos[first],
                 past_key_values=seq.cache,
                 use_cache=True,
                 logits_to_keep=1,
             )
-            return out.logits[:, -1, :].float(), self.version
+            seq.cache.reorder_cache(spread)
+            return out.logits[spread, -1, :].float(), self.version
 
     def generate(
         self, requests: Sequence[GenRequest], should_stop: Callable[[], bool] | None = None

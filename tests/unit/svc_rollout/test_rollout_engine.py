@@ -278,6 +278,29 @@ def test_batched_equals_one_by_one_left_padding():
             assert res.finish_reason == alone.finish_reason and res.text == alone.text
 
 
+def test_a_group_s_shared_prompt_is_prefilled_once_and_each_sample_equals_its_own_generation():
+    model = make_model(seed=2)
+    engine = TorchEngine(model, TOK)
+    prompts = [ids("12+34="), ids("7-5+9+13=")]
+    requests = [
+        GenRequest(p, 8, temperature=1.0, seed=100 + 8 * g + i) for g, p in enumerate(prompts) for i in range(8)
+    ]
+    rows_seen: list[tuple[int, int]] = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: rows_seen.append(tuple(args[0].shape)))
+    try:
+        batched = engine.generate(requests)
+    finally:
+        hook.remove()
+    # the prefill is one forward over the 2 distinct prompts, the decode steps over all 16 rows
+    assert rows_seen[0][0] == 2 and rows_seen[0][1] > 1
+    assert all(shape == (16, 1) for shape in rows_seen[1:])
+    assert len({tuple(r.token_ids) for r in batched}) > 2  # the samples of a group still differ
+    for req, res in zip(requests, batched):
+        alone = engine.generate([req])[0]
+        assert res.token_ids == alone.token_ids
+        assert res.logprobs == pytest.approx(alone.logprobs, abs=1e-5)
+
+
 def test_mixed_greedy_and_sampled_rows_in_one_batch_equal_one_by_one():
     engine = TorchEngine(make_model(seed=3), TOK)
     temps = [0.0, 1.0, 0.7, 0.0]
