@@ -109,7 +109,8 @@ def test_group_step_raises_positive_and_lowers_negative_samples():
     after = [sum_logprob(trainer, p, r.token_ids) for p, r in zip(prompts, results)]
     for a, b0, b1 in zip(advantages, before, after):
         assert (b1 - b0) * a > 0
-    assert metrics["tokens"] == 24
+    # on-policy: every token is kept (a completion may end early on EOS)
+    assert metrics["tokens"] == sum(len(r.token_ids) for r in results) > 4
     assert all(math.isfinite(v) for v in metrics.values())
 
 
@@ -138,8 +139,8 @@ def test_minibatches_take_several_optimizer_steps():
     assert trainer.optimizer.state_dict()["state"][0]["step"] == 2
     assert set(metrics) >= METRIC_KEYS
     assert all(math.isfinite(v) for v in metrics.values())
-    # tokens is summed over the two minibatches: (4 + 6) + (2 + 5)
-    assert metrics["tokens"] == 17
+    # tokens is summed over the two minibatches: every token of (4 + 6) + (2 + 5) at most, fewer on an early EOS
+    assert metrics["tokens"] == sum(len(r.token_ids) for r in results) > 8
 
 
 def test_second_minibatch_is_clipped_against_the_proximal_policy_of_before_the_first(loss_calls):
