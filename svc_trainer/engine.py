@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import torch
-from transformers import PreTrainedModel
+from transformers import DynamicCache, PreTrainedModel
 
 from jetrl.policy.temperature import logprob_temperature
 from jetrl.spec_sections import TrainSpec
@@ -192,35 +192,60 @@ def token_logprobs(
     grad: bool,
 ) -> TokenLogprobs:
     """Each completion token's log-prob under `model` at `temperature`, its mask and the
-    distribution's entropy, from one forward pass."""
-    rows = [list(p) + list(c) for p, c in zip(prompt_ids_list, completion_ids_list)]
-    width = max(len(r) for r in rows)
-    t_max = max(max(len(c) for c in completion_ids_list), 1)
-    # Right padding: the causal mask already hides the pads from every real token, and
-    # positions then start at 0 for every row, as in the rollout's left-padded batches. Pads
-    # are never read, so any valid id (0) will do.
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    attn = torch.zeros_like(ids)
-    gather = torch.zeros((len(rows), t_max), dtype=torch.long)
-    mask = torch.zeros((len(rows), t_max), dtype=torch.bool)
-    for i, (row, prompt, completion) in enumerate(zip(rows, prompt_ids_list, completion_ids_list)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attn[i, : len(row)] = 1
-        # The logits at position j predict token j+1: completion token t sits at len(prompt)+t.
-        gather[i, : len(completion)] = torch.arange(len(prompt) - 1, len(prompt) - 1 + len(completion))
-        mask[i, : len(completion)] = True
-    ids, attn, gather, mask = (
-        ids.to(device),
-        attn.to(device),
-        gather.to(device),
-        mask.to(device),
+    distribution's entropy.
+
+    A group's G samples share their prompt, so the prompts go through the model once each (a
+    batch of the distinct ones), their KV cache is spread to every sample (an index_select, so
+    gradients flow back to the shared prompt), and the completions follow over it: on the demo's
+    batches (16 prompts x 8 samples, ~17 prompt and 6 completion tokens) a third of the tokens of
+    one forward over every whole sequence, for the same log-probs up to float rounding.
+    """
+    prompts = [tuple(p) for p in prompt_ids_list]
+    distinct = {p: i for i, p in enumerate(dict.fromkeys(prompts))}
+    which = torch.tensor([distinct[p] for p in prompts], dtype=torch.long)
+    # Right padding everywhere: the causal mask already hides a row's pads from its real tokens
+    # (never a fully masked query row), and positions are given, so each row's start at 0 and
+    # its completion right after its own prompt. Pads are never read: any valid id (0) will do.
+    p_len = torch.tensor([len(p) for p in distinct], dtype=torch.long)
+    p_ids = torch.zeros((len(distinct), int(p_len.max())), dtype=torch.long)
+    for i, p in enumerate(distinct):
+        p_ids[i, : len(p)] = torch.tensor(p)
+    p_mask = (torch.arange(p_ids.shape[1])[None, :] < p_len[:, None]).long()
+    c_len = torch.tensor([len(c) for c in completion_ids_list], dtype=torch.long)
+    t_max = max(int(c_len.max()), 1)
+    c_ids = torch.zeros((len(prompts), t_max), dtype=torch.long)
+    for i, c in enumerate(completion_ids_list):
+        c_ids[i, : len(c)] = torch.tensor(list(c), dtype=torch.long)
+    mask = torch.arange(t_max)[None, :] < c_len[:, None]
+    c_pos = p_len[which][:, None] + torch.arange(t_max)[None, :]
+    p_ids, p_mask, which, c_ids, mask, c_pos, p_len = (
+        t.to(device) for t in (p_ids, p_mask, which, c_ids, mask, c_pos, p_len)
     )
     with torch.set_grad_enabled(grad):
-        logits = model(input_ids=ids, attention_mask=attn).logits
-        picked = logits.gather(1, gather[:, :, None].expand(-1, -1, logits.shape[-1])).float()
-        logprobs = torch.log_softmax(picked / temperature, dim=-1)
-        targets = ids.gather(1, (gather + 1).clamp(max=width - 1))
-        token_lp = logprobs.gather(-1, targets[:, :, None])[:, :, 0]
+        cache = DynamicCache()
+        out = model(
+            input_ids=p_ids,
+            attention_mask=p_mask,
+            position_ids=torch.arange(p_ids.shape[1], device=device).expand_as(p_ids),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        # The logits at a prompt's last token predict the first completion token, those at
+        # completion token t the next one. The last token's are not needed, but every call makes
+        # exactly two forwards, whatever its lengths: ZeRO-3 ranks gather weights per forward,
+        # together, so they must all make the same number.
+        first = out.logits[torch.arange(len(distinct), device=device), p_len - 1][which]
+        cache.reorder_cache(cast(torch.LongTensor, which))
+        rest = model(
+            input_ids=c_ids,
+            attention_mask=torch.cat([p_mask[which], mask.long()], dim=1),
+            position_ids=c_pos,
+            past_key_values=cache,
+            use_cache=True,
+        ).logits
+        logits = torch.cat([first[:, None], rest[:, :-1]], dim=1)
+        logprobs = torch.log_softmax(logits.float() / temperature, dim=-1)
+        token_lp = logprobs.gather(-1, c_ids[:, :, None])[:, :, 0]
     with torch.no_grad():
         entropy = -(logprobs.exp() * logprobs).sum(-1)
     zero = torch.zeros_like(token_lp)

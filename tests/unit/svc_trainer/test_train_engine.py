@@ -66,6 +66,50 @@ def test_token_logprobs_equal_the_rollout_behaviour_logprobs(temperature):
         assert lp[i, n:].abs().sum() == 0  # padding positions are zero
 
 
+def full_sequence_logprobs(model, prompt, completion):
+    """Reference: one forward over prompt + completion, no padding, no cache."""
+    logits = model(input_ids=torch.tensor([[*prompt, *completion]])).logits[0].float()
+    lp = torch.log_softmax(logits[len(prompt) - 1 : len(prompt) - 1 + len(completion)], -1)
+    return lp.gather(-1, torch.tensor(completion)[:, None])[:, 0], -(lp.exp() * lp).sum(-1)
+
+
+@pytest.mark.parametrize("groups", [[4, 3, 1], [1, 1, 1, 1]])
+def test_token_logprobs_of_shared_prompts_equal_whole_sequence_forwards_with_their_gradients(groups):
+    # groups of samples sharing a prompt, prompts and completions of different lengths, a one-token completion
+    model = spread_model()
+    prompts = [encode_prompt(TOK, p) for p in PROMPTS][: len(groups)]
+    rows = [
+        (prompts[g], [5 + (3 * g + i) % 17 for i in range(1 + (g + k) % 6)])
+        for g, n in enumerate(groups)
+        for k in range(n)
+    ]
+    rows[-1] = (rows[-1][0], [9])
+    shapes: list[tuple[int, int]] = []
+    hook = model.model.embed_tokens.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape)))
+    try:
+        lp, mask, entropy = svc_trainer.engine.token_logprobs(
+            model, [p for p, _ in rows], [c for _, c in rows], 1.0, torch.device("cpu"), grad=True
+        )
+    finally:
+        hook.remove()
+    # each distinct prompt goes through the model once, then every row's completion
+    assert [n for n, _ in shapes] == [len(groups), len(rows)]
+    lp[mask].sum().backward()
+    ours = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    total = 0
+    for i, (prompt, completion) in enumerate(rows):
+        ref_lp, ref_entropy = full_sequence_logprobs(model, prompt, completion)
+        n = len(completion)
+        assert mask[i].tolist() == [True] * n + [False] * (mask.shape[1] - n)
+        torch.testing.assert_close(lp[i, :n].detach(), ref_lp.detach(), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(entropy[i, :n], ref_entropy.detach(), atol=1e-5, rtol=1e-5)
+        total = total + ref_lp.sum()
+    total.backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(ours[name], p.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_token_logprobs_grad_flag():
     model = spread_model()
     prompts, results = rollouts(model, 1.0)
