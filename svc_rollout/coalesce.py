@@ -53,14 +53,12 @@ class Coalescer:
         self._cond = threading.Condition()
         self._waiting: list[_Call] = []
         self._leading = False
-        self._last_arrival = 0.0
 
     def run(self, requests: Sequence[GenRequest], results: list[GenResult], should_stop: Callable[[], bool]) -> None:
         """Decode `requests` into `results` (in place) in whichever batch takes them; returns when done."""
         call = _Call(requests, results, should_stop)
         with self._cond:
             self._waiting.append(call)
-            self._last_arrival = call.started
             self._cond.notify_all()
             while not call.done:
                 if self._leading:
@@ -77,8 +75,9 @@ class Coalescer:
         """Gather the burst, decode it, hand the lead on to whoever is still waiting."""
         cap = call.started + GATHER_CAP * self._gather_s
         with self._cond:
-            # every arrival notifies: the quiet window restarts from the newest call
-            while (left := min(self._last_arrival + self._gather_s, cap) - time.monotonic()) > 0:
+            # every arrival notifies: the quiet window restarts from the newest call waiting (the
+            # leader's own is among them until the batch is taken)
+            while (left := min(self._waiting[-1].started + self._gather_s, cap) - time.monotonic()) > 0:
                 self._cond.wait(left)
             batch, self._waiting = self._waiting, []
         error: BaseException | None = None

@@ -174,7 +174,8 @@ class TorchEngine:
         uniforms = torch.stack(
             [torch.rand(steps, generator=torch.Generator().manual_seed(r.seed)) for r in requests]
         ).to(self.device)
-        any_cut = bool(((top_p < 1.0) & ~greedy).any())
+        cut = (top_p < 1.0) & ~greedy  # sampled rows whose nucleus drops a tail
+        any_cut = bool(cut.any())
         step = 0  # decode steps taken: no row can take more than `steps`
         new_tokens = [0] * n
         active = [True] * n
@@ -194,7 +195,6 @@ class TorchEngine:
             # The behaviour log-prob as sampled: of the renormalised nucleus where top-p cut the
             # tail (vLLM's processed_logprobs); greedy rows keep the full distribution at T=1.
             if any_cut:
-                cut = (top_p < 1.0) & ~greedy
                 logprobs = torch.where(cut[:, None], (probs / probs.sum(-1, keepdim=True)).log(), logprobs)
             chosen_lp = logprobs.gather(-1, chosen[:, None])[:, 0].tolist()
             for i, tok in enumerate(chosen.tolist()):
