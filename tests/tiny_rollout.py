@@ -1,7 +1,11 @@
 """The rollout worker's tests, unit and integration: a tiny random policy's engine and tasks of
-run `RUN` on the prompt "12+34=" with the character tokenizer."""
+run `RUN` on the prompt "12+34=" with the character tokenizer, and generate calls made from
+several threads at once (`in_threads`)."""
 
 from __future__ import annotations
+
+import threading
+from collections.abc import Callable
 
 from jetrl.policy import encode_prompt, make_char_tokenizer, make_tiny_model
 from jetrl.v1 import events_pb2 as ev
@@ -28,3 +32,13 @@ def make_task(group_id, attempt=0, resume=(), num_samples=4, max_new_tokens=8, t
         attempt=attempt,
         resume=list(resume),
     )
+
+
+def in_threads(calls: list[Callable[[], None]], timeout: float) -> None:
+    """Run each call on a thread of its own, all at once; fail if one is still running after `timeout`."""
+    threads = [threading.Thread(target=call) for call in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not any(t.is_alive() for t in threads)

@@ -4,12 +4,13 @@ Timings are generous (tenths of a second against the service's milliseconds) so 
 does not move a call across a window's edge.
 """
 
-import threading
 import time
+from functools import partial
 
 from jetrl.states import FinishReason
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.coalesce import GATHER_CAP, Coalescer
+from tiny_rollout import in_threads
 
 GATHER = 0.3
 
@@ -29,12 +30,7 @@ def burst(offsets: list[float], gather: float = GATHER) -> list[list[int]]:
         time.sleep(max(0.0, start + at - time.monotonic()))
         coalescer.run([GenRequest([i], 1)], [GenResult([], [], [], FinishReason.LENGTH, "")], lambda: False)
 
-    threads = [threading.Thread(target=call, args=(i, at)) for i, at in enumerate(offsets)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not any(t.is_alive() for t in threads)
+    in_threads([partial(call, i, at) for i, at in enumerate(offsets)], timeout=30)
     return batches
 
 

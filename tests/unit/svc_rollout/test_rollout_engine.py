@@ -6,6 +6,7 @@ test modules called test_engine.py in different folders collide under pytest's d
 
 import copy
 import threading
+from functools import partial
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from jetrl.tasks import Problem
 from svc_rollout.api import GenRequest, GenResult
 from svc_rollout.engine import TorchEngine, draw
 from tiny_models import TOK, spread_model
+from tiny_rollout import in_threads
 
 EOS = TOK.eos_token_id
 PROMPTS = ["12+34=", "7-5+9+13=", "1", "Question: how many?\nAnswer:"]
@@ -650,12 +652,7 @@ def concurrently(engine, calls):
         go.wait(30)
         out[i] = engine.generate(requests, should_stop=should_stop)
 
-    threads = [threading.Thread(target=one, args=(i, *c)) for i, c in enumerate(calls)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
+    in_threads([partial(one, i, *c) for i, c in enumerate(calls)], timeout=60)
     return out
 
 
