@@ -142,8 +142,8 @@ class RankEngine:
                     local["capped"] += float(capped.sum())
                     local["kept"] += float(kept.sum())
                     gap.add((behaviour - prox).abs()[real & fresh])
-            summed = self._sum(torch.tensor([local["valid"], local["capped"], local["kept"]], dtype=torch.float64))
-            counts = {**local, **dict(zip(("valid", "capped", "kept"), summed.tolist()))}
+            summed = self._reduce([local["valid"], local["capped"], local["kept"]])
+            counts = {**local, **dict(zip(("valid", "capped", "kept"), summed))}
             grad_norm = 0.0
             if counts["kept"]:  # else no token counts: no step (AdamW would still move), as the torch engine
                 denom = size * self.spec.rollout.max_new_tokens if t.loss_agg == "constant" else counts["kept"]
@@ -188,27 +188,27 @@ class RankEngine:
             for key in COUNTS:
                 local[key] += out.counts[key]
         self.engine.step()
-        summed = self._sum(torch.tensor([local[k] for k in COUNTS], dtype=torch.float64))
-        counts = dict(zip(COUNTS, summed.tolist()))
+        counts = dict(zip(COUNTS, self._reduce([local[k] for k in COUNTS])))
         counts["loss"] /= self.world  # each rank's loss was scaled by world for DeepSpeed's mean
         return counts, float(self.engine.get_global_grad_norm() or 0.0)
 
-    def _sum(self, values: torch.Tensor) -> torch.Tensor:
-        dist.all_reduce(values, op=dist.ReduceOp.SUM)
-        return values
+    def _reduce(self, values: list[float], op: dist.ReduceOp.RedOpType = dist.ReduceOp.SUM) -> list[float]:
+        """`values` reduced over the ranks, on the rank's device: NCCL reduces only GPU tensors."""
+        reduced = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(reduced, op=op)
+        return reduced.tolist()
 
     def _merged(self, mean: TokenMean) -> TokenMean:
         """The per-token mean over every rank's tokens."""
-        total = self._sum(torch.tensor([mean.total, mean.count], dtype=torch.float64))
+        total, count = self._reduce([mean.total, mean.count])
         merged = TokenMean()
-        merged.total, merged.count = total[0].item(), int(total[1].item())
+        merged.total, merged.count = total, int(count)
         return merged
 
     def _gap(self, gap: Gap) -> dict[str, float]:
-        biggest = torch.tensor([gap.max], dtype=torch.float64)
-        dist.all_reduce(biggest, op=dist.ReduceOp.MAX)
+        (biggest,) = self._reduce([gap.max], dist.ReduceOp.MAX)
         merged, everyone = Gap(), self._merged(gap)
-        merged.total, merged.count, merged.max = everyone.total, everyone.count, biggest[0].item()
+        merged.total, merged.count, merged.max = everyone.total, everyone.count, biggest
         return merged.metrics()
 
     def save_weights(self, path: Path, dtype: torch.dtype | None, shard_bytes: int) -> Path | None:

@@ -27,6 +27,12 @@ pytest.importorskip("deepspeed")
 
 from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine  # noqa: E402
 
+# where CUDA is seen each rank takes a GPU of its own: NCCL puts no two ranks on one
+two_ranks = pytest.mark.skipif(
+    torch.cuda.is_available() and torch.cuda.device_count() < 2,
+    reason=f"two ranks need two GPUs; {torch.cuda.device_count()} here",
+)
+
 # float32 on both sides; DeepSpeed reduces gradients in another order than one process sums them
 WEIGHT_ATOL = 2e-5
 METRIC_RTOL = 1e-3
@@ -98,6 +104,7 @@ def ds_weights(engine, path):
     return read_state_file(model, written)
 
 
+@two_ranks
 @pytest.mark.parametrize(
     ("stage", "minibatches", "micro_batch_size", "train"),
     [
@@ -138,6 +145,7 @@ def test_two_ranks_train_exactly_like_the_torch_engine(
         assert torch.allclose(tensor, expected[name], atol=WEIGHT_ATOL), name
 
 
+@two_ranks
 def test_a_checkpoint_resumes_the_run_exactly(model_dir, tmp_path):
     run = spec(model_dir, ranks=2, zero_stage=2, micro_batch_size=4)
     data = batches()
@@ -165,6 +173,7 @@ def test_a_checkpoint_resumes_the_run_exactly(model_dir, tmp_path):
         assert torch.allclose(tensor, want[name], atol=WEIGHT_ATOL), name
 
 
+@two_ranks
 def test_a_rank_that_raises_fails_its_command_as_a_fault_not_as_the_trainer_s_infrastructure(model_dir, tmp_path):
     failures = []
     engine = DeepSpeedTrainEngine(
@@ -179,6 +188,7 @@ def test_a_rank_that_raises_fails_its_command_as_a_fault_not_as_the_trainer_s_in
         engine.close()
 
 
+@two_ranks
 def test_a_rank_that_dies_fails_the_group_at_once_and_says_which(model_dir, tmp_path):
     failures = []
     run = spec(model_dir, ranks=2)
@@ -194,3 +204,24 @@ def test_a_rank_that_dies_fails_the_group_at_once_and_says_which(model_dir, tmp_
             engine.train_step(copy.deepcopy(batches(1)[0]))
     finally:
         engine.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is false)")
+def test_one_rank_on_the_gpu_trains_like_the_torch_engine_on_the_cpu(model_dir, tmp_path):
+    """The rank's reductions of its metrics run on NCCL, which takes only GPU tensors."""
+    run = spec(model_dir, 2, {"kl_coef": 0.5}, ranks=1, zero_stage=2, micro_batch_size=2)
+    data = batches(4, untrainable=2)
+    expected_metrics, expected = torch_run(model_dir, run, data)
+    engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=1, timeout_s=120)
+    try:
+        got_metrics = [engine.train_step(b, lr) for b, lr in zip(data, RATES)]
+        got = ds_weights(engine, tmp_path / "v3.safetensors")
+    finally:
+        engine.close()
+    for want, have in zip(expected_metrics, got_metrics):
+        assert have["tokens"] == want["tokens"]
+        for key in ("loss", "grad_norm", "logprob_gap_mean", "kl"):
+            assert have[key] == pytest.approx(want[key], rel=1e-3, abs=1e-5), key
+    for name, tensor in got.items():
+        assert torch.allclose(tensor, expected[name], atol=1e-4), name
