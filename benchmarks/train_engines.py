@@ -5,9 +5,11 @@
   checkpoint  what a restart needs beside the weights: the torch engine's AdamW state in
               trainer.pt vs DeepSpeed's checkpoint directory, its size and the time to write it
 
-Run:  .venv/bin/python benchmarks/train_engines.py [--shapes tiny 25M] [--json FILE]
-Models are made on the spot (random weights, the built-in character tokenizer); DeepSpeed runs on
-CPU (gloo) here, on GPUs (NCCL) where the ranks see them. Nothing else is started.
+Run:  .venv/bin/python benchmarks/train_engines.py [--shapes tiny 25M 100M] [--json FILE]
+Models are made on the spot (random weights, the built-in character tokenizer). The torch engine
+runs on the CPU, as the trainer runs it; DeepSpeed on CPU (gloo) here, on GPUs (NCCL) where the
+ranks see them, one GPU a rank (configurations with more ranks than GPUs are skipped). Nothing else
+is started.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from svc_trainer.deepspeed_engine import DeepSpeedTrainEngine
 from svc_trainer.engine import TorchTrainEngine
 
 TOK = make_char_tokenizer()
-# name -> (hidden, layers, heads, intermediate, completion tokens): the demo's policy and a 25M one
-SHAPES = {"tiny": (128, 2, 4, 384, 6), "25M": (512, 8, 8, 1376, 32)}
+# name -> (hidden, layers, heads, intermediate, completion tokens): the demo's policy, a 25M and a 100M one
+SHAPES = {"tiny": (128, 2, 4, 384, 6), "25M": (512, 8, 8, 1376, 32), "100M": (1024, 8, 16, 2816, 32)}
 WARMUP, TIMED = 2, 4
 
 
@@ -90,8 +92,12 @@ def measure(shape: str, work: Path) -> list[dict]:
     buf = io.BytesIO()
     start = time.perf_counter()
     torch.save(local.save_state(1), buf)  # what trainer.pt holds besides counters
-    rows.append(row(shape, params, "torch", 1, step, time.perf_counter() - start, len(buf.getvalue())))
+    rows.append(row(shape, params, "torch", "cpu", 1, step, time.perf_counter() - start, len(buf.getvalue())))
+    gpus = torch.cuda.device_count()
     for ranks, stage in ((1, 2), (2, 2), (2, 3)):
+        if gpus and ranks > gpus:  # each NCCL rank takes a GPU of its own
+            Console().print(f"{shape}: DeepSpeed ZeRO-{stage} on {ranks} ranks skipped, {gpus} GPU(s) here")
+            continue
         ds = run(engine="deepspeed", deepspeed={"ranks": ranks, "zero_stage": stage, "micro_batch_size": 128})
         checkpoints = work / f"{shape}-{ranks}-{stage}"
         engine = DeepSpeedTrainEngine(ds, None, checkpoints, ranks=ranks, timeout_s=600)
@@ -102,18 +108,20 @@ def measure(shape: str, work: Path) -> list[dict]:
             saved = time.perf_counter() - start
         finally:
             engine.close()
-        rows.append(row(shape, params, f"deepspeed ZeRO-{stage}", ranks, step, saved, size_of(checkpoints)))
+        where = "cuda" if gpus else "cpu"
+        rows.append(row(shape, params, f"deepspeed ZeRO-{stage}", where, ranks, step, saved, size_of(checkpoints)))
     base = rows[0]["step_s"]
     for r in rows:
         r["vs_torch"] = r["step_s"] / base
     return rows
 
 
-def row(shape, params, engine, ranks, step, save_s, size) -> dict:
+def row(shape, params, engine, device, ranks, step, save_s, size) -> dict:
     return {
         "shape": shape,
         "params": params,
         "engine": engine,
+        "device": device,
         "ranks": ranks,
         "step_s": step,
         "checkpoint_s": save_s,
@@ -123,12 +131,13 @@ def row(shape, params, engine, ranks, step, save_s, size) -> dict:
 
 def report(rows: list[dict]) -> None:
     table = Table(title=f"one policy version (128 samples), mean of {TIMED} after {WARMUP} warm-up")
-    for col in ("model", "engine", "ranks", "s/version", "time vs torch", "state written", "state size"):
+    for col in ("model", "engine", "device", "ranks", "s/version", "time vs torch", "state written", "state size"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(
             f"{r['shape']} ({r['params'] / 1e6:.2f}M)",
             r["engine"],
+            r["device"],
             str(r["ranks"]),
             f"{r['step_s']:.3f}",
             f"{r['vs_torch']:.2f}x",
@@ -155,7 +164,13 @@ def main() -> None:
             rows += measure(shape, Path(tmp))
     report(rows)
     if args.json:
-        machine = {"cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "deepspeed": deepspeed_version()}
+        machine = {
+            "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+            "date": time.strftime("%Y-%m-%d"),
+            "deepspeed": deepspeed_version(),
+        }
         args.json.write_text(json.dumps({"machine": machine, "rows": rows}, indent=1))
 
 
