@@ -208,16 +208,21 @@ class Trainer:
                 raise InvalidEvent(
                     f"batch {batch.batch_id} is for v{batch.policy_version}, already past it (v{rt.state.version})"
                 )
-            await self._check_sealed(batch)
-            penalties, kl_metrics = await asyncio.to_thread(self._kl_penalties, rt, batch, spec)
-            samples, advs, stale_metrics = self._samples(batch, spec, penalties)
+            # the scheduler's round trip runs beside the step; nothing is kept or announced before
+            # it answers, and a batch lineage did not seal fails as that, whatever its step did
+            sealed = asyncio.create_task(self._check_sealed(batch))
             try:
-                await self._train(batch, rt, samples, advs, {**stale_metrics, **kl_metrics}, spec)
+                penalties, kl_metrics = await asyncio.to_thread(self._kl_penalties, rt, batch, spec)
+                samples, advs, stale_metrics = self._samples(batch, spec, penalties)
+                await self._train(batch, rt, samples, advs, {**stale_metrics, **kl_metrics}, spec, sealed)
             except Exception:
                 # the engine (and the teacher) may hold weights past what is on disk: the next
                 # delivery starts again from the saved version, never trains the batch twice
                 await asyncio.to_thread(self._forget, batch.run_id)
+                await sealed
                 raise
+            finally:
+                sealed.cancel()  # only still running when this handling was cancelled
 
     async def _check_sealed(self, batch: events_pb2.Batch) -> None:
         """Train only the batch lineage sealed under this id, exactly: a forged one with the next
@@ -229,13 +234,14 @@ class Trainer:
         if batch_digest(batch) != sealed:
             raise InvalidEvent(f"batch {batch.batch_id} is not the batch lineage sealed under that id")
 
-    async def _train(self, batch, rt: RunTrainer, samples, advs, stale_metrics, spec) -> None:
+    async def _train(self, batch, rt: RunTrainer, samples, advs, stale_metrics, spec, sealed: asyncio.Task) -> None:
         with tracer.start_as_current_span("train step") as span:
             span.set_attributes({Attr.BATCH_ID: batch.batch_id, Attr.SAMPLES: len(samples)})
             # Never empty-handed: a batch with no trainable token still makes a version
             # (the engine skips the optimizer step, so its weights are the previous ones).
             lr = lr_at(rt.state.version + 1, spec.train)
             metrics = {**await asyncio.to_thread(rt.engine.train_step, samples, lr), "lr": lr}
+        await sealed
         if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
             # fails every time: dead-lettered after its retries, and the scheduler fails the run
             raise NonFiniteStep(

@@ -5,6 +5,9 @@ SampleAdvantage records under the staleness bound, and which engine a run gets.
 unique across folders.)
 """
 
+import asyncio
+import threading
+
 import pytest
 
 from jetrl.bus import InvalidEvent
@@ -181,6 +184,38 @@ async def test_a_batch_other_than_the_one_lineage_sealed_is_not_trained(tmp_path
     with pytest.raises(InvalidEvent, match="not the batch lineage sealed" if sealed == "other" else "sealed no batch"):
         await trainer.on_batch(forged, None)
     assert (await trainer.run("r")).state.version == 0  # nothing trained
+
+
+async def test_the_step_does_not_wait_for_the_scheduler_s_digest(tmp_path, model_dir, monkeypatch):
+    """The round trip to the scheduler is off the version's path: the step runs while it is
+    answered (this scheduler answers only once the step has started), then the version is made."""
+    real = batch(0, [[0], [0]])
+    stepped = threading.Event()
+    published = []
+
+    class Scheduler:
+        async def get(self, run_id):
+            return spec(model_dir)
+
+        async def batch_digest(self, run_id, batch_id):
+            assert await asyncio.to_thread(stepped.wait, 10), "the step waited for the digest"
+            return batch_digest(real)
+
+    async def publish(js, run_id, kind, event, msg_id):
+        published.append(event.version)
+
+    monkeypatch.setattr("svc_trainer.worker.publish", publish)
+    trainer = Trainer(None, Scheduler(), tmp_path, "")
+    engine = (await trainer.run("r")).engine
+    step = engine.train_step
+
+    def train_step(*args):
+        stepped.set()
+        return step(*args)
+
+    monkeypatch.setattr(engine, "train_step", train_step)
+    await trainer.on_batch(real, None)
+    assert published == [1] and (await trainer.run("r")).state.version == 1
 
 
 def test_the_digest_covers_what_trains_and_nothing_else():
