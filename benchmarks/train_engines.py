@@ -94,6 +94,7 @@ def measure(shape: str, work: Path) -> list[dict]:
     torch.save(local.save_state(1), buf)  # what trainer.pt holds besides counters
     rows.append(row(shape, params, "torch", "cpu", 1, step, time.perf_counter() - start, len(buf.getvalue())))
     gpus = torch.cuda.device_count()
+    where = "cuda" if gpus else "cpu"  # where DeepSpeed's ranks run
     for ranks, stage in ((1, 2), (2, 2), (2, 3)):
         if gpus and ranks > gpus:  # each NCCL rank takes a GPU of its own
             Console().print(f"{shape}: DeepSpeed ZeRO-{stage} on {ranks} ranks skipped, {gpus} GPU(s) here")
@@ -108,7 +109,6 @@ def measure(shape: str, work: Path) -> list[dict]:
             saved = time.perf_counter() - start
         finally:
             engine.close()
-        where = "cuda" if gpus else "cpu"
         rows.append(row(shape, params, f"deepspeed ZeRO-{stage}", where, ranks, step, saved, size_of(checkpoints)))
     base = rows[0]["step_s"]
     for r in rows:

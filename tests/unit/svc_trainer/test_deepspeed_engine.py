@@ -104,6 +104,16 @@ def ds_weights(engine, path):
     return read_state_file(model, written)
 
 
+def ds_run(run: RunSpec, data, ranks: int, tmp_path):
+    """DeepSpeed's metrics for each batch of `data` (at RATES) and its weights after the last."""
+    engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=ranks, timeout_s=120)
+    try:
+        metrics = [engine.train_step(b, lr) for b, lr in zip(data, RATES)]
+        return metrics, ds_weights(engine, tmp_path / f"v{len(data)}.safetensors")
+    finally:
+        engine.close()
+
+
 @two_ranks
 @pytest.mark.parametrize(
     ("stage", "minibatches", "micro_batch_size", "train"),
@@ -125,12 +135,7 @@ def test_two_ranks_train_exactly_like_the_torch_engine(
     run = spec(model_dir, minibatches, train, ranks=2, zero_stage=stage, micro_batch_size=micro_batch_size)
     data = batches(4, untrainable=2)  # the third batch keeps no token: no step, weights unchanged
     expected_metrics, expected = torch_run(model_dir, run, data)
-    engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=2, timeout_s=120)
-    try:
-        got_metrics = [engine.train_step(b, lr) for b, lr in zip(data, RATES)]
-        got = ds_weights(engine, tmp_path / "v3.safetensors")
-    finally:
-        engine.close()
+    got_metrics, got = ds_run(run, data, 2, tmp_path)
     for want, have in zip(expected_metrics, got_metrics):
         assert want.keys() == have.keys()
         for key in ("loss", "clip_fraction", "grad_norm", "mean_w", "masked_fraction", "logprob_gap_mean", "kl"):
@@ -213,12 +218,7 @@ def test_one_rank_on_the_gpu_trains_like_the_torch_engine_on_the_cpu(model_dir, 
     run = spec(model_dir, 2, {"kl_coef": 0.5}, ranks=1, zero_stage=2, micro_batch_size=2)
     data = batches(4, untrainable=2)
     expected_metrics, expected = torch_run(model_dir, run, data)
-    engine = DeepSpeedTrainEngine(run, None, tmp_path / "ck", ranks=1, timeout_s=120)
-    try:
-        got_metrics = [engine.train_step(b, lr) for b, lr in zip(data, RATES)]
-        got = ds_weights(engine, tmp_path / "v3.safetensors")
-    finally:
-        engine.close()
+    got_metrics, got = ds_run(run, data, 1, tmp_path)
     for want, have in zip(expected_metrics, got_metrics):
         assert have["tokens"] == want["tokens"]
         for key in ("loss", "grad_norm", "logprob_gap_mean", "kl"):
