@@ -14,7 +14,6 @@ __all__ = [
     "ViewName",
     "WIRE_FINISH_REASONS",
     "IN_FLIGHT",
-    "ACCEPTED",
     "SCORED_KEPT",
 ]
 
@@ -48,8 +47,6 @@ class GroupState(StrEnum):
 
 
 IN_FLIGHT = (GroupState.ADMITTED, GroupState.PARTIAL)  # still generating, or waiting to resume
-# generation complete (AReaL counts a rollout once it is done, whatever its reward's latency)
-ACCEPTED = (GroupState.GENERATED, GroupState.SCORED, GroupState.BATCHED, GroupState.TRAINED)
 # scored and kept for training: every scored state but "dropped"
 SCORED_KEPT = (GroupState.SCORED, GroupState.BATCHED, GroupState.TRAINED, GroupState.EXPIRED, GroupState.FILTERED)
 

@@ -32,7 +32,7 @@ from jetrl.lineage.role import lending
 from jetrl.lineage.sealed import sealed_batch
 from jetrl.lineage.store import LineageStore
 from jetrl.logs import log_fields
-from jetrl.states import ACCEPTED, GroupState, RunState
+from jetrl.states import GroupState, RunState
 from jetrl.telemetry import Attr, current_trace_id, current_traceparent, extract, link_from, tracer
 from jetrl.v1 import events_pb2
 from jetrl.views import group_size
@@ -156,30 +156,27 @@ class Coordinator:
     async def _admit(self, run: ActiveRun) -> tuple[int, int, int]:
         """`admit` under the run's lock: (groups started, of which resumed, the version they start at)."""
         run_id = run.run_id
-        record = await self.record(run_id)
-        if record.state != RunState.RUNNING:
+        view = await self.store.groups.admission_view(run_id)
+        if view is None:
+            raise LookupError(f"run {run_id} is active but has no row in lineage")
+        if view.state != RunState.RUNNING:
             return 0, 0, 0
-        counts = await self.store.groups.group_counts(run_id)
         # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
         # reward's latency), so APRIL aborts the spare groups as soon as the batch is generated
-        running = counts[GroupState.ADMITTED]
-        accepted = sum(counts[s] for s in ACCEPTED)
-        version = record.policy_version
+        running = view.admitted
+        accepted = view.accepted(run.admission.batch_groups)
+        version = view.policy_version
         if run.admission.must_abort(version, accepted, running):
             await self._abort_generating(run)
             return 0, 0, version
         slots = run.admission.slots(version, accepted, running)
         # the sealed-batch count matters only to what resumes, and only with `regenerate`
-        stale_before = (
-            run.admission.stale_before(await self.store.batches.batches_sealed(run_id))
-            if slots and run.admission.regenerate_after_lag is not None
-            else None
-        )
+        stale_before = run.admission.stale_before(view.batches_sealed) if slots else None
         if resumed := await self.buffer.resume(run_id, slots, version, stale_before):
             crash_point("resume.recorded")
         in_flight = await self.store.groups.group_problems(run_id) if run.selector else {}
         await asyncio.gather(*(publish_task(self.js, run, r, in_flight.get(r.n)) for r in resumed))
-        first = sum(counts.values())
+        first = view.groups
         problems = await self._problems(run, first, slots - len(resumed), version, set(in_flight.values()))
         await self._admit_new(run, range(first, first + slots - len(resumed)), version, problems)
         return slots, len(resumed), version

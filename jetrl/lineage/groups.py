@@ -9,16 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from jetrl.ids import group_number
-from jetrl.lineage.models import Prompt, PromptGroup, Sample
+from jetrl.lineage.models import Batch, Prompt, PromptGroup, Run, Sample
 from jetrl.lineage.role import EngineRole
 from jetrl.states import IN_FLIGHT, GroupState
 from jetrl.v1 import events_pb2
 
-__all__ = ["Groups", "NewGroup"]
+__all__ = ["AdmissionView", "Groups", "NewGroup", "admission_view_statement"]
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,34 @@ class NewGroup:
     problem: int | None = None
 
 
+@dataclass(frozen=True)
+class AdmissionView:
+    """What admission decides from, read in one statement (one snapshot) whose cost does not grow
+    with the run's groups: it counts through an index only the groups still moving and the run's
+    batches, and takes each state's largest group number, so a run's thousandth version is decided
+    about as fast as its first (a GROUP BY over every group of the run was 20 ms at 200,000)."""
+
+    state: str  # the run's
+    policy_version: int  # its head
+    admitted: int  # groups generating now
+    complete: int  # groups whose generation is complete and that are not in a batch yet (generated, scored)
+    batches_sealed: int
+    groups: int  # every group the run ever admitted: the next one's number
+
+    def accepted(self, batch_groups: int) -> int:
+        """Groups whose generation is complete and that still count (AReaL counts a rollout once it
+        is done): the unbatched ones and every sealed batch's, since a batch is sealed with exactly
+        `batch_groups` groups and they never leave it (batched, then trained)."""
+        return self.complete + batch_groups * self.batches_sealed
+
+
 class Groups(EngineRole):
+    async def admission_view(self, run_id: str) -> AdmissionView | None:
+        """The run's AdmissionView; None when it has no row."""
+        async with self.connect() as conn:
+            row = (await conn.execute(admission_view_statement(run_id))).first()
+        return None if row is None else AdmissionView(*row)
+
     async def admit_groups(self, groups: Sequence[NewGroup]) -> None:
         """New groups and their prompts, in one transaction and two statements."""
         if not groups:
@@ -158,3 +186,25 @@ class Groups(EngineRole):
             )
             # the WHERE leaves out groups without a problem; the row type cannot know
             return dict(rows.all())  # type: ignore[arg-type]
+
+
+def admission_view_statement(run_id: str) -> Select:
+    """The query behind `Groups.admission_view`: the run's row, with each count as a subquery."""
+    of_run = PromptGroup.run_id == run_id
+
+    def count(*states: GroupState) -> ScalarSelect:
+        return select(func.count()).where(of_run, PromptGroup.state.in_(states)).scalar_subquery()
+
+    def newest(state: GroupState) -> ScalarSelect:
+        return select(func.max(PromptGroup.n)).where(of_run, PromptGroup.state == state).scalar_subquery()
+
+    return select(
+        Run.state,
+        Run.policy_version,
+        count(GroupState.ADMITTED),
+        count(GroupState.GENERATED, GroupState.SCORED),
+        select(func.count()).where(Batch.run_id == run_id).scalar_subquery(),
+        # group numbers are dense from 0 (admission numbers new groups from this): the newest
+        # group's, as the largest of each state's newest, one step down the index each
+        func.coalesce(func.greatest(*(newest(state) for state in GroupState)) + 1, 0),
+    ).where(Run.run_id == run_id)

@@ -101,8 +101,9 @@ class Prompt(Base):
 
 class PromptGroup(Base):
     __tablename__ = "prompt_groups"
-    # every lookup names the run and, but for a few, a state (admission's counts, sealing, resuming)
-    __table_args__ = (Index("ix_prompt_groups_run_id_state", "run_id", "state"),)
+    # every lookup names the run and, but for a few, a state (admission's counts, sealing, resuming),
+    # and takes a state's groups in admission order or its newest one (the next group's number)
+    __table_args__ = (Index("ix_prompt_groups_run_id_state_n", "run_id", "state", "n"),)
     group_id: Mapped[str] = mapped_column(String(160), primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"))
     n: Mapped[int] = mapped_column(Integer)  # admission order within the run

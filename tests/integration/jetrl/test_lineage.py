@@ -10,7 +10,7 @@ from bulk_lineage import insert_samples, plan_nodes
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
-from jetrl.lineage.groups import NewGroup
+from jetrl.lineage.groups import NewGroup, admission_view_statement
 from jetrl.lineage.models import Base, PartialSample, PromptGroup, Reward, Sample, SampleSegment
 from jetrl.lineage.reports import version_points_statement
 from jetrl.lineage.samples import GroupProgress, UnknownGroup
@@ -266,6 +266,70 @@ async def test_a_group_too_stale_to_train_anything_expires_instead_of_joining_a_
         fresh.group.group_id
     ]
     assert await store.groups.group_state(stale.group.group_id) == "expired"
+
+
+async def test_the_admission_view_counts_as_the_groups_states_do_through_a_run(store, run_id):
+    """Admission reads B groups per sealed batch where it counted batched and trained groups, and
+    the largest group number where it counted every group: the same numbers at every step."""
+
+    async def agrees(version: int) -> None:
+        view, counts = await store.groups.admission_view(run_id), await store.groups.group_counts(run_id)
+        assert (view.state, view.policy_version, view.admitted) == ("RUNNING", version, counts["admitted"])
+        accepted = sum(counts[s] for s in ("generated", "scored", "batched", "trained"))
+        assert (view.accepted(1), view.groups) == (accepted, sum(counts.values()))  # the fixture's B = 1
+
+    await agrees(0)
+    group = await admitted_and_generated(store, run_id, 0)
+    await agrees(0)
+    await store.groups.admit_groups([NewGroup(task(run_id, n), str(n + 1)) for n in (1, 2)])
+    await agrees(0)
+    await store.groups.mark_groups([group.group_id], "generated")
+    await agrees(0)
+    await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0]), "")
+    await agrees(0)
+    assert (await store.batches.seal_batch(run_id, 0, 1, f"{run_id}.b000000", 0)).groups
+    await agrees(0)
+    ann = ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, batch_id=f"{run_id}.b000000")
+    ann.advantages.extend(ev.SampleAdvantage(sample_id=s.sample_id) for s in group.samples)
+    await store.versions.record_version(ann, "")
+    await agrees(1)
+    await store.samples.record_samples([(sample(run_id, 1, i), "") for i in range(G)])
+    await store.groups.mark_groups([f"{run_id}.g000001"], "generated")
+    uniform = ev.ScoredGroup(group=await store.samples.load_group(f"{run_id}.g000001"), rewards=[1.0, 1.0])
+    await store.batches.record_scored(uniform, "", scored_state(uniform, dynamic_sampling=True, drop_failed=False))
+    await agrees(1)  # filtered: no longer accepted
+    assert await store.groups.admission_view("no-such-run") is None
+
+
+async def test_the_admission_view_reads_only_the_groups_still_moving(store, run_id):
+    """Admission counted every group of the run by state, several times a version: 20 ms at 200,000
+    groups and growing. Its reads now go through indexes that skip the groups a run is done with."""
+    async with store.engine.begin() as conn:
+        await conn.execute(
+            text(
+                "INSERT INTO prompt_groups (group_id, run_id, n, prompt_id, admitted_version, state, attempt,"
+                " attempt_version, recycled, view, traceparent, trace_id)"
+                " SELECT :run || '.g' || i, :run, i, 'p', 0, 'trained', 0, 0, 0, 'main', '', ''"
+                " FROM generate_series(0, 4999) AS i"
+            ),
+            {"run": run_id},
+        )
+    await store.groups.admit_groups([NewGroup(task(run_id, 5000), "1")])
+    statement = admission_view_statement(run_id).compile(
+        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
+    )
+    async with store.engine.begin() as conn:
+        await conn.execute(text("ANALYZE prompt_groups"))
+        [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
+    read = sum(
+        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
+        for n in plan_nodes(plan["Plan"])
+        if n.get("Relation Name") == "prompt_groups"
+    )
+    # a row for the admitted count and one for each state's newest group (trained and admitted here)
+    assert read <= 3, f"read {read} group rows of a run that has 5,001, 5,000 of them trained"
+    view = await store.groups.admission_view(run_id)
+    assert (view.admitted, view.complete, view.groups) == (1, 0, 5001)
 
 
 async def test_scores_for_unrecorded_samples_are_refused(store, run_id):

@@ -75,8 +75,9 @@ async def test_a_grown_table_is_analyzed_and_a_fetchs_lookup_uses_its_index(engi
 
 
 async def test_a_runs_groups_by_state_are_read_from_one_index(engine):
-    """Admission's counts and sealing's scored groups name the run and a state: one (run_id, state)
-    index serves both (migration 0006), where a run_id and a state index were two to write."""
+    """Admission's counts and sealing's scored groups name the run and a state: one index serves
+    both, where a run_id and a state index were two to write (migration 0006's (run_id, state),
+    0007's (run_id, state, n), which also hands sealing a state's groups in admission order)."""
     await grown_run(engine)
     small = await grown_run_of(engine, 3)
     await engine.dispose()
@@ -89,4 +90,4 @@ async def test_a_runs_groups_by_state_are_read_from_one_index(engine):
         for statement in statements:
             [[plan]] = (await conn.execute(text(f"EXPLAIN (FORMAT JSON) {statement}"))).one()
             used = {n.get("Index Name") for n in plan_nodes(plan["Plan"])}
-            assert "ix_prompt_groups_run_id_state" in used, (statement, plan)
+            assert "ix_prompt_groups_run_id_state_n" in used, (statement, plan)
