@@ -218,6 +218,40 @@ async def test_the_step_does_not_wait_for_the_scheduler_s_digest(tmp_path, model
     assert published == [1] and (await trainer.run("r")).state.version == 1
 
 
+@pytest.mark.parametrize("eta", [0, 1])
+async def test_a_synchronous_run_steps_on_one_thread_of_its_own(tmp_path, model_dir, monkeypatch, eta):
+    """With eta = 0 every step runs on the trainer's own step thread (one OpenMP team, spinning: see
+    Trainer._step); with eta > 0 on asyncio's pool, never on the event loop's thread."""
+    run = RunSpec(model=ModelSpec(path=str(model_dir)), schedule=ScheduleSpec(max_staleness=eta))
+
+    class Scheduler:
+        async def get(self, run_id):
+            return run
+
+        async def batch_digest(self, run_id, batch_id):
+            return batch_digest(batches[int(batch_id[3:])])
+
+    async def publish(js, run_id, kind, event, msg_id):
+        pass
+
+    monkeypatch.setattr("svc_trainer.worker.publish", publish)
+    trainer = Trainer(None, Scheduler(), tmp_path, "")
+    engine = (await trainer.run("r")).engine
+    step, threads = engine.train_step, []
+
+    def train_step(*args):
+        threads.append(threading.current_thread().name)
+        return step(*args)
+
+    monkeypatch.setattr(engine, "train_step", train_step)
+    batches = [batch(s, [[s], [s]]) for s in range(3)]
+    for b in batches:
+        await trainer.on_batch(b, None)
+    assert (await trainer.run("r")).state.version == 3 and threading.current_thread().name not in threads
+    assert all(t.startswith("train-step") for t in threads) == (eta == 0), threads
+    trainer.close()
+
+
 def test_the_digest_covers_what_trains_and_nothing_else():
     one, same = batch(0, [[0], [0]]), batch(0, [[0], [0]])
     same.groups[0].reward_server = "verify@2"  # who scored it, and how, train nothing
