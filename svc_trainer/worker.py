@@ -17,10 +17,11 @@ import contextvars
 import functools
 import logging
 import math
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from jetrl.bus import Delivery, InvalidEvent, Kind, Wait, publish
 from jetrl.crash import crash_point
@@ -55,6 +56,7 @@ if TYPE_CHECKING:  # torch loads when a run needs it, not at import
     from svc_trainer.api import TrainEngine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NotYourTurn(Wait):
@@ -97,7 +99,8 @@ class Trainer:
         self.fatal: str | None = None  # why a run's DeepSpeed ranks failed: the trainer must restart
         self.ranks_failed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._step_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train-step")  # see _step
+        # a synchronous run's engine work, all of it on this one thread: see _on_engine_thread
+        self._engine_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="train-engine")
 
     def _ranks_failed(self, reason: str) -> None:
         """From a rank group's watcher thread: remember why, and wake the service (app.py:ranks)."""
@@ -109,13 +112,13 @@ class Trainer:
         """End every run's engine (a DeepSpeed run's rank processes)."""
         for rt in self.runs.values():
             rt.engine.close()
-        self._step_thread.shutdown(wait=False)
+        self._engine_thread.shutdown(wait=False)
 
     async def run(self, run_id: str) -> RunTrainer:
         self._loop = asyncio.get_running_loop()
         if run_id not in self.runs:
             spec = await self.specs.get(run_id)
-            self.runs[run_id] = await asyncio.to_thread(self._restore, run_id, spec)
+            self.runs[run_id] = await self._on_engine_thread(spec, self._restore, run_id, spec)
         return self.runs[run_id]
 
     def _restore(self, run_id: str, spec) -> RunTrainer:
@@ -217,13 +220,13 @@ class Trainer:
             # it answers, and a batch lineage did not seal fails as that, whatever its step did
             sealed = asyncio.create_task(self._check_sealed(batch))
             try:
-                penalties, kl_metrics = await asyncio.to_thread(self._kl_penalties, rt, batch, spec)
+                penalties, kl_metrics = await self._on_engine_thread(spec, self._kl_penalties, rt, batch, spec)
                 samples, advs, stale_metrics = self._samples(batch, spec, penalties)
                 await self._train(batch, rt, samples, advs, {**stale_metrics, **kl_metrics}, spec, sealed)
             except Exception:
                 # the engine (and the teacher) may hold weights past what is on disk: the next
                 # delivery starts again from the saved version, never trains the batch twice
-                await asyncio.to_thread(self._forget, batch.run_id)
+                await self._on_engine_thread(spec, self._forget, batch.run_id)
                 await sealed
                 raise
             finally:
@@ -245,7 +248,7 @@ class Trainer:
             # Never empty-handed: a batch with no trainable token still makes a version
             # (the engine skips the optimizer step, so its weights are the previous ones).
             lr = lr_at(rt.state.version + 1, spec.train)
-            metrics = {**await self._step(rt, spec, samples, lr), "lr": lr}
+            metrics = {**await self._on_engine_thread(spec, rt.engine.train_step, samples, lr), "lr": lr}
         await sealed
         if bad := sorted(k for k, v in metrics.items() if not math.isfinite(v)):
             # fails every time: dead-lettered after its retries, and the scheduler fails the run
@@ -256,19 +259,20 @@ class Trainer:
             )
         await self._commit(batch, rt, advs, {**metrics, **stale_metrics}, spec)
 
-    async def _step(self, rt: RunTrainer, spec, samples, lr: float) -> dict[str, float]:
-        """The engine's training step, off the event loop. torch's OpenMP runtime gives every thread
-        that runs a parallel op a team of its own; once a second one lives (asyncio.to_thread takes
-        any thread of its pool), libgomp counts more threads than cores and its workers stop
-        spinning between the step's thousands of short parallel regions: the demo's step took 50-65
-        ms instead of ~30. A synchronous run (eta = 0) steps on one thread of its own, its team
-        spinning: nothing else computes while it trains (generation waits for the version). With
-        eta > 0 generation runs beside the step and a spinning team would take the core it needs
-        (measured: the trainer's CPU tripled and the run was slower), so those steps stay on the pool."""
+    async def _on_engine_thread(self, spec, fn: Callable[..., T], *args) -> T:
+        """`fn(*args)`, torch work of the run's engine, off the event loop. torch's OpenMP runtime
+        gives every thread that runs a parallel op a team of its own; once a second one lives
+        (asyncio.to_thread takes any thread of its pool), libgomp counts more threads than cores
+        and its workers stop spinning between a step's thousands of short parallel regions: the
+        demo's step took ~80 ms in the service instead of ~30. A synchronous run's (eta = 0) engine
+        work runs on one thread of its own, one team, spinning: nothing else computes while it
+        trains (generation waits for the version). With eta > 0 generation runs beside the step and
+        a spinning team would take the core it needs (measured: the trainer's CPU tripled and the
+        run was slower), so that work stays on the pool."""
         if spec.schedule.max_staleness > 0:
-            return await asyncio.to_thread(rt.engine.train_step, samples, lr)
-        step = functools.partial(contextvars.copy_context().run, rt.engine.train_step, samples, lr)
-        return await asyncio.get_running_loop().run_in_executor(self._step_thread, step)
+            return await asyncio.to_thread(fn, *args)
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._engine_thread, call)
 
     def _forget(self, run_id: str) -> None:
         """Drop a run's engine (ending a DeepSpeed run's ranks); it is built again from disk if needed."""
@@ -361,21 +365,22 @@ class Trainer:
         version = state.version + 1
         run_id = batch.run_id
         shard = spec.train.weights_shard_mb << 20
-        path = await asyncio.to_thread(
-            rt.engine.save_weights, weights_path(self.data_dir, run_id, version), rt.publish_dtype, shard
+        path = await self._on_engine_thread(
+            spec, rt.engine.save_weights, weights_path(self.data_dir, run_id, version), rt.publish_dtype, shard
         )
         exact_sha = ""  # the published file's, from its announcement, unless a master copy is kept
         if rt.publish_dtype is not None:  # published in another precision: keep the exact weights to resume
             master = master_path(self.data_dir, run_id, version)
-            exact_sha = await asyncio.to_thread(lambda: file_sha256(rt.engine.save_weights(master, None, shard)))
+            master = await self._on_engine_thread(spec, rt.engine.save_weights, master, None, shard)
+            exact_sha = await asyncio.to_thread(file_sha256, master)
         teacher_ann = None
         if rt.teacher is not None:
             m = ema_rate(version, spec.train.steps, spec.teacher)
             # from the version's exact file: the same whichever engine (or ranks) holds the policy
-            await asyncio.to_thread(rt.teacher.update_from, self._exact(run_id, version), m)
+            await self._on_engine_thread(spec, rt.teacher.update_from, self._exact(run_id, version), m)
             metrics = {**metrics, "teacher_ema": m}
-            tpath = await asyncio.to_thread(
-                save_weights, teacher_path(self.data_dir, run_id, version), rt.teacher.model, None, shard
+            tpath = await self._on_engine_thread(
+                spec, save_weights, teacher_path(self.data_dir, run_id, version), rt.teacher.model, None, shard
             )
             # its own subject; fetched like the policy (the shared file, else FetchWeights with teacher set)
             teacher_ann = await self._announcement(batch, version, tpath, {"ema_rate": m})
@@ -388,7 +393,7 @@ class Trainer:
             samples_trained=state.samples_trained + len(advs),
             batches_trained=state.batches_trained + 1,
             trained_batches=[*state.trained_batches, batch.batch_id],
-            engine=await asyncio.to_thread(rt.engine.save_state, version),
+            engine=await self._on_engine_thread(spec, rt.engine.save_state, version),
             announcement=ann.SerializeToString(),
             exact_sha256=exact_sha or ann.sha256,
             teacher_announcement=teacher_ann.SerializeToString() if teacher_ann is not None else b"",

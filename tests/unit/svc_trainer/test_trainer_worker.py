@@ -220,7 +220,7 @@ async def test_the_step_does_not_wait_for_the_scheduler_s_digest(tmp_path, model
 
 @pytest.mark.parametrize("eta", [0, 1])
 async def test_a_synchronous_run_steps_on_one_thread_of_its_own(tmp_path, model_dir, monkeypatch, eta):
-    """With eta = 0 every step runs on the trainer's own step thread (one OpenMP team, spinning: see
+    """With eta = 0 every step runs on the trainer's engine thread (one OpenMP team, spinning: see
     Trainer._step); with eta > 0 on asyncio's pool, never on the event loop's thread."""
     run = RunSpec(model=ModelSpec(path=str(model_dir)), schedule=ScheduleSpec(max_staleness=eta))
 
@@ -248,7 +248,7 @@ async def test_a_synchronous_run_steps_on_one_thread_of_its_own(tmp_path, model_
     for b in batches:
         await trainer.on_batch(b, None)
     assert (await trainer.run("r")).state.version == 3 and threading.current_thread().name not in threads
-    assert all(t.startswith("train-step") for t in threads) == (eta == 0), threads
+    assert all(t.startswith("train-engine") for t in threads) == (eta == 0), threads
     trainer.close()
 
 
