@@ -23,6 +23,7 @@ CRASH_POINTS = (
     "abort.recorded",  # scheduler: groups moved to the partial buffer, the ABORT not yet published
     "samples.recorded",  # scheduler: samples committed (a group complete), the group not yet published
     "seal.recorded",  # scheduler: a batch sealed in lineage, not yet published
+    "version.head",  # scheduler: a version and its run's head recorded, what it trained not yet
     "end.recorded",  # scheduler: a run's end recorded, the workers not yet told
     "train.saved",  # trainer: a version's weights and state saved, not yet announced
 )

@@ -370,6 +370,11 @@ class Coordinator:
             # an earlier announcement is still on its way: its arrival calls on_version again
             log.info("last version in, waiting for earlier ones", extra=log_fields(run=run_id, missing=missing))
             return
+        if untrained := await self.store.batches.untrained_batches(run_id):
+            # a version recorded without what it trained (its handling died between the two): the
+            # announcement comes again, records it and calls on_version again
+            log.info("waiting for what earlier versions trained", extra=log_fields(run=run_id, batches=untrained))
+            return
         latest = await self.store.reports.latest_evaluation(run_id)
         if not message and (latest is None or latest[0] < final):
             await self.request_evaluation(run_id, final)

@@ -267,21 +267,28 @@ class Recorder:
 
     async def on_weights(self, ann: events_pb2.WeightsAnnouncement, delivery: Delivery) -> None:
         """Record a version the trainer made: the next of its run, from the batch lineage sealed;
-        then admit the groups it lets start, and write its training metrics (before the run may
-        end and its writer close)."""
+        admit the groups it lets start, record what it trained, and write its training metrics
+        (before the run may end and its writer close)."""
+        admit_first = False
         if (spec := await self._run_spec(ann.run_id)) is not None:
             # a run going on records its versions in order (an ended one whatever has its batch)
             head = (await self.coordinator.record(ann.run_id)).policy_version
             if ann.version > head + 1:
                 raise Wait(f"v{ann.version} of {ann.run_id} announced before v{head + 1} was recorded")
+            # a new version that is not the last lets the next groups start before what it trained
+            # is recorded (the bulk of its writes); any other (the last, one announced again) records
+            # everything first: the run may end on it, and it ends only with every version's
+            # trained samples recorded (Coordinator.finish)
+            admit_first = ann.version == head + 1 and ann.version < spec.train.steps
         if (problem := await self.store.versions.announcement_problem(ann)) is not None:
             raise InvalidEvent(problem)
-        await self.store.versions.record_version(ann, current_trace_id())
+        await self.store.versions.record_head(ann, current_trace_id())
+        crash_point("version.head")
+        if admit_first:
+            await self.coordinator.on_version(ann.run_id, ann.version)
+        await self.store.versions.record_trained(ann)
         log.info("version recorded", extra=log_fields(run=ann.run_id, version=ann.version, **dict(ann.metrics)))
         VERSIONS_RECORDED.add(1, {"run_id": ann.run_id})
-        last = spec is None or ann.version >= spec.train.steps
-        if not last:  # the next groups start first: the reports below are not what the run waits for
-            await self.coordinator.on_version(ann.run_id, ann.version)
         if spec is not None:
             # this version and the one before (its samples/s): one read for the curves and the warning
             points = await self.store.reports.version_points(ann.run_id, since=ann.version - 1)
@@ -291,7 +298,7 @@ class Recorder:
                 if point.version == ann.version and (warning := collapse_warning(point, spec.metrics)):
                     log.warning("collapse warning", extra=log_fields(run=ann.run_id, warning=warning))
         await self.coordinator.notify()
-        if last:  # the run may end here, and its metrics writer close: after its last version's metrics
+        if not admit_first:  # the run may end here, and its metrics writer close: after the metrics
             await self.coordinator.on_version(ann.run_id, ann.version)
 
     async def on_evaluated(self, ev: events_pb2.Evaluation, delivery: Delivery) -> None:

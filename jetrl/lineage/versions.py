@@ -1,7 +1,8 @@
 """Versions: each policy version the trainer announced (its row, the trained samples' advantages,
 the run's head) and the EMA teacher's version.
 
-Writes are idempotent; each method is one transaction.
+Writes are idempotent; each method is one transaction (`record_version`: two, `record_head` and
+`record_trained`, which the recorder runs with the next admission between them).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ _ANNOUNCED = ("run_id", "version", "parent_version", "batch_id", "uri", "sha256"
 
 class Versions(EngineRole):
     async def record_version(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
-        """A new version: its row, each trained sample's advantage and trained version, the run's head."""
+        """A new version: `record_head`, then `record_trained`."""
+        await self.record_head(ann, trace_id)
+        await self.record_trained(ann)
+
+    async def record_head(self, ann: events_pb2.WeightsAnnouncement, trace_id: str) -> None:
+        """A new version's row and the run's head: what admission waits for, in a transaction of
+        its own so that the next groups need not wait for `record_trained` too."""
         async with self.begin() as conn:
             announced = {f: getattr(ann, f) for f in _ANNOUNCED}
             await conn.execute(
@@ -31,6 +38,17 @@ class Versions(EngineRole):
                 .values(**announced, metrics=dict(ann.metrics), trace_id=trace_id)
                 .on_conflict_do_nothing()
             )
+            await conn.execute(
+                update(Run)
+                .where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
+                .values(policy_version=ann.version, updated_at=func.now())
+            )
+
+    async def record_trained(self, ann: events_pb2.WeightsAnnouncement) -> None:
+        """What a recorded version trained: each sample's advantage and trained version, its
+        groups "trained". Idempotent; until it commits the version's samples read as untrained (a
+        redelivered announcement completes it: its version row is already there)."""
+        async with self.begin() as conn:
             # the groups' rows first, then their samples: the order record_samples takes them in
             await conn.execute(
                 select(PromptGroup.group_id)
@@ -85,11 +103,6 @@ class Versions(EngineRole):
                 update(PromptGroup)
                 .where(PromptGroup.group_id.in_(trained_groups), PromptGroup.state.in_(GroupState.TRAINED.earlier()))
                 .values(state=GroupState.TRAINED)
-            )
-            await conn.execute(
-                update(Run)
-                .where(Run.run_id == ann.run_id, Run.policy_version < ann.version)
-                .values(policy_version=ann.version, updated_at=func.now())
             )
 
     async def announcement_problem(self, ann: events_pb2.WeightsAnnouncement) -> str | None:

@@ -36,6 +36,7 @@ CASES = {
     "abort.recorded": ("svc_scheduler", APRIL),
     "samples.recorded": ("svc_scheduler", {}),
     "seal.recorded": ("svc_scheduler", {}),
+    "version.head": ("svc_scheduler", {}),
     "end.recorded": ("svc_scheduler", {}),
     "train.saved": ("svc_trainer", {}),
 }

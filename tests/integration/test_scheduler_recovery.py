@@ -13,7 +13,7 @@ import pytest
 from jetrl.bus import Delivery, Kind, Wait, stream_name
 from jetrl.config import RunSpec
 from jetrl.v1 import events_pb2 as ev
-from sample_events import group_rollout, group_samples
+from sample_events import group_rollout, group_samples, sample_event
 from svc_scheduler.active import prepare
 from svc_scheduler.coordinator import Coordinator, group_id
 from svc_scheduler.recorder import Recorder
@@ -245,3 +245,62 @@ async def test_a_batch_whose_publish_failed_after_its_seal_goes_out_at_the_next_
     assert await recorder.on_scored(scored) == {}  # redelivered: already recorded, already sealed
     await coordinator.reconcile(run_id)  # the tick after
     assert await batches_published(js, run_id) == [f"{run_id}.b000000"]
+
+
+async def test_a_run_completes_only_once_what_every_version_trained_is_recorded(world):
+    """A new version's row and the run's head are recorded before what it trained, so that the
+    next groups start sooner (Recorder.on_weights); a scheduler that dies between the two leaves
+    the version's groups `batched` until its announcement comes again. The last version must not
+    complete the run meanwhile."""
+    js, store, spec, run_id = world
+    coordinator = Coordinator(js, store)
+    await coordinator.start(prepare(run_id, spec))
+
+    async def seal(step: int) -> list[ev.SampleAdvantage]:
+        """Batch `step`'s groups generated, scored and sealed: the advantages its version names."""
+        samples = []
+        for n in range(step * B, (step + 1) * B):
+            group = [sample_event(run_id, group_id(run_id, n), i, token_versions=[step, step]) for i in range(G)]
+            samples += group
+            await store.samples.record_samples([(s, "") for s in group])
+            await store.groups.mark_groups([group_id(run_id, n)], "generated")
+            group = await store.samples.load_group(group_id(run_id, n))
+            await store.batches.record_scored(ev.ScoredGroup(group=group, rewards=[1.0, 0.0]), "")
+        assert (await store.batches.seal_batch(run_id, step, B, f"{run_id}.b{step:06d}", 0)).groups
+        return [ev.SampleAdvantage(sample_id=s.sample_id) for s in samples]
+
+    def announcement(version: int, advantages) -> ev.WeightsAnnouncement:
+        return ev.WeightsAnnouncement(
+            run_id=run_id,
+            version=version,
+            parent_version=version - 1,
+            batch_id=f"{run_id}.b{version - 1:06d}",
+            uri="file:///x",
+            sha256="0" * 64,
+            size_bytes=1,
+            advantages=advantages,
+        )
+
+    await store.versions.record_version(announcement(1, await seal(0)), "")
+    await coordinator.on_version(run_id, 1)  # admits batch 1's groups
+    last = announcement(2, await seal(1))
+    await store.versions.record_head(last, "")  # ... and the scheduler died here
+    await coordinator.finish(run_id)
+
+    async def asked_for() -> list[int]:
+        info = await js.stream_info(stream_name(Kind.EVALS))
+        found = []
+        for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+            msg = await js.get_msg(stream_name(Kind.EVALS), seq)
+            if msg.subject == f"jetrl.{run_id}.{Kind.EVALS}":
+                found.append(ev.EvalRequest.FromString(msg.data).min_version)
+        return found
+
+    assert 2 not in await asked_for() and run_id in coordinator.runs  # no final evaluation: not over
+    await store.versions.record_trained(last)  # the announcement again
+    await coordinator.on_version(run_id, 2)
+    assert 2 in await asked_for()
+    await store.reports.record_evaluation(run_id, 2, 1, 2)
+    await coordinator.on_evaluation(run_id, 2)
+    assert (await store.runs.get_run(run_id)).state == "COMPLETED"
+    assert len(await store.reports.trained_sample_rows(run_id)) == 2 * B * G
