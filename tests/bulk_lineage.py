@@ -25,3 +25,12 @@ def plan_nodes(plan: dict):
     yield plan
     for child in plan.get("Plans", ()):
         yield from plan_nodes(child)
+
+
+def rows_read(plan: dict, relation: str) -> int:
+    """The rows of `relation` an EXPLAIN (ANALYZE, FORMAT JSON) plan read, those filtered out included."""
+    return sum(
+        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
+        for n in plan_nodes(plan["Plan"])
+        if n.get("Relation Name") == relation
+    )

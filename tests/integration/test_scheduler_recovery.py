@@ -44,6 +44,20 @@ async def world(js, lineage, untrained_model_dir):
     return js, lineage, spec, run_id
 
 
+def announcement(run_id: str, version: int, advantages=()) -> ev.WeightsAnnouncement:
+    """The trainer's announcement of `version`, from the batch of step version - 1."""
+    return ev.WeightsAnnouncement(
+        run_id=run_id,
+        version=version,
+        parent_version=version - 1,
+        batch_id=f"{run_id}.b{version - 1:06d}",
+        uri="file:///x",
+        sha256="0" * 64,
+        size_bytes=1,
+        advantages=advantages,
+    )
+
+
 async def groups_published(js) -> list[str]:
     info = await js.stream_info(stream_name(Kind.GROUPS))
     out = []
@@ -101,18 +115,7 @@ async def test_a_run_completes_only_once_every_version_is_recorded(world):
     await coordinator.start(prepare(run_id, spec))
 
     async def announce(version: int) -> None:
-        await store.versions.record_version(
-            ev.WeightsAnnouncement(
-                run_id=run_id,
-                version=version,
-                parent_version=version - 1,
-                batch_id=f"{run_id}.b{version - 1:06d}",
-                uri="file:///x",
-                sha256="0" * 64,
-                size_bytes=1,
-            ),
-            "",
-        )
+        await store.versions.record_version(announcement(run_id, version), "")
         await coordinator.on_version(run_id, version)
 
     async def final_evaluation_requested() -> bool:
@@ -269,21 +272,9 @@ async def test_a_run_completes_only_once_what_every_version_trained_is_recorded(
         assert (await store.batches.seal_batch(run_id, step, B, f"{run_id}.b{step:06d}", 0)).groups
         return [ev.SampleAdvantage(sample_id=s.sample_id) for s in samples]
 
-    def announcement(version: int, advantages) -> ev.WeightsAnnouncement:
-        return ev.WeightsAnnouncement(
-            run_id=run_id,
-            version=version,
-            parent_version=version - 1,
-            batch_id=f"{run_id}.b{version - 1:06d}",
-            uri="file:///x",
-            sha256="0" * 64,
-            size_bytes=1,
-            advantages=advantages,
-        )
-
-    await store.versions.record_version(announcement(1, await seal(0)), "")
+    await store.versions.record_version(announcement(run_id, 1, await seal(0)), "")
     await coordinator.on_version(run_id, 1)  # admits batch 1's groups
-    last = announcement(2, await seal(1))
+    last = announcement(run_id, 2, await seal(1))
     await store.versions.record_head(last, "")  # ... and the scheduler died here
     await coordinator.finish(run_id)
 

@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.dialects import postgresql
 
-from bulk_lineage import insert_samples, plan_nodes
+from bulk_lineage import insert_samples, rows_read
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
@@ -321,11 +321,7 @@ async def test_the_admission_view_reads_only_the_groups_still_moving(store, run_
     async with store.engine.begin() as conn:
         await conn.execute(text("ANALYZE prompt_groups"))
         [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
-    read = sum(
-        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
-        for n in plan_nodes(plan["Plan"])
-        if n.get("Relation Name") == "prompt_groups"
-    )
+    read = rows_read(plan, "prompt_groups")
     # a row for the admitted count and one for each state's newest group (trained and admitted here)
     assert read <= 3, f"read {read} group rows of a run that has 5,001, 5,000 of them trained"
     view = await store.groups.admission_view(run_id)
@@ -564,11 +560,7 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
         # inner side, so only a query that looks rewards up per sample reads just this run's
         await conn.execute(text("SET LOCAL enable_nestloop = off"))
         [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
-    read = sum(
-        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
-        for n in plan_nodes(plan["Plan"])
-        if n.get("Relation Name") == "rewards"
-    )
+    read = rows_read(plan, "rewards")
     assert read <= 1002, f"read {read} reward rows for a run that has 1,002"
     [point] = await store.reports.version_points(run_id)
     assert (point.version, point.mean_reward, point.top_answer_share) == (1, 0.5, 1000 / 1002)
