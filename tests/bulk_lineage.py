@@ -2,6 +2,7 @@
 database (tens of thousands of samples in a second), and the nodes of the plan it chose."""
 
 from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
 
 
 async def insert_samples(
@@ -25,6 +26,13 @@ def plan_nodes(plan: dict):
     yield plan
     for child in plan.get("Plans", ()):
         yield from plan_nodes(child)
+
+
+async def explain_analyze(conn, statement) -> dict:
+    """The EXPLAIN (ANALYZE, FORMAT JSON) plan of a SQLAlchemy statement, its parameters inlined."""
+    sql = statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+    [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))).one()
+    return plan
 
 
 def rows_read(plan: dict, relation: str) -> int:

@@ -4,9 +4,8 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlalchemy.dialects import postgresql
 
-from bulk_lineage import insert_samples, rows_read
+from bulk_lineage import explain_analyze, insert_samples, rows_read
 from jetrl.ids import dead_letter_id
 from jetrl.lineage.batches import Scored
 from jetrl.lineage.db import check_database, make_engine, migrate
@@ -315,12 +314,9 @@ async def test_the_admission_view_reads_only_the_groups_still_moving(store, run_
             {"run": run_id},
         )
     await store.groups.admit_groups([NewGroup(task(run_id, 5000), "1")])
-    statement = admission_view_statement(run_id).compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-    )
     async with store.engine.begin() as conn:
         await conn.execute(text("ANALYZE prompt_groups"))
-        [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
+        plan = await explain_analyze(conn, admission_view_statement(run_id))
     read = rows_read(plan, "prompt_groups")
     # a row for the admitted count and one for each state's newest group (trained and admitted here)
     assert read <= 3, f"read {read} group rows of a run that has 5,001, 5,000 of them trained"
@@ -552,14 +548,11 @@ async def test_version_points_reads_its_own_runs_rewards_by_key(store, run_id):
     ann = ev.WeightsAnnouncement(run_id=run_id, version=1, parent_version=0, batch_id=f"{run_id}.b000000")
     ann.advantages.extend(ev.SampleAdvantage(sample_id=s.sample_id) for s in group.samples)
     await store.versions.record_version(ann, "")
-    statement = version_points_statement(run_id, 1).compile(
-        dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}
-    )
     async with store.engine.begin() as conn:
         # whatever join Postgres picks: with nested loops off it must pick one that reads the whole
         # inner side, so only a query that looks rewards up per sample reads just this run's
         await conn.execute(text("SET LOCAL enable_nestloop = off"))
-        [[plan]] = (await conn.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}"))).one()
+        plan = await explain_analyze(conn, version_points_statement(run_id, 1))
     read = rows_read(plan, "rewards")
     assert read <= 1002, f"read {read} reward rows for a run that has 1,002"
     [point] = await store.reports.version_points(run_id)
