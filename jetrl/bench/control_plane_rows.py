@@ -17,7 +17,7 @@ from sqlalchemy import create_engine, func, select
 from jetrl.bench.control_plane_raw import RawRates
 from jetrl.bench.metrics import Window, steady_window
 from jetrl.bench.stack import RunRecord
-from jetrl.lineage.models import Batch, PolicyVersion, Run, Sample
+from jetrl.lineage.models import Batch, PolicyVersion, PromptGroup, Reward, Run, Sample
 
 __all__ = ["VersionTimes", "read_versions", "quantile", "sample_window", "overheads", "per_1k", "result_row"]
 
@@ -33,6 +33,9 @@ class VersionTimes:
     samples: int  # samples trained into it
     last_sample: float | None = None  # newest Sample.created_at of those
     sealed: float | None = None  # Batch.created_at of the batch that made it
+    admitted: float | None = None  # newest PromptGroup.created_at of that batch's groups
+    admitted_at: int | None = None  # the newest PromptGroup.admitted_version among them
+    scored: float | None = None  # newest Reward.created_at of the samples trained into it
 
 
 def read_versions(database_url: str, run_id: str) -> list[VersionTimes]:
@@ -46,21 +49,49 @@ def read_versions(database_url: str, run_id: str) -> list[VersionTimes]:
         .group_by(Sample.trained_version)
         .subquery()
     )
+    scored = (
+        select(Sample.trained_version.label("version"), func.max(Reward.created_at).label("at"))
+        .join(Reward, Reward.sample_id == Sample.sample_id)
+        .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
+        .group_by(Sample.trained_version)
+        .subquery()
+    )
+    admitted = (
+        select(
+            PromptGroup.batch_id,
+            func.max(PromptGroup.created_at).label("at"),
+            func.max(PromptGroup.admitted_version).label("by"),
+        )
+        .where(PromptGroup.run_id == run_id, PromptGroup.batch_id.is_not(None))
+        .group_by(PromptGroup.batch_id)
+        .subquery()
+    )
     try:
         with engine.connect() as conn:
             started = conn.execute(select(Run.created_at).where(Run.run_id == run_id)).scalar_one()
             rows = conn.execute(
-                select(PolicyVersion.version, PolicyVersion.created_at, Batch.created_at, trained.c.n, trained.c.at)
+                select(
+                    PolicyVersion.version,
+                    PolicyVersion.created_at,
+                    Batch.created_at,
+                    trained.c.n,
+                    trained.c.at,
+                    admitted.c.at,
+                    admitted.c.by,
+                    scored.c.at,
+                )
                 .outerjoin(Batch, Batch.batch_id == PolicyVersion.batch_id)
                 .outerjoin(trained, trained.c.version == PolicyVersion.version)
+                .outerjoin(admitted, admitted.c.batch_id == PolicyVersion.batch_id)
+                .outerjoin(scored, scored.c.version == PolicyVersion.version)
                 .where(PolicyVersion.run_id == run_id, PolicyVersion.version > 0)
                 .order_by(PolicyVersion.version)
             ).all()
     finally:
         engine.dispose()
     return [VersionTimes(0, started.timestamp(), 0)] + [
-        VersionTimes(v, at.timestamp(), int(n or 0), _seconds(last), _seconds(sealed))
-        for v, at, sealed, n, last in rows
+        VersionTimes(v, at.timestamp(), int(n or 0), _seconds(last), _seconds(sealed), _seconds(adm), by, _seconds(rew))
+        for v, at, sealed, n, last, adm, by, rew in rows
     ]
 
 

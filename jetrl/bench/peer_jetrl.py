@@ -11,7 +11,15 @@ beside training. Where the wall time went, per version v (control_plane_rows.rea
     training   version v announced - max(batch v sealed, version v-1 announced): the batch was
                there; the trainer's step, writing the version and announcing it
 
-The two add up to the wall time. CPU seconds: every stack process and the whole Postgres server
+The two add up to the wall time. The path of batch v, per version (p50 of each hop; at η = 0 the
+hops follow one another and add up to `waiting`, at η > 0 they overlap earlier versions):
+
+    admission  its newest group admitted - the version that group was admitted at announced
+    generation → the newest sample it trained recorded (tasks out, generated, rollouts recorded)
+    reward     → the newest reward of those samples recorded (groups out, scored, recorded)
+    sealing    → batch v sealed
+
+CPU seconds: every stack process and the whole Postgres server
 between snapshots before and after the run (control_plane_procs); peak memory: each stack
 process's VmHWM, reset before the run (peer_procs). A short unmeasured run comes first on the
 stack (`warm_up`).
@@ -29,7 +37,7 @@ from jetrl.bench.peer_procs import reset_peaks, stack_peaks
 from jetrl.bench.stack import RunRecord, follow_all
 from jetrl.config import RunSpec, Settings
 
-__all__ = ["peer_spec", "time_split", "arm_row", "jetrl_row", "warm_up", "run_jetrl_arm"]
+__all__ = ["peer_spec", "time_split", "batch_path", "arm_row", "jetrl_row", "warm_up", "run_jetrl_arm"]
 
 WARM_UP_STEPS = 2
 
@@ -61,6 +69,20 @@ def time_split(versions: list[VersionTimes]) -> dict[str, Any]:
         "waiting_p50_ms": _ms(quantile(waiting, 0.5)),
         "training_p50_ms": _ms(quantile(training, 0.5)),
     }
+
+
+def batch_path(versions: list[VersionTimes]) -> dict[str, float | None]:
+    """The median of each hop of a batch's path (module docstring) in ms; a version missing one of
+    a hop's two timestamps is left out of that hop."""
+    announced = {v.version: v.announced for v in versions}
+    hops: dict[str, list[float]] = {"admission": [], "generation": [], "reward": [], "sealing": []}
+    for v in versions:
+        start = None if v.admitted_at is None else announced.get(v.admitted_at)
+        stamps = [start, v.admitted, v.last_sample, v.scored, v.sealed]
+        for hop, begin, end in zip(hops, stamps, stamps[1:]):
+            if begin is not None and end is not None:
+                hops[hop].append(end - begin)
+    return {f"{hop}_p50_ms": _ms(quantile(seconds, 0.5)) for hop, seconds in hops.items()}
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -123,6 +145,7 @@ def jetrl_row(
         peak_rss_by_process=peaks,
         peaks_reset=peaks_reset,
         **time_split(versions),
+        **batch_path(versions),
     )
     return row
 

@@ -88,6 +88,10 @@ SPLIT_COLUMNS = [
     ("training_s", "batch → version s", "{:,.1f}"),
     ("waiting_p50_ms", "waiting p50 ms", "{:,.0f}"),
     ("training_p50_ms", "batch → version p50 ms", "{:,.0f}"),
+    ("admission_p50_ms", "batch: admitted p50 ms", "{:,.0f}"),
+    ("generation_p50_ms", "→ generated", "{:,.0f}"),
+    ("reward_p50_ms", "→ scored", "{:,.0f}"),
+    ("sealing_p50_ms", "→ sealed", "{:,.0f}"),
     ("cpu_without_postgres_s", "stack CPU s (no Postgres)", "{:,.0f}"),
 ]
 
@@ -192,7 +196,10 @@ def show_report(rows: list[dict[str, Any]], steps: int, target: float, checks: l
 
 SPLIT_NOTE = (
     "Per version v: waiting = batch v sealed - version v-1 announced (the trainer had nothing to train); "
-    "batch → version = the rest (train step, weights written, announced). They add up to the wall time."
+    "batch → version = the rest (train step, weights written, announced). They add up to the wall time. "
+    "Batch v's path, p50 per hop: its newest group admitted after the version it was admitted at was announced, "
+    "→ its newest sample recorded, → their newest reward recorded, → the batch sealed (at η = 0 these add up to "
+    "the wait; at η > 0 they overlap earlier versions)."
 )
 
 

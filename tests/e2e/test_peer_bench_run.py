@@ -58,6 +58,8 @@ def test_bench_peer_runs_both_arms_from_one_version_0(database_url, tmp_path):
             row["cpu_by_process"]
         )
         assert row["waiting_s"] + row["training_s"] == pytest.approx(row["wall_s"])
+        # every batch's path is dated from lineage, hop by hop
+        assert all(row[f"{hop}_p50_ms"] > 0 for hop in ("admission", "generation", "reward", "sealing"))
         assert row["wall_vs_trl"] == pytest.approx(row["wall_s"] / rows[TRL]["wall_s"])
     trl = rows[TRL]
     assert trl["steps"] == STEPS and trl["torch_threads"] == 1 and trl["versions"]["trl"]

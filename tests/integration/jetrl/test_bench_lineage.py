@@ -1,5 +1,6 @@
-"""`jetrl bench async`'s lineage reads on a real Postgres: a seeded run's steady-state metrics and
-its accuracy curve (the rest of the bench tests need no service: tests/unit/jetrl/test_bench.py)."""
+"""The benchmarks' lineage reads on a real Postgres: `jetrl bench async`'s steady-state metrics and
+accuracy curve of a seeded run, the version timestamps of `bench control-plane` and `bench peer`
+(the rest of the bench tests need no service: tests/unit/jetrl/test_bench*.py)."""
 
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -7,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import MetaData, Table, create_engine
 
+from jetrl.bench.control_plane_rows import VersionTimes, read_versions
 from jetrl.bench.metrics import read_accuracy_curve, read_run_metrics
 
 
@@ -225,3 +227,81 @@ def test_aborted_work_counts_what_aborted_attempts_finished_and_handed_back(data
     m = read_run_metrics(database_url, run_id, warmup=2)
     assert (m.aborted_tokens, m.recycled_trained_tokens) == (4 + 3 + 5, 4 + 2)
     assert m.aborted_trained_share == pytest.approx(0.5)
+
+
+def test_version_times_from_lineage(database_url):
+    """Each version dated by its batch's path: the newest group admitted (and the version it was
+    admitted at), the newest sample recorded, the newest reward recorded, the batch sealed."""
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+    def at(ms: float) -> datetime:
+        return t0 + timedelta(milliseconds=ms)
+
+    engine = create_engine(database_url)
+    meta = MetaData()
+    names = ("runs", "prompt_groups", "samples", "rewards", "batches", "policy_versions")
+    t = {n: Table(n, meta, autoload_with=engine) for n in names}
+    with engine.begin() as conn:
+        run = dict(run_id=run_id, name="b", spec_yaml="", state="COMPLETED", message="", policy_version=2)
+        run |= dict(total_steps=2, batch_groups=2, group_size=1, trace_id="", created_at=t0, updated_at=t0)
+        _insert(conn, t["runs"], [run])
+        # (n, admitted at ms, at version, batch): version 1 trains groups 0-1, version 2 groups 2-3
+        groups = [(0, 5, 0, 0), (1, 8, 0, 0), (2, 300, 1, 1), (3, 290, 1, 1)]
+        _insert(
+            conn,
+            t["prompt_groups"],
+            [
+                _group_row(run_id, f"{run_id}.g{n}", n, step=b, batch_id=f"{run_id}.b{b}", admitted_version=v)
+                | dict(created_at=at(ms))
+                for n, ms, v, b in groups
+            ],
+        )
+        # (group n, recorded at ms, trained into, reward recorded at ms or None)
+        samples = [(0, 60, 1, 110), (1, 90, 1, 140), (2, 380, 2, None), (3, 350, 2, None)]
+        _insert(
+            conn,
+            t["samples"],
+            [
+                _sample_row(run_id, f"{run_id}.g{n}", f"{run_id}.s{n}", 0, 2, 0, trained_version=tv)
+                | dict(created_at=at(ms))
+                for n, ms, tv, _ in samples
+            ],
+        )
+        _insert(
+            conn,
+            t["rewards"],
+            [
+                dict(sample_id=f"{run_id}.s{n}", server="verify", endpoint="", reward=1.0, created_at=at(ms))
+                | dict(extracted_answer="", detail="", trace_id="")
+                for n, _, _, ms in samples
+                if ms is not None
+            ],
+        )
+        _insert(
+            conn,
+            t["batches"],
+            [
+                dict(batch_id=f"{run_id}.b{b}", run_id=run_id, step=b, policy_version=b, trace_id="", created_at=at(ms))
+                for b, ms in [(0, 150), (1, 400)]
+            ],
+        )
+        _insert(
+            conn,
+            t["policy_versions"],
+            [
+                dict(run_id=run_id, version=v, parent_version=v - 1, batch_id=f"{run_id}.b{v - 1}", uri="", sha256="")
+                | dict(size_bytes=0, metrics={}, samples_trained_total=2 * v, trace_id="", created_at=at(ms))
+                for v, ms in [(1, 250), (2, 500)]
+            ],
+        )
+    engine.dispose()
+
+    def seconds(ms: float) -> float:
+        return at(ms).timestamp()
+
+    assert read_versions(database_url, run_id) == [
+        VersionTimes(0, t0.timestamp(), 0),
+        VersionTimes(1, seconds(250), 2, seconds(90), seconds(150), seconds(8), 0, seconds(140)),
+        VersionTimes(2, seconds(500), 2, seconds(380), seconds(400), seconds(300), 1, None),
+    ]

@@ -14,7 +14,7 @@ import pytest
 from jetrl.bench import peer
 from jetrl.bench.control_plane_procs import POSTGRES, Proc
 from jetrl.bench.control_plane_rows import VersionTimes
-from jetrl.bench.peer_jetrl import arm_row, jetrl_row, peer_spec, time_split
+from jetrl.bench.peer_jetrl import arm_row, batch_path, jetrl_row, peer_spec, time_split
 from jetrl.bench.peer_procs import descendants, own_usage, parse_hwm_kb, peak_rss_mb, reset_peak
 from jetrl.bench.peer_report import DIFFERENCES, TRL, add_ratios, criteria, curve_text, report_text
 from jetrl.bench.peer_trl import HeldoutEval, check_matchable, config_kwargs, eval_versions, train_rows, verify_rewards
@@ -208,6 +208,24 @@ def test_wall_time_splits_into_waiting_and_training():
     assert split["waiting_s"] == pytest.approx(2.0) and split["training_s"] == pytest.approx(6.0)
     assert split["waiting_s"] + split["training_s"] == pytest.approx(8.0)
     assert split["training_p50_ms"] == pytest.approx(1500.0)
+
+
+def test_a_batch_path_is_timed_hop_by_hop_from_the_version_that_admitted_it():
+    versions = [
+        VersionTimes(0, 100.0, 0),
+        # admitted 10 ms after version 0, generated 90 ms later, scored +50, sealed +50
+        VersionTimes(1, 103.0, 128, last_sample=100.1, sealed=100.2, admitted=100.01, admitted_at=0, scored=100.15),
+        # η = 1: admitted at version 0 too, 30 ms after it; then 170, 100, 30
+        VersionTimes(2, 104.0, 128, last_sample=100.2, sealed=100.33, admitted=100.03, admitted_at=0, scored=100.3),
+        # no rewards recorded (a run without them): the two hops that need them are left out
+        VersionTimes(3, 105.0, 128, last_sample=103.5, sealed=103.6, admitted=103.1, admitted_at=1),
+    ]
+    path = batch_path(versions)
+    assert path["admission_p50_ms"] == pytest.approx(30.0)  # 10, 30, 100
+    assert path["generation_p50_ms"] == pytest.approx(170.0)  # 90, 170, 400
+    assert path["reward_p50_ms"] == pytest.approx(75.0)  # 50, 100
+    assert path["sealing_p50_ms"] == pytest.approx(40.0)  # 50, 30
+    assert batch_path([VersionTimes(0, 1.0, 0)]) == dict.fromkeys(path)  # nothing to time
 
 
 def test_a_jetrl_row():
