@@ -34,24 +34,23 @@ class VersionTimes:
     last_sample: float | None = None  # newest Sample.created_at of those
     sealed: float | None = None  # Batch.created_at of the batch that made it
     admitted: float | None = None  # newest PromptGroup.created_at of that batch's groups
-    admitted_at: int | None = None  # the newest PromptGroup.admitted_version among them
+    admitted_version: int | None = None  # the newest PromptGroup.admitted_version among them
     scored: float | None = None  # newest Reward.created_at of the samples trained into it
 
 
 def read_versions(database_url: str, run_id: str) -> list[VersionTimes]:
     """Every version of `run_id` with its timestamps and trained samples, version 0 first."""
     engine = create_engine(database_url)
+    # one pass over the run's trained samples; a sample scored by several reward servers has a
+    # reward row for each, hence the distinct count
     trained = (
         select(
-            Sample.trained_version.label("version"), func.count().label("n"), func.max(Sample.created_at).label("at")
+            Sample.trained_version.label("version"),
+            func.count(Sample.sample_id.distinct()).label("n"),
+            func.max(Sample.created_at).label("at"),
+            func.max(Reward.created_at).label("scored"),
         )
-        .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
-        .group_by(Sample.trained_version)
-        .subquery()
-    )
-    scored = (
-        select(Sample.trained_version.label("version"), func.max(Reward.created_at).label("at"))
-        .join(Reward, Reward.sample_id == Sample.sample_id)
+        .outerjoin(Reward, Reward.sample_id == Sample.sample_id)
         .where(Sample.run_id == run_id, Sample.trained_version.is_not(None))
         .group_by(Sample.trained_version)
         .subquery()
@@ -78,12 +77,11 @@ def read_versions(database_url: str, run_id: str) -> list[VersionTimes]:
                     trained.c.at,
                     admitted.c.at,
                     admitted.c.by,
-                    scored.c.at,
+                    trained.c.scored,
                 )
                 .outerjoin(Batch, Batch.batch_id == PolicyVersion.batch_id)
                 .outerjoin(trained, trained.c.version == PolicyVersion.version)
                 .outerjoin(admitted, admitted.c.batch_id == PolicyVersion.batch_id)
-                .outerjoin(scored, scored.c.version == PolicyVersion.version)
                 .where(PolicyVersion.run_id == run_id, PolicyVersion.version > 0)
                 .order_by(PolicyVersion.version)
             ).all()

@@ -77,7 +77,7 @@ def batch_path(versions: list[VersionTimes]) -> dict[str, float | None]:
     announced = {v.version: v.announced for v in versions}
     hops: dict[str, list[float]] = {"admission": [], "generation": [], "reward": [], "sealing": []}
     for v in versions:
-        start = None if v.admitted_at is None else announced.get(v.admitted_at)
+        start = None if v.admitted_version is None else announced.get(v.admitted_version)
         stamps = [start, v.admitted, v.last_sample, v.scored, v.sealed]
         for hop, begin, end in zip(hops, stamps, stamps[1:]):
             if begin is not None and end is not None:

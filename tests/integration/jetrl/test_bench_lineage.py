@@ -268,14 +268,15 @@ def test_version_times_from_lineage(database_url):
                 for n, ms, tv, _ in samples
             ],
         )
+        # (sample n, server, recorded at ms): sample 0 scored by two servers still counts once
+        rewards = [(n, "verify", ms) for n, _, _, ms in samples if ms is not None] + [(0, "judge", 100)]
         _insert(
             conn,
             t["rewards"],
             [
-                dict(sample_id=f"{run_id}.s{n}", server="verify", endpoint="", reward=1.0, created_at=at(ms))
+                dict(sample_id=f"{run_id}.s{n}", server=server, endpoint="", reward=1.0, created_at=at(ms))
                 | dict(extracted_answer="", detail="", trace_id="")
-                for n, _, _, ms in samples
-                if ms is not None
+                for n, server, ms in rewards
             ],
         )
         _insert(

@@ -214,11 +214,15 @@ def test_a_batch_path_is_timed_hop_by_hop_from_the_version_that_admitted_it():
     versions = [
         VersionTimes(0, 100.0, 0),
         # admitted 10 ms after version 0, generated 90 ms later, scored +50, sealed +50
-        VersionTimes(1, 103.0, 128, last_sample=100.1, sealed=100.2, admitted=100.01, admitted_at=0, scored=100.15),
+        VersionTimes(
+            1, 103.0, 128, last_sample=100.1, sealed=100.2, admitted=100.01, admitted_version=0, scored=100.15
+        ),
         # η = 1: admitted at version 0 too, 30 ms after it; then 170, 100, 30
-        VersionTimes(2, 104.0, 128, last_sample=100.2, sealed=100.33, admitted=100.03, admitted_at=0, scored=100.3),
+        VersionTimes(
+            2, 104.0, 128, last_sample=100.2, sealed=100.33, admitted=100.03, admitted_version=0, scored=100.3
+        ),
         # no rewards recorded (a run without them): the two hops that need them are left out
-        VersionTimes(3, 105.0, 128, last_sample=103.5, sealed=103.6, admitted=103.1, admitted_at=1),
+        VersionTimes(3, 105.0, 128, last_sample=103.5, sealed=103.6, admitted=103.1, admitted_version=1),
     ]
     path = batch_path(versions)
     assert path["admission_p50_ms"] == pytest.approx(30.0)  # 10, 30, 100
