@@ -19,7 +19,7 @@ from jetrl.bench.metrics import Window, steady_window
 from jetrl.bench.stack import RunRecord
 from jetrl.lineage.models import Batch, PolicyVersion, PromptGroup, Reward, Run, Sample
 
-__all__ = ["VersionTimes", "read_versions", "quantile", "sample_window", "overheads", "per_1k", "result_row"]
+__all__ = ["VersionTimes", "read_versions", "quantile", "ms", "sample_window", "overheads", "per_1k", "result_row"]
 
 STACK = "stack (jetrl + nats)"  # the CPU total of the processes the bench started (Postgres is not one)
 
@@ -133,7 +133,8 @@ def per_1k(cpu: dict[str, float], samples: int) -> dict[str, float | None]:
     return {name: (s * 1000 / samples if samples else None) for name, s in cpu.items()}
 
 
-def _ms(seconds: float | None) -> float | None:
+def ms(seconds: float | None) -> float | None:
+    """Seconds as milliseconds; None stays None."""
     return None if seconds is None else seconds * 1000
 
 
@@ -170,10 +171,10 @@ def result_row(
         window_s=window.seconds,
         window_samples=window.tokens,
         samples_per_s=rate,
-        overhead_p50_ms=_ms(quantile(parts["total"], 0.5)),
-        overhead_p90_ms=_ms(quantile(parts["total"], 0.9)),
-        to_seal_p50_ms=_ms(quantile(parts["to_seal"], 0.5)),
-        to_announce_p50_ms=_ms(quantile(parts["to_announce"], 0.5)),
+        overhead_p50_ms=ms(quantile(parts["total"], 0.5)),
+        overhead_p90_ms=ms(quantile(parts["total"], 0.9)),
+        to_seal_p50_ms=ms(quantile(parts["to_seal"], 0.5)),
+        to_announce_p50_ms=ms(quantile(parts["to_announce"], 0.5)),
         of_raw_publish=rate / raw.publish_rate,
         of_raw_consume=rate / raw.consume_rate,
     )

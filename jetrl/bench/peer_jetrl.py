@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from jetrl.bench.control_plane_procs import POSTGRES, cpu_delta, cpu_snapshot
-from jetrl.bench.control_plane_rows import VersionTimes, quantile, read_versions
+from jetrl.bench.control_plane_rows import VersionTimes, ms, quantile, read_versions
 from jetrl.bench.metrics import read_accuracy_curve, time_to_target
 from jetrl.bench.peer_procs import reset_peaks, stack_peaks
 from jetrl.bench.stack import RunRecord, follow_all
@@ -66,8 +66,8 @@ def time_split(versions: list[VersionTimes]) -> dict[str, Any]:
     return {
         "waiting_s": sum(waiting),
         "training_s": sum(training),
-        "waiting_p50_ms": _ms(quantile(waiting, 0.5)),
-        "training_p50_ms": _ms(quantile(training, 0.5)),
+        "waiting_p50_ms": ms(quantile(waiting, 0.5)),
+        "training_p50_ms": ms(quantile(training, 0.5)),
     }
 
 
@@ -82,11 +82,7 @@ def batch_path(versions: list[VersionTimes]) -> dict[str, float | None]:
         for hop, begin, end in zip(hops, stamps, stamps[1:]):
             if begin is not None and end is not None:
                 hops[hop].append(end - begin)
-    return {f"{hop}_p50_ms": _ms(quantile(seconds, 0.5)) for hop, seconds in hops.items()}
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else seconds * 1000
+    return {f"{hop}_p50_ms": ms(quantile(seconds, 0.5)) for hop, seconds in hops.items()}
 
 
 def arm_row(
