@@ -175,6 +175,7 @@ class RankGroup:
         sentinels = {p.sentinel: rank for rank, p in enumerate(self.procs)}
         ended = wait(list(sentinels))
         rank = next(r for sentinel, r in sentinels.items() if sentinel in ended)
+        self.procs[rank].join(1.0)  # reaped, so its exit code (e.g. -9: killed) is known for the reason
         with self._state:
             if self._closing or self.failure:
                 return  # asked to, or already failed (and killed) by call()

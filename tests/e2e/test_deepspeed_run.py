@@ -55,15 +55,20 @@ async def test_a_deepspeed_config_that_fights_the_run_spec_is_refused_before_the
 
 async def test_a_killed_rank_restarts_the_trainer_and_the_run_trains_every_sample_once(stack, store):
     rid = run_id("dskill")
-    steps, b, g = 5, 2, 4
+    # Long enough that the kill lands mid-run even when a loaded machine's poll is late: a rank
+    # killed after the run ended (its ranks closing) rightly fails nothing, and the trainer stays up.
+    steps, b, g = 30, 2, 4
     yaml = stack.spec_yaml("dskill", steps=steps, batch_groups=b, group_size=g).replace("lr: 0.001}", DEEPSPEED)
     await create_run(stack, yaml, rid)
-    await wait_until(stack, rid, lambda p: p.policy_version >= 2 or finished(p))
+    seen = await wait_until(stack, rid, lambda p: p.policy_version >= 2 or finished(p))
+    assert not finished(seen), f"the run ended before a rank could be killed in it: {seen}"
     trainer = stack.pid("svc_trainer")
     ranks = rank_pids(trainer)
     assert len(ranks) == 2
     os.kill(ranks[-1], signal.SIGKILL)  # one rank of the trainer we started
     assert await exit_status(trainer) != 0  # it failed visibly, by itself
+    stalled = await wait_until(stack, rid, lambda p: True)
+    assert stalled.state == svc.RUNNING and stalled.policy_version < steps  # killed mid-run: it waits for a trainer
     await stack.restart("svc_trainer")
     last = await wait_until(stack, rid, finished)
     assert last.state == svc.COMPLETED, last.message
