@@ -45,6 +45,15 @@ def finished(p: svc.RunProgress) -> bool:
     return p.state != svc.RUNNING
 
 
+async def wait_mid_run(stack, rid: str, predicate) -> svc.RunProgress:
+    """wait_until(predicate) in a run that is still running: a test that then kills something must
+    kill it mid-run, or it tests nothing (a late poll on a loaded machine can see a short run end
+    first: it fails here, never passes for nothing)."""
+    seen = await wait_until(stack, rid, lambda p: predicate(p) or finished(p))
+    assert not finished(seen), f"run {rid} ended before the point this test acts at (make it longer): {seen}"
+    return seen
+
+
 async def trainer_count(stack, rid: str) -> int:
     async with channel(stack.settings.trainer_addr, stack.settings) as ch:
         status = await services_pb2_grpc.TrainerServiceStub(ch).GetStatus(

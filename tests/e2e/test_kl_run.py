@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from jetrl.lineage.models import PolicyVersion
 from jetrl.v1 import services_pb2 as svc
-from runs import create_run, finished, run_id, wait_until
+from runs import create_run, finished, run_id, wait_mid_run, wait_until
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -16,9 +16,10 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.parametrize("kl_in", ["loss", "reward"])
 async def test_every_version_of_a_kl_anchored_run_reports_its_kl_even_across_a_trainer_restart(stack, store, kl_in):
     rid = run_id("kl")
-    yaml = stack.spec_yaml("kl", steps=4).replace("lr: 0.001}", f"lr: 0.001, kl_coef: 0.1, kl_in: {kl_in}}}")
+    steps = 10
+    yaml = stack.spec_yaml("kl", steps=steps).replace("lr: 0.001}", f"lr: 0.001, kl_coef: 0.1, kl_in: {kl_in}}}")
     await create_run(stack, yaml, rid)
-    await wait_until(stack, rid, lambda p: p.policy_version >= 2 or finished(p))
+    await wait_mid_run(stack, rid, lambda p: p.policy_version >= 2)
     stack.kill("svc_trainer")  # the restarted trainer builds its reference again
     await stack.restart("svc_trainer")
     last = await wait_until(stack, rid, finished)
@@ -31,7 +32,7 @@ async def test_every_version_of_a_kl_anchored_run_reports_its_kl_even_across_a_t
                 .order_by(PolicyVersion.version)
             )
         ).all()
-    assert [v for v, _ in rows] == [1, 2, 3, 4]
+    assert [v for v, _ in rows] == list(range(1, steps + 1))
     kls = [m["kl"] for _, m in rows]
     # k3 is never negative; version 1 is trained from version 0, the reference itself (in the
     # reward, measured on the rollout's behaviour log-probs: the engines' numerics differ slightly)

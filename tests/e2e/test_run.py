@@ -16,7 +16,15 @@ import pytest
 from jetrl.rpc import channel
 from jetrl.v1 import services_pb2 as svc
 from jetrl.v1 import services_pb2_grpc
-from runs import assert_every_sample_trained_once, create_run, finished, run_id, trainer_count, wait_until
+from runs import (
+    assert_every_sample_trained_once,
+    create_run,
+    finished,
+    run_id,
+    trainer_count,
+    wait_mid_run,
+    wait_until,
+)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -73,16 +81,16 @@ async def test_a_vllm_run_on_workers_without_vllm_is_refused_with_how_to_install
 
 
 async def test_killed_trainer_and_rollout_worker_lose_nothing(stack, store):
-    steps, b, g = 6, 2, 4
+    steps, b, g = 20, 2, 4
     rid = run_id("crash")
     await create_run(stack, stack.spec_yaml("crash", steps=steps, batch_groups=b, group_size=g), rid)
     # the trainer dies while it holds a sealed batch: synchronous admission leaves no group
     # running between the seal of batch v and the announcement of version v + 1
-    await wait_until(stack, rid, lambda p: p.policy_version >= 1 and p.groups_running == 0 or finished(p))
+    await wait_mid_run(stack, rid, lambda p: p.policy_version >= 1 and p.groups_running == 0)
     stack.kill("svc_trainer")
     await stack.restart("svc_trainer")
     # a rollout worker dies while tasks of the next step are in flight
-    await wait_until(stack, rid, lambda p: p.policy_version >= 3 and p.groups_running > 0 or finished(p))
+    await wait_mid_run(stack, rid, lambda p: p.policy_version >= 3 and p.groups_running > 0)
     stack.kill("svc_rollout")
     await stack.restart("svc_rollout")
     last = await wait_until(stack, rid, finished)
@@ -166,7 +174,7 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
 
     The simulated-hardware engines pace generation (the tiny model would finish every group
     before any abort could reach it); the services, bus and lineage are the real ones."""
-    steps, b, g = 5, 2, 4
+    steps, b, g = 8, 2, 4
     rid = run_id("april")
     extra = dict(
         schedule="schedule: {eval_every: 0, max_staleness: 0, over_provision: 4.0}",
@@ -175,9 +183,7 @@ async def test_async_april_run_survives_a_scheduler_restart_with_partials(stack,
         "train_s_per_token: 0.0, train_s_per_step: 0.2}",
     )
     await create_run(stack, stack.spec_yaml("april", steps=steps, batch_groups=b, group_size=g, **extra), rid)
-    await wait_until(
-        stack, rid, lambda p: p.partial_groups > 0 and p.policy_version >= 1 or p.policy_version >= 3 or finished(p)
-    )
+    await wait_mid_run(stack, rid, lambda p: p.partial_groups > 0 and p.policy_version >= 1 or p.policy_version >= 3)
     stack.kill("svc_scheduler")
     await stack.restart("svc_scheduler")
     last = await wait_until(stack, rid, finished)
@@ -272,18 +278,19 @@ async def test_evaluation_is_served_by_whichever_rollout_worker_is_alive(stack, 
     try:
         await wait_serving(second_addr, stack.settings, timeout=90, what="second rollout worker")
         rid = run_id("failover")
-        await create_run(stack, stack.spec_yaml("failover", steps=3), rid)
-        await wait_until(stack, rid, lambda p: p.policy_version >= 1 or finished(p))
+        steps = 10
+        await create_run(stack, stack.spec_yaml("failover", steps=steps), rid)
+        await wait_mid_run(stack, rid, lambda p: p.policy_version >= 1)
         stack.kill("svc_rollout")
         last = await wait_until(stack, rid, finished)
         assert last.state == svc.COMPLETED, last.message
-        assert last.heldout_version == 3 and not last.message
+        assert last.heldout_version == steps and not last.message
     finally:
         second.kill()  # the process this test started, by its pid
         second.wait(timeout=30)
         await stack.restart("svc_rollout")
     rows = await store.reports.trained_sample_rows(rid)
-    assert len(rows) == 3 * 2 * 4 == len({r.sample_id for r in rows})
+    assert len(rows) == steps * 2 * 4 == len({r.sample_id for r in rows})
 
 
 async def test_the_services_run_as_their_nats_roles(stack):
