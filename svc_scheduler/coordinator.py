@@ -43,6 +43,11 @@ from svc_scheduler.selection import Evidence
 log = logging.getLogger(__name__)
 
 
+def no_row(run_id: str) -> LookupError:
+    """A run this scheduler decides for whose lineage row is gone (a run is active only once it exists)."""
+    return LookupError(f"run {run_id} is active but has no row in lineage")
+
+
 class Coordinator:
     def __init__(self, js, store: LineageStore):
         self.js = js
@@ -84,7 +89,7 @@ class Coordinator:
         """The lineage row of an active run (a run is active only once its row exists)."""
         record = await self.store.runs.get_run(run_id)
         if record is None:
-            raise LookupError(f"run {run_id} is active but has no row in lineage")
+            raise no_row(run_id)
         return record
 
     def spec(self, run_id: str) -> RunSpec | None:
@@ -158,7 +163,7 @@ class Coordinator:
         run_id = run.run_id
         view = await self.store.groups.admission_view(run_id)
         if view is None:
-            raise LookupError(f"run {run_id} is active but has no row in lineage")
+            raise no_row(run_id)
         if view.state != RunState.RUNNING:
             return 0, 0, 0
         # accepted: generation complete (AReaL counts a rollout once it is done, whatever its
