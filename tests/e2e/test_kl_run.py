@@ -16,7 +16,7 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.parametrize("kl_in", ["loss", "reward"])
 async def test_every_version_of_a_kl_anchored_run_reports_its_kl_even_across_a_trainer_restart(stack, store, kl_in):
     rid = run_id("kl")
-    steps = 10
+    steps = 30  # a version takes ~0.1 s: the kill must land mid-run after a late poll
     yaml = stack.spec_yaml("kl", steps=steps).replace("lr: 0.001}", f"lr: 0.001, kl_coef: 0.1, kl_in: {kl_in}}}")
     await create_run(stack, yaml, rid)
     await wait_mid_run(stack, rid, lambda p: p.policy_version >= 2)
