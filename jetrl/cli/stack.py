@@ -266,26 +266,32 @@ def up(settings: Settings, timeout: float = 120.0, rewards: bool = False) -> Non
 
 def down(settings: Settings, timeout: float = 20.0) -> None:
     _, pids = _dirs(settings)
-    # services first (they drain their subscriptions), then servers started beside them, the broker last
+    # the services together (each drains its own subscriptions and acks through the broker), then
+    # the servers started beside them, the broker last
     extra = sorted(f.stem for f in pids.glob("*.pid") if f.stem not in SERVICES and f.stem != "nats-server")
-    order = [*SERVICES, *extra, "nats-server"]
-    for name in order:
-        pid_file = pids / f"{name}.pid"
-        if not pid_file.exists():
-            continue
-        pid = int(pid_file.read_text())
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + timeout
-            while pid_alive(pid) and time.monotonic() < deadline:
-                _reap(pid)
-                time.sleep(0.1)
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-            console.print(f"  stopped {name} (pid {pid})")
-        pid_file.unlink()
+    for names in (list(SERVICES), extra, ["nats-server"]):
+        _stop(pids, names, timeout)
     # the next `up` chooses again: the ports written may be taken by then
     (settings.data_dir.resolve() / METRICS_PORTS_FILE).unlink(missing_ok=True)
+
+
+def _stop(pids: Path, names: list[str], timeout: float) -> None:
+    """SIGTERM the recorded processes `names` at once, and SIGKILL what is left after `timeout`."""
+    recorded = {name: int(f.read_text()) for name in names if (f := pids / f"{name}.pid").exists()}
+    running = {name: pid for name, pid in recorded.items() if pid_alive(pid)}
+    for pid in running.values():
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(pid_alive(pid) for pid in running.values()) and time.monotonic() < deadline:
+        for pid in running.values():
+            _reap(pid)
+        time.sleep(0.1)
+    for name, pid in running.items():
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        console.print(f"  stopped {name} (pid {pid})")
+    for name in recorded:
+        (pids / f"{name}.pid").unlink()
 
 
 def _reap(pid: int) -> None:
