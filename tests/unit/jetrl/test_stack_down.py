@@ -47,11 +47,11 @@ def test_down_stops_the_services_together_then_what_is_beside_them_then_the_brok
     procs.append(start(marks, pids, "reward-server", "clean", services))  # for the services to be ended
     procs.append(start(marks, pids, "nats-server", "clean", [*services, "reward-server"]))  # for everything
     names = [*services, "reward-server", "nats-server"]
-    deadline = time.monotonic() + 30
-    while not all((marks / f"{n}.ready").exists() for n in names):
-        assert time.monotonic() < deadline, "the stand-in processes did not start"
-        time.sleep(0.05)
     try:
+        deadline = time.monotonic() + 30
+        while not all((marks / f"{n}.ready").exists() for n in names):
+            assert time.monotonic() < deadline, "the stand-in processes did not start"
+            time.sleep(0.05)
         down(Settings(data_dir=tmp_path), timeout=20)
         # one by one, the first service would have waited for the others' SIGTERM and given up
         assert sorted(p.name for p in marks.glob("*.clean")) == sorted(f"{n}.clean" for n in names)
